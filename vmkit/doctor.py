@@ -1,0 +1,65 @@
+"""vmkit.doctor(): what this machine offers the course, and how to get what is missing."""
+import os
+import platform
+import shutil
+from dataclasses import dataclass
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+    def __str__(self):
+        mark = "ok " if self.ok else "-- "
+        return f"{mark} {self.name:<22} {self.detail}" + (f"\n     fix: {self.fix}" if not self.ok and self.fix else "")
+
+
+class Report(list):
+    def __str__(self):
+        return "\n".join(str(c) for c in self)
+
+    def _repr_pretty_(self, p, cycle):
+        p.text(str(self))
+
+    def ok(self, name):
+        return any(c.name == name and c.ok for c in self)
+
+
+def _tool(name, purpose, package):
+    path = shutil.which(name)
+    return Check(name, bool(path), f"{path} ({purpose})" if path else f"not found ({purpose})",
+                 f"sudo apt-get install {package}   or   conda install -c conda-forge {package}")
+
+
+def _kvm():
+    if platform.system() != "Linux":
+        return Check("/dev/kvm", False, "KVM needs Linux", "use a Linux machine; every other lesson runs anywhere")
+    if not os.path.exists("/dev/kvm"):
+        return Check("/dev/kvm", False, "absent: no KVM module, or no VT-x/AMD-V (or nested virtualization off)",
+                     "enable VT-x/AMD-V in the firmware and load kvm_intel or kvm_amd")
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return Check("/dev/kvm", False, "present but not usable by this user",
+                     "sudo usermod -aG kvm $USER, then log in again")
+    return Check("/dev/kvm", True, "present and usable")
+
+
+def doctor():
+    """Check the tools the course uses. Print the result to see what to install."""
+    import unicorn
+    report = Report([
+        Check("unicorn", True, f"{unicorn.__version__} (the CPU emulator every technique runs on)"),
+        _tool("nasm", "assembles the guests", "nasm"),
+        _tool("dot", "draws the diagrams (graphviz)", "graphviz"),
+        _tool("qemu-system-i386", "only for the differential tests", "qemu-system-x86"),
+        _kvm(),
+    ])
+    try:
+        from .machine import quirks
+        quirks.offsets()
+        report.append(Check("unicorn internals", True, "vmkit's probe found the CPU state it needs"))
+    except Exception as e:                     # noqa: BLE001 - report, don't crash the doctor
+        report.append(Check("unicorn internals", False, str(e)))
+    return report

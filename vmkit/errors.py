@@ -1,0 +1,43 @@
+"""The errors vmkit raises. Each one says what went wrong and what to do about it."""
+
+
+class VmkitError(Exception):
+    """Base class of every error vmkit raises on purpose."""
+
+
+class AsmError(VmkitError):
+    """NASM rejected the source. `line` is 1-based, `text` is that source line, `message` NASM's words."""
+
+    def __init__(self, line, text, message):
+        self.line, self.text, self.message = line, text, message
+        where = f"line {line}: {text.strip()}" if line else "the source"
+        super().__init__(f"{where}\n    {message}")
+
+
+class ToolMissing(VmkitError):
+    """A program vmkit needs (nasm, dot, qemu) is not installed; the message says how to get it."""
+
+
+class GuestTimeout(VmkitError):
+    """The guest used up its budget (instructions or seconds). `result` is the run so far."""
+
+    def __init__(self, message, result):
+        self.result = result
+        super().__init__(message)
+
+
+class GuestError(VmkitError):
+    """The guest did something the machine cannot model (memory outside RAM, an unsupported mode).
+    `result` is the run so far."""
+
+    def __init__(self, message, result):
+        self.result = result
+        super().__init__(message)
+
+
+class KvmUnavailable(VmkitError):
+    """Real KVM cannot be used here; the message says why and how to fix it."""
+
+
+class NotBuiltYet(VmkitError):
+    """A technique the course names but this version of vmkit does not implement yet."""
