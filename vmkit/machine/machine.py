@@ -262,8 +262,9 @@ class Machine:
                                f"ring {self.cpu.cpl}.", self.result())
 
     # --- time and interrupts ---------------------------------------------------------------------------
-    def _tick(self):
-        for _ in range(self.pit.advance(self.clock)):
+    def _tick(self, clock=None):
+        """Bring the timer up to `clock` (default: now); each expiry raises IRQ0 at the PIC."""
+        for _ in range(self.pit.advance(self.clock if clock is None else clock)):
             self.pic.raise_irq(0)
 
     def _clock_now(self):
@@ -310,6 +311,8 @@ class Machine:
             try:
                 record = deliver(self.cpu, vector, source, error_code)
             except Fault as f:
+                if source == SOFTWARE:
+                    self.cpu["eip"] = at          # a fault in int n's delivery points at the int
                 outcome = second_fault(klass, f.vector)
                 if outcome == "triple":
                     self._event("shutdown", why=f"{vector_name(f.vector)} while delivering a double fault: triple fault",
@@ -372,6 +375,8 @@ class Machine:
             return self.cpu["eax"] & ((1 << (8 * size)) - 1)
         device = self.ports.get(port)
         clock = self._clock_now()
+        if device in (self.pic, self.pit) and self.counted:
+            self._tick(clock)              # the devices are a function of time: catch them up first
         if isinstance(device, Pit8254):
             if not self.counted:
                 self._stop = _Stop("must-count", None, why="the guest uses the timer")
@@ -391,7 +396,7 @@ class Machine:
             insn = disassemble(uc.mem_read(eip, 16), eip, 1)
             self._stop = _Stop("exit", self._counter(), next_eip=eip + (insn[0].size if insn else 1))
             uc.emu_stop()
-        elif device in (self.pic, self.pit) and direction == "out":
+        elif device in (self.pic, self.pit) and direction == "out" and self.counted:
             # a new mask, EOI or timer setting: let the machine look again before the next instruction
             self._stop = _Stop("device", self._counter())
             uc.emu_stop()

@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Set up the course and use it. Needs only Python 3.11+; everything else it installs.
+
+    python3 course.py open     install what is missing, then open JupyterLab on the first lesson
+    python3 course.py test     install what is missing (and the test tools), then run every test
+    python3 course.py bench    run the benchmarks and print the ratios they measure
+    python3 course.py doctor   say what this machine offers (nasm, dot, qemu, /dev/kvm)
+
+Python packages go into a virtual environment in .venv beside this file. System tools come from
+apt when this runs as root (or with password-less sudo); otherwise the message names the command.
+"""
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import venv
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+VENV = os.path.join(HERE, ".venv")
+BIN = os.path.join(VENV, "bin")
+PYTHON = os.path.join(BIN, "python")
+FIRST_LESSON = os.path.join("lessons", "01_privilege_rings.ipynb")
+
+# program -> (Debian package, why the course needs it)
+COURSE_TOOLS = {"nasm": ("nasm", "assembles the guest kernels"),
+                "dot": ("graphviz", "draws the lessons' diagrams")}
+TEST_TOOLS = {"qemu-system-i386": ("qemu-system-x86", "the reference the differential tests compare against")}
+
+
+def say(message):
+    print(f"[course] {message}", flush=True)
+
+
+def system_tools(tools):
+    """Install missing programs with apt where this process may; otherwise explain how."""
+    missing = {prog: info for prog, info in tools.items() if not shutil.which(prog)}
+    if not missing:
+        return
+    packages = sorted({pkg for pkg, _ in missing.values()})
+    apt = shutil.which("apt-get")
+    sudo = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") and
+                                         subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0
+                                         else None)
+    if apt and sudo is not None:
+        say(f"installing {', '.join(packages)} with apt-get")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(sudo + [apt, "update", "-qq"], env=env)
+        subprocess.run(sudo + [apt, "install", "-y", "-qq", "--no-install-recommends"] + packages, env=env)
+    for prog, (pkg, why) in missing.items():
+        if not shutil.which(prog):
+            say(f"{prog} is missing ({why}). Install it with:  sudo apt-get install {pkg}"
+                f"   (conda: conda install -c conda-forge {pkg}; macOS: brew install {pkg})")
+
+
+def python_packages(extras):
+    """Create .venv and install the course (with `extras`) when pyproject.toml changed since last time."""
+    if not os.path.exists(PYTHON):
+        say("creating the virtual environment in .venv")
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    with open(os.path.join(HERE, "pyproject.toml"), "rb") as f:
+        want = hashlib.sha256(f.read() + extras.encode()).hexdigest()
+    stamp = os.path.join(VENV, f".installed-{extras or 'course'}")
+    if os.path.exists(stamp) and open(stamp).read() == want:
+        return
+    say("installing the Python packages (once; later runs skip this)")
+    target = f"{HERE}[{extras}]" if extras else HERE
+    subprocess.run([PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
+    subprocess.run([PYTHON, "-m", "pip", "install", "--quiet", "-e", target], check=True)
+    with open(stamp, "w") as f:
+        f.write(want)
+
+
+def run_in_venv(argv):
+    env = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
+    os.chdir(HERE)
+    os.execve(argv[0], argv, env)
+
+
+def main(argv):
+    command = argv[1] if len(argv) > 1 else "open"
+    rest = argv[2:]
+    if command == "open":
+        system_tools(COURSE_TOOLS)
+        python_packages("")
+        say(f"opening JupyterLab on {FIRST_LESSON}")
+        extra = ["--allow-root"] if os.geteuid() == 0 else []
+        run_in_venv([os.path.join(BIN, "jupyter"), "lab", FIRST_LESSON] + extra + rest)
+    elif command == "test":
+        system_tools({**COURSE_TOOLS, **TEST_TOOLS})
+        python_packages("test")
+        run_in_venv([PYTHON, "-m", "pytest"] + rest)
+    elif command == "bench":
+        system_tools(COURSE_TOOLS)
+        python_packages("test")
+        run_in_venv([PYTHON, os.path.join("tests", "benchmarks", "run.py")] + rest)
+    elif command == "doctor":
+        python_packages("")
+        run_in_venv([PYTHON, "-c", "import vmkit; print(vmkit.doctor())"])
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

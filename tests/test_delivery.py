@@ -1,0 +1,174 @@
+"""Interrupt and exception delivery, checked against the facts of the Intel SDM vol. 3, ch. 6.
+
+Each test stops the machine at the handler's first instruction and reads what the CPU left there:
+the stack, the frame, CS:EIP, SS:ESP, EFLAGS.
+"""
+import pytest
+
+import vmkit
+from guestkit import kernel
+
+KSTACK, R1STACK, USTACK = 0x3F0000, 0x3E0000, 0x3D0000
+IF = 1 << 9
+TO_RING3 = "mov eax, user\nmov ebx, {eflags:#x}\njmp to_ring3\nuser:\n"
+
+
+def user_mode(code, eflags=0x202):
+    """Body that enters ring 3 (via iretd) and runs `code` there."""
+    return TO_RING3.format(eflags=eflags) + code
+
+
+def at_handler(image, label):
+    m = vmkit.Machine(image)
+    m.run_until(eip=image.symbols[label])
+    assert not m.finished, m.result()
+    return m
+
+
+def stack(m, count):
+    return [int.from_bytes(m.uc.mem_read(m.cpu["esp"] + 4 * i, 4), "little") for i in range(count)]
+
+
+def transitions(result):
+    return [(e.detail["cause"], e.detail["from_ring"], e.detail["to_ring"])
+            for e in result.events if e.kind == "ring-transition"]
+
+
+def test_int_from_ring3_switches_to_the_tss_ring0_stack(build):
+    """int 0x80 in ring 3: does the CPU switch to ss0:esp0 and push SS, ESP, EFLAGS, CS, EIP?"""
+    img = build(body=user_mode("int 0x80\nafter:\njmp $"), gates={0x80: ("h80", 0xEE)}, handlers={"h80": "hlt"})
+    m = at_handler(img, "h80")
+    assert m.cpu.cpl == 0 and m.cpu["cs"] == 0x08
+    assert m.cpu["ss"] == 0x10 and m.cpu["esp"] == KSTACK - 20
+    assert stack(m, 5) == [img.symbols["after"], 0x2B, 0x202, USTACK, 0x33]
+    event = m.events[-1]
+    assert event.detail["stack_switch"] and event.detail["frame"] == list(zip(
+        ["EIP", "CS", "EFLAGS", "ESP", "SS"], stack(m, 5)))
+    assert event.eip == img.symbols["user"]          # where the int instruction is
+
+
+def test_int_in_the_same_ring_pushes_three_dwords_on_the_current_stack(build):
+    """An interrupt that does not change privilege: no stack switch, no SS:ESP in the frame."""
+    img = build(body="mov esp, 0x3A0000\nint 0x81\nafter:\njmp $", gates={0x81: ("h81", 0x8E)}, handlers={"h81": "hlt"})
+    m = at_handler(img, "h81")
+    assert m.cpu["ss"] == 0x10 and m.cpu["esp"] == 0x3A0000 - 12
+    assert stack(m, 3) == [img.symbols["after"], 0x08, 0x2]
+    assert not m.events[-1].detail["stack_switch"]
+
+
+@pytest.mark.parametrize("attr, if_in_handler", [(0x8E, False), (0x8F, True)])
+def test_interrupt_gates_clear_IF_and_trap_gates_do_not(build, attr, if_in_handler):
+    """Interrupt gate vs trap gate: only the interrupt gate clears IF (SDM 6.12.1.3)."""
+    img = build(body="sti\nint 0x82\njmp $", gates={0x82: ("h82", attr)}, handlers={"h82": "hlt"})
+    m = at_handler(img, "h82")
+    assert bool(m.cpu["eflags"] & IF) == if_in_handler
+    assert stack(m, 3)[2] & IF                        # the saved EFLAGS still has IF set
+
+
+def test_int_n_through_a_gate_more_privileged_than_cpl_is_a_gp_naming_the_idt_entry(build):
+    """int 0x81 from ring 3 through a DPL-0 gate: #GP with error code vector*8+2 (IDT bit), EIP at the int."""
+    img = build(body=user_mode("bad:\nint 0x81\njmp $"), gates={0x81: ("h81", 0x8E), 13: ("gp", 0x8E)},
+                handlers={"h81": "hlt", "gp": "hlt"})
+    m = at_handler(img, "gp")
+    assert stack(m, 6) == [0x81 * 8 + 2, img.symbols["bad"], 0x2B, 0x202, USTACK, 0x33]
+
+
+def test_loading_a_bad_selector_is_a_gp_whose_error_code_is_the_selector(build):
+    """mov ds with a selector past the GDT limit: #GP(selector with RPL cleared), EIP at the mov."""
+    img = build(body="mov ax, 0x1233\nbad:\nmov ds, ax\njmp $", gates={13: ("gp", 0x8E)}, handlers={"gp": "hlt"})
+    m = at_handler(img, "gp")
+    assert stack(m, 4) == [0x1230, img.symbols["bad"], 0x08, 0x2]
+
+
+@pytest.mark.parametrize("instruction", ["cli", "hlt", "lgdt [0]", "mov cr0, eax", "wrmsr"])
+def test_a_privileged_instruction_in_ring3_is_a_gp_with_error_code_0(build, instruction):
+    """Ring 3 runs cli, hlt, lgdt, mov cr0, wrmsr: each raises #GP(0) at that instruction."""
+    img = build(body=user_mode(f"bad:\n{instruction}\njmp $"), gates={13: ("gp", 0x8E)}, handlers={"gp": "hlt"})
+    m = at_handler(img, "gp")
+    assert stack(m, 2) == [0, img.symbols["bad"]]
+    assert m.events[-1].detail["cause"] == "#GP" and m.events[-1].detail["from_ring"] == 3
+
+
+def test_iret_returns_to_ring3_with_the_user_stack(build):
+    """The handler's iretd pops EIP, CS, EFLAGS, ESP, SS: back in ring 3 after the int."""
+    img = build(body=user_mode("int 0x80\nafter:\nint 0x80\njmp $"), gates={0x80: ("h80", 0xEE)},
+                handlers={"h80": "iretd"})
+    m = vmkit.Machine(img)
+    m.run_until(eip=img.symbols["after"])
+    assert m.cpu.cpl == 3 and m.cpu["ss"] == 0x33 and m.cpu["esp"] == USTACK
+    assert transitions(m.result()) == [("iret", 0, 3), ("int 0x80", 3, 0), ("iret", 0, 3)]
+
+
+def test_delivery_into_ring1_uses_ss1_esp1(build):
+    """A gate whose code segment has DPL 1, entered from ring 3: the CPU takes ss1:esp1 from the TSS."""
+    img = build(body=user_mode("int 0x80\njmp $"), gates={0x80: ("h80", 0xEE)}, handlers={"h80": "jmp $"},
+                gate_cs="R1CODE")
+    m = at_handler(img, "h80")
+    assert m.cpu.cpl == 1 and m.cpu["cs"] == 0x19
+    assert m.cpu["ss"] == 0x21 and m.cpu["esp"] == R1STACK - 20
+
+
+class TestIOPermission:
+    """The protected-mode I/O check (SDM vol. 1, 19.5): CPL <= IOPL, or the TSS bitmap allows the port."""
+
+    def test_ring3_with_iopl0_faults_before_the_access(self, build):
+        img = build(body=user_mode("mov al, 5\nbad:\nout 0xf4, al\njmp $"), gates={13: ("gp", 0x8E)},
+                    handlers={"gp": "hlt"})
+        m = at_handler(img, "gp")
+        assert stack(m, 2) == [0, img.symbols["bad"]]
+        assert m.debug_exit.exit_code is None and not m.result().of_kind("io")
+
+    def test_ring3_with_iopl3_may_use_ports(self, build):
+        img = build(body=user_mode("mov al, 5\nout 0xf4, al\njmp $", eflags=0x3202))
+        assert vmkit.run(img).exit_code == 11
+
+    def test_ring1_with_iopl0_faults_too(self, build):
+        """A guest kernel moved to ring 1 cannot reach the devices: every out traps (lesson 02)."""
+        body = ("push R1DATA\npush R1STACK\npush 0x2\npush R1CODE\npush ring1\niretd\n"
+                "ring1:\nmov al, 5\nbad:\nout 0xf4, al\njmp $")
+        img = build(body=body, gates={13: ("gp", 0x8E)}, handlers={"gp": "hlt"})
+        m = at_handler(img, "gp")
+        assert stack(m, 3) == [0, img.symbols["bad"], 0x19]
+
+    def test_the_tss_bitmap_opens_single_ports(self, build):
+        bitmap = ["0xFF"] * 33
+        bitmap[0xF4 // 8] = "0xEF"                       # clear the bit of port 0xf4 only
+        extra = "iomap:\n    db " + ", ".join(bitmap)
+        img = build(body=user_mode("mov al, 5\nout 0xf4, al\njmp $"), iomap_base=104, tss_extra=extra)
+        assert vmkit.run(img).exit_code == 11
+        img = build(body=user_mode("mov dx, 0x3f8\nbad:\nout dx, al\njmp $"), iomap_base=104, tss_extra=extra,
+                    gates={13: ("gp", 0x8E)}, handlers={"gp": "hlt"})
+        assert stack(at_handler(img, "gp"), 2) == [0, img.symbols["bad"]]
+
+    def test_a_refused_in_leaves_eax_alone(self, build):
+        img = build(body=user_mode("mov eax, 0x11223344\nin al, 0x40\njmp $"), gates={13: ("gp", 0x8E)},
+                    handlers={"gp": "hlt"})
+        assert at_handler(img, "gp").cpu["eax"] == 0x11223344
+
+
+class TestFaultsDuringDelivery:
+    """SDM table 6-5: benign then contributory is handled serially; contributory twice is #DF;
+    a fault while delivering #DF is a triple fault, which shuts the processor down."""
+
+    def test_a_fault_while_delivering_a_gp_is_a_double_fault(self, build):
+        img = build(body=user_mode("cli\njmp $"), gates={13: ("gp", 0x0E), 8: ("df", 0x8E)},
+                    handlers={"gp": "hlt", "df": "hlt"})
+        m = at_handler(img, "df")
+        assert stack(m, 1) == [0]                            # #DF's error code is always 0
+        last = m.events[-1].detail
+        assert last["vector"] == 8 and last["cause"].startswith("#DF")
+
+    def test_a_benign_exception_then_a_fault_is_handled_serially(self, build):
+        """ud2 (#UD, benign) through a not-present gate: the #NP is delivered as itself."""
+        img = build(body="ud2\njmp $", gates={6: ("ud", 0x0E), 11: ("np", 0x8E)}, handlers={"ud": "hlt", "np": "hlt"})
+        m = at_handler(img, "np")
+        assert stack(m, 1) == [6 * 8 + 2 + 1]               # IDT entry 6, EXT set
+
+    def test_no_usable_gates_at_all_is_a_triple_fault(self, build):
+        result = vmkit.run(build(body="ud2"))
+        assert result.shutdown and not result.halted and result.exit_code is None
+        assert result.events[-1].kind == "shutdown"
+
+    def test_an_exception_before_any_idt_is_loaded_is_a_triple_fault(self):
+        result = vmkit.run("int 0x80")
+        assert result.shutdown

@@ -1,0 +1,218 @@
+"""The model machine as a whole: the platform contract, time, budgets, and stepping vs running."""
+import time
+
+import pytest
+
+import vmkit
+import vmkit.guests
+from vmkit.machine import CPU_HZ, PIT_HZ
+
+HELLO = r"""
+    mov dx, 0x3f8
+    mov esi, msg
+.next:
+    lodsb
+    test al, al
+    jz .done
+    out dx, al
+    jmp .next
+.done:
+    mov al, 3
+    out 0xf4, al
+msg: db "hello", 10, 0
+"""
+
+# a timer kernel: PIT channel 0 at `reload`, IRQ0 at vector 0x20, handler counts and EOIs
+TIMER = r"""
+    lidt [idtr]
+    mov eax, irq0
+    mov [idt + 0x20 * 8], ax
+    mov word [idt + 0x20 * 8 + 2], 0x08
+    mov word [idt + 0x20 * 8 + 4], 0x8E00
+    shr eax, 16
+    mov [idt + 0x20 * 8 + 6], ax
+    mov al, 0x11
+    out 0x20, al
+    mov al, 0x20
+    out 0x21, al
+    mov al, 4
+    out 0x21, al
+    mov al, 1
+    out 0x21, al
+    mov al, 0xFE
+    out 0x21, al
+    mov al, 0x34
+    out 0x43, al
+    mov ax, {reload}
+    out 0x40, al
+    mov al, ah
+    out 0x40, al
+    {main}
+irq0:
+    inc dword [ticks]
+    push eax
+    mov al, 0x20
+    out 0x20, al
+    pop eax
+    iretd
+ticks: dd 0
+align 8
+idt: times 256 dq 0
+idtr: dw 256 * 8 - 1
+      dd idt
+"""
+
+
+def timer_guest(reload, main):
+    return TIMER.format(reload=reload, main=main)
+
+
+def test_the_platform_boot_state():
+    """Entered at 0x100000 in ring 0 with flat selectors, ESP 0x400000, EFLAGS 0x2 (DESIGN: vmkit PC)."""
+    m = vmkit.machine("nop")
+    regs = m.cpu.regs(("eip", "esp", "eflags", "cs", "ss", "ds", "es", "fs", "gs"))
+    assert regs == {"eip": 0x100000, "esp": 0x400000, "eflags": 0x2, "cs": 0x08,
+                    "ss": 0x10, "ds": 0x10, "es": 0x10, "fs": 0x10, "gs": 0x10}
+
+
+def test_serial_and_debug_exit():
+    result = vmkit.run(HELLO)
+    assert result.serial == "hello\n" and result.exit_code == 7
+    assert not result.halted and not result.shutdown
+
+
+def test_unknown_ports_read_ff_and_every_access_is_recorded():
+    result = vmkit.run("mov dx, 0x1234\nin al, dx\nmov bl, al\nout dx, al\nin eax, dx\ncli\nhlt")
+    assert result.regs["ebx"] & 0xFF == 0xFF and result.regs["eax"] == 0xFFFFFFFF
+    io = [(e.detail["port"], e.detail["direction"], e.detail["device"]) for e in result.of_kind("io")]
+    assert io == [(0x1234, "in", "none"), (0x1234, "out", "none"), (0x1234, "in", "none")]
+
+
+def test_the_line_status_register_says_ready():
+    assert vmkit.run("mov dx, 0x3fd\nin al, dx\ncli\nhlt").regs["eax"] & 0xFF == 0x60
+
+
+def test_hlt_with_interrupts_off_halts():
+    result = vmkit.run("cli\nhlt")
+    assert result.halted and result.events[-1].kind == "halt"
+
+
+def test_hlt_with_interrupts_on_sleeps_until_the_timer():
+    """sti; hlt: the CPU sleeps until IRQ0; the handler runs and the guest carries on."""
+    result = vmkit.run(timer_guest(1193, "sti\nhlt\nmov eax, [ticks]\nout 0xf4, al"))
+    assert result.exit_code == (1 << 1) | 1
+    halt = result.of_kind("halt")[0]
+    assert halt.detail["waited"] > 0
+    kinds = [e.kind for e in result.events if e.kind != "io"]
+    assert kinds[-4:] == ["interrupt", "ring-transition", "ring-transition", "exit"]
+
+
+def test_hlt_with_interrupts_on_and_nothing_armed_ends_the_run():
+    result = vmkit.run("sti\nhlt")
+    assert result.halted and "sleep forever" in result.events[-1].detail["why"]
+
+
+def test_the_pit_fires_at_its_programmed_rate():
+    """IRQ0 comes every reload/1193182 s of virtual time: reload * CPU_HZ / PIT_HZ instructions."""
+    reload = 500
+    result = vmkit.run(timer_guest(reload, "sti\nmov ecx, 400000\nspin: loop spin\nmov eax, [ticks]\nout 0xf4, al"))
+    irqs = [e.icount for e in result.of_kind("interrupt")]
+    assert len(irqs) >= 5
+    period = reload * CPU_HZ / PIT_HZ
+    gaps = [b - a for a, b in zip(irqs, irqs[1:])]
+    assert all(abs(g - period) <= 1 for g in gaps), (period, gaps)
+    assert result.exit_code == ((len(irqs) & 0xFF) << 1) | 1
+
+
+def test_a_masked_irq_waits_in_the_irr_until_unmasked():
+    masked = timer_guest(200, "mov al, 0xFF\nout 0x21, al\nsti\nmov ecx, 30000\nspin: loop spin\n"
+                         "mov al, 0x0A\nout 0x20, al\nin al, 0x20\nmov bl, al\nmov al, 0xFE\nout 0x21, al\n"
+                         "nop\nmov eax, [ticks]\nout 0xf4, al")
+    result = vmkit.run(masked)
+    assert result.regs["ebx"] & 1                       # IRR bit 0 was set while masked
+    assert result.exit_code == (1 << 1) | 1             # one interrupt, delivered after the unmask
+
+
+def test_the_sti_shadow_lets_hlt_run_before_the_interrupt():
+    """With IRQ0 already pending, `sti; hlt` must not lose the wake-up: the interrupt comes after hlt."""
+    src = timer_guest(100, "mov ecx, 1000\nspin: loop spin\nsti\nhlt\nafter_hlt:\nmov eax, [ticks]\nout 0xf4, al")
+    img = vmkit.assemble(src)
+    result = vmkit.run(img)
+    delivered = result.of_kind("ring-transition")[0]
+    assert delivered.detail["return_eip"] == img.symbols["after_hlt"]
+
+
+def test_stepping_and_running_give_the_same_events_serial_and_registers():
+    source = vmkit.guests.source("rings").replace("TIMER_HZ   equ 1000", "TIMER_HZ   equ 20000")
+    image = vmkit.assemble(source.replace("250000", "20000"))
+    straight = vmkit.run(image)
+    m = vmkit.machine(image)
+    while not m.finished:
+        m.step()
+    stepped = m.result()
+    by_event = vmkit.machine(image)
+    while not by_event.finished:
+        by_event.next_event()
+    assert len(straight.of_kind("interrupt")) >= 3      # timer interrupts happened, preempting ring 3
+
+    def key(result):
+        return [(e.kind, e.eip, e.cpl, e.icount, repr(e.detail)) for e in result.events]
+    for other in (stepped, by_event.result()):
+        assert key(other) == key(straight)
+        assert other.serial == straight.serial and other.regs == straight.regs
+        assert other.stats == straight.stats
+
+
+def test_an_uncounted_run_gives_the_same_result_as_a_counted_one():
+    """max_instructions=None runs at full speed; a guest that arms the timer is rerun counted."""
+    for source in (HELLO, vmkit.guests.source("rings")):
+        counted, fast = vmkit.run(source), vmkit.run(source, max_instructions=None)
+        assert (fast.serial, fast.exit_code, fast.regs) == (counted.serial, counted.exit_code, counted.regs)
+        assert [(e.kind, e.eip) for e in fast.events] == [(e.kind, e.eip) for e in counted.events]
+    assert "instructions" not in vmkit.run(HELLO, max_instructions=None).stats
+
+
+def test_max_instructions_is_exact():
+    with pytest.raises(vmkit.GuestTimeout) as info:
+        vmkit.run("jmp $", max_instructions=12345)
+    assert info.value.result.stats["instructions"] == 12345
+    assert "max_instructions" in str(info.value)
+
+
+def test_timeout_stops_a_runaway_guest_in_time():
+    t0 = time.perf_counter()
+    with pytest.raises(vmkit.GuestTimeout) as info:
+        vmkit.run("jmp $", max_instructions=None, timeout=0.5)
+    assert time.perf_counter() - t0 < 2.5
+    assert info.value.result.exit_code is None
+
+
+def test_the_rings_guest_tells_its_story():
+    """The lesson's kernel: ring 0 -> 3 by iret, system calls, timer preemption, #GP on cli."""
+    result = vmkit.run(vmkit.guests.image("rings"))
+    assert result.serial.startswith("hello from ring 3\ntimer ticks while computing: 0x0000000")
+    assert "#GP: ring 3 tried a privileged instruction" in result.serial and result.exit_code == 3
+    moves = [(e.detail["cause"], e.detail["from_ring"], e.detail["to_ring"]) for e in result.of_kind("ring-transition")]
+    assert moves[:3] == [("iret", 0, 3), ("int 0x80", 3, 0), ("iret", 0, 3)]
+    assert ("IRQ0", 3, 0) in moves and moves[-1] == ("#GP", 3, 0)
+    assert all(e.detail["stack_switch"] for e in result.of_kind("ring-transition") if e.detail["cause"] != "iret")
+
+
+def test_other_techniques_say_they_are_not_built_yet():
+    with pytest.raises(vmkit.NotBuiltYet, match="not built yet"):
+        vmkit.run("hlt", technique="paravirt")
+    with pytest.raises(vmkit.VmkitError, match="unknown technique"):
+        vmkit.run("hlt", technique="magic")
+
+
+def test_memory_outside_ram_is_a_clear_guest_error():
+    with pytest.raises(vmkit.GuestError, match="outside its 4 MiB of RAM") as info:
+        vmkit.run("mov eax, [0x800000]")
+    assert info.value.result is not None
+
+
+def test_the_doctor_reports_the_tools():
+    report = vmkit.doctor()
+    names = [c.name for c in report]
+    assert {"nasm", "dot", "/dev/kvm", "unicorn internals"} <= set(names)
+    assert report.ok("unicorn internals")
