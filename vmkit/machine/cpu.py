@@ -1,5 +1,7 @@
 """A view of the emulated CPU with the operations the interrupt logic needs: registers, the
 descriptor tables, the TSS, the I/O permission check, and a far transfer into any ring."""
+import ctypes
+
 from unicorn import x86_const as X
 
 from ..errors import GuestError
@@ -20,35 +22,53 @@ class Fault(Exception):
         self.vector, self.error_code = vector, error_code
 
 
+class _TableRegister(ctypes.Structure):
+    """Unicorn's uc_x86_mmr: GDTR, IDTR, LDTR and TR."""
+    _fields_ = (("selector", ctypes.c_uint16), ("base", ctypes.c_uint64),
+                ("limit", ctypes.c_uint32), ("flags", ctypes.c_uint32))
+
+
 class Cpu:
     def __init__(self, uc, ram_size):
         self.uc = uc
         self.ram_size = ram_size
+        self._lib = quirks.engine_library()
+        self._handle = uc._uch
+        self._value = ctypes.c_uint64()
+        self._value_ref = ctypes.byref(self._value)
+        self._table = _TableRegister()
+        self._buffer = ctypes.create_string_buffer(256)
 
     # registers
     def __getitem__(self, name):
-        return self.uc.reg_read(REGS[name])
+        self._value.value = 0               # 16- and 32-bit registers fill only the low bytes
+        self._lib.uc_reg_read(self._handle, REGS[name], self._value_ref)
+        return self._value.value
 
     def __setitem__(self, name, value):
-        self.uc.reg_write(REGS[name], value)
+        self._value.value = value & 0xFFFFFFFF
+        self._lib.uc_reg_write(self._handle, REGS[name], self._value_ref)
 
     def regs(self, names=GENERAL):
-        return {n: self.uc.reg_read(REGS[n]) for n in names}
+        return {n: self[n] for n in names}
 
     @property
     def cpl(self):
-        return self.uc.reg_read(X.UC_X86_REG_CS) & 3
+        return self["cs"] & 3
 
     @property
     def iopl(self):
-        return (self.uc.reg_read(X.UC_X86_REG_EFLAGS) & IOPL_MASK) >> IOPL_SHIFT
+        return (self["eflags"] & IOPL_MASK) >> IOPL_SHIFT
 
     # memory, as the CPU's own accesses see it
     def read(self, address, size, what="memory"):
         if address < 0 or address + size > self.ram_size:
             raise GuestError(f"the CPU had to read {what} at {address:#x}, outside the guest's "
                              f"{self.ram_size >> 20} MiB of RAM", None)
-        return bytes(self.uc.mem_read(address, size))
+        if size > len(self._buffer):
+            return bytes(self.uc.mem_read(address, size))
+        self._lib.uc_mem_read(self._handle, address, self._buffer, size)
+        return ctypes.string_at(self._buffer, size)
 
     def write(self, address, data, what="memory"):
         if address < 0 or address + len(data) > self.ram_size:
@@ -60,9 +80,14 @@ class Cpu:
         return int.from_bytes(self.read(address, 4, what), "little")
 
     # descriptor tables
+    def table_register(self, reg):
+        """(selector, base, limit) of GDTR, IDTR, LDTR or TR."""
+        t = self._table
+        self._lib.uc_reg_read(self._handle, reg, ctypes.byref(t))
+        return t.selector, t.base, t.limit
+
     def table(self, reg):
-        _, base, limit, _ = self.uc.reg_read(reg)
-        return base, limit
+        return self.table_register(reg)[1:]
 
     def idt(self):
         return self.table(X.UC_X86_REG_IDTR)
@@ -71,7 +96,7 @@ class Cpu:
         """The descriptor a selector names; `fault_vector`(selector) when it names nothing."""
         index = selector & ~7
         if selector & 4:
-            sel, base, limit, _ = self.uc.reg_read(X.UC_X86_REG_LDTR)
+            sel, base, limit = self.table_register(X.UC_X86_REG_LDTR)
             if sel & ~3 == 0:
                 raise Fault(fault_vector, (selector & ~3) | ext)
         else:
@@ -84,8 +109,7 @@ class Cpu:
         return self.descriptor(selector).base if selector & ~3 else 0
 
     def tss(self):
-        selector, base, limit, _ = self.uc.reg_read(X.UC_X86_REG_TR)
-        return selector, base, limit
+        return self.table_register(X.UC_X86_REG_TR)
 
     def tss_stack(self, cpl, ext=1):
         """SS:ESP for ring `cpl`, from the task-state segment (SDM 6.12.1)."""
@@ -102,20 +126,16 @@ class Cpu:
         if selector & ~3 == 0 or limit < TSS_IOMAP_BASE + 1:
             return False
         bitmap = base + int.from_bytes(self.read(base + TSS_IOMAP_BASE, 2, "the TSS"), "little")
-        for p in range(port, port + size):
-            byte = bitmap + p // 8
-            if byte > base + limit or self.read(byte, 1, "the I/O bitmap")[0] >> (p % 8) & 1:
-                return False
-        return True
+        # the CPU reads the two bitmap bytes covering the port; both must lie within the TSS limit
+        first = bitmap + port // 8
+        if first + 1 > base + limit:
+            return False
+        bits = int.from_bytes(self.read(first, 2, "the I/O bitmap"), "little") >> (port % 8)
+        return bits & ((1 << size) - 1) == 0
 
     # the one operation Unicorn's API does not offer: entering another ring
     def far_transfer(self, cpl, cs, ss, esp, eip, eflags):
         """Load CS:EIP and SS:ESP at privilege level `cpl`, as the CPU does at the end of delivery.
         The selectors have been checked by the caller; Unicorn loads their descriptors."""
         quirks.clear_fault_and_set_cpl(self.uc, cpl)
-        uc = self.uc
-        uc.reg_write(X.UC_X86_REG_SS, ss)
-        uc.reg_write(X.UC_X86_REG_CS, cs)
-        uc.reg_write(X.UC_X86_REG_ESP, esp)
-        uc.reg_write(X.UC_X86_REG_EFLAGS, eflags)
-        uc.reg_write(X.UC_X86_REG_EIP, eip)
+        self["ss"], self["cs"], self["esp"], self["eflags"], self["eip"] = ss, cs, esp, eflags, eip

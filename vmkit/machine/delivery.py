@@ -42,16 +42,17 @@ def deliver(cpu, vector, source, error_code=None):
     if switch:
         new_cpl = code.dpl
         ss, esp = cpu.tss_stack(new_cpl, ext)
-        _check_stack_segment(cpu, ss, new_cpl, ext)
+        stack_base = _check_stack_segment(cpu, ss, new_cpl, ext).base
         pushed = [old["ss"], old["esp"], old["eflags"], old["cs"], old["eip"]]
     else:
         new_cpl, ss, esp = cpl, old["ss"], old["esp"]
+        stack_base = cpu.segment_base(ss)
         pushed = [old["eflags"], old["cs"], old["eip"]]
     if error_code is not None:
         pushed.append(error_code)
 
     esp = (esp - 4 * len(pushed)) & 0xFFFFFFFF
-    stack = cpu.segment_base(ss) + esp
+    stack = stack_base + esp
     # in memory, from the new top of stack up: [error code], EIP, CS, EFLAGS, [ESP, SS]
     in_memory = list(reversed(pushed))
     cpu.write(stack, b"".join((v & 0xFFFFFFFF).to_bytes(4, "little") for v in in_memory), "the interrupt frame")
@@ -78,6 +79,7 @@ def _check_stack_segment(cpu, ss, cpl, ext):
         raise Fault(TS, (ss & ~3) | ext)
     if not desc.present:
         raise Fault(SS_, (ss & ~3) | ext)
+    return desc
 
 
 def exception_class(vector, source):

@@ -32,7 +32,7 @@ DEFAULT_TIMEOUT = 20.0             # seconds of real time
 NEVER = 1 << 32                    # an `until` address EIP can never reach
 BIG_SLICE = 1 << 40
 MAX_EVENTS = 200_000
-SHORT_SLICE = 1_000_000           # instructions that run in well under the budget's resolution
+LONGEST_SLICE = 1 << 22           # counted instructions between two looks at the real-time budget
 
 
 class MustCount(Exception):
@@ -190,8 +190,9 @@ class Machine:
         error = None
         t0 = time.perf_counter()
         self._running = True
-        # Unicorn starts a watchdog thread for every timeout; a short counted slice needs none.
-        watchdog = remaining is not None and (not self.counted or n > SHORT_SLICE)
+        # Unicorn starts a watchdog thread for every timeout, which costs more than a system call
+        # takes: a counted slice is kept short instead, and the budget is checked between slices.
+        watchdog = remaining is not None and not self.counted
         try:
             self.uc.emu_start(self.cpu["eip"], NEVER if until is None else until,
                               timeout=max(int(remaining * 1e6), 1) if watchdog else 0,
@@ -214,7 +215,7 @@ class Machine:
         self._after_slice(error, n)
 
     def _slice_length(self, limit):
-        n = limit
+        n = min(limit, LONGEST_SLICE)
         if self.max_instructions is not None:
             n = min(n, self.max_instructions - self.instructions)
         if self.pic.pending() is not None:
@@ -421,9 +422,12 @@ class Machine:
         skip = int.from_bytes(op[1:3], "little") if op[0] == 0xCA else 0
         try:
             base = cpu.segment_base(cpu["ss"])
-            words = [int.from_bytes(cpu.read(base + esp + 4 * i, 4), "little") for i in range(3)]
+            raw = cpu.read(base + esp, 12)
+            if raw[4] & 3 > cpl:                     # to an outer ring: SS:ESP are popped too
+                raw += cpu.read(base + esp + 12, 8 + skip)
         except (GuestError, Fault):
             return                                   # Unicorn will fault on it; that is recorded instead
+        words = [int.from_bytes(raw[i:i + 4], "little") for i in range(0, len(raw), 4)]
         new_cs = words[1] & 0xFFFF
         to_ring = new_cs & 3
         if op[0] == 0xCF:
@@ -437,10 +441,7 @@ class Machine:
             self._replayed = None
             self._slice_traced = True
             return                                   # recorded when run_until stopped in front of it
-        popped = []
-        for i, name in enumerate(names):
-            offset = 4 * i + (skip if name in ("ESP", "SS") else 0)
-            popped.append((name, int.from_bytes(cpu.read(base + esp + offset, 4), "little")))
+        popped = [(name, words[i + (skip // 4 if name in ("ESP", "SS") else 0)]) for i, name in enumerate(names)]
         self._event("ring-transition", eip=address, from_ring=cpl, to_ring=to_ring, cause=cause,
                     frame=popped, return_eip=words[0])
         if self._stop is not None and self._stop.kind == "event":

@@ -1,0 +1,184 @@
+"""Benchmarks of the model machine, measured side by side in one run on this machine.
+
+    python3 course.py bench
+
+1. A CPU-bound guest under vmkit "native" against the same bytes on bare Unicorn with no hooks
+   (target: vmkit at >= 0.5x bare speed). vmkit is measured twice: with the default instruction
+   budget (every instruction counted, so time and budgets are exact) and with max_instructions=None
+   (nothing observes time, so vmkit lets Unicorn run uncounted).
+2. The cost of one `int 0x80` round trip from ring 3 (ring 3 -> 0 -> 3: the exception hook, the
+   delivery vmkit does for the CPU, the handler, iretd). Target: <= 20 us median.
+"""
+import statistics
+import sys
+import time
+
+from unicorn import Uc, UC_ARCH_X86, UC_MODE_32
+
+import vmkit
+
+SIEVE = """
+    mov esi, {rounds}
+again:
+    mov edi, 0x200000
+    mov ecx, 0x40000
+    xor eax, eax
+clear:
+    mov [edi], eax
+    add edi, 4
+    dec ecx
+    jnz clear
+    mov ebx, 2
+outer:
+    mov eax, ebx
+    imul eax, ebx
+    cmp eax, 0x100000
+    jae done
+    cmp byte [0x200000 + ebx], 0
+    jne next
+mark:
+    mov byte [0x200000 + eax], 1
+    add eax, ebx
+    cmp eax, 0x100000
+    jb mark
+next:
+    inc ebx
+    jmp outer
+done:
+    dec esi
+    jnz again
+    hlt
+"""
+
+ARITHMETIC = """
+    mov ecx, {rounds}
+    xor eax, eax
+    mov ebx, 12345
+spin:
+    imul ebx, ebx, 1103515245
+    add ebx, 12345
+    xor eax, ebx
+    rol eax, 5
+    dec ecx
+    jnz spin
+    hlt
+"""
+
+SYSCALLS = """
+    lidt [idtr]
+    mov eax, handler
+    mov [idt + 0x80 * 8], ax
+    mov word [idt + 0x80 * 8 + 2], 0x08
+    mov word [idt + 0x80 * 8 + 4], 0xEE00
+    shr eax, 16
+    mov [idt + 0x80 * 8 + 6], ax
+    lgdt [gdtr]
+    mov dword [tss + 4], 0x3F0000
+    mov dword [tss + 8], 0x10
+    mov eax, tss
+    mov [gdt_tss + 2], ax
+    shr eax, 16
+    mov [gdt_tss + 4], al
+    mov [gdt_tss + 7], ah
+    mov ax, 0x28
+    ltr ax
+    push 0x23
+    push 0x3E0000
+    push 0x2
+    push 0x1B
+    push user
+    iretd
+user:
+    mov ecx, {calls}
+    jecxz finish
+call_kernel:
+    int 0x80
+    loop call_kernel
+finish:
+    int 0x81
+handler:
+    iretd
+align 8
+gdt: dq 0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF, 0x00CFFA000000FFFF, 0x00CFF2000000FFFF
+gdt_tss: dw 103, 0
+    db 0, 0x89, 0, 0
+gdtr: dw $ - gdt - 1
+    dd gdt
+align 8
+idt: times 256 dq 0
+idtr: dw 256 * 8 - 1
+    dd idt
+tss: times 104 db 0
+"""
+
+
+def bare_unicorn_seconds(image):
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    uc.mem_map(0, 4 << 20)
+    uc.mem_write(image.origin, image.code)
+    t0 = time.perf_counter()
+    uc.emu_start(image.origin, image.origin + len(image.code) - 1)     # stops at the final hlt
+    return time.perf_counter() - t0
+
+
+def vmkit_seconds(image, **budget):
+    t0 = time.perf_counter()
+    result = vmkit.run(image, max_instructions=10 ** 10, **budget) if not budget else vmkit.run(image, **budget)
+    assert result.halted, result
+    return time.perf_counter() - t0
+
+
+def best_of(n, f, *args, **kw):
+    return min(f(*args, **kw) for _ in range(n))
+
+
+def cpu_bound():
+    print("1. CPU-bound guests: vmkit native vs bare Unicorn (no hooks), best of 3, same run")
+    print(f"   {'guest':<12}{'bare s':>9}{'counted s':>11}{'uncounted s':>13}{'counted x':>11}{'uncounted x':>13}")
+    rows = []
+    for name, source, rounds in (("sieve", SIEVE, 6), ("arithmetic", ARITHMETIC, 30_000_000)):
+        image = vmkit.assemble(source.format(rounds=rounds))
+        bare = best_of(3, bare_unicorn_seconds, image)
+        counted = best_of(3, vmkit_seconds, image)
+        uncounted = best_of(3, vmkit_seconds, image, max_instructions=None, timeout=120)
+        rows.append((name, bare / counted, bare / uncounted))
+        print(f"   {name:<12}{bare:9.3f}{counted:11.3f}{uncounted:13.3f}{bare / counted:10.2f}x{bare / uncounted:12.2f}x")
+    return rows
+
+
+def syscall_round_trip(calls=20_000, repeats=7):
+    print(f"2. int 0x80 round trip from ring 3 ({calls} calls per run, {repeats} runs, same guest with 0 calls as baseline)")
+    with_calls = vmkit.assemble(SYSCALLS.format(calls=calls))
+    without = vmkit.assemble(SYSCALLS.format(calls=0))
+    per_call = []
+    for _ in range(repeats):
+        for image in (with_calls, without):
+            vmkit.run(image, max_instructions=10 ** 9)          # warm the translation cache
+        t_with = _time_run(with_calls)
+        t_without = _time_run(without)
+        per_call.append((t_with - t_without) / calls * 1e6)
+    median = statistics.median(per_call)
+    print(f"   median {median:.1f} us per round trip (runs: {', '.join(f'{x:.1f}' for x in per_call)})")
+    return median
+
+
+def _time_run(image):
+    t0 = time.perf_counter()
+    result = vmkit.run(image, max_instructions=10 ** 9)
+    assert result.shutdown or result.halted or result.events, result
+    return time.perf_counter() - t0
+
+
+def main():
+    print(f"vmkit benchmarks (Python {sys.version.split()[0]}); times are wall-clock seconds measured on this machine\n")
+    rows = cpu_bound()
+    median = syscall_round_trip()
+    print("\nTargets:")
+    for name, counted, uncounted in rows:
+        print(f"   {name}: vmkit >= 0.5x bare: uncounted {uncounted:.2f}x {'met' if uncounted >= 0.5 else 'MISSED'};"
+              f" counted {counted:.2f}x {'met' if counted >= 0.5 else 'missed'}")
+    print(f"   int 0x80 round trip <= 20 us: {median:.1f} us {'met' if median <= 20 else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()
