@@ -51,7 +51,7 @@ def _draw(cpl, event, occupants, title):
     g = Diagram("rings", caption=caption, text=_text(cpl, event, occupants, move))
     g.attr(rankdir="TB", nodesep="0.3", ranksep="0.12", fontname="Helvetica", bgcolor="white")
     g.attr("node", shape="box", style="rounded,filled", fontname="Helvetica", fontsize="13",
-           width="3.4", height="0.55", fixedsize="true")
+           width="4.0", height="0.55", fixedsize="true")
     g.attr("edge", fontname="Helvetica", fontsize="12")
     for ring in (3, 2, 1, 0):
         here = ring == cpl

@@ -30,7 +30,7 @@ def highlight(line):
             colour = COLOURS["number"]
         else:
             word = text.lower()
-            if text.endswith(":"):
+            if text.endswith(":") and first_word:       # a label definition starts its line
                 colour = COLOURS["label"]
             elif word in REGISTERS:
                 colour = COLOURS["register"]

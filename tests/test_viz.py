@@ -1,0 +1,162 @@
+"""The visual layer renders what the machine recorded: diagrams, frames and the stepper."""
+import pytest
+
+import vmkit
+import vmkit.guests
+from vmkit.viz import Choice, Number, Stepper, excerpt, frame_table, ring_diagram, tables_diagram
+from vmkit.viz.stepper import listing
+
+LOOP_FOREVER = """
+    mov eax, 1
+spin:
+    inc eax
+    jmp spin
+"""
+
+
+@pytest.fixture(scope="module")
+def rings():
+    return vmkit.guests.image("rings")
+
+
+def test_diagram_marks_ring_3_after_the_first_iret(rings):
+    m = vmkit.machine(rings)
+    assert "<- CPL" in ring_diagram(m).text.splitlines()[3]          # boot: ring 0
+    event = m.run_until(event="ring-transition")[-1]
+    assert event.detail["cause"] == "iret"
+    d = ring_diagram(m)
+    lines = d.text.splitlines()
+    assert lines[0].startswith("ring 3") and "<- CPL" in lines[0]
+    assert not any("<- CPL" in line for line in lines[1:4])
+    assert "iret (ring 0 → ring 3)" in d.text
+    source = d.source
+    assert 'r0 -> r3 [label=" iret "' in source
+    assert "CPL 3 after iret" in d.caption
+    assert "<svg" in d.svg()
+    assert d._repr_mimebundle_()["text/plain"] == d.text
+
+
+def test_diagram_from_an_event_shows_its_cause(rings):
+    gp = [e for e in vmkit.run(rings).events if e.detail.get("cause") == "#GP"][0]
+    d = ring_diagram(gp)
+    assert 'r3 -> r0 [label=" #GP "' in d.source
+    assert "ring 0: kernel   <- CPL" in d.text
+
+
+def test_tables_diagram_reads_the_guests_tables(rings):
+    m = vmkit.machine(rings)
+    m.run_until(event="ring-transition")
+    text = tables_diagram(m).text
+    assert "0x0018  code, DPL 3" in text
+    assert "vector 0x80" in text and "DPL 3" in text.split("vector 0x80")[1].splitlines()[0]
+    assert "ESP0 0x%x (kernel_stack_top)" % rings.symbols["kernel_stack_top"] in text
+
+
+def test_frame_of_int_0x80_has_addresses_and_the_user_ss(rings):
+    m = vmkit.machine(rings)
+    m.run_until(event="ring-transition")
+    event = m.run_until(event="ring-transition")[-1]
+    frame = frame_table(event, m)
+    assert [r[1] for r in frame.rows] == ["EIP", "CS", "EFLAGS", "ESP", "SS"]
+    esp = event.detail["esp"]
+    assert [r[0] for r in frame.rows] == [esp + 4 * i for i in range(5)]
+    assert frame.rows[-1][2] == 0x23 and "RPL 3" in frame.rows[-1][3]
+    assert bytes(m.uc.mem_read(esp + 16, 4)) == (0x23).to_bytes(4, "little")   # the frame is really there
+
+
+def test_next_event_shows_the_events_frame(rings):
+    s = Stepper(rings)
+    s.next_event()                                  # the kernel's iret into ring 3
+    s.next_event()                                  # int 0x80
+    event = s.last_events[-1]
+    assert event.detail["cause"] == "int 0x80"
+    assert "pushed by the CPU for int 0x80" in s.frame.value
+    for name, value in event.detail["frame"]:
+        assert f"{value:#010x}" in s.frame.value
+    assert f"{event.detail['esp']:#010x}" in s.frame.value
+    assert "CPL 0" in s.cpl.value
+    assert "cause=int 0x80" in s.log.value
+
+
+def test_step_highlights_exactly_the_changed_registers(rings):
+    s = Stepper(rings)
+    s.step()                                        # lgdt: only EIP moves
+    assert s.changed == {"eip"}
+    s.step()                                        # the far jump: EIP (CS reloaded with the same value)
+    s.step()                                        # mov ax, KERNEL_DS
+    assert s.changed == {"eip", "eax"}
+    highlighted = [part.split(">")[1].split()[0] for part in s.registers.value.split("<span")[1:]
+                   if "#ffe066" in part]
+    assert sorted(highlighted) == ["eax", "eip"]
+
+
+def test_code_panel_shows_the_nasm_line_at_eip(rings):
+    s = Stepper(rings)
+    s.next_event()
+    eip = s.machine.cpu["eip"]
+    assert eip == rings.symbols["user_main"]
+    rows = listing(rings, eip)
+    current = [r for r in rows if r[2]]
+    assert len(current) == 1 and rings.source_line(current[0][1]).strip() == "mov eax, SYS_WRITE"
+    assert "▶" in s.code.value and "SYS_WRITE" in s.code.value
+
+
+def test_reset_returns_to_the_entry(rings):
+    s = Stepper(rings)
+    s.run()
+    s.reset()
+    assert s.machine.cpu["eip"] == rings.entry and s.machine.cpu.cpl == 0
+    assert s.machine.events == [] and s.changed == set()
+    assert "0 instructions" in s.status.value and "CPL 0" in s.cpl.value
+    assert not s.buttons["step"].disabled
+
+
+def test_run_shows_the_exit_code_and_the_serial_output(rings):
+    s = Stepper(rings)
+    s.run()
+    assert s.machine.finished
+    assert "exit code 3" in s.status.value
+    assert "hello from ring 3" in s.serial.value
+    assert s.buttons["run"].disabled and s.buttons["step"].disabled
+    s.step()                                        # a click after the end explains, never raises
+    assert "reset" in s.status.value
+
+
+def test_io_events_are_filtered_unless_asked_for(rings):
+    s = Stepper(rings)
+    s.run()
+    assert "port=" not in s.log.value and "io events hidden" in s.log.value
+    s.show_io.value = True
+    assert "port=" in s.log.value
+
+
+def test_a_guest_that_loops_forever_shows_the_timeout(rings):
+    s = Stepper(LOOP_FOREVER, max_instructions=20_000)
+    s.run()
+    assert s.stopped
+    assert "ran out of its budget" in s.status.value and "max_instructions" in s.status.value
+    assert "Traceback" not in s.status.value
+    assert s.buttons["run"].disabled
+    s.reset()
+    assert not s.stopped and "budget" not in s.status.value
+
+
+def test_excerpt_finds_a_label_not_its_uses():
+    ex = excerpt("rings", "user_main", "jmp $", mark="cli")
+    assert ex.lines[0] == "user_main:" and ex.lines[-1].strip() == "jmp $"
+    assert len(ex.mark) == 1 and "cli" in ex.text.splitlines()[-2]
+    assert '<span style="color:#005cc5">cli</span>' in ex._repr_html_()
+
+
+def test_self_checks_give_feedback():
+    q = Choice("Which ring?", ["ring 0", "ring 3"], "ring 3", {"ring 0": "no", "ring 3": "yes"})
+    assert q.check() is None
+    q.choices.value = "ring 0"
+    assert q.check() is False and "no" in q.result.value
+    q.choices.value = "ring 3"
+    assert q.check() is True and "Right" in q.result.value
+    n = Number("RPL?", 3, "the low two bits")
+    n.field.value = "0x3"
+    assert n.check() is True
+    n.field.value = "three"
+    assert n.check() is None

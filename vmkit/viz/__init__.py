@@ -1,0 +1,19 @@
+"""vmkit.viz: pictures and widgets drawn from what a run recorded. Nothing here simulates.
+
+    ring_diagram(machine_or_event)   the rings, the CPL, the last transition (graphviz, with .text)
+    tables_diagram(machine)          GDT, IDT and TSS as the CPU sees them
+    frame_table(event)               the interrupt frame, slot by slot
+    excerpt("rings", "user_main")    guest source, highlighted
+    Stepper(image)                   step / next event / run / reset over a live machine
+    Choice(...), Number(...)         self-checks with instant feedback
+"""
+from .diagram import Diagram
+from .frames import Frame, frame_table
+from .quiz import Choice, Number
+from .rings import NATIVE, VIRTUALIZED, last_transition, ring_diagram
+from .source import excerpt, highlight
+from .stepper import Stepper
+from .tables import read_tables, tables_diagram
+
+__all__ = ["Diagram", "Frame", "frame_table", "Choice", "Number", "NATIVE", "VIRTUALIZED", "last_transition",
+           "ring_diagram", "excerpt", "highlight", "Stepper", "read_tables", "tables_diagram"]
