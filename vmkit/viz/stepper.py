@@ -90,7 +90,8 @@ class Stepper:
         html_pane = lambda width=None: w.HTML(layout=w.Layout(width=width) if width else w.Layout())
         self.status, self.cpl = html_pane(), html_pane("120px")
         self.code, self.registers, self.frame = html_pane("560px"), html_pane("560px"), html_pane()
-        self.diagram, self.log, self.serial = html_pane("400px"), html_pane(), html_pane()
+        self.code.layout.overflow = "auto"           # long source comments scroll, never wrap
+        self.diagram, self.log, self.serial = html_pane("340px"), html_pane(), html_pane()
         controls = w.HBox(list(self.buttons.values()) + [self.show_io],
                           layout=w.Layout(flex_flow="row wrap", align_items="center"))
         left = w.VBox([self._titled("code around EIP", self.code), self._titled("registers", self.registers)])
@@ -170,7 +171,7 @@ def code_html(m):
         rows.append(f"<tr style='{style}'><td>{arrow}</td><td style='color:#999'>{insn.address:08x}</td>"
                     f"<td>{html.escape(insn.text)}</td><td style='color:#999'>{line or ''}</td>"
                     f"<td style='white-space:pre'>{source}</td></tr>")
-    return ("<style>.vmkit-code td{padding:1px 6px}</style>"
+    return ("<style>.vmkit-code td{padding:1px 6px;white-space:nowrap}</style>"
             "<table class='vmkit-code' style='font-family:monospace;font-size:12px;border-collapse:collapse'>"
             "<tr style='color:#666'><th></th><th>address</th><th>instruction</th><th>line</th>"
             "<th style='text-align:left'>NASM source</th></tr>" + "".join(rows) + "</table>")
