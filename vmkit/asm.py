@@ -113,12 +113,16 @@ def _assemble(source):
                               capture_output=True, text=True, cwd=tmp)
         if proc.returncode != 0:
             raise _asm_error(proc.stderr, source)
-        with open(out, "rb") as f:
-            code = f.read()
+        code, listing = _read(out, "rb"), _read(lst, "r")
         origin = _origin(source)
-        lines = _listing_lines(open(lst).read(), origin, len(prelude))
-        symbols = _map_symbols(open(mapf).read()) if os.path.exists(mapf) else {}
+        lines = _listing_lines(listing, origin, len(prelude))
+        symbols = _map_symbols(_read(mapf, "r")) if os.path.exists(mapf) else {}
     return Image(code=code, origin=origin, symbols=symbols, lines=lines, source=source)
+
+
+def _read(path, mode):
+    with open(path, mode) as f:
+        return f.read()
 
 
 def _origin(source):

@@ -116,7 +116,8 @@ class Cpu:
         selector, base, limit = self.tss()
         if selector & ~3 == 0 or limit < TSS_SS[cpl] + 1:
             raise Fault(10, (selector & ~3) | ext)           # #TS: no usable TSS
-        return (self.u32(base + TSS_SS[cpl], "the TSS") & 0xFFFF, self.u32(base + TSS_ESP[cpl], "the TSS"))
+        raw = self.read(base + TSS_ESP[cpl], 8, "the TSS")         # espN, then ssN right after it
+        return int.from_bytes(raw[4:6], "little"), int.from_bytes(raw[:4], "little")
 
     def io_allowed(self, port, size):
         """The protected-mode I/O check: CPL <= IOPL, or the TSS's permission bitmap allows every port."""

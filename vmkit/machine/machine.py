@@ -32,6 +32,8 @@ DEFAULT_TIMEOUT = 20.0             # seconds of real time
 NEVER = 1 << 32                    # an `until` address EIP can never reach
 BIG_SLICE = 1 << 40
 MAX_EVENTS = 200_000
+IRET, RETF, RETF_IMM, STI, POPF = 0xCF, 0xCB, 0xCA, 0xFB, 0x9D
+WATCHED = (IRET, RETF, RETF_IMM, STI, POPF)
 LONGEST_SLICE = 1 << 22           # counted instructions between two looks at the real-time budget
 
 
@@ -90,7 +92,7 @@ class Machine:
         self._stop_when = None             # predicate on events that ends run_until
         self._stop_requested = False
         self._running = False
-        self._replayed = None
+        self._pass_once = None             # (address, icount) of a watched instruction to let run
 
     # --- the platform's boot state (DESIGN: the vmkit PC) -----------------------------------------
     def _boot_state(self):
@@ -113,13 +115,13 @@ class Machine:
         uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, X.UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
-        # iret and far returns change rings inside Unicorn, unseen; a hook on each one in the image
-        # records the transition. An instruction starting with 0xcf is iret, 0xca/0xcb retf.
-        code = self.image.code
-        for offset, byte in enumerate(code):
-            if byte in (0xCF, 0xCA, 0xCB):
+        # Some instructions act inside Unicorn, unseen: iret and retf change rings, and sti, popf and
+        # iret can set IF while an interrupt waits. A code hook on each one in the image watches
+        # them; it fires only where an instruction starts with that byte, so data costs nothing.
+        for offset, byte in enumerate(self.image.code):
+            if byte in WATCHED:
                 address = self.image.origin + offset
-                uc.hook_add(UC_HOOK_CODE, self._on_far_return, None, address, address)
+                uc.hook_add(UC_HOOK_CODE, self._on_watched, None, address, address)
 
     # --- running ---------------------------------------------------------------------------------
     def step(self):
@@ -148,7 +150,7 @@ class Machine:
                 if limit <= 0:
                     break
                 self._advance(limit, until=eip)
-            if self._stop is not None and self._stop.kind == "event-before":
+            if self._stop_requested and self._stop is not None and self._stop.kind == "before":
                 self._stop_when = None
                 self._advance(1)                 # carry out the iret the event was about
         finally:
@@ -203,7 +205,7 @@ class Machine:
         self.elapsed += time.perf_counter() - t0
         if self.counted:
             stop = self._stop
-            if stop is not None and stop.kind == "event-before":
+            if stop is not None and stop.kind == "before":
                 executed = stop.counter - 1              # stopped in front of the hooked instruction
             elif stop is not None and stop.counter is not None:
                 executed = stop.counter
@@ -218,8 +220,10 @@ class Machine:
         n = min(limit, LONGEST_SLICE)
         if self.max_instructions is not None:
             n = min(n, self.max_instructions - self.instructions)
-        if self.pic.pending() is not None:
-            n = 1                          # an interrupt waits for IF: watch every instruction
+        if self._pass_once is not None:
+            n = 1                          # run the watched instruction we stopped in front of
+        elif self.pic.pending() is not None and (self.cpu["eflags"] & IF or not self._watched(self.cpu["eip"])):
+            n = 1                          # the sti shadow, or unwatched code while an interrupt waits
         elif self.pit.armed() and self.pic.irq0_enabled():
             n = min(n, self.pit.next_tick() - self.clock)
         return max(n, 1)
@@ -412,10 +416,32 @@ class Machine:
         quirks.clear_fault_and_set_cpl(self.uc)
         self.cpu["eip"] = stop["eip"]
 
-    def _on_far_return(self, uc, address, size, _):
+    def _watched(self, eip):
+        return self.image.origin <= eip < self.image.end
+
+    def _on_watched(self, uc, address, size, _):
         op = bytes(uc.mem_read(address, 3))
-        if op[0] not in (0xCF, 0xCA, 0xCB):
-            return
+        icount = self._icount() if self.counted else None
+        if self._pass_once == (address, icount):
+            self._pass_once = None
+            self._slice_traced = True
+            return                                   # already seen when we stopped in front of it
+        if op[0] in (IRET, RETF, RETF_IMM):
+            self._record_far_return(op, address)
+        if self._stop is not None and self._stop.kind == "event":
+            self._stop_before(address, icount)       # run_until wanted this event: stop at it
+        elif op[0] in (STI, POPF, IRET) and self.counted and self.pic.pending() is not None \
+                and not self.cpu["eflags"] & IF:
+            self._stop_before(address, icount)       # it may set IF while an interrupt waits
+
+    def _stop_before(self, address, icount):
+        """Unicorn stops *before* an instruction whose code hook calls emu_stop: the next slice
+        runs exactly that instruction, and the hook lets it pass once."""
+        self._stop = _Stop("before", self._counter())
+        self._pass_once = (address, icount)
+        self.uc.emu_stop()
+
+    def _record_far_return(self, op, address):
         cpu = self.cpu
         cpl = cpu.cpl
         esp = cpu["esp"]
@@ -437,17 +463,9 @@ class Machine:
             if to_ring == cpl:
                 return                               # a plain far return: no change of ring
             names, cause = ["EIP", "CS"], "retf"
-        if self._replayed == (address, self.instructions):
-            self._replayed = None
-            self._slice_traced = True
-            return                                   # recorded when run_until stopped in front of it
         popped = [(name, words[i + (skip // 4 if name in ("ESP", "SS") else 0)]) for i, name in enumerate(names)]
         self._event("ring-transition", eip=address, from_ring=cpl, to_ring=to_ring, cause=cause,
-                    frame=popped, return_eip=words[0])
-        if self._stop is not None and self._stop.kind == "event":
-            # Unicorn stops *before* an instruction whose code hook asks it to: finish it next slice
-            self._stop.kind = "event-before"
-            self._replayed = (address, self.instructions + quirks.instruction_counter(uc) - 1)
+                    frame=popped, return_eip=words[0], esp=esp, ss=cpu["ss"])
 
     def _on_unmapped(self, uc, access, address, size, value, _):
         self._unmapped = (access, address, size)

@@ -2,6 +2,8 @@
 exception vectors. Pure functions over bytes and integers, so a lab can use them too."""
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import NamedTuple
 
 # EFLAGS bits
 CF, PF, AF, ZF, SF, TF, IF, DF, OF = 1 << 0, 1 << 2, 1 << 4, 1 << 6, 1 << 7, 1 << 8, 1 << 9, 1 << 10, 1 << 11
@@ -56,8 +58,7 @@ def decode_selector(value):
 
 
 # Segment descriptors (8 bytes in the GDT or LDT)
-@dataclass(frozen=True)
-class Descriptor:
+class Descriptor(NamedTuple):
     base: int
     limit: int          # in bytes, granularity applied
     type: int           # 4 bits: for code/data bit 3 = code, bit 2 = conforming/expand-down, bit 1 = readable/writable
@@ -105,6 +106,11 @@ def decode_descriptor(raw):
     """Decode an 8-byte segment descriptor given as bytes or as a 64-bit integer."""
     if isinstance(raw, (bytes, bytearray)):
         raw = int.from_bytes(raw[:8], "little")
+    return _decode_descriptor(raw)
+
+
+@lru_cache(maxsize=1024)           # a CPU caches descriptors in its segment registers; this is cheaper
+def _decode_descriptor(raw):
     limit = (raw & 0xFFFF) | ((raw >> 32) & 0xF0000)
     base = ((raw >> 16) & 0xFFFFFF) | ((raw >> 32) & 0xFF000000)
     access = (raw >> 40) & 0xFF
@@ -122,8 +128,7 @@ def encode_descriptor(base, limit, access, flags=0xC):
 
 
 # Gate descriptors (8 bytes in the IDT)
-@dataclass(frozen=True)
-class Gate:
+class Gate(NamedTuple):
     offset: int
     selector: int
     type: int
