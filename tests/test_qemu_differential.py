@@ -117,10 +117,8 @@ GUEST_ENDINGS = {
 
 # Known differences, each a vmkit bug: the guest is right on QEMU and on the SDM.
 KNOWN_BUGS = {
-    "io_bitmap_edge": "vmkit's I/O permission check reads one bitmap byte where the CPU reads two: "
-                      "with the TSS limit ending on the byte that covers port 0x3f8, ring 3's "
-                      "`out 0x3f8` must raise #GP(0) (QEMU does) but vmkit allows it "
-                      "(Cpu.io_allowed tests byte > base+limit instead of byte+1 > base+limit)",
+    # name -> the reason, for guests where vmkit is known to differ (none at the moment; the I/O
+    # bitmap edge case was one until the permission check read both bitmap bytes).
 }
 
 
