@@ -244,16 +244,7 @@ def run_corpus(family, indices):
     return crashed, bad
 
 
-# Known crashes, each a vmkit bug (see the targeted tests below).
-CRASHING_FAMILIES = {
-    "timer_storm": "a fuzzed `mov cr0, eax` turns paging on with no page tables; delivering the "
-                   "#PF that follows segfaults the process (see test_paging_without_page_tables_*)",
-}
-
-
-@pytest.mark.parametrize("family", [
-    pytest.param(f, marks=[pytest.mark.xfail(strict=True, reason=CRASHING_FAMILIES[f])]
-                 if f in CRASHING_FAMILIES else [], id=f) for f in sorted(FAMILIES)])
+@pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_fuzzed_guests_end_in_a_result_or_a_vmkit_error(family):
     """Does every fuzzed image of this family end in a RunResult or a VmkitError, within its
     budget, without crashing or hanging the process?"""
@@ -405,9 +396,6 @@ idt:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="vmkit segfaults: with paging on and the GDT unmapped, "
-                   "Cpu.far_transfer's reg_write of SS makes Unicorn load the descriptor through "
-                   "the MMU outside emulation, which crashes the process")
 def test_paging_without_page_tables_ends_in_a_result_or_an_error():
     """Does a guest that turns paging on without page tables end in a RunResult or a VmkitError
     (a triple fault, or GuestError: paging not modelled) rather than killing the process?"""
@@ -418,14 +406,13 @@ def test_paging_without_page_tables_ends_in_a_result_or_an_error():
     assert proc.returncode == 0, f"the process died (status {proc.returncode}):\n{proc.stderr[-2000:]}"
 
 
-@pytest.mark.xfail(strict=True, reason="rdtsc returns the host's time stamp counter, so a guest "
-                   "that reads it is not reproducible; the platform promises time that advances "
-                   "with the guest's execution")
 def test_rdtsc_follows_the_virtual_clock():
     """Is rdtsc part of the deterministic clock, so that two runs of the same guest agree?"""
     guest = "rdtsc\nhlt"
     first, second = (vmkit.run(guest, max_instructions=100).regs for _ in range(2))
-    assert (first["edx"], first["eax"]) == (second["edx"], second["eax"])
+    assert (first["edx"], first["eax"]) == (second["edx"], second["eax"]) == (0, 0)
+    later = vmkit.run("mov ecx, 10\nspin: loop spin\nrdtsc\nhlt", max_instructions=100).regs
+    assert later["eax"] == 1 + 10                      # one cycle per instruction before it: mov, 10 loops
 
 
 if __name__ == "__main__":

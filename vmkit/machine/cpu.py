@@ -10,7 +10,7 @@ from .x86 import (IOPL_MASK, IOPL_SHIFT, TSS_ESP, TSS_IOMAP_BASE, TSS_SS, decode
 
 REGS = {name: getattr(X, f"UC_X86_REG_{name.upper()}") for name in
         ("eax", "ebx", "ecx", "edx", "esi", "edi", "esp", "ebp", "eip", "eflags",
-         "cs", "ss", "ds", "es", "fs", "gs")}
+         "cs", "ss", "ds", "es", "fs", "gs", "cr0")}
 GENERAL = ("eax", "ebx", "ecx", "edx", "esi", "edi", "esp", "ebp", "eip", "eflags")
 
 

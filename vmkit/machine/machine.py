@@ -32,6 +32,7 @@ DEFAULT_TIMEOUT = 20.0             # seconds of real time
 NEVER = 1 << 32                    # an `until` address EIP can never reach
 BIG_SLICE = 1 << 40
 MAX_EVENTS = 200_000
+CR0_PG = 1 << 31
 IRET, RETF, RETF_IMM, STI, POPF = 0xCF, 0xCB, 0xCA, 0xFB, 0x9D
 WATCHED = (IRET, RETF, RETF_IMM, STI, POPF)
 LONGEST_SLICE = 1 << 22           # counted instructions between two looks at the real-time budget
@@ -115,6 +116,7 @@ class Machine:
         uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, X.UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
+        quirks.hook_time_stamp_counter(uc, self._on_rdtsc, lambda: self._on_rdtsc(tsc_aux=True))
         # Some instructions act inside Unicorn, unseen: iret and retf change rings, and sti, popf and
         # iret can set IF while an interrupt waits. A code hook on each one in the image watches
         # them; it fires only where an instruction starts with that byte, so data costs nothing.
@@ -181,6 +183,13 @@ class Machine:
         if self.finished:
             return
         self._check_budget()
+        started = time.perf_counter()
+        try:
+            self._slice(limit, until)
+        finally:
+            self.elapsed += time.perf_counter() - started
+
+    def _slice(self, limit, until):
         if self._accept_interrupt():
             return
         n = self._slice_length(limit)
@@ -190,7 +199,6 @@ class Machine:
         self._slice_traced = False
         remaining = None if self.timeout is None else max(self.timeout - self.elapsed, 1e-6)
         error = None
-        t0 = time.perf_counter()
         self._running = True
         # Unicorn starts a watchdog thread for every timeout, which costs more than a system call
         # takes: a counted slice is kept short instead, and the budget is checked between slices.
@@ -202,7 +210,6 @@ class Machine:
         except UcError as e:
             error = e
         self._running = False
-        self.elapsed += time.perf_counter() - t0
         if self.counted:
             stop = self._stop
             if stop is not None and stop.kind == "before":
@@ -229,6 +236,9 @@ class Machine:
         return max(n, 1)
 
     def _after_slice(self, error, n):
+        if self.cpu["cr0"] & CR0_PG:
+            raise GuestError(f"the guest turned paging on (CR0.PG, near eip {self.cpu['eip']:#x}); the vmkit PC "
+                             f"models protected mode without paging", self.result())
         stop = self._stop
         if error is not None:
             self._on_error(error)
@@ -340,7 +350,7 @@ class Machine:
         """Where the event happened: Unicorn leaves EIP after `int n`, `int3` and `into`."""
         eip = self.cpu["eip"]
         if source == SOFTWARE and eip >= 2:
-            before = bytes(self.uc.mem_read(eip - 2, 2))
+            before = self.cpu.read(eip - 2, 2)
             if before[0] == 0xCD:
                 return eip - 2
             if before[1] in (0xCC, 0xCE):
@@ -420,7 +430,7 @@ class Machine:
         return self.image.origin <= eip < self.image.end
 
     def _on_watched(self, uc, address, size, _):
-        op = bytes(uc.mem_read(address, 3))
+        op = self.cpu.read(address, 3)
         icount = self._icount() if self.counted else None
         if self._pass_once == (address, icount):
             self._pass_once = None
@@ -466,6 +476,17 @@ class Machine:
         popped = [(name, words[i + (skip // 4 if name in ("ESP", "SS") else 0)]) for i, name in enumerate(names)]
         self._event("ring-transition", eip=address, from_ring=cpl, to_ring=to_ring, cause=cause,
                     frame=popped, return_eip=words[0], esp=esp, ss=cpu["ss"])
+
+    def _on_rdtsc(self, tsc_aux=False):
+        """The time-stamp counter counts the virtual clock's cycles, so reading it is reproducible."""
+        if not self.counted:
+            self._stop = _Stop("must-count", None, why="the guest reads the time-stamp counter")
+            self.uc.emu_stop()
+        tsc = self._clock_now()
+        self.cpu["eax"], self.cpu["edx"] = tsc & 0xFFFFFFFF, tsc >> 32
+        if tsc_aux:
+            self.cpu["ecx"] = 0
+        return 1
 
     def _on_unmapped(self, uc, access, address, size, value, _):
         self._unmapped = (access, address, size)

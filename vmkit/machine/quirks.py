@@ -192,3 +192,15 @@ def _probe():
         hits = found if hits is None else hits & found
     emu_counter = _only(sorted(hits), "instruction counter")
     return Offsets(old_exception, error_code, exception_is_int, hflags, emu_counter)
+
+
+def hook_time_stamp_counter(uc, on_rdtsc, on_rdtscp):
+    """Let vmkit answer rdtsc/rdtscp (Unicorn reads the host's clock, which breaks reproducibility).
+    Unicorn's engine supports these hooks; its Python binding does not list them yet. Each callback
+    sets EDX:EAX itself and returns 1 so the instruction's own result is skipped."""
+    from unicorn import UC_HOOK_INSN
+    from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
+    from unicorn.unicorn_py3.unicorn import uccallback
+    for insn, callback in ((X.UC_X86_INS_RDTSC, on_rdtsc), (X.UC_X86_INS_RDTSCP, on_rdtscp)):
+        wrapped = uccallback(uc, HOOK_INSN_CPUID_CFUNC)(lambda engine, key, cb=callback: cb())
+        uc._Uc__do_hook_add(UC_HOOK_INSN, wrapped, 1, 0, insn)
