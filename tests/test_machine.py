@@ -216,3 +216,19 @@ def test_the_doctor_reports_the_tools():
     names = [c.name for c in report]
     assert {"nasm", "dot", "/dev/kvm", "unicorn internals"} <= set(names)
     assert report.ok("unicorn internals")
+
+
+@pytest.mark.parametrize("enable", ["sti\nafter_enable: nop\nnop", "push 0x202\npopf\nafter_enable: nop\nnop"])
+def test_an_interrupt_waiting_through_a_cli_section_comes_right_after_interrupts_are_enabled(enable):
+    """IRQ0 fires during `cli`; it must be taken at the first boundary IF allows, in a straight run as
+    in a stepped one (after the sti shadow for sti, at once for popf)."""
+    image = vmkit.assemble(timer_guest(100, f"cli\nmov ecx, 20000\nspin: loop spin\n{enable}\n"
+                                       "mov eax, [ticks]\nout 0xf4, al"))
+    straight = vmkit.run(image)
+    m = vmkit.machine(image)
+    while not m.finished:
+        m.step()
+    taken = straight.of_kind("interrupt")[0]
+    sti_shadow = 1 if enable.startswith("sti") else 0
+    assert taken.eip == image.symbols["after_enable"] + sti_shadow
+    assert [(e.kind, e.eip, e.icount) for e in m.result().events] == [(e.kind, e.eip, e.icount) for e in straight.events]
