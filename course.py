@@ -25,7 +25,8 @@ FIRST_LESSON = os.path.join("lessons", "01_privilege_rings.ipynb")
 # program -> (Debian package, why the course needs it)
 COURSE_TOOLS = {"nasm": ("nasm", "assembles the guest kernels"),
                 "dot": ("graphviz", "draws the lessons' diagrams")}
-TEST_TOOLS = {"qemu-system-i386": ("qemu-system-x86", "the reference the differential tests compare against")}
+TEST_TOOLS = {"qemu-system-i386": ("qemu-system-x86", "the reference the differential tests compare against"),
+              "chromium": ("chromium", "the browser the JupyterLab end-to-end tests drive")}
 
 
 def say(message):
