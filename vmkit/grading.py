@@ -1,0 +1,245 @@
+"""Checks for graded labs: failure messages that teach, guests run on a budget, and reference facts
+that student code cannot tamper with.
+
+A test cell in a lab reads like the idea it checks:
+
+    from vmkit.grading import check, check_equal, run_guest, visible_checks_passed
+    check_equal(decode_selector(0x2b), (5, 0, 3), what="decode_selector(0x2b)",
+                hint="the RPL is the low two bits; the index starts at bit 3")
+    visible_checks_passed("selectors")
+
+Every failure is an AssertionError (so nbgrader scores the cell 0) whose message says what was
+expected, what happened and where to look. A passing cell never claims more than it checked: the
+visible checks say so, and leave the verdict to the hidden ones that run when the lab is graded.
+
+Reference facts (which instructions trap in ring 3, what a guest printed, which frames the CPU
+pushed) come from `reference(...)`: it computes them in a fresh Python interpreter, so whatever a
+notebook did to the vmkit it imported (replacing vmkit.run, editing a result, patching a decoder)
+cannot reach them.
+"""
+import json
+import os
+import subprocess
+import sys
+
+from .errors import AsmError, GuestError, GuestTimeout
+from .machine.x86 import vector_name
+
+# Budgets for a student's guest: generous for any lab program, short enough that a guest stuck in
+# `jmp $` ends in well under a second of a grader's time.
+MAX_INSTRUCTIONS = 2_000_000
+TIMEOUT = 5.0
+
+
+# --- failure messages that teach ---------------------------------------------------------------------
+def check(condition, what, expected=None, got=None, hint=None):
+    """Assert `condition`; if it fails, say what was checked, what was expected, what happened, and
+    where to look."""
+    if condition:
+        return
+    lines = [f"Check failed: {what}"]
+    if expected is not None:
+        lines.append(f"  expected: {_show(expected)}")
+    if got is not None:
+        lines.append(f"  got:      {_show(got)}")
+    if hint:
+        lines.append(f"  where to look: {hint}")
+    raise AssertionError("\n".join(lines))
+
+
+def check_equal(got, expected, what, hint=None):
+    check(got == expected, what, expected=expected, got=got, hint=hint)
+
+
+def check_cases(function, cases, what, hint=None, show=3):
+    """Call `function(*args)` for each (args, expected) in `cases`; fail listing the first few cases
+    it gets wrong (and how many in all), so the student sees a pattern, not just one miss."""
+    wrong = []
+    for args, expected in cases:
+        args = args if isinstance(args, tuple) else (args,)
+        try:
+            got = function(*args)
+        except Exception as error:                  # the student's code raised: report it as the answer
+            got = f"{type(error).__name__}: {error}"
+        if got != expected:
+            wrong.append((args, expected, got))
+    if not wrong:
+        return
+    call = getattr(function, "__name__", "your function")
+    lines = [f"Check failed: {what}: {len(wrong)} of {len(cases)} cases wrong"]
+    for args, expected, got in wrong[:show]:
+        shown = ", ".join(_show(a) for a in args)
+        lines.append(f"  {call}({shown})\n      expected: {_show(expected)}\n      got:      {_show(got)}")
+    if len(wrong) > show:
+        lines.append(f"  ... and {len(wrong) - show} more")
+    if hint:
+        lines.append(f"  where to look: {hint}")
+    raise AssertionError("\n".join(lines))
+
+
+def visible_checks_passed(subject):
+    """What a passing cell of visible checks may honestly say."""
+    print(f"Visible checks for {subject} passed; hidden checks run when the lab is graded.")
+
+
+def _show(value):
+    """repr, with numbers above 9 in hex (addresses, selectors and descriptors read best that way)."""
+    if isinstance(value, bool) or value is None or isinstance(value, (str, float)):
+        return repr(value)
+    if isinstance(value, int):
+        return f"{value:#x}" if value > 9 else str(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_show(k)}: {_show(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        inner = ", ".join(map(_show, value))
+        return f"({inner}{',' if len(value) == 1 else ''})" if isinstance(value, tuple) else f"[{inner}]"
+    return repr(value)
+
+
+# --- a student's guest on a budget ------------------------------------------------------------------
+def run_guest(source, what="your guest", max_instructions=MAX_INSTRUCTIONS, timeout=TIMEOUT):
+    """vmkit.run with a budget, every way a guest can go wrong turned into a message that names it."""
+    import vmkit                                    # late: the caller's vmkit, as the student sees it
+    try:
+        return vmkit.run(source, max_instructions=max_instructions, timeout=timeout)
+    except AsmError as error:
+        raise AssertionError(f"{what} does not assemble: NASM stops at line {error.line} "
+                             f"({error.text.strip()!r}): {error.message}") from None
+    except GuestTimeout as error:
+        partial = error.result
+        serial = partial.serial if partial is not None else ""
+        raise AssertionError(
+            f"{what} did not finish within {max_instructions:,} instructions or {timeout:g} s.\n"
+            f"  serial output so far: {serial!r}\n"
+            f"  where to look: a loop that never ends (`jmp $`, a `loop` whose ECX never reaches 0) or a "
+            f"handler that never reaches `out 0xf4, al`") from None
+    except GuestError as error:
+        raise AssertionError(f"{what} did something the machine cannot run: {error}") from None
+
+
+def guest_error_message(error):
+    """One line for a guest that failed to assemble or run, for cells that report rather than assert."""
+    if isinstance(error, AsmError):
+        return f"line {error.line} ({error.text.strip()!r}): {error.message}"
+    return str(error)
+
+
+# --- reference facts, from a fresh interpreter ------------------------------------------------------
+def reference(fact, *args, timeout=60):
+    """Compute `fact(*args)` (one of the functions below) in a new Python process and return it.
+
+    The new process imports vmkit from disk; nothing a notebook changed in its own vmkit (or in
+    this module) exists there. Arguments and results travel as JSON."""
+    if fact not in FACTS:
+        raise ValueError(f"unknown reference fact {fact!r}; known: {', '.join(FACTS)}")
+    program = ("import json, sys, vmkit.grading as g\n"
+               "fact, args = json.load(sys.stdin)\n"
+               "json.dump(g.FACTS[fact](*args), sys.stdout)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    done = subprocess.run([sys.executable, "-c", program], input=json.dumps([fact, list(args)]),
+                          capture_output=True, text=True, timeout=timeout, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"the reference computation {fact!r} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout)
+
+
+def outcome_in_ring3(template, instruction):
+    """What the CPU does with `instruction` in ring 3, inside `template` (a test kernel whose
+    `{instruction}` slot runs in ring 3 and is followed by `int 0x80`): "runs" when the int 0x80
+    after it is reached, else the exception it raised ("#GP", "#UD", ...)."""
+    import vmkit
+    result = vmkit.run(template.format(instruction=instruction), max_instructions=100_000, timeout=5)
+    for event in result.events:
+        if event.kind == "ring-transition" and event.detail.get("from_ring") == 3:
+            if event.detail["cause"] == "int 0x80":
+                return "runs"
+            return vector_name(event.detail["vector"])
+    return "no transition from ring 3"
+
+
+def census(template, instructions):
+    """outcome_in_ring3 for each instruction: {instruction: outcome}."""
+    return {instruction: outcome_in_ring3(template, instruction) for instruction in instructions}
+
+
+def trace(source, max_instructions=MAX_INSTRUCTIONS, timeout=TIMEOUT):
+    """How a guest ends and the ring transitions it made, as plain data."""
+    import vmkit
+    try:
+        result = vmkit.run(source, max_instructions=max_instructions, timeout=timeout)
+    except vmkit.VmkitError as error:
+        return {"error": f"{type(error).__name__}: {guest_error_message(error)}"}
+    transitions = [{"cause": e.detail["cause"], "vector": e.detail.get("vector"),
+                    "from_ring": e.detail["from_ring"], "to_ring": e.detail["to_ring"],
+                    "stack_switch": e.detail.get("stack_switch"), "esp": e.detail.get("esp"),
+                    "ss": e.detail.get("ss"), "eip": e.eip}
+                   for e in result.events if e.kind == "ring-transition"]
+    return {"serial": result.serial, "exit_code": result.exit_code, "halted": result.halted,
+            "shutdown": result.shutdown, "transitions": transitions}
+
+
+def interrupt_frames(source, tss=None):
+    """Every interrupt, exception and int n the guest takes, with the registers just before the CPU
+    took it and the frame it pushed: [{"cpu", "event", "tss", "esp", "frame"}].
+
+    The guest runs twice: once to find the events, once more to stop in front of each of them. An
+    IRQ is found by its instruction count (it arrives between two instructions); an int n or a
+    fault by the address of the instruction that raised it."""
+    import vmkit
+    from .machine.x86 import TSS_ESP, TSS_SS
+    events = [e for e in vmkit.run(source).events
+              if e.kind == "ring-transition" and e.detail["cause"] != "iret" and "while" not in e.detail["cause"]]
+    machine = vmkit.machine(source)
+    cases = []
+    for event in events:
+        if event.detail["cause"].startswith("IRQ"):
+            machine.run_until(instructions=event.icount - machine.instructions)
+        else:
+            machine.run_until(eip=event.eip)
+        cpu = {r: machine.cpu[r] for r in ("eip", "cs", "eflags", "esp", "ss")}
+        length = _instruction_length(machine, cpu["eip"])
+        tr_base = _tss_base(machine)
+        stack = ({"esp0": int.from_bytes(machine.uc.mem_read(tr_base + TSS_ESP[0], 4), "little"),
+                  "ss0": int.from_bytes(machine.uc.mem_read(tr_base + TSS_SS[0], 2), "little")}
+                 if tr_base is not None else None)
+        taken = [e for e in machine.step() if e.kind == "ring-transition"]
+        if not taken or taken[0].detail["frame"] != event.detail["frame"]:
+            raise RuntimeError(f"replaying {event.detail['cause']} at {event.eip:#x} did not reproduce it")
+        cases.append({"cpu": cpu,
+                      "event": {"cause": event.detail["cause"], "length": length,
+                                "error_code": event.detail.get("error_code")},
+                      "tss": stack, "esp": event.detail["esp"],
+                      "frame": [list(pair) for pair in event.detail["frame"]]})
+    return cases
+
+
+def _instruction_length(machine, eip):
+    from .asm import disassemble
+    code = bytes(machine.uc.mem_read(eip, 16))
+    return disassemble(code, eip, count=1)[0].size
+
+
+def _tss_base(machine):
+    """The base of the TSS the guest loaded with ltr, or None before it loaded one."""
+    from unicorn import x86_const as X
+    _, base, _, _ = machine.uc.reg_read(X.UC_X86_REG_TR)
+    return base or None
+
+
+def selectors(values):
+    """vmkit's decoding of each selector: [[index, ti, rpl], ...]."""
+    from .machine.x86 import decode_selector
+    return [[s.index, s.ti, s.rpl] for s in map(decode_selector, values)]
+
+
+DESCRIPTOR_FIELDS = ("base", "limit", "type", "s", "dpl", "present")
+
+
+def descriptors(raws):
+    """vmkit's decoding of each 64-bit descriptor: [{base, limit, type, s, dpl, present}, ...]."""
+    from .machine.x86 import decode_descriptor
+    return [{name: getattr(decode_descriptor(raw), name) for name in DESCRIPTOR_FIELDS} for raw in raws]
+
+
+FACTS = {"selectors": selectors, "descriptors": descriptors, "census": census, "trace": trace,
+         "interrupt_frames": interrupt_frames}
