@@ -4,6 +4,7 @@
     python3 course.py open     install what is missing, then open JupyterLab on the first lesson
     python3 course.py test     install what is missing (and the test tools), then run every test
     python3 course.py bench    run the benchmarks and print the ratios they measure
+    python3 course.py release  write the students' version of every lab (no solutions, no hidden tests) to release/
     python3 course.py doctor   say what this machine offers (nasm, dot, qemu, /dev/kvm)
 
 Python packages go into a virtual environment in .venv beside this file. System tools come from
@@ -14,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import venv
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -78,6 +80,21 @@ def run_in_venv(argv):
     os.execve(argv[0], argv, env)
 
 
+def release():
+    """nbgrader generate_assignment for every lab in labs/, into release/<lab>/<lab>.ipynb."""
+    labs = sorted(name for name in os.listdir(os.path.join(HERE, "labs"))
+                  if os.path.isfile(os.path.join(HERE, "labs", name, f"{name}.ipynb")))
+    env = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
+    with tempfile.TemporaryDirectory() as scratch:      # a throw-away gradebook: nothing is graded here
+        for lab in labs:
+            subprocess.run([os.path.join(BIN, "nbgrader"), "generate_assignment", lab, "--force",
+                            f"--db=sqlite:///{os.path.join(scratch, 'gradebook.db')}", "--log-level=WARN"],
+                           cwd=HERE, env=env, check=True)
+    for lab in labs:
+        say(f"students' version: {os.path.join('release', lab, lab + '.ipynb')}")
+    say(f"hand out {os.path.join(HERE, 'release')} or open it in JupyterLab; labs/README.md says how to grade")
+
+
 def main(argv):
     command = argv[1] if len(argv) > 1 else "open"
     rest = argv[2:]
@@ -95,6 +112,9 @@ def main(argv):
         system_tools(COURSE_TOOLS)
         python_packages("test")
         run_in_venv([PYTHON, os.path.join("tests", "benchmarks", "run.py")] + rest)
+    elif command == "release":
+        python_packages("")
+        release()
     elif command == "doctor":
         python_packages("")
         run_in_venv([PYTHON, "-c", "import vmkit; print(vmkit.doctor())"])
