@@ -265,11 +265,18 @@ def test_visible_checks_never_claim_the_whole_grade(capsys):
     assert "hidden checks run when the lab is graded" in out and "all tests passed" not in out.lower()
 
 
-def test_reference_facts_come_from_a_fresh_interpreter(monkeypatch):
-    """Is a reference fact immune to a patched vmkit in the calling process?"""
+def test_reference_facts_come_from_a_fresh_interpreter(monkeypatch, tmp_path):
+    """Is a reference fact immune to a patched vmkit in the calling process, and to a fake vmkit
+    planted in the notebook's folder or on PYTHONPATH?"""
     import vmkit
     import vmkit.grading
     from vmkit.machine import x86
+    fake = tmp_path / "vmkit"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("")
+    (fake / "grading.py").write_text("FACTS = {'selectors': lambda values: [[0, 0, 0]] * len(values)}\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     monkeypatch.setattr(x86, "decode_selector", lambda value: x86.Selector(0, 0, 0))
     monkeypatch.setattr(vmkit, "run", lambda *args, **kwargs: None)
     assert vmkit.grading.reference("selectors", [0x2b]) == [[5, 0, 3]]

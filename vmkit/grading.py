@@ -132,12 +132,15 @@ def reference(fact, *args, timeout=60):
     this module) exists there. Arguments and results travel as JSON."""
     if fact not in FACTS:
         raise ValueError(f"unknown reference fact {fact!r}; known: {', '.join(FACTS)}")
-    program = ("import json, sys, vmkit.grading as g\n"
+    # -I: isolated mode, so neither the notebook's folder nor PYTHON* variables it may have set can
+    # put another vmkit first; the folder this vmkit came from is the fallback if none is installed.
+    home = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    program = (f"import sys; sys.path.append({home!r})\n"
+               "import json, vmkit.grading as g\n"
                "fact, args = json.load(sys.stdin)\n"
                "json.dump(g.FACTS[fact](*args), sys.stdout)\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    done = subprocess.run([sys.executable, "-c", program], input=json.dumps([fact, list(args)]),
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    done = subprocess.run([sys.executable, "-I", "-c", program], input=json.dumps([fact, list(args)]),
+                          capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"the reference computation {fact!r} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout)
