@@ -4,14 +4,22 @@ from .errors import NotBuiltYet, VmkitError
 from .machine import DEFAULT_MAX_INSTRUCTIONS, DEFAULT_MEMORY, DEFAULT_TIMEOUT, Machine, MustCount
 
 TECHNIQUES = ("native", "trap-and-emulate", "binary-translation", "paravirt", "hardware-assist", "kvm")
+BUILT = ("native", "trap-and-emulate")
 
 
 def machine(image_or_source, technique="native", *, memory=DEFAULT_MEMORY,
             max_instructions=DEFAULT_MAX_INSTRUCTIONS, timeout=DEFAULT_TIMEOUT):
     """A machine ready to step through a guest under `technique` (see Machine.step, run_until)."""
+    return _machine_class(technique)(assemble(image_or_source), memory, max_instructions=max_instructions,
+                                     timeout=timeout)
+
+
+def _machine_class(technique):
     _check_technique(technique)
-    return Machine(assemble(image_or_source), memory, max_instructions=max_instructions,
-                   timeout=timeout, technique=technique)
+    if technique == "trap-and-emulate":
+        from .vmm import TrapAndEmulate
+        return TrapAndEmulate
+    return Machine
 
 
 def run(image_or_source, technique="native", *, memory=DEFAULT_MEMORY,
@@ -24,21 +32,22 @@ def run(image_or_source, technique="native", *, memory=DEFAULT_MEMORY,
     uncounted (stats has no "instructions"), and vmkit counts again from the start as soon as the
     guest arms its timer or does anything else whose timing must be exact.
     """
-    _check_technique(technique)
+    cls = _machine_class(technique)
     image = assemble(image_or_source)
+    if cls is not Machine:
+        return cls(image, memory, max_instructions=max_instructions, timeout=timeout).run()
     if max_instructions is None:
-        fast = Machine(image, memory, max_instructions=None, timeout=timeout, counted=False, technique=technique)
+        fast = Machine(image, memory, max_instructions=None, timeout=timeout, counted=False)
         try:
             return fast.run()
         except MustCount:
             timeout = None if timeout is None else max(timeout - fast.elapsed, 1e-3)
-    return Machine(image, memory, max_instructions=max_instructions, timeout=timeout,
-                   technique=technique).run()
+    return Machine(image, memory, max_instructions=max_instructions, timeout=timeout).run()
 
 
 def _check_technique(technique):
     if technique not in TECHNIQUES:
         raise VmkitError(f"unknown technique {technique!r}; vmkit knows {', '.join(TECHNIQUES)}")
-    if technique != "native":
+    if technique not in BUILT:
         raise NotBuiltYet(f"the {technique!r} technique is not built yet in this version of vmkit; "
-                          f"'native' runs the guest on the bare model machine")
+                          f"built so far: {', '.join(BUILT)}")

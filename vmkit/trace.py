@@ -26,7 +26,7 @@ class Event:
     eip: int            # where the guest was when it happened
     cpl: int            # the privilege level it happened at
     detail: dict = field(default_factory=dict)
-    icount: int = None  # instructions retired before it (None when the run was not counted)
+    icount: int = None  # instructions counted before it; one that trapped or faulted counts (None: uncounted run)
 
     def __str__(self):
         bits = ", ".join(f"{k}={_fmt(v)}" for k, v in self.detail.items() if k != "frame")

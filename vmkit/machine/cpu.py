@@ -32,6 +32,7 @@ class Cpu:
     def __init__(self, uc, ram_size):
         self.uc = uc
         self.ram_size = ram_size
+        self.regions = [(0, ram_size)]     # where the CPU's own accesses may go (a VMM adds its memory)
         self._lib = quirks.engine_library()
         self._handle = uc._uch
         self._value = ctypes.c_uint64()
@@ -61,8 +62,11 @@ class Cpu:
         return (self["eflags"] & IOPL_MASK) >> IOPL_SHIFT
 
     # memory, as the CPU's own accesses see it
+    def _inside(self, address, size):
+        return any(start <= address and address + size <= start + length for start, length in self.regions)
+
     def read(self, address, size, what="memory"):
-        if address < 0 or address + size > self.ram_size:
+        if not self._inside(address, size):
             raise GuestError(f"the CPU had to read {what} at {address:#x}, outside the guest's "
                              f"{self.ram_size >> 20} MiB of RAM", None)
         if size > len(self._buffer):
@@ -71,7 +75,7 @@ class Cpu:
         return ctypes.string_at(self._buffer, size)
 
     def write(self, address, data, what="memory"):
-        if address < 0 or address + len(data) > self.ram_size:
+        if not self._inside(address, len(data)):
             raise GuestError(f"the CPU had to write {what} at {address:#x}, outside the guest's "
                              f"{self.ram_size >> 20} MiB of RAM", None)
         self.uc.mem_write(address, bytes(data))
@@ -124,7 +128,11 @@ class Cpu:
         if self.cpl <= self.iopl:
             return True
         selector, base, limit = self.tss()
-        if selector & ~3 == 0 or limit < TSS_IOMAP_BASE + 1:
+        return selector & ~3 != 0 and self.io_bitmap_allows(base, limit, port, size)
+
+    def io_bitmap_allows(self, base, limit, port, size):
+        """The I/O permission bitmap of the TSS at `base`: every bit for the ports must be clear."""
+        if limit < TSS_IOMAP_BASE + 1:
             return False
         bitmap = base + int.from_bytes(self.read(base + TSS_IOMAP_BASE, 2, "the TSS"), "little")
         # the CPU reads the two bitmap bytes covering the port; both must lie within the TSS limit

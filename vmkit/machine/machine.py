@@ -57,6 +57,8 @@ class Machine:
     instruction budget), and raises MustCount when that stops being true.
     """
 
+    watch_interrupt_window = True      # stop in front of sti/popf/iret when an interrupt waits for IF
+
     def __init__(self, image, memory=DEFAULT_MEMORY, *, max_instructions=DEFAULT_MAX_INSTRUCTIONS,
                  timeout=DEFAULT_TIMEOUT, counted=True, technique="native"):
         self.image = assemble(image)
@@ -229,7 +231,7 @@ class Machine:
             n = min(n, self.max_instructions - self.instructions)
         if self._pass_once is not None:
             n = 1                          # run the watched instruction we stopped in front of
-        elif self.pic.pending() is not None and (self.cpu["eflags"] & IF or not self._watched(self.cpu["eip"])):
+        elif self.pic.pending() is not None and (self.interrupts_enabled() or not self._watched(self.cpu["eip"])):
             n = 1                          # the sti shadow, or unwatched code while an interrupt waits
         elif self.pit.armed() and self.pic.irq0_enabled():
             n = min(n, self.pit.next_tick() - self.clock)
@@ -250,16 +252,18 @@ class Machine:
             elif self._at_hlt():
                 self._on_hlt()
         elif stop.kind == "exception":
-            self._raise(stop.detail["vector"], stop.detail["source"], stop.detail["error_code"])
+            self.exception(stop.detail["vector"], stop.detail["source"], stop.detail["error_code"])
         elif stop.kind == "io-fault":
             self._undo_io(stop.detail)
-            self._raise(GP, EXCEPTION, 0)
+            self.exception(GP, EXCEPTION, 0)
         elif stop.kind == "exit":
             if not self.counted and self.cpu["eip"] != stop.detail["next_eip"]:
                 raise MustCount("the debug-exit write was followed by more instructions before Unicorn stopped")
             self._finish("exit", exit_code=self.debug_exit.exit_code)
         elif stop.kind == "must-count":
             raise MustCount(stop.detail["why"])
+        else:
+            self.other_stop(stop)
         if self.cpu.cpl != self._slice_cpl and not self._slice_traced and not any(
                 e.kind == "ring-transition" for e in self.events[self._slice_events:]):
             self._event("ring-transition", from_ring=self._slice_cpl, to_ring=self.cpu.cpl,
@@ -277,6 +281,18 @@ class Machine:
                                f"ring {self.cpu.cpl}.", self.result())
 
     # --- time and interrupts ---------------------------------------------------------------------------
+    # --- what a VMM may change (vmkit.vmm): the CPU's view of IF, and what an exception does ----------
+    def interrupts_enabled(self):
+        """Whether the CPU, as the guest sees it, accepts interrupts now."""
+        return bool(self.cpu["eflags"] & IF)
+
+    def exception(self, vector, source, error_code=None):
+        """The CPU raised `vector` (a fault, `int n`, or a refused I/O access): deliver it."""
+        self._raise(vector, source, error_code)
+
+    def other_stop(self, stop):
+        """A slice ended for a reason a subclass's hook gave (see _Stop)."""
+
     def _tick(self, clock=None):
         """Bring the timer up to `clock` (default: now); each expiry raises IRQ0 at the PIC."""
         for _ in range(self.pit.advance(self.clock if clock is None else clock)):
@@ -288,7 +304,7 @@ class Machine:
 
     def _accept_interrupt(self):
         """The CPU checks its interrupt line between instructions: take an IRQ if IF allows it."""
-        if self.pic.pending() is None or not self.cpu["eflags"] & IF or quirks.irq_inhibited(self.uc):
+        if self.pic.pending() is None or not self.interrupts_enabled() or quirks.irq_inhibited(self.uc):
             return False
         irq, vector = self.pic.acknowledge()
         self.stats["irqs"] += 1
@@ -301,7 +317,7 @@ class Machine:
         return eip > 0 and bytes(self.uc.mem_read(eip - 1, 1)) == b"\xf4"
 
     def _on_hlt(self):
-        if not self.cpu["eflags"] & IF:
+        if not self.interrupts_enabled():
             self._event("halt", interrupts="off", why="hlt with IF=0: only an NMI or reset could wake it")
             self._finish(None, halted=True)
         elif self.pic.pending() is not None:
@@ -389,14 +405,29 @@ class Machine:
             uc.emu_stop()
             return self.cpu["eax"] & ((1 << (8 * size)) - 1)
         device = self.ports.get(port)
+        if isinstance(device, Pit8254) and not self.counted:
+            self._stop = _Stop("must-count", None, why="the guest uses the timer")
+            uc.emu_stop()
+            return 0
+        value = self.port_access(port, size, value, direction, eip)
+        if device is self.debug_exit and direction == "out":
+            insn = disassemble(uc.mem_read(eip, 16), eip, 1)
+            self._stop = _Stop("exit", self._counter(), next_eip=eip + (insn[0].size if insn else 1))
+            uc.emu_stop()
+        elif device in (self.pic, self.pit) and direction == "out" and self.counted:
+            # a new mask, EOI or timer setting: let the machine look again before the next instruction
+            self._stop = _Stop("device", self._counter())
+            uc.emu_stop()
+        return value if direction == "in" else None
+
+    def port_access(self, port, size, value, direction, eip):
+        """One access to the platform's devices (an unknown port floats: reads 0xff..), recorded as
+        an io event. Returns the value read, or the value written."""
+        device = self.ports.get(port)
         clock = self._clock_now()
         if device in (self.pic, self.pit) and self.counted:
             self._tick(clock)              # the devices are a function of time: catch them up first
         if isinstance(device, Pit8254):
-            if not self.counted:
-                self._stop = _Stop("must-count", None, why="the guest uses the timer")
-                uc.emu_stop()
-                return 0
             result = device.read(port, size, clock) if direction == "in" else device.write(port, size, value, clock)
         elif device is not None:
             result = device.read(port, size) if direction == "in" else device.write(port, size, value)
@@ -407,15 +438,7 @@ class Machine:
         self.stats["io"] += 1
         self._event("io", eip=eip, port=port, size=size, value=value, direction=direction,
                     device=type(device).__name__ if device else "none")
-        if device is self.debug_exit and direction == "out":
-            insn = disassemble(uc.mem_read(eip, 16), eip, 1)
-            self._stop = _Stop("exit", self._counter(), next_eip=eip + (insn[0].size if insn else 1))
-            uc.emu_stop()
-        elif device in (self.pic, self.pit) and direction == "out" and self.counted:
-            # a new mask, EOI or timer setting: let the machine look again before the next instruction
-            self._stop = _Stop("device", self._counter())
-            uc.emu_stop()
-        return value if direction == "in" else None
+        return value
 
     def _undo_io(self, stop):
         """The CPU checks I/O permission before the access; Unicorn does not, so undo what it did."""
@@ -440,8 +463,9 @@ class Machine:
             self._record_far_return(op, address)
         if self._stop is not None and self._stop.kind == "event":
             self._stop_before(address, icount)       # run_until wanted this event: stop at it
-        elif op[0] in (STI, POPF, IRET) and self.counted and self.pic.pending() is not None \
-                and not self.cpu["eflags"] & IF:
+        elif op[0] in (STI, POPF, IRET) and self.counted and self.watch_interrupt_window \
+                and self.pic.pending() is not None \
+                and not self.interrupts_enabled():
             self._stop_before(address, icount)       # it may set IF while an interrupt waits
 
     def _stop_before(self, address, icount):
@@ -495,7 +519,7 @@ class Machine:
     def _on_error(self, error):
         if error.errno == UC_ERR_INSN_INVALID:
             quirks.clear_fault_and_set_cpl(self.uc)
-            self._raise(UD, EXCEPTION)
+            self.exception(UD, EXCEPTION)
             return
         detail = getattr(self, "_unmapped", None)
         where = f" at {detail[1]:#x}" if detail else ""

@@ -1,0 +1,113 @@
+"""Trap-and-emulate: the guest kernel in ring 1, every privileged instruction a trap, and the
+places where x86 lets the guest see through the VMM without trapping."""
+import pytest
+
+import vmkit
+import vmkit.guests
+from guestkit import kernel
+from vmkit.vmm import TrapAndEmulate
+from vmkit.vmm.trap_emulate import VMM_BASE
+
+TE = "trap-and-emulate"
+
+
+def lines(result):
+    return dict(line.split(" = ") for line in result.serial.splitlines() if " = " in line)
+
+
+def test_the_rings_guest_gives_the_same_serial_output_and_exit_code():
+    image = vmkit.guests.image("rings")
+    native, te = vmkit.run(image), vmkit.run(image, TE)
+    assert (te.serial, te.exit_code) == (native.serial, native.exit_code)
+    assert te.stats["instructions"] == native.stats["instructions"]
+
+
+def test_the_guest_kernel_runs_in_ring_1_and_its_user_code_in_ring_3():
+    result = vmkit.run(vmkit.guests.image("rings"), TE)
+    first = result.of_kind("ring-transition")[0]
+    assert (first.detail["cause"], first.detail["from_ring"], first.detail["to_ring"]) == ("iret", 1, 3)
+    syscall = [e for e in result.of_kind("ring-transition") if e.detail["cause"] == "int 0x80"][0]
+    assert syscall.detail["to_ring"] == 1 and syscall.detail["reflected"]
+    assert syscall.detail["ss"] & 3 == 1                 # the ring-1 twin of the kernel's stack segment
+
+
+def test_every_privileged_instruction_traps_once_and_is_emulated_on_the_virtual_cpu():
+    source = ("cli\nsti\nmov eax, cr0\nor eax, 8\nmov cr0, eax\nlidt [table]\nmov ecx, 0x10\nmov eax, 5\n"
+              "xor edx, edx\nwrmsr\nrdmsr\nmov al, 2\nout 0xf4, al\n"
+              "table: dw 0x7ff\n dd 0x200000\n")
+    m = vmkit.machine(source, TE)
+    result = m.run()
+    traps = [e.detail["instruction"] for e in result.of_kind("trap")]
+    table = m.image.symbols["table"]
+    assert traps == ["cli", "sti", "mov eax, cr0", "mov cr0, eax", f"lidt [{table:#x}]", "wrmsr", "rdmsr",
+                     "out 0xf4, al"]
+    assert result.stats["traps"] == len(traps) == len(result.of_kind("emulate"))
+    assert m.vcpu.interrupt_flag and m.vcpu.cr0 & 8 and m.vcpu.idtr == (0x200000, 0x7FF)
+    assert m.vcpu.msr[0x10] == 5 and result.exit_code == 5
+
+
+def test_the_holes_show_exactly_where_the_vmm_is_visible():
+    """Nothing here traps, so the guest reads the real CPU: RPL 1 in CS, the real IF in pushf, the
+    VMM's GDT in sgdt, the real CR0 in smsw, and popf that cannot turn IF off."""
+    image = vmkit.guests.image("holes")
+    native, te = lines(vmkit.run(image)), lines(vmkit.run(image, TE))
+    differs = {k for k in native if native[k] != te[k]}
+    assert differs == set(native)                        # every probe tells the two apart
+    assert int(native["cs                 "], 16) & 3 == 0 and int(te["cs                 "], 16) & 3 == 1
+    assert int(native["after cli, IF|IOPL "], 16) == 0 and int(te["after cli, IF|IOPL "], 16) == 0x200
+    assert int(te["sgdt base          "], 16) == VMM_BASE
+    assert int(native["smsw (TS is bit 3) "], 16) & 8 and not int(te["smsw (TS is bit 3) "], 16) & 8
+    assert int(native["popf IF=0, then IF "], 16) == 0 and int(te["popf IF=0, then IF "], 16) == 0x200
+
+
+def test_a_critical_section_guarded_by_popf_loses_updates_only_under_trap_and_emulate():
+    image = vmkit.guests.image("popf_critical")
+    native, te = vmkit.run(image), vmkit.run(image, TE)
+    assert "lost updates:   0\n" in native.serial
+    lost = int(te.serial.split("lost updates:   ")[1].split()[0])
+    assert lost > 0
+
+
+@pytest.mark.parametrize("name", ["serial", "hlt_wake", "triple_fault"])
+def test_differential_guests_that_avoid_the_holes_match_native(name):
+    from test_qemu_differential import guest_source
+    image = vmkit.assemble(guest_source(name))
+    native, te = vmkit.run(image), vmkit.run(image, TE)
+    assert (te.serial_bytes, te.exit_code, te.shutdown) == (native.serial_bytes, native.exit_code, native.shutdown)
+
+
+def test_stepping_and_running_agree_under_the_vmm():
+    source = vmkit.guests.source("rings").replace("TIMER_HZ   equ 1000", "TIMER_HZ   equ 20000")
+    image = vmkit.assemble(source.replace("250000", "20000"))
+    straight = vmkit.run(image, TE)
+    m = vmkit.machine(image, TE)
+    while not m.finished:
+        m.step()
+    assert [(e.kind, e.eip, e.icount) for e in m.result().events] == \
+        [(e.kind, e.eip, e.icount) for e in straight.events]
+    assert m.result().stats == straight.stats
+
+
+def test_an_instruction_without_a_handler_is_reflected_to_the_guest_as_gp(build):
+    """Leave cli out of the VMM's table: the guest kernel's own #GP handler sees its cli."""
+    from vmkit.vmm import EMULATORS
+    image = build(body="bad:\ncli\njmp $", gates={13: ("gp", 0x8E)}, handlers={"gp": "mov al, 9\nout 0xf4, al"})
+    partial = {k: v for k, v in EMULATORS.items() if k != "cli"}
+    m = TrapAndEmulate(image, emulators=partial)
+    result = m.run()
+    assert result.exit_code == 19
+    gp = [e for e in result.of_kind("ring-transition") if e.detail["cause"] == "#GP"][0]
+    assert gp.eip == image.symbols["bad"] and gp.detail["reflected"]
+
+
+def test_user_io_follows_the_guests_own_io_bitmap(build):
+    bitmap = ["0xFF"] * 33
+    bitmap[0xF4 // 8] = "0xEF"
+    image = build(body="mov eax, user\nmov ebx, 0x202\njmp to_ring3\nuser:\nmov al, 6\nout 0xf4, al\njmp $",
+                  tss_extra="iomap:\n    db " + ", ".join(bitmap))
+    assert vmkit.run(image, TE).exit_code == 13
+
+
+def test_paging_is_refused_with_a_clear_error():
+    with pytest.raises(vmkit.GuestError, match="paging"):
+        vmkit.run("mov eax, cr0\nor eax, 0x80000000\nmov cr0, eax\nhlt", TE)

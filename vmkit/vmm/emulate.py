@@ -1,0 +1,209 @@
+"""Emulation handlers: what a VMM does for each privileged instruction its guest kernel executes.
+
+The guest kernel runs in ring 1, so each of these instructions raises #GP; the VMM decodes it and
+calls the handler named after its mnemonic. A handler changes the virtual CPU (never the real
+privileged state, which belongs to the VMM), uses the device model for I/O, and returns a short
+description of its effect for the event log. The VMM then moves EIP past the instruction.
+
+    EMULATORS["cli"](vmm, insn)  ->  "virtual IF 1 -> 0"
+"""
+import capstone
+from capstone import x86_const as C
+
+_decoder = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
+_decoder.detail = True
+
+_PARTS = {}
+for _r in "abcd":
+    _PARTS.update({f"e{_r}x": (f"e{_r}x", 0, 32), f"{_r}x": (f"e{_r}x", 0, 16),
+                   f"{_r}l": (f"e{_r}x", 0, 8), f"{_r}h": (f"e{_r}x", 8, 8)})
+for _r in ("si", "di", "bp", "sp"):
+    _PARTS.update({f"e{_r}": (f"e{_r}", 0, 32), _r: (f"e{_r}", 0, 16)})
+
+
+def decode(code, address):
+    """The one instruction at `address` (capstone, with operand details), or None."""
+    return next(_decoder.disasm(bytes(code), address, 1), None)
+
+
+def read_register(cpu, name):
+    if name in ("cs", "ss", "ds", "es", "fs", "gs"):
+        return cpu[name]
+    full, shift, bits = _PARTS[name]
+    return (cpu[full] >> shift) & ((1 << bits) - 1)
+
+
+def write_register(cpu, name, value):
+    full, shift, bits = _PARTS[name]
+    mask = ((1 << bits) - 1) << shift
+    cpu[full] = (cpu[full] & ~mask) | ((value << shift) & mask)
+
+
+def effective_address(vmm, insn, op):
+    """Linear address of a memory operand: segment base + base + index * scale + displacement."""
+    m, cpu = op.mem, vmm.cpu
+    address = m.disp
+    if m.base:
+        address += read_register(cpu, insn.reg_name(m.base))
+    if m.index:
+        address += read_register(cpu, insn.reg_name(m.index)) * m.scale
+    segment = insn.reg_name(m.segment) if m.segment else (
+        "ss" if m.base and insn.reg_name(m.base) in ("esp", "ebp") else "ds")
+    return (cpu.segment_base(cpu[segment]) + address) & 0xFFFFFFFF
+
+
+def operand_value(vmm, insn, op):
+    if op.type == C.X86_OP_REG:
+        return read_register(vmm.cpu, insn.reg_name(op.reg))
+    if op.type == C.X86_OP_IMM:
+        return op.imm & 0xFFFFFFFF
+    return int.from_bytes(vmm.cpu.read(effective_address(vmm, insn, op), op.size), "little")
+
+
+# --- the handlers ----------------------------------------------------------------------------------
+def cli(vmm, insn):
+    before, vmm.vcpu.interrupt_flag = vmm.vcpu.interrupt_flag, False
+    return f"virtual IF {int(before)} -> 0"
+
+
+def sti(vmm, insn):
+    before, vmm.vcpu.interrupt_flag = vmm.vcpu.interrupt_flag, True
+    vmm.interrupt_shadow()                   # like the CPU: no interrupt before the next instruction
+    return f"virtual IF {int(before)} -> 1"
+
+
+def hlt(vmm, insn):
+    vmm.halt()
+    return "the virtual CPU waits for an interrupt" if vmm.vcpu.interrupt_flag else "the virtual CPU stops"
+
+
+def lgdt(vmm, insn):
+    base, limit = _table_operand(vmm, insn)
+    vmm.load_gdt(base, limit)
+    return f"virtual GDTR <- base {base:#x} limit {limit:#x}; shadow GDT rebuilt with DPL 0 -> 1"
+
+
+def lidt(vmm, insn):
+    base, limit = _table_operand(vmm, insn)
+    vmm.load_idt(base, limit)
+    return f"virtual IDTR <- base {base:#x} limit {limit:#x}"
+
+
+def _table_operand(vmm, insn):
+    raw = vmm.cpu.read(effective_address(vmm, insn, insn.operands[0]), 6)
+    return int.from_bytes(raw[2:6], "little"), int.from_bytes(raw[:2], "little")
+
+
+def ltr(vmm, insn):
+    selector = operand_value(vmm, insn, insn.operands[0]) & 0xFFFF
+    vmm.load_tr(selector)
+    return f"virtual TR <- {selector:#06x}"
+
+
+def lldt(vmm, insn):
+    vmm.vcpu.ldtr = operand_value(vmm, insn, insn.operands[0]) & 0xFFFF
+    return f"virtual LDTR <- {vmm.vcpu.ldtr:#06x}"
+
+
+def mov(vmm, insn):
+    """mov to or from a control or debug register (mov to SS is handled by the VMM, see load_ss)."""
+    dst, src = (insn.reg_name(op.reg) if op.type == C.X86_OP_REG else None for op in insn.operands)
+    v = vmm.vcpu
+    if dst and dst.startswith(("cr", "dr")):
+        value = read_register(vmm.cpu, src)
+        if dst.startswith("cr"):
+            if dst == "cr0" and value & (1 << 31):
+                vmm.unsupported("paging (CR0.PG)")
+            setattr(v, dst, value)
+        else:
+            v.dr[int(dst[2:])] = value
+        return f"virtual {dst.upper()} <- {value:#x}"
+    if src and src.startswith(("cr", "dr")):
+        value = getattr(v, src) if src.startswith("cr") else v.dr[int(src[2:])]
+        write_register(vmm.cpu, dst, value)
+        return f"{dst} <- virtual {src.upper()} ({value:#x})"
+    if dst == "ss":
+        selector = operand_value(vmm, insn, insn.operands[1]) & 0xFFFF
+        return vmm.load_ss(selector)
+    return None
+
+
+def clts(vmm, insn):
+    vmm.vcpu.cr0 &= ~(1 << 3)
+    return "virtual CR0.TS <- 0"
+
+
+def lmsw(vmm, insn):
+    value = operand_value(vmm, insn, insn.operands[0])
+    vmm.vcpu.cr0 = (vmm.vcpu.cr0 & ~0xF) | (value & 0xF) | (vmm.vcpu.cr0 & 1)   # lmsw cannot clear PE
+    return f"virtual CR0 <- {vmm.vcpu.cr0:#x}"
+
+
+def nothing_to_do(vmm, insn):
+    return "nothing to do: the model has no paging and no caches"
+
+
+def rdmsr(vmm, insn):
+    value = vmm.vcpu.msr.get(vmm.cpu["ecx"], 0)
+    vmm.cpu["eax"], vmm.cpu["edx"] = value & 0xFFFFFFFF, value >> 32
+    return f"edx:eax <- virtual MSR {vmm.cpu['ecx']:#x}"
+
+
+def wrmsr(vmm, insn):
+    ecx = vmm.cpu["ecx"]
+    vmm.vcpu.msr[ecx] = (vmm.cpu["edx"] << 32) | vmm.cpu["eax"]
+    return f"virtual MSR {ecx:#x} <- {vmm.vcpu.msr[ecx]:#x}"
+
+
+def out(vmm, insn):
+    port_op, value_op = insn.operands
+    port = operand_value(vmm, insn, port_op)
+    value = operand_value(vmm, insn, value_op)
+    vmm.port_out(port, value_op.size, value)
+    return f"device model: out {port:#x} <- {value:#x}"
+
+
+def in_(vmm, insn):
+    value_op, port_op = insn.operands
+    port = operand_value(vmm, insn, port_op)
+    value = vmm.port_in(port, value_op.size)
+    write_register(vmm.cpu, insn.reg_name(value_op.reg), value)
+    return f"device model: in {port:#x} -> {value:#x}"
+
+
+def _string_io(vmm, insn, direction):
+    """outs/ins, with or without rep: one port access per element, as the CPU would make them."""
+    cpu = vmm.cpu
+    size = insn.operands[1 if direction == "out" else 0].size
+    count = cpu["ecx"] if insn.prefix[0] in (0xF3, 0xF2) else 1
+    step = -size if cpu["eflags"] & (1 << 10) else size
+    port = cpu["edx"] & 0xFFFF
+    for _ in range(count):
+        if direction == "out":
+            address = cpu.segment_base(cpu["ds"]) + cpu["esi"]
+            vmm.port_out(port, size, int.from_bytes(cpu.read(address, size), "little"))
+            cpu["esi"] = (cpu["esi"] + step) & 0xFFFFFFFF
+        else:
+            address = cpu.segment_base(cpu["es"]) + cpu["edi"]
+            cpu.write(address, vmm.port_in(port, size).to_bytes(size, "little"))
+            cpu["edi"] = (cpu["edi"] + step) & 0xFFFFFFFF
+    if insn.prefix[0] in (0xF3, 0xF2):
+        cpu["ecx"] = 0
+    return f"device model: {count} x {direction} {port:#x}"
+
+
+def outs(vmm, insn):
+    return _string_io(vmm, insn, "out")
+
+
+def ins(vmm, insn):
+    return _string_io(vmm, insn, "in")
+
+
+# The table the VMM calls, by mnemonic (capstone's names; rep forms share their base handler).
+EMULATORS = {
+    "cli": cli, "sti": sti, "hlt": hlt, "lgdt": lgdt, "lidt": lidt, "ltr": ltr, "lldt": lldt,
+    "mov": mov, "clts": clts, "lmsw": lmsw, "invlpg": nothing_to_do, "wbinvd": nothing_to_do,
+    "invd": nothing_to_do, "rdmsr": rdmsr, "wrmsr": wrmsr, "out": out, "in": in_,
+    "outsb": outs, "outsw": outs, "outsd": outs, "insb": ins, "insw": ins, "insd": ins,
+}

@@ -1,0 +1,273 @@
+"""Trap-and-emulate: a VMM that runs the guest kernel deprivileged and emulates what traps.
+
+Ring compression: the guest kernel, written for ring 0, runs in ring 1; its user programs stay in
+ring 3. The real GDT and IDT are the VMM's *shadow* tables, copies of the guest's own with every
+DPL 0 turned into 1, so the guest's selectors keep working one ring out. The real privileged
+state (IF, IOPL, the control registers, GDTR, IDTR, TR) belongs to the VMM; the guest's version of
+it lives in a virtual CPU.
+
+In ring 1 every privileged instruction raises #GP: a trap into the VMM, which decodes the
+instruction, emulates it against the virtual CPU or the device model, and resumes the guest after
+it. Exceptions and `int n` trap too; the VMM reflects them into the guest's own handlers through
+the shadow IDT. Timer interrupts are injected only while the virtual IF is set, and only when the
+VMM has control (at a trap or at a tick of its own timer).
+
+What this VMM cannot see is the point of the lesson: instructions that are sensitive but do not
+trap in ring 1. popf and iret cannot change the virtual IF, pushf shows the real flags, reading CS
+shows RPL 1, and sgdt, sidt, str and smsw show the VMM's values. Nothing here papers over them.
+"""
+from unicorn import UC_HOOK_MEM_WRITE
+from unicorn import x86_const as X
+
+from ..errors import GuestError
+from ..machine import quirks
+from ..machine.delivery import EXCEPTION, SOFTWARE
+from ..machine.machine import BOOT_CS, BOOT_DS, BOOT_GDT, DEFAULT_MEMORY, LONGEST_SLICE, STACK_TOP, Machine
+from ..machine.x86 import GP, IF, decode_descriptor, vector_name
+from .emulate import EMULATORS, decode, operand_value
+from .vcpu import VCpu
+
+VMM_BASE = 0xFFC00000             # the VMM's own memory, outside the guest's RAM
+VMM_SIZE = 0x20000
+SHADOW_GDT = VMM_BASE             # room for all 8192 descriptors
+SHADOW_IDT = VMM_BASE + 0x10000
+VMM_TSS = VMM_BASE + 0x11000
+VMM_TSS_SELECTOR = 0xFFF8         # the shadow GDT's last slot: the real TR while the guest runs
+DPL_BITS = 0x60
+
+
+def compress(table):
+    """Ring compression of descriptors: every code or data segment of DPL 0 gets DPL 1."""
+    table = bytearray(table)
+    for offset in range(0, len(table) - 7, 8):
+        if table[offset + 5] & 0x10 and not table[offset + 5] & DPL_BITS:
+            table[offset + 5] |= 0x20
+    return bytes(table)
+
+
+class TrapAndEmulate(Machine):
+    """The vmkit PC with a trap-and-emulate VMM between it and the guest.
+
+    `emulators` maps a mnemonic to a handler(vmm, insn) -> description (see vmkit.vmm.emulate);
+    a lab can pass its own table. An instruction without a handler is reflected to the guest as #GP.
+    """
+    watch_interrupt_window = False    # this VMM only learns what its traps tell it
+
+    def __init__(self, image, memory=DEFAULT_MEMORY, *, emulators=None, **budgets):
+        self.vcpu = VCpu()
+        self.emulators = dict(EMULATORS) if emulators is None else dict(emulators)
+        self._vmm_entry = False       # the VMM has control: the only moment it can inject an interrupt
+        self._shadow_sti = False
+        self._gdt_trace = None
+        self._shadow_gdt_size = 0
+        super().__init__(image, memory, counted=True, technique="trap-and-emulate", **budgets)
+
+    # --- boot: the guest kernel starts in ring 1 on the shadow tables ------------------------------
+    def _boot_state(self):
+        super()._boot_state()
+        self.uc.mem_map(VMM_BASE, VMM_SIZE)
+        self.cpu.regions.append((VMM_BASE, VMM_SIZE))
+        tss = (VMM_TSS & 0xFFFFFF, VMM_TSS >> 24)
+        self.uc.mem_write(SHADOW_GDT + VMM_TSS_SELECTOR, bytes.fromhex("6700") + tss[0].to_bytes(3, "little")
+                          + bytes([0x89, 0x00, tss[1]]))
+        self.uc.mem_write(VMM_TSS + 102, (104).to_bytes(2, "little"))      # no I/O bitmap: every port traps
+        self.uc.reg_write(X.UC_X86_REG_TR, (VMM_TSS_SELECTOR, VMM_TSS, 103, 0x8B00))
+        self.load_gdt(BOOT_GDT, 3 * 8 - 1)
+        self.load_idt(0, 0)
+        self.cpu.far_transfer(1, BOOT_CS | 1, BOOT_DS | 1, STACK_TOP, self.image.entry, 0x2 | IF)
+
+    # --- what the machine asks its CPU ----------------------------------------------------------------
+    def interrupts_enabled(self):
+        # user code always runs with interrupts on; in the kernel, the virtual IF decides
+        return self.vcpu.interrupt_flag or self.cpu.cpl == 3
+
+    def _accept_interrupt(self):
+        if not self._vmm_entry or self._shadow_sti:
+            return False
+        self._vmm_entry = False
+        return super()._accept_interrupt()
+
+    def _slice_length(self, limit):
+        if self._shadow_sti:              # the instruction after an emulated sti runs before any interrupt
+            self._shadow_sti = False
+            return 1
+        n = min(limit, LONGEST_SLICE)
+        if self.max_instructions is not None:
+            n = min(n, self.max_instructions - self.instructions)
+        if self.pit.armed() and self.pic.irq0_enabled():
+            n = min(n, self.pit.next_tick() - self.clock)
+        return max(n, 1)
+
+    def _tick(self, clock=None):
+        fired = self.pit.fired
+        super()._tick(clock)
+        if self.pit.fired != fired:
+            self._vmm_entry = True        # the VMM's own timer interrupt gives it control
+
+    # --- a trap: the guest raised an exception, int n or a refused I/O access ------------------------
+    def exception(self, vector, source, error_code=None):
+        cpu = self.cpu
+        ring, at = cpu.cpl, self._instruction_address(source)
+        try:
+            insn = decode(cpu.read(at, 15, "the trapping instruction"), at)
+        except GuestError:
+            insn = None
+        text = f"{insn.mnemonic} {insn.op_str}".strip() if insn else "?"
+        self.stats["traps"] += 1
+        self._vmm_entry = True
+        cause = f"int {vector:#x}" if source == SOFTWARE else vector_name(vector)
+        self._event("trap", eip=at, cpl=ring, cause=cause, vector=vector, instruction=text, error_code=error_code)
+        handler = self.emulators.get(insn.mnemonic.split()[-1]) if insn else None   # "rep outsb" -> "outsb"
+        if vector == GP and source == EXCEPTION and handler is not None and self._guest_may(insn, ring):
+            quirks.clear_fault_and_set_cpl(self.uc)       # the fault is handled here
+            cpu["eip"] = at + insn.size
+            effect = handler(self, insn)
+            if effect is not None:
+                self._event("emulate", eip=at, cpl=ring, instruction=text, effect=effect)
+                return
+            cpu["eip"] = at                               # the handler declined: the guest's #GP
+        self._reflect(vector, source, error_code)
+
+    def _guest_may(self, insn, ring):
+        """Would the guest have been allowed this instruction on its own machine? Its kernel (ring 1
+        here) runs at virtual CPL 0; its user code may do I/O only as the guest's IOPL and its TSS's
+        I/O bitmap allow."""
+        if ring == 1:
+            return True
+        name = insn.mnemonic.split()[-1]
+        if not name.startswith(("in", "out")):
+            return False
+        if self.vcpu.iopl == 3:
+            return True
+        port_op = [op for op in insn.operands if op.type != 3][0 if name.startswith("out") else -1]
+        port = operand_value(self, insn, port_op) & 0xFFFF
+        size = insn.operands[-1 if name.startswith("out") else 0].size
+        selector, (gdt, limit) = self.vcpu.tr, self.vcpu.gdtr
+        if selector & ~7 == 0 or (selector & ~7) + 7 > limit:
+            return False
+        tss = decode_descriptor(self.cpu.read(gdt + (selector & ~7), 8, "the guest's GDT"))
+        return self.cpu.io_bitmap_allows(tss.base, tss.limit, port, size)
+
+    def _reflect(self, vector, source, error_code):
+        """Deliver into the guest's own handler, as the guest's IDT says, one ring out."""
+        self._raise(vector, source, error_code)
+
+    def _raise(self, vector, source, error_code=None):
+        self._sync_shadow_idt()
+        self._sync_ring1_stack()
+        if self.cpu.cpl == 3:
+            self.vcpu.interrupt_flag = True
+        first = len(self.events)
+        super()._raise(vector, source, error_code)
+        for event in self.events[first:]:
+            if event.kind == "ring-transition":
+                event.detail["reflected"] = True
+                if event.detail.get("if_cleared"):
+                    self.vcpu.interrupt_flag = False      # an interrupt gate clears the *virtual* IF
+        if not self.finished:
+            self.cpu["eflags"] |= IF                      # the real IF stays on: the VMM needs its timer
+
+    # --- the shadow tables ------------------------------------------------------------------------------
+    def load_gdt(self, base, limit):
+        self.vcpu.gdtr = (base, limit)
+        self._rebuild_shadow_gdt()
+        # the guest's GDT is traced: a write to it traps, so the shadow copy can follow
+        if self._gdt_trace is not None:
+            self.uc.hook_del(self._gdt_trace)
+        self._gdt_trace = self.uc.hook_add(UC_HOOK_MEM_WRITE, self._on_gdt_write, None, base, base + limit)
+        self.uc.reg_write(X.UC_X86_REG_GDTR, (0, SHADOW_GDT, 0xFFFF, 0))
+
+    def _rebuild_shadow_gdt(self):
+        base, limit = self.vcpu.gdtr
+        self._guest_gdt = bytearray(self.cpu.read(base, limit + 1, "the guest's GDT"))
+        stale = max(self._shadow_gdt_size - len(self._guest_gdt), 0)
+        self.uc.mem_write(SHADOW_GDT, compress(self._guest_gdt) + bytes(stale))
+        self._shadow_gdt_size = len(self._guest_gdt)
+
+    def load_idt(self, base, limit):
+        self.vcpu.idtr = (base, limit)
+        self.uc.reg_write(X.UC_X86_REG_IDTR, (0, SHADOW_IDT, limit, 0))
+
+    def _sync_shadow_idt(self):
+        """The shadow IDT: the guest's gates, with their DPL and their handler's ring compressed."""
+        base, limit = self.vcpu.idtr
+        if limit == 0:
+            return
+        table = bytearray(self.cpu.read(base, min(limit + 1, 256 * 8), "the guest's IDT"))
+        for offset in range(0, len(table) - 7, 8):
+            if not table[offset + 5] & DPL_BITS:
+                table[offset + 5] |= 0x20
+            table[offset + 2] |= 1                        # the handler's selector, RPL 1
+        self.uc.mem_write(SHADOW_IDT, bytes(table))
+
+    def _sync_ring1_stack(self):
+        """The VMM's TSS gives ring 1 the stack the guest's TSS gives ring 0."""
+        selector = self.vcpu.tr
+        if selector & ~7 == 0:
+            return
+        base, limit = self.vcpu.gdtr
+        if (selector & ~7) + 7 > limit:
+            return
+        tss = decode_descriptor(self.cpu.read(base + (selector & ~7), 8, "the guest's GDT")).base
+        raw = self.cpu.read(tss + 4, 8, "the guest's TSS")                 # esp0, ss0
+        self.uc.mem_write(VMM_TSS + 12, raw[:4] + bytes([raw[4] | 1, raw[5], 0, 0]))   # esp1, ss1
+
+    def _on_gdt_write(self, uc, access, address, size, value, _):
+        """A write to the traced GDT (a page-protection fault on real hardware): the VMM lets it
+        happen and updates the shadow entry. The hook runs before the write lands, so the new
+        bytes come from `value`."""
+        offset = address - self.vcpu.gdtr[0]
+        self._guest_gdt[offset:offset + size] = (value & ((1 << 8 * size) - 1)).to_bytes(size, "little")
+        first, last = offset // 8 * 8, (offset + size - 1) // 8 * 8 + 8
+        self.uc.mem_write(SHADOW_GDT + first, compress(self._guest_gdt[first:last]))
+        self.stats["traps"] += 1
+        self._vmm_entry = True
+        text = self._instruction_text(self.cpu["eip"])
+        self._event("trap", cause="write to the traced GDT", vector=None, instruction=text, error_code=None)
+        self._event("emulate", instruction=text, effect=f"shadow GDT entry {offset // 8} follows the guest's")
+
+    def _instruction_text(self, address):
+        insn = decode(self.cpu.read(address, 15), address)
+        return f"{insn.mnemonic} {insn.op_str}".strip() if insn else "?"
+
+    # --- services for the emulation handlers ------------------------------------------------------------
+    def load_tr(self, selector):
+        base, limit = self.vcpu.gdtr
+        self.vcpu.tr = selector
+        if (selector & ~7) + 7 <= limit:
+            access = base + (selector & ~7) + 5
+            kind = self.cpu.read(access, 1)[0]
+            if kind & 0x1F == 0x09:                      # ltr marks the guest's TSS busy, as the CPU would
+                self.uc.mem_write(access, bytes([kind | 2]))
+                self._rebuild_shadow_gdt()
+
+    def load_ss(self, selector):
+        """mov ss with a ring-0 selector: the VMM loads its ring-1 twin."""
+        base, limit = self.vcpu.gdtr
+        if selector & 3 or selector & ~7 == 0 or (selector & ~7) + 7 > limit:
+            return None
+        descriptor = decode_descriptor(self.cpu.read(base + (selector & ~7), 8))
+        if not descriptor.writable or descriptor.dpl != 0 or not descriptor.present:
+            return None
+        self.cpu["ss"] = selector | 1
+        return f"SS <- {selector | 1:#x} (the ring-1 twin of {selector:#x})"
+
+    def port_out(self, port, size, value):
+        self.port_access(port, size, value, "out", self.cpu["eip"])
+        if self.debug_exit.exit_code is not None and not self.finished:
+            self._finish("exit", exit_code=self.debug_exit.exit_code)
+        elif self.ports.get(port) in (self.pic, self.pit):
+            self._vmm_entry = True
+
+    def port_in(self, port, size):
+        return self.port_access(port, size, None, "in", self.cpu["eip"])
+
+    def interrupt_shadow(self):
+        self._shadow_sti = True
+
+    def halt(self):
+        self._on_hlt()
+        self._vmm_entry = True
+
+    def unsupported(self, what):
+        raise GuestError(f"the guest asked for {what}, which the vmkit PC does not model", self.result())
