@@ -63,6 +63,8 @@ class Cpu:
 
     # memory, as the CPU's own accesses see it
     def _inside(self, address, size):
+        if 0 <= address and address + size <= self.ram_size:
+            return True
         return any(start <= address and address + size <= start + length for start, length in self.regions)
 
     def read(self, address, size, what="memory"):

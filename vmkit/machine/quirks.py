@@ -58,7 +58,10 @@ def offsets():
 # --- reading and writing the hidden state -------------------------------------------------------
 
 def _address(ctx):
-    return ctypes.cast(ctx._context, ctypes.c_void_p).value
+    address = getattr(ctx, "_vmkit_address", None)
+    if address is None:
+        address = ctx._vmkit_address = ctypes.cast(ctx._context, ctypes.c_void_p).value
+    return address
 
 
 def _int32(ctx, offset):

@@ -7,6 +7,8 @@ description of its effect for the event log. The VMM then moves EIP past the ins
 
     EMULATORS["cli"](vmm, insn)  ->  "virtual IF 1 -> 0"
 """
+from functools import lru_cache
+
 import capstone
 from capstone import x86_const as C
 
@@ -23,7 +25,12 @@ for _r in ("si", "di", "bp", "sp"):
 
 def decode(code, address):
     """The one instruction at `address` (capstone, with operand details), or None."""
-    return next(_decoder.disasm(bytes(code), address, 1), None)
+    return _decode(bytes(code), address)
+
+
+@lru_cache(maxsize=4096)            # a VMM meets the same few instructions again and again
+def _decode(code, address):
+    return next(_decoder.disasm(code, address, 1), None)
 
 
 def read_register(cpu, name):
