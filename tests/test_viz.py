@@ -160,3 +160,69 @@ def test_self_checks_give_feedback():
     assert n.check() is True
     n.field.value = "three"
     assert n.check() is None
+
+
+# --- text alternatives and a machine without graphviz or nasm --------------------------------------
+
+def lesson_diagrams(rings):
+    """The lesson's kinds of diagram: the rings at boot and after a transition, and the tables."""
+    m = vmkit.machine(rings)
+    at_boot = ring_diagram(m)
+    m.run_until(event="ring-transition")
+    return [at_boot, ring_diagram(m), tables_diagram(m), ring_diagram(cpl=1, occupants=vmkit.viz.VIRTUALIZED)]
+
+
+def test_every_diagram_carries_its_text_as_alt_text_and_beside_the_picture(rings):
+    """Does each diagram's HTML form give its text both as the picture's alt and in words below it?"""
+    import html
+    for d in lesson_diagrams(rings):
+        bundle = d._repr_mimebundle_()
+        assert d.text.strip() and bundle["text/plain"] == d.text
+        assert f'alt="{html.escape(d.text)}"' in bundle["text/html"]
+        assert f"<pre>{html.escape(d.text)}</pre>" in bundle["text/html"]
+        assert "bgcolor=white" in d.source         # its own light page, whatever the theme around it
+
+
+@pytest.fixture
+def no_graphviz(monkeypatch, tmp_path):
+    """A PATH on which graphviz's dot cannot be found (an empty directory)."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+
+
+def test_without_dot_a_diagram_is_its_text_and_one_line_naming_the_fix(rings, no_graphviz):
+    """Without graphviz, does a diagram show as its text form with the install command, not an error?"""
+    d = ring_diagram(vmkit.machine(rings))
+    bundle = d._repr_mimebundle_()
+    assert "image/svg+xml" not in bundle
+    assert d.text in bundle["text/plain"] and "apt-get install graphviz" in bundle["text/plain"]
+    assert "apt-get install graphviz" in bundle["text/html"]
+
+
+def test_without_dot_the_stepper_still_steps(rings, no_graphviz):
+    """Without graphviz, does the stepper draw its rings as text and keep every other panel?"""
+    s = Stepper(rings)
+    s.next_event()
+    assert "ring 3: user programs   &lt;- CPL" in s.diagram.value and "apt-get install graphviz" in s.diagram.value
+    assert "CPL 3" in s.cpl.value
+
+
+def test_check_tools_names_what_is_missing_and_the_fix(monkeypatch):
+    """Is there one notice, naming each missing program, what it is for and the command to install it?"""
+    from vmkit.viz.tools import ToolNotice, missing_tools
+    monkeypatch.setattr("shutil.which", lambda name: None if name in ("nasm", "dot") else "/bin/" + name)
+    assert missing_tools() == ["nasm", "dot"]
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda *objs: shown.extend(objs))
+    vmkit.viz.check_tools()
+    assert len(shown) == 1 and isinstance(shown[0], ToolNotice)
+    text = shown[0].text
+    assert "sudo apt-get install nasm" in text and "sudo apt-get install graphviz" in text
+    assert "apt-get install graphviz" in shown[0]._repr_mimebundle_()["text/html"]
+
+
+def test_check_tools_is_silent_when_all_is_there(monkeypatch):
+    """With nasm and dot installed, does the lesson's first cell show nothing at all?"""
+    monkeypatch.setattr("shutil.which", lambda name: "/bin/" + name)
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda *objs: shown.extend(objs))
+    assert vmkit.viz.check_tools() is None and shown == []

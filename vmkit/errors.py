@@ -17,6 +17,11 @@ class AsmError(VmkitError):
 class ToolMissing(VmkitError):
     """A program vmkit needs (nasm, dot, qemu) is not installed; the message says how to get it."""
 
+    def _render_traceback_(self):
+        # IPython shows this instead of a traceback: the message is the whole story, and the
+        # command that fixes it should not drown in frames from inside vmkit.
+        return [f"{type(self).__name__}: {self}"]
+
 
 class GuestTimeout(VmkitError):
     """The guest used up its budget (instructions or seconds). `result` is the run so far."""

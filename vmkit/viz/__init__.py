@@ -6,6 +6,7 @@
     excerpt("rings", "user_main")    guest source, highlighted
     Stepper(image)                   step / next event / run / reset over a live machine
     Choice(...), Number(...)         self-checks with instant feedback
+    check_tools()                    one notice, with the fix, if nasm or graphviz's dot is missing
 """
 from .diagram import Diagram
 from .frames import Frame, frame_table
@@ -14,6 +15,8 @@ from .rings import NATIVE, VIRTUALIZED, last_transition, ring_diagram
 from .source import excerpt, highlight
 from .stepper import Stepper
 from .tables import read_tables, tables_diagram
+from .tools import check_tools, missing_tools
 
 __all__ = ["Diagram", "Frame", "frame_table", "Choice", "Number", "NATIVE", "VIRTUALIZED", "last_transition",
-           "ring_diagram", "excerpt", "highlight", "Stepper", "read_tables", "tables_diagram"]
+           "ring_diagram", "excerpt", "highlight", "Stepper", "read_tables", "tables_diagram",
+           "check_tools", "missing_tools"]

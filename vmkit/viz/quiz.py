@@ -4,7 +4,8 @@ import html
 
 import ipywidgets as w
 
-RIGHT, WRONG = "#1b5e20", "#b71c1c"
+# JupyterLab's own success and error colours, so feedback stays legible in a dark theme too
+RIGHT, WRONG = "var(--jp-success-color0, #1b5e20)", "var(--jp-error-color0, #b71c1c)"
 
 
 def _feedback(ok, message):

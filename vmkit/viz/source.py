@@ -64,8 +64,9 @@ class Excerpt:
             style = "background:#fff3b0;" if n in self.mark else ""
             rows.append(f'<div style="{style}white-space:pre"><span style="color:#999">{n:4d}  </span>'
                         f"{highlight(line)}</div>")
+        # a light page of its own: the colours above are chosen for one, and a dark theme has none
         return ('<div style="font-family:monospace;font-size:13px;line-height:1.35;border-left:3px solid #ddd;'
-                'padding-left:6px">' + "".join(rows) + "</div>")
+                'padding-left:6px;background:#fcfcfc;color:#24292e">' + "".join(rows) + "</div>")
 
     def __repr__(self):
         return self.text

@@ -8,11 +8,13 @@ same methods and read the widgets' values, so no browser is needed to check it.
 import html
 import re
 
+import graphviz
 import ipywidgets as w
 
 from ..asm import assemble, disassemble
 from ..errors import GuestError, GuestTimeout
 from ..machine.x86 import IF
+from .diagram import NO_DOT
 from .frames import Frame
 from .rings import last_transition, ring_diagram
 from .source import highlight
@@ -77,6 +79,7 @@ class Stepper:
         def button(text, icon, action, tip):
             b = w.Button(description=text, icon=icon, tooltip=tip, layout=w.Layout(width="auto"))
             b.on_click(lambda _: action())
+            b.add_class("vmkit-stepper-" + text.split()[0])      # a stable handle for browser tests
             return b
         self.buttons = {
             "step": button("step", "step-forward", self.step, "execute one instruction"),
@@ -100,6 +103,9 @@ class Stepper:
                               self._titled("last ring transition", self.frame),
                               self._titled("events (newest last; bold: from the last button)", self.log),
                               self._titled("serial output (COM1)", self.serial)])
+        self.widget.add_class("vmkit-stepper")
+        for name in ("status", "cpl", "code", "registers", "frame", "diagram", "log", "serial"):
+            getattr(self, name).add_class(f"vmkit-stepper-{name}")
 
     @staticmethod
     def _titled(title, pane):
@@ -114,7 +120,7 @@ class Stepper:
         cpl = m.cpu.cpl
         self.status.value = status_html(m, self.message, self.stopped)
         self.cpl.value = (f"<div style='font-size:22px;font-weight:bold;border:3px solid #333;border-radius:8px;"
-                          f"text-align:center;padding:4px;background:#ffd54f'>CPL {cpl}</div>")
+                          f"text-align:center;padding:4px;background:#ffd54f;color:#000'>CPL {cpl}</div>")
         self.code.value = code_html(m)
         self.registers.value = registers_html(m.cpu.regs(SHOWN_REGS), self.changed)
         event = last_transition(m.events)
@@ -123,6 +129,8 @@ class Stepper:
             # scale the picture to the panel's width instead of letting it overflow
             svg = re.sub(r'width="[\d.]+pt" height="[\d.]+pt"', 'width="100%"', ring_diagram(m).svg(), count=1)
             self.diagram.value = svg
+        except graphviz.ExecutableNotFound:
+            self.diagram.value = f"<pre>{html.escape(ring_diagram(m).text)}</pre><i>{html.escape(NO_DOT)}</i>"
         except Exception as e:                   # graphviz missing or broken: say so, keep the rest
             self.diagram.value = f"<pre>{html.escape(ring_diagram(m).text)}\n({e})</pre>"
         self.log.value = log_html(m.events, self.last_events, self.show_io.value, self.LOG_LINES)
@@ -166,13 +174,14 @@ def code_html(m):
     rows = []
     for insn, line, current in listing(m.image, m.cpu["eip"], memory=m.uc.mem_read):
         source = highlight(m.image.source_line(line).strip()) if line else ""
-        style = "background:#fff3b0;font-weight:bold;" if current else ""
+        style = "background:#fff3b0;color:#000;font-weight:bold;" if current else ""
         arrow = "▶" if current else " "
         rows.append(f"<tr style='{style}'><td>{arrow}</td><td style='color:#999'>{insn.address:08x}</td>"
                     f"<td>{html.escape(insn.text)}</td><td style='color:#999'>{line or ''}</td>"
                     f"<td style='white-space:pre'>{source}</td></tr>")
     return ("<style>.vmkit-code td{padding:1px 6px;white-space:nowrap}</style>"
-            "<table class='vmkit-code' style='font-family:monospace;font-size:12px;border-collapse:collapse'>"
+            "<table class='vmkit-code' style='font-family:monospace;font-size:12px;border-collapse:collapse;"
+            "background:#fcfcfc;color:#24292e'>"
             "<tr style='color:#666'><th></th><th>address</th><th>instruction</th><th>line</th>"
             "<th style='text-align:left'>NASM source</th></tr>" + "".join(rows) + "</table>")
 
@@ -182,7 +191,7 @@ def registers_html(regs, changed):
     for name in SHOWN_REGS:
         value = regs[name]
         width = 4 if name in ("cs", "ss", "ds") else 8
-        style = f"background:{CHANGED};font-weight:bold;" if name in changed else ""
+        style = f"background:{CHANGED};color:#000;font-weight:bold;" if name in changed else ""
         note = f" IF={int(bool(value & IF))}" if name == "eflags" else ""
         cells.append(f"<span style='{style}display:inline-block;min-width:128px;padding:1px 4px;"
                      f"font-family:monospace;font-size:12px'>{name} {value:0{width}x}{note}</span>")
