@@ -130,6 +130,16 @@ def test_io_events_are_filtered_unless_asked_for(rings):
     assert "port=" in s.log.value
 
 
+def test_a_stepper_under_trap_and_emulate_reads_trap_emulate_resume_in_its_log():
+    """Under the VMM, does the log tell trap -> emulate -> resume, and the status the virtual IF?"""
+    s = Stepper(vmkit.guests.image("holes"), technique="trap-and-emulate")
+    assert s.machine.cpu.cpl == 1 and "virtual IF 0" in s.status.value
+    s.next_event()
+    assert "lgdt" in s.log.value and "-&gt; VMM (#GP)" in s.log.value
+    assert "shadow GDT rebuilt" in s.log.value and "resume after it" in s.log.value
+    assert "guest kernel" in s.diagram.value
+
+
 def test_a_guest_that_loops_forever_shows_the_timeout(rings):
     s = Stepper(LOOP_FOREVER, max_instructions=20_000)
     s.run()

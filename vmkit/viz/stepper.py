@@ -16,7 +16,7 @@ from ..errors import GuestError, GuestTimeout
 from ..machine.x86 import IF
 from .diagram import NO_DOT
 from .frames import Frame
-from .rings import last_transition, ring_diagram
+from .rings import NATIVE, VIRTUALIZED, last_transition, ring_diagram
 from .source import highlight
 
 SHOWN_REGS = ("eax", "ebx", "ecx", "edx", "esi", "edi", "ebp", "esp", "eip", "eflags", "cs", "ss", "ds")
@@ -27,10 +27,11 @@ class Stepper:
     BEFORE, AFTER = 3, 6          # instructions shown around EIP
     LOG_LINES = 12
 
-    def __init__(self, guest, *, max_instructions=5_000_000, timeout=10.0, show_io=False):
+    def __init__(self, guest, *, technique="native", max_instructions=5_000_000, timeout=10.0, show_io=False):
         # A stepper lives in a notebook: a smaller budget than run()'s, so a guest that never
         # ends is reported within moments instead of keeping the kernel busy.
         self.image = assemble(guest)
+        self.technique = technique
         self.max_instructions, self.timeout = max_instructions, timeout
         self._build_widgets(show_io)
         self.reset()
@@ -38,7 +39,8 @@ class Stepper:
     # --- what the buttons do -------------------------------------------------------------------
     def reset(self):
         from ..run import machine
-        self.machine = machine(self.image, max_instructions=self.max_instructions, timeout=self.timeout)
+        self.machine = machine(self.image, self.technique, max_instructions=self.max_instructions,
+                               timeout=self.timeout)
         self.last_events, self.changed, self.message, self.stopped = [], set(), "", False
         self.render()
 
@@ -127,12 +129,12 @@ class Stepper:
         self.frame.value = Frame(event, m.image)._repr_html_() if event else "<i>no ring transition yet</i>"
         try:
             # scale the picture to the panel's width instead of letting it overflow
-            svg = re.sub(r'width="[\d.]+pt" height="[\d.]+pt"', 'width="100%"', ring_diagram(m).svg(), count=1)
+            svg = re.sub(r'width="[\d.]+pt" height="[\d.]+pt"', 'width="100%"', self._rings(m).svg(), count=1)
             self.diagram.value = svg
         except graphviz.ExecutableNotFound:
-            self.diagram.value = f"<pre>{html.escape(ring_diagram(m).text)}</pre><i>{html.escape(NO_DOT)}</i>"
+            self.diagram.value = f"<pre>{html.escape(self._rings(m).text)}</pre><i>{html.escape(NO_DOT)}</i>"
         except Exception as e:                   # graphviz missing or broken: say so, keep the rest
-            self.diagram.value = f"<pre>{html.escape(ring_diagram(m).text)}\n({e})</pre>"
+            self.diagram.value = f"<pre>{html.escape(self._rings(m).text)}\n({e})</pre>"
         self.log.value = log_html(m.events, self.last_events, self.show_io.value, self.LOG_LINES)
         text = bytes(m.serial.output).decode("utf-8", errors="replace")
         self.serial.value = (f"<pre style='margin:0;background:#222;color:#eee;padding:4px'>"
@@ -140,9 +142,16 @@ class Stepper:
         for name in ("step", "next event", "run"):
             self.buttons[name].disabled = m.finished or self.stopped
 
+    def _rings(self, m):
+        # under a VMM the rings hold the VMM, the deprivileged guest kernel and its user programs
+        return ring_diagram(m, occupants=NATIVE if self.technique == "native" else VIRTUALIZED)
+
 
 def status_html(m, message, stopped):
     where = f"ring {m.cpu.cpl} · eip {m.cpu['eip']:#010x} · {m.instructions:,} instructions executed"
+    vcpu = getattr(m, "vcpu", None)
+    if vcpu is not None:                  # a VMM's guest: the IF that counts is the virtual one
+        where += f" · {m.stats['traps']} traps · virtual IF {int(vcpu.interrupt_flag)}"
     if m.finished:
         r = m.result()
         end = (f"the guest finished with exit code {r.exit_code}" if r.exit_code is not None else
@@ -199,11 +208,25 @@ def registers_html(regs, changed):
     return "<div>" + "".join(cells) + "</div>" + legend
 
 
+def log_line(e):
+    """One event as a log line; a VMM's trap and emulate read as the story they tell."""
+    where = f"ring {e.cpl} eip={e.eip:#010x}"
+    d = e.detail
+    if e.kind == "trap":
+        return f"{'trap':<15} {where}  {d.get('instruction', '?')} -> VMM ({d.get('cause', '?')})"
+    if e.kind == "emulate":
+        return f"{'emulate':<15} {where}  {d.get('instruction', '?')}: {d.get('effect', '')}; resume after it"
+    if e.kind == "ring-transition" and d.get("reflected"):
+        return str(e).replace(", reflected=True", "") + "  (reflected by the VMM)"
+    return str(e)
+
+
 def log_html(events, last, show_io, lines):
     shown = [e for e in events if show_io or e.kind != "io"]
     hidden = len(events) - len(shown)
     fresh = {id(e) for e in last}
-    rows = [(f"<b>{html.escape(str(e))}</b>" if id(e) in fresh else html.escape(str(e))) for e in shown[-lines:]]
+    rows = [(f"<b>{html.escape(log_line(e))}</b>" if id(e) in fresh else html.escape(log_line(e)))
+            for e in shown[-lines:]]
     head = f"{len(events)} events" + (f", {hidden} io events hidden" if hidden else "")
     more = f"… {len(shown) - lines} earlier\n" if len(shown) > lines else ""
     return (f"<div style='font-size:11px;color:#666'>{head}</div><pre style='margin:0;font-size:11px'>"
