@@ -4,7 +4,8 @@
     tables_diagram(machine)          GDT, IDT and TSS as the CPU sees them
     frame_table(event)               the interrupt frame, slot by slot
     excerpt("rings", "user_main")    guest source, highlighted
-    Stepper(image)                   step / next event / run / reset over a live machine
+    Stepper(image, technique=...)    step / next event / run / reset over a live machine
+    vmm_loop(result), shadow_tables(machine)   a trap-and-emulate VMM's loop and its shadow tables
     Choice(...), Number(...)         self-checks with instant feedback
     check_tools()                    one notice, with the fix, if nasm or graphviz's dot is missing
 """
@@ -16,7 +17,8 @@ from .source import excerpt, highlight
 from .stepper import Stepper
 from .tables import read_tables, tables_diagram
 from .tools import check_tools, missing_tools
+from .vmm import shadow_tables, vmm_loop
 
 __all__ = ["Diagram", "Frame", "frame_table", "Choice", "Number", "NATIVE", "VIRTUALIZED", "last_transition",
            "ring_diagram", "excerpt", "highlight", "Stepper", "read_tables", "tables_diagram",
-           "check_tools", "missing_tools"]
+           "check_tools", "missing_tools", "shadow_tables", "vmm_loop"]
