@@ -244,5 +244,121 @@ def descriptors(raws):
     return [{name: getattr(decode_descriptor(raw), name) for name in DESCRIPTOR_FIELDS} for raw in raws]
 
 
+# --- a guest under a trap-and-emulate VMM whose emulation table a student wrote -----------------------
+VMM_MAX_INSTRUCTIONS = 2_000_000
+VMM_TIMEOUT = 3.0                                   # a trap costs tens of µs: a guest that traps in a loop
+                                                    # is stopped by the clock before the instruction budget
+
+
+def run_vmm(source, emulators, what="the guest under your VMM", max_instructions=VMM_MAX_INSTRUCTIONS,
+            timeout=VMM_TIMEOUT):
+    """TrapAndEmulate(image, emulators=emulators) run to its end: (vmm, result). A guest that does not
+    assemble, runs out of budget or asks for what the machine cannot do fails with a message that
+    names it; an exception raised by a handler reaches the caller as it is."""
+    import vmkit                                    # late: the caller's vmkit, as the student sees it
+    from .vmm import TrapAndEmulate
+    try:
+        vmm = TrapAndEmulate(vmkit.assemble(source), emulators=emulators, max_instructions=max_instructions,
+                             timeout=timeout)
+        return vmm, vmm.run()
+    except AsmError as error:
+        raise AssertionError(f"{what} does not assemble: NASM stops at line {error.line} "
+                             f"({error.text.strip()!r}): {error.message}") from None
+    except GuestTimeout as error:
+        partial = error.result
+        raise AssertionError(
+            f"{what} did not finish within {max_instructions:,} instructions or {timeout:g} s.\n"
+            f"  serial output so far: {partial.serial if partial is not None else ''!r}\n"
+            f"  where to look: a guest waiting for something your handlers never do (a timer interrupt "
+            f"that never comes because the virtual IF stays 0, a device status read that never gives "
+            f"the bit it polls for)") from None
+    except GuestError as error:
+        raise AssertionError(f"{what} stopped: {error}") from None
+
+
+VCPU_FIELDS = ("interrupt_flag", "cr0", "cr2", "cr3", "cr4", "gdtr", "idtr", "tr")
+
+
+def vmm_facts(vmm, result):
+    """What a run under a trap-and-emulate VMM did, as plain data: how it ended, what it printed,
+    which instructions trapped, every port access, where each IRQ landed, the virtual CPU at the
+    end and the real CR0 (which belongs to the VMM and must not change)."""
+    facts = {"serial": result.serial, "exit_code": result.exit_code, "halted": result.halted,
+             "shutdown": result.shutdown, "traps": result.stats.get("traps", 0),
+             "trapped": [e.detail["instruction"] for e in result.of_kind("trap")],
+             "emulated": len(result.of_kind("emulate")),
+             "io": [[e.detail["direction"], e.detail["port"], e.detail["size"], e.detail["value"]]
+                    for e in result.of_kind("io")],
+             "irqs": [[e.detail["cause"], e.eip] for e in result.of_kind("ring-transition")
+                      if e.detail["cause"].startswith("IRQ")],
+             "vcpu": {name: getattr(vmm.vcpu, name) for name in VCPU_FIELDS},
+             "real_cr0": vmm.cpu["cr0"],
+             "regs": {name: result.regs[name] for name in ("eax", "ebx", "ecx", "edx", "esi", "edi", "esp")}}
+    return json.loads(json.dumps(facts))            # tuples become lists, as in a reference fact
+
+
+def vmm_run(source):
+    """The guest natively and under vmkit's own trap-and-emulate VMM: {"native": how it ended and
+    what it printed, "vmm": vmm_facts}."""
+    import vmkit
+    from .vmm import TrapAndEmulate
+    native = vmkit.run(source, max_instructions=VMM_MAX_INSTRUCTIONS, timeout=30)
+    vmm = TrapAndEmulate(vmkit.assemble(source), max_instructions=VMM_MAX_INSTRUCTIONS, timeout=30)
+    result = vmm.run()
+    return {"native": {"serial": native.serial, "exit_code": native.exit_code, "halted": native.halted,
+                       "shutdown": native.shutdown},
+            "vmm": vmm_facts(vmm, result)}
+
+
+VMM_HINTS = {
+    "serial": "what the guest printed: your out handler (port, size, value) and your in handler (the value "
+              "read goes into the right part of the register)",
+    "exit_code": "the exit code comes from an out to port 0xf4",
+    "halted": "hlt: vmm.halt() ends the run only while the virtual IF is 0",
+    "traps": "a handler that returns None declines, and the guest gets a #GP (another trap)",
+    "trapped": "the instructions that trapped, in order",
+    "emulated": "every handler that did its work returns a string",
+    "io": "each access as (direction, port, size, value): the size comes from the register operand "
+          "(al 1, ax 2, eax 4), the port from an imm8 or from dx",
+    "irqs": "where each timer interrupt landed: after sti, one more instruction runs first (vmm.interrupt_shadow())",
+    "vcpu": "the virtual CPU: IF, CR0-CR4, GDTR and IDTR as (base, limit), TR",
+    "real_cr0": "the real CR0 belongs to the VMM: write the virtual one (vmm.vcpu.cr0) only",
+    "regs": "the guest's registers at the end: mov from a control register and in write a register",
+}
+
+
+def check_vmm_facts(got, expected, what):
+    """Compare vmm_facts of a student's VMM with the reference VMM's, field by field."""
+    for field in expected:
+        if got.get(field) != expected[field]:
+            g, e = got.get(field), expected[field]
+            if isinstance(e, list) and isinstance(g, list):
+                first = next((i for i, (a, b) in enumerate(zip(g, e)) if a != b), min(len(g), len(e)))
+                g, e = (g[first] if first < len(g) else "(nothing)"), (e[first] if first < len(e) else "(nothing)")
+                field = f"{field}, item {first} (of {len(expected[field])} expected)"
+            elif isinstance(e, dict) and isinstance(g, dict):
+                keys = [k for k in e if g.get(k) != e[k]]
+                g, e = {k: g.get(k) for k in keys}, {k: e[k] for k in keys}
+            check(False, f"{what}: {field}", expected=e, got=g, hint=VMM_HINTS.get(field.split(",")[0]))
+
+
+def census_rows(names=None):
+    """vmkit.vmm.census, measured now: each row's measurements and the classes it derives from them."""
+    from .vmm.census import census as measure
+    return [{"mnemonic": r.mnemonic, "faults": {str(ring): v for ring, v in r.faults.items()},
+             "trapped_under_vmm": r.trapped_under_vmm, "same_under_vmm": r.same_under_vmm,
+             "privileged": r.privileged, "sensitive": r.sensitive, "hole": r.hole} for r in measure(names)]
+
+
+def census_classes(measurements):
+    """What the census's own definitions make of made-up measurements (faults by ring, trapped under
+    the VMM, same under the VMM): {"privileged", "sensitive", "hole"} for each."""
+    from .vmm.census import CensusRow
+    rows = [CensusRow(m["mnemonic"], "", {int(k): v for k, v in m["faults"].items()}, m["trapped_under_vmm"],
+                      m["same_under_vmm"]) for m in measurements]
+    return [{"privileged": r.privileged, "sensitive": r.sensitive, "hole": r.hole} for r in rows]
+
+
 FACTS = {"selectors": selectors, "descriptors": descriptors, "census": census, "trace": trace,
-         "interrupt_frames": interrupt_frames}
+         "interrupt_frames": interrupt_frames, "vmm_run": vmm_run, "census_rows": census_rows,
+         "census_classes": census_classes}
