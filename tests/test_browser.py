@@ -164,10 +164,10 @@ def screenshots():
 # --- what a student does ----------------------------------------------------------------------------
 
 ALL_CELLS_RAN = """() => {
-    const prompts = [...document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell .jp-InputArea-prompt')]
+    const prompts = [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputArea-prompt')]
         .map(p => p.textContent);
     const ran = prompts.filter(t => /\\[\\d+\\]/.test(t)).length;
-    const failed = document.querySelector('.jp-NotebookPanel [data-mime-type="application/vnd.jupyter.error"]');
+    const failed = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) [data-mime-type="application/vnd.jupyter.error"]');
     return prompts.length > 0 && !prompts.some(t => t.includes('*')) && (ran === prompts.length || (failed && ran > 0));
 }"""
 
@@ -176,7 +176,7 @@ def open_and_run_all(browser, url, lesson):
     """Open `lesson` in JupyterLab, Run All, and wait until every cell has run (or one failed)."""
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.set_default_timeout(30_000)
-    page.goto(f"{url}/lab/tree/{lesson}")
+    page.goto(f"{url}/lab/tree/{lesson}?reset")          # a fresh workspace: no other lesson open beside it
     page.wait_for_selector(".jp-NotebookPanel .jp-Cell")
     # Run All only once the kernel is up, or the first cells wait behind its start-up
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']")
@@ -202,7 +202,7 @@ def errors_on(page):
 
 def save_screens(page, folder, name):
     """One screenshot per screenful of the notebook, which scrolls inside its own panel."""
-    scroller = page.locator(".jp-NotebookPanel .jp-WindowedPanel-outer")
+    scroller = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-WindowedPanel-outer")
     height = scroller.evaluate("e => e.scrollHeight")
     shots = []
     for k, top in enumerate(range(0, height, 800)):
