@@ -310,6 +310,11 @@ def vmm_run(source):
             "vmm": vmm_facts(vmm, result)}
 
 
+def vmm_runs(sources):
+    """vmm_run for each guest, in one process: [{"native", "vmm"}, ...]."""
+    return [vmm_run(source) for source in sources]
+
+
 VMM_HINTS = {
     "serial": "what the guest printed: your out handler (port, size, value) and your in handler (the value "
               "read goes into the right part of the register)",
@@ -350,6 +355,11 @@ def census_rows(names=None):
              "privileged": r.privileged, "sensitive": r.sensitive, "hole": r.hole} for r in measure(names)]
 
 
+def census_and_classes(measurements):
+    """census_rows() and census_classes(measurements), in one process: {"rows", "made_up"}."""
+    return {"rows": census_rows(), "made_up": census_classes(measurements)}
+
+
 def census_classes(measurements):
     """What the census's own definitions make of made-up measurements (faults by ring, trapped under
     the VMM, same under the VMM): {"privileged", "sensitive", "hole"} for each."""
@@ -360,5 +370,5 @@ def census_classes(measurements):
 
 
 FACTS = {"selectors": selectors, "descriptors": descriptors, "census": census, "trace": trace,
-         "interrupt_frames": interrupt_frames, "vmm_run": vmm_run, "census_rows": census_rows,
-         "census_classes": census_classes}
+         "interrupt_frames": interrupt_frames, "vmm_run": vmm_run, "vmm_runs": vmm_runs,
+         "census_rows": census_rows, "census_classes": census_classes, "census_and_classes": census_and_classes}
