@@ -12,6 +12,8 @@ from functools import lru_cache
 import capstone
 from capstone import x86_const as C
 
+from .vcpu import DR7_FIXED
+
 _decoder = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
 _decoder.detail = True
 
@@ -123,7 +125,7 @@ def mov(vmm, insn):
                 vmm.unsupported("paging (CR0.PG)")
             setattr(v, dst, value)
         else:
-            v.dr[int(dst[2:])] = value
+            v.dr[int(dst[2:])] = value | (DR7_FIXED if dst == "dr7" else 0)
         return f"virtual {dst.upper()} <- {value:#x}"
     if src and src.startswith(("cr", "dr")):
         value = getattr(v, src) if src.startswith("cr") else v.dr[int(src[2:])]

@@ -2,6 +2,8 @@
 to the VMM. A trap-and-emulate VMM reads and writes it when it emulates an instruction."""
 from dataclasses import dataclass, field
 
+DR7_FIXED = 1 << 10
+
 
 @dataclass
 class VCpu:
@@ -15,7 +17,7 @@ class VCpu:
     idtr: tuple = (0, 0)             # (base, limit) the guest loaded with lidt
     tr: int = 0                      # the selector the guest loaded with ltr
     ldtr: int = 0
-    dr: list = field(default_factory=lambda: [0] * 8)
+    dr: list = field(default_factory=lambda: [0] * 7 + [DR7_FIXED])   # DR7 bit 10 always reads 1
     msr: dict = field(default_factory=dict)
 
     def flags_view(self, real_eflags):
