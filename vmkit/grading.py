@@ -369,6 +369,41 @@ def census_classes(measurements):
     return [{"privileged": r.privileged, "sensitive": r.sensitive, "hole": r.hole} for r in rows]
 
 
+# --- sVirt (lab 7): MCS levels, libvirt's category pairs and policy decisions, from vmkit.isolation -----
+def mcs_levels(texts, pairs):
+    """Each level parsed as [sensitivity, sorted categories], and whether a dominates b for each pair."""
+    from .isolation import Level
+    return {"levels": [[level.sensitivity, sorted(level.categories)] for level in map(Level.parse, texts)],
+            "dominates": [Level.parse(a).dominates(Level.parse(b)) for a, b in pairs]}
+
+
+def mcs_allocations(runs):
+    """For each run [seed, count, first, last, reserved]: the labels a fresh allocator with those pairs
+    reserved hands out, in order, ending with "RuntimeError" where every pair is in use."""
+    from .isolation import McsAllocator
+    results = []
+    for seed, count, first, last, reserved in runs:
+        allocator = McsAllocator(seed, first, last)
+        for level in reserved:
+            allocator.reserve(level)
+        labels = []
+        for _ in range(count):
+            try:
+                labels.append(str(allocator.allocate()))
+            except RuntimeError:
+                labels.append("RuntimeError")
+                break
+        results.append(labels)
+    return results
+
+
+def svirt_decisions(cases):
+    """vmkit.isolation.decide for each [scontext, tcontext, tclass, perms]: {perm: allowed | te | mcs}."""
+    from .isolation import decide
+    return [decide(s, t, tclass, perms) for s, t, tclass, perms in cases]
+
+
 FACTS = {"selectors": selectors, "descriptors": descriptors, "census": census, "trace": trace,
          "interrupt_frames": interrupt_frames, "vmm_run": vmm_run, "vmm_runs": vmm_runs,
-         "census_rows": census_rows, "census_classes": census_classes, "census_and_classes": census_and_classes}
+         "census_rows": census_rows, "census_classes": census_classes, "census_and_classes": census_and_classes,
+         "mcs_levels": mcs_levels, "mcs_allocations": mcs_allocations, "svirt_decisions": svirt_decisions}
