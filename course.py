@@ -22,7 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 VENV = os.path.join(HERE, ".venv")
 BIN = os.path.join(VENV, "bin")
 PYTHON = os.path.join(BIN, "python")
-FIRST_LESSON = os.path.join("lessons", "01_privilege_rings.ipynb")
+FIRST_LESSON = os.path.join("lessons", "00_why_virtualize.ipynb")
 
 # program -> (Debian package, why the course needs it)
 COURSE_TOOLS = {"nasm": ("nasm", "assembles the guest kernels"),
