@@ -6,7 +6,6 @@ the stack, the frame, CS:EIP, SS:ESP, EFLAGS.
 import pytest
 
 import vmkit
-from guestkit import kernel
 
 KSTACK, R1STACK, USTACK = 0x3F0000, 0x3E0000, 0x3D0000
 IF = 1 << 9

@@ -4,7 +4,6 @@ import pytest
 
 import vmkit
 import vmkit.guests
-from guestkit import kernel
 from vmkit.vmm import TrapAndEmulate
 from vmkit.vmm.trap_emulate import VMM_BASE
 

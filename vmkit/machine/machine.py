@@ -14,7 +14,7 @@ from unicorn import (Uc, UcError, UC_ARCH_X86, UC_MODE_32, UC_HOOK_CODE, UC_HOOK
                      UC_HOOK_MEM_UNMAPPED, UC_QUERY_TIMEOUT, UC_ERR_INSN_INVALID)
 from unicorn import x86_const as X
 
-from ..asm import LOAD_ADDRESS, assemble, disassemble
+from ..asm import assemble, disassemble
 from ..errors import GuestError, GuestTimeout
 from ..trace import Event, RunResult
 from . import quirks
