@@ -119,3 +119,29 @@ def kernel(body="", gates=None, handlers=None, iomap_base=104, tss_extra="", idt
 def _indent(text):
     return "\n".join("    " + line.strip() if line.strip() and not line.strip().endswith(":") else line.strip()
                      for line in text.strip("\n").splitlines())
+
+
+def idt_gate(vector, handler, attr=0x8E):
+    """NASM that fills IDT entry `vector` of a table labelled `idt` with a gate to `handler` in the
+    platform's code segment 0x08 (attr 0x8E: present, DPL 0, 32-bit interrupt gate)."""
+    return "\n".join([
+        f"    mov eax, {handler}",
+        f"    mov [idt + {vector} * 8], ax",
+        f"    mov word [idt + {vector} * 8 + 2], 0x08",
+        f"    mov word [idt + {vector} * 8 + 4], {attr << 8:#06x}",
+        "    shr eax, 16",
+        f"    mov [idt + {vector} * 8 + 6], ax"])
+
+
+# the PIC initialised with IRQ 0-7 at vectors 0x20-0x27 and every line but IRQ0 masked
+PIC_IRQ0_ONLY = """
+    mov al, 0x11
+    out 0x20, al
+    mov al, 0x20
+    out 0x21, al
+    mov al, 4
+    out 0x21, al
+    mov al, 1
+    out 0x21, al
+    mov al, 0xFE
+    out 0x21, al"""

@@ -23,6 +23,7 @@ import traceback
 import pytest
 
 import vmkit
+from guestkit import PIC_IRQ0_ONLY, idt_gate
 
 MAX_INSTRUCTIONS = 20_000
 TIMEOUT = 2.0                  # seconds per case
@@ -264,13 +265,7 @@ def test_the_corpus_is_reproducible():
 
 SPIN = "jmp $"
 
-FAULT_LOOP = """
-    mov eax, gp_handler             ; IDT entry 13: an interrupt gate to gp_handler
-    mov [idt + 13 * 8], ax
-    mov word [idt + 13 * 8 + 2], 0x08
-    mov word [idt + 13 * 8 + 4], 0x8e00
-    shr eax, 16
-    mov [idt + 13 * 8 + 6], ax
+FAULT_LOOP = idt_gate(13, "gp_handler") + """
     lidt [idtr]
     mov ax, 0x1233
 again:
@@ -288,24 +283,8 @@ idt:
     times 14 dq 0
 """
 
-INTERRUPT_STORM = """
-    mov eax, tick                   ; IDT entry 0x20: an interrupt gate to tick
-    mov [idt + 0x20 * 8], ax
-    mov word [idt + 0x20 * 8 + 2], 0x08
-    mov word [idt + 0x20 * 8 + 4], 0x8e00
-    shr eax, 16
-    mov [idt + 0x20 * 8 + 6], ax
-    lidt [idtr]
-    mov al, 0x11                    ; PIC: IRQ0 -> vector 0x20, only IRQ0 unmasked
-    out 0x20, al
-    mov al, 0x20
-    out 0x21, al
-    mov al, 4
-    out 0x21, al
-    mov al, 1
-    out 0x21, al
-    mov al, 0xfe
-    out 0x21, al
+INTERRUPT_STORM = idt_gate(0x20, "tick") + """
+    lidt [idtr]""" + PIC_IRQ0_ONLY + """
     mov al, 0x34                    ; PIT: mode 2, divisor 1, the fastest it goes
     out 0x43, al
     mov al, 1

@@ -5,6 +5,7 @@ import pytest
 
 import vmkit
 import vmkit.guests
+from guestkit import PIC_IRQ0_ONLY, idt_gate
 from vmkit.machine import CPU_HZ, PIT_HZ
 
 HELLO = r"""
@@ -23,24 +24,9 @@ msg: db "hello", 10, 0
 """
 
 # a timer kernel: PIT channel 0 at `reload`, IRQ0 at vector 0x20, handler counts and EOIs
-TIMER = r"""
+TIMER = """
     lidt [idtr]
-    mov eax, irq0
-    mov [idt + 0x20 * 8], ax
-    mov word [idt + 0x20 * 8 + 2], 0x08
-    mov word [idt + 0x20 * 8 + 4], 0x8E00
-    shr eax, 16
-    mov [idt + 0x20 * 8 + 6], ax
-    mov al, 0x11
-    out 0x20, al
-    mov al, 0x20
-    out 0x21, al
-    mov al, 4
-    out 0x21, al
-    mov al, 1
-    out 0x21, al
-    mov al, 0xFE
-    out 0x21, al
+""" + idt_gate(0x20, "irq0") + PIC_IRQ0_ONLY + """
     mov al, 0x34
     out 0x43, al
     mov ax, {reload}
