@@ -12,6 +12,7 @@ from functools import lru_cache
 import capstone
 from capstone import x86_const as C
 
+from ..machine.x86 import decode_descriptor
 from .vcpu import DR7_FIXED
 
 _decoder = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
@@ -216,3 +217,109 @@ EMULATORS = {
     "invd": nothing_to_do, "rdmsr": rdmsr, "wrmsr": wrmsr, "out": out, "in": in_,
     "outsb": outs, "outsw": outs, "outsd": outs, "insb": ins, "insw": ins, "insd": ins,
 }
+
+
+# --- sensitive reads: they never trap, so only a binary translator can call these -----------------
+def write_operand(vmm, insn, op, value):
+    if op.type == C.X86_OP_REG:
+        write_register(vmm.cpu, insn.reg_name(op.reg), value)
+    else:
+        vmm.cpu.write(effective_address(vmm, insn, op), (value & ((1 << 8 * op.size) - 1)).to_bytes(op.size, "little"))
+
+
+def _store_table_register(vmm, insn, register, name):
+    base, limit = register
+    vmm.cpu.write(effective_address(vmm, insn, insn.operands[0]),
+                  limit.to_bytes(2, "little") + base.to_bytes(4, "little"))
+    return f"the guest reads its virtual {name}: base {base:#x} limit {limit:#x}"
+
+
+def sgdt(vmm, insn):
+    return _store_table_register(vmm, insn, vmm.vcpu.gdtr, "GDTR")
+
+
+def sidt(vmm, insn):
+    return _store_table_register(vmm, insn, vmm.vcpu.idtr, "IDTR")
+
+
+def sldt(vmm, insn):
+    write_operand(vmm, insn, insn.operands[0], vmm.vcpu.ldtr)
+    return f"the guest reads its virtual LDTR ({vmm.vcpu.ldtr:#06x})"
+
+
+def str_(vmm, insn):
+    write_operand(vmm, insn, insn.operands[0], vmm.vcpu.tr)
+    return f"the guest reads its virtual TR ({vmm.vcpu.tr:#06x})"
+
+
+def smsw(vmm, insn):
+    op = insn.operands[0]
+    value = vmm.vcpu.cr0 if op.type == C.X86_OP_REG and op.size == 4 else vmm.vcpu.cr0 & 0xFFFF
+    write_operand(vmm, insn, op, value)
+    return f"the guest reads its virtual CR0 ({value:#x})"
+
+
+def _guest_descriptor(vmm, selector):
+    """The guest's own descriptor for `selector` (its GDT, not the shadow), or None."""
+    base, limit = vmm.vcpu.gdtr
+    if selector & ~3 == 0 or selector & 4 or (selector & ~7) + 7 > limit:
+        return None
+    return decode_descriptor(vmm.cpu.read(base + (selector & ~7), 8, "the guest's GDT"))
+
+
+LAR_SYSTEM_TYPES = {0x1, 0x2, 0x3, 0x4, 0x5, 0x9, 0xB, 0xC}
+LSL_SYSTEM_TYPES = {0x1, 0x2, 0x3, 0x9, 0xB}
+
+
+def _visible(descriptor, selector, system_types):
+    """The checks lar, lsl, verr and verw make at CPL 0 (the guest kernel's virtual CPL)."""
+    if descriptor is None or (not descriptor.s and descriptor.type not in system_types):
+        return False
+    return descriptor.conforming or descriptor.dpl >= (selector & 3)
+
+
+def _set_zf(vmm, on):
+    vmm.cpu["eflags"] = (vmm.cpu["eflags"] & ~ZF_BIT) | (ZF_BIT if on else 0)
+
+
+def lar(vmm, insn):
+    selector = operand_value(vmm, insn, insn.operands[1]) & 0xFFFF
+    d = _guest_descriptor(vmm, selector)
+    ok = _visible(d, selector, LAR_SYSTEM_TYPES)
+    _set_zf(vmm, ok)
+    if ok:
+        write_operand(vmm, insn, insn.operands[0], (d.raw >> 32) & 0x00F0FF00)
+    return f"access rights of {selector:#x} from the guest's own GDT" if ok else f"{selector:#x}: ZF=0"
+
+
+def lsl(vmm, insn):
+    selector = operand_value(vmm, insn, insn.operands[1]) & 0xFFFF
+    d = _guest_descriptor(vmm, selector)
+    ok = _visible(d, selector, LSL_SYSTEM_TYPES)
+    _set_zf(vmm, ok)
+    if ok:
+        write_operand(vmm, insn, insn.operands[0], d.limit)
+    return f"limit of {selector:#x} from the guest's own GDT" if ok else f"{selector:#x}: ZF=0"
+
+
+def verr(vmm, insn):
+    selector = operand_value(vmm, insn, insn.operands[0]) & 0xFFFF
+    d = _guest_descriptor(vmm, selector)
+    ok = d is not None and d.s == 1 and d.readable and _visible(d, selector, ())
+    _set_zf(vmm, ok)
+    return f"{selector:#x} readable at CPL 0: {ok}"
+
+
+def verw(vmm, insn):
+    selector = operand_value(vmm, insn, insn.operands[0]) & 0xFFFF
+    d = _guest_descriptor(vmm, selector)
+    ok = d is not None and d.writable and d.dpl >= (selector & 3)
+    _set_zf(vmm, ok)
+    return f"{selector:#x} writable at CPL 0: {ok}"
+
+
+ZF_BIT = 1 << 6
+# What a binary translator calls out for besides EMULATORS: the instructions Robin & Irvine found
+# sensitive but unprivileged, answered from the virtual CPU and the guest's own tables.
+SENSITIVE_READS = {"sgdt": sgdt, "sidt": sidt, "sldt": sldt, "str": str_, "smsw": smsw,
+                   "lar": lar, "lsl": lsl, "verr": verr, "verw": verw}

@@ -23,7 +23,8 @@ from ..errors import GuestError
 from ..machine import quirks
 from ..machine.delivery import EXCEPTION, SOFTWARE
 from ..machine.machine import BOOT_CS, BOOT_DS, BOOT_GDT, DEFAULT_MEMORY, LONGEST_SLICE, STACK_TOP, Machine
-from ..machine.x86 import GP, IF, decode_descriptor, vector_name
+from ..machine.cpu import Fault
+from ..machine.x86 import GP, IF, NP, decode_descriptor, vector_name
 from .emulate import EMULATORS, decode, operand_value
 from .vcpu import VCpu
 
@@ -105,7 +106,7 @@ class TrapAndEmulate(Machine):
             self._vmm_entry = True        # the VMM's own timer interrupt gives it control
 
     # --- a trap: the guest raised an exception, int n or a refused I/O access ------------------------
-    def exception(self, vector, source, error_code=None):
+    def exception(self, vector, source, error_code=None, cause=None):
         cpu = self.cpu
         ring, at = cpu.cpl, self._instruction_address(source)
         try:
@@ -115,18 +116,27 @@ class TrapAndEmulate(Machine):
         text = f"{insn.mnemonic} {insn.op_str}".strip() if insn else "?"
         self.stats["traps"] += 1
         self._vmm_entry = True
-        cause = f"int {vector:#x}" if source == SOFTWARE else vector_name(vector)
+        cause = cause or (f"int {vector:#x}" if source == SOFTWARE else vector_name(vector))
         self._event("trap", eip=at, cpl=ring, cause=cause, vector=vector, instruction=text, error_code=error_code)
         handler = self.emulators.get(insn.mnemonic.split()[-1]) if insn else None   # "rep outsb" -> "outsb"
         if vector == GP and source == EXCEPTION and handler is not None and self._guest_may(insn, ring):
             quirks.clear_fault_and_set_cpl(self.uc)       # the fault is handled here
             cpu["eip"] = at + insn.size
-            effect = handler(self, insn)
+            try:
+                effect = handler(self, insn)
+            except Fault as fault:                        # the instruction faults on the guest's machine too
+                cpu["eip"] = at
+                return self._reflect(fault.vector, EXCEPTION, fault.error_code)
             if effect is not None:
                 self._event("emulate", eip=at, cpl=ring, instruction=text, effect=effect)
                 return
             cpu["eip"] = at                               # the handler declined: the guest's #GP
         self._reflect(vector, source, error_code)
+
+    def leave_user_mode(self):
+        """Guest user code is being interrupted: it always runs with interrupts on, so the kernel's
+        handler starts from a virtual IF of 1."""
+        self.vcpu.interrupt_flag = True
 
     def _guest_may(self, insn, ring):
         """Would the guest have been allowed this instruction on its own machine? Its kernel (ring 1
@@ -156,7 +166,7 @@ class TrapAndEmulate(Machine):
         self._sync_shadow_idt()
         self._sync_ring1_stack()
         if self.cpu.cpl == 3:
-            self.vcpu.interrupt_flag = True
+            self.leave_user_mode()
         first = len(self.events)
         super()._raise(vector, source, error_code)
         for event in self.events[first:]:
@@ -181,12 +191,16 @@ class TrapAndEmulate(Machine):
         base, limit = self.vcpu.gdtr
         self._guest_gdt = bytearray(self.cpu.read(base, limit + 1, "the guest's GDT"))
         stale = max(self._shadow_gdt_size - len(self._guest_gdt), 0)
-        self.uc.mem_write(SHADOW_GDT, compress(self._guest_gdt) + bytes(stale))
+        self.uc.mem_write(SHADOW_GDT, self.shadow_descriptors(self._guest_gdt) + bytes(stale))
         self._shadow_gdt_size = len(self._guest_gdt)
 
     def load_idt(self, base, limit):
         self.vcpu.idtr = (base, limit)
         self.uc.reg_write(X.UC_X86_REG_IDTR, (0, SHADOW_IDT, limit, 0))
+
+    def shadow_descriptors(self, table):
+        """The shadow GDT's copy of guest descriptors: ring compression."""
+        return compress(table)
 
     def _sync_shadow_idt(self):
         """The shadow IDT: the guest's gates, with their DPL and their handler's ring compressed."""
@@ -219,7 +233,7 @@ class TrapAndEmulate(Machine):
         offset = address - self.vcpu.gdtr[0]
         self._guest_gdt[offset:offset + size] = (value & ((1 << 8 * size) - 1)).to_bytes(size, "little")
         first, last = offset // 8 * 8, (offset + size - 1) // 8 * 8 + 8
-        self.uc.mem_write(SHADOW_GDT + first, compress(self._guest_gdt[first:last]))
+        self.uc.mem_write(SHADOW_GDT + first, self.shadow_descriptors(self._guest_gdt[first:last]))
         self.stats["traps"] += 1
         self._vmm_entry = True
         text = self._instruction_text(self.cpu["eip"])
@@ -232,7 +246,17 @@ class TrapAndEmulate(Machine):
 
     # --- services for the emulation handlers ------------------------------------------------------------
     def load_tr(self, selector):
+        """ltr: the checks the CPU makes (SDM: LTR), then the virtual TR."""
         base, limit = self.vcpu.gdtr
+        if selector & ~3 == 0:
+            raise Fault(GP, 0)
+        if selector & 4 or (selector & ~7) + 7 > limit:
+            raise Fault(GP, selector & ~3)
+        descriptor = decode_descriptor(self.cpu.read(base + (selector & ~7), 8, "the guest's GDT"))
+        if descriptor.s or descriptor.type not in (0x1, 0x9):
+            raise Fault(GP, selector & ~3)                # only an available TSS
+        if not descriptor.present:
+            raise Fault(NP, selector & ~3)
         self.vcpu.tr = selector
         if (selector & ~7) + 7 <= limit:
             access = base + (selector & ~7) + 5

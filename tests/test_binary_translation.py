@@ -1,0 +1,247 @@
+"""Binary translation: the guest kernel runs only from the translation cache, behaves exactly as on
+its own machine (the holes of trap-and-emulate included), and its cli/sti/pushf/popf never trap."""
+import inspect
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from unicorn import UC_HOOK_CODE
+
+import vmkit
+import vmkit.guests
+from vmkit.vmm import BinaryTranslation, emit
+from vmkit.vmm.binary_translation import CACHE_BASE
+from vmkit.vmm.translator import RULES
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_qemu_differential import GUEST_ENDINGS, guest_source          # noqa: E402
+
+BT = "binary-translation"
+
+
+def same_as_native(source):
+    native, bt = vmkit.run(source), vmkit.run(source, BT)
+    assert bt.serial == native.serial
+    assert (bt.exit_code, bt.halted, bt.shutdown) == (native.exit_code, native.halted, native.shutdown)
+    return native, bt
+
+
+# --- the emitted machine code is what NASM makes of the instruction it is named after -------------
+EMITTED = [
+    (emit.jmp(0x1000, 0x1234), "jmp dword 0x1234", 0x1000),
+    (emit.jcc("ne", 0x1000, 0x900), "jne near 0x900", 0x1000),
+    (emit.jmp_short(5), "jmp short $+7", 0),
+    (emit.je_short(4), "je short $+6", 0),
+    (emit.jne_short(9), "jne short $+11", 0),
+    (emit.jmp_gs(0x18), "jmp dword [gs:dword 0x18]", 0),
+    (emit.int3(), "int3", 0),
+    (emit.pushfd() + emit.popfd(), "pushfd\npopfd", 0),
+    (emit.push_imm32(0x10), "push strict dword 0x10", 0),
+    (emit.push_gs(0xC), "push dword [gs:dword 0xc]", 0),
+    (emit.pop("eax"), "pop eax", 0),
+    (emit.lea_esp(8), "lea esp, [dword esp + 8]", 0),
+    (emit.mov_imm("ebx", 0x08), "mov ebx, dword 0x8", 0),
+    (emit.mov_imm("eax", 0x08, 16), "mov ax, word 0x8", 0),
+    (emit.gs_store(0, 0x200), "mov dword [gs:dword 0], dword 0x200", 0),
+    (emit.gs_store_reg(0x10, "ecx"), "mov [gs:dword 0x10], ecx", 0),
+    (emit.gs_store_reg(0x10, "eax"), "mov [gs:dword 0x10], eax", 0),
+    (emit.gs_load_reg("ecx", 0x10), "mov ecx, [gs:dword 0x10]", 0),
+    (emit.gs_load_reg("eax", 0x10), "mov eax, [gs:dword 0x10]", 0),
+    (emit.gs_load_reg("eax", 0xC, 16), "mov ax, [gs:dword 0xc]", 0),
+    (emit.mov_eax_from_esp(4), "mov eax, [byte esp + 4]", 0),
+    (emit.mov_esp_from_eax(4), "mov [byte esp + 4], eax", 0),
+    (emit.mov_ecx_eax(), "mov ecx, eax", 0),
+    (emit.load_gs(0xC), "mov gs, [gs:dword 0xc]", 0),
+    (emit.load_gs_from_code(0xFFC20020), "mov gs, [cs:dword 0xffc20020]", 0),
+    (emit.and_eax(0xFFFFCDFF), "and eax, strict dword 0xffffcdff", 0),
+    (emit.and_ecx(0xFFF), "and ecx, strict dword 0xfff", 0),
+    (emit.or_eax_gs(4), "or eax, [gs:dword 4]", 0),
+    (emit.cmp_gs_byte(8, 0), "cmp byte [gs:dword 8], 0", 0),
+    (emit.cmp_table_eax(0x1000), "cmp [gs:ecx * 8 + 0x1000], eax", 0),
+    (emit.load_table_ecx(0x1004), "mov ecx, [gs:ecx * 8 + 0x1004]", 0),
+]
+
+
+@pytest.mark.parametrize("code,text,origin", EMITTED, ids=[t for _, t, _ in EMITTED])
+def test_each_emitted_instruction_is_the_one_nasm_assembles(code, text, origin):
+    assert code == vmkit.assemble(f"bits 32\norg {origin:#x}\n{text}\n").code
+
+
+# --- correctness: the same answers as the guest's own machine ---------------------------------------
+@pytest.mark.parametrize("name", sorted(GUEST_ENDINGS))
+def test_every_platform_guest_gives_the_native_serial_output_and_ending(name):
+    """The differential guests: rings, gates, faults, double and triple faults, I/O permission,
+    segment loads, the timer, hlt: all through translated kernel code."""
+    same_as_native(guest_source(name))
+
+
+@pytest.mark.parametrize("name", ["rings", "same_ring", "trap_density"])
+def test_the_course_guests_give_the_native_serial_output(name):
+    same_as_native(vmkit.guests.image(name))
+
+
+def test_the_hole_probes_give_native_answers_where_trap_and_emulate_gave_itself_away():
+    image = vmkit.guests.image("holes")
+    native, bt = same_as_native(image)
+    te = vmkit.run(image, "trap-and-emulate")
+    assert te.serial != native.serial                  # cs, pushf, sgdt, smsw, popf: visible under T&E
+    assert "cs                  = 00000008" in bt.serial
+
+
+def test_popf_keeps_the_critical_section_closed_so_no_update_is_lost():
+    result = vmkit.run(vmkit.guests.image("popf_critical"), BT)
+    counts = dict(re.findall(r"(\w[\w ]*?):\s+(\d+)", result.serial))
+    assert counts["lost updates"] == "0" and counts["shared counter"] == counts["expected"]
+    assert result.exit_code is not None
+
+
+# --- the mechanism --------------------------------------------------------------------------------------
+def test_guest_kernel_code_never_runs_outside_the_cache_while_user_code_runs_directly():
+    m = BinaryTranslation(vmkit.guests.image("rings"))
+    seen = {1: 0, 3: 0}
+
+    def on_code(uc, address, size, _):
+        seen[m.cpu.cpl] = seen.get(m.cpu.cpl, 0) + 1
+    m.uc.hook_add(UC_HOOK_CODE, on_code, None, m.image.origin, m.image.end)
+    result = m.run()
+    assert result.exit_code == 3
+    assert seen[1] == 0, "the CPU ran guest kernel bytes directly"
+    assert seen[3] > 0, "user code should run untranslated"
+
+
+def test_cli_sti_pushf_popf_are_rewritten_and_never_trap():
+    source = """
+        mov ecx, {n}
+    again:
+        cli
+        pushf
+        sti
+        popf
+        add eax, ecx
+        loop again
+        mov al, 0
+        out 0xf4, al
+    """
+    few, many = (vmkit.run(source.format(n=n), BT) for n in (3, 300))
+    trapped = {e.detail["instruction"].split()[0] for r in (few, many) for e in r.of_kind("trap")}
+    assert not trapped & {"cli", "sti", "pushfd", "popfd"}
+    assert many.stats["traps"] == few.stats["traps"] == 1          # only the out to isa-debug-exit
+    assert many.stats["blocks_translated"] == few.stats["blocks_translated"]    # chained after one round
+
+
+def test_translate_events_name_the_guest_block_and_its_place_in_the_cache():
+    m = vmkit.machine("mov eax, 1\nadd eax, eax\njmp next\nnext: mov al, 0\nout 0xf4, al\n", BT)
+    result = m.run()
+    translations = result.of_kind("translate")
+    assert len(translations) == result.stats["blocks_translated"] >= 2
+    first = translations[0].detail
+    assert first["guest"] == m.image.entry and first["cache"] >= CACHE_BASE
+    unit = m.cache.units[m.image.entry]
+    assert [p.how for p in unit.pieces] == ["copied", "copied", "exit"]
+    assert bytes(unit.code[:len(m.image.code[:5])]) == m.image.code[:5]      # mov eax, 1: copied as is
+
+
+def test_a_direct_jump_is_chained_to_its_target_once_translated():
+    m = vmkit.machine("mov ecx, 50\nagain: dec ecx\njnz again\nmov al, 0\nout 0xf4, al\n", BT)
+    m.run()
+    loop = m.cache.units[m.image.symbols["again"]]
+    assert any(way.chained_to is loop for way in loop.exits)          # the back edge jumps to itself
+    assert m.stats["cache_misses"] <= 4
+
+
+def test_returns_and_indirect_calls_find_their_targets_in_the_lookup_table():
+    source = """
+        mov ecx, 200
+    again:
+        call twice
+        mov ebx, twice
+        call ebx
+        loop again
+        mov al, 0
+        out 0xf4, al
+    twice:
+        add eax, eax
+        ret
+    """
+    native, bt = same_as_native(source)
+    assert bt.stats["cache_misses"] < 20                 # 400 returns, almost all found in the cache
+
+
+def test_code_the_guest_rewrites_is_translated_again():
+    source = """
+        mov ecx, 2
+    again:
+        call patched
+        add [total], eax
+        mov byte [patched + 1], 7          ; mov eax, 5 -> mov eax, 7
+        loop again
+        mov eax, [total]
+        out 0xf4, al                       ; 5 + 7 = 12
+    patched:
+        mov eax, 5
+        ret
+    total: dd 0
+    """
+    native, bt = same_as_native(source)
+    assert native.exit_code == (12 << 1) | 1
+    assert any(e.detail.get("invalidated") for e in bt.of_kind("translate"))
+
+
+def test_a_full_cache_is_flushed_and_the_guest_carries_on():
+    blocks = "\n".join(f"b{i}: " + f"add eax, {i}\n" * 10 + f"jmp b{i + 1}" for i in range(300))
+    source = f"mov ecx, 3\nagain:\n{blocks}\nb300: dec ecx\njnz again\nout 0xf4, al\n"
+    m = BinaryTranslation(vmkit.assemble(source), cache_size=0x4000)
+    result = m.run()
+    assert result.exit_code == vmkit.run(source).exit_code
+    assert m.cache.flushes >= 1 and result.stats["cache_flushes"] == m.cache.flushes
+
+
+def test_the_cache_is_out_of_the_guests_reach():
+    """Segment truncation: the guest's own flat segments stop below the VMM's memory."""
+    source = f"""
+        lidt [idtr]
+        mov eax, [{CACHE_BASE:#x}]          ; read the translation cache
+        mov al, 1
+        out 0xf4, al
+    gp: mov al, 13
+        out 0xf4, al
+    align 8
+    idt: times 13 dq 0
+        dw gp, 0x08, 0x8e00, 0x10
+    idtr: dw $ - idt - 1
+        dd idt
+    """
+    result = vmkit.run(source, BT)
+    assert result.exit_code == (13 << 1) | 1              # #GP: past the segment's limit
+    with pytest.raises(vmkit.GuestError, match="outside"):
+        vmkit.run(source)                                  # natively there is nothing there at all
+
+
+def test_an_instruction_without_a_rule_calls_out_and_is_emulated():
+    rules = {name: rule for name, rule in RULES.items() if name != "cli"}
+    m = BinaryTranslation(vmkit.assemble("cli\nsti\nmov al, 0\nout 0xf4, al\n"), rules=rules)
+    result = m.run()
+    assert [e.detail["instruction"] for e in result.of_kind("trap")] == ["cli", "out 0xf4, al"]
+
+
+def test_stepping_gives_the_events_of_running():
+    image = vmkit.guests.image("rings")
+    ran = vmkit.run(image, BT)
+    m = vmkit.machine(image, BT)
+    while not m.finished:
+        m.step()
+    stepped = m.result()
+    assert stepped.serial == ran.serial
+    assert [(e.kind, e.eip) for e in stepped.events] == [(e.kind, e.eip) for e in ran.events]
+
+
+def test_a_runaway_kernel_is_stopped_by_its_budget():
+    with pytest.raises(vmkit.GuestTimeout) as stopped:
+        vmkit.run("spin: jmp spin\n", BT, max_instructions=100_000)
+    assert stopped.value.result.regs["eip"] < CACHE_BASE          # reported at the guest's address
+
+
+def test_the_translator_rules_are_plain_functions_a_lab_can_replace():
+    for name, rule in RULES.items():
+        assert list(inspect.signature(rule).parameters) == ["u", "insn"], name

@@ -1,0 +1,562 @@
+"""Binary translation: the guest kernel runs only as translated code, so nothing it does escapes
+the VMM, not even the instructions that never trap.
+
+This is VMware's answer (Adams & Agesen, ASPLOS 2006) to the holes of trap-and-emulate. The guest
+kernel still runs deprivileged in ring 1 on the shadow tables of trap-and-emulate (this VMM is
+that one, extended), but the CPU never executes the kernel's own bytes: every block of kernel code
+is first translated into the translation cache (vmkit.vmm.translator), in VMM memory the guest's
+segments are truncated below. There `cli` and `sti` become stores to the virtual IF, `pushf` and
+`popf` work on the virtual flags, reads of CS show the virtual CS, and what remains privileged or
+sensitive calls out to the VMM, which emulates it with trap-and-emulate's handlers. Guest user
+code (ring 3) runs directly, untranslated, as it did before.
+
+The guest sees what it would see on its own machine: interrupt frames carry its own CS and its
+virtual IF, `iret` and far transfers are emulated at its virtual CPL 0, and GS, which the
+translated code uses to reach the VMM's data page, is swapped back to the guest's on the way out
+to ring 3.
+"""
+import dataclasses
+
+from unicorn import UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE
+
+from ..errors import GuestError
+from ..machine import quirks
+from ..machine.delivery import EXCEPTION, SOFTWARE
+from ..machine.machine import BOOT_CS, DEFAULT_MEMORY, _Stop
+from ..machine.x86 import DB, GP, IF, IOPL_MASK, NP, SS_, UD, encode_descriptor
+from .emulate import (EMULATORS, SENSITIVE_READS, _guest_descriptor, decode, effective_address, operand_value,
+                      write_operand, write_register)
+from .trap_emulate import SHADOW_GDT, VMM_BASE, TrapAndEmulate, compress
+from .translation_cache import TranslationCache
+from .translator import DATA_SIZE, GUEST_TARGET, PENDING, VGS, VIF, VIOPL, VMM_GS, Translator
+from .vcpu import VCpu
+
+VMM_DATA = VMM_BASE + 0x20000           # the data page translated code reaches through GS
+CACHE_BASE = VMM_BASE + 0x100000        # the translation cache
+DEFAULT_CACHE_SIZE = 0x100000
+MAX_CACHE_SIZE = 0x300000
+GUEST_OWNED_FLAGS = 0x244DD5           # the arithmetic flags, TF, DF, NT, AC, ID: not IF, IOPL, VM, RF
+VMM_CODE_SELECTOR = 0xFFE8 | 1          # shadow GDT: the ring-1 code segment the cache runs in
+VMM_DATA_SELECTOR = 0xFFF0 | 1          # shadow GDT: the data page, for GS
+
+
+class DataPageVCpu(VCpu):
+    """The virtual CPU, its IF, IOPL and GS kept in the VMM's data page: translated code reads and
+    writes them there without calling out, and the VMM sees the same values."""
+
+    def __init__(self, cpu, **fields):
+        self._cpu = cpu
+        self.cs = BOOT_CS                   # the CS the guest kernel believes it runs with
+        super().__init__(**fields)
+
+    def _word(self, offset):
+        return self._cpu.u32(VMM_DATA + offset)
+
+    def _set(self, offset, value):
+        self._cpu.write(VMM_DATA + offset, (value & 0xFFFFFFFF).to_bytes(4, "little"))
+
+    interrupt_flag = property(lambda self: self._word(VIF) != 0,
+                              lambda self, on: self._set(VIF, IF if on else 0))
+    iopl = property(lambda self: self._word(VIOPL) >> 12, lambda self, v: self._set(VIOPL, (v & 3) << 12))
+    gs = property(lambda self: self._word(VGS) & 0xFFFF, lambda self, v: self._set(VGS, v & 0xFFFF))
+
+
+def truncate(table):
+    """Segment truncation: no guest segment may reach the VMM's memory at the top of the address
+    space (VMware did the same), so the translation cache is invisible to the guest."""
+    table = bytearray(table)
+    for offset in range(0, len(table) - 7, 8):
+        access, flags = table[offset + 5], table[offset + 6]
+        if not access & 0x10 or (not access & 0x08 and access & 0x04):
+            continue                        # system descriptors, and expand-down data, are left alone
+        base = int.from_bytes(table[offset + 2:offset + 5], "little") | (table[offset + 7] << 24)
+        limit = int.from_bytes(table[offset:offset + 2], "little") | ((flags & 0xF) << 16)
+        granular = flags & 0x80
+        end = base + ((limit << 12) | 0xFFF if granular else limit)
+        if base < VMM_BASE <= end:
+            limit = ((VMM_BASE - base) >> 12) - 1 if granular else VMM_BASE - base - 1
+            table[offset:offset + 2] = (limit & 0xFFFF).to_bytes(2, "little")
+            table[offset + 6] = (flags & 0xF0) | ((limit >> 16) & 0xF)
+    return bytes(table)
+
+
+class BinaryTranslation(TrapAndEmulate):
+    """The vmkit PC with a binary-translating VMM in front of the guest.
+
+    `rules` maps cli/sti/pushfd/popfd to rewrite rules and `chain` makes the bytes of a chained
+    exit (see vmkit.vmm.translator; lab 3 writes them). An instruction without a rule calls out.
+    `cache_size` bounds the translation cache; when it is full the cache is flushed.
+    """
+
+    def __init__(self, image, memory=DEFAULT_MEMORY, *, rules=None, chain=None,
+                 cache_size=DEFAULT_CACHE_SIZE, emulators=None, **budgets):
+        if not 0x4000 <= cache_size <= MAX_CACHE_SIZE:
+            raise ValueError(f"cache_size must lie between 16 KiB and {MAX_CACHE_SIZE >> 20} MiB")
+        self._rules, self._chain_rule = rules, chain
+        self.cache_size = (cache_size + 0xFFF) & ~0xFFF
+        self._far_return = None               # a return to ring 3 the cache is about to carry out
+        self._written = []                    # units a guest write killed during this slice
+        self._effect = None                   # what the last emulated call-out did, for its event
+        table = dict(EMULATORS, **SENSITIVE_READS) if emulators is None else emulators
+        super().__init__(image, memory, emulators=table, **budgets)
+        self.technique = "binary-translation"
+
+    # --- boot: the shadow tables of trap-and-emulate, plus the cache and the VMM's data page -------
+    def _boot_state(self):
+        super()._boot_state()
+        uc, cpu = self.uc, self.cpu
+        uc.mem_map(VMM_DATA, 0x10000)
+        uc.mem_map(CACHE_BASE, self.cache_size)
+        cpu.regions += [(VMM_DATA, 0x10000), (CACHE_BASE, self.cache_size)]
+        uc.mem_write(SHADOW_GDT + (VMM_CODE_SELECTOR & ~7), encode_descriptor(0, 0xFFFFF, 0xBA))
+        uc.mem_write(SHADOW_GDT + (VMM_DATA_SELECTOR & ~7), encode_descriptor(VMM_DATA, DATA_SIZE - 1, 0xB2, 0x4))
+        old = self.vcpu
+        self.vcpu = DataPageVCpu(cpu, **{f.name: getattr(old, f.name) for f in dataclasses.fields(VCpu)})
+        self.vcpu.gs = cpu["gs"]
+        cpu["gs"] = VMM_DATA_SELECTOR
+        for name in ("ds", "es", "fs"):
+            cpu[name] = cpu[name]             # reload: the CPU caches descriptors, now truncated
+        uc.mem_write(VMM_DATA + VMM_GS, VMM_DATA_SELECTOR.to_bytes(2, "little"))
+        translator = Translator(self._guest_code, dispatcher=CACHE_BASE, data=VMM_DATA,
+                                rules=self._rules, chain_rule=self._chain_rule)
+        self.cache = TranslationCache(uc, CACHE_BASE, self.cache_size, VMM_DATA, translator, self._on_code_written)
+
+    def _install_hooks(self):
+        super()._install_hooks()
+        # Segment truncation keeps a real CPU's guest out of the VMM's memory; Unicorn, like QEMU,
+        # does not check segment limits, so the cache is guarded here: its code is only ever
+        # fetched, and a data access to it is the guest looking at the VMM.
+        self.uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, self._on_cache_access, None,
+                         CACHE_BASE, CACHE_BASE + self.cache_size - 1)
+
+    def _on_cache_access(self, uc, access, address, size, value, _):
+        if self._stop is not None and self._stop.kind == "cache-access":
+            return
+        self._stop = _Stop("cache-access", self._counter(), context=uc.context_save(),
+                           address=address, before=bytes(uc.mem_read(address, size)))
+        uc.emu_stop()
+
+    def shadow_descriptors(self, table):
+        return truncate(compress(table))
+
+    def _guest_code(self, address, size):
+        size = min(size, self.memory - address)
+        if address < 0 or size <= 0:
+            raise GuestError(f"the guest kernel jumped to {address:#x}, outside its "
+                             f"{self.memory >> 20} MiB of RAM", self.result())
+        return self.cpu.read(address, size, "the guest's code")
+
+    # --- every slice starts in the cache (kernel) or in guest user code -----------------------------
+    def _slice(self, limit, until):
+        if self._accept_interrupt():
+            return
+        self._enter_cache()
+        pending = self.pic.pending() is not None
+        self.uc.mem_write(VMM_DATA + PENDING, b"\x01" if pending else b"\x00")
+        super()._slice(limit, until)
+
+    def _enter_cache(self):
+        """The guest kernel is at a guest address (after boot, a delivery, an emulated instruction):
+        continue at that address's translation, making it first if there is none."""
+        cpu = self.cpu
+        if self.finished or cpu.cpl != 1:
+            return
+        eip = cpu["eip"]
+        if eip in self.cache:
+            return
+        cs = cpu["cs"]
+        if cs != VMM_CODE_SELECTOR:
+            self._set_vcs(cs & ~3)
+            cpu["cs"] = VMM_CODE_SELECTOR
+        if cpu["gs"] != VMM_DATA_SELECTOR:
+            cpu["gs"] = VMM_DATA_SELECTOR
+        unit = self.cache.lookup(eip, self.vcpu.cs) or self._translate(eip)
+        cpu["eip"] = unit.cache
+
+    def _set_vcs(self, selector):
+        if selector == self.vcpu.cs:
+            return
+        descriptor = _guest_descriptor(self, selector)
+        if descriptor is not None and descriptor.base != 0:
+            raise GuestError(f"the guest kernel's code segment {selector:#x} has base {descriptor.base:#x}; "
+                             f"this translator assumes kernel code segments based at 0", self.result())
+        self.vcpu.cs = selector
+        if self.cache.units:
+            self.cache.flush()                # translations show the old CS to the guest
+
+    def _translate(self, guest):
+        unit, flushed = self.cache.translate(guest, self.vcpu.cs)
+        self.stats["blocks_translated"] += 1
+        if flushed:
+            self.stats["cache_flushes"] = self.stats.get("cache_flushes", 0) + 1
+        self._event("translate", eip=guest, cpl=1, guest=guest, cache=unit.cache, size=unit.size,
+                    guest_size=unit.guest_end - guest, instructions=sum(1 for p in unit.pieces if p.size),
+                    flushed=flushed)
+        return unit
+
+    def _slice_length(self, limit):
+        if self._mid_instruction_with_interrupt():
+            return 1                          # run on to the next guest instruction boundary
+        if self._far_return is not None:
+            return 1                          # just the iret or retf: user code starts with its own flags
+        return super()._slice_length(limit)
+
+    def _mid_instruction_with_interrupt(self):
+        cpu = self.cpu
+        return (self._vmm_entry and self.pic.pending() is not None and self.interrupts_enabled()
+                and cpu.cpl == 1 and cpu["eip"] in self.cache and self.cache.guest_address(cpu["eip"]) is None)
+
+    def _accept_interrupt(self):
+        if not self._vmm_entry or self._shadow_sti:
+            return False
+        cpu = self.cpu
+        if self.pic.pending() is not None and self.interrupts_enabled() and cpu.cpl == 1 and cpu["eip"] in self.cache:
+            guest = self.cache.guest_address(cpu["eip"])
+            if guest is None:
+                return False                  # between two host instructions of one guest instruction
+            cpu["eip"] = guest
+        return super()._accept_interrupt()
+
+    # --- the guest sees its own CS, flags and GS ----------------------------------------------------
+    def _raise(self, vector, source, error_code=None):
+        cpu = self.cpu
+        virtual = (cpu["eflags"] if cpu.cpl == 3 else self.vcpu.flags_view(0)) & (IF | IOPL_MASK)
+        first = len(self.events)
+        super()._raise(vector, source, error_code)
+        for event in self.events[first:]:
+            if event.kind == "ring-transition" and "frame" in event.detail:
+                self._virtualize_frame(event, virtual)
+                virtual = self.vcpu.flags_view(0) & (IF | IOPL_MASK)    # a nested fault's frame
+        if not self.finished and cpu.cpl == 1:
+            cpu["gs"] = VMM_DATA_SELECTOR
+            cpu["eflags"] = (cpu["eflags"] & ~IOPL_MASK) | IF          # the VMM's own, in the kernel
+
+    def leave_user_mode(self):
+        """User code ran directly with its own IF, IOPL and GS in the real registers: they become
+        the virtual ones again while the kernel runs translated."""
+        cpu = self.cpu
+        eflags = cpu["eflags"]
+        self.vcpu.interrupt_flag = bool(eflags & IF)
+        self.vcpu.iopl = (eflags & IOPL_MASK) >> 12
+        self.vcpu.gs = cpu["gs"]
+
+    def enter_user_mode(self):
+        """Direct execution: user code gets the guest's IF and IOPL in the real EFLAGS, so its own
+        cli, sti, pushf, popf, in and out behave as on the guest's machine; the device model still
+        sees every port access."""
+        cpu = self.cpu
+        cpu["eflags"] = (cpu["eflags"] & ~(IF | IOPL_MASK)) | self.vcpu.flags_view(0) & (IF | IOPL_MASK)
+
+    def _virtualize_frame(self, event, virtual_flags):
+        """The CPU pushed the real CS (the cache's) and the real IF and IOPL: the guest must find its own."""
+        detail = event.detail
+        where = self.cpu.segment_base(detail["ss"]) + detail["esp"]
+        frame = []
+        for i, (name, value) in enumerate(detail["frame"]):
+            if name == "CS" and value == VMM_CODE_SELECTOR:
+                value = self.vcpu.cs
+            elif name == "EFLAGS":
+                value = (value & ~(IF | IOPL_MASK)) | virtual_flags
+            else:
+                frame.append((name, value))
+                continue
+            self.cpu.write(where + 4 * i, value.to_bytes(4, "little"), "the interrupt frame")
+            frame.append((name, value))
+        detail["frame"] = frame
+
+    def interrupts_enabled(self):
+        if self.cpu.cpl == 3:
+            return bool(self.cpu["eflags"] & IF)
+        return self.vcpu.interrupt_flag
+
+    def _event(self, kind, eip=None, cpl=None, **detail):
+        if eip is None:
+            eip = self.cpu["eip"]
+            if eip in self.cache:             # report where the guest is, not where the cache is
+                unit, piece = self.cache.locate(eip)
+                eip = piece.guest if piece is not None else eip
+        return super()._event(kind, eip=eip, cpl=cpl, **detail)
+
+    # --- call-outs: the cache's int3s -----------------------------------------------------------------
+    def exception(self, vector, source, error_code=None, cause=None):
+        cpu = self.cpu
+        eip = cpu["eip"]
+        if cpu.cpl == 1 and eip in self.cache:
+            quirks.clear_fault_and_set_cpl(self.uc)
+            callout = self.cache.callouts.get(eip - 1) if vector == 3 else None
+            if callout is not None:
+                return self._callout(callout, eip - 1)
+            if eip - 1 == self.cache.dispatcher_callout and vector == 3:
+                return self._lookup_miss()
+            unit, piece = self.cache.locate(eip)
+            if piece is None:
+                raise GuestError(f"a fault ({vector}) in the VMM's own lookup code at {eip:#x}", self.result())
+            cpu["eip"] = piece.guest          # the guest's instruction faulted
+            self._far_return = None
+        super().exception(vector, source, error_code, cause)
+
+    def _callout(self, c, site):
+        cpu = self.cpu
+        if c.kind == "miss":
+            return self._miss(c)
+        self._vmm_entry = True
+        if c.kind == "pending":
+            self.stats["traps"] += 1
+            cpu["eip"] = c.guest
+            self._event("trap", eip=c.guest, cpl=1, cause="call-out: an interrupt waits for the virtual IF",
+                        vector=None, instruction="(interrupt window)", error_code=None)
+            return
+        cpu["eip"] = c.guest
+        if c.kind == "emulate":
+            return TrapAndEmulate.exception(self, GP, EXCEPTION, 0, cause="call-out")
+        if c.kind == "undecodable":
+            return TrapAndEmulate.exception(self, UD, EXCEPTION, None, cause="call-out: undecodable")
+        if c.kind == "int":
+            return self._software_interrupt(c)
+        insn = decode(cpu.read(c.guest, 15), c.guest)
+        text = f"{insn.mnemonic} {insn.op_str}".strip()
+        self.stats["traps"] += 1
+        self._event("trap", eip=c.guest, cpl=1, cause="call-out", vector=None, instruction=text, error_code=None)
+        cpu["eip"] = c.guest + c.size
+        self._effect = None
+        fault = getattr(self, "_" + c.kind.replace("-", "_"))(c, insn, site)
+        if fault is not None:
+            cpu["eip"] = c.guest
+            self._far_return = None
+            self._raise(*fault)
+        elif self._effect:
+            self._event("emulate", eip=c.guest, cpl=1, instruction=text, effect=self._effect)
+
+    def _miss(self, c):
+        """An exit whose target has no translation yet: translate it, then chain the exit to it."""
+        self.stats["cache_misses"] = self.stats.get("cache_misses", 0) + 1
+        way = c.exit
+        unit = self.cache.lookup(way.target, self.vcpu.cs) or self._translate(way.target)
+        if c.unit.alive and unit.alive:
+            self.cache.chain(way, unit)
+        self.cpu["eip"] = unit.cache
+
+    def _lookup_miss(self):
+        """ret or an indirect branch to a guest address the lookup table does not hold."""
+        self.stats["cache_misses"] = self.stats.get("cache_misses", 0) + 1
+        self.cpu["eip"] = self.cpu.u32(VMM_DATA + GUEST_TARGET)
+
+    def _software_interrupt(self, c):
+        first = self.cpu.read(c.guest, 2)
+        vector = {0xCC: 3, 0xCE: 4, 0xF1: 1}.get(first[0], first[1])
+        self.cpu["eip"] = c.guest + c.size        # int n's frame returns after it
+        if first[0] == 0xCE and not self.cpu["eflags"] & (1 << 11):
+            return                                # into without OF: nothing happens
+        if first[0] == 0xF1:
+            return TrapAndEmulate.exception(self, DB, EXCEPTION, None, cause="int1")
+        return TrapAndEmulate.exception(self, vector, SOFTWARE)
+
+    # --- transfers the guest kernel makes at its virtual CPL 0 ------------------------------------------
+    def _pop(self, count, skip=0):
+        cpu = self.cpu
+        base = cpu.segment_base(cpu["ss"])
+        raw = cpu.read(base + cpu["esp"], 4 * count, "the guest's stack")
+        return [int.from_bytes(raw[i:i + 4], "little") for i in range(0, len(raw), 4)]
+
+    def _code_segment_fault(self, selector):
+        """The checks a far transfer to ring 0 makes on its code segment (SDM 5.8); a fault or None."""
+        if selector & ~3 == 0:
+            return (GP, EXCEPTION, 0)
+        d = _guest_descriptor(self, selector)
+        if d is None or not d.is_code:
+            return (GP, EXCEPTION, selector & ~3)
+        if (d.conforming and d.dpl > 0) or (not d.conforming and (d.dpl != 0 or selector & 3)):
+            return (GP, EXCEPTION, selector & ~3)
+        if not d.present:
+            return (NP, EXCEPTION, selector & ~3)
+        return None
+
+    def _iret(self, c, insn, site):
+        if insn.prefix[2] == 0x66:
+            self.unsupported("a 16-bit iret")
+        eip, cs, eflags = self._pop(3)
+        return self._far_return_to(c, site, eip, cs & 0xFFFF, eflags, 12, "iret")
+
+    def _retf(self, c, insn, site):
+        eip, cs = self._pop(2)
+        skip = insn.operands[0].imm if insn.operands else 0
+        return self._far_return_to(c, site, eip, cs & 0xFFFF, None, 8 + skip, "retf")
+
+    def _far_return_to(self, c, site, eip, cs, eflags, size, cause):
+        cpu = self.cpu
+        if eflags is not None:
+            self.vcpu.interrupt_flag = bool(eflags & IF)
+            self.vcpu.iopl = (eflags & IOPL_MASK) >> 12
+        if cs & 3 == 3:
+            # out to user code: the CPU itself pops the frame and makes every check, from the copy
+            # of the instruction right behind the call-out, once GS is the guest's again
+            try:
+                cpu["gs"] = self.vcpu.gs
+            except Exception:                                   # noqa: BLE001 - a selector the CPU refuses
+                cpu["gs"] = 0
+            self._far_return = {"cause": cause, "guest": c.guest, "return_eip": eip, "cs": cs}
+            cpu["eip"] = site + 1
+            self._effect = None
+            return None
+        if cs & 3:
+            self.unsupported(f"an {cause} to ring {cs & 3}")
+        fault = self._code_segment_fault(cs)
+        if fault is not None:
+            return fault
+        if eflags is not None:
+            cpu["eflags"] = (eflags & GUEST_OWNED_FLAGS) | IF | 0x2
+        cpu["esp"] = (cpu["esp"] + size) & 0xFFFFFFFF
+        self._event("ring-transition", eip=c.guest, cpl=1, from_ring=1, to_ring=1, cause=cause,
+                    frame=[("EIP", eip), ("CS", cs)] + ([("EFLAGS", eflags)] if eflags is not None else []),
+                    return_eip=eip, emulated=True)
+        self._set_vcs(cs)
+        cpu["eip"] = eip
+        self._effect = None
+        return None
+
+    def _after_slice(self, error, n):
+        if self._far_return is not None and self.cpu.cpl == 3:
+            far, self._far_return = self._far_return, None
+            self._slice_traced = True
+            self._event("ring-transition", eip=far["guest"], cpl=1, from_ring=1, to_ring=3, cause=far["cause"],
+                        return_eip=far["return_eip"], frame=[("EIP", far["return_eip"]), ("CS", far["cs"])])
+            self.enter_user_mode()
+        super()._after_slice(error, n)
+
+    def _far(self, c, insn, site):
+        """jmp far / call far to a ring-0 code segment, emulated with the CPU's checks."""
+        cpu = self.cpu
+        ops = insn.operands
+        if len(ops) == 2:                                       # ptr16:32
+            selector, offset = ops[0].imm & 0xFFFF, ops[1].imm & 0xFFFFFFFF
+        else:                                                   # m16:32
+            raw = cpu.read(effective_address(self, insn, ops[0]), 6)
+            offset, selector = int.from_bytes(raw[:4], "little"), int.from_bytes(raw[4:], "little")
+        d = _guest_descriptor(self, selector)
+        if d is not None and not d.s:
+            self.unsupported("a far transfer through a gate or a task")
+        fault = self._code_segment_fault(selector)
+        if fault is not None:
+            return fault
+        if bytes(insn.opcode)[0] == 0x9A or (bytes(insn.opcode)[0] == 0xFF and (insn.modrm >> 3) & 7 == 3):
+            esp = (cpu["esp"] - 8) & 0xFFFFFFFF
+            cpu.write(cpu.segment_base(cpu["ss"]) + esp, (c.guest + c.size).to_bytes(4, "little")
+                      + self.vcpu.cs.to_bytes(4, "little"), "the guest's stack")
+            cpu["esp"] = esp
+        self._set_vcs(selector & ~3)
+        cpu["eip"] = offset
+        self._effect = f"CS:EIP <- {selector & ~3:#x}:{offset:#x} (virtual CS)"
+        return None
+
+    # --- segment registers the translated code cannot load itself ----------------------------------------
+    def _selector_operand(self, insn):
+        first = bytes(insn.opcode)
+        if first[0] in (0x17,) or first[:2] == b"\x0f\xa9":    # pop ss, pop gs
+            return self._pop(1)[0] & 0xFFFF, 4
+        if first[0] == 0x0F:                                    # lss/lgs r32, m16:32
+            raw = self.cpu.read(effective_address(self, insn, insn.operands[1]), 6)
+            return int.from_bytes(raw[4:], "little"), 0
+        return operand_value(self, insn, insn.operands[1]) & 0xFFFF, 0
+
+    def _load_ss(self, c, insn, site):
+        """mov ss, pop ss, lss: the checks the CPU makes at CPL 0 (SDM: MOV, POP), then the ring-1 twin."""
+        selector, pops = self._selector_operand(insn)
+        if selector & ~3 == 0:
+            return (GP, EXCEPTION, 0)
+        d = _guest_descriptor(self, selector)
+        if d is None or selector & 3 or not d.writable or d.dpl != 0:
+            return (GP, EXCEPTION, selector & ~3)
+        if not d.present:
+            return (SS_, EXCEPTION, selector & ~3)
+        cpu = self.cpu
+        cpu["ss"] = selector | 1
+        cpu["esp"] = (cpu["esp"] + pops) & 0xFFFFFFFF
+        if bytes(insn.opcode)[:2] == b"\x0f\xb2":
+            raw = cpu.read(effective_address(self, insn, insn.operands[1]), 4)
+            write_register(cpu, insn.reg_name(insn.operands[0].reg), int.from_bytes(raw, "little"))
+        self._effect = f"SS <- {selector | 1:#x} (the ring-1 twin of {selector:#x})"
+        return None
+
+    def _load_gs(self, c, insn, site):
+        """mov gs, pop gs, lgs: checked as the CPU would at CPL 0; the value goes to the virtual GS."""
+        selector, pops = self._selector_operand(insn)
+        if selector & ~3:
+            d = _guest_descriptor(self, selector)
+            if d is None or not d.s or (d.is_code and not d.readable):
+                return (GP, EXCEPTION, selector & ~3)
+            if (d.is_data or not d.conforming) and d.dpl < (selector & 3):
+                return (GP, EXCEPTION, selector & ~3)
+            if not d.present:
+                return (NP, EXCEPTION, selector & ~3)
+        cpu = self.cpu
+        self.vcpu.gs = selector
+        cpu["esp"] = (cpu["esp"] + pops) & 0xFFFFFFFF
+        if bytes(insn.opcode)[:2] == b"\x0f\xb5":
+            raw = cpu.read(effective_address(self, insn, insn.operands[1]), 4)
+            write_register(cpu, insn.reg_name(insn.operands[0].reg), int.from_bytes(raw, "little"))
+        self._effect = f"virtual GS <- {selector:#x}"
+        return None
+
+    def _store_sreg(self, c, insn, site):
+        """mov r/m, cs|ss|gs and push ss: the guest's own selector, not the one the cache runs with."""
+        cpu = self.cpu
+        if bytes(insn.opcode)[0] == 0x16:                      # push ss
+            value = cpu["ss"] & ~3
+            esp = (cpu["esp"] - 4) & 0xFFFFFFFF
+            cpu.write(cpu.segment_base(cpu["ss"]) + esp, value.to_bytes(4, "little"), "the guest's stack")
+            cpu["esp"] = esp
+        else:
+            name = insn.reg_name(insn.operands[1].reg)
+            value = {"cs": self.vcpu.cs, "ss": cpu["ss"] & ~3, "gs": self.vcpu.gs}[name]
+            op = insn.operands[0]
+            write_operand(self, insn, op, value)
+        cpu["eip"] = c.guest + c.size
+        self._effect = f"the guest reads its own selector ({value:#x})"
+        return None
+
+    # --- guest writes into code it has translated --------------------------------------------------------
+    def _on_code_written(self, units):
+        self._written.extend(units)
+        if self._running and (self._stop is None or self._stop.kind != "code-written"):
+            self._stop = _Stop("code-written", self._counter())
+            self.uc.emu_stop()
+
+    def other_stop(self, stop):
+        if stop.kind == "cache-access":
+            return self._refuse_cache_access(stop.detail)
+        if stop.kind != "code-written":
+            return super().other_stop(stop)
+        cpu = self.cpu
+        eip = cpu["eip"]
+        here = self.cache.locate(eip) if cpu.cpl == 1 and eip in self.cache else (None, None)
+        dead, self._written = self._written, []
+        for unit in dead:
+            self.cache.kill(unit)
+            self._event("translate", eip=unit.guest, cpl=1, guest=unit.guest, cache=unit.cache,
+                        size=unit.size, invalidated=True)
+        unit, piece = here
+        if unit is not None and not unit.alive:
+            exits = {way.site: way.target for way in unit.exits}
+            if eip in exits:
+                cpu["eip"] = exits[eip]
+            elif piece is not None and piece.cache == eip:
+                cpu["eip"] = piece.guest      # retranslated from the guest's new bytes next slice
+
+    def _refuse_cache_access(self, detail):
+        """What the truncated segment would have done: #GP, before the access."""
+        self.uc.context_restore(detail["context"])
+        self.uc.mem_write(detail["address"], detail["before"])
+        self.uc.ctl_remove_cache(detail["address"], detail["address"] + len(detail["before"]))
+        self.exception(GP, EXCEPTION, 0)
+
+    # --- what the guest sees at the end ----------------------------------------------------------------
+    def result(self):
+        result = super().result()
+        cpu, regs = self.cpu, result.regs
+        if cpu.cpl == 1:
+            if regs["eip"] in self.cache:
+                unit, piece = self.cache.locate(regs["eip"])
+                regs["eip"] = piece.guest if piece is not None else regs["eip"]
+            regs["cs"], regs["ss"], regs["gs"] = self.vcpu.cs, regs["ss"] & ~3, self.vcpu.gs
+            regs["eflags"] = self.vcpu.flags_view(regs["eflags"])
+        return result

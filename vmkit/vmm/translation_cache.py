@@ -1,0 +1,173 @@
+"""The translation cache: where translated guest code lives, and how its pieces find each other.
+
+It owns a region of the VMM's memory the guest cannot address (its segments are truncated below
+it). It keeps
+
+    units       guest address -> the live translation unit that starts there
+    callouts    cache address of every int3 -> what the VMM must do there
+    boundaries  cache address -> guest address, wherever the guest is between two instructions
+                (where an interrupt may be delivered, or a fault reported to the guest)
+    lookup      an in-memory table (guest address -> cache address) the `ret` and indirect-jump
+                code searches without the VMM
+
+and it chains exits to their targets, un-chains them when a target dies, invalidates units whose
+guest code was written to, and flushes everything when the cache is full.
+"""
+import bisect
+
+from unicorn import UC_HOOK_MEM_WRITE
+
+from .translator import DATA_SIZE, LOOKUP, LOOKUP_ENTRIES, dispatcher
+
+UNIT_ROOM = 2048          # more than the largest unit the translator can make
+PAGE = 4096
+EMPTY = 0xFFFFFFFF        # a lookup slot no guest address matches
+
+
+class TranslationCache:
+    def __init__(self, uc, base, size, data, translator, on_code_written):
+        self.uc, self.base, self.size, self.data = uc, base, size, data
+        self.translator = translator
+        self.on_code_written = on_code_written     # called with the units a guest write killed
+        self.flushes = 0
+        self._hooks = {}
+        self._reset()
+
+    def _reset(self):
+        self.units, self.callouts, self.boundaries = {}, {}, {}
+        self._by_cache = []                         # (cache address, unit) in address order
+        self._pages = {}                            # guest page -> units with code on it
+        for handle in self._hooks.values():
+            self.uc.hook_del(handle)
+        self._hooks = {}
+        code, self.dispatcher_callout = dispatcher(self.base)
+        self.uc.mem_write(self.base, code + b"\xCC")
+        self.uc.ctl_remove_cache(self.base, self.base + self.size)
+        self.translator.dispatcher = self.base
+        self.free = self.base + len(code) + 1
+        table = (EMPTY.to_bytes(4, "little") + bytes(4)) * LOOKUP_ENTRIES
+        self.uc.mem_write(self.data + LOOKUP, table)
+
+    @property
+    def used(self):
+        return self.free - self.base
+
+    def __contains__(self, address):
+        return self.base <= address < self.base + self.size
+
+    # --- finding and making translations ----------------------------------------------------------
+    def lookup(self, guest, vcs):
+        unit = self.units.get(guest)
+        return unit if unit is not None and unit.vcs == vcs else None
+
+    def translate(self, guest, vcs):
+        """Translate the guest code at `guest`; the new unit, and whether the cache was flushed."""
+        flushed = False
+        if self.free + UNIT_ROOM > self.base + self.size:
+            self.flush()
+            flushed = True
+        unit = self.translator.translate(guest, self.free, vcs, self.callouts)
+        self._patch(unit.cache, unit.code)
+        self.free += len(unit.code)
+        old = self.units.get(guest)
+        if old is not None:
+            self.kill(old)
+        self.units[guest] = unit
+        self._by_cache.append((unit.cache, unit))
+        for piece in unit.pieces:
+            if piece.size or piece.how == "check":
+                self.boundaries[piece.cache] = piece.guest
+        for way in unit.exits:
+            self.boundaries[way.site] = way.target
+        self._remember(guest, unit.cache)
+        self._trace(unit)
+        return unit, flushed
+
+    def _remember(self, guest, cache):
+        slot = self.data + LOOKUP + 8 * (guest & (LOOKUP_ENTRIES - 1))
+        self.uc.mem_write(slot, guest.to_bytes(4, "little") + cache.to_bytes(4, "little"))
+
+    def _patch(self, address, code):
+        """Write cache code where the CPU may have run older code: Unicorn keeps its own
+        translations of what it ran, so those must go too."""
+        self.uc.mem_write(address, bytes(code))
+        self.uc.ctl_remove_cache(address, address + len(code))
+
+    def chain(self, way, unit):
+        """Aim the exit `way` straight at `unit`'s translation, with the translator's chain rule."""
+        self._patch(way.site, self.translator.chain(way.site, unit.cache))
+        way.chained_to = unit
+        unit.chained_from.append(way)
+
+    def _unchain(self, way):
+        from .emit import jmp
+        self._patch(way.site, jmp(way.site, way.site + 5))
+        way.chained_to = None
+
+    # --- where the guest is -------------------------------------------------------------------------
+    def guest_address(self, cache):
+        """The guest address the guest is at when the CPU is at `cache`, or None mid-instruction."""
+        return self.boundaries.get(cache)
+
+    def locate(self, cache):
+        """The unit and the piece whose cache code contains `cache` (dead units included)."""
+        i = bisect.bisect_right(self._by_cache, cache, key=lambda pair: pair[0]) - 1
+        if i < 0:
+            return None, None
+        unit = self._by_cache[i][1]
+        for piece in unit.pieces:
+            if piece.cache <= cache < piece.cache + len(piece.code):
+                return unit, piece
+        return unit, None
+
+    # --- guest writes to translated code -------------------------------------------------------------
+    def _trace(self, unit):
+        """A write to the unit's guest bytes must kill it: trace every page they are on."""
+        for page in range(unit.guest // PAGE, (unit.guest_end - 1) // PAGE + 1):
+            self._pages.setdefault(page, []).append(unit)
+            if page not in self._hooks:
+                self._hooks[page] = self.uc.hook_add(UC_HOOK_MEM_WRITE, self._on_write, None,
+                                                     page * PAGE, page * PAGE + PAGE - 1)
+
+    def _on_write(self, uc, access, address, size, value, _):
+        dead = [unit for unit in self._pages.get(address // PAGE, ())
+                if unit.alive and unit.guest < address + size and address < unit.guest_end]
+        if dead:
+            self.on_code_written(dead)
+
+    def kill(self, unit):
+        """Invalidate a unit: nothing may enter it any more."""
+        if not unit.alive:
+            return
+        unit.alive = False
+        if self.units.get(unit.guest) is unit:
+            del self.units[unit.guest]
+        for way in unit.chained_from:
+            if way.chained_to is unit:
+                self._unchain(way)
+        unit.chained_from.clear()
+        for way in unit.exits:
+            if way.chained_to is not None:
+                way.chained_to.chained_from = [w for w in way.chained_to.chained_from if w is not way]
+        for piece in unit.pieces:
+            self.boundaries.pop(piece.cache, None)
+        for way in unit.exits:
+            self.boundaries.pop(way.site, None)
+        slot = self.data + LOOKUP + 8 * (unit.guest & (LOOKUP_ENTRIES - 1))
+        if int.from_bytes(self.uc.mem_read(slot + 4, 4), "little") == unit.cache:
+            self.uc.mem_write(slot, EMPTY.to_bytes(4, "little") + bytes(4))
+        for page, units in self._pages.items():
+            if unit in units:
+                units.remove(unit)
+
+    def flush(self):
+        """The cache is full: throw every translation away and start again."""
+        self.flushes += 1
+        self._reset()
+
+    def __repr__(self):
+        return (f"<TranslationCache {len(self.units)} units, {self.used:,} of {self.size:,} bytes, "
+                f"{self.flushes} flushes>")
+
+
+assert DATA_SIZE <= 0x10000

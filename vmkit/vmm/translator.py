@@ -1,0 +1,400 @@
+"""The binary translator: guest kernel code in, translation-cache code out.
+
+It decodes the guest's code with capstone, one translation unit at a time (up to a dozen
+instructions, or fewer when a control transfer or a call-out ends it), and for each instruction
+decides what the cache gets:
+
+    copied      innocuous instructions, byte for byte (most of a kernel: mov, add, push, ...)
+    rewritten   cli, sti, pushf, popf: in-cache code on the virtual flags in the VMM's data page,
+                so they never trap (the RULES below; lab 3 writes them); reads of CS, GS:
+                the virtual selector instead of the real one
+    call-out    privileged and sensitive instructions the cache cannot do alone (hlt, lgdt, in,
+                out, int n, iret, far jumps, loads of SS and GS, sgdt, smsw, ...): an `int3` the
+                VMM catches, emulates the instruction, and resumes the guest after it
+    exit        direct jumps, calls and conditional branches end the unit in 5-byte `jmp rel32`
+                exits, first aimed at a call-out that translates the target, then *chained*
+                straight to the target's translation; `ret` and indirect jumps go through a
+                lookup table of guest address -> cache address, in cache code too
+
+GS belongs to the VMM while the guest kernel runs: its segment is the VMM's data page, below.
+"""
+from dataclasses import dataclass, field
+
+from capstone import x86_const as C
+
+from . import emit
+from .emulate import decode
+
+# The VMM's data page, reached through GS from translated code (offsets in the GS segment).
+VIF = 0x00            # the virtual IF: 0 or 0x200, the IF bit of the guest's EFLAGS
+VIOPL = 0x04          # the virtual IOPL: the guest's EFLAGS bits 12-13
+PENDING = 0x08        # byte: 1 while an interrupt waits for the virtual IF
+VGS = 0x0C            # the guest's own GS selector
+SAVED_EAX = 0x10      # scratch for the lookup code
+SAVED_ECX = 0x14
+TARGET = 0x18         # cache address the lookup code jumps to
+GUEST_TARGET = 0x1C   # guest address the lookup code did not find
+VMM_GS = 0x20         # the data page's own selector, to load GS back with after a guest gs: access
+LOOKUP = 0x1000       # the lookup table: LOOKUP_ENTRIES x (guest address, cache address)
+LOOKUP_ENTRIES = 4096
+DATA_SIZE = LOOKUP + 8 * LOOKUP_ENTRIES
+
+IF, IOPL = 1 << 9, 3 << 12
+MAX_UNIT = 12         # guest instructions in one translation unit at most
+
+
+@dataclass
+class Piece:
+    """One guest instruction and what the translator made of it."""
+    guest: int
+    size: int
+    text: str
+    cache: int = 0
+    code: bytes = b""
+    how: str = "copied"         # copied | rewritten | call-out | exit | check
+
+
+@dataclass
+class Exit:
+    """A chainable exit: the `jmp rel32` at `site`, first aimed at its call-out right behind it."""
+    site: int
+    target: int                 # guest address it leads to
+    chained_to: object = None   # the Unit it jumps to once chained
+
+
+@dataclass
+class Callout:
+    """An `int3` in the cache and what the VMM must do when the guest reaches it."""
+    kind: str                   # emulate | int | iret | retf | far | load-ss | load-gs | store-sreg | ...
+    guest: int                  # the guest instruction's address (where the guest "is")
+    size: int = 0               # its length (the guest resumes at guest + size)
+    exit: Exit = None           # for kind "miss": the exit to chain
+    unit: object = None
+
+
+@dataclass
+class Unit:
+    """A translation unit: guest code at `guest` translated into cache code at `cache`."""
+    guest: int
+    cache: int
+    vcs: int                    # the virtual CS the guest kernel ran with (reads of CS show it)
+    pieces: list = field(default_factory=list)
+    exits: list = field(default_factory=list)
+    code: bytearray = field(default_factory=bytearray)
+    chained_from: list = field(default_factory=list)    # exits of other units that jump here
+    alive: bool = True
+
+    @property
+    def guest_end(self):
+        last = max((p for p in self.pieces if p.size), key=lambda p: p.guest, default=None)
+        return self.guest if last is None else last.guest + last.size
+
+    @property
+    def size(self):
+        return len(self.code)
+
+
+class Builder:
+    """What a rewrite rule writes with: `u.emit(bytes)`, `u.callout(kind)`, `u.interrupt_window()`."""
+
+    def __init__(self, unit, callouts):
+        self.unit = unit
+        self.callouts = callouts
+        self.opened_window = False
+        self.vcs = unit.vcs
+
+    @property
+    def here(self):
+        """The cache address the next emitted byte lands at."""
+        return self.unit.cache + len(self.unit.code)
+
+    def emit(self, code):
+        self.unit.code += code
+
+    def callout(self, kind, guest, size=0, **more):
+        """An int3 the VMM catches: it then does `kind` for the guest instruction at `guest`."""
+        self.callouts[self.here] = Callout(kind, guest, size, unit=self.unit, **more)
+        self.emit(emit.int3())
+
+    def exit(self, target):
+        """A chainable exit to guest address `target`: jmp rel32 to the call-out right behind it."""
+        site = self.here
+        way = Exit(site, target)
+        self.emit(emit.jmp(site, site + 5))
+        self.callout("miss", target, exit=way)
+        self.unit.exits.append(way)
+
+    def interrupt_window(self):
+        """The virtual IF may have just turned on: check for a waiting interrupt after the next
+        instruction (the CPU's own interrupt shadow after sti)."""
+        self.opened_window = True
+
+    def check_pending(self, guest):
+        """pushfd; cmp byte [gs:PENDING], 0; je over; popfd; int3; jmp done; over: popfd; done:"""
+        self.emit(emit.pushfd() + emit.cmp_gs_byte(PENDING, 0) + emit.je_short(4) + emit.popfd())
+        self.callout("pending", guest)
+        self.emit(emit.jmp_short(1) + emit.popfd())
+
+
+# --- the rewrite rules: in-cache code for the instructions that must not trap --------------------
+def cli(u, insn):
+    u.emit(emit.gs_store(VIF, 0))
+
+
+def sti(u, insn):
+    u.emit(emit.gs_store(VIF, IF))
+    u.interrupt_window()
+
+
+def pushfd(u, insn):
+    # the guest's slot holds the real flags; patch IF and IOPL to the virtual ones in place,
+    # with the real flags saved around the `and`/`or` that would change them
+    u.emit(emit.pushfd() + emit.pushfd() + emit.gs_store_reg(SAVED_EAX, "eax")
+           + emit.mov_eax_from_esp(4) + emit.and_eax(~(IF | IOPL)) + emit.or_eax_gs(VIF)
+           + emit.or_eax_gs(VIOPL) + emit.mov_esp_from_eax(4) + emit.gs_load_reg("eax", SAVED_EAX)
+           + emit.popfd())
+
+
+def popfd(u, insn):
+    # IF and IOPL of the popped value go to the virtual flags; the real popfd (ring 1, IOPL 0)
+    # takes the arithmetic flags and silently keeps the real IF and IOPL
+    u.emit(emit.gs_store_reg(SAVED_EAX, "eax") + emit.mov_eax_from_esp(0) + emit.and_eax(IF)
+           + emit.gs_store_reg(VIF, "eax") + emit.mov_eax_from_esp(0) + emit.and_eax(IOPL)
+           + emit.gs_store_reg(VIOPL, "eax") + emit.gs_load_reg("eax", SAVED_EAX) + emit.popfd())
+    u.interrupt_window()
+
+
+def chain(site, target):
+    """The bytes that turn the exit at `site` into a jump straight to the cache address `target`."""
+    return emit.jmp(site, target)
+
+
+RULES = {"cli": cli, "sti": sti, "pushfd": pushfd, "popfd": popfd}
+
+
+# --- classification: which guest instructions the cache cannot simply copy ----------------------
+def _reg_field(insn):
+    return (insn.modrm >> 3) & 7
+
+
+def _is_register_operand(insn):
+    return insn.modrm >> 6 == 3
+
+
+def classify(insn):
+    """What the translator does with one decoded guest instruction (see the module docstring)."""
+    op = bytes(insn.opcode).rstrip(b"\0") or b"\0"
+    first = op[0]
+    if insn.prefix[2] == 0x66 and first in (0x9C, 0x9D):
+        return "call-out"                                  # 16-bit pushf/popf: emulated
+    if insn.mnemonic in RULES or first in (0xFA, 0xFB, 0x9C, 0x9D):
+        return "rule"
+    if first in (0xEB, 0xE9) or 0x70 <= first <= 0x7F or first in (0xE0, 0xE1, 0xE2, 0xE3, 0xE8) \
+            or (first == 0x0F and len(op) > 1 and 0x80 <= op[1] <= 0x8F):
+        return "direct"
+    if first in (0xC3, 0xC2) or (first == 0xFF and _reg_field(insn) in (2, 4)):
+        return "indirect"
+    if first == 0x0E or (first == 0x8C and _reg_field(insn) in (1, 5) and _is_register_operand(insn)) \
+            or (first == 0x0F and op[1:2] == b"\xA8"):
+        return "sensitive-read"                            # push cs, mov r, cs/gs, push gs
+    if first in CALLOUT_OPCODES or (first == 0x0F and op[1:2] and op[1] in CALLOUT_0F and not _special_0f01(insn, op)) \
+            or (first == 0x8E and _reg_field(insn) in (2, 5)) or (first == 0x8C and _reg_field(insn) in (1, 2, 5)) \
+            or (first == 0xFF and _reg_field(insn) in (3, 5)):
+        return "call-out"
+    if insn.prefix[1] == 0x65:
+        return "gs-prefixed"
+    return "copy"
+
+
+# one-byte opcodes that always call out: hlt, int3, int n, into, int1, iret, retf, far call/jmp,
+# in/out/ins/outs, push ss, pop ss
+CALLOUT_OPCODES = {0xF4, 0xCC, 0xCD, 0xCE, 0xF1, 0xCF, 0xCB, 0xCA, 0x9A, 0xEA, 0xE4, 0xE5, 0xE6,
+                   0xE7, 0xEC, 0xED, 0xEE, 0xEF, 0x6C, 0x6D, 0x6E, 0x6F, 0x16, 0x17}
+# after 0F: sldt/str/lldt/ltr/verr/verw, sgdt/sidt/lgdt/lidt/smsw/lmsw/invlpg, lar, lsl, clts,
+# invd, wbinvd, mov to/from CRn/DRn, wrmsr, rdmsr, pop gs, lss, lgs
+CALLOUT_0F = {0x00, 0x01, 0x02, 0x03, 0x06, 0x08, 0x09, 0x20, 0x21, 0x22, 0x23, 0x30, 0x32, 0xA9,
+              0xB2, 0xB5}
+def _special_0f01(insn, op):
+    """0F 01 with a register ModRM other than smsw/lmsw is another instruction (rdtscp, vmcall,
+    monitor, xgetbv, ...): not a descriptor-table access."""
+    return op[1] == 0x01 and _is_register_operand(insn) and _reg_field(insn) not in (4, 6)
+
+
+CALLOUT_KIND = {0xCC: "int", 0xCD: "int", 0xCE: "int", 0xF1: "int", 0xCF: "iret", 0xCB: "retf",
+                0xCA: "retf", 0x9A: "far", 0xEA: "far", 0x16: "store-sreg", 0x17: "load-ss"}
+
+
+def callout_kind(insn):
+    op = bytes(insn.opcode)
+    first = op[0]
+    if first in CALLOUT_KIND:
+        return CALLOUT_KIND[first]
+    if first == 0xFF:
+        return "far"
+    if first == 0x8E:
+        return "load-ss" if _reg_field(insn) == 2 else "load-gs"
+    if first == 0x8C:
+        return "store-sreg"
+    if first == 0x0F and op[1] in (0xB2,):
+        return "load-ss"
+    if first == 0x0F and op[1] in (0xA9, 0xB5):
+        return "load-gs"
+    return "emulate"
+
+
+class Translator:
+    """Makes translation units from guest code. `rules` and `chain` can be replaced (lab 3)."""
+
+    def __init__(self, read, dispatcher, data, rules=None, chain_rule=None):
+        self.read = read                      # read(address, size) -> bytes of guest memory
+        self.dispatcher = dispatcher          # cache address of the lookup code (see dispatcher())
+        self.data = data                      # the linear address of the VMM's data page
+        self.rules = dict(RULES) if rules is None else dict(rules)
+        self.chain = chain if chain_rule is None else chain_rule
+
+    def translate(self, guest, cache, vcs, callouts):
+        """Translate the guest code at `guest` into a Unit placed at cache address `cache`."""
+        unit = Unit(guest=guest, cache=cache, vcs=vcs)
+        u = Builder(unit, callouts)
+        address, window, ended = guest, False, False
+        for _ in range(MAX_UNIT):
+            insn = decode(self.read(address, 15), address)
+            if insn is None:
+                if window:
+                    u.check_pending(address)
+                start = u.here
+                u.callout("undecodable", address)
+                unit.pieces.append(Piece(address, 0, "(undecodable)", start, bytes(unit.code[start - cache:]), "call-out"))
+                ended = True
+                break
+            text = f"{insn.mnemonic} {insn.op_str}".strip()
+            kind = classify(insn)
+            if kind == "rule" and insn.mnemonic not in self.rules:
+                kind = "call-out"                    # no rewrite rule: it traps like under trap-and-emulate
+            if window and kind != "copy":
+                u.check_pending(address)             # the shadow ends at a branch or call-out
+                window = False
+            start = u.here
+            how = {"copy": "copied", "rule": "rewritten", "sensitive-read": "rewritten",
+                   "gs-prefixed": "rewritten", "call-out": "call-out"}.get(kind, "exit")
+            ended = self._one(u, insn, kind)
+            unit.pieces.append(Piece(address, insn.size, text, start, bytes(unit.code[start - cache:]), how))
+            address += insn.size
+            if window:
+                piece_start = u.here
+                u.check_pending(address)
+                unit.pieces.append(Piece(address, 0, "(interrupt window)", piece_start,
+                                         bytes(unit.code[piece_start - cache:]), "check"))
+                window = False
+            if u.opened_window:
+                window, u.opened_window = True, False
+            if ended:
+                break
+        if not ended:
+            if window:
+                u.check_pending(address)
+            start = u.here
+            u.exit(address)
+            unit.pieces.append(Piece(address, 0, "(end of unit)", start, bytes(unit.code[start - cache:]), "exit"))
+        return unit
+
+    def _one(self, u, insn, kind):
+        """Translate one instruction; True when it ends the unit."""
+        after = insn.address + insn.size
+        if kind == "copy":
+            u.emit(bytes(insn.bytes))
+            return False
+        if kind == "rule":
+            self.rules[insn.mnemonic](u, insn)
+            return False
+        if kind == "sensitive-read":
+            u.emit(_sensitive_read(insn, u.vcs))
+            return False
+        if kind == "gs-prefixed":
+            # the guest's own GS for this one instruction, then the VMM's back, read through CS
+            # (flat, based at 0) from the data page
+            u.emit(emit.load_gs(VGS) + bytes(insn.bytes) + emit.load_gs_from_code(self.data + VMM_GS))
+            return False
+        if kind == "call-out":
+            what = callout_kind(insn)
+            u.callout(what, insn.address, insn.size)
+            if what in ("iret", "retf"):
+                u.emit(bytes(insn.bytes))          # run for real when it returns to user code
+            return True
+        if kind == "direct":
+            return self._direct(u, insn, after)
+        return self._indirect(u, insn, after)
+
+    def _direct(self, u, insn, after):
+        first = bytes(insn.opcode)[0]
+        target = insn.operands[0].imm & 0xFFFFFFFF
+        if first in (0xEB, 0xE9):                     # jmp rel
+            u.exit(target)
+        elif first == 0xE8:                           # call rel: push the *guest* return address
+            u.emit(emit.push_imm32(after))
+            u.exit(target)
+        elif first in (0xE0, 0xE1, 0xE2, 0xE3):      # loop/loope/loopne/jecxz: rel8 only
+            u.emit(bytes([first, 2]) + emit.jmp_short(6))
+            u.exit(target)
+            u.exit(after)
+        else:                                         # jcc: taken -> second exit, else the first
+            condition = insn.mnemonic[1:]
+            condition = {"z": "e", "nz": "ne", "c": "b", "nc": "ae", "na": "be", "nbe": "a",
+                         "nae": "b", "nb": "ae", "pe": "p", "po": "np", "nge": "l", "nl": "ge",
+                         "ng": "le", "nle": "g"}.get(condition, condition)
+            u.emit(emit.jcc(condition, u.here, u.here + 6 + 6))
+            u.exit(after)
+            u.exit(target)
+        return True
+
+    def _indirect(self, u, insn, after):
+        """ret, jmp r/m32, call r/m32: the target into EAX, then the shared lookup code."""
+        first = bytes(insn.opcode)[0]
+        u.emit(emit.gs_store_reg(SAVED_EAX, "eax"))
+        if first in (0xC3, 0xC2):
+            u.emit(emit.pop("eax"))
+            if first == 0xC2:
+                u.emit(emit.lea_esp(insn.operands[0].imm))
+        else:
+            u.emit(_operand_to_eax(insn))
+            if _reg_field(insn) == 2:
+                u.emit(emit.push_imm32(after))
+        u.emit(emit.jmp(u.here, self.dispatcher))
+        return True
+
+
+def _sensitive_read(insn, vcs):
+    """push cs, mov r, cs: the virtual CS. push gs, mov r, gs: the guest's GS from the data page."""
+    first = bytes(insn.opcode)[0]
+    if first == 0x0E:
+        return emit.push_imm32(vcs)
+    if first == 0x0F:
+        return emit.push_gs(VGS)
+    reg = insn.reg_name(insn.operands[0].reg)
+    bits = insn.operands[0].size * 8
+    name = {16: {"ax": "eax", "cx": "ecx", "dx": "edx", "bx": "ebx", "sp": "esp", "bp": "ebp",
+                 "si": "esi", "di": "edi"}}.get(bits, {}).get(reg, reg)
+    if _reg_field(insn) == 1:
+        return emit.mov_imm(name, vcs, bits)
+    return emit.gs_load_reg(name, VGS, bits)
+
+
+def _operand_to_eax(insn):
+    """jmp/call r/m32 (FF /4, FF /2) -> mov eax, r/m32 (8B /0): the same ModRM, SIB and
+    displacement with the reg field set to EAX, behind the same prefixes."""
+    raw = bytes(insn.bytes)
+    at = raw.index(0xFF, len([p for p in insn.prefix if p]))
+    modrm = raw[at + 1] & ~0x38
+    return raw[:at] + bytes([0x8B, modrm]) + raw[at + 2:]
+
+
+def dispatcher(at):
+    """The lookup code every ret and indirect branch jumps to, with the guest target in EAX and the
+    guest's EAX in SAVED_EAX. A hit jumps to the translation; a miss calls out (GUEST_TARGET)."""
+    hit = (emit.load_table_ecx(LOOKUP + 4) + emit.gs_store_reg(TARGET, "ecx") + emit.popfd()
+           + emit.gs_load_reg("eax", SAVED_EAX) + emit.gs_load_reg("ecx", SAVED_ECX) + emit.jmp_gs(TARGET))
+    head = (emit.gs_store_reg(SAVED_ECX, "ecx") + emit.pushfd() + emit.mov_ecx_eax()
+            + emit.and_ecx(LOOKUP_ENTRIES - 1) + emit.cmp_table_eax(LOOKUP) + emit.jne_short(len(hit)))
+    miss = (emit.gs_store_reg(GUEST_TARGET, "eax") + emit.popfd() + emit.gs_load_reg("eax", SAVED_EAX)
+            + emit.gs_load_reg("ecx", SAVED_ECX))
+    return head + hit + miss, at + len(head + hit + miss)     # the code, and where its int3 goes
