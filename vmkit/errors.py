@@ -41,7 +41,14 @@ class GuestError(VmkitError):
 
 
 class KvmUnavailable(VmkitError):
-    """Real KVM cannot be used here; the message says why and how to fix it."""
+    """Real KVM cannot be used here. `reason` says why, `fix` what to do about it (may be empty)."""
+
+    def __init__(self, reason, fix=""):
+        self.reason, self.fix = reason, fix
+        super().__init__(f"{reason}\n    fix: {fix}" if fix else reason)
+
+    def _render_traceback_(self):
+        return [f"{type(self).__name__}: {self}"]       # as for ToolMissing: the message is the story
 
 
 class NotBuiltYet(VmkitError):

@@ -4,14 +4,15 @@ from .errors import NotBuiltYet, VmkitError
 from .machine import DEFAULT_MAX_INSTRUCTIONS, DEFAULT_MEMORY, DEFAULT_TIMEOUT, Machine, MustCount
 
 TECHNIQUES = ("native", "trap-and-emulate", "binary-translation", "paravirt", "hardware-assist", "kvm")
-BUILT = ("native", "trap-and-emulate")
+BUILT = ("native", "trap-and-emulate", "hardware-assist", "kvm")
 
 
 def machine(image_or_source, technique="native", *, memory=DEFAULT_MEMORY,
-            max_instructions=DEFAULT_MAX_INSTRUCTIONS, timeout=DEFAULT_TIMEOUT):
-    """A machine ready to step through a guest under `technique` (see Machine.step, run_until)."""
+            max_instructions=DEFAULT_MAX_INSTRUCTIONS, timeout=DEFAULT_TIMEOUT, **options):
+    """A machine ready to step through a guest under `technique` (see Machine.step, run_until).
+    `options` go to the technique: controls= for hardware-assist, vcpus= and path= for kvm."""
     return _machine_class(technique)(assemble(image_or_source), memory, max_instructions=max_instructions,
-                                     timeout=timeout)
+                                     timeout=timeout, **options)
 
 
 def _machine_class(technique):
@@ -19,11 +20,17 @@ def _machine_class(technique):
     if technique == "trap-and-emulate":
         from .vmm import TrapAndEmulate
         return TrapAndEmulate
+    if technique == "hardware-assist":
+        from .vmm.hardware_assist import HardwareAssist
+        return HardwareAssist
+    if technique == "kvm":
+        from .kvm import KvmMachine
+        return KvmMachine
     return Machine
 
 
 def run(image_or_source, technique="native", *, memory=DEFAULT_MEMORY,
-        max_instructions=DEFAULT_MAX_INSTRUCTIONS, timeout=DEFAULT_TIMEOUT):
+        max_instructions=DEFAULT_MAX_INSTRUCTIONS, timeout=DEFAULT_TIMEOUT, **options):
     """Run a guest to its end under `technique` and return a RunResult.
 
     Budgets: `max_instructions` (exact, counted) and `timeout` (seconds of real time); past either,
@@ -31,11 +38,17 @@ def run(image_or_source, technique="native", *, memory=DEFAULT_MEMORY,
     instruction budget: then guest code that nothing can interrupt runs at Unicorn's full speed,
     uncounted (stats has no "instructions"), and vmkit counts again from the start as soon as the
     guest arms its timer or does anything else whose timing must be exact.
+
+    `options` go to the technique: hardware-assist takes controls=vmkit.vmm.VmcsControls(...); kvm
+    takes vcpus= and path= (the KVM device), counts no instructions and stops a guest only by timeout.
     """
     cls = _machine_class(technique)
     image = assemble(image_or_source)
+    if technique == "kvm":
+        with cls(image, memory, timeout=timeout, **options) as vm:     # its file descriptors closed after
+            return vm.run()
     if cls is not Machine:
-        return cls(image, memory, max_instructions=max_instructions, timeout=timeout).run()
+        return cls(image, memory, max_instructions=max_instructions, timeout=timeout, **options).run()
     if max_instructions is None:
         fast = Machine(image, memory, max_instructions=None, timeout=timeout, counted=False)
         try:

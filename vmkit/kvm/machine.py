@@ -1,0 +1,461 @@
+"""The vmkit PC on the real KVM: `vmkit.run(image, "kvm")`.
+
+Guest RAM is a memory slot of this process's memory, each CPU is a KVM vCPU, and the devices are
+vmkit's user-space device model (vmkit.kvm.devices), the part QEMU plays. The loop is the one every
+KVM VMM has at its heart:
+
+    while the guest runs:
+        KVM_RUN                    the guest runs at hardware speed until it needs user space
+        decode kvm_run             why it stopped: IO, MMIO, HLT, SHUTDOWN, ...
+        handle the exit            a device answers; the answer goes back through kvm_run
+
+Every exit is recorded as a "vmexit" event with the same reason and details the hardware-assist
+model (vmkit.vmm.hardware_assist) gives, followed by what it led to ("io", "exit", "halt",
+"shutdown"), so the same guest can be compared under both. KVM counts nothing but time: the
+`timeout=` budget stops a runaway guest with a signal (KVM_EXIT_INTR); there is no instruction
+count and no max_instructions.
+
+Several vCPUs run as threads of this process, named "CPU n/KVM" as QEMU names its vCPU threads
+(see start(), vcpu_threads()); vCPU n starts at the entry like vCPU 0, with ESP 64 KiB lower per
+vCPU and its number as the initial APIC ID that CPUID leaf 1 reports in EBX bits 31-24.
+"""
+import ctypes
+import threading
+import time
+
+from ..asm import assemble, disassemble
+from ..errors import GuestError, GuestTimeout, VmkitError
+from ..machine.machine import (BOOT_CS, BOOT_DS, BOOT_GDT, DEFAULT_MEMORY, DEFAULT_TIMEOUT, MAX_EVENTS, STACK_TOP)
+from ..machine.x86 import IF, encode_descriptor
+from ..trace import Event, RunResult
+from . import api
+from .devices import MMIO_BASE, DeviceModel, MmioDevice
+from .exits import ExitLocator, decode
+from .vm import DEVICE, Kvm
+
+VCPU_STACK_GAP = 0x10000             # vCPU n starts with ESP = STACK_TOP - n * this
+KERNEL_COUNTERS = ("exits", "io_exits", "mmio_exits", "halt_exits", "signal_exits", "insn_emulation",
+                   "insn_emulation_fail")
+STATS = {"traps": 0, "vmexits": 0, "hypercalls": 0, "blocks_translated": 0, "interrupts": 0, "irqs": 0, "io": 0}
+PR_SET_NAME = 15
+
+
+class _Expired(Exception):
+    """The watchdog's kick arrived: the budget is spent (turned into GuestTimeout by the caller)."""
+
+
+class KvmMachine:
+    """One guest image on KVM, with vmkit's device model. Step it (`step()`: one KVM_RUN and its
+    exit), run it (`run()`), or with several vCPUs `start()` it and `wait()` for it. `path` names the
+    KVM device (a test can name one that does not exist). Close it, or use it in a `with`."""
+
+    technique = "kvm"
+
+    def __init__(self, image, memory=DEFAULT_MEMORY, *, max_instructions=None, timeout=DEFAULT_TIMEOUT,
+                 vcpus=1, path=DEVICE):
+        self.image = assemble(image)
+        if self.image.origin + len(self.image.code) > memory or self.image.origin < 0x1000:
+            raise GuestError(f"the image ({len(self.image.code)} bytes at {self.image.origin:#x}) "
+                             f"does not fit the guest's RAM (0x1000-{memory:#x})", None)
+        self.memory, self.timeout = memory, timeout
+        self.devices = DeviceModel()
+        self.events, self.events_dropped = [], 0
+        self.stats = dict(STATS)
+        self.elapsed = 0.0
+        self.finished = self.halted = self.shutdown = False
+        self._lock = threading.Lock()
+        self._stop_when = None
+        self._stop_requested = False
+        self._timed_out = False
+        self._error = None
+        self._threads = []
+        self._native_ids = {}
+        self.vm = self.kvm = None
+        self.kvm = Kvm(path)
+        try:
+            self.vm = self.kvm.create_vm()
+            self.ram = self.vm.add_memory(0, memory)
+            self._load()
+            self._locator = ExitLocator(self._read, self.image.lines)
+            cpuid = self.kvm.supported_cpuid()
+            for n in range(vcpus):
+                self._create_vcpu(n, cpuid)
+            self._kernel_stats = [vcpu.stats() for vcpu in self.vm.vcpus]
+        except BaseException:
+            self.close()
+            raise
+        self._running = [True] * vcpus              # which vCPUs have not stopped yet
+
+    # --- building the VM: memory, the boot GDT, the vCPUs ------------------------------------------
+    def _load(self):
+        """The image at its origin, and the platform's boot GDT where the emulated PC leaves it."""
+        origin = self.image.origin
+        self.ram[origin:origin + len(self.image.code)] = self.image.code
+        gdt = encode_descriptor(0, 0, 0) + encode_descriptor(0, 0xFFFFF, 0x9A) + encode_descriptor(0, 0xFFFFF, 0x92)
+        self.ram[BOOT_GDT:BOOT_GDT + len(gdt)] = gdt
+
+    def _create_vcpu(self, n, cpuid):
+        vcpu = self.vm.create_vcpu()
+        vcpu.set_cpuid([_with_apic_id(entry, n) for entry in cpuid])
+        vcpu.enter_protected_mode(self.image.entry, STACK_TOP - n * VCPU_STACK_GAP, BOOT_GDT, 23, BOOT_CS, BOOT_DS)
+        vcpu.sync_registers()
+        return vcpu
+
+    @property
+    def vcpus(self):
+        return self.vm.vcpus
+
+    # --- running one vCPU in the calling thread -------------------------------------------------------
+    def step(self):
+        """One KVM_RUN of vCPU 0 and the handling of its exit. Returns the new events."""
+        first = len(self.events)
+        self._advance(lambda: self._exit(self.vcpus[0], self.vcpus[0].run()))
+        return self.events[first:]
+
+    def run_until(self, event=None):
+        """Run vCPU 0 until an event matching `event` (a kind, or a predicate on Event) is recorded or
+        the guest finishes. Returns the new events."""
+        if len(self.vcpus) != 1:
+            raise VmkitError("with several vCPUs, use start() and wait(): each vCPU runs in its own thread")
+        first = len(self.events)
+        if isinstance(event, str):
+            kind = event
+            event = lambda e: e.kind == kind
+        self._stop_when, self._stop_requested = event, False
+        vcpu = self.vcpus[0]
+        try:
+            self._advance(lambda: self._loop(vcpu))
+        finally:
+            self._stop_when = None
+        return self.events[first:]
+
+    def next_event(self):
+        return self.run_until(event=lambda e: True)
+
+    def run(self):
+        """Run to the end and return the RunResult (GuestTimeout past `timeout` seconds)."""
+        if len(self.vcpus) > 1:
+            self.start()
+            return self.wait()
+        self.run_until()
+        return self.result()
+
+    def _loop(self, vcpu):
+        run, handle = vcpu.run, self._exit
+        while self._running[vcpu.index] and not self.finished and not self._stop_requested:
+            handle(vcpu, run())
+
+    def _advance(self, body):
+        if self.finished:
+            return
+        self._check_budget()
+        watchdog = self._watchdog()
+        started = time.perf_counter()
+        try:
+            body()
+        except _Expired:
+            pass
+        finally:
+            self.elapsed += time.perf_counter() - started
+            if watchdog is not None:
+                watchdog.cancel()
+        if not self.finished:
+            self._check_budget()
+
+    # --- several vCPUs, one thread each ---------------------------------------------------------------
+    def start(self):
+        """Start one thread per vCPU, each in its own KVM_RUN loop."""
+        self._check_budget()
+        self._started = time.perf_counter()
+        self._watch = self._watchdog()
+        self._threads = [threading.Thread(target=self._vcpu_thread, args=(vcpu,), name=f"CPU {vcpu.index}/KVM",
+                                          daemon=True) for vcpu in self.vcpus]
+        for thread in self._threads:
+            thread.start()
+        while len(self._native_ids) < len(self._threads) and any(t.is_alive() for t in self._threads):
+            time.sleep(0.0005)                     # until every thread has said who it is
+        return self
+
+    def vcpu_threads(self):
+        """vCPU number -> the Linux thread id (a /proc/self/task entry) of the thread running it."""
+        return dict(self._native_ids)
+
+    def wait(self):
+        """Wait for every vCPU thread to end; the RunResult (GuestTimeout past the budget)."""
+        for thread in self._threads:
+            thread.join()
+        self.elapsed += time.perf_counter() - self._started
+        if self._watch is not None:
+            self._watch.cancel()
+        if self._error is not None:
+            error, self._error = self._error, None
+            if isinstance(error, _Expired):
+                raise self._timeout_error()
+            if isinstance(error, (GuestTimeout, GuestError)):
+                error.result = self.result()
+            raise error
+        return self.result()
+
+    def stop(self):
+        """End the run now: every vCPU leaves the guest (a kick) and its thread ends."""
+        self._finish_all()
+
+    def _vcpu_thread(self, vcpu):
+        _name_this_thread(f"CPU {vcpu.index}/KVM")
+        self._native_ids[vcpu.index] = threading.get_native_id()
+        try:
+            self._loop(vcpu)
+        except BaseException as error:           # noqa: BLE001 - handed to wait()
+            with self._lock:
+                if self._error is None:
+                    self._error = error
+            self._finish_all()
+
+    def _finish_all(self):
+        self.finished = True
+        for vcpu in self.vcpus:
+            vcpu.kick()
+
+    # --- the budget: a watchdog thread kicks every vCPU out of the guest --------------------------------
+    def _watchdog(self):
+        if self.timeout is None:
+            return None
+        timer = threading.Timer(max(self.timeout - self.elapsed, 0.0), self._expire)
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def _expire(self):
+        self._timed_out = True
+        for vcpu in self.vcpus:
+            vcpu.kick()
+
+    def _check_budget(self):
+        if self.timeout is not None and (self._timed_out or self.elapsed >= self.timeout):
+            raise self._timeout_error()
+
+    def _timeout_error(self):
+        return GuestTimeout(f"the guest ran for {self.elapsed:.2f} s of real time on KVM without finishing "
+                            f"(timeout={self.timeout} s); vmkit stopped it with a signal (KVM_EXIT_INTR) "
+                            f"at eip {self.vcpus[0].get_regs().rip:#x}. A loop that never ends? Raise "
+                            f"timeout if it just needs longer.", self.result())
+
+    # --- exits ----------------------------------------------------------------------------------------
+    def _exit(self, vcpu, reason):
+        handler = self._HANDLERS.get(reason)
+        if handler is None:
+            self._unexpected(vcpu, reason)
+        else:
+            handler(self, vcpu)
+
+    def _on_io(self, vcpu):
+        io = vcpu.kvm_run.u.io
+        port, size, count = io.port, io.size, io.count
+        direction = "out" if io.direction == api.KVM_EXIT_IO_OUT else "in"
+        eip, cpl = self._where(vcpu, "IO", direction, port, size)
+        more = {"count": count} if count > 1 else {}
+        if direction == "out":
+            data = vcpu.io_data()
+            values = [int.from_bytes(data[i:i + size], "little") for i in range(0, size * count, size)]
+            self._vmexit(vcpu, eip, cpl, "IO", port=port, size=size, direction="out", value=values[0], **more)
+            for value in values:
+                self._port(vcpu, eip, cpl, port, size, value, "out")
+        else:
+            event = self._vmexit(vcpu, eip, cpl, "IO", port=port, size=size, direction="in", value=None, **more)
+            answers = [self._port(vcpu, eip, cpl, port, size, None, "in") for _ in range(count)]
+            vcpu.answer_io(b"".join(v.to_bytes(size, "little") for v in answers))
+            event.detail["value"] = answers[0]
+
+    def _port(self, vcpu, eip, cpl, port, size, value, direction):
+        answer = self.devices.port_access(port, size, value, direction)
+        if direction == "in":
+            value = answer
+        with self._lock:
+            self.stats["io"] += 1
+        self._event("io", eip, cpl, vcpu, port=port, size=size, value=value, direction=direction,
+                    device=self.devices.device_name(port))
+        if direction == "out" and self.devices.ports.get(port) is self.devices.debug_exit and not self.finished:
+            self._event("exit", eip, cpl, vcpu, exit_code=self.devices.debug_exit.exit_code)
+            self._finish_all()
+        return value
+
+    def _on_mmio(self, vcpu):
+        m = vcpu.kvm_run.u.mmio
+        address, size = m.phys_addr, m.len
+        direction = "write" if m.is_write else "read"
+        eip, cpl = self._where(vcpu, "MMIO", direction)
+        register = MmioDevice.register(address - MMIO_BASE)
+        if m.is_write:
+            value = int.from_bytes(bytes(m.data)[:size], "little")
+            self._vmexit(vcpu, eip, cpl, "MMIO", address=address, size=size, direction="write", value=value,
+                         register=register)
+            self.devices.mmio_access(address, size, value, "write")
+        else:
+            event = self._vmexit(vcpu, eip, cpl, "MMIO", address=address, size=size, direction="read", value=None,
+                                 register=register)
+            value = self.devices.mmio_access(address, size, None, "read")
+            vcpu.answer_mmio(value.to_bytes(size, "little"))
+            event.detail["value"] = value
+
+    def _on_hlt(self, vcpu):
+        run = vcpu.kvm_run
+        eip, cpl = self._where(vcpu, "HLT")
+        self._vmexit(vcpu, eip, cpl, "HLT")
+        after = run.regs.rip
+        if not run.regs.rflags & IF:
+            self._event("halt", after, cpl, vcpu, interrupts="off",
+                        why="hlt with IF=0: only an NMI or reset could wake it")
+        elif self.devices.pit.armed() and self.devices.pic.irq0_enabled():
+            raise GuestError(f"the guest waits in hlt (eip {eip:#x}) for a timer interrupt, and vmkit's KVM device "
+                             f"model does not inject interrupts yet; run this guest under 'hardware-assist'",
+                             self.result())
+        else:
+            self._event("halt", after, cpl, vcpu, interrupts="on",
+                        why="hlt with IF=1 but no interrupt source armed: it would sleep forever")
+        self._running[vcpu.index] = False
+        if not any(self._running):
+            self.halted = self.finished = True
+
+    def _on_shutdown(self, vcpu):
+        eip, cpl = self._where(vcpu, "SHUTDOWN")
+        self._vmexit(vcpu, eip, cpl, "SHUTDOWN")
+        self._event("shutdown", eip, cpl, vcpu, why="a triple fault: KVM_EXIT_SHUTDOWN")
+        self.shutdown = True
+        self._finish_all()
+
+    def _on_intr(self, vcpu):
+        run = vcpu.kvm_run
+        eip, cpl = run.regs.rip, run.sregs.cs.selector & 3
+        if self._timed_out:
+            self._vmexit(vcpu, eip, cpl, "INTR", why="the timeout's signal")
+            raise _Expired()
+        if not self.finished:
+            self._vmexit(vcpu, eip, cpl, "INTR", why="a signal")
+
+    def _on_internal_error(self, vcpu):
+        detail = decode(vcpu).detail
+        eip, cpl = vcpu.kvm_run.regs.rip, vcpu.kvm_run.sregs.cs.selector & 3
+        raw = detail.pop("instruction_bytes", None)
+        if raw is None:
+            raw = self._read(eip, 15)
+        found = disassemble(raw, eip, 1)
+        text = found[0].text if found else "?"
+        self._vmexit(vcpu, eip, cpl, "INTERNAL_ERROR", instruction=text, **detail)
+        raise GuestError(f"KVM could not run the guest's `{text}` at eip {eip:#x}: KVM_EXIT_INTERNAL_ERROR, "
+                         f"{detail['what']}. This machine's KVM cannot run it; vmkit.kvm.probe() says what it can, "
+                         f"and the 'hardware-assist' model runs every guest.", self.result())
+
+    def _on_fail_entry(self, vcpu):
+        detail = decode(vcpu).detail
+        run = vcpu.kvm_run
+        self._vmexit(vcpu, run.regs.rip, run.sregs.cs.selector & 3, "FAIL_ENTRY", **detail)
+        raise GuestError(f"the CPU refused to enter the guest (KVM_EXIT_FAIL_ENTRY, hardware reason "
+                         f"{detail['hardware_entry_failure_reason']:#x}): the guest state is invalid for VMX",
+                         self.result())
+
+    def _unexpected(self, vcpu, reason):
+        exit = decode(vcpu, reason)
+        run = vcpu.kvm_run
+        self._vmexit(vcpu, run.regs.rip, run.sregs.cs.selector & 3, exit.reason, **exit.detail)
+        raise GuestError(f"KVM exit {exit} is not one the vmkit PC's device model handles", self.result())
+
+    _HANDLERS = {api.KVM_EXIT_IO: _on_io, api.KVM_EXIT_MMIO: _on_mmio, api.KVM_EXIT_HLT: _on_hlt,  # noqa: RUF012
+                 api.KVM_EXIT_SHUTDOWN: _on_shutdown, api.KVM_EXIT_INTR: _on_intr,
+                 api.KVM_EXIT_INTERNAL_ERROR: _on_internal_error, api.KVM_EXIT_FAIL_ENTRY: _on_fail_entry}
+
+    def _where(self, vcpu, reason, direction=None, port=None, size=None):
+        """(eip of the exiting instruction, CPL) from the registers KVM synced into kvm_run."""
+        run = vcpu.kvm_run
+        eip = self._locator.locate(run.regs.rip, reason, direction, port, size, run.regs.rdx & 0xFFFF)
+        return eip, run.sregs.cs.selector & 3
+
+    def _read(self, address, size):
+        if address < 0 or address + size > self.memory:
+            raise ValueError(f"{address:#x} is outside the guest's RAM")
+        return self.ram[address:address + size]
+
+    # --- events and the result ---------------------------------------------------------------------------
+    def _vmexit(self, vcpu, eip, cpl, reason, **detail):
+        with self._lock:
+            self.stats["vmexits"] += 1
+            key = f"vmexit_{reason}"
+            self.stats[key] = self.stats.get(key, 0) + 1
+        return self._event("vmexit", eip, cpl, vcpu, reason=reason, **detail)
+
+    def _event(self, kind, eip, cpl, vcpu, **detail):
+        if len(self.vcpus) > 1:
+            detail["vcpu"] = vcpu.index
+        event = Event(kind=kind, eip=eip, cpl=cpl, detail=detail)
+        with self._lock:
+            if len(self.events) < MAX_EVENTS:
+                self.events.append(event)
+            else:
+                self.events_dropped += 1
+        if self._stop_when is not None and self._stop_when(event):
+            self._stop_requested = True
+        return event
+
+    def kernel_counters(self):
+        """The kernel's own exit counters for this VM (summed over its vCPUs), from the stats fds."""
+        totals = dict.fromkeys(KERNEL_COUNTERS, 0)
+        for stats in self._kernel_stats:
+            values = stats.read()
+            for name in KERNEL_COUNTERS:
+                totals[name] += values.get(name, 0)
+        return totals
+
+    def result(self):
+        stats = dict(self.stats)
+        if self.events_dropped:
+            stats["events_dropped"] = self.events_dropped
+        stats.update({f"kernel_{name}": value for name, value in self.kernel_counters().items()})
+        return RunResult(technique=self.technique, serial_bytes=bytes(self.devices.serial.output),
+                         exit_code=self.devices.debug_exit.exit_code, halted=self.halted, shutdown=self.shutdown,
+                         events=list(self.events), stats=stats, regs=self.registers(), seconds=self.elapsed)
+
+    def registers(self, vcpu=0):
+        """The guest's view of vCPU `vcpu`'s registers, named as in the emulated machine's results."""
+        regs, sregs = self.vcpus[vcpu].get_regs(), self.vcpus[vcpu].get_sregs()
+        values = {name: getattr(regs, "r" + name[1:]) & 0xFFFFFFFF
+                  for name in ("eax", "ebx", "ecx", "edx", "esi", "edi", "esp", "ebp", "eip")}
+        values["eflags"] = regs.rflags & 0xFFFFFFFF
+        values.update({name: getattr(sregs, name).selector for name in ("cs", "ss", "ds", "es", "fs", "gs")})
+        return values
+
+    def close(self):
+        """Release the VM: its vCPU and VM fds, the stats fds, guest RAM, and the system fd."""
+        for stats in getattr(self, "_kernel_stats", ()):
+            stats.close()
+        self._kernel_stats = []
+        if getattr(self, "vm", None) is not None:
+            self.vm.close()
+        if getattr(self, "kvm", None) is not None:
+            self.kvm.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:                    # noqa: BLE001, S110 - interpreter shutdown
+            pass
+
+
+def _with_apic_id(entry, n):
+    """CPUID leaf 1 reports the initial APIC ID in EBX bits 31-24: vCPU n gets n, as on a real board."""
+    copy = type(entry).from_buffer_copy(entry)
+    if copy.function == 1:
+        copy.ebx = (copy.ebx & 0x00FFFFFF) | (n << 24)
+    return copy
+
+
+def _name_this_thread(name):
+    """Give the calling thread a Linux name (/proc/self/task/<tid>/comm), 15 bytes at most."""
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+    except (AttributeError, OSError):
+        pass
