@@ -43,7 +43,14 @@ def _kvm():
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return Check("/dev/kvm", False, "present but not usable by this user",
                      "sudo usermod -aG kvm $USER, then log in again")
-    return Check("/dev/kvm", True, "present and usable")
+    from .kvm.probe import probe
+    report = probe()                        # tiny guests, once per process: what this KVM can run
+    if not report.usable:
+        return Check("/dev/kvm", False, report.reason, report.fix)
+    can = [n for n, f in report.features.items() if f.ok]
+    cannot = [n for n, f in report.features.items() if not f.ok]
+    return Check("/dev/kvm", True, f"usable ({report.module or 'kvm'}): runs {', '.join(can)}"
+                 + (f"; not {', '.join(cannot)} (vmkit.kvm.probe() says why)" if cannot else ""))
 
 
 def doctor():

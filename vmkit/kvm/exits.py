@@ -100,18 +100,19 @@ class ExitLocator:
         self.out_completed = None          # learned: does this kernel exit past an `out`?
         self._cache = {}
 
-    def locate(self, rip, reason, direction=None, port=None, size=None, dx=None):
+    def locate(self, rip, reason, direction=None, port=None, size=None, dx=None, address=None):
+        """The instruction's address. IO: the port, the size and DX; MMIO: the address accessed."""
         if reason == "MMIO" and direction == "read":
             return rip
         if reason not in ("IO", "MMIO", "HLT"):
             return rip
-        key = (rip, reason, direction, port, size)
+        key = (rip, reason, direction, port, size, address)
         if key in self._cache:
             return self._cache[key]
         fits = lambda insn: _fits(insn, reason, direction, port, size, dx)
         here = _decode(self.read, rip, 15) if reason == "IO" else None
         at = here is not None and fits(here)
-        before = self._ending_at(rip, fits) if not (reason == "IO" and direction == "in") else None
+        before = self._ending_at(rip, fits, address) if not (reason == "IO" and direction == "in") else None
         if at and before is not None:                              # ambiguous: both would do
             eip = before if self.out_completed in (None, True) else rip
         else:
@@ -121,17 +122,21 @@ class ExitLocator:
             self._cache[key] = eip
         return eip
 
-    def _ending_at(self, rip, fits):
+    def _ending_at(self, rip, fits, address=None):
         """The start of an instruction that ends exactly at `rip` and fits the exit, or None. Listed
         starts come first, earliest first: the listing also has rows inside long instructions, and
-        an earlier real instruction can only end before the one sought."""
+        an earlier real instruction can only end before the one sought. An instruction that names
+        the MMIO address itself beats one that only has some memory operand."""
         first = bisect.bisect_left(self.lines, rip - 15)
         listed = self.lines[first:bisect.bisect_left(self.lines, rip)]
+        fitting = []
         for start in listed + [rip - k for k in range(1, 16)]:
             insn = _decode(self.read, start, rip - start)
             if insn is not None and insn.address + insn.size == rip and fits(insn):
-                return start
-        return None
+                if address is not None and f"[{address:#x}]" in insn.op_str:
+                    return start
+                fitting.append(start)
+        return fitting[0] if fitting else None
 
 
 def _decode(read, address, size):

@@ -283,7 +283,7 @@ class KvmMachine:
         m = vcpu.kvm_run.u.mmio
         address, size = m.phys_addr, m.len
         direction = "write" if m.is_write else "read"
-        eip, cpl = self._where(vcpu, "MMIO", direction)
+        eip, cpl = self._where(vcpu, "MMIO", direction, address=address)
         register = MmioDevice.register(address - MMIO_BASE)
         if m.is_write:
             value = int.from_bytes(bytes(m.data)[:size], "little")
@@ -363,10 +363,10 @@ class KvmMachine:
                  api.KVM_EXIT_SHUTDOWN: _on_shutdown, api.KVM_EXIT_INTR: _on_intr,
                  api.KVM_EXIT_INTERNAL_ERROR: _on_internal_error, api.KVM_EXIT_FAIL_ENTRY: _on_fail_entry}
 
-    def _where(self, vcpu, reason, direction=None, port=None, size=None):
+    def _where(self, vcpu, reason, direction=None, port=None, size=None, address=None):
         """(eip of the exiting instruction, CPL) from the registers KVM synced into kvm_run."""
         run = vcpu.kvm_run
-        eip = self._locator.locate(run.regs.rip, reason, direction, port, size, run.regs.rdx & 0xFFFF)
+        eip = self._locator.locate(run.regs.rip, reason, direction, port, size, run.regs.rdx & 0xFFFF, address)
         return eip, run.sregs.cs.selector & 3
 
     def _read(self, address, size):

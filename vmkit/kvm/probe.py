@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass, field
 
 from ..asm import assemble
-from ..errors import KvmUnavailable, VmkitError
+from ..errors import KvmUnavailable, ToolMissing, VmkitError
 from ..machine.machine import BOOT_GDT, STACK_TOP
 from ..machine.x86 import encode_descriptor
 from . import api
@@ -142,6 +142,8 @@ def _probe(path):
     try:
         features = {name: Feature(name, what, *_try(kvm, source, name == "interrupts"))
                     for name, (what, source) in FEATURES.items()}
+    except ToolMissing as e:
+        return KvmReport(path, False, f"vmkit cannot try what the KVM at {path} runs: {e}", "", loaded_modules())
     except (VmkitError, OSError) as e:
         return KvmReport(path, False, f"KVM at {path} opened, but creating a VM failed: {e}",
                          "see dmesg for what the kernel says", loaded_modules())

@@ -39,12 +39,13 @@ from unicorn import x86_const as X
 
 from ..kvm.devices import MMIO_BASE, MMIO_SIZE, MmioDevice
 from ..machine.delivery import EXCEPTION, SOFTWARE
-from ..machine.machine import DEFAULT_MEMORY, Machine
+from ..machine.machine import DEFAULT_MEMORY, Machine, _Stop
 from ..machine.x86 import vector_name
 
 HYPERVISOR_PRESENT = 1 << 31          # CPUID.1:ECX bit 31, set by every hypervisor, clear on bare metal
 KVM_SIGNATURE = b"KVMKVMKVM\0\0\0"    # CPUID leaf 0x40000000, EBX ECX EDX, as KVM answers it
 INT3, INTO = 0xCC, 0xCE
+KERNEL_HANDLED = ("CPUID",)           # exits KVM handles inside the kernel: user space never sees them
 
 
 @dataclass
@@ -75,6 +76,7 @@ class HardwareAssist(Machine):
     def __init__(self, image, memory=DEFAULT_MEMORY, *, controls=None, **budgets):
         self.controls = VmcsControls() if controls is None else controls
         self.mmio = MmioDevice()
+        self._slice_n = 0
         super().__init__(image, memory, counted=True, technique="hardware-assist", **budgets)
         # no memory slot backs the device's page: every access to it is an EPT violation
         self.uc.mmio_map(MMIO_BASE, MMIO_SIZE, self._on_mmio_read, None, self._on_mmio_write, None)
@@ -99,17 +101,47 @@ class HardwareAssist(Machine):
 
     # --- the MMIO device: loads and stores that EPT cannot satisfy ------------------------------------
     def _on_mmio_read(self, uc, offset, size, _):
-        exit = self.vmexit("MMIO", address=MMIO_BASE + offset, size=size, direction="read", value=None,
-                           register=MmioDevice.register(offset))
+        if self._stepping_over_access():
+            return 0
+        exit = self._mmio_exit(offset, size, "read", None)
         value = self.mmio.read(offset, size)
         exit.detail["value"] = value
         return value
 
     def _on_mmio_write(self, uc, offset, size, value, _):
+        if self._stepping_over_access():
+            return
         value &= (1 << (8 * size)) - 1
-        self.vmexit("MMIO", address=MMIO_BASE + offset, size=size, direction="write", value=value,
-                    register=MmioDevice.register(offset))
+        self._mmio_exit(offset, size, "write", value)
         self.mmio.write(offset, size, value)
+
+    def _slice_length(self, limit):
+        self._slice_n = super()._slice_length(limit)
+        return self._slice_n
+
+    def _stepping_over_access(self):
+        """Unicorn abandons an instruction whose memory access stops emulation, so while run_until
+        waits for an event, a slice that meets the device stops in front of the instruction,
+        untouched, and the next slice runs exactly that instruction (Machine._stop_before)."""
+        if self._stop_when is None or self._slice_n == 1:
+            return False
+        self._stop_before(self.cpu["eip"], self._icount())
+        return True
+
+    def _mmio_exit(self, offset, size, direction, value):
+        if self._pass_once == (self.cpu["eip"], self._icount()):
+            self._pass_once = None
+        wanted, self._stop_when = self._stop_when, None        # no emu_stop inside the access
+        try:
+            exit = self.vmexit("MMIO", address=MMIO_BASE + offset, size=size, direction=direction, value=value,
+                               register=MmioDevice.register(offset))
+        finally:
+            self._stop_when = wanted
+        if wanted is not None and wanted(exit):
+            self._stop_requested = True                        # the one-instruction slice ends right after
+            if self._stop is None:
+                self._stop = _Stop("event", self._counter())
+        return exit
 
     # --- hlt -------------------------------------------------------------------------------------------
     def _on_hlt(self):

@@ -1,0 +1,154 @@
+"""Hardware assist, vmkit's model of VT-x: the guest unmodified at CPL 0, the exits its controls
+ask for (IO, MMIO, HLT, CPUID, EXCEPTION, SHUTDOWN) recorded as KVM reports them, and the controls
+a lesson toggles."""
+import pytest
+
+import vmkit
+import vmkit.guests
+from vmkit.kvm import MMIO_BASE
+from vmkit.vmm import HardwareAssist, VmcsControls
+from vmkit.vmm.hardware_assist import KVM_SIGNATURE
+
+HA = "hardware-assist"
+
+
+def exits(result, *reasons):
+    return [e for e in result.of_kind("vmexit") if not reasons or e.detail["reason"] in reasons]
+
+
+def test_the_guest_runs_unmodified_at_cpl_0_with_the_same_output_as_native():
+    from test_qemu_differential import guest_source
+    source = guest_source("serial")
+    native, ha = vmkit.run(source), vmkit.run(source, HA)
+    assert (ha.serial, ha.exit_code) == (native.serial, native.exit_code)
+    assert ha.stats["instructions"] == native.stats["instructions"]          # nothing is rewritten
+    assert {e.cpl for e in ha.events} == {0}
+    assert ha.stats["traps"] == 0 and ha.stats["vmexits"] == ha.stats["vmexit_IO"] == ha.stats["io"]
+
+
+def test_every_kind_of_exit_in_one_guest():
+    image = vmkit.guests.image("devices")
+    result = vmkit.run(image, HA)
+    s = result.stats
+    assert s["vmexits"] == sum(v for k, v in s.items() if k.startswith("vmexit_"))
+    assert (s["vmexit_MMIO"], s["vmexit_CPUID"], s["vmexit_HLT"]) == (10, 1, 1)
+    assert s["vmexit_IO"] == len(result.serial_bytes)                  # one exit per byte sent to COM1
+    mmio = [e.detail for e in exits(result, "MMIO")]
+    assert mmio[0] == {"reason": "MMIO", "address": MMIO_BASE, "size": 4, "direction": "read",
+                       "value": int.from_bytes(b"vmk1", "little"), "register": "ID"}
+    assert mmio[2] == {"reason": "MMIO", "address": MMIO_BASE + 4, "size": 1, "direction": "write",
+                       "value": 0xAB, "register": "SCRATCH"}
+    assert [m["value"] for m in mmio if m["register"] == "TICKS"] == [1, 2, 3]
+    cpuid = exits(result, "CPUID")[0]
+    assert cpuid.detail["leaf"] == 0x40000000
+    assert "CPUID 0x40000000 says 'KVMKVMKVM'" in result.serial
+    last = result.events[-2:]
+    assert last[0].detail["reason"] == "HLT" and last[1].kind == "halt" and result.halted
+
+
+def test_an_io_exit_carries_the_access_and_the_device_answers_after_it():
+    source = "mov dx, 0x3fd\nin al, dx\nmov al, 0x41\nmov dx, 0x3f8\nout dx, al\nmov ax, 0x1234\nout 0xf4, ax"
+    result = vmkit.run(source, HA)
+    io = [e.detail for e in exits(result, "IO")]
+    assert io == [{"reason": "IO", "port": 0x3FD, "size": 1, "direction": "in", "value": 0x60},
+                  {"reason": "IO", "port": 0x3F8, "size": 1, "direction": "out", "value": 0x41},
+                  {"reason": "IO", "port": 0xF4, "size": 2, "direction": "out", "value": 0x1234}]
+    kinds = [e.kind for e in result.events]
+    assert kinds == ["vmexit", "io", "vmexit", "io", "vmexit", "io", "exit"]
+    assert result.serial == "A" and result.exit_code == (0x1234 << 1) | 1
+
+
+def test_exit_events_name_the_exiting_instruction():
+    image = vmkit.assemble(f"a: out 0x80, al\nb: mov [{MMIO_BASE + 4:#x}], eax\nc: cpuid\nd: hlt")
+    result = vmkit.run(image, HA)
+    assert [e.eip for e in exits(result)] == [image.symbols[n] for n in "abcd"]
+
+
+def test_without_hlt_exiting_the_vmm_is_never_told():
+    image = vmkit.assemble("out 0x80, al\ncli\nhlt")
+    told, untold = vmkit.run(image, HA), vmkit.run(image, HA, controls=VmcsControls(hlt_exiting=False))
+    assert [e.detail["reason"] for e in exits(told)] == ["IO", "HLT"]
+    assert [e.detail["reason"] for e in exits(untold)] == ["IO"]
+    assert untold.halted and "HLT exiting is off" in untold.of_kind("halt")[0].detail["vmm"]
+
+
+def test_the_io_bitmap_passes_ports_through():
+    """With only isa-debug-exit in the bitmap, COM1 is reached without an exit: device passthrough."""
+    from test_qemu_differential import guest_source
+    source = guest_source("serial")
+    full = vmkit.run(source, HA)
+    passthrough = vmkit.run(source, HA, controls=VmcsControls(io_bitmap={0xF4}))
+    assert passthrough.serial == full.serial and passthrough.exit_code == full.exit_code
+    assert [e.detail["port"] for e in exits(passthrough)] == [0xF4]
+    assert passthrough.stats["io"] == full.stats["io"]                 # the devices saw every access
+    assert VmcsControls(io_bitmap={0x3F9}).io_exits(0x3F8, 2)          # a word access touches 0x3f9 too
+    assert not VmcsControls(io_bitmap={0x3F9}).io_exits(0x3F8, 1)
+
+
+UD_GUEST = """
+    lidt [idtr]
+    mov eax, handler
+    mov [idt + 6 * 8], ax
+    mov word [idt + 6 * 8 + 2], 0x08
+    mov word [idt + 6 * 8 + 4], 0x8e00
+    shr eax, 16
+    mov [idt + 6 * 8 + 6], ax
+fault:
+    ud2
+handler:
+    mov al, 6
+    out 0xf4, al
+align 8
+idt: times 8 dq 0
+idtr: dw 8 * 8 - 1
+    dd idt
+"""
+
+
+def test_the_exception_bitmap_makes_a_fault_exit_before_the_guest_handles_it():
+    image = vmkit.assemble(UD_GUEST)
+    plain = vmkit.run(image, HA)
+    caught = vmkit.run(image, HA, controls=VmcsControls(exception_bitmap=1 << 6))
+    assert exits(plain, "EXCEPTION") == []
+    (exit,) = exits(caught, "EXCEPTION")
+    assert exit.detail == {"reason": "EXCEPTION", "vector": 6, "name": "#UD", "error_code": None}
+    assert exit.eip == image.symbols["fault"]
+    after = caught.events[caught.events.index(exit) + 1]
+    assert after.kind == "ring-transition" and after.detail["vector"] == 6         # handed back to the guest
+    assert caught.exit_code == plain.exit_code == 13
+    assert exits(vmkit.run(image, HA, controls=VmcsControls(exception_bitmap=1 << 13)), "EXCEPTION") == []
+
+
+def test_int3_counts_as_an_exception_but_int_n_does_not():
+    source = UD_GUEST.replace("ud2", "int3").replace("6 * 8", "3 * 8")
+    result = vmkit.run(source, HA, controls=VmcsControls(exception_bitmap=1 << 3))
+    assert [e.detail["vector"] for e in exits(result, "EXCEPTION")] == [3]
+    soft = UD_GUEST.replace("ud2", "int 3").replace("6 * 8", "3 * 8")
+    assert exits(vmkit.run(soft, HA, controls=VmcsControls(exception_bitmap=1 << 3)), "EXCEPTION") == []
+
+
+def test_a_triple_fault_is_a_shutdown_exit():
+    image = vmkit.assemble("lidt [empty]\nboom: ud2\nempty: dw 0\n dd 0")
+    result = vmkit.run(image, HA)
+    assert result.shutdown
+    assert [(e.kind, e.detail.get("reason")) for e in result.events[-2:]] == [("vmexit", "SHUTDOWN"), ("shutdown", None)]
+    assert result.events[-2].eip == image.symbols["boom"]
+
+
+def test_cpuid_is_answered_by_the_vmm():
+    m = HardwareAssist(vmkit.assemble("mov eax, 1\ncpuid\nhlt"))
+    result = m.run()
+    assert exits(result, "CPUID")[0].detail == {"reason": "CPUID", "leaf": 1, "subleaf": 0}
+    assert result.regs["ecx"] & (1 << 31)                               # the hypervisor-present bit
+    assert m.cpuid(0x40000000)[1:] == tuple(int.from_bytes(KVM_SIGNATURE[i:i + 4], "little") for i in (0, 4, 8))
+
+
+@pytest.mark.parametrize("name", ["devices", "holes"])
+def test_stepping_from_exit_to_exit_gives_the_events_of_running(name):
+    image = vmkit.guests.image(name)
+    ran = [(e.kind, e.eip, e.detail) for e in exits(vmkit.run(image, HA))]
+    m = vmkit.machine(image, HA)
+    stepped = []
+    while not m.finished:
+        stepped += [(e.kind, e.eip, e.detail) for e in m.run_until(event="vmexit") if e.kind == "vmexit"]
+    assert stepped == ran
