@@ -8,7 +8,7 @@ The corpus is seeded and reproducible: case i of family f with seed s is always 
 The cases run in a child process, so a segfault inside the emulator fails one test with the case
 that caused it instead of killing the test run. To replay a single case:
 
-    python tests/test_fuzz.py <family> <seed> <index>
+    python tests/test_fuzz.py <family> <seed> <index> [technique]
 
 The budget tests check the budgets themselves: a guest that spins, one that faults forever and
 one drowned in timer interrupts each end in vmkit.GuestTimeout, on time, with the partial result.
@@ -192,11 +192,11 @@ def case_image(family, seed, index):
     return FAMILIES[family](random.Random(f"{family}:{seed}:{index}"))
 
 
-def run_case(image):
+def run_case(image, technique="native"):
     """Run one case the way the tier demands; returns a line saying how it ended."""
     t0 = time.perf_counter()
     try:
-        result = vmkit.run(image, max_instructions=MAX_INSTRUCTIONS, timeout=TIMEOUT)
+        result = vmkit.run(image, technique, max_instructions=MAX_INSTRUCTIONS, timeout=TIMEOUT)
         end = f"result {result.summary()}"
     except vmkit.VmkitError as e:
         end = f"{type(e).__name__}"
@@ -206,14 +206,14 @@ def run_case(image):
     return f"{elapsed:.3f}s {end}"
 
 
-def worker(family, seed, indices):
+def worker(family, seed, indices, technique="native"):
     """The child process: run the cases, saying which one starts before it runs, so the parent
     can name the case if this process dies."""
     for index in indices:
         print(f"start {index}", flush=True)
         try:
             image = case_image(family, seed, index)
-            end = run_case(image)
+            end = run_case(image, technique)
         except vmkit.AsmError:
             end = "the generator made a mix NASM rejects"
         except Exception:
@@ -225,12 +225,12 @@ def worker(family, seed, indices):
 
 # ---------------------------------------------------------------- the corpus tests
 
-def run_corpus(family, indices):
+def run_corpus(family, indices, technique="native"):
     """Run cases in child processes; a child that dies is replaced, starting after the case that
     killed it. Returns (crashed cases with how they died, lines of cases that went wrong)."""
     crashed, bad, todo = [], [], list(indices)
     while todo:
-        command = [sys.executable, __file__, family, str(SEED), f"{todo[0]}-{todo[-1] + 1}"]
+        command = [sys.executable, __file__, family, str(SEED), ",".join(map(str, todo)), technique]
         proc = subprocess.run(command, capture_output=True, text=True,
                               timeout=len(todo) * (TIMEOUT + SLACK) + 30)
         lines = proc.stdout.splitlines()
@@ -240,7 +240,7 @@ def run_corpus(family, indices):
         started = [int(line.split()[1]) for line in lines if line.startswith("start ")]
         last = started[-1] if started else todo[0]
         crashed.append(f"case {last}: the process died with status {proc.returncode}; replay: "
-                       f"python tests/test_fuzz.py {family} {SEED} {last}")
+                       f"python tests/test_fuzz.py {family} {SEED} {last} {technique}")
         todo = [i for i in todo if i > last]
     return crashed, bad
 
@@ -250,6 +250,16 @@ def test_fuzzed_guests_end_in_a_result_or_a_vmkit_error(family):
     """Does every fuzzed image of this family end in a RunResult or a VmkitError, within its
     budget, without crashing or hanging the process?"""
     crashed, bad = run_corpus(family, range(CASES_PER_FAMILY))
+    assert not crashed, "cases that crashed the process:\n" + "\n".join(crashed)
+    assert not bad, "cases that raised something other than a VmkitError:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("family", ["privileged_mix", "timer_storm", "random_handlers"])
+@pytest.mark.parametrize("technique", ["trap-and-emulate", "binary-translation"])
+def test_fuzzed_guests_under_a_vmm_end_in_a_result_or_a_vmkit_error(technique, family):
+    """The same promise with a VMM in front: its traps, call-outs and translations must not turn
+    garbage into a crash or a hang either (a share of the corpus: the VMMs are slower)."""
+    crashed, bad = run_corpus(family, range(0, CASES_PER_FAMILY, 4), technique)
     assert not crashed, "cases that crashed the process:\n" + "\n".join(crashed)
     assert not bad, "cases that raised something other than a VmkitError:\n" + "\n".join(bad)
 
@@ -342,6 +352,18 @@ def test_time_budget_is_kept(endless_guest, max_instructions):
     assert elapsed < timeout + SLACK, f"GuestTimeout came after {elapsed:.2f} s with timeout={timeout}"
 
 
+@pytest.mark.parametrize("technique", ["trap-and-emulate", "binary-translation"])
+def test_time_and_instruction_budgets_hold_under_a_vmm(endless_guest, technique):
+    """Do the budgets stop an endless guest when a VMM runs it, on time and exactly?"""
+    t0 = time.perf_counter()
+    with pytest.raises(vmkit.GuestTimeout):
+        vmkit.run(endless_guest, technique, max_instructions=10**12, timeout=0.5)
+    assert time.perf_counter() - t0 < 0.5 + SLACK
+    with pytest.raises(vmkit.GuestTimeout) as caught:
+        vmkit.run(endless_guest, technique, max_instructions=5_000, timeout=30)
+    assert caught.value.result.stats["instructions"] == 5_000
+
+
 def test_the_storm_really_storms():
     """Does the storm guest take an interrupt every few dozen instructions (so the budget tests
     above test what they claim)?"""
@@ -396,5 +418,7 @@ def test_rdtsc_follows_the_virtual_clock():
 
 if __name__ == "__main__":
     _family, _seed, _which = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    _technique = sys.argv[4] if len(sys.argv) > 4 else "native"
     _first, _, _last = _which.partition("-")
-    worker(_family, _seed, range(int(_first), int(_last)) if _last else [int(_first)])
+    _indices = range(int(_first), int(_last)) if _last else [int(i) for i in _which.split(",")]
+    worker(_family, _seed, _indices, _technique)

@@ -181,11 +181,17 @@ def in_(vmm, insn):
     return f"device model: in {port:#x} -> {value:#x}"
 
 
+STRING_IO_CHUNK = 1024              # elements per trap: a long rep stays interruptible and budgeted
+
+
 def _string_io(vmm, insn, direction):
-    """outs/ins, with or without rep: one port access per element, as the CPU would make them."""
+    """outs/ins, with or without rep: one port access per element, as the CPU would make them. A
+    long rep is done in chunks, the instruction left to trap again, as the CPU may stop one between
+    iterations; so budgets and interrupts still apply."""
     cpu = vmm.cpu
     size = insn.operands[1 if direction == "out" else 0].size
-    count = cpu["ecx"] if insn.prefix[0] in (0xF3, 0xF2) else 1
+    repeated = insn.prefix[0] in (0xF3, 0xF2)
+    count = min(cpu["ecx"], STRING_IO_CHUNK) if repeated else 1
     step = -size if cpu["eflags"] & (1 << 10) else size
     port = cpu["edx"] & 0xFFFF
     for _ in range(count):
@@ -197,8 +203,10 @@ def _string_io(vmm, insn, direction):
             address = cpu.segment_base(cpu["es"]) + cpu["edi"]
             cpu.write(address, vmm.port_in(port, size).to_bytes(size, "little"))
             cpu["edi"] = (cpu["edi"] + step) & 0xFFFFFFFF
-    if insn.prefix[0] in (0xF3, 0xF2):
-        cpu["ecx"] = 0
+        if repeated:
+            cpu["ecx"] = cpu["ecx"] - 1
+    if repeated and cpu["ecx"]:
+        cpu["eip"] = insn.address                    # not done yet: it traps again for the rest
     return f"device model: {count} x {direction} {port:#x}"
 
 
