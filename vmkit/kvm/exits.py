@@ -102,13 +102,12 @@ class ExitLocator:
 
     def locate(self, rip, reason, direction=None, port=None, size=None, dx=None, address=None):
         """The instruction's address. IO: the port, the size and DX; MMIO: the address accessed."""
-        if reason == "MMIO" and direction == "read":
-            return rip
-        if reason not in ("IO", "MMIO", "HLT"):
-            return rip
         key = (rip, reason, direction, port, size, address)
-        if key in self._cache:
-            return self._cache[key]
+        eip = self._cache.get(key)
+        if eip is not None:
+            return eip
+        if reason not in ("IO", "MMIO", "HLT") or (reason == "MMIO" and direction == "read"):
+            return rip
         fits = lambda insn: _fits(insn, reason, direction, port, size, dx)
         here = _decode(self.read, rip, 15) if reason == "IO" else None
         at = here is not None and fits(here)

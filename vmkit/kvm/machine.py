@@ -60,7 +60,8 @@ class KvmMachine:
         self.memory, self.timeout = memory, timeout
         self.devices = DeviceModel()
         self.events, self.events_dropped = [], 0
-        self.stats = dict(STATS)
+        self._smp = vcpus > 1
+        self._counts = [{"vmexits": 0, "io": 0} for _ in range(vcpus)]
         self.elapsed = 0.0
         self.finished = self.halted = self.shutdown = False
         self._lock = threading.Lock()
@@ -249,7 +250,7 @@ class KvmMachine:
             handler(self, vcpu)
 
     def _on_io(self, vcpu):
-        io = vcpu.kvm_run.u.io
+        io = vcpu.io
         port, size, count = io.port, io.size, io.count
         direction = "out" if io.direction == api.KVM_EXIT_IO_OUT else "in"
         eip, cpl = self._where(vcpu, "IO", direction, port, size)
@@ -267,20 +268,20 @@ class KvmMachine:
             event.detail["value"] = answers[0]
 
     def _port(self, vcpu, eip, cpl, port, size, value, direction):
-        answer = self.devices.port_access(port, size, value, direction)
+        devices = self.devices
+        answer = devices.port_access(port, size, value, direction)
         if direction == "in":
             value = answer
-        with self._lock:
-            self.stats["io"] += 1
+        self._counts[vcpu.index]["io"] += 1
         self._event("io", eip, cpl, vcpu, port=port, size=size, value=value, direction=direction,
-                    device=self.devices.device_name(port))
-        if direction == "out" and self.devices.ports.get(port) is self.devices.debug_exit and not self.finished:
-            self._event("exit", eip, cpl, vcpu, exit_code=self.devices.debug_exit.exit_code)
+                    device=devices.device_name(port))
+        if port in devices.debug_exit.PORTS and direction == "out" and not self.finished:
+            self._event("exit", eip, cpl, vcpu, exit_code=devices.debug_exit.exit_code)
             self._finish_all()
         return value
 
     def _on_mmio(self, vcpu):
-        m = vcpu.kvm_run.u.mmio
+        m = vcpu.mmio
         address, size = m.phys_addr, m.len
         direction = "write" if m.is_write else "read"
         eip, cpl = self._where(vcpu, "MMIO", direction, address=address)
@@ -298,11 +299,10 @@ class KvmMachine:
             event.detail["value"] = value
 
     def _on_hlt(self, vcpu):
-        run = vcpu.kvm_run
         eip, cpl = self._where(vcpu, "HLT")
         self._vmexit(vcpu, eip, cpl, "HLT")
-        after = run.regs.rip
-        if not run.regs.rflags & IF:
+        after = vcpu.synced_regs.rip
+        if not vcpu.synced_regs.rflags & IF:
             self._event("halt", after, cpl, vcpu, interrupts="off",
                         why="hlt with IF=0: only an NMI or reset could wake it")
         elif self.devices.pit.armed() and self.devices.pic.irq0_enabled():
@@ -324,8 +324,7 @@ class KvmMachine:
         self._finish_all()
 
     def _on_intr(self, vcpu):
-        run = vcpu.kvm_run
-        eip, cpl = run.regs.rip, run.sregs.cs.selector & 3
+        eip, cpl = vcpu.synced_regs.rip, vcpu.synced_cs.selector & 3
         if self._timed_out:
             self._vmexit(vcpu, eip, cpl, "INTR", why="the timeout's signal")
             raise _Expired()
@@ -334,7 +333,7 @@ class KvmMachine:
 
     def _on_internal_error(self, vcpu):
         detail = decode(vcpu).detail
-        eip, cpl = vcpu.kvm_run.regs.rip, vcpu.kvm_run.sregs.cs.selector & 3
+        eip, cpl = vcpu.synced_regs.rip, vcpu.synced_cs.selector & 3
         raw = detail.pop("instruction_bytes", None)
         if raw is None:
             raw = self._read(eip, 15)
@@ -347,16 +346,14 @@ class KvmMachine:
 
     def _on_fail_entry(self, vcpu):
         detail = decode(vcpu).detail
-        run = vcpu.kvm_run
-        self._vmexit(vcpu, run.regs.rip, run.sregs.cs.selector & 3, "FAIL_ENTRY", **detail)
+        self._vmexit(vcpu, vcpu.synced_regs.rip, vcpu.synced_cs.selector & 3, "FAIL_ENTRY", **detail)
         raise GuestError(f"the CPU refused to enter the guest (KVM_EXIT_FAIL_ENTRY, hardware reason "
                          f"{detail['hardware_entry_failure_reason']:#x}): the guest state is invalid for VMX",
                          self.result())
 
     def _unexpected(self, vcpu, reason):
         exit = decode(vcpu, reason)
-        run = vcpu.kvm_run
-        self._vmexit(vcpu, run.regs.rip, run.sregs.cs.selector & 3, exit.reason, **exit.detail)
+        self._vmexit(vcpu, vcpu.synced_regs.rip, vcpu.synced_cs.selector & 3, exit.reason, **exit.detail)
         raise GuestError(f"KVM exit {exit} is not one the vmkit PC's device model handles", self.result())
 
     _HANDLERS = {api.KVM_EXIT_IO: _on_io, api.KVM_EXIT_MMIO: _on_mmio, api.KVM_EXIT_HLT: _on_hlt,  # noqa: RUF012
@@ -365,9 +362,9 @@ class KvmMachine:
 
     def _where(self, vcpu, reason, direction=None, port=None, size=None, address=None):
         """(eip of the exiting instruction, CPL) from the registers KVM synced into kvm_run."""
-        run = vcpu.kvm_run
-        eip = self._locator.locate(run.regs.rip, reason, direction, port, size, run.regs.rdx & 0xFFFF, address)
-        return eip, run.sregs.cs.selector & 3
+        regs = vcpu.synced_regs
+        eip = self._locator.locate(regs.rip, reason, direction, port, size, regs.rdx & 0xFFFF, address)
+        return eip, vcpu.synced_cs.selector & 3
 
     def _read(self, address, size):
         if address < 0 or address + size > self.memory:
@@ -376,24 +373,32 @@ class KvmMachine:
 
     # --- events and the result ---------------------------------------------------------------------------
     def _vmexit(self, vcpu, eip, cpl, reason, **detail):
-        with self._lock:
-            self.stats["vmexits"] += 1
-            key = f"vmexit_{reason}"
-            self.stats[key] = self.stats.get(key, 0) + 1
+        counts = self._counts[vcpu.index]              # each vCPU thread counts its own: no lock
+        counts["vmexits"] += 1
+        counts["vmexit_" + reason] = counts.get("vmexit_" + reason, 0) + 1
         return self._event("vmexit", eip, cpl, vcpu, reason=reason, **detail)
 
     def _event(self, kind, eip, cpl, vcpu, **detail):
-        if len(self.vcpus) > 1:
+        if self._smp:
             detail["vcpu"] = vcpu.index
         event = Event(kind=kind, eip=eip, cpl=cpl, detail=detail)
-        with self._lock:
-            if len(self.events) < MAX_EVENTS:
-                self.events.append(event)
-            else:
-                self.events_dropped += 1
+        if len(self.events) < MAX_EVENTS:
+            self.events.append(event)                  # one bytecode: atomic under the GIL
+        else:
+            self.events_dropped += 1
         if self._stop_when is not None and self._stop_when(event):
             self._stop_requested = True
         return event
+
+    @property
+    def stats(self):
+        """The counts so far, summed over the vCPUs: vmexits, vmexit_<REASON>, io (and the keys every
+        technique reports, at 0 here)."""
+        totals = dict(STATS)
+        for counts in self._counts:
+            for key, value in counts.items():
+                totals[key] = totals.get(key, 0) + value
+        return totals
 
     def kernel_counters(self):
         """The kernel's own exit counters for this VM (summed over its vCPUs), from the stats fds."""
@@ -405,7 +410,7 @@ class KvmMachine:
         return totals
 
     def result(self):
-        stats = dict(self.stats)
+        stats = self.stats
         if self.events_dropped:
             stats["events_dropped"] = self.events_dropped
         stats.update({f"kernel_{name}": value for name, value in self.kernel_counters().items()})

@@ -238,6 +238,9 @@ class Vcpu:
         self.index = index
         self.fd = create_vcpu(vm.fd, index)
         self._shared, self.kvm_run = map_kvm_run(self.fd, vm.kvm.vcpu_mmap_size)
+        # views into kvm_run, made once (each ctypes attribute access builds a new view object)
+        self.io, self.mmio = self.kvm_run.u.io, self.kvm_run.u.mmio
+        self.synced_regs, self.synced_cs = self.kvm_run.regs, self.kvm_run.sregs.cs
         self.thread = None                 # the thread inside KVM_RUN, for kick()
 
     # registers
@@ -307,17 +310,17 @@ class Vcpu:
     # exit data that lives in the kvm_run page
     def io_data(self):
         """The bytes an IO exit carries: what an `out` wrote (count items of size bytes)."""
-        io = self.kvm_run.u.io
+        io = self.io
         return self._shared[io.data_offset:io.data_offset + io.size * io.count]
 
     def answer_io(self, data):
         """The answer to an `in`: KVM completes the instruction with it at the next KVM_RUN."""
-        offset = self.kvm_run.u.io.data_offset
+        offset = self.io.data_offset
         self._shared[offset:offset + len(data)] = data
 
     def answer_mmio(self, data):
         """The answer to an MMIO read, completed the same way."""
-        ctypes.memmove(self.kvm_run.u.mmio.data, data, len(data))
+        ctypes.memmove(self.mmio.data, data, len(data))
 
     def stats(self):
         return open_stats(self.fd)
@@ -325,8 +328,7 @@ class Vcpu:
     def close(self):
         if self.fd < 0:
             return
-        run, self.kvm_run = self.kvm_run, None
-        del run                            # the ctypes view of kvm_run pins the mapping
+        self.kvm_run = self.io = self.mmio = self.synced_regs = self.synced_cs = None   # views pin the mapping
         try:
             self._shared.close()
         except BufferError:
