@@ -53,7 +53,7 @@ class Timers:
             self.periodic.pop(domain, None)
         else:
             period = max(period_ns // CYCLE_NS, 1)
-            self.periodic[domain] = (period, self.xen.now + period)
+            self.periodic[domain] = (period, self.xen.clock() + period)
 
     def set_singleshot(self, domain, timeout_ns):
         if timeout_ns == 0:
@@ -125,9 +125,15 @@ class Xen:
         self.domains[domain.domid] = domain
         self.every_domain.append(domain)
         self.timers.start(domain)
-        update_time(domain, self.now)
+        update_time(domain, self.clock())
 
     # --- running -------------------------------------------------------------------------------------
+    def clock(self):
+        """System time, in cycles. Inside a slice (in a hypercall) the running domain's clock is ahead
+        of the time at which the slice began."""
+        current = self.current
+        return max(self.now, current.clock) if current is not None else self.now
+
     def runnable(self, domain):
         return (not domain.finished and not domain.blocked and not domain.paused
                 and self.domains.get(domain.domid) is domain)

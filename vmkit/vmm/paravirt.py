@@ -25,16 +25,18 @@ in vmkit.vmm.hypercalls; a lab can pass its own table.
 import ctypes
 import struct
 
-from unicorn import UC_HOOK_INSN, UC_PROT_ALL, UC_PROT_READ
+from unicorn import (UC_ERR_FETCH_UNMAPPED, UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_PROT, UC_ERR_WRITE_UNMAPPED,
+                     UC_HOOK_INSN, UC_HOOK_MEM_WRITE_PROT, UC_MEM_WRITE, UC_MEM_WRITE_PROT, UC_MEM_WRITE_UNMAPPED,
+                     UC_PROT_ALL, UC_PROT_READ)
 from unicorn import x86_const as X
 
 from ..asm import assemble
 from ..errors import GuestError, GuestTimeout
 from ..machine import quirks
 from ..machine.cpu import Fault
-from ..machine.delivery import SOFTWARE
+from ..machine.delivery import EXCEPTION, SOFTWARE
 from ..machine.machine import BOOT_GDT, DEFAULT_MEMORY, STACK_TOP, Machine
-from ..machine.x86 import BP, GP, IF, NT, OF_, RF, TF, VM, encode_descriptor, frame_names, vector_name
+from ..machine.x86 import BP, GP, IF, NT, OF_, PF_, RF, TF, VM, encode_descriptor, frame_names, vector_name
 from . import xen_abi as xen
 from .emulate import decode
 from .hypercalls import HYPERCALLS, BadAddress
@@ -64,7 +66,9 @@ XEN_GDT = {
 CPUID_XEN_LEAF = 0x40000000     # Xen's CPUID leaves: the signature, the version, the hypercall page
 EVENT_CALLBACK = "event callback"
 TRAP_TABLE = "trap table"
-PV_STATS = ("upcalls", "bounces", "multicall_entries", "domain_switches")
+PV_STATS = ("upcalls", "bounces", "multicall_entries")
+MEMORY_FAULTS = (UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_UNMAPPED, UC_ERR_FETCH_UNMAPPED, UC_ERR_WRITE_PROT)
+PF_PRESENT, PF_WRITE, PF_USER = 1, 2, 4     # the page-fault error code
 
 
 class TrapInfo:
@@ -176,6 +180,7 @@ class Paravirt(Machine):
     def _install_hooks(self):
         super()._install_hooks()
         self.uc.hook_add(UC_HOOK_INSN, self._on_cpuid, None, 1, 0, X.UC_X86_INS_CPUID)
+        self.uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._on_unmapped)      # a write to Xen's read-only memory
 
     # --- guest memory, as the hypervisor's copy_from_guest / copy_to_guest see it ----------------------
     def read(self, address, size):
@@ -314,13 +319,13 @@ class Paravirt(Machine):
         self._notes = outer if outer is not None else self._notes
         return result, notes
 
-    def _trap(self, vector, source, error_code, ring):
+    def _trap(self, vector, source, error_code, ring, **detail):
         """An exception or `int n`: Xen's handler looks in the guest's trap table and bounces it."""
         at = self._instruction_address(source)
         cause = f"int {vector:#x}" if source == SOFTWARE else vector_name(vector)
         self.stats["traps"] += 1
         self._event("trap", eip=at, cpl=ring, cause=cause, vector=vector, instruction=self._instruction_text(at),
-                    error_code=error_code)
+                    error_code=error_code, **detail)
         if source == SOFTWARE and not self._soft_int_allowed(vector, ring):
             # the gate is closed to this ring: the CPU raises #GP naming the IDT entry, at the int
             self.cpu["eip"] = at
@@ -383,6 +388,21 @@ class Paravirt(Machine):
                     frame=list(zip(frame_names(switch, error_code is not None), in_memory)),
                     error_code=error_code, events_masked=bool(mask_events), return_eip=old["eip"], bounced=True)
         return True
+
+    def _on_error(self, error):
+        """Memory the guest may not touch: outside its RAM, or Xen's own. Xen turns it into a page
+        fault for the guest (the address in vcpu_info.arch.cr2), bounced like any other exception."""
+        if error.errno not in MEMORY_FAULTS:
+            return super()._on_error(error)
+        access, address, _ = getattr(self, "_unmapped", (None, 0, 0))
+        self._unmapped = None
+        write = access in (UC_MEM_WRITE, UC_MEM_WRITE_UNMAPPED, UC_MEM_WRITE_PROT)
+        code = (PF_PRESENT if error.errno == UC_ERR_WRITE_PROT else 0) | (PF_WRITE if write else 0) \
+            | (PF_USER if self.cpu.cpl == 3 else 0)
+        quirks.clear_fault_and_set_cpl(self.uc)
+        self.write(SHARED_INFO + xen.VI_ARCH_CR2, (address & 0xFFFFFFFF).to_bytes(4, "little"))
+        self._entry = True
+        self._trap(PF_, EXCEPTION, code, self.cpu.cpl, address=address)
 
     def _instruction_text(self, address):
         try:
