@@ -306,10 +306,12 @@ def test_two_vcpus_are_two_threads_of_this_process():
         threads = m.vcpu_threads()
         tasks = os.listdir("/proc/self/task")
         names = {n: thread_name(tid) for n, tid in threads.items()}
+        listed = vmkit.kvm.process_threads()
         m.devices.mmio_access(MMIO_BASE + 4, 4, 1, "write")           # the host's go
         result = m.wait()
     assert sorted(threads) == [0, 1] and all(str(tid) in tasks for tid in threads.values())
     assert names == {0: "CPU 0/KVM", 1: "CPU 1/KVM"}                 # as QEMU names its vCPU threads
+    assert {(threads[0], "CPU 0/KVM"), (threads[1], "CPU 1/KVM"), (os.getpid(), thread_name(os.getpid()))} <= set(listed)
     assert len(set(threads.values())) == 2 and os.getpid() not in threads.values()
     assert result.halted and result.stats["vmexit_HLT"] == 2
     for n in (0, 1):

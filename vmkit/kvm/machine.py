@@ -20,6 +20,7 @@ Several vCPUs run as threads of this process, named "CPU n/KVM" as QEMU names it
 vCPU and its number as the initial APIC ID that CPUID leaf 1 reports in EBX bits 31-24.
 """
 import ctypes
+import os
 import threading
 import time
 
@@ -456,6 +457,19 @@ def _with_apic_id(entry, n):
     if copy.function == 1:
         copy.ebx = (copy.ebx & 0x00FFFFFF) | (n << 24)
     return copy
+
+
+def process_threads(pid="self"):
+    """The threads of a process as Linux lists them in /proc/<pid>/task: [(thread id, name)]. For
+    this process, while a VM runs, its vCPUs are among them."""
+    threads = []
+    for tid in sorted(os.listdir(f"/proc/{pid}/task"), key=int):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                threads.append((int(tid), f.read().strip()))
+        except FileNotFoundError:
+            pass                              # the thread ended while we looked
+    return threads
 
 
 def _name_this_thread(name):
