@@ -9,7 +9,8 @@ space (vmkit.kvm), so the same guest can be compared under both:
 
     reason      VT-x basic exit reason (SDM vol. 3, appendix C)    when
     IO          30  I/O instruction                      an in/out on a port the I/O bitmap selects
-    MMIO        48  EPT violation (no memory behind it)  a load or store in the MMIO device's page
+    MMIO        48  EPT violation (no memory behind it;  a load or store in the MMIO device's page
+                49  EPT misconfig once KVM marks it)
     HLT         12  HLT                                  hlt, if HLT exiting is on
     CPUID       10  CPUID                                always: VT-x cannot run CPUID in the guest
     EXCEPTION    0  exception or NMI                     a fault whose vector is in the exception bitmap
@@ -18,7 +19,9 @@ space (vmkit.kvm), so the same guest can be compared under both:
 Under real KVM the kernel answers CPUID itself from the table user space gave it, so a CPUID exit
 never reaches user space: under "kvm" it does not appear. An exception the bitmap intercepts is
 handed back to the guest (injected at the next VM entry), as KVM does with the ones it does not
-handle itself.
+handle itself. The guest's own timer interrupts come from the model PC's PIC and PIT and are
+delivered at VM entry, with no exit recorded: with KVM's in-kernel PIC and PIT, user space never
+sees them either.
 
 The controls are a small VmcsControls dataclass a lesson can toggle:
 
