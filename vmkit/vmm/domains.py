@@ -108,6 +108,7 @@ class Xen:
         self.domains = {}            # domid -> Paravirt, the live ones
         self.every_domain = []       # every domain ever built, for the run's statistics
         self.now = 0                 # system time, in cycles
+        self.quantum = QUANTUM       # how long a domain runs before the next runnable one gets the CPU
         self.current = dom0
         self.quantum_left = QUANTUM
         self.switches = 0
@@ -195,7 +196,7 @@ class Xen:
                 if candidate is not current:
                     self.switches += 1
                     candidate._entry = True      # it comes back from the hypervisor: pending events first
-                self.current, self.quantum_left = candidate, QUANTUM
+                self.current, self.quantum_left = candidate, self.quantum
                 return candidate
         return None
 
@@ -272,6 +273,13 @@ class Xen:
         grant_tables.grant(domain, xen.GNTTAB_RESERVED_XENSTORE, 0, STORE_PAGE // xen.PAGE_SIZE)
         return domain
 
+    def pause(self, domain):
+        """The controller's pause: the domain keeps its state but gets no CPU until unpaused."""
+        domain.paused = True
+
+    def unpause(self, domain):
+        domain.paused = False
+
     def destroy_domain(self, domain):
         """Tear a domain down: its ports close (their peers become unbound), the mappings it holds
         go, and it leaves the table. Pages others still map stay alive until they unmap them."""
@@ -340,9 +348,9 @@ def domctl(caller, address):
     if target is caller:
         return -xen.EINVAL                                 # dom0 cannot pause or destroy itself
     if cmd == xen.XEN_DOMCTL_pausedomain:
-        target.paused = True
+        hypervisor.pause(target)
     elif cmd == xen.XEN_DOMCTL_unpausedomain:
-        target.paused = False
+        hypervisor.unpause(target)
     elif cmd == xen.XEN_DOMCTL_destroydomain:
         hypervisor.destroy_domain(target)
     else:
