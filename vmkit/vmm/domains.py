@@ -156,7 +156,7 @@ class Xen:
         dom0 = self.dom0
         if dom0.finished:
             return
-        dom0._check_budget()
+        dom0.check_budget()
         self.timers.fire(self.now)
         domain = self._pick()
         if domain is None:
