@@ -105,11 +105,12 @@ class BinaryTranslation(TrapAndEmulate):
     def _boot_state(self):
         super()._boot_state()
         uc, cpu = self.uc, self.cpu
-        uc.mem_map(VMM_DATA, 0x10000)
+        uc.mem_map(VMM_DATA, DATA_SIZE)
         uc.mem_map(CACHE_BASE, self.cache_size)
-        cpu.regions += [(VMM_DATA, 0x10000), (CACHE_BASE, self.cache_size)]
+        cpu.regions += [(VMM_DATA, DATA_SIZE), (CACHE_BASE, self.cache_size)]
         uc.mem_write(SHADOW_GDT + (VMM_CODE_SELECTOR & ~7), encode_descriptor(0, 0xFFFFF, 0xBA))
         uc.mem_write(SHADOW_GDT + (VMM_DATA_SELECTOR & ~7), encode_descriptor(VMM_DATA, DATA_SIZE - 1, 0xB2, 0x4))
+        assert VMM_DATA + DATA_SIZE <= CACHE_BASE
         old = self.vcpu
         self.vcpu = DataPageVCpu(cpu, **{f.name: getattr(old, f.name) for f in dataclasses.fields(VCpu)})
         self.vcpu.gs = cpu["gs"]

@@ -51,9 +51,9 @@ def je_short(offset):
     return bytes([0x74, offset & 0xFF])
 
 
-def jne_short(offset):
-    """jne rel8 (75 cb)."""
-    return bytes([0x75, offset & 0xFF])
+def jecxz(offset):
+    """jecxz rel8 (E3 cb): the one conditional branch that reads no flag."""
+    return bytes([0xE3, offset & 0xFF])
 
 
 def jmp_gs(offset):
@@ -133,9 +133,24 @@ def mov_esp_from_eax(displacement):
     return b"\x89\x44\x24" + bytes([displacement & 0xFF])
 
 
-def mov_ecx_eax():
-    """mov ecx, eax (89 /r)."""
-    return b"\x89\xC1"
+def movzx_ecx_ah():
+    """movzx ecx, ah (0F B6 /r)."""
+    return b"\x0F\xB6\xCC"
+
+
+def mov_ch_gs_table(table):
+    """mov ch, [gs:ecx + table] (8A /r, base ecx, disp32): a byte from a VMM table."""
+    return GS + b"\x8A\xA9" + _u32(table)
+
+
+def mov_cl_al():
+    """mov cl, al (88 /r)."""
+    return b"\x88\xC1"
+
+
+def lea_ecx_ecx_eax():
+    """lea ecx, [ecx + eax] (8D /r with a SIB byte): an addition that leaves EFLAGS alone."""
+    return b"\x8D\x0C\x01"
 
 
 def load_gs(offset):
@@ -154,11 +169,6 @@ def and_eax(value):
     return b"\x25" + _u32(value)
 
 
-def and_ecx(value):
-    """and ecx, imm32 (81 /4 id)."""
-    return b"\x81\xE1" + _u32(value)
-
-
 def or_eax_gs(offset):
     """or eax, [gs:offset] (0B /r)."""
     return GS + b"\x0B" + _disp32("eax") + _u32(offset)
@@ -167,11 +177,6 @@ def or_eax_gs(offset):
 def cmp_gs_byte(offset, value):
     """cmp byte [gs:offset], imm8 (80 /7 ib)."""
     return GS + b"\x80" + _disp32("edi") + _u32(offset) + bytes([value & 0xFF])
-
-
-def cmp_table_eax(table):
-    """cmp [gs:table + ecx*8], eax (39 /r, SIB: scale 8, index ecx, no base)."""
-    return GS + b"\x39\x04\xCD" + _u32(table)
 
 
 def load_table_ecx(table):

@@ -17,11 +17,15 @@ import bisect
 
 from unicorn import UC_HOOK_MEM_WRITE
 
-from .translator import DATA_SIZE, LOOKUP, LOOKUP_ENTRIES, dispatcher
+from .translator import LOOKUP, LOOKUP_ENTRIES, NIBBLE, dispatcher
 
 UNIT_ROOM = 2048          # more than the largest unit the translator can make
 PAGE = 4096
-EMPTY = 0xFFFFFFFF        # a lookup slot no guest address matches
+
+
+def empty_slot(index):
+    """A lookup entry no guest address with this index matches: it holds -(index + 1)."""
+    return (-(index + 1) & 0xFFFFFFFF).to_bytes(4, "little") + bytes(4)
 
 
 class TranslationCache:
@@ -45,8 +49,8 @@ class TranslationCache:
         self.uc.ctl_remove_cache(self.base, self.base + self.size)
         self.translator.dispatcher = self.base
         self.free = self.base + len(code) + 1
-        table = (EMPTY.to_bytes(4, "little") + bytes(4)) * LOOKUP_ENTRIES
-        self.uc.mem_write(self.data + LOOKUP, table)
+        self.uc.mem_write(self.data + NIBBLE, bytes(i & 0xF for i in range(256)))
+        self.uc.mem_write(self.data + LOOKUP, b"".join(empty_slot(i) for i in range(LOOKUP_ENTRIES)))
 
     @property
     def used(self):
@@ -85,7 +89,7 @@ class TranslationCache:
 
     def _remember(self, guest, cache):
         slot = self.data + LOOKUP + 8 * (guest & (LOOKUP_ENTRIES - 1))
-        self.uc.mem_write(slot, guest.to_bytes(4, "little") + cache.to_bytes(4, "little"))
+        self.uc.mem_write(slot, (-guest & 0xFFFFFFFF).to_bytes(4, "little") + cache.to_bytes(4, "little"))
 
     def _patch(self, address, code):
         """Write cache code where the CPU may have run older code: Unicorn keeps its own
@@ -153,9 +157,10 @@ class TranslationCache:
             self.boundaries.pop(piece.cache, None)
         for way in unit.exits:
             self.boundaries.pop(way.site, None)
-        slot = self.data + LOOKUP + 8 * (unit.guest & (LOOKUP_ENTRIES - 1))
+        index = unit.guest & (LOOKUP_ENTRIES - 1)
+        slot = self.data + LOOKUP + 8 * index
         if int.from_bytes(self.uc.mem_read(slot + 4, 4), "little") == unit.cache:
-            self.uc.mem_write(slot, EMPTY.to_bytes(4, "little") + bytes(4))
+            self.uc.mem_write(slot, empty_slot(index))
         for page, units in self._pages.items():
             if unit in units:
                 units.remove(unit)
@@ -170,4 +175,3 @@ class TranslationCache:
                 f"{self.flushes} flushes>")
 
 
-assert DATA_SIZE <= 0x10000

@@ -35,8 +35,9 @@ SAVED_ECX = 0x14
 TARGET = 0x18         # cache address the lookup code jumps to
 GUEST_TARGET = 0x1C   # guest address the lookup code did not find
 VMM_GS = 0x20         # the data page's own selector, to load GS back with after a guest gs: access
-LOOKUP = 0x1000       # the lookup table: LOOKUP_ENTRIES x (guest address, cache address)
-LOOKUP_ENTRIES = 4096
+NIBBLE = 0x100        # 256 bytes: NIBBLE[i] = i & 0xF, a mask the lookup code applies without `and`
+LOOKUP = 0x1000       # the lookup table: LOOKUP_ENTRIES x (-guest address, cache address),
+LOOKUP_ENTRIES = 0x1000   # indexed by the low 12 bits of the guest address
 DATA_SIZE = LOOKUP + 8 * LOOKUP_ENTRIES
 
 IF, IOPL = 1 << 9, 3 << 12
@@ -390,11 +391,16 @@ def _operand_to_eax(insn):
 
 def dispatcher(at):
     """The lookup code every ret and indirect branch jumps to, with the guest target in EAX and the
-    guest's EAX in SAVED_EAX. A hit jumps to the translation; a miss calls out (GUEST_TARGET)."""
-    hit = (emit.load_table_ecx(LOOKUP + 4) + emit.gs_store_reg(TARGET, "ecx") + emit.popfd()
-           + emit.gs_load_reg("eax", SAVED_EAX) + emit.gs_load_reg("ecx", SAVED_ECX) + emit.jmp_gs(TARGET))
-    head = (emit.gs_store_reg(SAVED_ECX, "ecx") + emit.pushfd() + emit.mov_ecx_eax()
-            + emit.and_ecx(LOOKUP_ENTRIES - 1) + emit.cmp_table_eax(LOOKUP) + emit.jne_short(len(hit)))
-    miss = (emit.gs_store_reg(GUEST_TARGET, "eax") + emit.popfd() + emit.gs_load_reg("eax", SAVED_EAX)
-            + emit.gs_load_reg("ecx", SAVED_ECX))
-    return head + hit + miss, at + len(head + hit + miss)     # the code, and where its int3 goes
+    guest's EAX in SAVED_EAX. It must not change EFLAGS, so it masks without `and` (a byte table of
+    i & 0xF) and compares without `cmp`: the table
+    holds each guest address negated, and `lea ecx, [ecx + eax]` is 0 exactly on a match, which
+    `jecxz` tests. A hit jumps to the translation; a miss calls out (GUEST_TARGET)."""
+    restore = emit.gs_load_reg("eax", SAVED_EAX) + emit.gs_load_reg("ecx", SAVED_ECX)
+    index = emit.movzx_ecx_ah() + emit.mov_ch_gs_table(NIBBLE) + emit.mov_cl_al()   # ecx = eax & 0xFFF
+    miss = emit.gs_store_reg(GUEST_TARGET, "eax") + restore
+    head = (emit.gs_store_reg(SAVED_ECX, "ecx") + index + emit.load_table_ecx(LOOKUP)
+            + emit.lea_ecx_ecx_eax() + emit.jecxz(len(miss) + 1))
+    hit = (index + emit.load_table_ecx(LOOKUP + 4) + emit.gs_store_reg(TARGET, "ecx")
+           + restore + emit.jmp_gs(TARGET))
+    code = head + miss + emit.int3() + hit
+    return code, at + len(head + miss)          # the code, and where its int3 is
