@@ -137,7 +137,7 @@ ERRORS = """
     mov [results + 44], eax
     hypercall 36, domctl                      ; domctl with the wrong interface version
     mov [results + 48], eax
-    hypercall 4, 0x08, 0x100000, 0xe019, 0    ; set_callbacks with a selector that is not Xen's ring-1 CS
+    hypercall 20, 99, 0, 0                    ; grant_table_op: no command 99
     mov [results + 52], eax
     shutdown 0
 msg: db "abcd"
@@ -157,7 +157,7 @@ def test_bad_hypercalls_return_negative_errnos_and_the_guest_carries_on():
     assert result.exit_code == 0
     assert words(m, "results", 14) == [-xen.ENOSYS, -xen.ENOSYS, -xen.EFAULT, -xen.ENOSYS, -xen.EFAULT,
                                        -xen.EINVAL, -xen.ENOSYS, -xen.ESRCH, -xen.EINVAL, -xen.EFAULT,
-                                       -xen.ENOSYS, -xen.EINVAL, -xen.EACCES, -xen.EPERM]
+                                       -xen.ENOSYS, -xen.EINVAL, -xen.EACCES, -xen.ENOSYS]
     errors = [e.detail.get("error") for e in result.of_kind("hypercall")]
     assert errors[:3] == ["-ENOSYS", "-ENOSYS", "-EFAULT"]
     assert result.of_kind("hypercall")[0].detail["name"] == "hypercall 99"
@@ -344,6 +344,40 @@ def test_int_n_not_open_to_ring_3_becomes_a_gp_naming_the_vector():
     assert gp.detail["vector"] == 13 and gp.eip == m.image.symbols["user"]
 
 
+def test_without_stack_switch_a_trap_from_ring_3_lands_on_the_stack_the_guest_booted_with():
+    source = pv("""
+        hypercall 0, traps
+        push FLAT_RING3_DS
+        push 0x3e0000
+        push 0x202
+        push FLAT_RING3_CS
+        push user
+        iretd
+    user:
+        int 0x80
+    syscall:
+        mov [where], esp
+        shutdown 0
+    align 4
+    traps:
+        db 0x80, 3
+        dw FLAT_RING1_CS
+        dd syscall
+        dd 0, 0
+    where: dd 0""")
+    m = vmkit.machine(source, PV)
+    m.run()
+    assert m.u32(m.image.symbols["where"]) == 0x400000 - 20      # EIP, CS, EFLAGS, ESP, SS below the boot ESP
+
+
+def test_a_handler_in_a_segment_that_is_not_ring_1_code_crashes_the_domain_when_used():
+    result = vmkit.run(pv("hypercall 0, traps\nmov [result], eax\ncli\n"
+                          "traps: db 13, 0\ndw 0x08\ndd 0x100000\ndd 0, 0\nresult: dd 0"), PV)
+    assert result.of_kind("hypercall")[0].detail["result"] == 0       # Xen checks the selector only when used
+    assert result.exit_code == xen.SHUTDOWN_crash
+    assert "not a ring-1 code segment" in result.of_kind("shutdown")[0].detail["why"]
+
+
 def test_an_exception_without_a_handler_crashes_the_domain():
     result = vmkit.run(pv("nop\ncli\nshutdown 0"), PV)
     assert result.exit_code == xen.SHUTDOWN_crash and result.shutdown
@@ -487,6 +521,13 @@ def test_a_lab_can_pass_its_own_hypercall_handlers():
     table = {number: handler for number, handler in HYPERCALLS.items() if number != 17}
     result = Paravirt(vmkit.guests.image("pv_hello"), hypercalls=table).run()
     assert "running on Xen 65535.65498" in result.serial                  # -ENOSYS, printed as a version
+
+
+def test_a_handler_that_returns_nothing_is_named_in_the_error():
+    table = dict(HYPERCALLS)
+    table[18] = lambda domain, *args: None
+    with pytest.raises(vmkit.VmkitError, match="hypercall 18 .console_io. returned None"):
+        Paravirt(vmkit.guests.image("pv_hello"), hypercalls=table).run()
 
 
 def test_a_guest_that_never_shuts_down_runs_out_of_budget():

@@ -26,8 +26,9 @@ class BadAddress(Exception):
 
 
 def _ring1_selector(selector):
-    """Xen raises a guest selector's RPL to the guest kernel's ring, 1. The guest has no GDT of its
-    own here, so the only selectors it can name are Xen's flat ones."""
+    """Xen raises a guest selector's RPL to the guest kernel's ring, 1. Like Xen it checks nothing
+    more here: a selector that is no ring-1 code segment crashes the domain when it is used."""
+    selector &= 0xFFFF
     return selector | 1 if selector & 3 == 0 else selector
 
 
@@ -45,10 +46,7 @@ def set_trap_table(domain, table, *_):
         vector, flags, cs, address = domain.unpack(xen.TRAP_INFO, table + index * xen.TRAP_INFO.size)
         if address == 0:
             break
-        cs = _ring1_selector(cs)
-        if cs & ~3 != xen.FLAT_RING1_CS & ~3:
-            return -xen.EPERM
-        domain.trap_table[vector] = TrapInfo(vector, flags, cs, address)
+        domain.trap_table[vector] = TrapInfo(vector, flags, _ring1_selector(cs), address)
         vectors.append(vector)
     domain.note(vectors=vectors)
     return 0
@@ -56,18 +54,15 @@ def set_trap_table(domain, table, *_):
 
 def stack_switch(domain, ss, esp, *_):
     """The ring-1 stack Xen switches to when a trap or event arrives while user code runs."""
-    domain.kernel_stack = (_ring1_selector(ss & 0xFFFF), esp)
+    domain.kernel_stack = (_ring1_selector(ss), esp)
     domain.note(stack=f"{domain.kernel_stack[0]:#x}:{esp:#x}")
     return 0
 
 
 def set_callbacks(domain, event_selector, event_address, failsafe_selector, failsafe_address, *_):
     """Where events are delivered (the upcall), and where Xen goes when it cannot return to the guest."""
-    for selector in (event_selector, failsafe_selector):
-        if _ring1_selector(selector & 0xFFFF) & ~3 != xen.FLAT_RING1_CS & ~3:
-            return -xen.EPERM
-    domain.event_callback = (_ring1_selector(event_selector & 0xFFFF), event_address)
-    domain.failsafe_callback = (_ring1_selector(failsafe_selector & 0xFFFF), failsafe_address)
+    domain.event_callback = (_ring1_selector(event_selector), event_address)
+    domain.failsafe_callback = (_ring1_selector(failsafe_selector), failsafe_address)
     domain.note(event_callback=event_address)
     return 0
 

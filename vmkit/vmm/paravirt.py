@@ -31,7 +31,7 @@ from unicorn import (UC_ERR_FETCH_UNMAPPED, UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_P
 from unicorn import x86_const as X
 
 from ..asm import assemble
-from ..errors import GuestError, GuestTimeout
+from ..errors import GuestError, GuestTimeout, VmkitError
 from ..machine import quirks
 from ..machine.cpu import Fault
 from ..machine.delivery import EXCEPTION, SOFTWARE
@@ -107,7 +107,7 @@ class Paravirt(Machine):
         self.modules = [assemble(m) for m in modules]
         self.cmdline = cmdline.encode() if isinstance(cmdline, str) else bytes(cmdline)
         self.trap_table = {}                            # vector -> TrapInfo
-        self.kernel_stack = (xen.FLAT_RING1_SS, 0)      # stack_switch: where a trap from ring 3 lands
+        self.kernel_stack = None                        # stack_switch: where a trap from ring 3 lands
         self.event_callback = self.failsafe_callback = None
         self.blocked = self.paused = self.dying = False
         self.shutdown_code = None                       # SCHEDOP_shutdown's reason once the domain is down
@@ -115,7 +115,8 @@ class Paravirt(Machine):
         self.timers = None                              # its periodic and single-shot timers
         self._entry = False          # the hypervisor has had control: deliver pending events before resuming
         self._exit_recorded = False
-        self._notes = None
+        self._in_hypercall = False
+        self._notes = None                              # what the running hypercall's handler noted
         super().__init__(image, memory, counted=True, technique="paravirt", **budgets)
         for key in PV_STATS:
             self.stats[key] = 0
@@ -137,6 +138,7 @@ class Paravirt(Machine):
         self._write_start_info()
         self.uc.mem_write(SHARED_INFO + xen.VI_UPCALL_MASK, b"\x01")   # events masked until the guest is ready
         stack = min(STACK_TOP, self.memory)
+        self.kernel_stack = (xen.FLAT_RING1_SS, stack)    # the builder's default, until stack_switch
         self.cpu.far_transfer(1, xen.FLAT_RING1_CS, xen.FLAT_RING1_SS, stack, self.image.entry, 0x2 | IF)
         for segment in ("ds", "es", "fs", "gs"):
             self.cpu[segment] = xen.FLAT_RING1_DS
@@ -267,7 +269,7 @@ class Paravirt(Machine):
         if why is not None:                  # a crash: the domain did not ask for it
             self.shutdown = True
             self._event("shutdown", why=why, reason=xen.SHUTDOWN_NAMES[xen.SHUTDOWN_crash])
-        if self._notes is None:              # not in the middle of one of its own hypercalls
+        if not self._in_hypercall:           # else its hypercall's event comes first
             self._record_exit()
         self.xen.domain_shut_down(self)
 
@@ -295,28 +297,35 @@ class Paravirt(Machine):
         number = cpu["eax"]
         args = tuple(cpu[r] for r in ("ebx", "ecx", "edx", "esi", "edi"))
         self.stats["hypercalls"] += 1
-        result, detail = self.call(number, args)
+        self._in_hypercall = True
+        try:
+            result, detail = self.call(number, args)
+        finally:
+            self._in_hypercall = False
         cpu["eax"] = result
         self._event("hypercall", eip=cpu["eip"] - 2, cpl=1, name=xen.hypercall_name(number), number=number,
                     args=args, result=result, **detail)
-        self._notes = None
         if self.shutdown_code is not None:
-            self._record_exit()
+            self._record_exit()                      # after the hypercall that asked for it
 
     def call(self, number, args):
         """Run hypercall `number` with `args` for this domain: (result, what the handler noted).
         Used for `int 0x82` and for each entry of a multicall."""
-        outer, self._notes = self._notes, {}
         handler = self.hypercalls.get(number)
+        outer, self._notes = self._notes, {}
         try:
-            result = -xen.ENOSYS if handler is None else int(handler(self, *args))
+            result = -xen.ENOSYS if handler is None else handler(self, *args)
         except BadAddress as bad:
             result = -xen.EFAULT
             self._notes["fault"] = str(bad)
-        notes = self._notes
+        finally:
+            notes, self._notes = self._notes, outer
+        if not isinstance(result, int):
+            raise VmkitError(f"the handler for hypercall {number} ({xen.hypercall_name(number)}) returned "
+                             f"{result!r}; a hypercall handler returns the value for EAX: 0 or another result "
+                             f"on success, a negative errno such as -{xen.EINVAL} (-EINVAL) on failure")
         if result < 0 and -result in xen.ERRNO_NAMES:
             notes["error"] = "-" + xen.ERRNO_NAMES[-result]
-        self._notes = outer if outer is not None else self._notes
         return result, notes
 
     def _trap(self, vector, source, error_code, ring, **detail):
@@ -371,6 +380,10 @@ class Paravirt(Machine):
             pushed.append(error_code)
         esp = (esp - 4 * len(pushed)) & 0xFFFFFFFF
         in_memory = list(reversed(pushed))
+        if cs & ~3 != xen.FLAT_RING1_CS & ~3:
+            self.crash(f"{cause}: the guest's handler is at {cs:#x}:{eip:#x}, and {cs:#x} is not a ring-1 code "
+                       f"segment (the guest has no GDT of its own here: use FLAT_RING1_CS, {xen.FLAT_RING1_CS:#x})")
+            return False
         try:
             if ss & ~3 != xen.FLAT_RING1_SS & ~3:
                 raise Fault(GP, ss)
