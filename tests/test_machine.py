@@ -185,8 +185,10 @@ def test_the_rings_guest_tells_its_story():
 
 
 def test_other_techniques_say_they_are_not_built_yet():
-    with pytest.raises(vmkit.NotBuiltYet, match="not built yet"):
-        vmkit.run("hlt", technique="paravirt")
+    from vmkit.run import BUILT
+    for technique in [t for t in vmkit.TECHNIQUES if t not in BUILT]:
+        with pytest.raises(vmkit.NotBuiltYet, match="not built yet"):
+            vmkit.run("hlt", technique=technique)
     with pytest.raises(vmkit.VmkitError, match="unknown technique"):
         vmkit.run("hlt", technique="magic")
 
