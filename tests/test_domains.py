@@ -8,6 +8,7 @@ import vmkit
 import vmkit.guests
 from vmkit.vmm import Paravirt
 from vmkit.vmm import event_channels, grant_tables
+from vmkit.vmm.rings import BlkRequest, BlkResponse, read_ring
 from vmkit.vmm import xen_abi as xen
 
 PV = "paravirt"
@@ -63,6 +64,23 @@ def test_stepping_and_running_several_domains_give_the_same_events():
     key = lambda r: [(e.kind, e.eip, e.icount, e.detail["domain"]) for e in r.events]
     assert key(stepped) == key(straight) and stepped.serial == straight.serial
     assert stepped.stats == straight.stats
+
+
+def test_the_ring_can_be_read_from_either_side_while_the_driver_runs():
+    m = vmkit.machine(vmkit.guests.image("pv_dom0"), PV, modules=[vmkit.guests.image("pv_domu")])
+    request_sent = lambda e: e.detail["domain"] == 1 and e.kind == "hypercall" and e.detail.get("op") == "send" \
+        and e.detail.get("port") == 2
+    m.run_until(event=request_sent)                   # the frontend notifies dom0 of its first request
+    domu = m.xen.domains[1]
+    ring = read_ring(domu, 0x200000)
+    assert (ring.req_prod, ring.rsp_prod) == (1, 0)
+    assert ring.requests() == [BlkRequest(slot=0, operation="write", id=1, sector=0, gref=9, first_sect=0,
+                                          last_sect=0)]
+    assert read_ring(m, 0x301000).page == ring.page                    # dom0's mapping: the same page
+    m.run_until(event=lambda e: e.detail["domain"] == 1 and e.kind == "exit")
+    ring = read_ring(domu, 0x200000)
+    assert ring.responses() == [BlkResponse(0, 1, "write", 0), BlkResponse(1, 2, "read", 0)]
+    assert ring.requests() == []
 
 
 # --- scheduling ------------------------------------------------------------------------------------------------------
@@ -197,7 +215,7 @@ def test_the_store_page_is_granted_to_dom0_by_the_domain_builder():
     dom0 = Paravirt(YIELD_FOREVER)
     domu = dom0.xen.create_domain(SPIN.code)
     fields = xen.START_INFO.unpack(domu.read(0x2000, xen.START_INFO.size))
-    magic, nr_pages, shared_info, flags, store_mfn, store_evtchn = fields[:6]
+    nr_pages, flags, store_mfn, store_evtchn = fields[1], fields[3], fields[4], fields[5]
     assert (nr_pages, flags) == (1024, 0)                        # a domU is not privileged
     assert grant_tables.read_entry(domu, xen.GNTTAB_RESERVED_XENSTORE) == (xen.GTF_permit_access, 0, store_mfn)
     assert event_channels.status(dom0, domu.domid, store_evtchn) == (xen.EVTCHNSTAT_unbound, 0, 0, 0)
