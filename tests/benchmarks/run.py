@@ -25,6 +25,7 @@ from unicorn import Uc, UC_ARCH_X86, UC_MODE_32
 
 import kvm as kvm_benchmark              # tests/benchmarks/kvm.py, beside this file
 import paravirt as paravirt_benchmark    # tests/benchmarks/paravirt.py
+import binary_translation as bt_benchmark    # tests/benchmarks/binary_translation.py
 import vmkit
 
 SIEVE = """
@@ -216,6 +217,7 @@ def main():
     trap = trap_and_emulate()
     exits = kvm_benchmark.main()
     paravirt = paravirt_benchmark.main()
+    translation = bt_benchmark.main()
     print("\nTargets:")
     for name, counted, uncounted in rows:
         print(f"   {name}: vmkit >= 0.5x bare: uncounted {uncounted:.2f}x {'met' if uncounted >= 0.5 else 'MISSED'};"
@@ -224,6 +226,7 @@ def main():
     print(f"   trap round trip <= 10 us: {trap:.1f} us {'met' if trap <= 10 else 'MISSED'}")
     print("\n".join(kvm_benchmark.targets(exits)))
     print("\n".join(paravirt_benchmark.targets(paravirt)))
+    print("\n".join(bt_benchmark.targets(translation)))
 
 
 if __name__ == "__main__":
