@@ -342,6 +342,9 @@ def test_int_n_not_open_to_ring_3_becomes_a_gp_naming_the_vector():
     assert m.u32(m.image.symbols["error"]) == 0x80 * 8 + 2
     gp = result.of_kind("ring-transition")[-1]
     assert gp.detail["vector"] == 13 and gp.eip == m.image.symbols["user"]
+    frame = dict(gp.detail["frame"])
+    # events were masked (as at boot): EFLAGS.IF clear in the frame, the mask byte in CS's upper half
+    assert frame["CS"] == 1 << 16 | 0xE02B and not frame["EFLAGS"] & 0x200
 
 
 def test_without_stack_switch_a_trap_from_ring_3_lands_on_the_stack_the_guest_booted_with():

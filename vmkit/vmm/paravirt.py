@@ -364,18 +364,21 @@ class Paravirt(Machine):
     def _enter_guest_handler(self, cs, eip, error_code, mask_events, cause, vector, at, gate):
         """Xen's create_bounce_frame: push a frame on the guest kernel's stack (switching to the
         stack_switch stack when coming from ring 3) and jump to the handler in ring 1. The frame's
-        EFLAGS.IF is the virtual IF (not the mask byte), so the handler knows what to restore."""
+        EFLAGS.IF is the virtual IF (not the mask byte), so the handler knows what to restore; the
+        upper half of its CS slot holds the mask byte itself (iret uses only the lower half)."""
         cpu = self.cpu
         ring = cpu.cpl
         old = cpu.regs(("eip", "cs", "eflags", "esp", "ss"))
-        flags = (old["eflags"] & ~IF) | (0 if self.upcall_mask else IF)
+        saved_mask = self.upcall_mask
+        flags = (old["eflags"] & ~IF) | (0 if saved_mask else IF)
+        cs_slot = saved_mask << 16 | old["cs"]           # Xen keeps the saved mask in the CS slot's upper half
         switch = ring == 3
         if switch:
             ss, esp = self.kernel_stack
-            pushed = [old["ss"], old["esp"], flags, old["cs"], old["eip"]]
+            pushed = [old["ss"], old["esp"], flags, cs_slot, old["eip"]]
         else:
             ss, esp = old["ss"], old["esp"]
-            pushed = [flags, old["cs"], old["eip"]]
+            pushed = [flags, cs_slot, old["eip"]]
         if error_code is not None:
             pushed.append(error_code)
         esp = (esp - 4 * len(pushed)) & 0xFFFFFFFF
