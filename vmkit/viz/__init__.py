@@ -6,6 +6,8 @@
     excerpt("rings", "user_main")    guest source, highlighted
     Stepper(image, technique=...)    step / next event / run / reset over a live machine
     vmm_loop(result), shadow_tables(machine)   a trap-and-emulate VMM's loop and its shadow tables
+    side_by_side(m, unit), cache_graph(m), TranslationStepper(image)   a binary translator's units,
+                                     its translation cache as a graph, and a stepper through both
     Choice(...), Number(...)         self-checks with instant feedback
     check_tools()                    one notice, with the fix, if nasm or graphviz's dot is missing
 """
@@ -17,8 +19,10 @@ from .source import excerpt, highlight
 from .stepper import Stepper
 from .tables import read_tables, tables_diagram
 from .tools import check_tools, missing_tools
+from .translation import TranslationStepper, cache_graph, side_by_side, translation_loop
 from .vmm import shadow_tables, vmm_loop
 
 __all__ = ["Diagram", "Frame", "frame_table", "Choice", "Number", "NATIVE", "VIRTUALIZED", "last_transition",
            "ring_diagram", "excerpt", "highlight", "Stepper", "read_tables", "tables_diagram",
-           "check_tools", "missing_tools", "shadow_tables", "vmm_loop"]
+           "check_tools", "missing_tools", "shadow_tables", "vmm_loop", "TranslationStepper", "cache_graph",
+           "side_by_side", "translation_loop"]
