@@ -340,7 +340,7 @@ serve_requests:
 .done:
     ret
 
-; ---------------------------------------------------------------- hypercall helpers
+; ---------------------------------------------------------------- hypercalls dom0 makes often
 bind:                                   ; bind_interdomain to [bind_interdomain.*]; EAX = local port
     mov ebx, EVTCHNOP_bind_interdomain
     mov ecx, bind_interdomain

@@ -229,6 +229,9 @@ class Xen:
             for key, value in domain.stats.items():
                 total[key] = total.get(key, 0) + value
         total.update(domain_switches=self.switches, idle_cycles=self.idle_cycles, instructions=self.instructions())
+        dropped = sum(d.events_dropped for d in self.every_domain)
+        if dropped:
+            total["events_dropped"] = dropped
         return total
 
     # --- the console ------------------------------------------------------------------------------------
