@@ -15,7 +15,9 @@ at the price of a modified guest. This is Xen's x86_32 ABI (DESIGN.md section 3)
 * the hypervisor's flat segments live in its own GDT (the guest loads none), its own memory sits
   at HYPERVISOR_VIRT_START, read-only to the guest;
 * ports, PIC, PIT and `hlt` are not the guest's: they fault (#GP) like any privileged instruction,
-  and the fault is bounced to the guest's own handler, or crashes the domain if it has none.
+  and the fault is bounced to the guest's own handler, or crashes the domain if it has none;
+  memory outside the domain's RAM, or Xen's own, is a page fault (#PF, the address in
+  vcpu_info.arch.cr2), bounced the same way.
 
 `Paravirt` is one domain: its vcpu (a Unicorn CPU) and its memory. The first one built is dom0,
 and its machine also runs the hypervisor's scheduler (vmkit.vmm.domains.Xen), so `vmkit.run(image,
@@ -24,6 +26,7 @@ in vmkit.vmm.hypercalls; a lab can pass its own table.
 """
 import ctypes
 import struct
+from dataclasses import dataclass
 
 from unicorn import (UC_ERR_FETCH_UNMAPPED, UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_PROT, UC_ERR_WRITE_UNMAPPED,
                      UC_HOOK_INSN, UC_HOOK_MEM_WRITE_PROT, UC_MEM_WRITE, UC_MEM_WRITE_PROT, UC_MEM_WRITE_UNMAPPED,
@@ -71,12 +74,13 @@ MEMORY_FAULTS = (UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_UNMAPPED, UC_ERR_FETCH_UNMAP
 PF_PRESENT, PF_WRITE, PF_USER = 1, 2, 4     # the page-fault error code
 
 
+@dataclass(frozen=True)
 class TrapInfo:
     """One entry of the guest's virtual IDT (set_trap_table): who handles a vector, and how."""
-    __slots__ = ("vector", "flags", "cs", "address")
-
-    def __init__(self, vector, flags, cs, address):
-        self.vector, self.flags, self.cs, self.address = vector, flags, cs, address
+    vector: int
+    flags: int              # bits 0-1: the DPL an `int n` needs; bit 2: mask events on entry
+    cs: int
+    address: int
 
     @property
     def dpl(self):
@@ -160,14 +164,13 @@ class Paravirt(Machine):
                                  f"({MODULES:#x}-{MODULES_END:#x})", None)
             self.uc.mem_write(address, module.code)
             address = (address + len(module.code) + 0xFFF) & ~0xFFF
-        self._modules_end = address
 
     def _write_start_info(self):
         flags = xen.SIF_PRIVILEGED | xen.SIF_INITDOMAIN if self.domid == 0 else 0
         first = self.modules[0] if self.modules else None
-        values = dict(magic=xen.START_INFO_MAGIC, nr_pages=self.memory // xen.PAGE_SIZE, shared_info=SHARED_INFO,
-                      flags=flags, mod_start=MODULES if first else 0, mod_len=len(first.code) if first else 0)
-        self.write_start_info(**values)
+        self.write_start_info(magic=xen.START_INFO_MAGIC, nr_pages=self.memory // xen.PAGE_SIZE,
+                              shared_info=SHARED_INFO, flags=flags, mod_start=MODULES if first else 0,
+                              mod_len=len(first.code) if first else 0)
         self.uc.mem_write(START_INFO + xen.SI_CMD_LINE, self.cmdline[:xen.MAX_GUEST_CMDLINE - 1] + b"\0")
 
     def write_start_info(self, **fields):
