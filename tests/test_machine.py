@@ -220,3 +220,10 @@ def test_an_interrupt_waiting_through_a_cli_section_comes_right_after_interrupts
     sti_shadow = 1 if enable.startswith("sti") else 0
     assert taken.eip == image.symbols["after_enable"] + sti_shadow
     assert [(e.kind, e.eip, e.icount) for e in m.result().events] == [(e.kind, e.eip, e.icount) for e in straight.events]
+
+
+def test_an_uncounted_run_ends_at_the_debug_exit_even_if_bad_code_follows():
+    """Unicorn runs on a little past a stop when it does not count: the exit must still win over
+    the fault in the bytes behind it."""
+    result = vmkit.run("mov al, 3\nout 0xf4, al\nmov eax, [0x7ffffff0]\n", max_instructions=None)
+    assert result.exit_code == 7

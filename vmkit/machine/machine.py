@@ -242,6 +242,8 @@ class Machine:
             raise GuestError(f"the guest turned paging on (CR0.PG, near eip {self.cpu['eip']:#x}); the vmkit PC "
                              f"models protected mode without paging", self.result())
         stop = self._stop
+        if error is not None and stop is not None and stop.kind == "exit" and not self.counted:
+            raise MustCount("Unicorn ran on past the debug-exit write into an error")
         if error is not None:
             self._on_error(error)
         elif stop is None:
