@@ -139,6 +139,8 @@ ERRORS = """
     mov [results + 48], eax
     hypercall 20, 99, 0, 0                    ; grant_table_op: no command 99
     mov [results + 52], eax
+    hypercall 29, 2, 3                        ; sched_op shutdown given the reason, not a pointer to it
+    mov [results + 56], eax
     shutdown 0
 msg: db "abcd"
 align 4
@@ -147,7 +149,7 @@ alloc: dd 0, 0
 bind: dd 0, 0, 0
 domctl: dd 1, 7, 0, 0
     times 128 db 0
-results: times 14 dd 0x55555555
+results: times 15 dd 0x55555555
 """
 
 
@@ -155,9 +157,9 @@ def test_bad_hypercalls_return_negative_errnos_and_the_guest_carries_on():
     m = vmkit.machine(pv(ERRORS), PV)
     result = m.run()
     assert result.exit_code == 0
-    assert words(m, "results", 14) == [-xen.ENOSYS, -xen.ENOSYS, -xen.EFAULT, -xen.ENOSYS, -xen.EFAULT,
+    assert words(m, "results", 15) == [-xen.ENOSYS, -xen.ENOSYS, -xen.EFAULT, -xen.ENOSYS, -xen.EFAULT,
                                        -xen.EINVAL, -xen.ENOSYS, -xen.ESRCH, -xen.EINVAL, -xen.EFAULT,
-                                       -xen.ENOSYS, -xen.EINVAL, -xen.EACCES, -xen.ENOSYS]
+                                       -xen.ENOSYS, -xen.EINVAL, -xen.EACCES, -xen.ENOSYS, -xen.EFAULT]
     errors = [e.detail.get("error") for e in result.of_kind("hypercall")]
     assert errors[:3] == ["-ENOSYS", "-ENOSYS", "-EFAULT"]
     assert result.of_kind("hypercall")[0].detail["name"] == "hypercall 99"

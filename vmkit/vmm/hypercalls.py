@@ -21,7 +21,8 @@ class BadAddress(Exception):
     """A guest pointer the hypervisor cannot follow: the hypercall returns -EFAULT."""
 
     def __init__(self, address, size):
-        super().__init__(f"{size} bytes at {address:#x} are not in the domain's memory")
+        super().__init__(f"{size} bytes at {address:#x} are not in the domain's memory"
+                         + (" (the first page is never mapped)" if 0 <= address < 4096 else ""))
         self.address, self.size = address, size
 
 

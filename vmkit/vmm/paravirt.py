@@ -188,13 +188,15 @@ class Paravirt(Machine):
         self.uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._on_unmapped)      # a write to Xen's read-only memory
 
     # --- guest memory, as the hypervisor's copy_from_guest / copy_to_guest see it ----------------------
+    # A pointer into the first page is refused like one outside RAM: no PV kernel maps page 0, so in
+    # Xen a null pointer faults (and a number passed where a pointer belongs usually does too).
     def read(self, address, size):
-        if address < 0 or size < 0 or address + size > self.memory:
+        if address < xen.PAGE_SIZE or size < 0 or address + size > self.memory:
             raise BadAddress(address, size)
         return self.cpu.read(address, size) if size else b""
 
     def write(self, address, data):
-        if address < 0 or address + len(data) > self.memory:
+        if address < xen.PAGE_SIZE or address + len(data) > self.memory:
             raise BadAddress(address, len(data))
         self.uc.mem_write(address, bytes(data))
 
