@@ -4,7 +4,7 @@ from .errors import NotBuiltYet, VmkitError
 from .machine import DEFAULT_MAX_INSTRUCTIONS, DEFAULT_MEMORY, DEFAULT_TIMEOUT, Machine, MustCount
 
 TECHNIQUES = ("native", "trap-and-emulate", "binary-translation", "paravirt", "hardware-assist", "kvm")
-BUILT = ("native", "trap-and-emulate", "paravirt", "hardware-assist", "kvm")
+BUILT = ("native", "trap-and-emulate", "binary-translation", "paravirt", "hardware-assist", "kvm")
 
 
 def machine(image_or_source, technique="native", *, memory=DEFAULT_MEMORY,
@@ -20,6 +20,9 @@ def _machine_class(technique):
     if technique == "trap-and-emulate":
         from .vmm import TrapAndEmulate
         return TrapAndEmulate
+    if technique == "binary-translation":
+        from .vmm import BinaryTranslation
+        return BinaryTranslation
     if technique == "paravirt":
         from .vmm.paravirt import Paravirt
         return Paravirt
