@@ -141,6 +141,8 @@ ERRORS = """
     mov [results + 52], eax
     hypercall 29, 2, 3                        ; sched_op shutdown given the reason, not a pointer to it
     mov [results + 56], eax
+    hypercall 18, 0, 0, 0                     ; console_io: nothing to write, and no buffer needed
+    mov [results + 60], eax
     shutdown 0
 msg: db "abcd"
 align 4
@@ -149,7 +151,7 @@ alloc: dd 0, 0
 bind: dd 0, 0, 0
 domctl: dd 1, 7, 0, 0
     times 128 db 0
-results: times 15 dd 0x55555555
+results: times 16 dd 0x55555555
 """
 
 
@@ -157,9 +159,9 @@ def test_bad_hypercalls_return_negative_errnos_and_the_guest_carries_on():
     m = vmkit.machine(pv(ERRORS), PV)
     result = m.run()
     assert result.exit_code == 0
-    assert words(m, "results", 15) == [-xen.ENOSYS, -xen.ENOSYS, -xen.EFAULT, -xen.ENOSYS, -xen.EFAULT,
+    assert words(m, "results", 16) == [-xen.ENOSYS, -xen.ENOSYS, -xen.EFAULT, -xen.ENOSYS, -xen.EFAULT,
                                        -xen.EINVAL, -xen.ENOSYS, -xen.ESRCH, -xen.EINVAL, -xen.EFAULT,
-                                       -xen.ENOSYS, -xen.EINVAL, -xen.EACCES, -xen.ENOSYS, -xen.EFAULT]
+                                       -xen.ENOSYS, -xen.EINVAL, -xen.EACCES, -xen.ENOSYS, -xen.EFAULT, 0]
     errors = [e.detail.get("error") for e in result.of_kind("hypercall")]
     assert errors[:3] == ["-ENOSYS", "-ENOSYS", "-EFAULT"]
     assert result.of_kind("hypercall")[0].detail["name"] == "hypercall 99"

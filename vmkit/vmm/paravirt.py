@@ -191,11 +191,15 @@ class Paravirt(Machine):
     # A pointer into the first page is refused like one outside RAM: no PV kernel maps page 0, so in
     # Xen a null pointer faults (and a number passed where a pointer belongs usually does too).
     def read(self, address, size):
+        if size == 0:
+            return b""
         if address < xen.PAGE_SIZE or size < 0 or address + size > self.memory:
             raise BadAddress(address, size)
-        return self.cpu.read(address, size) if size else b""
+        return self.cpu.read(address, size)
 
     def write(self, address, data):
+        if not data:
+            return
         if address < xen.PAGE_SIZE or address + len(data) > self.memory:
             raise BadAddress(address, len(data))
         self.uc.mem_write(address, bytes(data))
