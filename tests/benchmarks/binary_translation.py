@@ -58,7 +58,7 @@ def median_of(n, image, technique):
 
 def cli_sti(rounds=20_000, repeats=5):
     from run import CLI_STI_LOOP           # the loop the trap-and-emulate benchmark measures
-    print(f"5. binary translation: a kernel loop of cli/sti ({rounds:,} rounds), median of {repeats} runs")
+    print(f"6. binary translation: a kernel loop of cli/sti ({rounds:,} rounds), median of {repeats} runs")
     image = vmkit.assemble(CLI_STI_LOOP.format(rounds=rounds))
     rows = {}
     for technique in ("native", "trap-and-emulate", "binary-translation"):
