@@ -262,7 +262,7 @@ class Translator:
             insn = decode(self.read(address, 15), address)
             if insn is None:
                 if window:
-                    u.check_pending(address)
+                    self._window(u, address)
                 start = u.here
                 u.callout("undecodable", address)
                 unit.pieces.append(Piece(address, 0, "(undecodable)", start, bytes(unit.code[start - cache:]), "call-out"))
@@ -273,7 +273,7 @@ class Translator:
             if kind == "rule" and insn.mnemonic not in self.rules:
                 kind = "call-out"                    # no rewrite rule: it traps like under trap-and-emulate
             if window and kind != "copy":
-                u.check_pending(address)             # the shadow ends at a branch or call-out
+                self._window(u, address)             # the shadow ends at a branch or call-out
                 window = False
             start = u.here
             how = {"copy": "copied", "rule": "rewritten", "sensitive-read": "rewritten",
@@ -282,10 +282,7 @@ class Translator:
             unit.pieces.append(Piece(address, insn.size, text, start, bytes(unit.code[start - cache:]), how))
             address += insn.size
             if window:
-                piece_start = u.here
-                u.check_pending(address)
-                unit.pieces.append(Piece(address, 0, "(interrupt window)", piece_start,
-                                         bytes(unit.code[piece_start - cache:]), "check"))
+                self._window(u, address)
                 window = False
             if u.opened_window:
                 window, u.opened_window = True, False
@@ -293,11 +290,18 @@ class Translator:
                 break
         if not ended:
             if window:
-                u.check_pending(address)
+                self._window(u, address)
             start = u.here
             u.exit(address)
             unit.pieces.append(Piece(address, 0, "(end of unit)", start, bytes(unit.code[start - cache:]), "exit"))
         return unit
+
+    def _window(self, u, address):
+        """The check for a waiting interrupt, as a piece of its own: the guest is at `address`."""
+        start = u.here
+        u.check_pending(address)
+        u.unit.pieces.append(Piece(address, 0, "(interrupt window)", start,
+                                   bytes(u.unit.code[start - u.unit.cache:]), "check"))
 
     def _one(self, u, insn, kind):
         """Translate one instruction; True when it ends the unit."""
