@@ -369,6 +369,130 @@ def census_classes(measurements):
     return [{"privileged": r.privileged, "sensitive": r.sensitive, "hole": r.hole} for r in rows]
 
 
+# --- a guest under binary translation with rewrite rules and a chain rule a student wrote (lab 3) -------
+BT_MAX_INSTRUCTIONS = 3_000_000
+BT_TIMEOUT = 3.0                                    # a guest that never ends is stopped within this
+REWRITTEN = ("cli", "sti", "pushfd", "popfd")       # the instructions a translator rewrites, never traps
+
+
+def run_bt(source, rules=None, chain=None, what="the guest under your translator",
+           max_instructions=BT_MAX_INSTRUCTIONS, timeout=BT_TIMEOUT):
+    """BinaryTranslation(image, rules=rules, chain=chain) run to its end: (machine, result). A guest
+    that does not assemble, runs out of budget or goes astray fails with a message that names it,
+    and so does a rule or chain rule that raises."""
+    import vmkit                                    # late: the caller's vmkit, as the student sees it
+    from .vmm import BinaryTranslation
+    if rules is not None:
+        rules = {name: _named_rule(rule, name) for name, rule in rules.items()}
+    if chain is not None:
+        chain = _named_chain(chain)
+    try:
+        machine = BinaryTranslation(vmkit.assemble(source), rules=rules, chain=chain,
+                                    max_instructions=max_instructions, timeout=timeout)
+        return machine, machine.run()
+    except AsmError as error:
+        raise AssertionError(f"{what} does not assemble: NASM stops at line {error.line} "
+                             f"({error.text.strip()!r}): {error.message}") from None
+    except GuestTimeout as error:
+        partial = error.result
+        raise AssertionError(
+            f"{what} did not finish within {max_instructions:,} instructions or {timeout:g} s.\n"
+            f"  serial output so far: {partial.serial if partial is not None else ''!r}\n"
+            f"  where to look: translated code that spins (a chained exit that jumps to itself, or to the "
+            f"wrong place), or a guest waiting for a timer tick that never comes because the virtual IF "
+            f"stays 0") from None
+    except GuestError as error:
+        raise AssertionError(f"{what} went astray: {error}\n  where to look: the bytes your rules and "
+                             f"your chain rule emit (decode them with vmkit.asm.disassemble)") from None
+
+
+def _named_rule(rule, name):
+    """`rule`, with an exception it raises turned into a message that names the rule and the guest
+    instruction it was translating."""
+    def translating(u, insn):
+        try:
+            return rule(u, insn)
+        except Exception as error:
+            text = f"{insn.mnemonic} {insn.op_str}".strip()
+            raise AssertionError(f"your rule for {name!r} raised {type(error).__name__}: {error}\n"
+                                 f"  while translating `{text}` at {insn.address:#x}\n"
+                                 f"  where to look: the rule runs once, at translation time, and hands the "
+                                 f"translation its code with u.emit(bytes)") from error
+    return translating
+
+
+def _named_chain(chain):
+    """`chain`, with an exception it raises turned into a message that names the exit it was chaining."""
+    def chaining(site, target):
+        try:
+            return chain(site, target)
+        except Exception as error:
+            way = "backwards" if target < site else "forwards"
+            raise AssertionError(f"your chain rule raised {type(error).__name__}: {error}\n"
+                                 f"  while chaining the exit at {site:#x} to {target:#x} (a jump {way})\n"
+                                 f"  where to look: the displacement is a signed 32-bit number") from error
+    return chaining
+
+
+def rewritten_traps(result):
+    """The kernel's cli, sti, pushfd and popfd that trapped: [[instruction, eip], ...]. User code's
+    own cli (a #GP in ring 3) is the guest's business, not the translator's."""
+    return [[e.detail["instruction"], e.eip] for e in result.of_kind("trap")
+            if e.cpl != 3 and e.detail.get("instruction", "").split(" ")[0] in REWRITTEN]
+
+
+def bt_facts(machine, result):
+    """What a run under binary translation did, as plain data: how it ended, what it printed, the
+    rewritten instructions that trapped anyway, and what the translation cost."""
+    facts = {"serial": result.serial, "exit_code": result.exit_code, "halted": result.halted,
+             "shutdown": result.shutdown, "rewritten_traps": rewritten_traps(result),
+             "traps": result.stats.get("traps", 0), "cache_misses": result.stats.get("cache_misses", 0),
+             "blocks_translated": result.stats.get("blocks_translated", 0)}
+    return json.loads(json.dumps(facts))
+
+
+def bt_run(source):
+    """The guest natively and under vmkit's own binary translator: {"native", "bt"}."""
+    import vmkit
+    from .vmm import BinaryTranslation
+    native = vmkit.run(source, max_instructions=BT_MAX_INSTRUCTIONS, timeout=30)
+    machine = BinaryTranslation(vmkit.assemble(source), max_instructions=BT_MAX_INSTRUCTIONS, timeout=30)
+    result = machine.run()
+    return {"native": {"serial": native.serial, "exit_code": native.exit_code, "halted": native.halted,
+                       "shutdown": native.shutdown},
+            "bt": bt_facts(machine, result)}
+
+
+def bt_runs(sources):
+    """bt_run for each guest, in one process: [{"native", "bt"}, ...]."""
+    return [bt_run(source) for source in sources]
+
+
+def chain_bytes(cases):
+    """vmkit's own chain rule for each [site, target]: the bytes, as a list of numbers."""
+    from .vmm.translator import chain
+    return [list(chain(site, target)) for site, target in cases]
+
+
+def check_like_native(got, native, what, hint=None):
+    """A run under a student's translator against the bare machine's: the same serial output (the
+    first line that differs is shown, with `hint`), the same ending, and no rewritten instruction
+    trapped."""
+    if got["serial"] != native["serial"]:
+        mine, theirs = got["serial"].split("\n"), native["serial"].split("\n")
+        line = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), min(len(mine), len(theirs)))
+        check(False, f"{what}: serial output, line {line + 1}, against the bare machine",
+              expected=theirs[line] if line < len(theirs) else "(no more output)",
+              got=mine[line] if line < len(mine) else "(no more output)",
+              hint=hint or "the guest prints what it observes: compare with what your rules make the translated "
+                           "code do to the flags, the stack and the virtual IF")
+    ending = ("exit_code", "halted", "shutdown")
+    check_equal({k: got[k] for k in ending}, {k: native[k] for k in ending}, what=f"{what}: how the guest ended",
+                hint="an exit code comes from `out 0xf4, al`; a shutdown is a triple fault")
+    check_equal(got["rewritten_traps"], [], what=f"{what}: kernel cli/sti/pushfd/popfd that trapped (instruction, eip)",
+                hint="a rewrite rule must emit in-cache code; u.callout(...) or no rule at all is a trap")
+
+
 # --- sVirt (lab 7): MCS levels, libvirt's category pairs and policy decisions, from vmkit.isolation -----
 def mcs_levels(texts, pairs):
     """Each level parsed as [sensitivity, sorted categories], and whether a dominates b for each pair."""
@@ -406,4 +530,5 @@ def svirt_decisions(cases):
 FACTS = {"selectors": selectors, "descriptors": descriptors, "census": census, "trace": trace,
          "interrupt_frames": interrupt_frames, "vmm_run": vmm_run, "vmm_runs": vmm_runs,
          "census_rows": census_rows, "census_classes": census_classes, "census_and_classes": census_and_classes,
+         "bt_run": bt_run, "bt_runs": bt_runs, "chain_bytes": chain_bytes,
          "mcs_levels": mcs_levels, "mcs_allocations": mcs_allocations, "svirt_decisions": svirt_decisions}
