@@ -246,3 +246,52 @@ def test_a_runaway_kernel_is_stopped_by_its_budget():
 def test_the_translator_rules_are_plain_functions_a_lab_can_replace():
     for name, rule in RULES.items():
         assert list(inspect.signature(rule).parameters) == ["u", "insn"], name
+
+
+# --- where a waiting interrupt lands: exactly where it lands on the guest's own machine ------------
+WINDOW_CASES = {
+    "sti then a jump": "sti\njmp far_away\nnop\nfar_away: nop\nnop\n",
+    "popf turning IF on": "push dword 0x202\npopf\nnop\nnop\n",
+    "sti then hlt": "sti\nhlt\nnop\n",
+    "sti then a taken branch": "xor eax, eax\nsti\njz far_away\nnop\nfar_away: nop\n",
+    "sti then a call": "sti\ncall far_away\nfar_away: nop\nnop\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(WINDOW_CASES))
+def test_a_waiting_timer_interrupt_arrives_at_the_native_instruction(case):
+    """The timer fires while IF is off; the handler prints the address it interrupted."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from guestkit import PIC_IRQ0_ONLY, kernel
+    body = PIC_IRQ0_ONLY + """
+        mov al, 0x34
+        out 0x43, al
+        mov al, 50
+        out 0x40, al
+        xor al, al
+        out 0x40, al
+        mov ecx, 20000
+        loop $                       ; the timer fires here (after 4,190 cycles), with IF off
+    """ + WINDOW_CASES[case] + "mov al, 1\nout 0xf4, al\n"
+    handler = """
+        mov eax, [esp]
+        mov ecx, 4
+        mov dx, 0x3f8
+    .byte:
+        out dx, al
+        shr eax, 8
+        loop .byte
+        mov al, 2
+        out 0xf4, al
+    """
+    native, _ = same_as_native(kernel(body=body, gates={0x20: ("tick", 0x8E)}, handlers={"tick": handler}))
+    assert native.exit_code == (2 << 1) | 1 and len(native.serial_bytes) == 4     # the handler ran
+
+
+def test_pushf_and_popf_without_rules_are_emulated_on_the_virtual_flags():
+    rules = {name: rule for name, rule in RULES.items() if name not in ("pushfd", "popfd")}
+    image = vmkit.guests.image("holes")
+    native = vmkit.run(image)
+    bt = BinaryTranslation(image, rules=rules).run()
+    assert bt.serial == native.serial
+    assert {"pushfd", "popfd"} <= {e.detail["instruction"] for e in bt.of_kind("trap")}

@@ -24,7 +24,7 @@ from ..machine import quirks
 from ..machine.delivery import EXCEPTION, SOFTWARE
 from ..machine.machine import BOOT_CS, DEFAULT_MEMORY, _Stop
 from ..machine.x86 import DB, GP, IF, IOPL_MASK, NP, SS_, UD, encode_descriptor
-from .emulate import (EMULATORS, SENSITIVE_READS, _guest_descriptor, decode, effective_address, operand_value,
+from .emulate import (EMULATORS, FLAGS, SENSITIVE_READS, _guest_descriptor, decode, effective_address, operand_value,
                       write_operand, write_register)
 from .trap_emulate import SHADOW_GDT, VMM_BASE, TrapAndEmulate, compress
 from .translation_cache import TranslationCache
@@ -97,7 +97,7 @@ class BinaryTranslation(TrapAndEmulate):
         self._far_return = None               # a return to ring 3 the cache is about to carry out
         self._written = []                    # units a guest write killed during this slice
         self._effect = None                   # what the last emulated call-out did, for its event
-        table = dict(EMULATORS, **SENSITIVE_READS) if emulators is None else emulators
+        table = dict(EMULATORS, **SENSITIVE_READS, **FLAGS) if emulators is None else emulators
         super().__init__(image, memory, emulators=table, **budgets)
         self.technique = "binary-translation"
 

@@ -326,8 +326,32 @@ def verw(vmm, insn):
     return f"{selector:#x} writable at CPL 0: {ok}"
 
 
+def pushfd(vmm, insn):
+    """pushf without a rewrite rule: the guest's flags, its virtual IF and IOPL among them."""
+    cpu = vmm.cpu
+    value = vmm.vcpu.flags_view(cpu["eflags"])
+    esp = (cpu["esp"] - 4) & 0xFFFFFFFF
+    cpu.write(cpu.segment_base(cpu["ss"]) + esp, value.to_bytes(4, "little"), "the guest's stack")
+    cpu["esp"] = esp
+    return f"pushed the virtual flags {value:#x}"
+
+
+def popfd(vmm, insn):
+    """popf without a rewrite rule, at the guest kernel's virtual CPL 0: IF and IOPL go to the
+    virtual CPU, the arithmetic flags to the real ones."""
+    cpu = vmm.cpu
+    value = cpu.u32(cpu.segment_base(cpu["ss"]) + cpu["esp"], "the guest's stack")
+    cpu["esp"] = (cpu["esp"] + 4) & 0xFFFFFFFF
+    vmm.vcpu.interrupt_flag = bool(value & (1 << 9))
+    vmm.vcpu.iopl = (value >> 12) & 3
+    cpu["eflags"] = (cpu["eflags"] & ((1 << 9) | (3 << 12))) | (value & 0x244DD5) | 0x2
+    return f"virtual IF {int(vmm.vcpu.interrupt_flag)}, IOPL {vmm.vcpu.iopl}; flags {value:#x}"
+
+
 ZF_BIT = 1 << 6
 # What a binary translator calls out for besides EMULATORS: the instructions Robin & Irvine found
 # sensitive but unprivileged, answered from the virtual CPU and the guest's own tables.
 SENSITIVE_READS = {"sgdt": sgdt, "sidt": sidt, "sldt": sldt, "str": str_, "smsw": smsw,
                    "lar": lar, "lsl": lsl, "verr": verr, "verw": verw}
+# pushf and popf, for a translator that has no rewrite rule for them
+FLAGS = {"pushfd": pushfd, "popfd": popfd}

@@ -79,8 +79,9 @@ class TranslationCache:
         self.units[guest] = unit
         self._by_cache.append((unit.cache, unit))
         for piece in unit.pieces:
-            if piece.size or piece.how == "check":
+            if piece.size:
                 self.boundaries[piece.cache] = piece.guest
+        self.boundaries.update(unit.checks)
         for way in unit.exits:
             self.boundaries[way.site] = way.target
         self._remember(guest, unit.cache)
@@ -157,6 +158,8 @@ class TranslationCache:
             self.boundaries.pop(piece.cache, None)
         for way in unit.exits:
             self.boundaries.pop(way.site, None)
+        for cache, _ in unit.checks:
+            self.boundaries.pop(cache, None)
         index = unit.guest & (LOOKUP_ENTRIES - 1)
         slot = self.data + LOOKUP + 8 * index
         if int.from_bytes(self.uc.mem_read(slot + 4, 4), "little") == unit.cache:

@@ -83,6 +83,8 @@ class Unit:
     exits: list = field(default_factory=list)
     code: bytearray = field(default_factory=bytearray)
     chained_from: list = field(default_factory=list)    # exits of other units that jump here
+    checks: list = field(default_factory=list)          # (cache address, guest address) of each
+                                                        # interrupt check: the guest is there
     alive: bool = True
 
     @property
@@ -101,7 +103,8 @@ class Builder:
     def __init__(self, unit, callouts):
         self.unit = unit
         self.callouts = callouts
-        self.opened_window = False
+        self.opened_window = None          # "now" (popf) or "after the next instruction" (sti)
+        self.window_at_exits = False       # a branch in sti's shadow: check at each exit, at its target
         self.vcs = unit.vcs
 
     @property
@@ -119,20 +122,26 @@ class Builder:
 
     def exit(self, target):
         """A chainable exit to guest address `target`: jmp rel32 to the call-out right behind it."""
+        if self.window_at_exits:
+            self.check_pending(target)       # the branch is done: the interrupt comes at its target
         site = self.here
         way = Exit(site, target)
         self.emit(emit.jmp(site, site + 5))
         self.callout("miss", target, exit=way)
         self.unit.exits.append(way)
 
-    def interrupt_window(self):
-        """The virtual IF may have just turned on: check for a waiting interrupt after the next
-        instruction (the CPU's own interrupt shadow after sti)."""
-        self.opened_window = True
+    def interrupt_window(self, shadow=True):
+        """The virtual IF may have just turned on: check for a waiting interrupt, after the next
+        instruction (the CPU's interrupt shadow after sti) or, with shadow=False (popf), at once."""
+        self.opened_window = "next" if shadow else "now"
 
     def check_pending(self, guest):
-        """pushfd; cmp byte [gs:PENDING], 0; je over; popfd; int3; jmp done; over: popfd; done:"""
-        self.emit(emit.pushfd() + emit.cmp_gs_byte(PENDING, 0) + emit.je_short(4) + emit.popfd())
+        """An interrupt waits and the virtual IF is on: call out so the VMM delivers it.
+        pushfd; cmp byte [gs:PENDING], 0; je over; cmp byte [gs:VIF + 1], 0; je over; popfd; int3;
+        jmp done; over: popfd; done:"""
+        self.unit.checks.append((self.here, guest))
+        self.emit(emit.pushfd() + emit.cmp_gs_byte(PENDING, 0) + emit.je_short(14)
+                  + emit.cmp_gs_byte(VIF + 1, 0) + emit.je_short(4) + emit.popfd())
         self.callout("pending", guest)
         self.emit(emit.jmp_short(1) + emit.popfd())
 
@@ -162,7 +171,7 @@ def popfd(u, insn):
     u.emit(emit.gs_store_reg(SAVED_EAX, "eax") + emit.mov_eax_from_esp(0) + emit.and_eax(IF)
            + emit.gs_store_reg(VIF, "eax") + emit.mov_eax_from_esp(0) + emit.and_eax(IOPL)
            + emit.gs_store_reg(VIOPL, "eax") + emit.gs_load_reg("eax", SAVED_EAX) + emit.popfd())
-    u.interrupt_window()
+    u.interrupt_window(shadow=False)
 
 
 def chain(site, target):
@@ -272,20 +281,25 @@ class Translator:
             kind = classify(insn)
             if kind == "rule" and insn.mnemonic not in self.rules:
                 kind = "call-out"                    # no rewrite rule: it traps like under trap-and-emulate
-            if window and kind != "copy":
-                self._window(u, address)             # the shadow ends at a branch or call-out
+            if window and kind == "call-out":
+                window = False                       # the VMM delivers it after emulating the instruction
+            elif window and kind == "indirect":
+                self._window(u, address)             # before a ret: the closest the cache code gets
                 window = False
+            u.window_at_exits, window = window and kind == "direct", window and kind != "direct"
             start = u.here
             how = {"copy": "copied", "rule": "rewritten", "sensitive-read": "rewritten",
                    "gs-prefixed": "rewritten", "call-out": "call-out"}.get(kind, "exit")
             ended = self._one(u, insn, kind)
+            u.window_at_exits = False
             unit.pieces.append(Piece(address, insn.size, text, start, bytes(unit.code[start - cache:]), how))
             address += insn.size
-            if window:
+            if u.opened_window == "now" or (window and u.opened_window is None):
                 self._window(u, address)
                 window = False
-            if u.opened_window:
-                window, u.opened_window = True, False
+            if u.opened_window == "next":
+                window = True
+            u.opened_window = None
             if ended:
                 break
         if not ended:
@@ -339,16 +353,21 @@ class Translator:
             u.emit(emit.push_imm32(after))
             u.exit(target)
         elif first in (0xE0, 0xE1, 0xE2, 0xE3):      # loop/loope/loopne/jecxz: rel8 only
-            u.emit(bytes([first, 2]) + emit.jmp_short(6))
+            u.emit(bytes([first, 2]) + emit.jmp_short(0))
+            skip = len(u.unit.code)
             u.exit(target)
+            u.unit.code[skip - 1] = len(u.unit.code) - skip     # the jmp short over the taken exit
             u.exit(after)
         else:                                         # jcc: taken -> second exit, else the first
             condition = insn.mnemonic[1:]
             condition = {"z": "e", "nz": "ne", "c": "b", "nc": "ae", "na": "be", "nbe": "a",
                          "nae": "b", "nb": "ae", "pe": "p", "po": "np", "nge": "l", "nl": "ge",
                          "ng": "le", "nle": "g"}.get(condition, condition)
-            u.emit(emit.jcc(condition, u.here, u.here + 6 + 6))
+            at = u.here
+            u.emit(emit.jcc(condition, at, at))
             u.exit(after)
+            taken = u.here
+            u.unit.code[at - u.unit.cache:at - u.unit.cache + 6] = emit.jcc(condition, at, taken)
             u.exit(target)
         return True
 
