@@ -295,3 +295,10 @@ def test_pushf_and_popf_without_rules_are_emulated_on_the_virtual_flags():
     bt = BinaryTranslation(image, rules=rules).run()
     assert bt.serial == native.serial
     assert {"pushfd", "popfd"} <= {e.detail["instruction"] for e in bt.of_kind("trap")}
+
+
+def test_run_until_a_guest_address_stops_there_although_the_cache_runs_the_code():
+    m = vmkit.machine("mov eax, 1\nadd eax, 2\nhere: add eax, 3\nmov al, 0\nout 0xf4, al\n", BT)
+    m.run_until(eip=m.image.symbols["here"])
+    assert m.guest_eip() == m.image.symbols["here"] and m.cpu["eax"] == 3
+    assert m.run().exit_code == 1

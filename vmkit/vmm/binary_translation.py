@@ -550,6 +550,30 @@ class BinaryTranslation(TrapAndEmulate):
         self.uc.ctl_remove_cache(detail["address"], detail["address"] + len(detail["before"]))
         self.exception(GP, EXCEPTION, 0)
 
+    # --- stepping in guest addresses ---------------------------------------------------------------
+    def guest_eip(self):
+        """Where the guest is: its own address, or None while the CPU is inside the cache code of
+        one guest instruction (or in the VMM's lookup code)."""
+        eip = self.cpu["eip"]
+        if self.cpu.cpl == 1 and eip in self.cache:
+            return self.cache.guest_address(eip)
+        return eip
+
+    def run_until(self, event=None, eip=None, instructions=None):
+        """As Machine.run_until; `eip` is a guest address. The kernel's code runs from the cache,
+        so reaching a guest address is found one host instruction at a time: slow, but exact."""
+        if eip is None:
+            return super().run_until(event=event, instructions=instructions)
+        first = len(self.events)
+        target = None if instructions is None else self.instructions + instructions
+        self.run_until(event=event, instructions=1)
+        while not self.finished and self.guest_eip() != eip and (target is None or self.instructions < target):
+            before = len(self.events)
+            self.run_until(event=event, instructions=1)
+            if event is not None and len(self.events) > before and self._stop_requested:
+                break
+        return self.events[first:]
+
     # --- what the guest sees at the end ----------------------------------------------------------------
     def result(self):
         result = super().result()
