@@ -24,7 +24,7 @@ from ..machine import quirks
 from ..machine.delivery import EXCEPTION, SOFTWARE
 from ..machine.machine import BOOT_CS, DEFAULT_MEMORY, _Stop
 from ..machine.x86 import DB, GP, IF, IOPL_MASK, NP, SS_, UD, encode_descriptor
-from .emulate import (EMULATORS, FLAGS, SENSITIVE_READS, _guest_descriptor, decode, effective_address, operand_value,
+from .emulate import (EMULATORS, FLAGS, SENSITIVE_READS, guest_descriptor, decode, effective_address, operand_value,
                       write_operand, write_register)
 from .trap_emulate import SHADOW_GDT, VMM_BASE, TrapAndEmulate, compress
 from .translation_cache import TranslationCache
@@ -177,7 +177,7 @@ class BinaryTranslation(TrapAndEmulate):
     def _set_vcs(self, selector):
         if selector == self.vcpu.cs:
             return
-        descriptor = _guest_descriptor(self, selector)
+        descriptor = guest_descriptor(self, selector)
         if descriptor is not None and descriptor.base != 0:
             raise GuestError(f"the guest kernel's code segment {selector:#x} has base {descriptor.base:#x}; "
                              f"this translator assumes kernel code segments based at 0", self.result())
@@ -363,7 +363,7 @@ class BinaryTranslation(TrapAndEmulate):
         """The checks a far transfer to ring 0 makes on its code segment (SDM 5.8); a fault or None."""
         if selector & ~3 == 0:
             return (GP, EXCEPTION, 0)
-        d = _guest_descriptor(self, selector)
+        d = guest_descriptor(self, selector)
         if d is None or not d.is_code:
             return (GP, EXCEPTION, selector & ~3)
         if (d.conforming and d.dpl > 0) or (not d.conforming and (d.dpl != 0 or selector & 3)):
@@ -433,7 +433,7 @@ class BinaryTranslation(TrapAndEmulate):
         else:                                                   # m16:32
             raw = cpu.read(effective_address(self, insn, ops[0]), 6)
             offset, selector = int.from_bytes(raw[:4], "little"), int.from_bytes(raw[4:], "little")
-        d = _guest_descriptor(self, selector)
+        d = guest_descriptor(self, selector)
         if d is not None and not d.s:
             self.unsupported("a far transfer through a gate or a task")
         fault = self._code_segment_fault(selector)
@@ -464,7 +464,7 @@ class BinaryTranslation(TrapAndEmulate):
         selector, pops = self._selector_operand(insn)
         if selector & ~3 == 0:
             return (GP, EXCEPTION, 0)
-        d = _guest_descriptor(self, selector)
+        d = guest_descriptor(self, selector)
         if d is None or selector & 3 or not d.writable or d.dpl != 0:
             return (GP, EXCEPTION, selector & ~3)
         if not d.present:
@@ -482,7 +482,7 @@ class BinaryTranslation(TrapAndEmulate):
         """mov gs, pop gs, lgs: checked as the CPU would at CPL 0; the value goes to the virtual GS."""
         selector, pops = self._selector_operand(insn)
         if selector & ~3:
-            d = _guest_descriptor(self, selector)
+            d = guest_descriptor(self, selector)
             if d is None or not d.s or (d.is_code and not d.readable):
                 return (GP, EXCEPTION, selector & ~3)
             if (d.is_data or not d.conforming) and d.dpl < (selector & 3):

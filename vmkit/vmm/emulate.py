@@ -267,7 +267,7 @@ def smsw(vmm, insn):
     return f"the guest reads its virtual CR0 ({value:#x})"
 
 
-def _guest_descriptor(vmm, selector):
+def guest_descriptor(vmm, selector):
     """The guest's own descriptor for `selector` (its GDT, not the shadow), or None."""
     base, limit = vmm.vcpu.gdtr
     if selector & ~3 == 0 or selector & 4 or (selector & ~7) + 7 > limit:
@@ -292,7 +292,7 @@ def _set_zf(vmm, on):
 
 def lar(vmm, insn):
     selector = operand_value(vmm, insn, insn.operands[1]) & 0xFFFF
-    d = _guest_descriptor(vmm, selector)
+    d = guest_descriptor(vmm, selector)
     ok = _visible(d, selector, LAR_SYSTEM_TYPES)
     _set_zf(vmm, ok)
     if ok:
@@ -302,7 +302,7 @@ def lar(vmm, insn):
 
 def lsl(vmm, insn):
     selector = operand_value(vmm, insn, insn.operands[1]) & 0xFFFF
-    d = _guest_descriptor(vmm, selector)
+    d = guest_descriptor(vmm, selector)
     ok = _visible(d, selector, LSL_SYSTEM_TYPES)
     _set_zf(vmm, ok)
     if ok:
@@ -312,7 +312,7 @@ def lsl(vmm, insn):
 
 def verr(vmm, insn):
     selector = operand_value(vmm, insn, insn.operands[0]) & 0xFFFF
-    d = _guest_descriptor(vmm, selector)
+    d = guest_descriptor(vmm, selector)
     ok = d is not None and d.s == 1 and d.readable and _visible(d, selector, ())
     _set_zf(vmm, ok)
     return f"{selector:#x} readable at CPL 0: {ok}"
@@ -320,7 +320,7 @@ def verr(vmm, insn):
 
 def verw(vmm, insn):
     selector = operand_value(vmm, insn, insn.operands[0]) & 0xFFFF
-    d = _guest_descriptor(vmm, selector)
+    d = guest_descriptor(vmm, selector)
     ok = d is not None and d.writable and d.dpl >= (selector & 3)
     _set_zf(vmm, ok)
     return f"{selector:#x} writable at CPL 0: {ok}"
