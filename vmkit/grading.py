@@ -532,3 +532,119 @@ FACTS = {"selectors": selectors, "descriptors": descriptors, "census": census, "
          "census_rows": census_rows, "census_classes": census_classes, "census_and_classes": census_and_classes,
          "bt_run": bt_run, "bt_runs": bt_runs, "chain_bytes": chain_bytes,
          "mcs_levels": mcs_levels, "mcs_allocations": mcs_allocations, "svirt_decisions": svirt_decisions}
+
+
+# --- a paravirtual guest on hypercall handlers a student wrote (lab 4) ------------------------------------
+PV_MAX_INSTRUCTIONS = 3_000_000
+PV_TIMEOUT = 3.0
+PV_STATS = ("hypercalls", "traps", "upcalls", "bounces", "multicall_entries")
+
+
+def run_pv(source, hypercalls=None, modules=(), what="the guest under your hypervisor",
+           max_instructions=PV_MAX_INSTRUCTIONS, timeout=PV_TIMEOUT):
+    """Paravirt(image, hypercalls=hypercalls, modules=modules) run until dom0 shuts down: (dom0,
+    result). A guest that does not assemble or runs out of budget fails with a message that names it,
+    and so does a handler that raises or returns no value for EAX."""
+    import vmkit                                    # late: the caller's vmkit, as the student sees it
+    from .vmm import Paravirt
+    if hypercalls is not None:
+        hypercalls = {number: _named_handler(handler, number) for number, handler in hypercalls.items()}
+    try:
+        dom0 = Paravirt(vmkit.assemble(source), hypercalls=hypercalls, modules=modules,
+                        max_instructions=max_instructions, timeout=timeout)
+        return dom0, dom0.run()
+    except AsmError as error:
+        raise AssertionError(f"{what} does not assemble: NASM stops at line {error.line} "
+                             f"({error.text.strip()!r}): {error.message}") from None
+    except GuestTimeout as error:
+        serial = error.result.serial if error.result is not None else ""
+        raise AssertionError(
+            f"{what} did not shut down within {max_instructions:,} instructions or {timeout:g} s.\n"
+            f"  the console's last lines: {serial[-300:]!r}\n"
+            f"  where to look: a loop that never ends in the guest, or a hypercall that never does what the "
+            f"guest waits for (a shutdown that never happens, an event that is never delivered)") from None
+    except vmkit.VmkitError as error:
+        raise AssertionError(f"{what} stopped: {error}") from None
+
+
+def _named_handler(handler, number):
+    """`handler`, with an exception it raises turned into a message that names the hypercall. A bad
+    guest pointer (BadAddress) passes through: the hypervisor turns it into -EFAULT."""
+    from .vmm import xen_abi as xen
+    from .vmm.hypercalls import BadAddress
+
+    def hypercall(domain, *args):
+        try:
+            return handler(domain, *args)
+        except (BadAddress, AssertionError):
+            raise
+        except Exception as error:
+            shown = ", ".join(f"{a:#x}" for a in args)
+            raise AssertionError(f"your handler for hypercall {number} ({xen.hypercall_name(number)}) raised "
+                                 f"{type(error).__name__}: {error}\n  called with the guest's EBX..EDI: {shown}") from error
+    hypercall.__name__ = getattr(handler, "__name__", "handler")
+    return hypercall
+
+
+def pv_facts(result):
+    """What a paravirtual run did, as plain data: how it ended, what it printed, the counters of
+    hypercalls, traps, upcalls, bounces and multicall entries, and every hypercall as [domain, name,
+    result] in order."""
+    facts = {"serial": result.serial, "exit_code": result.exit_code, "shutdown": result.shutdown,
+             "stats": {key: result.stats.get(key, 0) for key in PV_STATS},
+             "hypercalls": [[e.detail["domain"], e.detail["name"], e.detail["result"]]
+                            for e in result.of_kind("hypercall")]}
+    return json.loads(json.dumps(facts))
+
+
+def pv_run(source, modules=()):
+    """The guest under vmkit's own hypervisor and hypercalls: pv_facts."""
+    from .vmm import Paravirt
+    from .asm import assemble
+    dom0 = Paravirt(assemble(source), modules=modules, max_instructions=PV_MAX_INSTRUCTIONS, timeout=30)
+    return pv_facts(dom0.run())
+
+
+def pv_runs(cases):
+    """pv_run for each [source, modules], in one process."""
+    return [pv_run(source, modules) for source, modules in cases]
+
+
+PV_HINTS = {
+    "serial": "what the domains wrote to the console: console_io copies `count` bytes from `buffer`",
+    "exit_code": "the exit code is the reason dom0 gave SCHEDOP_shutdown; a crash gives 3",
+    "shutdown": "True when a domain crashed (a fault with no handler in its trap table)",
+    "stats": "hypercalls and traps into Xen, events delivered (upcalls), traps bounced to the guest, "
+             "multicall entries run",
+    "hypercalls": "each hypercall as [domain, name, the value returned in EAX]: 0 on success, a negative "
+                  "errno (-22 EINVAL, -38 ENOSYS, -14 EFAULT) on failure",
+}
+
+
+def check_pv_facts(got, expected, what, hints=None):
+    """Compare pv_facts of a run on a student's handlers (or routines) with the reference run's,
+    field by field; a list is shown at its first difference, the serial output at its first line
+    that differs. `hints` adds to or replaces PV_HINTS for this comparison."""
+    hints = dict(PV_HINTS, **(hints or {}))
+    for field in expected:
+        g, e = got.get(field), expected[field]
+        if g == e:
+            continue
+        shown = field
+        if isinstance(e, list) and isinstance(g, list):
+            first = next((i for i, (a, b) in enumerate(zip(g, e)) if a != b), min(len(g), len(e)))
+            g, e = (g[first] if first < len(g) else "(nothing)"), (e[first] if first < len(e) else "(nothing)")
+            shown = f"{field}, item {first} (of {len(expected[field])} expected)"
+        elif isinstance(e, dict) and isinstance(g, dict):
+            keys = [k for k in e if g.get(k) != e[k]]
+            g, e = {k: g.get(k) for k in keys}, {k: e[k] for k in keys}
+        elif isinstance(e, str) and isinstance(g, str):
+            mine, theirs = g.split("\n"), e.split("\n")
+            line = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), min(len(mine), len(theirs)))
+            g = mine[line] if line < len(mine) else "(no more output)"
+            e = theirs[line] if line < len(theirs) else "(no more output)"
+            shown = f"{field}, line {line + 1}"
+        check(False, f"{what}: {shown}", expected=e, got=g, hint=hints.get(field))
+
+
+FACTS.update(pv_run=pv_run, pv_runs=pv_runs)
