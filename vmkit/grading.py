@@ -648,3 +648,199 @@ def check_pv_facts(got, expected, what, hints=None):
 
 
 FACTS.update(pv_run=pv_run, pv_runs=pv_runs)
+
+
+# --- a user-space run loop a student wrote, on the hardware-assist model and on KVM (lab 5) -----------
+LOOP_TIMEOUT = 5.0                                  # seconds; a guest stuck in `jmp $` on KVM costs this
+LOOP_MAX_EXITS = 5_000                              # a guest polling a status that never comes stops here
+LOOP_FIELDS = ("exits", "serial", "exit_code", "mmio", "ended")   # in the order a difference is explained
+MMIO_REGISTERS = ("scratch", "ticks", "rings")
+DEBUG_EXIT_PORT = 0xF4
+LOOP_HINTS = {
+    "exits": "each exit as [reason, port or address, size, direction, value], a read with the value the "
+             "guest got: the first difference is where your device model and vmkit's part",
+    "serial": "what the guest printed: the low byte of each write to 0x3f8; a guest prints what it read, "
+              "so a wrong answer shows here too",
+    "exit_code": "a write of v to isa-debug-exit (0xf4) sets (v << 1) | 1, v taken at the access's size",
+    "mmio": "the MMIO device at the end: SCRATCH keeps each byte written, TICKS counts reads, DOORBELL counts "
+            "writes",
+    "ended": '"exit" right after the write to 0xf4, "halted" at HLT, "shutdown" at SHUTDOWN',
+}
+
+
+def kvm_why_not():
+    """Why the local KVM cannot run a lab's user-space loop (the probe's reason, with the fix), or None."""
+    from .kvm.probe import probe
+    return probe().why_not("protected-mode")
+
+
+def lab_devices():
+    """A lab's device state: what COM1 printed, the exit code, the MMIO device's three registers."""
+    from types import SimpleNamespace
+    return SimpleNamespace(serial=bytearray(), exit_code=None, scratch=0, ticks=0, rings=0)
+
+
+def run_user_loop(source, loop, engine="hardware-assist", what="the guest"):
+    """`loop(vcpu)` on a fresh vmkit.kvm.userspace.user_vcpu(source, engine) until it returns: (vcpu, what it
+    returned), the vCPU closed. A guest that never ends and a broken rule of the KVM API (a read left
+    unanswered, a halted vCPU run again) fail with a message that names them; an exception the loop
+    raises reaches the caller as it is."""
+    from .kvm.userspace import RunLoopError, user_vcpu
+    vcpu = user_vcpu(source, engine, timeout=LOOP_TIMEOUT, max_exits=LOOP_MAX_EXITS)
+    try:
+        with vcpu:
+            return vcpu, loop(vcpu)
+    except GuestTimeout as error:
+        raise AssertionError(
+            f"{what} on {engine} did not finish: {error}\n  where to look: a guest that polls COM1's line "
+            f"status spins until an answer has the bit it tests; the loop must return when the guest ends "
+            f"(debug exit, HLT, SHUTDOWN)") from None
+    except RunLoopError as error:
+        raise AssertionError(f"{what} on {engine}: {error}") from None
+    except GuestError as error:
+        raise AssertionError(f"{what} on {engine} stopped: {error}") from None
+
+
+def handler_loop(vcpu, on_io, on_mmio):
+    """vmkit's run loop around two handlers (each takes the exit and returns a read's value), so that a
+    lab can check one handler at a time. Returns how the run ended."""
+    while True:
+        exit = vcpu.run()
+        if exit.reason in ("IO", "MMIO"):
+            try:
+                value = (on_io if exit.reason == "IO" else on_mmio)(exit)
+            except Exception as error:              # the student's handler: say which exit it failed on
+                text = _source_line(vcpu, exit)
+                raise AssertionError(f"the handler raised {type(error).__name__}: {error}\n  on the exit {exit}"
+                                     + (f" (the guest's `{text}`)" if text else "")) from error
+            if exit.reads:
+                vcpu.answer(value)
+            elif exit.reason == "IO" and exit.port == DEBUG_EXIT_PORT:
+                return "exit"
+        elif exit.reason in ("HLT", "SHUTDOWN"):
+            return "halted" if exit.reason == "HLT" else "shutdown"
+        else:
+            raise AssertionError(f"the guest met an exit the lab's guests never make: {exit}")
+
+
+def loop_facts(ended, vcpu, io_devices, mmio_devices=None):
+    """What a run of a user-space loop did, as plain data: how it ended, what COM1 printed, the exit code,
+    the MMIO registers at the end, and every exit (reads with the value answered). Device state is
+    vmkit's DeviceModel or a lab's (lab_devices); the MMIO registers come from `mmio_devices` if given."""
+    mmio_devices = io_devices if mmio_devices is None else mmio_devices
+    if hasattr(io_devices, "port_access"):                       # vmkit's own DeviceModel
+        serial, exit_code = io_devices.serial.output, io_devices.debug_exit.exit_code
+    else:
+        serial, exit_code = getattr(io_devices, "serial", b""), getattr(io_devices, "exit_code", None)
+    try:
+        serial = bytes(serial).decode("latin-1")
+    except (TypeError, ValueError):
+        serial = repr(serial)
+    registers = getattr(mmio_devices, "mmio", mmio_devices)
+    facts = {"ended": ended, "serial": serial, "exit_code": exit_code,
+             "mmio": {name: getattr(registers, name, None) for name in MMIO_REGISTERS}, **exits_of(vcpu)}
+    return json.loads(json.dumps(facts, default=repr))
+
+
+def exits_of(vcpu):
+    """{"exits": the vCPU's exits as plain data, "instructions": where each happened, in words}."""
+    from .kvm.userspace import exit_record
+    exits = vcpu.exits if vcpu is not None else []
+    return {"exits": [exit_record(e) for e in exits], "instructions": [_instruction(vcpu, e) for e in exits]}
+
+
+def _instruction(vcpu, exit):
+    """", at eip 0x...: the guest's `source line`" for an exit, as far as the guest's listing tells."""
+    eip = exit.detail.get("eip")
+    text = _source_line(vcpu, exit)
+    return "" if eip is None else f", at eip {eip:#x}" + (f": the guest's `{text}`" if text else "")
+
+
+def _source_line(vcpu, exit):
+    image, eip = getattr(vcpu, "image", None), exit.detail.get("eip")
+    line = image.lines.get(eip) if image is not None and eip is not None else None
+    return image.source_line(line).split(";")[0].strip() if line else ""
+
+
+def user_space_run(source):
+    """The guest on vmkit's hardware-assist model with the model's own devices, as loop_facts: the exits
+    are the model's vmexit events that reach user space (KVM answers CPUID inside the kernel)."""
+    import vmkit
+    from .kvm.userspace import UserExit, exit_record
+    from .vmm.hardware_assist import KERNEL_HANDLED
+    machine = vmkit.machine(source, "hardware-assist", timeout=30)
+    result = machine.run()
+    ended = "exit" if result.exit_code is not None else "shutdown" if result.shutdown else "halted"
+    exits = [exit_record(UserExit(e.detail["reason"], e.detail)) for e in result.of_kind("vmexit")
+             if e.detail["reason"] not in KERNEL_HANDLED]
+    return {"ended": ended, "serial": result.serial_bytes.decode("latin-1"), "exit_code": result.exit_code,
+            "mmio": {name: getattr(machine.mmio, name) for name in MMIO_REGISTERS}, "exits": exits}
+
+
+def user_space_runs(sources):
+    """user_space_run for each guest, in one process."""
+    return [user_space_run(source) for source in sources]
+
+
+def device_answers(script):
+    """vmkit's device model taking each access of `script` ([reason, port or address, size, direction,
+    value]) in order: {"answers": each read's value (None for a write), "serial", "exit_code", "mmio"}."""
+    from .kvm.devices import DeviceModel
+    devices = DeviceModel()
+    answers = [(devices.port_access if reason == "IO" else devices.mmio_access)(where, size, value, direction)
+               for reason, where, size, direction, value in script]
+    return {"answers": answers, "serial": bytes(devices.serial.output).decode("latin-1"),
+            "exit_code": devices.debug_exit.exit_code,
+            "mmio": {name: getattr(devices.mmio, name) for name in MMIO_REGISTERS}}
+
+
+def check_handler(handler, script, expected, what, hint=None, show=3):
+    """handler(devices, exit) for each access of `script` in order, on one fresh lab_devices(): the value
+    of every read, then the devices' state, against `expected` (device_answers of the same script)."""
+    from .kvm.userspace import UserExit
+    devices = lab_devices()
+    wrong = []
+    for (reason, where, size, direction, value), want in zip(script, expected["answers"]):
+        exit = UserExit(reason, {"port" if reason == "IO" else "address": where, "size": size,
+                                 "direction": direction, "value": value})
+        try:
+            got = handler(devices, exit)
+        except Exception as error:                  # the student's code raised: report it as the answer
+            wrong.append((exit, want if exit.reads else "no error", f"{type(error).__name__}: {error}"))
+            continue
+        if exit.reads and got != want:
+            wrong.append((exit, want, got))
+    if wrong:
+        lines = [f"Check failed: {what}: {len(wrong)} of {len(script)} accesses wrong"]
+        for exit, want, got in wrong[:show]:
+            lines.append(f"  {exit}\n      expected: {_show(want)}\n      got:      {_show(got)}")
+        if len(wrong) > show:
+            lines.append(f"  ... and {len(wrong) - show} more")
+        if hint:
+            lines.append(f"  where to look: {hint}")
+        raise AssertionError("\n".join(lines))
+    state = loop_facts(None, None, devices)
+    for field in ("serial", "exit_code", "mmio"):
+        check_equal(state[field], expected[field], what=f"{what}: devices.{field} after the accesses",
+                    hint=LOOP_HINTS[field])
+
+
+def check_loop_facts(got, expected, what):
+    """loop_facts of a student's run against user_space_run's (the fields `expected` has), the first
+    difference explained."""
+    for field in (f for f in LOOP_FIELDS if f in expected):
+        g, e = got.get(field), expected[field]
+        if g == e:
+            continue
+        name = field
+        if isinstance(e, list) and isinstance(g, list):
+            first = next((i for i, (a, b) in enumerate(zip(g, e)) if a != b), min(len(g), len(e)))
+            g = g[first] if first < len(g) else "(no more exits)"
+            e = e[first] if first < len(e) else "(no more exits)"
+            where = got.get("instructions") or []
+            name = f"{field}, item {first} (of {len(expected[field])} expected)" + (
+                where[first] if first < len(where) else "")
+        check(False, f"{what}: {name}", expected=e, got=g, hint=LOOP_HINTS[field])
+
+
+FACTS.update({"user_space_runs": user_space_runs, "device_answers": device_answers})

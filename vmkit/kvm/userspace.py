@@ -1,0 +1,417 @@
+"""The vCPU as a VMM's user space sees it, on the real KVM or on vmkit's model: for run loops
+written by hand.
+
+Every KVM VMM has the same loop at its heart (kvm-hello-world's run_vm, QEMU's kvm_cpu_exec):
+
+    while True:
+        exit = vcpu.run()             KVM_RUN: the guest runs until it needs user space
+        ...                           a device model decides what the access means
+        vcpu.answer(value)            an `in` or an MMIO read waits for its value; KVM completes
+                                      the instruction with it at the next KVM_RUN
+
+vmkit.run(image, "kvm") runs that loop with vmkit's own device model. Here the loop is the
+caller's, and so is the device model: no port and no MMIO register answers by itself.
+
+    vcpu = user_vcpu(image, "kvm")              # KVM_RUN on /dev/kvm, kvm_run decoded
+    vcpu = user_vcpu(image, "hardware-assist")  # vmkit's model of VT-x, its exits handed out alike
+
+Both hand out the same exits for the same guest, so one loop runs on both. An exit is a
+UserExit: `exit.reason` and its details as attributes, `exit.eip` naming the exiting instruction:
+
+    IO        port, size (1, 2, 4), direction ("in"/"out"), value (written by an out; None for an in)
+    MMIO      address, size, direction ("read"/"write"), value (written; None for a read)
+    HLT       interrupts: whether IF was set (with it clear, nothing can wake the vCPU)
+    SHUTDOWN  the guest's CPU gave up (a triple fault)
+    INTERNAL_ERROR, FAIL_ENTRY, ...   the real KVM could not go on
+
+What the kernel handles never arrives: CPUID (KVM answers it from its table; the model does the
+same) and the signal that stops a runaway guest. A string instruction (`rep outsb`) that KVM
+reports as one exit of `count` items is handed out one item at a time.
+
+The rules, each broken one an error that says so (RunLoopError): answer every read, and nothing
+else, before the next run(), with a value that fits its size; stop after HLT with interrupts off
+and after SHUTDOWN or an error exit. A guest that never ends is stopped by its budget of exits and
+of seconds (vmkit.GuestTimeout).
+"""
+import queue
+import threading
+import time
+
+from ..errors import GuestError, GuestTimeout, VmkitError
+from ..machine.x86 import IF
+from ..vmm.hardware_assist import HardwareAssist
+from . import api
+from .exits import Exit, ExitLocator, decode
+from .machine import KvmMachine
+from .vm import DEVICE
+
+ENGINES = ("hardware-assist", "kvm")
+TIMEOUT = 10.0                     # seconds of real time, from the first run()
+MAX_EXITS = 20_000
+MAX_INSTRUCTIONS = 5_000_000       # the model's own budget, for a guest that spins without exits
+READS = {("IO", "in"), ("MMIO", "read")}
+FINAL = {"SHUTDOWN": "the guest's CPU shut down (a triple fault)",
+         "INTERNAL_ERROR": "KVM could not go on (KVM_EXIT_INTERNAL_ERROR)",
+         "FAIL_ENTRY": "the CPU refused to enter the guest (KVM_EXIT_FAIL_ENTRY)"}
+
+
+class RunLoopError(VmkitError):
+    """A run loop broke a rule of the KVM API (a read left unanswered, a halted vCPU run again)."""
+
+
+class UserExit(Exit):
+    """An exit as user space gets it: `reason`, and each detail as an attribute (exit.port)."""
+
+    def __getattr__(self, name):
+        if name.startswith("_") or name == "detail":
+            raise AttributeError(name)
+        try:
+            return self.detail[name]
+        except KeyError:
+            raise AttributeError(f"a {self.reason} exit has no {name!r}; it has "
+                                 f"{', '.join(self.detail) or 'no details'}") from None
+
+    @property
+    def reads(self):
+        """Does the guest wait for an answer (an `in`, an MMIO read)?"""
+        return (self.reason, self.detail.get("direction")) in READS
+
+
+class UserVcpu:
+    """What every engine's vCPU shares: the rules of the loop, the budget, and the log of exits
+    (`exits`: each exit handed out, reads with the value answered)."""
+
+    engine = None
+
+    def __init__(self, timeout=TIMEOUT, max_exits=MAX_EXITS):
+        self.timeout, self.max_exits = timeout, max_exits
+        self.exits = []
+        self._deadline = None
+        self._waiting = None               # the read that waits for its answer
+        self._over = None                  # why this vCPU cannot run again
+
+    def run(self):
+        """Run the guest until its next exit, and return it."""
+        if self._waiting is not None:
+            raise RunLoopError(f"the guest is still waiting for the value of its read ({self._waiting}): call "
+                               f"vcpu.answer(value) before vcpu.run()")
+        if self._over is not None:
+            raise RunLoopError(f"{self._over}: this vCPU cannot run again, and your loop should have stopped there")
+        if len(self.exits) >= self.max_exits:
+            raise GuestTimeout(f"the guest made {len(self.exits):,} exits without finishing (max_exits="
+                               f"{self.max_exits:,}); the last: {'; '.join(map(str, self.exits[-3:]))}. A guest "
+                               f"polling a status that never comes? A loop that never stops?", None)
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self.timeout
+            self._start()
+        exit = self._next_exit()
+        self.exits.append(UserExit(exit.reason, dict(exit.detail)))
+        if exit.reads:
+            self._waiting = exit
+        elif exit.reason == "HLT" and not exit.detail.get("interrupts"):
+            where = f" (hlt at eip {exit.eip:#x})" if "eip" in exit.detail else ""
+            self._over = f"the guest halted with interrupts off{where}: nothing can wake it"
+        elif exit.reason not in ("IO", "MMIO", "HLT"):
+            self._over = FINAL.get(exit.reason, f"the exit {exit.reason} ends the run")
+        return exit
+
+    def answer(self, value):
+        """The value the waiting read gets: KVM completes the guest's instruction with it."""
+        exit = self._waiting
+        if exit is None:
+            last = f"the last exit was {self.exits[-1]}" if self.exits else "the guest has not run yet"
+            raise RunLoopError(f"nothing waits for an answer ({last}); only an IO in and an MMIO read take one")
+        top = (1 << (8 * exit.size)) - 1
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+            raise RunLoopError(f"the guest's read ({exit}) takes {exit.size} byte(s): answer an int from 0 to "
+                               f"{top:#x}, not {value!r}")
+        self._waiting = None
+        self.exits[-1].detail["value"] = value
+        self._complete(exit, value)
+
+    def record(self):
+        """The exits as plain data: [reason, port or address, size, direction, value] (HLT, SHUTDOWN: [reason])."""
+        return [exit_record(e) for e in self.exits]
+
+    def seconds_left(self):
+        return max(self._deadline - time.monotonic(), 0.0)
+
+    def _timeout(self):
+        return GuestTimeout(f"the guest ran for {self.timeout:g} s of real time without finishing (timeout="
+                            f"{self.timeout:g} s), after {len(self.exits):,} exits. A loop that never ends?", None)
+
+    # what each engine provides
+    def _start(self):
+        """The first run() is about to happen."""
+
+    def _next_exit(self):
+        raise NotImplementedError
+
+    def _complete(self, exit, value):
+        raise NotImplementedError
+
+    def close(self):
+        """Release the engine."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def exit_record(exit):
+    if exit.reason == "IO":
+        return ["IO", exit.port, exit.size, exit.direction, exit.detail.get("value")]
+    if exit.reason == "MMIO":
+        return ["MMIO", exit.address, exit.size, exit.direction, exit.detail.get("value")]
+    return [exit.reason]
+
+
+# --- the real KVM ------------------------------------------------------------------------------------
+class KvmUserVcpu(UserVcpu):
+    """vCPU 0 of a VM with the vmkit PC's memory and boot state (vmkit.kvm.KvmMachine builds it), with
+    its exits handed to the caller. The budget is a watchdog that kicks the vCPU out of KVM_RUN."""
+
+    engine = "kvm"
+
+    def __init__(self, image, *, timeout=TIMEOUT, max_exits=MAX_EXITS, path=DEVICE):
+        super().__init__(timeout, max_exits)
+        self.machine = KvmMachine(image, timeout=None, path=path)
+        self.image, self.vcpu = self.machine.image, self.machine.vcpus[0]
+        self._locator = ExitLocator(self._read, self.image.lines)
+        self._items = []                   # the rest of a string I/O exit
+        self._inputs = []                  # answers to a string `ins`, written when all are in
+        self._expired = False
+        self._watchdog = None
+        self._final = None                 # the registers when closed
+
+    def _start(self):
+        self._watchdog = threading.Timer(self.timeout, self._expire)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
+    def _expire(self):
+        self._expired = True
+        self.vcpu.kick()
+
+    def _next_exit(self):
+        if self._items:
+            return self._items.pop(0)
+        while True:
+            if self._expired:
+                raise self._timeout()
+            reason = self.vcpu.run()
+            if reason != api.KVM_EXIT_INTR:
+                return self._decode(reason)
+
+    def _decode(self, reason):
+        vcpu, regs = self.vcpu, self.vcpu.synced_regs
+        if reason == api.KVM_EXIT_IO:
+            io = vcpu.io
+            port, size, count = io.port, io.size, io.count
+            direction = "out" if io.direction == api.KVM_EXIT_IO_OUT else "in"
+            eip = self._locator.locate(regs.rip, "IO", direction, port, size, regs.rdx & 0xFFFF)
+            if direction == "out":
+                data = vcpu.io_data()
+                values = [int.from_bytes(data[i:i + size], "little") for i in range(0, size * count, size)]
+            else:
+                values, self._inputs = [None] * count, []
+            items = [UserExit("IO", {"port": port, "size": size, "direction": direction, "value": v, "eip": eip})
+                     for v in values]
+            self._items = items[1:]
+            return items[0]
+        if reason == api.KVM_EXIT_MMIO:
+            m = vcpu.mmio
+            direction = "write" if m.is_write else "read"
+            value = int.from_bytes(bytes(m.data)[:m.len], "little") if m.is_write else None
+            eip = self._locator.locate(regs.rip, "MMIO", direction, address=m.phys_addr)
+            return UserExit("MMIO", {"address": m.phys_addr, "size": m.len, "direction": direction, "value": value,
+                                     "eip": eip})
+        if reason == api.KVM_EXIT_HLT:
+            return UserExit("HLT", {"interrupts": bool(regs.rflags & IF),
+                                    "eip": self._locator.locate(regs.rip, "HLT")})
+        exit = decode(vcpu, reason)
+        return UserExit(exit.reason, dict(exit.detail, eip=regs.rip))
+
+    def _complete(self, exit, value):
+        if exit.reason == "MMIO":
+            self.vcpu.answer_mmio(value.to_bytes(exit.size, "little"))
+            return
+        self._inputs.append(value)
+        if not self._items:                # every item of the `in` answered: KVM takes them at once
+            self.vcpu.answer_io(b"".join(v.to_bytes(exit.size, "little") for v in self._inputs))
+
+    def _read(self, address, size):
+        if address < 0 or address + size > self.machine.memory:
+            raise ValueError(f"{address:#x} is outside the guest's RAM")
+        return bytes(self.machine.ram[address:address + size])
+
+    def registers(self):
+        """The guest's registers: now, or as they were when the vCPU was closed."""
+        return self._final if self._final is not None else self.machine.registers()
+
+    def close(self):
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        if self._final is None and self.machine.vm is not None and self.machine.vcpus:
+            self._final = self.machine.registers()
+        self.machine.close()
+
+
+# --- vmkit's model ----------------------------------------------------------------------------------
+_ABANDONED = object()                  # the answer that tells a waiting model the caller has gone
+
+
+class _UserSpaceModel(HardwareAssist):
+    """The hardware-assist model with no device of its own: every port access and every MMIO access
+    exits to `to_user`, which returns the answer to a read, and every hlt exits too."""
+
+    def __init__(self, image, to_user, **budgets):
+        super().__init__(image, **budgets)
+        self.ports = {}                    # nothing answers a port: COM1, the PIC, debug exit are user space's
+        self._to_user = to_user
+
+    def port_access(self, port, size, value, direction, eip):
+        event = self.vmexit("IO", eip=eip, port=port, size=size, direction=direction, value=value)
+        answer = self._to_user(UserExit("IO", {"port": port, "size": size, "direction": direction, "value": value,
+                                               "eip": eip}))
+        if direction == "in":
+            event.detail["value"] = answer
+            return answer
+        return value
+
+    def _on_mmio_read(self, uc, offset, size, _):
+        if self._stepping_over_access():
+            return 0
+        event = self._mmio_exit(offset, size, "read", None)
+        answer = self._to_user(UserExit("MMIO", {"address": event.detail["address"], "size": size,
+                                                 "direction": "read", "value": None, "eip": event.eip}))
+        event.detail["value"] = answer
+        return answer
+
+    def _on_mmio_write(self, uc, offset, size, value, _):
+        if self._stepping_over_access():
+            return
+        value &= (1 << (8 * size)) - 1
+        event = self._mmio_exit(offset, size, "write", value)
+        self._to_user(UserExit("MMIO", {"address": event.detail["address"], "size": size, "direction": "write",
+                                        "value": value, "eip": event.eip}))
+
+    def _on_hlt(self):
+        eip = self.cpu["eip"] - 1
+        self.vmexit("HLT", eip=eip)
+        self._to_user(UserExit("HLT", {"interrupts": self.interrupts_enabled(), "eip": eip}))
+
+
+class ModelUserVcpu(UserVcpu):
+    """vmkit's hardware-assist model behind the same interface. The model runs in a thread of its own
+    and stops inside each exit until the caller runs the vCPU again, which is what KVM_RUN's
+    return and re-entry are to a real guest."""
+
+    engine = "hardware-assist"
+
+    def __init__(self, image, *, timeout=TIMEOUT, max_exits=MAX_EXITS, max_instructions=MAX_INSTRUCTIONS):
+        super().__init__(timeout, max_exits)
+        self.machine = _UserSpaceModel(image, self._to_user, max_instructions=max_instructions, timeout=None)
+        self.image = self.machine.image
+        self._exits, self._answers = queue.Queue(), queue.Queue()
+        self._thread = None
+        self._answer = None
+        self._ended = False
+
+    # the model's side, in its thread
+    def _to_user(self, exit):
+        self._exits.put(("exit", exit))
+        answer = self._answers.get()
+        if answer is _ABANDONED:           # end the model quietly: an exception would not leave a hook
+            self.machine.finished = True
+            self.machine.uc.emu_stop()
+            return 0
+        return answer
+
+    def _work(self):
+        try:
+            self.machine.run()
+            self._exits.put(("end", None))
+        except BaseException as error:     # noqa: BLE001 - handed to the caller's thread
+            self._exits.put(("error", error))
+
+    # the caller's side
+    def _start(self):
+        self._thread = threading.Thread(target=self._work, name="vmkit model vCPU", daemon=True)
+        self._thread.start()
+
+    def _next_exit(self):
+        if self._ended:
+            raise RunLoopError("the guest has ended")
+        if self.exits:
+            answer, self._answer = self._answer, None
+            self._answers.put(answer)
+        try:
+            kind, item = self._exits.get(timeout=self.seconds_left())
+        except queue.Empty:
+            self._stop_model()
+            raise self._timeout() from None
+        if kind == "exit":
+            return item
+        self._ended = True
+        if kind == "error":
+            raise item
+        if self.machine.shutdown:
+            return UserExit("SHUTDOWN", {"eip": self.machine.events[-1].eip})
+        raise GuestError("the model ended without an exit to user space", self.machine.result())
+
+    def _complete(self, exit, value):
+        self._answer = value
+
+    def _stop_model(self):
+        self.machine._stop_requested = True            # the model's run loop ends at its next look
+        try:
+            self.machine.uc.emu_stop()
+        except Exception:                              # noqa: BLE001, S110 - it was between slices
+            pass
+        self._answers.put(_ABANDONED)
+
+    def registers(self):
+        """The guest's registers once the model has stopped (after close())."""
+        if self._thread is not None and self._thread.is_alive():
+            raise RunLoopError("the model's registers can be read once its run is over: close() the vCPU first")
+        return self.machine.result().regs
+
+    def close(self):
+        if self._thread is not None and self._thread.is_alive():
+            self._stop_model()
+            self._thread.join(timeout=1.0)
+
+
+def user_vcpu(image, engine="hardware-assist", **budgets):
+    """A vCPU for a hand-written run loop: on "kvm" (KvmUnavailable where it cannot be used) or on
+    "hardware-assist". `timeout=` seconds and `max_exits=` bound the run."""
+    if engine == "kvm":
+        return KvmUserVcpu(image, **budgets)
+    if engine == "hardware-assist":
+        return ModelUserVcpu(image, **budgets)
+    raise ValueError(f"engine {engine!r}: the run loop runs on one of {', '.join(ENGINES)}")
+
+
+class ScriptedVcpu(UserVcpu):
+    """A vCPU that plays back a list of exits, for trying a loop on exits no guest makes easily
+    (INTERNAL_ERROR, FAIL_ENTRY). Each item: a UserExit, or (reason, {details})."""
+
+    engine = "script"
+
+    def __init__(self, exits, **budgets):
+        super().__init__(**budgets)
+        self.script = [e if isinstance(e, UserExit) else UserExit(e[0], dict(e[1]) if len(e) > 1 else {})
+                       for e in exits]
+        self.answers = []
+
+    def _next_exit(self):
+        if not self.script:
+            raise RunLoopError(f"the script has no more exits after {len(self.exits)}: the loop should have "
+                               f"stopped at one of them")
+        return self.script.pop(0)
+
+    def _complete(self, exit, value):
+        self.answers.append(value)
