@@ -165,6 +165,12 @@ def census(template, instructions):
     return {instruction: outcome_in_ring3(template, instruction) for instruction in instructions}
 
 
+def ending(result):
+    """How a run ended and what it printed, as plain data."""
+    return {"serial": result.serial, "exit_code": result.exit_code, "halted": result.halted,
+            "shutdown": result.shutdown}
+
+
 def trace(source, max_instructions=MAX_INSTRUCTIONS, timeout=TIMEOUT):
     """How a guest ends and the ring transitions it made, as plain data."""
     import vmkit
@@ -177,8 +183,7 @@ def trace(source, max_instructions=MAX_INSTRUCTIONS, timeout=TIMEOUT):
                     "stack_switch": e.detail.get("stack_switch"), "esp": e.detail.get("esp"),
                     "ss": e.detail.get("ss"), "eip": e.eip}
                    for e in result.events if e.kind == "ring-transition"]
-    return {"serial": result.serial, "exit_code": result.exit_code, "halted": result.halted,
-            "shutdown": result.shutdown, "transitions": transitions}
+    return {**ending(result), "transitions": transitions}
 
 
 def interrupt_frames(source, tss=None):
@@ -283,8 +288,7 @@ def vmm_facts(vmm, result):
     """What a run under a trap-and-emulate VMM did, as plain data: how it ended, what it printed,
     which instructions trapped, every port access, where each IRQ landed, the virtual CPU at the
     end and the real CR0 (which belongs to the VMM and must not change)."""
-    facts = {"serial": result.serial, "exit_code": result.exit_code, "halted": result.halted,
-             "shutdown": result.shutdown, "traps": result.stats.get("traps", 0),
+    facts = {**ending(result), "traps": result.stats.get("traps", 0),
              "trapped": [e.detail["instruction"] for e in result.of_kind("trap")],
              "emulated": len(result.of_kind("emulate")),
              "io": [[e.detail["direction"], e.detail["port"], e.detail["size"], e.detail["value"]]
@@ -305,9 +309,7 @@ def vmm_run(source):
     native = vmkit.run(source, max_instructions=VMM_MAX_INSTRUCTIONS, timeout=30)
     vmm = TrapAndEmulate(vmkit.assemble(source), max_instructions=VMM_MAX_INSTRUCTIONS, timeout=30)
     result = vmm.run()
-    return {"native": {"serial": native.serial, "exit_code": native.exit_code, "halted": native.halted,
-                       "shutdown": native.shutdown},
-            "vmm": vmm_facts(vmm, result)}
+    return {"native": ending(native), "vmm": vmm_facts(vmm, result)}
 
 
 def vmm_runs(sources):
@@ -444,8 +446,7 @@ def rewritten_traps(result):
 def bt_facts(machine, result):
     """What a run under binary translation did, as plain data: how it ended, what it printed, the
     rewritten instructions that trapped anyway, and what the translation cost."""
-    facts = {"serial": result.serial, "exit_code": result.exit_code, "halted": result.halted,
-             "shutdown": result.shutdown, "rewritten_traps": rewritten_traps(result),
+    facts = {**ending(result), "rewritten_traps": rewritten_traps(result),
              "traps": result.stats.get("traps", 0), "cache_misses": result.stats.get("cache_misses", 0),
              "blocks_translated": result.stats.get("blocks_translated", 0)}
     return json.loads(json.dumps(facts))
@@ -458,9 +459,7 @@ def bt_run(source):
     native = vmkit.run(source, max_instructions=BT_MAX_INSTRUCTIONS, timeout=30)
     machine = BinaryTranslation(vmkit.assemble(source), max_instructions=BT_MAX_INSTRUCTIONS, timeout=30)
     result = machine.run()
-    return {"native": {"serial": native.serial, "exit_code": native.exit_code, "halted": native.halted,
-                       "shutdown": native.shutdown},
-            "bt": bt_facts(machine, result)}
+    return {"native": ending(native), "bt": bt_facts(machine, result)}
 
 
 def bt_runs(sources):
