@@ -13,24 +13,17 @@
 """
 import sys
 import time
+from pathlib import Path
 
-import vmkit
+sys.path.insert(0, str(Path(__file__).parent))
+import vmkit                                                             # noqa: E402
 
 TARGET = 10.0
 
-TRAP_LOOP = """
-    mov ecx, {rounds}
-    jecxz done
-again:
-    cli
-    add eax, ecx
-    sti
-    xor ebx, eax
-    loop again
-done:
-    cli
-    hlt
-"""
+def trap_loop(rounds):
+    """The cli/sti kernel loop the trap-and-emulate benchmark measures (tests/benchmarks/run.py)."""
+    from run import CLI_STI_LOOP
+    return CLI_STI_LOOP.format(rounds=rounds)
 
 MASK_LOOP = """
     mov esi, [esi + 36]            ; shared_info, from start_info
@@ -122,7 +115,7 @@ def per_round_us(busy, idle, technique, rounds, repeats):
 
 def critical_sections(repeats=3):
     print(f"5. paravirtualization: a kernel loop of short critical sections, best of {repeats} runs")
-    trapped = per_round_us(TRAP_LOOP.format(rounds=10_000), TRAP_LOOP.format(rounds=0), "trap-and-emulate",
+    trapped = per_round_us(trap_loop(10_000), trap_loop(0), "trap-and-emulate",
                            10_000, repeats)
     masked = per_round_us(MASK_LOOP.format(rounds=200_000), MASK_LOOP.format(rounds=0), "paravirt",
                           200_000, repeats)
