@@ -77,7 +77,7 @@ def test_every_platform_guest_gives_the_native_serial_output_and_ending(name):
     same_as_native(guest_source(name))
 
 
-@pytest.mark.parametrize("name", ["rings", "same_ring", "trap_density", "call_ret", "self_modifying"])
+@pytest.mark.parametrize("name", ["rings", "same_ring", "trap_density", "call_ret", "self_modifying", "pv_ops"])
 def test_the_course_guests_give_the_native_serial_output(name):
     same_as_native(vmkit.guests.image(name))
 
