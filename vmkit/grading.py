@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 
 from .errors import AsmError, GuestError, GuestTimeout
 from .machine.x86 import vector_name
@@ -100,21 +101,31 @@ def _show(value):
 def run_guest(source, what="your guest", max_instructions=MAX_INSTRUCTIONS, timeout=TIMEOUT):
     """vmkit.run with a budget, every way a guest can go wrong turned into a message that names it."""
     import vmkit                                    # late: the caller's vmkit, as the student sees it
-    try:
+    with explained(what, max_instructions, timeout,
+                   look="a loop that never ends (`jmp $`, a `loop` whose ECX never reaches 0) or a "
+                        "handler that never reaches `out 0xf4, al`"):
         return vmkit.run(source, max_instructions=max_instructions, timeout=timeout)
+
+
+@contextmanager
+def explained(what, max_instructions, timeout, look, ends="finish", shown="serial output so far", last=None,
+              astray=lambda error: f"did something the machine cannot run: {error}", errors=GuestError):
+    """Every way a graded run can go wrong, turned into a message that names `what` went wrong: a
+    guest that does not assemble (the line), one that runs out of budget (what it printed, and
+    `look`: where to look), one that goes astray (`astray(error)`)."""
+    try:
+        yield
     except AsmError as error:
         raise AssertionError(f"{what} does not assemble: NASM stops at line {error.line} "
                              f"({error.text.strip()!r}): {error.message}") from None
     except GuestTimeout as error:
-        partial = error.result
-        serial = partial.serial if partial is not None else ""
+        serial = error.result.serial if error.result is not None else ""
         raise AssertionError(
-            f"{what} did not finish within {max_instructions:,} instructions or {timeout:g} s.\n"
-            f"  serial output so far: {serial!r}\n"
-            f"  where to look: a loop that never ends (`jmp $`, a `loop` whose ECX never reaches 0) or a "
-            f"handler that never reaches `out 0xf4, al`") from None
-    except GuestError as error:
-        raise AssertionError(f"{what} did something the machine cannot run: {error}") from None
+            f"{what} did not {ends} within {max_instructions:,} instructions or {timeout:g} s.\n"
+            f"  {shown}: {(serial[-last:] if last else serial)!r}\n"
+            f"  where to look: {look}") from None
+    except errors as error:
+        raise AssertionError(f"{what} {astray(error)}") from None
 
 
 def guest_error_message(error):
@@ -262,23 +273,14 @@ def run_vmm(source, emulators, what="the guest under your VMM", max_instructions
     names it; an exception raised by a handler reaches the caller as it is."""
     import vmkit                                    # late: the caller's vmkit, as the student sees it
     from .vmm import TrapAndEmulate
-    try:
+    with explained(what, max_instructions, timeout,
+                   look="a guest waiting for something your handlers never do (a timer interrupt that never "
+                        "comes because the virtual IF stays 0, a device status read that never gives the bit "
+                        "it polls for)",
+                   astray=lambda error: f"stopped: {error}"):
         vmm = TrapAndEmulate(vmkit.assemble(source), emulators=emulators, max_instructions=max_instructions,
                              timeout=timeout)
         return vmm, vmm.run()
-    except AsmError as error:
-        raise AssertionError(f"{what} does not assemble: NASM stops at line {error.line} "
-                             f"({error.text.strip()!r}): {error.message}") from None
-    except GuestTimeout as error:
-        partial = error.result
-        raise AssertionError(
-            f"{what} did not finish within {max_instructions:,} instructions or {timeout:g} s.\n"
-            f"  serial output so far: {partial.serial if partial is not None else ''!r}\n"
-            f"  where to look: a guest waiting for something your handlers never do (a timer interrupt "
-            f"that never comes because the virtual IF stays 0, a device status read that never gives "
-            f"the bit it polls for)") from None
-    except GuestError as error:
-        raise AssertionError(f"{what} stopped: {error}") from None
 
 
 VCPU_FIELDS = ("interrupt_flag", "cr0", "cr2", "cr3", "cr4", "gdtr", "idtr", "tr")
@@ -388,24 +390,15 @@ def run_bt(source, rules=None, chain=None, what="the guest under your translator
         rules = {name: _named_rule(rule, name) for name, rule in rules.items()}
     if chain is not None:
         chain = _named_chain(chain)
-    try:
+    with explained(what, max_instructions, timeout,
+                   look="translated code that spins (a chained exit that jumps to itself, or to the wrong "
+                        "place), or a guest waiting for a timer tick that never comes because the virtual IF "
+                        "stays 0",
+                   astray=lambda error: f"went astray: {error}\n  where to look: the bytes your rules and "
+                                        f"your chain rule emit (decode them with vmkit.asm.disassemble)"):
         machine = BinaryTranslation(vmkit.assemble(source), rules=rules, chain=chain,
                                     max_instructions=max_instructions, timeout=timeout)
         return machine, machine.run()
-    except AsmError as error:
-        raise AssertionError(f"{what} does not assemble: NASM stops at line {error.line} "
-                             f"({error.text.strip()!r}): {error.message}") from None
-    except GuestTimeout as error:
-        partial = error.result
-        raise AssertionError(
-            f"{what} did not finish within {max_instructions:,} instructions or {timeout:g} s.\n"
-            f"  serial output so far: {partial.serial if partial is not None else ''!r}\n"
-            f"  where to look: translated code that spins (a chained exit that jumps to itself, or to the "
-            f"wrong place), or a guest waiting for a timer tick that never comes because the virtual IF "
-            f"stays 0") from None
-    except GuestError as error:
-        raise AssertionError(f"{what} went astray: {error}\n  where to look: the bytes your rules and "
-                             f"your chain rule emit (decode them with vmkit.asm.disassemble)") from None
 
 
 def _named_rule(rule, name):
@@ -548,22 +541,13 @@ def run_pv(source, hypercalls=None, modules=(), what="the guest under your hyper
     from .vmm import Paravirt
     if hypercalls is not None:
         hypercalls = {number: _named_handler(handler, number) for number, handler in hypercalls.items()}
-    try:
+    with explained(what, max_instructions, timeout, ends="shut down", shown="the console's last lines", last=300,
+                   look="a loop that never ends in the guest, or a hypercall that never does what the guest "
+                        "waits for (a shutdown that never happens, an event that is never delivered)",
+                   astray=lambda error: f"stopped: {error}", errors=vmkit.VmkitError):
         dom0 = Paravirt(vmkit.assemble(source), hypercalls=hypercalls, modules=modules,
                         max_instructions=max_instructions, timeout=timeout)
         return dom0, dom0.run()
-    except AsmError as error:
-        raise AssertionError(f"{what} does not assemble: NASM stops at line {error.line} "
-                             f"({error.text.strip()!r}): {error.message}") from None
-    except GuestTimeout as error:
-        serial = error.result.serial if error.result is not None else ""
-        raise AssertionError(
-            f"{what} did not shut down within {max_instructions:,} instructions or {timeout:g} s.\n"
-            f"  the console's last lines: {serial[-300:]!r}\n"
-            f"  where to look: a loop that never ends in the guest, or a hypercall that never does what the "
-            f"guest waits for (a shutdown that never happens, an event that is never delivered)") from None
-    except vmkit.VmkitError as error:
-        raise AssertionError(f"{what} stopped: {error}") from None
 
 
 def _named_handler(handler, number):
