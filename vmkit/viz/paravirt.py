@@ -22,7 +22,7 @@ from ..asm import disassemble
 from ..vmm import xen_abi as xen
 from ..vmm.rings import read_ring
 from .diagram import Diagram
-from .stepper import Stepper, log_line, status_html
+from .stepper import Stepper, log_html, log_line, status_html
 from .translation import Table
 
 XEN, GUEST, USER, HARDWARE, LINK = "#f4d6d6", "#f6e7d2", "#dbeaf7", "#eeeeee", "#e8f5e9"
@@ -238,12 +238,7 @@ def shared_info_html(m):
 
 
 def _log_html(events, last, lines):
-    fresh = {id(e) for e in last}
-    rows = [(f"<b>{html.escape(pv_log_line(e))}</b>" if id(e) in fresh else html.escape(pv_log_line(e)))
-            for e in events[-lines:]]
-    more = f"… {len(events) - lines} earlier\n" if len(events) > lines else ""
-    return (f"<div style='font-size:11px;color:#666'>{len(events)} events</div><pre style='margin:0;font-size:11px'>"
-            f"{more}{chr(10).join(rows) or '(none yet)'}</pre>")
+    return log_html(events, last, True, lines, line=pv_log_line)
 
 
 # --- the virtual IF beside the trap it replaces ---------------------------------------------------------

@@ -221,11 +221,13 @@ def log_line(e):
     return str(e)
 
 
-def log_html(events, last, show_io, lines):
+def log_html(events, last, show_io, lines, line=None):
+    """The newest `lines` events as HTML, those in `last` in bold; `line` writes one event."""
+    line = line or log_line
     shown = [e for e in events if show_io or e.kind != "io"]
     hidden = len(events) - len(shown)
     fresh = {id(e) for e in last}
-    rows = [(f"<b>{html.escape(log_line(e))}</b>" if id(e) in fresh else html.escape(log_line(e)))
+    rows = [(f"<b>{html.escape(line(e))}</b>" if id(e) in fresh else html.escape(line(e)))
             for e in shown[-lines:]]
     head = f"{len(events)} events" + (f", {hidden} io events hidden" if hidden else "")
     more = f"… {len(shown) - lines} earlier\n" if len(shown) > lines else ""

@@ -20,7 +20,7 @@ from collections import Counter
 from ..asm import disassemble
 from ..vmm import translator as T
 from .diagram import Diagram
-from .stepper import Stepper, code_html, log_line, status_html
+from .stepper import Stepper, code_html, log_html, log_line, status_html
 
 # what the translator did with a guest instruction: (label, row colour); white means "the same bytes"
 HOW = {"copied": ("identical copy", "#ffffff"), "rewritten": ("rewritten", "#fff3b0"),
@@ -386,15 +386,7 @@ def bt_log_line(e):
 
 
 def _log_html(events, last, show_io, lines):
-    shown = [e for e in events if show_io or e.kind != "io"]
-    hidden = len(events) - len(shown)
-    fresh = {id(e) for e in last}
-    rows = [(f"<b>{html.escape(bt_log_line(e))}</b>" if id(e) in fresh else html.escape(bt_log_line(e)))
-            for e in shown[-lines:]]
-    head = f"{len(events)} events" + (f", {hidden} io events hidden" if hidden else "")
-    more = f"… {len(shown) - lines} earlier\n" if len(shown) > lines else ""
-    return (f"<div style='font-size:11px;color:#666'>{head}</div><pre style='margin:0;font-size:11px'>"
-            f"{more}{chr(10).join(rows) or '(none yet)'}</pre>")
+    return log_html(events, last, show_io, lines, line=bt_log_line)
 
 
 # --- tables: measured here, and the paper's ----------------------------------------------------------------
