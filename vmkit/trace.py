@@ -17,6 +17,7 @@ EVENT_KINDS = (
     "halt",             # hlt: the CPU stopped, or slept until the next interrupt
     "shutdown",         # a triple fault: the CPU gave up
     "exit",             # the guest wrote to isa-debug-exit
+    "migration",        # live migration moved memory or state toward another host (a round, the switch-over)
 )
 
 

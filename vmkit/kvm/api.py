@@ -39,6 +39,12 @@ class kvm_userspace_memory_region(ctypes.Structure):
                 ("memory_size", ctypes.c_uint64), ("userspace_addr", ctypes.c_uint64))
 
 
+class kvm_dirty_log(ctypes.Structure):
+    """KVM_GET_DIRTY_LOG's argument: the slot, and where the kernel writes one bit per page of it
+    (set: written since the last call; the call clears the log)."""
+    _fields_ = (("slot", ctypes.c_uint32), ("padding1", ctypes.c_uint32), ("dirty_bitmap", ctypes.c_uint64))
+
+
 class kvm_regs(ctypes.Structure):
     _fields_ = tuple((name, ctypes.c_uint64) for name in (
         "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", "r8", "r9", "r10", "r11",
@@ -138,7 +144,9 @@ KVM_CHECK_EXTENSION = _IO(0x03)
 KVM_GET_VCPU_MMAP_SIZE = _IO(0x04)
 # --- VM ioctls -------------------------------------------------------------------------------------
 KVM_CREATE_VCPU = _IO(0x41)
+KVM_GET_DIRTY_LOG = _IOW(0x42, kvm_dirty_log)
 KVM_SET_USER_MEMORY_REGION = _IOW(0x46, kvm_userspace_memory_region)
+KVM_MEM_LOG_DIRTY_PAGES = 1 << 0      # kvm_userspace_memory_region.flags: log writes to this slot
 KVM_SET_TSS_ADDR = _IO(0x47)
 KVM_GET_STATS_FD = _IO(0xCE)          # also a vCPU ioctl
 # --- vCPU ioctls -----------------------------------------------------------------------------------

@@ -134,6 +134,28 @@ class KvmMachine:
     def next_event(self):
         return self.run_until(event=lambda e: True)
 
+    def run_for(self, seconds):
+        """Run vCPU 0 for `seconds` of real time (or until the guest finishes), then leave it paused
+        between two KVM_RUNs, as a VMM pauses a VM: a timer kicks the vCPU out (KVM_EXIT_INTR).
+        Returns the new events."""
+        first = len(self.events)
+        self._stop_requested = False
+        vcpu = self.vcpus[0]
+        timer = threading.Timer(seconds, self._pause, args=(vcpu,))
+        timer.daemon = True
+        timer.start()
+        try:
+            self._advance(lambda: self._loop(vcpu))
+        finally:
+            timer.cancel()
+            timer.join()                     # a kick still on its way lands before the flag is reset
+            self._stop_requested = False
+        return self.events[first:]
+
+    def _pause(self, vcpu):
+        self._stop_requested = True
+        vcpu.kick()
+
     def run(self):
         """Run to the end and return the RunResult (GuestTimeout past `timeout` seconds)."""
         if len(self.vcpus) > 1:

@@ -24,6 +24,7 @@ from .api import ioctl
 from .stats import open_stats
 
 DEVICE = "/dev/kvm"
+PAGE_SIZE = 4096                      # an x86 page, the unit of the dirty log
 KICK_SIGNAL = signal.SIGUSR1          # QEMU kicks its vCPU threads out of KVM_RUN with SIGUSR1 too
 FLAT_LIMIT = 0xFFFFFFFF
 CODE_EXECUTE_READ, DATA_READ_WRITE = 0xB, 0x3       # segment types, accessed bit set as a CPU leaves it
@@ -82,13 +83,23 @@ def anonymous_memory(size):
     return memory, ctypes.c_char.from_buffer(memory)
 
 
-def set_user_memory_region(vm_fd, slot, guest_phys_addr, size, userspace_addr):
+def set_user_memory_region(vm_fd, slot, guest_phys_addr, size, userspace_addr, flags=0):
     """KVM_SET_USER_MEMORY_REGION: guest physical [guest_phys_addr, +size) is backed by this
     process's memory at userspace_addr. Guest addresses outside every slot are MMIO: accesses
-    there leave the guest as KVM_EXIT_MMIO."""
-    region = api.kvm_userspace_memory_region(slot=slot, flags=0, guest_phys_addr=guest_phys_addr,
+    there leave the guest as KVM_EXIT_MMIO. Setting it again on the same slot with other `flags`
+    changes only the flags (KVM_MEM_LOG_DIRTY_PAGES turns dirty logging on or off)."""
+    region = api.kvm_userspace_memory_region(slot=slot, flags=flags, guest_phys_addr=guest_phys_addr,
                                              memory_size=size, userspace_addr=userspace_addr)
     ioctl(vm_fd, api.KVM_SET_USER_MEMORY_REGION, region)
+
+
+def get_dirty_log(vm_fd, slot, pages):
+    """KVM_GET_DIRTY_LOG: the pages of `slot` written since the last call, as page numbers within
+    the slot. The kernel hands over its bitmap and starts a fresh one (it write-protects the pages
+    again, or clears the hardware's dirty bits), so each call sees only the writes after the last."""
+    bitmap = (ctypes.c_uint64 * ((pages + 63) // 64))()
+    ioctl(vm_fd, api.KVM_GET_DIRTY_LOG, api.kvm_dirty_log(slot=slot, dirty_bitmap=ctypes.addressof(bitmap)))
+    return [64 * i + bit for i, word in enumerate(bitmap) if word for bit in range(64) if word >> bit & 1]
 
 
 # --- step 3: the vCPU fd and kvm_run -----------------------------------------------------------------
@@ -205,6 +216,16 @@ class Vm:
         self.slots.append((guest_phys_addr, size, memory))
         self._pointers.append(pointer)
         return memory
+
+    def log_dirty_pages(self, slot, on=True):
+        """Turn dirty logging of a memory slot on or off (the flag KVM_MEM_LOG_DIRTY_PAGES)."""
+        guest_phys_addr, size, _ = self.slots[slot]
+        set_user_memory_region(self.fd, slot, guest_phys_addr, size, ctypes.addressof(self._pointers[slot]),
+                               api.KVM_MEM_LOG_DIRTY_PAGES if on else 0)
+
+    def dirty_pages(self, slot):
+        """The pages of `slot` written since dirty logging began or since the last call."""
+        return get_dirty_log(self.fd, slot, self.slots[slot][1] // PAGE_SIZE)
 
     def create_vcpu(self):
         vcpu = Vcpu(self, len(self.vcpus))

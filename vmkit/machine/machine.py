@@ -72,7 +72,7 @@ class Machine:
                              f"does not fit the guest's RAM (0x1000-{memory:#x})", None)
 
         self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
-        self.uc.mem_map(0, memory)
+        self.map_ram(memory)
         self.uc.mem_write(self.image.origin, self.image.code)
         self.cpu = Cpu(self.uc, memory)
         self.serial, self.debug_exit, self.pic, self.pit = Serial(), DebugExit(), PicPair(), Pit8254()
@@ -96,6 +96,11 @@ class Machine:
         self._stop_requested = False
         self._running = False
         self._pass_once = None             # (address, icount) of a watched instruction to let run
+
+    def map_ram(self, memory):
+        """Guest RAM as one Unicorn region (vmkit.migration maps it page by page instead, so that it
+        can write-protect single pages)."""
+        self.uc.mem_map(0, memory)
 
     # --- the platform's boot state (DESIGN: the vmkit PC) -----------------------------------------
     def _boot_state(self):
