@@ -30,6 +30,7 @@ class Link:
             raise VmkitError(f"a link needs a positive bandwidth and a latency >= 0 (got mbit={self.mbit}, "
                              f"start_mbit={self.start_mbit}, latency_ms={self.latency_ms})")
         self.pages_carried = 0
+        self.rate_mbit = None             # the rate of the latest round, once one has been sent
 
     def rate_for(self, last_round):
         """Mbit/s for the next round, given the last Round (None before the first)."""

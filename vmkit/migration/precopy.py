@@ -151,7 +151,7 @@ class Migration:
         number = len(self.rounds) + 1
         if self.destination_dies_at == number:
             self._abort(f"the destination host died during round {number}")
-        mbit = self.link.rate_for(self.rounds[-1] if self.rounds else None)
+        mbit = self.link.rate_mbit = self.link.rate_for(self.rounds[-1] if self.rounds else None)
         self._deliver(pages, f"round {number}")
         seconds = self.link.seconds(len(pages), mbit)
         self.source.run_for(seconds)                 # the guest keeps running while the pages travel

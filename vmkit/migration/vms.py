@@ -5,6 +5,7 @@ which it moves:
 
     run_for(seconds)        let the guest run (the model: seconds * MODEL_IPS instructions of its
                             virtual clock; KVM: real seconds), then leave it paused
+    resume(seconds)         the same, said of a source whose migration was aborted
     start_dirty_log()       from now on, remember which pages the guest writes
     collect_dirty()         the pages written since the last call (get-and-clear)
     stop_dirty_log()
@@ -32,6 +33,12 @@ MODEL_IPS = CPU_HZ                 # the model's virtual CPU retires 10^8 instru
 class GuestEnded(VmkitError):
     """The guest stopped (exit, hlt, shutdown) while it was being migrated: a migration moves a
     guest that runs; use a workload that runs on."""
+
+
+def _still_running(machine):
+    if machine.finished:
+        raise GuestEnded(f"the guest stopped while being migrated ({machine.result().summary()}); "
+                         f"live migration moves a guest that keeps running")
 
 
 def _device_state(devices):
@@ -66,12 +73,9 @@ class ModelVm:
     def run_for(self, seconds):
         if seconds > 0:
             self.machine.run_until(instructions=max(1, round(seconds * MODEL_IPS)))
-        self._check_running()
+        _still_running(self.machine)
 
-    def _check_running(self):
-        if self.machine.finished:
-            raise GuestEnded(f"the guest stopped while being migrated ({self.machine.result().summary()}); "
-                             f"live migration moves a guest that keeps running")
+    resume = run_for
 
     def start_dirty_log(self):
         self.log.start()
@@ -150,9 +154,9 @@ class KvmVm:
     def run_for(self, seconds):
         if seconds > 0:
             self.machine.run_for(seconds)
-        if self.machine.finished:
-            raise GuestEnded(f"the guest stopped while being migrated ({self.machine.result().summary()}); "
-                             f"live migration moves a guest that keeps running")
+        _still_running(self.machine)
+
+    resume = run_for
 
     def start_dirty_log(self):
         self.machine.vm.log_dirty_pages(0, True)
