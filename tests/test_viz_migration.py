@@ -1,0 +1,165 @@
+"""The live-migration pictures render a migration's records: what each shows must be what the
+migration recorded (rounds, downtime, the stop condition, the peer's transcript, the digests)."""
+import base64
+import html
+from types import SimpleNamespace
+
+import pytest
+
+from vmkit.viz.migration import (
+    CLARK,
+    Plot,
+    Progress,
+    clark_table,
+    digests,
+    dirty_mbit,
+    downtime_plot,
+    phases,
+    precopy_diagram,
+    rate_plot,
+    rounds_plot,
+    rounds_table,
+    timeline,
+    transcript,
+)
+
+XEN = SimpleNamespace(max_rounds=30, min_dirty=50, max_factor=3.0, rate_limit=True)
+
+
+def record(number, sent, dirtied, seconds, mbit=1000.0):
+    return SimpleNamespace(number=number, pages_sent=sent, pages_dirtied=dirtied, seconds=seconds, mbit=mbit)
+
+
+def result(rounds, reason="few dirty pages", downtime=0.0012, numbers=tuple(range(1, 11)), switch=7,
+           source="ab" * 32, destination="ab" * 32):
+    total = sum(r.seconds for r in rounds) + downtime
+    return SimpleNamespace(rounds=rounds, stop_reason=reason, downtime=downtime, total_time=total,
+                           pages_sent=sum(r.pages_sent for r in rounds) + rounds[-1].pages_dirtied,
+                           final_pages=rounds[-1].pages_dirtied, verified=source == destination,
+                           source_digest=source, destination_digest=destination, transcript=list(numbers),
+                           switch_seq=switch)
+
+
+CONVERGING = result([record(1, 1024, 200, 0.0336), record(2, 200, 60, 0.0066), record(3, 60, 20, 0.002)])
+DIABOLICAL = result([record(1, 1024, 738, 0.0336)] + [record(k, 738, 738, 0.0243) for k in (2, 3, 4)],
+                    reason="sent 3x memory", downtime=0.0243)
+
+
+def test_phases_put_rounds_end_to_end_and_the_stop_and_copy_last_for_the_downtime():
+    spans = phases(CONVERGING)
+    assert [what for _, _, what in spans] == ["round 1", "round 2", "round 3", "stop-and-copy"]
+    assert spans[1][0] == pytest.approx(0.0336) and spans[3][0] == pytest.approx(0.0336 + 0.0066 + 0.002)
+    assert spans[3][1] == CONVERGING.downtime
+
+
+def test_the_timeline_says_when_each_round_ran_and_when_the_guest_switched_over():
+    plot = timeline(CONVERGING)
+    lines = plot.text.splitlines()
+    assert lines[0].split() [:4] == ["0.00", "ms", "round", "1:"] and "1,024 pages" in lines[0]
+    assert "33.60 ms  round 2: 200 pages" in lines[1]
+    assert "paused for 1.20 ms" in lines[3]
+    assert lines[-1].strip().startswith("43.40 ms  switch-over")
+
+
+def test_a_plot_is_a_png_whose_alt_text_is_its_text_form():
+    plot = timeline(CONVERGING)
+    bundle = plot._repr_mimebundle_()
+    assert base64.b64decode(bundle["image/png"])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f'alt="{html.escape(plot.text)}"' in bundle["text/html"]
+    assert "vmkit-diagram" not in bundle["text/html"]       # only graphviz pictures carry that class
+    assert bundle["text/plain"] == plot.text
+
+
+def test_the_rounds_table_has_a_row_per_round_then_the_stop_and_copy_with_the_pages_still_dirty():
+    table = rounds_table(CONVERGING)
+    assert [row[0] for row in table.rows] == [1, 2, 3, "stop-and-copy"]
+    assert table.rows[1][1:3] == ["200", "60"]
+    assert table.rows[-1][1] == "20" and table.rows[-1][3] == "1.20"
+    assert "stopped by 'few dirty pages'" in table.caption
+
+
+def test_dirty_rate_is_the_pages_dirtied_in_a_round_over_its_time():
+    assert dirty_mbit(record(2, 738, 738, 0.0243)) == pytest.approx(738 * 4096 * 8 / 0.0243 / 1e6)
+    assert dirty_mbit(record(1, 0, 0, 0.0)) == 0.0
+    text = rate_plot({"diabolical": DIABOLICAL}).text
+    assert "995 vs 1,000" in text and "stopped by 'sent 3x memory'" in text
+
+
+def test_the_rounds_plot_names_each_workload_its_rounds_and_its_stop_condition():
+    text = rounds_plot({"steady": CONVERGING, "diabolical": DIABOLICAL}).text
+    assert "steady: 3 rounds (pages sent/dirtied: 1024/200, 200/60, 60/20); stopped by 'few dirty pages'" in text
+    assert "diabolical: 4 rounds" in text and "'sent 3x memory'" in text
+
+
+def test_the_downtime_sweep_lists_each_working_set_with_its_downtime():
+    text = downtime_plot([(16, CONVERGING), (512, DIABOLICAL)], mbit=1000).text.splitlines()
+    assert text[0].startswith("working set 16 pages: downtime 1.2 ms, 3 rounds")
+    assert text[1].startswith("working set 512 pages: downtime 24.3 ms, 4 rounds")
+
+
+def test_the_diagram_marks_the_condition_that_stopped_this_run_and_counts_its_rounds():
+    g = precopy_diagram(DIABOLICAL, XEN)
+    assert "4 rounds, stopped by 'sent 3x memory'" in g.text
+    assert '<B>more than 3x memory sent</B>' in g.source
+    assert "fewer than 50 pages" in g.source and "<B>fewer than 50" not in g.source
+    assert "no ×3" in g.source                     # rounds 2-4: three times back into the loop
+    assert "yes: sent 3x memory" in g.source
+    plain = precopy_diagram()
+    assert "This run" not in plain.text and "30 rounds done" in plain.source
+
+
+def test_the_transcript_marks_the_switch_over_and_finds_nothing_wrong_in_a_continuous_one():
+    t = transcript(CONVERGING)
+    assert t.source == [1, 2, 3, 4, 5, 6, 7] and t.destination == [8, 9, 10]
+    assert t.continuous and not t.gaps and not t.repeats
+    assert "switch-over after seq 7" in t.text and "no gap and no repeat" in t.text
+
+
+@pytest.mark.parametrize("numbers, gaps, repeats", [
+    ([1, 2, 3, 4, 5, 6, 7, 9, 10], [8], []),          # a line lost at the switch-over
+    ([1, 2, 3, 4, 5, 6, 7, 7, 8, 9], [], [7]),        # the destination said the last line again
+    ([1, 2, 3, 3, 4, 5, 6, 7, 8], [], [3]),           # a repeat long before the switch-over
+])
+def test_the_transcript_catches_a_gap_or_a_repeat(numbers, gaps, repeats):
+    t = transcript(result(CONVERGING.rounds, numbers=numbers))
+    assert not t.continuous and t.gaps == gaps and t.repeats == repeats
+    assert "not continuous" in t.text and "not continuous" in t._repr_html_()
+
+
+def test_digests_side_by_side_say_whether_the_destination_holds_the_same_memory():
+    assert "equal" in digests(CONVERGING).caption
+    stale = digests(result(CONVERGING.rounds, destination="cd" * 32))
+    assert "DIFFERENT" in stale.caption and stale.rows[1][1] == "cd" * 32
+
+
+def test_progress_bars_follow_the_rounds_toward_each_stop_condition():
+    bar = Progress(XEN, 1024)
+    assert (bar.rounds.max, bar.sent.max) == (30, 3072)
+    for r in DIABOLICAL.rounds:
+        bar.update(r)                                   # as migrate(on_round=bar.update) calls it
+    assert bar.rounds.value == 4 and bar.dirty.value == 738
+    assert bar.sent.value == bar.sent.max and bar.numbers[1].value == "3,238 pages"   # full: past 3x memory
+    assert bar.dirty.bar_style == "warning"
+    bar.finish(DIABOLICAL)
+    assert "stopped by 'sent 3x memory'" in bar.text and "24.3 ms" in bar.text
+    calm = Progress.replay(CONVERGING, XEN)
+    assert calm.dirty.value == 20 and calm.dirty.bar_style == "success" and calm.sent.value == 1284
+
+
+def test_clark_figures_stand_beside_ours_labelled_by_where_they_come_from():
+    table = clark_table({"steady here": CONVERGING})
+    assert [row[1] for row in table.rows[:2]] == [d for _, d in CLARK] == ["210 ms", "60 ms"]
+    assert table.rows[2][1] == "1.2 ms" and "simulated 1,000 Mbit/s" in table.rows[2][2]
+    assert all("NSDI 2005" in row[2] for row in table.rows[:2])
+
+
+def test_a_real_migration_renders_end_to_end():
+    migration = pytest.importorskip("vmkit.migration")
+    r = migration.migrate(migration.workload("steady", wws_pages=64), where="model",
+                          link=migration.Link(mbit=1000), warmup=0.005, after=0.005)
+    assert timeline(r).text.count("round ") == len(r.rounds)
+    table = rounds_table(r)
+    assert sum(int(row[1].replace(",", "")) for row in table.rows) == r.pages_sent
+    assert precopy_diagram(r, migration.XEN).text.count(r.stop_reason) == 1
+    t = transcript(r)
+    assert t.source[-1] == r.switch_seq and t.source + t.destination == r.transcript
