@@ -40,7 +40,7 @@ STOP_RULES = {
     "max rounds": "the maximum number of rounds was reached",
     "few dirty pages": "fewer pages than the threshold were dirtied in the last round",
     "sent 3x memory": "more than 3x the guest's memory has been sent",
-    "rate limit": "the link already runs at its maximum rate and the guest still dirties faster",
+    "rate limit": "the link already runs at its maximum rate and the last round dirtied more than the one before",
 }
 
 
@@ -107,10 +107,10 @@ def precopy_diagram(result=None, stop=None):
         conditions = [f"{stop.max_rounds} rounds done",
                       f"fewer than {stop.min_dirty} pages dirtied in the last round",
                       f"more than {stop.max_factor:g}x memory sent",
-                      "the link at its maximum rate" if stop.rate_limit else None]
+                      "the link at its maximum rate and dirtying grows" if stop.rate_limit else None]
     else:
         conditions = ["30 rounds done", "fewer than 50 pages dirtied in the last round",
-                      "more than 3x memory sent", "the link at its maximum rate"]
+                      "more than 3x memory sent", "the link at its maximum rate and dirtying grows"]
     keys = ["max rounds", "few dirty pages", "sent 3x memory", "rate limit"]
     rows = ""
     for key, text in zip(keys, conditions):
@@ -468,3 +468,49 @@ def clark_table(ours=None):
                                             f"{_n(len(r.rounds), 'round')}, '{r.stop_reason}'"])
     return Table(["workload", "downtime", "where"], rows,
                  "Clark et al.'s figures are from the paper's introduction; ours are this machine's runs")
+
+
+# --- which engine, and a widget to explore -------------------------------------------------------------
+def engine_banner(report, where):
+    """Which VM the lesson migrates on: `report` is vmkit.kvm.probe(), `where` "kvm" or "model"."""
+    from .kvm import Banner
+    if where == "kvm":
+        return Banner(f"Real KVM: the cells marked 'ENGINE' migrate guests between two VMs on {report.path} "
+                      f"({report.module or 'module unknown'}), tracking writes with KVM_MEM_LOG_DIRTY_PAGES and "
+                      f"KVM_GET_DIRTY_LOG.\nThe guest runs in real time there, so its rounds differ a little "
+                      f"from run to run; the predict-then-run questions use the emulated machine, which is "
+                      f"reproducible.", True)
+    return Banner(f"No usable KVM here: every migration below runs on vmkit's emulated machine, which tracks "
+                  f"writes by write-protecting the pages it has sent, as KVM does without PML.\n"
+                  f"Why: {report.why_not('protected-mode') or 'the lesson chose the model'}", False)
+
+
+class Explorer(w.VBox):
+    """Sliders for the writable working set and the link; every change calls `run(wws_pages, mbit,
+    adaptive)` (the notebook's migration, so this widget only draws) and redraws the timeline and
+    the rounds. `result`: the migration for the starting values, if one has run already."""
+
+    def __init__(self, run, wws_pages=32, mbit=1000, result=None):
+        self.run = run
+        style = {"description_width": "150px"}
+        self.wws = w.SelectionSlider(options=[8, 16, 32, 64, 128, 256, 512], value=wws_pages,
+                                     description="working set (pages)", style=style)
+        self.mbit = w.SelectionSlider(options=[100, 300, 1000, 3000, 10000], value=mbit,
+                                      description="link (Mbit/s)", style=style)
+        self.adaptive = w.Checkbox(False, description="Clark's adaptive rate (from 100 Mbit/s)")
+        self.plot, self.table = w.Output(), w.Output()
+        for control in (self.wws, self.mbit, self.adaptive):
+            control.observe(lambda _: self.redraw(), names="value")
+        super().__init__([w.HBox([w.VBox([self.wws, self.mbit]), self.adaptive]), self.plot, self.table])
+        self.add_class("vmkit-migration-explorer")
+        self.redraw(result)         # a result of the starting values, when the notebook has one already
+
+    def redraw(self, result=None):
+        from IPython.display import display
+        self.result = result or self.run(self.wws.value, self.mbit.value, self.adaptive.value)
+        with self.plot:
+            self.plot.clear_output(wait=True)
+            display(timeline(self.result))
+        with self.table:
+            self.table.clear_output(wait=True)
+            display(rounds_table(self.result))
