@@ -228,7 +228,7 @@ def rounds_plot(results, min_dirty=50):
     (bars) and the pages dirtied meanwhile (line) per round, on a log scale, with the threshold
     of 'few dirty pages' as a dashed line."""
     names = list(results)
-    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names) + 0.6, 3.3), sharey=True,
+    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names) + 0.6, 3.6), sharey=True,
                              facecolor="white", squeeze=False)
     for ax, name in zip(axes[0], names):
         r = results[name]
@@ -244,9 +244,10 @@ def rounds_plot(results, min_dirty=50):
         ax.set_xticks(numbers if len(numbers) <= 12 else numbers[::max(len(numbers) // 8, 1)])
     axes[0][0].set_ylabel("pages (log scale)")
     axes[0][0].text(0.02, min_dirty * 1.15, f"{min_dirty} pages", transform=axes[0][0].get_yaxis_transform(),
-                    fontsize=8, color=LINK)
-    axes[0][-1].legend(loc="upper right", fontsize=8, framealpha=0.9)
-    fig.tight_layout()
+                    fontsize=8, color=LINK, bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return Plot(fig, rounds_text(results))
 
 
@@ -302,7 +303,7 @@ def downtime_plot(sweep, mbit=None):
         ax.plot(sizes, [size * PAGE * 8 / (mbit * 1e6) * 1e3 for size in sizes], ":", color=LINK,
                 label=f"time to send the working set at {mbit:,.0f} Mbit/s")
     for size, r in sweep:
-        ax.annotate(f"{len(r.rounds)} rounds", (size, r.downtime * 1e3), textcoords="offset points", xytext=(4, -12),
+        ax.annotate(_n(len(r.rounds), "round"), (size, r.downtime * 1e3), textcoords="offset points", xytext=(4, -12),
                     fontsize=8, color="#555555")
     ax.set_xlabel("writable working set (pages the guest keeps rewriting)")
     ax.set_ylabel("ms")
@@ -370,8 +371,8 @@ class Transcript:
         return (f"<div class='vmkit-transcript' style='background:#fcfcfc;color:#24292e;padding:6px;"
                 f"display:inline-block'><div style='font-size:12px;color:#555'>seq numbers the peer received</div>"
                 f"<span style='color:#555'>source</span> {chips(self.source, '#546e7a', True)}"
-                f"<span style='display:inline-block;border-left:3px dashed {PAUSED};height:1.4em;margin:0 6px;"
-                f"vertical-align:middle' title='switch-over'></span>"
+                f"<span style='display:inline-block;border-left:3px dashed {PAUSED};margin:0 6px;padding-left:4px;"
+                f"color:{PAUSED};font-size:11px;vertical-align:middle' title='switch-over'>switch-over</span>"
                 f"{chips(self.destination, DEST, False)} <span style='color:#555'>destination</span>"
                 f"<div style='color:{ok};margin-top:4px'><b>{html.escape(self.verdict())}</b></div></div>")
 
@@ -497,7 +498,8 @@ class Explorer(w.VBox):
                                      description="working set (pages)", style=style)
         self.mbit = w.SelectionSlider(options=[100, 300, 1000, 3000, 10000], value=mbit,
                                       description="link (Mbit/s)", style=style)
-        self.adaptive = w.Checkbox(False, description="Clark's adaptive rate (from 100 Mbit/s)")
+        self.adaptive = w.Checkbox(False, description="Clark's adaptive rate (from 100 Mbit/s)",
+                                   layout=w.Layout(width="auto"), indent=False)
         self.plot, self.table = w.Output(), w.Output()
         for control in (self.wws, self.mbit, self.adaptive):
             control.observe(lambda _: self.redraw(), names="value")
