@@ -1,0 +1,479 @@
+"""Comparing the techniques: tables, plots and a designer drawn from vmkit.compare's measurements.
+
+Nothing here measures or runs a guest by itself. Every function takes what vmkit.compare produced
+(a suite of Measurements, a fitted cost model) and renders it:
+
+    time_table(suite)          µs per round, workload x technique, with each technique's slowdown
+    counts_table(suite)        the exact counts: traps, exits, hypercalls, translated blocks
+    cannot_run(suite)          the cells that could not run, each with its reason
+    slowdown_plot(suite)       time against native, per workload, on a log scale
+    ordering(suite, workload)  the techniques that ran it, fastest first
+    paper_table(), paper_beside_ours(suite), paper_plot(suite)   Adams & Agesen (ASPLOS 2006) beside ours
+    cost_diagram(model)        where each technique's time goes, with the fitted costs on the arrows
+    cost_table(model), residuals_table(model, suite)             the fitted cost model and how well it fits
+    Designer(model, suite)     sliders for a workload of one's own; its predicted time per technique
+"""
+import html
+import statistics
+
+import ipywidgets as w
+import matplotlib.pyplot as plt
+
+from .diagram import Diagram
+from .migration import Plot
+from .translation import ADAMS_AGESEN, Table
+
+TECHNIQUES = ("native", "trap-and-emulate", "binary-translation", "paravirt", "hardware-assist", "kvm")
+SHORT = {"native": "native", "trap-and-emulate": "trap & emulate", "binary-translation": "binary transl.",
+         "paravirt": "paravirt", "hardware-assist": "HW-assist model", "kvm": "real KVM"}
+COLOURS = {"native": "#424242", "trap-and-emulate": "#c62828", "binary-translation": "#1565c0",
+           "paravirt": "#2e7d32", "hardware-assist": "#ef6c00", "kvm": "#6a1b9a"}
+COUNTS = ("traps", "exits", "hypercalls", "blocks")       # the events the cost model charges for
+COST_TERMS = ("instruction", "trap", "exit", "hypercall", "block")
+
+# --- Adams & Agesen, ASPLOS 2006, Section 6.2 and Figure 4 -------------------------------------------------
+# The nanobenchmarks in CPU cycles on a VT-x Pentium 4: native, VMware's software VMM (binary
+# translation) and their hardware VMM (first-generation VT-x). The cells of ADAMS_AGESEN (in,
+# call/ret, ptemod) are reused; the others are the numbers the paper's text gives for Figure 4.
+# Where the text gives only a comparison, the cell says that and carries no number.
+_MORE = [
+    ("syscall", "a system call round trip (syscall/sysret)", "—", "native + ≈2,000", "≈ native"),
+    ("cr8wr", "write the task-priority register %cr8", "—", "35 (≈4× faster than native)", "≈ native"),
+    ("pgfault", "a true page fault, taken and handled", "1,093", "3,927", "11,242"),
+    ("divzero", "divide by zero: a #DE fault", "889", "3,223", "1,014"),
+]
+FIGURE_4 = ("syscall", "in", "cr8wr", "call/ret", "pgfault", "divzero", "ptemod")   # the paper's order
+PAPER = sorted(ADAMS_AGESEN + _MORE, key=lambda row: FIGURE_4.index(row[0]))
+PAPER_SOURCE = ("CPU cycles, from Adams & Agesen, \"A Comparison of Software and Hardware Techniques for x86 "
+                "Virtualization\", ASPLOS 2006, Section 6.2 and Figure 4 (their Pentium 4, not measured here). "
+                "—: the text gives no number; for ptemod, native is a single store; for in, the software VMM "
+                "is fifteen times faster than native.")
+
+
+def _cycles(cell):
+    """A paper cell as a number of cycles, or None where the paper gives only a comparison."""
+    text = cell.lstrip("≈").replace(",", "")
+    return float(text) if text.replace(".", "").isdigit() else None
+
+
+def paper_cycles(benchmark):
+    """(native, software VMM, hardware VMM) cycles of one of the paper's benchmarks; None where the
+    paper's text gives no number."""
+    row = next(r for r in PAPER if r[0] == benchmark)
+    return tuple(_cycles(c) for c in row[2:])
+
+
+def paper_table():
+    """Adams & Agesen's seven nanobenchmarks (Figure 4), in CPU cycles, as the paper reports them."""
+    return Table(["nanobenchmark", "what it does", "native", "software VMM (BT)", "hardware VMM (VT-x)"],
+                 PAPER, PAPER_SOURCE)
+
+
+# --- reading a suite --------------------------------------------------------------------------------------
+def _workloads(suite):
+    seen = []
+    for m in suite.measurements:
+        if m.workload not in seen:
+            seen.append(m.workload)
+    return seen
+
+
+def _techniques(suite):
+    present = {m.technique for m in suite.measurements}
+    return [t for t in TECHNIQUES if t in present] + sorted(present - set(TECHNIQUES))
+
+
+def _cell(suite, workload, technique):
+    return next((m for m in suite.measurements if m.workload == workload and m.technique == technique), None)
+
+
+def _ran(m):
+    return m is not None and m.ran
+
+
+def slowdown(suite, workload, technique):
+    """The technique's time on the workload as a multiple of native's, or None if either did not run."""
+    m, base = _cell(suite, workload, technique), _cell(suite, workload, "native")
+    if not (_ran(m) and _ran(base)) or base.seconds <= 0:
+        return None
+    return m.seconds / base.seconds
+
+
+def ordering(suite, workload):
+    """The techniques that ran the workload, fastest first (by the measured median time)."""
+    ran = [m for m in suite.measurements if m.workload == workload and m.ran]
+    return [m.technique for m in sorted(ran, key=lambda m: m.seconds)]
+
+
+def _n(value):
+    return f"{value:,}"
+
+
+def times(ratio):
+    """A slowdown as people write it: 2,001×, 40×, 1.3×, 0.07×."""
+    return f"{ratio:,.0f}×" if ratio >= 10 else f"{ratio:.2g}×"
+
+
+def _us(value):
+    return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}" if value >= 1 else f"{value:.3f}"
+
+
+def time_table(suite):
+    """µs per round for every workload under every technique, with the time against native."""
+    techniques = _techniques(suite)
+    rows = []
+    for name in _workloads(suite):
+        row = [name]
+        for t in techniques:
+            m = _cell(suite, name, t)
+            if not _ran(m):
+                row.append("—")
+                continue
+            ratio = slowdown(suite, name, t)
+            row.append(_us(m.us_per_round) + (f" ({times(ratio)})" if ratio is not None and t != "native" else ""))
+        rows.append(row)
+    return Table(["workload"] + [SHORT.get(t, t) for t in techniques], rows,
+                 "µs per loop round, median of the repeats, measured side by side in one run on this machine; "
+                 "(×): the time as a multiple of native's; —: could not run (see why below)")
+
+
+def _events(m):
+    parts = [f"{_n(getattr(m, kind))} {kind}" for kind in COUNTS if getattr(m, kind)]
+    return " · ".join(parts) or "none"
+
+
+def counts_table(suite):
+    """The exact counts of each cell: guest instructions and the events the VMM paid for. These
+    are the same run after run; the times are not."""
+    techniques = _techniques(suite)
+    rows = []
+    for name in _workloads(suite):
+        rounds = next((m.rounds for m in suite.measurements if m.workload == name), 0)
+        native = _cell(suite, name, "native")
+        row = [name, _n(rounds), _n(native.instructions) if _ran(native) else "—"]
+        row += [_events(m) if _ran(m) else "—" for m in (_cell(suite, name, t) for t in techniques)]
+        rows.append(row)
+    return Table(["workload", "rounds", "instructions"] + [SHORT.get(t, t) for t in techniques], rows,
+                 "exact counts for the whole run: guest instructions (counted natively), then per technique the "
+                 "traps into the VMM, VM exits, hypercalls and blocks translated; none: the guest ran without "
+                 "the VMM's help")
+
+
+def cannot_run(suite):
+    """Each cell that could not run, with the reason vmkit.compare gave."""
+    rows = [(m.workload, SHORT.get(m.technique, m.technique), m.reason or "")
+            for m in suite.measurements if not m.ran]
+    return Table(["workload", "technique", "why it could not run"], rows or [("—", "—", "every cell ran")],
+                 "a technique that cannot run a guest says so; the table above shows — there")
+
+
+def slowdown_plot(suite):
+    """Grouped bars: each technique's time on each workload as a multiple of native's (log scale)."""
+    workloads, techniques = _workloads(suite), [t for t in _techniques(suite) if t != "native"]
+    fig, ax = plt.subplots(figsize=(9.5, 3.8), facecolor="white")
+    width = 0.8 / max(len(techniques), 1)
+    lines = ["time as a multiple of native's, per workload (log scale):"]
+    for k, t in enumerate(techniques):
+        xs, ys = [], []
+        for i, name in enumerate(workloads):
+            ratio = slowdown(suite, name, t)
+            if ratio is not None:
+                xs.append(i + (k - (len(techniques) - 1) / 2) * width)
+                ys.append(ratio)
+        ax.bar(xs, ys, width, color=COLOURS.get(t, "#777777"), label=SHORT.get(t, t))
+    for name in workloads:
+        parts = [f"{SHORT.get(t, t)} {times(slowdown(suite, name, t))}" if slowdown(suite, name, t) is not None
+                 else f"{SHORT.get(t, t)} did not run" for t in techniques]
+        lines.append(f"  {name}: " + ", ".join(parts))
+    ax.axhline(1, color=COLOURS["native"], linestyle="--", linewidth=1)
+    ax.text(len(workloads) - 0.5, 1, " native", va="bottom", ha="right", fontsize=9, color=COLOURS["native"])
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(workloads)), workloads)
+    ax.set_ylabel("time ÷ native time")
+    ax.set_title("the same guests under every technique, measured on this machine", fontsize=11)
+    ax.legend(fontsize=8, ncol=3, loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return Plot(fig, "\n".join(lines))
+
+
+# --- the paper beside ours --------------------------------------------------------------------------------
+def _benchmarks(workload):
+    """The paper's benchmark names a workload mirrors (its `adams_agesen`: a name, a list or None)."""
+    mirrors = getattr(workload, "adams_agesen", None)
+    if not mirrors:
+        return []
+    if isinstance(mirrors, str):
+        mirrors = mirrors.split(",")
+    return [name.strip() for name in mirrors if name.strip() in FIGURE_4]
+
+
+def mirrored(suite, workloads):
+    """[(paper benchmark, our workload)] in the paper's order, for the workloads of `workloads`
+    (vmkit.compare.WORKLOADS) that are in the suite and mirror one of its benchmarks."""
+    ours = _workloads(suite)
+    pairs = [(b, name) for name, wl in workloads.items() if name in ours for b in _benchmarks(wl)]
+    return sorted(pairs, key=lambda pair: FIGURE_4.index(pair[0]))
+
+
+def _ratio(value, base):
+    return times(value / base) if value is not None and base else "—"
+
+
+def paper_beside_ours(suite, workloads):
+    """For each benchmark of the paper that one of our workloads mirrors: the paper's software and
+    hardware VMM against its native, beside ours (binary translation, the VT-x model, real KVM)."""
+    rows = []
+    for bench, name in mirrored(suite, workloads):
+        native, software, hardware = paper_cycles(bench)
+        row = next(r for r in PAPER if r[0] == bench)
+        rows.append([bench, name,
+                     _ratio(software, native) if native else row[3],
+                     _ratio(hardware, native) if native else row[4]]
+                    + [times(slowdown(suite, name, t)) if slowdown(suite, name, t) is not None else "—"
+                       for t in ("binary-translation", "hardware-assist", "kvm")])
+    return Table(["paper", "ours", "software VMM", "hardware VMM", "binary transl.", "HW-assist model", "real KVM"],
+                 rows, "each technique's time as a multiple of native's. The paper: cycles on a Pentium 4 "
+                 "(Adams & Agesen, ASPLOS 2006); where it gives no native number its words stand in the cell. "
+                 "Ours: measured here, where native is Unicorn emulating the guest, not the bare CPU.",
+                 groups=[("", 2), ("Adams & Agesen", 2), ("this machine", 3)])
+
+
+def paper_plot(suite, workloads):
+    """Two panels, one shape: the paper's slowdowns against native (left) beside ours (right)."""
+    pairs = [(b, name) for b, name in mirrored(suite, workloads) if paper_cycles(b)[0]]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), facecolor="white")
+    lines = ["Adams & Agesen (cycles ÷ native cycles):"]
+    for k, (label, colour) in enumerate((("software VMM", COLOURS["binary-translation"]),
+                                         ("hardware VMM", COLOURS["hardware-assist"]))):
+        ys = [paper_cycles(b)[k + 1] / paper_cycles(b)[0] for b, _ in pairs]
+        left.bar([i + (k - 0.5) * 0.38 for i in range(len(pairs))], ys, 0.38, color=colour, label=label)
+        lines.append(f"  {label}: " + ", ".join(f"{b} {times(y)}" for (b, _), y in zip(pairs, ys)))
+    lines.append("this machine (seconds ÷ native seconds):")
+    ours = ("binary-translation", "hardware-assist", "kvm")
+    for k, t in enumerate(ours):
+        xs, ys = [], []
+        for i, (_, name) in enumerate(pairs):
+            ratio = slowdown(suite, name, t)
+            if ratio is not None:
+                xs.append(i + (k - 1) * 0.27)
+                ys.append(ratio)
+        right.bar(xs, ys, 0.27, color=COLOURS[t], label=SHORT[t])
+        lines.append(f"  {SHORT[t]}: " + ", ".join(
+            f"{name} {times(slowdown(suite, name, t))}" if slowdown(suite, name, t) is not None else f"{name} —"
+            for _, name in pairs))
+    for ax, title, labels in ((left, "Adams & Agesen, ASPLOS 2006", [b for b, _ in pairs]),
+                              (right, "this machine", [name for _, name in pairs])):
+        ax.axhline(1, color=COLOURS["native"], linestyle="--", linewidth=1)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(pairs)), labels)
+        ax.set_title(title, fontsize=11)
+        ax.set_ylabel("time ÷ native time")
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return Plot(fig, "\n".join(lines))
+
+
+# --- the cost model ---------------------------------------------------------------------------------------
+# Which events leave the guest under each technique, and what the VMM then does.
+_PATHS = {
+    "native": [],
+    "trap-and-emulate": [("trap", "privileged instruction: #GP", "VMM emulates it")],
+    "binary-translation": [("block", "new code: translate once", "translation cache"),
+                           ("trap", "callout (in, faults)", "VMM emulates it")],
+    "paravirt": [("hypercall", "int 0x82", "Xen handles it"), ("trap", "what still traps", "Xen emulates it")],
+    "hardware-assist": [("exit", "VM exit (IO, HLT...)", "VMM handles it")],
+    "kvm": [("exit", "VM exit (IO, HLT...)", "kvm.ko, then vmkit")],
+}
+
+
+def _us_cost(model, technique, term):
+    costs = model.costs.get(technique, {}) if model is not None else {}
+    return costs.get(term)
+
+
+def cost_diagram(model=None, techniques=TECHNIQUES):
+    """Where each technique's time goes: guest instructions run on the CPU, and the events that
+    leave the guest go to the VMM. With a fitted model, each arrow carries its cost in µs."""
+    g = Diagram("costs", caption="cost ≈ instructions × i + traps × t + exits × e + hypercalls × h + blocks × b")
+    g.attr(rankdir="LR", fontname="Helvetica", nodesep="0.2", ranksep="0.35", size="10,7")
+    g.attr("node", fontname="Helvetica", fontsize="11", shape="box", style="rounded,filled")
+    g.attr("edge", fontname="Helvetica", fontsize="10", color="#555555")
+    lines = ["cost ≈ instructions × i + traps × t + exits × e + hypercalls × h + blocks × b"]
+    for t in techniques:
+        instruction = _us_cost(model, t, "instruction")
+        per = f"\n{instruction * 1e9:.0f} ns each" if instruction is not None else ""
+        g.node(f"{t}_guest", f"{SHORT.get(t, t)}\nguest instructions{per}", fillcolor="#eceff1")
+        line = f"{t}: guest instructions run on the CPU" + (f" ({instruction * 1e9:.0f} ns each)" if per else "")
+        for k, (term, what, where) in enumerate(_PATHS.get(t, [])):
+            cost = _us_cost(model, t, term)
+            label = what + (f"\n{cost * 1e6:.1f} µs" if cost is not None else "")
+            g.node(f"{t}_{k}", where, fillcolor="#fff3e0")
+            g.edge(f"{t}_guest", f"{t}_{k}", label=label, color=COLOURS.get(t, "#555555"))
+            line += f"; {what} -> {where}" + (f" ({cost * 1e6:.1f} µs a {term})" if cost is not None else "")
+        lines.append(line)
+    g.text = "\n".join(lines)
+    return g
+
+
+def cost_table(model, techniques=None):
+    """The fitted costs per technique: µs per trap, exit, hypercall and translated block, ns per
+    guest instruction."""
+    techniques = [t for t in (techniques or TECHNIQUES) if t in model.costs]
+    rows = []
+    for t in techniques:
+        c = model.costs[t]
+        rows.append([SHORT.get(t, t), f"{c.get('instruction', 0) * 1e9:.1f}"]
+                    + [f"{c.get(term, 0) * 1e6:.2f}" if c.get(term) else "—" for term in COST_TERMS[1:]])
+    return Table(["technique", "ns / instruction", "µs / trap", "µs / exit", "µs / hypercall", "µs / block"], rows,
+                 "fitted by least squares to the suite's measurements, one fit per technique; —: the technique "
+                 "had none of that event, so the fit cannot price it")
+
+
+def _counts(m):
+    return {"instructions": m.instructions, "traps": m.traps, "exits": m.exits,
+            "hypercalls": m.hypercalls, "blocks": m.blocks}
+
+
+def residuals(model, suite):
+    """[(workload, technique, measured s, predicted s)] for every cell that ran and was fitted."""
+    return [(m.workload, m.technique, m.seconds, model.predict(m.technique, **_counts(m)))
+            for m in suite.measurements if m.ran and m.technique in model.costs]
+
+
+def residuals_table(model, suite):
+    """Measured against predicted, cell by cell, with the error in per cent."""
+    rows = [(name, SHORT.get(t, t), _us(measured * 1e6), _us(predicted * 1e6),
+             f"{(predicted - measured) / measured:+.0%}" if measured else "—")
+            for name, t, measured, predicted in residuals(model, suite)]
+    errors = [abs(p - m) / m for _, _, m, p in residuals(model, suite) if m]
+    middle = f"; median error {statistics.median(errors):.0%}" if errors else ""
+    return Table(["workload", "technique", "measured µs", "predicted µs", "error"], rows,
+                 "the whole run's time, measured and as the fitted model predicts it from the counts" + middle)
+
+
+# --- the designer: a workload of one's own --------------------------------------------------------------------
+# slider -> the suite's workload whose one round it adds
+PARTS = (("system calls", "syscall"), ("cli/sti sections", "cli-sti"), ("port reads", "in"),
+         ("faults", "divzero"))
+
+
+def design_counts(suite, technique, parts, instructions=0):
+    """The counts a designed workload would have under `technique`: `parts` maps a suite workload
+    to how many of its rounds the design holds (each round counted as the measured run's counts
+    divided by its rounds), plus `instructions` plain guest instructions that leave the guest never.
+    None if the technique could not run a part the design uses."""
+    total = {"instructions": float(instructions), "traps": 0.0, "exits": 0.0, "hypercalls": 0.0, "blocks": 0.0}
+    for name, n in parts.items():
+        if not n:
+            continue
+        m = _cell(suite, name, technique)
+        if not _ran(m) or not m.rounds:
+            return None
+        for key, value in _counts(m).items():
+            if key != "blocks":                 # translation is paid once, not per round
+                total[key] += n * value / m.rounds
+    return total
+
+
+def predict_design(model, suite, parts, instructions=0):
+    """{technique: predicted seconds or None (cannot run a part)} for a designed workload."""
+    out = {}
+    for t in [t for t in TECHNIQUES if t in model.costs]:
+        counts = design_counts(suite, t, parts, instructions)
+        out[t] = None if counts is None else max(model.predict(t, **counts), 0.0)
+    return out
+
+
+def design_plot(predicted, measured=None):
+    """Bars of predicted time per technique; with `measured`, the real runs' times as dots."""
+    techniques = list(predicted)
+    fig, ax = plt.subplots(figsize=(7.5, 3.2), facecolor="white")
+    lines = ["predicted time of the designed workload:"]
+    for i, t in enumerate(techniques):
+        p = predicted[t]
+        if p is None:
+            ax.text(i, 0, "cannot run", ha="center", va="bottom", fontsize=8, rotation=90, color="#777777")
+            lines.append(f"  {t}: cannot run it")
+            continue
+        ax.bar(i, p * 1e3, 0.6, color=COLOURS.get(t, "#777777"))
+        line = f"  {t}: {p * 1e3:.2f} ms predicted"
+        if measured and measured.get(t) is not None:
+            ax.plot(i, measured[t] * 1e3, "D", color="black", markersize=7)
+            line += f", {measured[t] * 1e3:.2f} ms measured"
+        lines.append(line)
+    if measured:
+        ax.plot([], [], "D", color="black", label="measured: the parts run for real, times added")
+        ax.legend(fontsize=8, loc="upper left")
+    ax.set_xticks(range(len(techniques)), [SHORT.get(t, t) for t in techniques], fontsize=9)
+    ax.set_ylabel("ms (predicted)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return Plot(fig, "\n".join(lines))
+
+
+class Designer(w.VBox):
+    """Sliders for a workload of one's own: how many system calls, cli/sti sections, port reads
+    and faults, and how many plain instructions. The bars show the fitted model's prediction per
+    technique. With `measure` (vmkit.compare.measure), the button runs each part for real under
+    every technique with that many rounds and adds the times: a check of the model, since a guest
+    that mixes the parts would only add the times of its parts if the model holds."""
+
+    def __init__(self, model, suite, measure=None, maximum=2000):
+        self.model, self.suite, self.measure = model, suite, measure
+        self.sliders = {name: w.IntSlider(value=100 if name == "syscall" else 0, min=0, max=maximum, step=10,
+                                          description=label, style={"description_width": "120px"},
+                                          continuous_update=False)
+                        for label, name in PARTS if name in _workloads(suite)}
+        self.instructions = w.IntSlider(value=100_000, min=0, max=2_000_000, step=10_000,
+                                        description="instructions", style={"description_width": "120px"},
+                                        continuous_update=False)
+        self.picture, self.status = w.HTML(), w.HTML()
+        self.button = w.Button(description="Check against real runs", button_style="primary",
+                               layout=w.Layout(width="220px"), disabled=measure is None)
+        for slider in list(self.sliders.values()) + [self.instructions]:
+            slider.observe(lambda _: self.update(), names="value")
+        self.button.on_click(lambda _: self.check())
+        self.measured = None
+        super().__init__([w.HBox([w.VBox(list(self.sliders.values()) + [self.instructions, self.button]),
+                                  self.picture]), self.status])
+        self.update()
+
+    def parts(self):
+        return {name: slider.value for name, slider in self.sliders.items()}
+
+    def predicted(self):
+        return predict_design(self.model, self.suite, self.parts(), self.instructions.value)
+
+    def update(self, measured=None):
+        self.measured = measured
+        plot = design_plot(self.predicted(), measured)
+        self.plot = plot
+        self.picture.value = plot._repr_mimebundle_()["text/html"]
+        if measured is None:
+            self.status.value = ("<i>The bars are the model's prediction. The plain instructions are "
+                                 "predicted only: no guest of the suite runs them without a loop around.</i>")
+
+    def check(self):
+        """Run each part with its rounds under each technique (vmkit.compare.measure) and add the times."""
+        if self.measure is None:
+            self.status.value = "<i>No way to run guests was given, so this designer predicts only.</i>"
+            return None
+        self.instructions.value = 0         # the parts are what runs, so the parts are what is compared
+        measured = {}
+        for t in self.predicted():
+            total = 0.0
+            for name, rounds in self.parts().items():
+                if not rounds:
+                    continue
+                m = self.measure(name, t, rounds=rounds)
+                if not m.ran:
+                    total = None
+                    break
+                total += m.seconds
+            measured[t] = total
+        self.update(measured)
+        self.status.value = html.escape("Measured: each part run for real under each technique with that many "
+                                        "rounds, the times added; the instructions slider is set to 0, as no guest runs them alone.")
+        return measured
