@@ -124,6 +124,13 @@ def test_ordering_is_by_measured_time_and_leaves_out_what_did_not_run(suite):
     assert "kvm" not in vc.ordering(suite, "syscall")
 
 
+def test_each_claimed_ordering_is_checked_against_the_times(suite):
+    table = vc.check_orderings(suite, [("syscall", "native", "trap-and-emulate", "a trap a call"),
+                                       ("syscall", "trap-and-emulate", "native", "wrong on purpose"),
+                                       ("syscall", "native", "kvm", "cannot run here")])
+    assert [r[2] for r in table.rows] == ["✔ 2,001×", "✘ 0.0005×", "— (could not run)"]
+
+
 def test_the_paper_beside_ours_pairs_each_benchmark_with_the_workload_that_mirrors_it(suite):
     assert vc.mirrored(suite, WORKLOADS) == [("syscall", "syscall"), ("in", "in"), ("call/ret", "call-ret"),
                                              ("pgfault", "ptemod"), ("ptemod", "ptemod")]

@@ -8,6 +8,7 @@ Nothing here measures or runs a guest by itself. Every function takes what vmkit
     cannot_run(suite)          the cells that could not run, each with its reason
     slowdown_plot(suite)       time against native, per workload, on a log scale
     ordering(suite, workload)  the techniques that ran it, fastest first
+    check_orderings(suite, claims)   each claimed ordering checked against the measured times
     paper_table(), paper_beside_ours(suite), paper_plot(suite)   Adams & Agesen (ASPLOS 2006) beside ours
     cost_diagram(model)        where each technique's time goes, with the fitted costs on the arrows
     cost_table(model), residuals_table(model, suite)             the fitted cost model and how well it fits
@@ -103,6 +104,22 @@ def ordering(suite, workload):
     """The techniques that ran the workload, fastest first (by the measured median time)."""
     ran = [m for m in suite.measurements if m.workload == workload and m.ran]
     return [m.technique for m in sorted(ran, key=lambda m: m.seconds)]
+
+
+def check_orderings(suite, claims):
+    """`claims`: [(workload, faster technique, slower technique, why)]. Each claim checked against
+    the measured times: ✔ holds here, ✘ does not, or — one of the two could not run."""
+    rows = []
+    for workload, faster, slower, why in claims:
+        a, b = _cell(suite, workload, faster), _cell(suite, workload, slower)
+        if not (_ran(a) and _ran(b)):
+            verdict = "— (could not run)"
+        else:
+            verdict = f"{'✔' if a.seconds < b.seconds else '✘'} {times(b.seconds / a.seconds)}"
+        rows.append([workload, f"{SHORT.get(faster, faster)} < {SHORT.get(slower, slower)}", verdict, why])
+    return Table(["workload", "claim: faster < slower", "here", "why"], rows,
+                 "each ordering the lesson claims, checked against the times just measured; "
+                 "×: how many times faster the first one was")
 
 
 def _n(value):
