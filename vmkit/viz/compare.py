@@ -237,6 +237,11 @@ def _ratio(value, base):
     return times(value / base) if value is not None and base else "—"
 
 
+def _words(cell):
+    """A paper cell without a native number to divide by: its cycles, or its words."""
+    return f"{cell} cycles" if _cycles(cell) is not None else cell
+
+
 def paper_beside_ours(suite, workloads):
     """For each benchmark of the paper that one of our workloads mirrors: the paper's software and
     hardware VMM against its native, beside ours (binary translation, the VT-x model, real KVM)."""
@@ -245,8 +250,8 @@ def paper_beside_ours(suite, workloads):
         native, software, hardware = paper_cycles(bench)
         row = next(r for r in PAPER if r[0] == bench)
         rows.append([bench, name,
-                     _ratio(software, native) if native else row[3],
-                     _ratio(hardware, native) if native else row[4]]
+                     _ratio(software, native) if native else _words(row[3]),
+                     _ratio(hardware, native) if native else _words(row[4])]
                     + [times(slowdown(suite, name, t)) if slowdown(suite, name, t) is not None else "—"
                        for t in ("binary-translation", "hardware-assist", "kvm")])
     return Table(["paper", "ours", "software VMM", "hardware VMM", "binary transl.", "HW-assist model", "real KVM"],
@@ -318,7 +323,7 @@ def cost_diagram(model=None, techniques=TECHNIQUES):
     g.attr("node", fontname="Helvetica", fontsize="11", shape="box", style="rounded,filled")
     g.attr("edge", fontname="Helvetica", fontsize="10", color="#555555")
     lines = ["cost ≈ instructions × i + traps × t + exits × e + hypercalls × h + blocks × b"]
-    for t in techniques:
+    for t in reversed(techniques):             # graphviz stacks left-to-right ranks bottom up
         instruction = _us_cost(model, t, "instruction")
         per = f"\n{instruction * 1e9:.0f} ns each" if instruction is not None else ""
         g.node(f"{t}_guest", f"{SHORT.get(t, t)}\nguest instructions{per}", fillcolor="#eceff1")
@@ -329,7 +334,7 @@ def cost_diagram(model=None, techniques=TECHNIQUES):
             g.node(f"{t}_{k}", where, fillcolor="#fff3e0")
             g.edge(f"{t}_guest", f"{t}_{k}", label=label, color=COLOURS.get(t, "#555555"))
             line += f"; {what} -> {where}" + (f" ({cost * 1e6:.1f} µs a {term})" if cost is not None else "")
-        lines.append(line)
+        lines.insert(1, line)
     g.text = "\n".join(lines)
     return g
 
