@@ -8,12 +8,14 @@ import pytest
 
 from vmkit.viz.migration import (
     CLARK,
+    RoundStepper,
     Plot,
     Progress,
     clark_table,
     digests,
     dirty_mbit,
     downtime_plot,
+    memory_html,
     phases,
     precopy_diagram,
     rate_plot,
@@ -163,3 +165,59 @@ def test_a_real_migration_renders_end_to_end():
     assert precopy_diagram(r, migration.XEN).text.count(r.stop_reason) == 1
     t = transcript(r)
     assert t.source[-1] == r.switch_seq and t.source + t.destination == r.transcript
+
+
+def test_the_memory_grid_draws_one_square_per_page_and_counts_each_state():
+    page = memory_html(["unsent"] * 3 + ["clean"] * 5 + ["dirty"] * 2)
+    assert page.count("<i style='background:") == 10 + 3           # the pages, then a square per legend entry
+    assert "page 9: dirtied since it was sent" in page
+    assert "not sent yet (3)" in page and "sent, unchanged since (5)" in page and "on the destination" not in page
+
+
+class FakeMigration:
+    """Migration's building blocks on a script: each round the guest dirties `dirty` pages."""
+
+    def __init__(self, dirty):
+        self.memory_pages, self.dirty, self.rounds, self.sent_total, self.link = 16, list(dirty), [], 0, None
+        self.calls = []
+
+    def all_pages(self):
+        return range(self.memory_pages)
+
+    def send(self, pages):
+        self.calls.append(("send", list(pages)))
+        self.sent_total += len(pages)
+        self.rounds.append(record(len(self.rounds) + 1, len(pages), len(self.dirty[len(self.rounds)]), 0.001))
+        return self.rounds[-1]
+
+    def dirty_pages(self):
+        return self.dirty[len(self.rounds) - 1]
+
+    def stop_and_copy(self, pages, stop_reason="chosen"):
+        self.calls.append(("stop_and_copy", list(pages), stop_reason))
+        return result(self.rounds or [record(1, 0, 0, 0.0)], reason=stop_reason)
+
+
+class FewerThan:
+    def __init__(self, n):
+        self.n = n
+
+    def reason(self, rounds, sent_total, memory_pages, link):
+        return "few dirty pages" if rounds[-1].pages_dirtied < self.n else None
+
+
+def test_the_round_stepper_sends_everything_first_then_only_what_the_dirty_log_names():
+    fake = FakeMigration([[1, 2, 3], [2]])
+    stepper = RoundStepper(lambda: fake, FewerThan(2))
+    stepper.next_round()
+    assert fake.calls[0] == ("send", list(range(16)))
+    assert stepper.states[1:4] == ["dirty"] * 3 and stepper.states.count("clean") == 13
+    assert "another round" in stepper.status.value
+    stepper.next_round()
+    assert fake.calls[1] == ("send", [1, 2, 3]) and stepper.states.count("dirty") == 1
+    assert "Xen would stop now: <b>few dirty pages</b>" in stepper.status.value
+    stepper.stop_and_copy()
+    assert fake.calls[2] == ("stop_and_copy", [2], "few dirty pages")
+    assert set(stepper.states) == {"moved"} and stepper.next_button.disabled
+    stepper.next_round()                                   # after the switch-over nothing more is sent
+    assert len(fake.calls) == 3

@@ -516,3 +516,86 @@ class Explorer(w.VBox):
         with self.table:
             self.table.clear_output(wait=True)
             display(rounds_table(self.result))
+
+
+# --- round by round ---------------------------------------------------------------------------------------
+PAGE_COLOURS = {"unsent": "#e0e0e0", "clean": SEND, "dirty": DIRTY, "moved": DEST}
+PAGE_WORDS = {"unsent": "not sent yet", "clean": "sent, unchanged since", "dirty": "dirtied since it was sent",
+              "moved": "on the destination"}
+
+
+def memory_html(states, columns=32):
+    """The guest's pages as a grid of small squares, one colour per state (PAGE_COLOURS)."""
+    cells = "".join(f"<i style='background:{PAGE_COLOURS[s]}' title='page {n}: {PAGE_WORDS[s]}'></i>"
+                    for n, s in enumerate(states))
+    legend = " ".join(f"<span style='white-space:nowrap'><i style='background:{PAGE_COLOURS[s]}'></i> "
+                      f"{PAGE_WORDS[s]} ({states.count(s):,})</span>" for s in PAGE_COLOURS if s in states)
+    style = ("<style>.vmkit-pages i{display:inline-block;width:9px;height:9px;margin:1px;border-radius:1px}"
+             f".vmkit-pages .grid{{display:grid;grid-template-columns:repeat({columns},11px);line-height:0}}</style>")
+    return (f"{style}<div class='vmkit-pages' style='background:#fcfcfc;color:#24292e;padding:4px;display:inline-block'>"
+            f"<div class='grid'>{cells}</div><div style='font-size:12px;margin-top:4px'>{legend}</div></div>")
+
+
+class RoundStepper(w.VBox):
+    """Pre-copy one round at a time, the guest's memory drawn page by page. `start()` returns a
+    fresh vmkit.migration.Migration (the notebook makes it; this widget only calls its building
+    blocks: send, dirty_pages, stop_and_copy); `stop` is the StopConditions asked after each round."""
+
+    def __init__(self, start, stop):
+        self.start, self.stop = start, stop
+        self.next_button = w.Button(description="next round", button_style="primary")
+        self.copy_button = w.Button(description="stop-and-copy", button_style="danger")
+        self.reset_button = w.Button(description="reset")
+        self.next_button.on_click(lambda _: self.next_round())
+        self.copy_button.on_click(lambda _: self.stop_and_copy())
+        self.reset_button.on_click(lambda _: self.reset())
+        self.memory, self.status = w.HTML(), w.HTML()
+        super().__init__([w.HBox([self.next_button, self.copy_button, self.reset_button]), self.status, self.memory])
+        self.add_class("vmkit-round-stepper")
+        self.reset()
+
+    def reset(self):
+        self.m = self.start()
+        self.pending = list(self.m.all_pages())          # round 1 sends everything
+        self.states = ["unsent"] * self.m.memory_pages
+        self.result = None
+        self._draw("Dirty logging is on; nothing sent yet. <b>next round</b> sends all "
+                   f"{self.m.memory_pages:,} pages while the guest runs on.")
+
+    def next_round(self):
+        if self.result is not None:
+            return
+        record = self.m.send(self.pending)
+        for page in self.pending:
+            self.states[page] = "clean"
+        self.pending = self.m.dirty_pages()               # get-and-clear, as KVM_GET_DIRTY_LOG
+        for page in self.pending:
+            self.states[page] = "dirty"
+        reason = self.stop.reason(self.m.rounds, self.m.sent_total, self.m.memory_pages, self.m.link)
+        verdict = (f"Xen would stop now: <b>{html.escape(reason)}</b>. Press <b>stop-and-copy</b>." if reason else
+                   "No stop condition holds: Xen would send another round.")
+        self._draw(f"Round {record.number}: sent {record.pages_sent:,} pages in {record.seconds * 1e3:.2f} ms; the guest "
+                   f"dirtied {record.pages_dirtied:,} meanwhile. {verdict}", reason)
+
+    def stop_and_copy(self):
+        if self.result is not None:
+            return
+        reason = self.stop.reason(self.m.rounds, self.m.sent_total, self.m.memory_pages, self.m.link) \
+            if self.m.rounds else None
+        self.result = self.m.stop_and_copy(self.pending, stop_reason=reason or "chosen")
+        self.states = ["moved"] * self.m.memory_pages
+        self._draw(f"Paused, sent the last {self.result.final_pages:,} pages and the vCPU and device state: downtime "
+                   f"<b>{_ms(self.result.downtime)}</b> after {_n(len(self.result.rounds), 'round')} "
+                   f"({self.result.pages_sent:,} pages in all); "
+                   f"{'verified: the digests match and the output goes on' if self.result.verified else 'NOT verified'}.")
+
+    def _draw(self, message, reason=None):
+        self.status.value = f"<div style='margin:4px 0'>{message}</div>"
+        self.memory.value = memory_html(self.states)
+        self.next_button.disabled = self.result is not None
+        self.copy_button.disabled = self.result is not None
+
+    @property
+    def text(self):
+        counts = ", ".join(f"{self.states.count(s):,} {PAGE_WORDS[s]}" for s in PAGE_COLOURS if s in self.states)
+        return f"after {_n(len(self.m.rounds), 'round')}: {counts}"
