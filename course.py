@@ -4,6 +4,7 @@
     python3 course.py open     install what is missing, then open JupyterLab on the first lesson
     python3 course.py test     install what is missing (and the test tools), then run every test
     python3 course.py bench    run the benchmarks and print the ratios they measure
+    python3 course.py speed    run every lesson and lab solution in a fresh kernel, time each notebook
     python3 course.py release  write the students' version of every lab (no solutions, no hidden tests) to release/
     python3 course.py doctor   say what this machine offers (nasm, dot, qemu, /dev/kvm)
 
@@ -112,6 +113,10 @@ def main(argv):
         system_tools(COURSE_TOOLS)
         python_packages("test")
         run_in_venv([PYTHON, os.path.join("tests", "benchmarks", "run.py")] + rest)
+    elif command == "speed":
+        system_tools(COURSE_TOOLS)
+        python_packages("test")
+        run_in_venv([PYTHON, os.path.join("tests", "benchmarks", "course_speed.py")] + rest)
     elif command == "release":
         python_packages("")
         release()
