@@ -221,3 +221,14 @@ def test_the_round_stepper_sends_everything_first_then_only_what_the_dirty_log_n
     assert set(stepper.states) == {"moved"} and stepper.next_button.disabled
     stepper.next_round()                                   # after the switch-over nothing more is sent
     assert len(fake.calls) == 3
+
+
+def test_the_banner_says_which_vm_migrates_and_why_not_kvm_with_the_fix():
+    import vmkit
+    from vmkit.viz.migration import engine_banner
+    missing = vmkit.kvm.probe("/dev/no-such-kvm")
+    banner = engine_banner(missing, "model")
+    assert not banner.ok and "emulated machine" in banner.text and "/dev/no-such-kvm does not exist" in banner.text
+    assert "modprobe" in banner.text
+    here = SimpleNamespace(path="/dev/kvm", module="kvm_intel")
+    assert "KVM_GET_DIRTY_LOG" in engine_banner(here, "kvm").text
