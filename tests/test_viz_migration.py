@@ -9,7 +9,6 @@ import pytest
 from vmkit.viz.migration import (
     CLARK,
     RoundStepper,
-    Plot,
     Progress,
     clark_table,
     digests,

@@ -575,7 +575,7 @@ class RoundStepper(w.VBox):
         verdict = (f"Xen would stop now: <b>{html.escape(reason)}</b>. Press <b>stop-and-copy</b>." if reason else
                    "No stop condition holds: Xen would send another round.")
         self._draw(f"Round {record.number}: sent {record.pages_sent:,} pages in {record.seconds * 1e3:.2f} ms; the guest "
-                   f"dirtied {record.pages_dirtied:,} meanwhile. {verdict}", reason)
+                   f"dirtied {record.pages_dirtied:,} meanwhile. {verdict}")
 
     def stop_and_copy(self):
         if self.result is not None:
@@ -589,7 +589,7 @@ class RoundStepper(w.VBox):
                    f"({self.result.pages_sent:,} pages in all); "
                    f"{'verified: the digests match and the output goes on' if self.result.verified else 'NOT verified'}.")
 
-    def _draw(self, message, reason=None):
+    def _draw(self, message):
         self.status.value = f"<div style='margin:4px 0'>{message}</div>"
         self.memory.value = memory_html(self.states)
         self.next_button.disabled = self.result is not None
