@@ -55,12 +55,17 @@ class Machine:
     are exact, and stepping and running agree. counted=False lets Unicorn run the guest at full
     speed without counting; it is only valid while nothing observes time (no timer armed, no
     instruction budget), and raises MustCount when that stops being true.
+
+    paging=True lets the guest turn paging on (CR0.PG): Unicorn walks its page tables. It is off by
+    default because the vmkit PC's own reads of guest memory (descriptor tables, interrupt frames)
+    take linear addresses as physical ones, which holds only while the guest identity-maps them.
     """
 
     watch_interrupt_window = True      # stop in front of sti/popf/iret when an interrupt waits for IF
 
     def __init__(self, image, memory=DEFAULT_MEMORY, *, max_instructions=DEFAULT_MAX_INSTRUCTIONS,
-                 timeout=DEFAULT_TIMEOUT, counted=True, technique="native"):
+                 timeout=DEFAULT_TIMEOUT, counted=True, technique="native", paging=False):
+        self.paging = paging
         self.image = assemble(image)
         self.memory = memory
         self.max_instructions = max_instructions
@@ -243,9 +248,10 @@ class Machine:
         return max(n, 1)
 
     def _after_slice(self, error, n):
-        if self.cpu["cr0"] & CR0_PG:
+        if self.cpu["cr0"] & CR0_PG and not self.paging:
             raise GuestError(f"the guest turned paging on (CR0.PG, near eip {self.cpu['eip']:#x}); the vmkit PC "
-                             f"models protected mode without paging", self.result())
+                             f"models protected mode without paging unless it is made with paging=True",
+                             self.result())
         stop = self._stop
         if error is not None and stop is not None and stop.kind == "exit" and not self.counted:
             raise MustCount("Unicorn ran on past the debug-exit write into an error")

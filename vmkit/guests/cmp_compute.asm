@@ -1,0 +1,49 @@
+; cmp_compute.asm - CPU bound: ROUNDS passes of the sieve of Eratosthenes below LIMIT. Nothing in
+; it is privileged or sensitive, so every technique should run it at close to native speed.
+LIMIT equ 1024
+
+workload:
+    mov ebp, ROUNDS
+.pass:
+    mov edi, sieve                      ; every number starts out a candidate
+    mov ecx, LIMIT / 4
+    xor eax, eax
+    rep stosd
+    mov ebx, 2
+.outer:
+    mov eax, ebx
+    imul eax, ebx
+    cmp eax, LIMIT
+    jae .count
+    cmp byte [sieve + ebx], 0
+    jne .next
+.mark:                                  ; cross out the multiples of a prime from its square on
+    mov byte [sieve + eax], 1
+    add eax, ebx
+    cmp eax, LIMIT
+    jb .mark
+.next:
+    inc ebx
+    jmp .outer
+.count:
+    xor eax, eax                        ; the primes are what is left, from 2 on
+    mov ebx, 2
+.tally:
+    cmp byte [sieve + ebx], 0
+    jne .composite
+    inc eax
+.composite:
+    inc ebx
+    cmp ebx, LIMIT
+    jb .tally
+    dec ebp
+    jnz .pass
+    ret
+
+syscall_entry      equ unexpected_fault
+divide_error_entry equ unexpected_fault
+page_fault_entry   equ unexpected_fault
+workload_title: db "primes below 1024: "
+workload_title_len equ $ - workload_title
+align 4
+sieve: times LIMIT db 0

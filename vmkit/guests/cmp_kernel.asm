@@ -1,0 +1,293 @@
+; cmp_kernel.asm - the kernel every workload of the comparison runs in (vmkit.compare).
+;
+; One binary for every technique, as vmkit/guests/pv_ops.asm is: at boot it asks CPUID leaf
+; 0x40000000 who is underneath and fills its pv_ops table with the native operations (ring 0, the
+; vmkit PC's IDT, TSS and COM1) or Xen's (ring 1, the trap table, the mask byte, hypercalls). The
+; workload (one of vmkit/guests/cmp_*.asm, appended after this file with ROUNDS defined in front)
+; provides `workload`: called in the kernel, it returns its result in EAX, which the kernel
+; prints as "<title>: <result>" before it powers off. A workload that leaves for ring 3 ends by
+; jumping to `finish` from its system call instead of returning.
+;
+;   operation      native (ring 0)                    Xen (ring 1)
+;   irq_disable    cli                                mask byte := 1 (shared_info)
+;   irq_enable     sti                                mask byte := 0 (no events are bound: none pend)
+;   console_write  out to COM1, byte by byte          console_io hypercall
+;   power_off      isa-debug-exit                     SCHEDOP_shutdown(poweroff)
+;   traps          IDT gates, TSS esp0 stack          set_trap_table, stack_switch
+;
+; No timer is armed and every PIC line stays masked: nothing but the workload happens, so every
+; count a run reports belongs to the workload and is the same run after run.
+bits 32
+org 0x100000
+
+KERNEL_CS      equ 0x08                ; the kernel's own GDT, on bare hardware
+KERNEL_DS      equ 0x10
+USER_CS        equ 0x18 | 3
+USER_DS        equ 0x20 | 3
+TSS_SEL        equ 0x28
+COM1           equ 0x3f8
+DEBUG_EXIT     equ 0xf4
+
+FLAT_RING1_CS  equ 0xe019              ; Xen's flat segments
+FLAT_RING1_SS  equ 0xe021
+FLAT_RING3_CS  equ 0xe02b
+FLAT_RING3_DS  equ 0xe033
+__HYPERVISOR_set_trap_table   equ 0
+__HYPERVISOR_stack_switch     equ 3
+__HYPERVISOR_console_io       equ 18
+__HYPERVISOR_sched_op         equ 29
+CONSOLEIO_write               equ 0
+SCHEDOP_shutdown              equ 2
+SI_SHARED_INFO                equ 36
+UPCALL_MASK                   equ 1
+
+DE_VECTOR      equ 0                   ; divide error
+GP_VECTOR      equ 13
+PF_VECTOR      equ 14
+SYSCALL_VECTOR equ 0x80
+
+%macro hypercall 1
+    mov eax, %1
+    int 0x82
+%endmacro
+
+; ---------------------------------------------------------------- boot: which platform is this?
+start:
+    mov [boot_esi], esi
+    mov eax, 0x40000000
+    cpuid
+    cmp ebx, "XenV"
+    jne native_setup
+    cmp ecx, "MMXe"
+    jne native_setup
+    cmp edx, "nVMM"
+    jne native_setup
+    jmp xen_setup
+
+; ---------------------------------------------------------------- the kernel proper: one version
+kernel_main:
+    call workload
+finish:                                 ; EAX: the workload's result
+    mov esp, kernel_stack_top
+    push eax
+    mov edx, workload_title
+    mov ecx, workload_title_len
+    call [pv_ops.console_write]
+    pop eax
+    call print_decimal
+    mov edx, newline
+    mov ecx, 1
+    call [pv_ops.console_write]
+    call [pv_ops.power_off]
+
+unexpected_fault:                       ; #GP, or a fault the workload did not expect
+    mov edx, fault_text
+    mov ecx, fault_text_len
+    call [pv_ops.console_write]
+    call [pv_ops.power_off]
+
+print_decimal:                          ; EAX; every register is kept
+    pushad
+    mov edi, digits_end
+    mov ebx, 10
+.next:
+    xor edx, edx
+    div ebx
+    add dl, '0'
+    dec edi
+    mov [edi], dl
+    test eax, eax
+    jnz .next
+    mov edx, edi
+    mov ecx, digits_end
+    sub ecx, edi
+    call [pv_ops.console_write]
+    popad
+    ret
+
+; ---------------------------------------------------------------- native: ring 0 on the vmkit PC
+native_setup:
+    lgdt [gdtr]
+    jmp KERNEL_CS:.reload
+.reload:
+    mov ax, KERNEL_DS
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    mov esp, kernel_stack_top
+    mov eax, tss                        ; the TSS: the kernel stack for traps from ring 3
+    mov [gdt_tss + 2], ax
+    shr eax, 16
+    mov [gdt_tss + 4], al
+    mov [gdt_tss + 7], ah
+    mov dword [tss + 4], kernel_stack_top
+    mov dword [tss + 8], KERNEL_DS
+    mov word [tss + 102], 104           ; no I/O bitmap
+    mov ax, TSS_SEL
+    ltr ax
+    mov esi, trap_table                 ; the IDT from the same table Xen is given
+.gate:
+    movzx ebx, byte [esi]
+    mov eax, [esi + 4]
+    test eax, eax
+    jz .gates_done
+    mov [idt + ebx * 8], ax
+    mov word [idt + ebx * 8 + 2], KERNEL_CS
+    mov cl, [esi + 1]                   ; the DPL: who may use `int n` on it
+    shl cl, 5
+    or cl, 0x8e                         ; present, 32-bit interrupt gate
+    mov [idt + ebx * 8 + 5], cl
+    shr eax, 16
+    mov [idt + ebx * 8 + 6], ax
+    add esi, 8
+    jmp .gate
+.gates_done:
+    lidt [idtr]
+    mov esi, native_ops
+    call install_ops
+    mov dword [user_cs], USER_CS
+    mov dword [user_ds], USER_DS
+    jmp kernel_main
+
+native_irq_disable:
+    cli
+    ret
+
+native_irq_enable:
+    sti
+    ret
+
+native_console_write:                   ; ECX bytes at EDX to COM1 (its transmitter is always ready)
+    pushad
+    mov esi, edx
+    mov dx, COM1
+    jecxz .done
+.byte:
+    lodsb
+    out dx, al
+    loop .byte
+.done:
+    popad
+    ret
+
+native_power_off:
+    mov al, 0
+    out DEBUG_EXIT, al
+    cli
+    hlt
+
+; ---------------------------------------------------------------- Xen: ring 1, hypercalls
+xen_setup:
+    mov esp, kernel_stack_top
+    mov esi, [boot_esi]
+    mov eax, [esi + SI_SHARED_INFO]
+    mov [shared_info], eax
+    mov ebx, trap_table                 ; the workload's handlers: the same ones the IDT gets
+    hypercall __HYPERVISOR_set_trap_table
+    mov ebx, FLAT_RING1_SS              ; the stack for traps from ring 3: the TSS's job natively
+    mov ecx, kernel_stack_top
+    hypercall __HYPERVISOR_stack_switch
+    mov esi, xen_ops
+    call install_ops
+    mov dword [user_cs], FLAT_RING3_CS
+    mov dword [user_ds], FLAT_RING3_DS
+    jmp kernel_main
+
+xen_irq_disable:                        ; the virtual IF is a byte in shared_info: no trap, no hypercall
+    push eax
+    mov eax, [shared_info]
+    mov byte [eax + UPCALL_MASK], 1
+    pop eax
+    ret
+
+xen_irq_enable:                         ; no event channel is bound, so nothing can be pending
+    push eax
+    mov eax, [shared_info]
+    mov byte [eax + UPCALL_MASK], 0
+    pop eax
+    ret
+
+xen_console_write:                      ; ECX bytes at EDX
+    pushad
+    mov ebx, CONSOLEIO_write
+    hypercall __HYPERVISOR_console_io
+    popad
+    ret
+
+xen_power_off:
+    mov ebx, SCHEDOP_shutdown
+    mov ecx, shutdown_poweroff
+    hypercall __HYPERVISOR_sched_op
+    jmp $
+
+install_ops:                            ; copy the table at ESI into pv_ops
+    mov edi, pv_ops
+    mov ecx, PV_OPS_COUNT
+    rep movsd
+    ret
+
+; ---------------------------------------------------------------- data
+align 4
+pv_ops:
+.irq_disable:   dd 0
+.irq_enable:    dd 0
+.console_write: dd 0
+.power_off:     dd 0
+PV_OPS_COUNT equ ($ - pv_ops) / 4
+native_ops: dd native_irq_disable, native_irq_enable, native_console_write, native_power_off
+xen_ops:    dd xen_irq_disable, xen_irq_enable, xen_console_write, xen_power_off
+
+user_cs:     dd 0
+user_ds:     dd 0
+boot_esi:    dd 0
+shared_info: dd 0
+shutdown_poweroff: dd 0                 ; struct sched_shutdown { SHUTDOWN_poweroff }
+trap_table:                             ; Xen's trap_info { vector, flags (DPL), cs, address }
+    db DE_VECTOR, 0
+    dw FLAT_RING1_CS
+    dd divide_error_entry
+    db GP_VECTOR, 0
+    dw FLAT_RING1_CS
+    dd unexpected_fault
+    db PF_VECTOR, 0
+    dw FLAT_RING1_CS
+    dd page_fault_entry
+    db SYSCALL_VECTOR, 3
+    dw FLAT_RING1_CS
+    dd syscall_entry
+    dd 0, 0
+newline:     db 10
+fault_text:  db "kernel: unexpected fault", 10
+fault_text_len equ $ - fault_text
+digits:      times 10 db 0
+digits_end:
+
+align 8
+gdt:
+    dq 0
+    dq 0x00cf9a000000ffff               ; 0x08 kernel code
+    dq 0x00cf92000000ffff               ; 0x10 kernel data
+    dq 0x00cffa000000ffff               ; 0x18 user code
+    dq 0x00cff2000000ffff               ; 0x20 user data
+gdt_tss:
+    dw 103, 0
+    db 0, 0x89, 0, 0
+gdtr:
+    dw $ - gdt - 1
+    dd gdt
+align 8
+idt:
+    times 256 dq 0
+idtr:
+    dw 256 * 8 - 1
+    dd idt
+tss:
+    times 104 db 0
+
+align 16
+times 2048 db 0
+kernel_stack_top:
+times 1024 db 0
+user_stack_top:
+
+; ---------------------------------------------------------------- the workload
