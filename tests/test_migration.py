@@ -162,6 +162,21 @@ def test_downtime_grows_with_the_writable_working_set():
     assert downtimes[0] < downtimes[1] < downtimes[2]
 
 
+def test_a_slow_writer_leaves_fewer_dirty_pages_each_shorter_round():
+    """Writes spread over 700 pages, slowly: does each round, shorter than the one before, leave
+    fewer pages dirty, until Xen's 50-page condition ends the pre-copy?"""
+    result = M.migrate(M.workload("random", pages=700, pace=3000, seed=2), warmup=0.002)
+    dirtied = [r.pages_dirtied for r in result.rounds]
+    assert dirtied == sorted(dirtied, reverse=True) and len(set(dirtied)) == len(dirtied) >= 3
+    assert result.stop_reason == "few dirty pages" and result.verified
+
+
+def test_the_stop_and_copy_goes_at_the_links_full_rate():
+    result = M.migrate(M.workload("steady", wws_pages=8), link=M.Link(mbit=1000, start_mbit=100, adaptive=True))
+    assert result.rounds[0].mbit == 100
+    assert result.downtime == pytest.approx(0.0001 + (result.final_pages * 4096 + result.state_bytes) * 8 / 1e9)
+
+
 def test_an_idle_guest_needs_one_round():
     result = M.migrate(M.workload("idle"), warmup=0.002, after=0.002)
     assert len(result.rounds) == 1 and result.stop_reason == "few dirty pages" and result.verified

@@ -13,6 +13,9 @@
 ;   PATTERN 3  random      writes a dword at a place chosen by a linear congruential generator
 ;                          (seeded with SEED) among the first PAGES pages of DATA
 ;
+; PACE > 0 spins that many times after each store: a writer that dirties pages slowly, so that a
+; round that takes less time leaves fewer dirty pages behind (the rounds shrink).
+;
 ; Everything it needs lives in RAM or in its registers, so a migration must carry both.
 bits 32
 org 0x100000
@@ -31,6 +34,9 @@ org 0x100000
 %endif
 %ifndef WORK
 %define WORK 20000
+%endif
+%ifndef PACE
+%define PACE 0
 %endif
 
 COM1      equ 0x3f8
@@ -70,6 +76,12 @@ start:
     mov [DATA + edx + eax], ecx
 %endif
 .next:
+%if PACE > 0 && PATTERN != 0
+    mov eax, PACE
+.pace:
+    dec eax
+    jnz .pace
+%endif
     dec ecx
     jnz .work
     inc dword [seq]

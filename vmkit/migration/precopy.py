@@ -5,8 +5,8 @@
     stop?            Xen's conditions: 30 rounds done, fewer than 50 pages dirtied in a round,
                      more than 3x memory sent, or the link at its maximum rate and the round sent
                      more than the one before (the guest dirties faster than the link can send)
-    stop-and-copy    pause the guest, send what is still dirty and the vCPU and device state:
-                     the downtime
+    stop-and-copy    pause the guest, send what is still dirty and the vCPU and device state, at
+                     the link's full rate: the downtime
     activate         the destination runs on from exactly where the source stopped
 
 The building blocks are Migration's methods (send, dirty_pages, stop_and_copy), so a loop of one's
@@ -110,7 +110,7 @@ class MigrationResult:
             "NOT verified: " + ", ".join(what for what, bad in (("memory differs", not self.memory_verified),
                                                                 ("output has a gap or a repeat", not self.output_continuous))
                                          if bad))
-        return (f"{len(self.rounds)} rounds, stopped by {self.stop_reason}; {self.pages_sent} pages sent; "
+        return (f"{len(self.rounds)} round{'s' if len(self.rounds) != 1 else ''}, stopped by {self.stop_reason}; {self.pages_sent} pages sent; "
                 f"downtime {self.downtime * 1000:.2f} ms ({self.final_pages} pages + {self.state_bytes} bytes of state); "
                 f"total {self.total_time * 1000:.1f} ms; {ok}")
 
@@ -183,7 +183,9 @@ class Migration:
         switch_eip, switch_output = self.source.eip, self.source.output
         self._deliver(pages, "the stop-and-copy")
         cpu, devices = self.source.cpu_state(), self.source.device_state()
-        mbit = self.link.rate_for(self.rounds[-1] if self.rounds else None)
+        # The guest is paused: nothing is gained by holding back, so the rest goes at the link's
+        # full rate (QEMU, too, lifts its bandwidth limit for the switch-over).
+        mbit = self.link.rate_mbit = self.link.mbit
         downtime = self.link.seconds(len(pages), mbit, extra_bytes=len(cpu) + len(devices))
         self.source.stop_dirty_log()
         self.destination.load_cpu_state(cpu)
