@@ -1,6 +1,6 @@
 ; cmp_compute.asm - CPU bound: ROUNDS passes of the sieve of Eratosthenes below LIMIT. Nothing in
 ; it is privileged or sensitive, so every technique should run it at close to native speed.
-LIMIT equ 1024
+LIMIT equ 256
 
 workload:
     mov ebp, ROUNDS
@@ -43,7 +43,7 @@ workload:
 syscall_entry      equ unexpected_fault
 divide_error_entry equ unexpected_fault
 page_fault_entry   equ unexpected_fault
-workload_title: db "primes below 1024: "
+workload_title: db "primes below 256: "
 workload_title_len equ $ - workload_title
 align 4
 sieve: times LIMIT db 0

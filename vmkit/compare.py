@@ -1,0 +1,390 @@
+"""Comparing the techniques: the same course guests under every technique that can run them,
+measured side by side in one run.
+
+Adams & Agesen (ASPLOS 2006) ran nanobenchmarks (syscall, in, cr8wr, call/ret, pgfault, divzero,
+ptemod) natively, under VMware's software VMM and under first-generation VT-x, and found the
+hardware VMM often slower. This module runs the course's version of that experiment:
+
+    from vmkit import compare
+    compare.WORKLOADS["syscall"].source(100)         # the guest, as NASM source
+    m = compare.measure("syscall", "trap-and-emulate", rounds=100)
+    suite = compare.run_suite(rounds=50, repeat=3)   # every workload x every technique
+    suite.cell("in", "hardware-assist").exits
+    model = compare.fit_cost_model(suite)            # seconds ~ instructions, traps, exits, ...
+
+Every workload is one kernel (vmkit/guests/cmp_kernel.asm, a pv_ops kernel that picks native or
+Xen operations from CPUID 0x40000000) with one workload appended (vmkit/guests/cmp_<name>.asm), so
+"paravirt" runs the same workload through Xen's operations. The kernel arms no timer, so every
+count a run reports is the workload's, exact and the same run after run; the times are the median
+of `repeat` runs.
+"""
+import csv
+import io
+import statistics
+from dataclasses import dataclass, field
+
+from . import guests
+from .asm import assemble
+from .errors import GuestError, VmkitError
+from .run import TECHNIQUES, machine, run
+
+COUNTS = ("instructions", "traps", "exits", "hypercalls", "blocks")
+COST_TERMS = ("instruction", "trap", "exit", "hypercall", "block")       # one cost per count, same order
+LESSON_ROUNDS = 50           # what a lesson runs: the whole suite in a few seconds
+REPEAT = 3
+
+NO_PAGING = "the course's VMMs model no guest paging: vmkit/vmm/emulate.py refuses CR0.PG"
+NOT_RUN = {
+    ("in", "paravirt"):
+        "a paravirtual domU has no I/O ports: its devices are split drivers (a ring in shared memory "
+        "and an event channel to dom0's backend), and vmkit's Xen grants no I/O privilege (no "
+        "physdev_op), so a ring-1 `in` would only be bounced back to the guest as a #GP",
+    ("ptemod", "trap-and-emulate"): NO_PAGING,
+    ("ptemod", "binary-translation"): NO_PAGING + " (binary translation extends trap-and-emulate)",
+    ("ptemod", "paravirt"):
+        "a Xen PV guest may not load CR3 or write its page tables: it asks Xen with the mmu_update "
+        "hypercall, which vmkit's Xen does not model",
+}
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One guest workload: `name` (its key), `title` (a short heading), `what` (what it does and
+    why it matters), `adams_agesen` (the paper's nanobenchmark it mirrors, or None), `rounds` (the
+    benchmark's default), `result` (what the guest prints for n rounds), `kvm_needs` (the
+    vmkit.kvm.probe features it uses), `paging` (it turns paging on)."""
+    name: str
+    title: str
+    what: str
+    adams_agesen: str
+    file: str
+    rounds: int
+    result: object
+    kvm_needs: tuple = ()
+    paging: bool = False
+
+    def source(self, rounds=None):
+        """The NASM source of the guest with `rounds` loop rounds (default: self.rounds)."""
+        rounds = self.rounds if rounds is None else rounds
+        if not isinstance(rounds, int) or not 1 <= rounds <= 10_000_000:
+            raise VmkitError(f"rounds must be a whole number from 1 to 10,000,000, not {rounds!r}")
+        return (f"; the {self.name} workload of vmkit.compare, {rounds} rounds\n"
+                f"ROUNDS equ {rounds}\n" + guests.source("cmp_kernel") + guests.source(self.file))
+
+    def expected(self, rounds):
+        """The line the guest prints when it ran correctly."""
+        return self.result(rounds)
+
+    def __repr__(self):
+        return f"<Workload {self.name}: {self.title}>"
+
+
+def _line(label):
+    return lambda n: f"{label}: {n}\n"
+
+
+WORKLOADS = {w.name: w for w in (
+    Workload("syscall", "system calls",
+             "system-call heavy: a ring-3 loop of int 0x80 round trips (getpid), each entering the kernel "
+             "through its gate and leaving with iretd", "syscall", "cmp_syscall", 2000,
+             _line("system calls"), ("int-n", "iret")),
+    Workload("cli-sti", "cli/sti",
+             "cli/sti heavy: a kernel loop of short critical sections, each between pv_ops.irq_disable and "
+             "irq_enable (cli and sti natively, the mask byte under Xen)", None, "cmp_cli_sti", 2000,
+             _line("critical sections")),
+    Workload("in", "port reads",
+             "port-I/O heavy: a kernel loop reading COM1's line status register with `in`. Not under "
+             "paravirt: a domU has no ports (its devices are split drivers), and none stands in for them",
+             "in", "cmp_in", 2000, _line("status reads")),
+    Workload("divzero", "divide errors",
+             "exception heavy: a kernel loop of divisions by zero; each #DE goes to the kernel's handler, "
+             "which resumes at the fixup its table names for the faulting instruction",
+             "divzero", "cmp_divzero", 2000, _line("divide errors fixed up"), ("exceptions", "iret")),
+    Workload("call-ret", "call/ret",
+             "a kernel loop calling a two-instruction subroutine: what a call and its return cost",
+             "call/ret", "cmp_call_ret", 2000, _line("calls")),
+    Workload("compute", "sieve",
+             "CPU bound: passes of the sieve of Eratosthenes below 256, nothing privileged or sensitive in it",
+             None, "cmp_compute", 200, lambda n: "primes below 256: 54\n"),
+    Workload("ptemod", "page tables",
+             "rewrites its page tables: paging on, then each round a PTE store, invlpg and a true page "
+             "fault that the handler fixes by making the page present",
+             "ptemod, pgfault", "cmp_ptemod", 2000,
+             lambda n: f"window reads after PTE rewrites: {2 * ((n + 1) // 2) + n // 2}\n",
+             ("paging", "exceptions", "iret"), paging=True),
+)}
+
+
+@dataclass
+class Measurement:
+    """One workload under one technique. `ran` is False when the technique cannot run it, and
+    `reason` says why. Counts are exact: `instructions` the guest executed (as the technique's
+    machine counted them; KVM counts none, so there the native count stands in), `traps` into a
+    VMM, `exits` (VM exits), `hypercalls`, `blocks` translated. `seconds`: the median run time."""
+    workload: str
+    technique: str
+    ran: bool
+    reason: str = None
+    rounds: int = 0
+    instructions: int = 0
+    traps: int = 0
+    exits: int = 0
+    hypercalls: int = 0
+    blocks: int = 0
+    seconds: float = 0.0
+    serial: str = ""
+
+    @property
+    def us_per_round(self):
+        return self.seconds / self.rounds * 1e6 if self.ran and self.rounds else None
+
+    def counts(self):
+        return {k: getattr(self, k) for k in COUNTS}
+
+    def __str__(self):
+        if not self.ran:
+            return f"{self.workload} under {self.technique}: not run ({self.reason})"
+        return (f"{self.workload} under {self.technique}: {self.us_per_round:.2f} µs/round; "
+                + ", ".join(f"{k} {v}" for k, v in self.counts().items()))
+
+
+def workload(name):
+    if isinstance(name, Workload):
+        return name
+    if name not in WORKLOADS:
+        raise VmkitError(f"unknown workload {name!r}; the suite has {', '.join(WORKLOADS)}")
+    return WORKLOADS[name]
+
+
+def why_not(name, technique):
+    """Why `technique` cannot run the workload here, or None if it can (KVM: what the probe found)."""
+    w = workload(name)
+    if technique not in TECHNIQUES:
+        raise VmkitError(f"unknown technique {technique!r}; vmkit knows {', '.join(TECHNIQUES)}")
+    if (w.name, technique) in NOT_RUN:
+        return NOT_RUN[w.name, technique]
+    if technique == "kvm":
+        from .kvm import probe
+        return probe().why_not("protected-mode", *w.kvm_needs)
+    return None
+
+
+def _one_run(image, w, technique):
+    if w.paging and technique in ("native", "hardware-assist"):
+        return machine(image, technique, paging=True).run()
+    return run(image, technique)
+
+
+def measure(name, technique, rounds=None, repeat=1):
+    """Run one workload under one technique `repeat` times; a Measurement with the exact counts
+    (checked to be the same in every repeat) and the median time."""
+    w = workload(name)
+    rounds = w.rounds if rounds is None else rounds
+    image = assemble(w.source(rounds))
+    reason = why_not(w, technique)
+    if reason is not None:
+        return Measurement(w.name, technique, False, reason, rounds)
+    times, counts, serial = [], None, ""
+    for _ in range(max(1, repeat)):
+        try:
+            result = _one_run(image, w, technique)
+        except GuestError as e:            # the technique refused the guest: that is the finding
+            return Measurement(w.name, technique, False, str(e).split("\n")[0], rounds)
+        serial = result.serial
+        if serial != w.expected(rounds):
+            return Measurement(w.name, technique, False, f"it went wrong: the guest printed {serial!r}, "
+                               f"not {w.expected(rounds)!r}", rounds, serial=serial)
+        s = result.stats
+        these = dict(instructions=s.get("instructions"), traps=s.get("traps", 0), exits=s.get("vmexits", 0),
+                     hypercalls=s.get("hypercalls", 0), blocks=s.get("blocks_translated", 0))
+        if counts is not None and these != counts:
+            raise VmkitError(f"{w.name} under {technique} counted {these} in one run and {counts} in another: "
+                             f"the counts should be exact")
+        counts = these
+        times.append(result.seconds)
+    if counts["instructions"] is None:                # KVM counts no instructions: the native count
+        counts["instructions"] = _native_instructions(w.name, rounds)
+    return Measurement(w.name, technique, True, None, rounds, seconds=statistics.median(times),
+                       serial=serial, **counts)
+
+
+_native_counts = {}
+
+
+def _native_instructions(name, rounds):
+    if (name, rounds) not in _native_counts:
+        _native_counts[name, rounds] = measure(name, "native", rounds).instructions
+    return _native_counts[name, rounds]
+
+
+@dataclass
+class Suite:
+    """Measurements of workloads x techniques, taken in one run."""
+    measurements: list = field(default_factory=list)
+
+    def cell(self, name, technique):
+        for m in self.measurements:
+            if m.workload == name and m.technique == technique:
+                return m
+        raise KeyError(f"no measurement of {name!r} under {technique!r} in this suite")
+
+    @property
+    def workloads(self):
+        return list(dict.fromkeys(m.workload for m in self.measurements))
+
+    @property
+    def techniques(self):
+        return list(dict.fromkeys(m.technique for m in self.measurements))
+
+    def counts(self):
+        """{(workload, technique): {count: value}}: the exact part, the same run after run."""
+        return {(m.workload, m.technique): (m.counts() if m.ran else None) for m in self.measurements}
+
+    def rows(self):
+        """One row per workload x technique: a header, then the rows (for CSV and Markdown)."""
+        header = ["workload", "technique", "ran", "rounds", *COUNTS, "seconds", "us_per_round", "slowdown", "reason"]
+        rows = []
+        for m in self.measurements:
+            base = next((b for b in self.measurements if b.workload == m.workload and b.technique == "native"), None)
+            slow = m.seconds / base.seconds if m.ran and base is not None and base.ran and base.seconds else None
+            rows.append([m.workload, m.technique, m.ran, m.rounds,
+                         *(m.counts().values() if m.ran else [""] * len(COUNTS)),
+                         f"{m.seconds:.6f}" if m.ran else "", f"{m.us_per_round:.3f}" if m.ran else "",
+                         f"{slow:.2f}" if slow is not None else "", m.reason or ""])
+        return header, rows
+
+    def to_csv(self, path=None):
+        """Write the table as CSV to `path` (or return it as text when path is None)."""
+        header, rows = self.rows()
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        if path is None:
+            return out.getvalue()
+        with open(path, "w", newline="") as f:
+            f.write(out.getvalue())
+        return path
+
+    def to_markdown(self):
+        """The table in Markdown: µs per round, slowdown against native, the counts; cells that
+        could not run say so, with the reasons listed below the table."""
+        lines = ["| workload | technique | µs/round | × native | instructions | traps | exits | hypercalls | blocks |",
+                 "|---|---|--:|--:|--:|--:|--:|--:|--:|"]
+        notes = []
+        _, rows = self.rows()
+        for m, row in zip(self.measurements, rows):
+            if m.ran:
+                lines.append(f"| {m.workload} | {m.technique} | {m.us_per_round:.2f} | {row[-2] or '—'} | "
+                             f"{m.instructions} | {m.traps} | {m.exits} | {m.hypercalls} | {m.blocks} |")
+            else:
+                notes.append(m)
+                lines.append(f"| {m.workload} | {m.technique} | not run [{len(notes)}] | | | | | | |")
+        if notes:
+            lines.append("")
+            lines += [f"[{i}] {m.workload} under {m.technique}: {m.reason}" for i, m in enumerate(notes, 1)]
+        return "\n".join(lines) + "\n"
+
+    def __str__(self):
+        return self.to_markdown()
+
+
+def run_suite(workloads=None, techniques=None, rounds=None, repeat=REPEAT):
+    """Every workload under every technique, in one run. `rounds`: one number for all, a
+    {workload: rounds} dict, or None for each workload's default (Workload.rounds); the lessons use
+    LESSON_ROUNDS. Techniques side by side per workload, so drift on the machine hits them alike."""
+    names = list(WORKLOADS) if workloads is None else [workload(n).name for n in workloads]
+    techniques = list(TECHNIQUES) if techniques is None else list(techniques)
+    suite = Suite()
+    for name in names:
+        n = rounds.get(name) if isinstance(rounds, dict) else rounds
+        for technique in techniques:
+            suite.measurements.append(measure(name, technique, n, repeat))
+    return suite
+
+
+# --- the cost model ---------------------------------------------------------------------------------------
+@dataclass
+class CostModel:
+    """Per technique: seconds ≈ a·instructions + b·traps + c·exits + d·hypercalls + e·blocks.
+
+    `costs[technique]` maps each term to its fitted cost in seconds; `residuals[technique]` lists
+    (workload, measured s, predicted s) for the workloads it was fitted to; `unfitted[technique]`
+    says why a technique has no model (too few workloads ran).
+
+    It is only a model: the terms are not independent (a trap also runs the instructions of its
+    handler), a cost hides everything the counts do not see (Unicorn translating code, Python's
+    own overheads, caches), a term that no workload exercises gets no evidence and is fitted to
+    zero, and with seven workloads and five costs the fit can be exact without being right. Read
+    the costs as 'what one more of these tends to add here', and check them on a workload the fit
+    has not seen.
+    """
+    costs: dict = field(default_factory=dict)
+    residuals: dict = field(default_factory=dict)
+    unfitted: dict = field(default_factory=dict)
+
+    def predict(self, technique, instructions=0, traps=0, exits=0, hypercalls=0, blocks=0):
+        """Predicted seconds for a workload with these counts under `technique`."""
+        if technique not in self.costs:
+            raise VmkitError(f"no cost model for {technique!r}: "
+                             + self.unfitted.get(technique, "it was not in the suite"))
+        c = self.costs[technique]
+        return (c["instruction"] * instructions + c["trap"] * traps + c["exit"] * exits
+                + c["hypercall"] * hypercalls + c["block"] * blocks)
+
+    def predict_counts(self, technique, counts):
+        return self.predict(technique, **{k: counts.get(k, 0) for k in COUNTS})
+
+
+def nnls(A, b, max_iterations=None):
+    """min ||A x - b|| subject to x >= 0 (Lawson and Hanson's active-set method, 1974)."""
+    import numpy as np
+    A, b = np.asarray(A, float), np.asarray(b, float)
+    n = A.shape[1]
+    x, passive = np.zeros(n), np.zeros(n, bool)
+    for _ in range(max_iterations or 3 * n + 10):
+        gradient = A.T @ (b - A @ x)
+        if passive.all() or (gradient[~passive] <= 1e-12 * max(1.0, abs(gradient).max())).all():
+            break
+        passive[np.argmax(np.where(passive, -np.inf, gradient))] = True
+        while True:
+            z = np.zeros(n)
+            z[passive] = np.linalg.lstsq(A[:, passive], b, rcond=None)[0]
+            if (z[passive] > 0).all():
+                x = z
+                break
+            bad = passive & (z <= 0)                  # step back toward x until a coefficient reaches 0
+            alpha = np.min(x[bad] / (x[bad] - z[bad]))
+            x = x + alpha * (z - x)
+            passive &= x > 1e-15
+            x[~passive] = 0.0
+    return x
+
+
+def fit(rows, seconds):
+    """Non-negative least squares of `seconds` on the count `rows` ([instructions, traps, exits,
+    hypercalls, blocks] each). Columns are scaled to unit length first, so that a cost of a
+    nanosecond per instruction and one of microseconds per trap are fitted alike."""
+    import numpy as np
+    A = np.asarray(rows, float)
+    scale = np.linalg.norm(A, axis=0)
+    scale[scale == 0] = 1.0
+    x = nnls(A / scale, np.asarray(seconds, float)) / scale
+    return dict(zip(COST_TERMS, (float(v) for v in x)))
+
+
+def fit_cost_model(suite, techniques=None):
+    """Fit one cost model per technique to the suite's measurements (see CostModel)."""
+    model = CostModel()
+    for t in techniques or suite.techniques:
+        cells = [m for m in suite.measurements if m.technique == t and m.ran]
+        if len(cells) < 2:
+            model.unfitted[t] = f"only {len(cells)} workload(s) ran under it; a fit needs at least 2"
+            continue
+        model.costs[t] = fit([[getattr(m, k) for k in COUNTS] for m in cells], [m.seconds for m in cells])
+        model.residuals[t] = [(m.workload, m.seconds, model.predict_counts(t, m.counts())) for m in cells]
+    return model
+
+
+__all__ = ["TECHNIQUES", "WORKLOADS", "Workload", "Measurement", "Suite", "CostModel", "measure", "run_suite",
+           "why_not", "fit_cost_model", "fit", "nnls", "LESSON_ROUNDS", "COUNTS", "COST_TERMS"]
