@@ -295,6 +295,8 @@ def run_suite(workloads=None, techniques=None, rounds=None, repeat=REPEAT):
     LESSON_ROUNDS. Techniques side by side per workload, so drift on the machine hits them alike."""
     names = list(WORKLOADS) if workloads is None else [workload(n).name for n in workloads]
     techniques = list(TECHNIQUES) if techniques is None else list(techniques)
+    for technique in techniques:          # warm up: the first run in a process pays for loading and probing
+        measure(names[0], technique, 1)
     suite = Suite()
     for name in names:
         n = rounds.get(name) if isinstance(rounds, dict) else rounds

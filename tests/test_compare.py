@@ -1,0 +1,160 @@
+"""vmkit.compare: the same guests under every technique, with exact counts the lesson's claims
+rest on. Counts are compared between runs of different lengths, so what one more round costs
+(a trap, an exit, a bounce) is checked exactly, apart from the kernel's boot and printing."""
+import csv
+import io
+
+import pytest
+
+import vmkit
+from vmkit import compare
+
+SHORT, LONG = 10, 20
+
+
+@pytest.fixture(scope="module")
+def short():
+    return compare.run_suite(rounds=SHORT, repeat=1)
+
+
+@pytest.fixture(scope="module")
+def long():
+    return compare.run_suite(rounds=LONG, repeat=1)
+
+
+def per_round(short, long, workload, technique, count):
+    """What one more round adds to a count: exact, since the rest of the run is the same."""
+    a, b = short.cell(workload, technique), long.cell(workload, technique)
+    assert a.ran and b.ran, (a.reason, b.reason)
+    return (getattr(b, count) - getattr(a, count)) / (LONG - SHORT)
+
+
+def test_the_contract_names():
+    assert compare.TECHNIQUES == vmkit.TECHNIQUES
+    assert list(compare.WORKLOADS) == ["syscall", "cli-sti", "in", "divzero", "call-ret", "compute", "ptemod"]
+    w = compare.WORKLOADS["syscall"]
+    assert (w.name, w.adams_agesen) == ("syscall", "syscall") and w.title and w.what
+    assert "ROUNDS equ 7" in w.source(7) and "int 0x80" in w.source(7)
+
+
+def test_every_workload_prints_the_same_under_every_technique_that_runs_it(short):
+    for name, w in compare.WORKLOADS.items():
+        ran = [m for m in short.measurements if m.workload == name and m.ran]
+        assert {"native", "hardware-assist"} <= {m.technique for m in ran}, name
+        assert {m.serial for m in ran} == {w.expected(SHORT)}, name
+
+
+def test_the_counts_are_the_same_run_after_run(short):
+    again = compare.run_suite(rounds=SHORT, repeat=2)
+    assert again.counts() == short.counts()
+
+
+def test_system_calls_trap_under_trap_and_emulate_and_bounce_through_xen(short, long):
+    assert per_round(short, long, "syscall", "native", "traps") == 0
+    assert per_round(short, long, "syscall", "trap-and-emulate", "traps") == 1      # the ring-1 kernel's iretd
+    assert per_round(short, long, "syscall", "paravirt", "traps") == 1             # int 0x80 through Xen
+    assert per_round(short, long, "syscall", "paravirt", "hypercalls") == 0
+    assert per_round(short, long, "syscall", "hardware-assist", "exits") == 0      # VT-x: no exit at all
+
+
+def test_cli_sti_traps_twice_a_round_under_trap_and_emulate_and_never_under_translation(short, long):
+    assert per_round(short, long, "cli-sti", "trap-and-emulate", "traps") == 2
+    assert per_round(short, long, "cli-sti", "binary-translation", "traps") == 0
+    assert short.cell("cli-sti", "binary-translation").traps < short.cell("cli-sti", "trap-and-emulate").traps
+    for count in ("traps", "hypercalls"):                                          # the mask byte
+        assert per_round(short, long, "cli-sti", "paravirt", count) == 0
+
+
+def test_port_reads_exit_under_hardware_assist_and_on_kvm(short, long):
+    assert per_round(short, long, "in", "hardware-assist", "exits") == 1
+    assert per_round(short, long, "in", "trap-and-emulate", "traps") == 1
+    kvm = short.cell("in", "kvm")
+    if kvm.ran:
+        assert per_round(short, long, "in", "kvm", "exits") == 1
+    else:
+        assert kvm.reason
+
+
+def test_faults_bounce_through_xen_and_stay_in_the_guest_under_vt_x(short, long):
+    assert per_round(short, long, "divzero", "paravirt", "traps") == 1
+    assert per_round(short, long, "divzero", "hardware-assist", "exits") == 0
+
+
+def test_compute_costs_no_trap_exit_or_hypercall_per_round_anywhere(short, long):
+    for technique in compare.TECHNIQUES:
+        if short.cell("compute", technique).ran:
+            for count in ("traps", "exits", "hypercalls"):
+                assert per_round(short, long, "compute", technique, count) == 0, (technique, count)
+
+
+def test_ptemod_runs_with_paging_where_the_machine_walks_page_tables(short):
+    for technique in ("native", "hardware-assist"):
+        assert short.cell("ptemod", technique).ran
+    with pytest.raises(vmkit.GuestError, match="paging=True"):
+        vmkit.run(compare.WORKLOADS["ptemod"].source(2), "native")
+
+
+def test_a_technique_that_cannot_run_a_workload_says_why(short):
+    assert "paging" in short.cell("ptemod", "trap-and-emulate").reason
+    assert "mmu_update" in short.cell("ptemod", "paravirt").reason
+    assert "no I/O ports" in short.cell("in", "paravirt").reason
+    report = vmkit.kvm.probe()
+    for name in ("syscall", "divzero"):
+        m = short.cell(name, "kvm")
+        assert m.ran == report.can("protected-mode", *compare.WORKLOADS[name].kvm_needs)
+        assert m.ran or m.reason
+    assert not short.cell("in", "paravirt").ran and short.cell("in", "paravirt").us_per_round is None
+
+
+def test_bad_input_is_explained():
+    with pytest.raises(vmkit.VmkitError, match="the suite has syscall"):
+        compare.measure("sycall", "native")
+    with pytest.raises(vmkit.VmkitError, match="vmkit knows"):
+        compare.measure("syscall", "vmware")
+    with pytest.raises(vmkit.VmkitError, match="rounds"):
+        compare.WORKLOADS["syscall"].source(0)
+
+
+def test_the_csv_and_markdown_tables(short, tmp_path):
+    path = short.to_csv(tmp_path / "compare.csv")
+    rows = list(csv.DictReader(open(path)))
+    assert len(rows) == len(compare.WORKLOADS) * len(compare.TECHNIQUES)
+    row = next(r for r in rows if r["workload"] == "cli-sti" and r["technique"] == "trap-and-emulate")
+    m = short.cell("cli-sti", "trap-and-emulate")
+    assert (int(row["traps"]), int(row["instructions"]), row["ran"]) == (m.traps, m.instructions, "True")
+    assert next(r for r in rows if r["workload"] == "in" and r["technique"] == "paravirt")["reason"]
+    assert list(csv.DictReader(io.StringIO(short.to_csv())))[0] == rows[0]
+    text = short.to_markdown()
+    assert text.count("\n| ") == len(rows)              # a row per cell, after the header
+    assert "| in | paravirt | not run [" in text and "no I/O ports" in text
+
+
+# --- the cost model --------------------------------------------------------------------------------------------
+TRUE = {"instruction": 2e-8, "trap": 3e-5, "exit": 1.2e-5, "hypercall": 8e-6, "block": 5e-5}
+
+
+def synthetic(counts):
+    seconds = sum(TRUE[term] * counts[k] for term, k in zip(compare.COST_TERMS, compare.COUNTS))
+    return compare.Measurement("w", "t", True, rounds=1, seconds=seconds, **counts)
+
+
+def test_the_cost_model_recovers_known_costs_and_predicts_a_held_out_workload():
+    rows = [(1000, 200, 0, 0, 30), (5000, 10, 0, 0, 40), (800, 0, 120, 0, 0), (20000, 5, 3, 0, 35),
+            (900, 0, 0, 150, 0), (3000, 100, 50, 20, 10), (100000, 0, 0, 0, 5)]
+    suite = compare.Suite([synthetic(dict(zip(compare.COUNTS, r))) for r in rows])
+    for m in suite.measurements:
+        m.technique = "t"
+    model = compare.fit_cost_model(suite)
+    for term, cost in TRUE.items():
+        assert model.costs["t"][term] == pytest.approx(cost, rel=1e-6)
+    held_out = dict(instructions=7000, traps=40, exits=60, hypercalls=5, blocks=12)
+    assert model.predict("t", **held_out) == pytest.approx(synthetic(held_out).seconds, rel=0.01)
+    assert all(p == pytest.approx(s, rel=1e-6) for _, s, p in model.residuals["t"])
+
+
+def test_the_cost_model_keeps_costs_non_negative_and_fits_the_suite(short):
+    model = compare.fit_cost_model(short)
+    assert all(c >= 0 for costs in model.costs.values() for c in costs.values())
+    assert model.costs["trap-and-emulate"]["trap"] > 0
+    with pytest.raises(vmkit.VmkitError, match="no cost model"):
+        model.predict("vmware", instructions=1)
