@@ -158,3 +158,14 @@ def test_an_unknown_engine_or_a_missing_kvm_is_explained(tmp_path):
         user_vcpu("hlt", "qemu")
     with pytest.raises(vmkit.KvmUnavailable, match="does not exist"):
         user_vcpu("hlt", "kvm", path=str(tmp_path / "kvm"))
+
+
+def test_closing_the_model_after_a_debug_exit_ends_its_thread_at_once():
+    # emu_stop inside an I/O hook is late: the model reaches the hlt after the debug-exit write,
+    # an exit that nobody will answer once the loop has returned.
+    source = "mov al, 3\nout 0xf4, al\ncli\nhlt"
+    started = time.perf_counter()
+    with user_vcpu(source, "hardware-assist") as vcpu:
+        assert vmkit_loop(vcpu, DeviceModel()) == "exit"
+    assert not vcpu._thread.is_alive()
+    assert time.perf_counter() - started < 0.5

@@ -319,16 +319,22 @@ class ModelUserVcpu(UserVcpu):
         self._thread = None
         self._answer = None
         self._ended = False
+        self._abandoned = False            # close() told the model that nobody answers any more
 
     # the model's side, in its thread
     def _to_user(self, exit):
-        self._exits.put(("exit", exit))
-        answer = self._answers.get()
-        if answer is _ABANDONED:           # end the model quietly: an exception would not leave a hook
-            self.machine.finished = True
-            self.machine.uc.emu_stop()
-            return 0
-        return answer
+        if not self._abandoned:
+            self._exits.put(("exit", exit))
+            answer = self._answers.get()
+            if answer is not _ABANDONED:
+                return answer
+            self._abandoned = True
+        # The caller has gone: end the model quietly (an exception would not leave a hook). emu_stop
+        # inside an I/O hook is late, so the guest may reach another exit (the hlt after a debug-exit
+        # write): that one must not wait for an answer nobody will send.
+        self.machine.finished = True
+        self.machine.uc.emu_stop()
+        return 0
 
     def _work(self):
         try:
