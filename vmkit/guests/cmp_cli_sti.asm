@@ -11,7 +11,9 @@ workload:
     mov eax, [counter]
     ret
 
+section .data
 counter: dd 0
+section .text
 syscall_entry      equ unexpected_fault
 divide_error_entry equ unexpected_fault
 page_fault_entry   equ unexpected_fault

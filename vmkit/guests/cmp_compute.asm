@@ -45,5 +45,6 @@ divide_error_entry equ unexpected_fault
 page_fault_entry   equ unexpected_fault
 workload_title: db "primes below 256: "
 workload_title_len equ $ - workload_title
+section .data
 align 4
 sieve: times LIMIT db 0

@@ -227,7 +227,9 @@ install_ops:                            ; copy the table at ESI into pv_ops
     ret
 
 ; ---------------------------------------------------------------- data
-align 4
+; On pages of their own, apart from the code, as a linker script puts .data apart from .text: a
+; binary translator watches every page it translated code from for writes (self-modifying code).
+section .data align=4096
 pv_ops:
 .irq_disable:   dd 0
 .irq_enable:    dd 0
@@ -291,3 +293,4 @@ times 1024 db 0
 user_stack_top:
 
 ; ---------------------------------------------------------------- the workload
+section .text

@@ -56,7 +56,9 @@ page_fault_entry:                       ; the error code, then the frame; iretd 
     add esp, 4                          ; pop the error code
     iretd
 
+section .data
 page_faults: dd 0
+section .text
 syscall_entry      equ unexpected_fault
 divide_error_entry equ unexpected_fault
 workload_title: db "window reads after PTE rewrites: "
