@@ -158,3 +158,16 @@ def test_the_cost_model_keeps_costs_non_negative_and_fits_the_suite(short):
     assert model.costs["trap-and-emulate"]["trap"] > 0
     with pytest.raises(vmkit.VmkitError, match="no cost model"):
         model.predict("vmware", instructions=1)
+
+
+def test_the_claimed_orderings_are_checked_against_the_measured_times():
+    def cell(name, technique, seconds, ran=True):
+        return compare.Measurement(name, technique, ran, None if ran else "cannot", 10, seconds=seconds)
+    suite = compare.Suite([cell("cli-sti", "paravirt", 1.0), cell("cli-sti", "trap-and-emulate", 5.0),
+                           cell("in", "native", 2.0), cell("in", "hardware-assist", 1.0),
+                           cell("syscall", "kvm", 0, ran=False), cell("syscall", "native", 1.0)])
+    claims = [("cli-sti", "paravirt", "trap-and-emulate", ""), ("in", "native", "hardware-assist", ""),
+              ("syscall", "kvm", "native", "")]
+    assert [holds for _, holds in compare.check(suite, claims)] == [True, False, None]
+    for name, faster, slower, why in compare.CLAIMS:
+        assert name in compare.WORKLOADS and {faster, slower} <= set(compare.TECHNIQUES) and why

@@ -1,0 +1,88 @@
+"""The comparison suite: the course's workloads under every technique, measured side by side in
+one run on this machine (vmkit.compare), in the manner of Adams & Agesen (ASPLOS 2006).
+
+    .venv/bin/python tests/benchmarks/compare.py [DIRECTORY] [--rounds N] [--repeat N]
+    (also part of: python3 course.py bench)
+
+Writes into DIRECTORY (default: a new temporary directory, never the repository):
+    compare.csv      one row per workload x technique: exact counts, median seconds, µs per round,
+                     slowdown against native, and why a technique could not run a workload
+    compare.md       the same table in Markdown, with the cost model fitted to it
+    slowdown.png     each technique's time against native's, per workload (log scale)
+    paper.png        Adams & Agesen's Figure 4 beside ours, where a workload mirrors a nanobenchmark
+and prints the Markdown table, the orderings the lesson claims (held or not, here) and the cost
+model. The counts are exact: a second run writes the same ones.
+"""
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from vmkit import compare
+
+
+def fitted_table(model):
+    """The cost model as Markdown: µs per count, per technique."""
+    lines = ["| technique | ns / instruction | µs / trap | µs / exit | µs / hypercall | µs / block |",
+             "|---|--:|--:|--:|--:|--:|"]
+    for t, costs in model.costs.items():
+        lines.append(f"| {t} | {costs['instruction'] * 1e9:.1f} | "
+                     + " | ".join(f"{costs[k] * 1e6:.1f}" for k in compare.COST_TERMS[1:]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_plots(suite, directory):
+    from vmkit.viz import compare as pictures         # matplotlib: only when the plots are asked for
+    written = []
+    for name, plot in (("slowdown.png", pictures.slowdown_plot(suite)),
+                       ("paper.png", pictures.paper_plot(suite, compare.WORKLOADS))):
+        (directory / name).write_bytes(plot.png())
+        written.append(directory / name)
+    return written
+
+
+def main(directory=None, rounds=None, repeat=5):
+    directory = Path(directory or tempfile.mkdtemp(prefix="vmkit-compare-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    suite = compare.run_suite(rounds=rounds, repeat=repeat)
+    took = time.perf_counter() - started
+    model = compare.fit_cost_model(suite)
+    suite.to_csv(directory / "compare.csv")
+    table = suite.to_markdown()
+    (directory / "compare.md").write_text(
+        f"# The techniques compared\n\n{table}\n## The cost model (least squares, non-negative)\n\n"
+        f"{fitted_table(model)}")
+    plots = write_plots(suite, directory)
+    print(f"comparison: every workload under every technique, {repeat} runs each "
+          f"({'default' if rounds is None else rounds} rounds), in {took:.1f} s\n")
+    print(table)
+    print("Orderings the lesson claims:")
+    checks = compare.check(suite)
+    for (name, faster, slower, why), holds in checks:
+        verdict = "could not run" if holds is None else "holds" if holds else "DOES NOT HOLD"
+        print(f"   {name}: {faster} faster than {slower}: {verdict} ({why})")
+    print("\nThe cost model fitted to these times:\n")
+    print(fitted_table(model))
+    print("Written: " + ", ".join(str(p) for p in [directory / "compare.csv", directory / "compare.md", *plots]))
+    return {"suite": suite, "checks": checks, "directory": directory}
+
+
+def targets(rows):
+    """The lines for run.py's summary of targets."""
+    held = sum(1 for _, holds in rows["checks"] if holds)
+    ran = sum(1 for _, holds in rows["checks"] if holds is not None)
+    return [f"   comparison: {held} of {ran} claimed orderings hold here "
+            f"{'(met)' if held == ran else '(MISSED)'}; tables and plots in {rows['directory']}"]
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("directory", nargs="?", help="where to write the table and plots (default: a temp dir)")
+    parser.add_argument("--rounds", type=int, help="loop rounds for every workload (default: each one's own)")
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs per cell; the median is kept")
+    args = parser.parse_args()
+    results = main(args.directory, args.rounds, args.repeat)
+    print("\n".join(targets(results)))
+    sys.exit(0)
