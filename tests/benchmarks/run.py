@@ -16,6 +16,9 @@
 5. Paravirtualization: a loop of critical sections with the mask byte under paravirt against the same
    loop with cli/sti under trap-and-emulate (target: at least 10x faster), and the multicall
    amortization curve (tests/benchmarks/paravirt.py).
+6. The comparison suite: every course workload under every technique, its table (CSV, Markdown)
+   and plots written to a temporary directory, and the orderings lesson 08 claims checked
+   (tests/benchmarks/compare.py).
 """
 import statistics
 import sys
@@ -26,6 +29,7 @@ from unicorn import Uc, UC_ARCH_X86, UC_MODE_32
 import kvm as kvm_benchmark              # tests/benchmarks/kvm.py, beside this file
 import paravirt as paravirt_benchmark    # tests/benchmarks/paravirt.py
 import binary_translation as bt_benchmark    # tests/benchmarks/binary_translation.py
+import compare as compare_benchmark      # tests/benchmarks/compare.py
 import vmkit
 
 SIEVE = """
@@ -218,6 +222,7 @@ def main():
     exits = kvm_benchmark.main()
     paravirt = paravirt_benchmark.main()
     translation = bt_benchmark.main()
+    comparison = compare_benchmark.main()
     print("\nTargets:")
     for name, counted, uncounted in rows:
         print(f"   {name}: vmkit >= 0.5x bare: uncounted {uncounted:.2f}x {'met' if uncounted >= 0.5 else 'MISSED'};"
@@ -227,6 +232,7 @@ def main():
     print("\n".join(kvm_benchmark.targets(exits)))
     print("\n".join(paravirt_benchmark.targets(paravirt)))
     print("\n".join(bt_benchmark.targets(translation)))
+    print("\n".join(compare_benchmark.targets(comparison)))
 
 
 if __name__ == "__main__":
