@@ -827,3 +827,187 @@ def check_loop_facts(got, expected, what):
 
 
 FACTS.update({"user_space_runs": user_space_runs, "device_answers": device_answers})
+
+
+# --- a pre-copy loop a student wrote (lab 6) ------------------------------------------------------------
+MIGRATION_WARMUP = 0.002                            # guest seconds before the migration and after it
+MIGRATION_MAX_ROUNDS = 60                           # twice Xen's limit: a loop that never stops ends here
+MIGRATION_MAX_SECONDS = 1.0                         # guest seconds on the link; the reference loops need far less
+MIGRATION_FIELDS = ("rounds", "stop_reason", "downtime", "pages_sent", "memory_verified", "output_continuous")
+MIGRATION_HINTS = {
+    "rounds": "each round as [pages sent, pages dirtied during it, Mbit/s]: the first difference is the round "
+              "where your loop and the reference part (which pages it sent, or whether it went on at all)",
+    "stop_reason": "the name of the condition that ended the pre-copy, passed to m.stop_and_copy(pages, stop_reason=...)",
+    "downtime": "the stop-and-copy sends what is still dirty at the rate the link gives the next round",
+    "pages_sent": "every round and the stop-and-copy: a page sent twice in a round, or a round that sends pages "
+                  "nobody dirtied, shows here",
+    "memory_verified": "the destination's memory must equal the source's at the switch-over: the stop-and-copy "
+                       "sends m.dirty_pages() (called once: it clears the log)",
+    "output_continuous": "the peer must see seq 1, 2, 3, ... with no gap or repeat across the switch-over",
+}
+
+
+class MigrationBudget(AssertionError):
+    """A student's pre-copy loop went on past the rounds or the guest time any reference loop needs."""
+
+
+def migration_guest(case):
+    """The NASM source of a lab case {"workload": name, "params": {...}}."""
+    from .migration import workload
+    return workload(case["workload"], **case.get("params", {}))
+
+
+def new_migration(case, what="your loop"):
+    """A Migration for a lab case {"workload", "params", "link": Link's arguments, "dies_at"}, on the model,
+    whose rounds are counted: a loop that never stops fails with a message instead of running on."""
+    from .migration import Link, Migration
+
+    def budget(record):
+        spent = record.start + record.seconds
+        if record.number > MIGRATION_MAX_ROUNDS or spent > MIGRATION_MAX_SECONDS:
+            raise MigrationBudget(
+                f"{what} was still sending rounds after {record.number} rounds and {spent * 1000:.0f} ms on the "
+                f"link (no reference loop needs more than 30 rounds).\n  where to look: the stop conditions; a "
+                f"loop must stop even when the guest never converges")
+    return Migration(migration_guest(case), "model", Link(**case.get("link", {})), MIGRATION_WARMUP,
+                     destination_dies_at=case.get("dies_at"), on_round=budget)
+
+
+def migration_facts(result, after=MIGRATION_WARMUP):
+    """What a migration did, as plain data, once the destination ran `after` guest seconds more: each round
+    as [pages sent, pages dirtied, Mbit/s], the stop reason, the downtime, the pages sent, and whether
+    memory and the peer's output arrived whole."""
+    from .migration import sequence
+    result.destination.run_for(after)
+    transcript = sequence(result.source.output + result.destination.output)
+    return json.loads(json.dumps({
+        "rounds": [[r.pages_sent, r.pages_dirtied, round(r.mbit, 6)] for r in result.rounds],
+        "stop_reason": result.stop_reason, "downtime": result.downtime, "pages_sent": result.pages_sent,
+        "memory_verified": result.source_digest == result.destination_digest,
+        "output_continuous": transcript == list(range(1, len(transcript) + 1)),
+        "switch_seq": result.switch_seq, "lines": len(transcript)}))
+
+
+def run_precopy(loop, case, *args, what="your loop"):
+    """loop(m, *args) on a new_migration(case): (m, the MigrationResult it returned). A loop that runs
+    past the budget, returns something else or calls the building blocks wrongly fails with a message;
+    MigrationAborted reaches the caller."""
+    from .errors import VmkitError
+    from .migration import MigrationAborted, MigrationResult
+    m = new_migration(case, what)
+    try:
+        result = loop(m, *args)
+    except MigrationAborted:
+        raise
+    except VmkitError as error:
+        raise AssertionError(f"{what} used the migration's building blocks wrongly: {type(error).__name__}: "
+                             f"{error}") from None
+    check(isinstance(result, MigrationResult), f"{what} returns what m.stop_and_copy(...) returned",
+          expected="a MigrationResult", got=type(result).__name__,
+          hint="end with `return m.stop_and_copy(pages, stop_reason=...)`")
+    return m, result
+
+
+def check_migration_facts(got, expected, what, fields=MIGRATION_FIELDS):
+    """migration_facts of a student's loop against the reference's, the first difference explained."""
+    for field in fields:
+        g, e = got.get(field), expected[field]
+        if field == "downtime" and isinstance(g, float) and abs(g - e) <= 1e-9 * max(1.0, abs(e)):
+            continue
+        if g == e:
+            continue
+        name = field
+        if isinstance(e, list) and isinstance(g, list):
+            first = next((i for i, (a, b) in enumerate(zip(g, e)) if a != b), min(len(g), len(e)))
+            g = g[first] if first < len(g) else "(no more rounds)"
+            e = e[first] if first < len(e) else "(no more rounds)"
+            name = f"{field}, round {first + 1} (of {len(expected[field])} expected)"
+        check(False, f"{what}: {name}", expected=e, got=g, hint=MIGRATION_HINTS[field])
+
+
+def stop_and_copy_seconds(m, pages):
+    """What pausing now and sending `pages` and the vCPU and device state costs: the downtime, exactly as
+    m.stop_and_copy(pages) will take it (at the link's full rate: the guest is paused)."""
+    state = len(m.source.cpu_state()) + len(m.source.device_state())
+    return m.link.seconds(len(pages), m.link.mbit, extra_bytes=state)
+
+
+def precopy_to_target(m, target, estimate=stop_and_copy_seconds, max_rounds=30):
+    """Pre-copy until the downtime fits `target` seconds: after each round, stop for "target met" (the
+    estimate fits), "no progress" (it did not shrink since the round before) or "max rounds"."""
+    m.send(m.all_pages())
+    before = None
+    while True:
+        pages = m.dirty_pages()
+        now = estimate(m, pages)
+        if now <= target:
+            reason = "target met"
+        elif before is not None and now >= before:
+            reason = "no progress"
+        elif len(m.rounds) >= max_rounds:
+            reason = "max rounds"
+        else:
+            reason = None
+        if reason is not None:
+            return m.stop_and_copy(pages, stop_reason=reason)
+        before = now
+        m.send(pages)
+
+
+def xen_migrations(cases):
+    """migrate() with Xen's stop conditions for each case: migration_facts, or {"aborted": why}."""
+    from .migration import XEN, MigrationAborted
+    facts = []
+    for case in cases:
+        m = new_migration(case, "the reference loop")
+        try:
+            m.send(m.all_pages())
+            while True:
+                reason = XEN.reason(m.rounds, m.sent_total, m.memory_pages, m.link)
+                pages = m.dirty_pages()
+                if reason is not None:
+                    facts.append(migration_facts(m.stop_and_copy(pages, stop_reason=reason)))
+                    break
+                m.send(pages)
+        except MigrationAborted as error:
+            facts.append({"aborted": str(error), "rounds": [[r.pages_sent, r.pages_dirtied, round(r.mbit, 6)]
+                                                             for r in m.rounds]})
+    return facts
+
+
+def target_migrations(cases):
+    """precopy_to_target for each [case, target]: migration_facts."""
+    return [migration_facts(precopy_to_target(new_migration(case, "the reference loop"), target))
+            for case, target in cases]
+
+
+def after_rounds(case, rounds, new=new_migration):
+    """A Migration of `case` that has sent the full copy and rounds - 1 rounds of dirty pages: (m, the
+    pages dirtied since), the state in which a loop decides whether to stop."""
+    m = new(case)
+    m.send(m.all_pages())
+    for _ in range(rounds - 1):
+        m.send(m.dirty_pages())
+    return m, m.dirty_pages()
+
+
+def downtime_estimates(cases):
+    """For each [case, rounds]: [stop_and_copy_seconds of no page, of the dirty pages, and the downtime
+    m.stop_and_copy(those pages) then took], after_rounds(case, rounds)."""
+    facts = []
+    for case, rounds in cases:
+        m, pages = after_rounds(case, rounds)
+        facts.append([stop_and_copy_seconds(m, []), stop_and_copy_seconds(m, pages), m.stop_and_copy(pages).downtime])
+    return facts
+
+
+def xen_stops(histories):
+    """Xen's stop condition for each made-up history {"rounds": [[number, sent, dirtied, seconds, mbit]],
+    "sent_total", "memory_pages", "link": Link's arguments}: the reason, or None."""
+    from .migration import XEN, Link, Round
+    return [XEN.reason([Round(*r) for r in h["rounds"]], h["sent_total"], h["memory_pages"], Link(**h["link"]))
+            for h in histories]
+
+
+FACTS.update({"xen_migrations": xen_migrations, "target_migrations": target_migrations, "xen_stops": xen_stops,
+              "downtime_estimates": downtime_estimates})
