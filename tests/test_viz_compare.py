@@ -190,3 +190,16 @@ def test_the_designer_updates_its_bars_and_checks_them_against_real_runs(suite):
                                                          ["trap-and-emulate"])
     assert f"{predict * 1e3:.2f} ms measured" in designer.plot.text
     assert vc.Designer(model, suite).button.disabled                # no way to run: predict only
+
+
+def test_one_rounds_counts_are_the_difference_of_two_suites_divided_by_the_rounds(suite):
+    small = Suite([cell("syscall", "native", instructions=1100, rounds=10),
+                   cell("syscall", "trap-and-emulate", instructions=1100, traps=20, rounds=10),
+                   cell("syscall", "binary-translation", instructions=1100, traps=10, blocks=3, rounds=10),
+                   cell("syscall", "hardware-assist", instructions=1100, rounds=10)])
+    # the large suite: 90 more rounds of 10 instructions, 2 traps (T&E) and 1 trap (BT); the blocks stay
+    assert vc.round_counts(small, suite, "syscall", "trap-and-emulate") == {
+        "instructions": 10, "traps": 2, "exits": 0, "hypercalls": 0, "blocks": 0}
+    table = vc.round_counts_table(small, suite)
+    assert table.rows[0] == ["syscall", "10", "none", "2 traps", "1 trap", "none", "—"]
+    assert table.rows[1][2:] == ["—"] * 5          # not in the small suite: nothing to subtract

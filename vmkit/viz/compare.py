@@ -5,6 +5,7 @@ Nothing here measures or runs a guest by itself. Every function takes what vmkit
 
     time_table(suite)          µs per round, workload x technique, with each technique's slowdown
     counts_table(suite)        the exact counts: traps, exits, hypercalls, translated blocks
+    round_counts_table(small, large)   the same for one loop round, from two suites
     cannot_run(suite)          the cells that could not run, each with its reason
     slowdown_plot(suite)       time against native, per workload, on a log scale
     ordering(suite, workload)  the techniques that ran it, fastest first
@@ -176,6 +177,38 @@ def counts_table(suite):
                  "the VMM's help")
 
 
+def _per(value):
+    return f"{value:,.0f}" if value == int(value) else f"{value:,.2f}"
+
+
+def round_counts(small, large, workload, technique):
+    """The exact counts of one round: the difference between two suites run with different rounds,
+    divided by the difference in rounds (what the boot and the final report cost cancels out).
+    None if either run did not happen."""
+    a, b = _cell(small, workload, technique), _cell(large, workload, technique)
+    if not (_ran(a) and _ran(b)) or b.rounds == a.rounds:
+        return None
+    n = b.rounds - a.rounds
+    return {kind: (getattr(b, kind) - getattr(a, kind)) / n for kind in ("instructions",) + COUNTS}
+
+
+def round_counts_table(small, large):
+    """What one round of each workload costs in events, per technique: exact, from two suites."""
+    techniques = _techniques(large)
+    rows = []
+    for name in _workloads(large):
+        native = round_counts(small, large, name, "native")
+        row = [name, _per(native["instructions"]) if native else "—"]
+        for t in techniques:
+            c = round_counts(small, large, name, t)
+            row.append("—" if c is None else
+                       " · ".join(f"{_per(c[k])} {k[:-1] if c[k] == 1 else k}" for k in COUNTS if c[k]) or "none")
+        rows.append(row)
+    return Table(["workload", "instructions"] + [SHORT.get(t, t) for t in techniques], rows,
+                 "per loop round, exact: the counts of two runs with different rounds, subtracted and divided; "
+                 "none: one round needs nothing from the VMM; —: could not run")
+
+
 def cannot_run(suite):
     """Each cell that could not run, with the reason vmkit.compare gave."""
     rows = [(m.workload, SHORT.get(m.technique, m.technique), m.reason or "")
@@ -339,18 +372,27 @@ def cost_diagram(model=None, techniques=TECHNIQUES):
     return g
 
 
-def cost_table(model, techniques=None):
+def cost_table(model, suite=None, techniques=None):
     """The fitted costs per technique: µs per trap, exit, hypercall and translated block, ns per
-    guest instruction."""
+    guest instruction. With `suite`, a price the technique's runs never paid shows as —, and one
+    they paid but the fit set to zero as 0."""
     techniques = [t for t in (techniques or TECHNIQUES) if t in model.costs]
+    plural = dict(zip(COST_TERMS, ("instructions",) + COUNTS))
+
+    def paid(t, term):
+        return suite is None or any(getattr(m, plural[term]) for m in suite.measurements if m.technique == t and m.ran)
+
     rows = []
     for t in techniques:
         c = model.costs[t]
-        rows.append([SHORT.get(t, t), f"{c.get('instruction', 0) * 1e9:.1f}"]
-                    + [f"{c.get(term, 0) * 1e6:.2f}" if c.get(term) else "—" for term in COST_TERMS[1:]])
+        row = [SHORT.get(t, t), f"{c.get('instruction', 0) * 1e9:.1f}"]
+        for term in COST_TERMS[1:]:
+            cost = c.get(term) or 0
+            row.append(f"{cost * 1e6:.2f}" if cost else "0" if paid(t, term) and suite is not None else "—")
+        rows.append(row)
     return Table(["technique", "ns / instruction", "µs / trap", "µs / exit", "µs / hypercall", "µs / block"], rows,
-                 "fitted by least squares to the suite's measurements, one fit per technique; —: the technique "
-                 "had none of that event, so the fit cannot price it")
+                 "fitted by non-negative least squares to the suite's runs, one fit per technique; —: the technique "
+                 "had none of that event, so nothing prices it; 0: it had some, and the fit put their cost elsewhere")
 
 
 def _counts(m):
