@@ -44,6 +44,16 @@ def test_every_workload_prints_the_same_under_every_technique_that_runs_it(short
         assert {m.serial for m in ran} == {w.expected(SHORT)}, name
 
 
+def test_instructions_are_the_guests_own_and_executed_what_the_technique_ran(short, long):
+    for name in compare.WORKLOADS:
+        ran = [m for m in short.measurements if m.workload == name and m.ran]
+        assert {m.instructions for m in ran} == {short.cell(name, "native").executed}, name
+    assert short.cell("compute", "hardware-assist").executed == short.cell("compute", "native").executed
+    assert per_round(short, long, "call-ret", "binary-translation", "executed") > \
+        per_round(short, long, "call-ret", "native", "executed")                 # each ret is a lookup
+    assert all(m.executed is None for m in short.measurements if m.technique == "kvm")
+
+
 def test_the_counts_are_the_same_run_after_run(short):
     again = compare.run_suite(rounds=SHORT, repeat=2)
     assert again.counts() == short.counts()
