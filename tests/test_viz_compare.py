@@ -153,7 +153,7 @@ def test_the_cost_model_is_drawn_and_tabled_from_the_fitted_costs(suite):
     model = Model()
     diagram = vc.cost_diagram(model)
     assert "trap-and-emulate: guest instructions run on the CPU (1 ns each); privileged instruction: #GP -> " \
-           "VMM emulates it (20.0 µs a trap)" in diagram.text
+           "VMM emulates it (20.0 µs per trap)" in diagram.text
     assert "paravirt: guest instructions run on the CPU; int 0x82" in diagram.text     # not fitted: no numbers
     row = next(r for r in vc.cost_table(model).rows if r[0] == "trap & emulate")
     assert row == ["trap & emulate", "1.0", "20.00", "10.00", "5.00", "50.00"]

@@ -156,7 +156,8 @@ def time_table(suite):
 
 
 def _events(m):
-    parts = [f"{_n(getattr(m, kind))} {kind}" for kind in COUNTS if getattr(m, kind)]
+    parts = [f"{_n(getattr(m, kind))} {kind[:-1] if getattr(m, kind) == 1 else kind}" for kind in COUNTS
+             if getattr(m, kind)]
     return " · ".join(parts) or "none"
 
 
@@ -366,7 +367,7 @@ def cost_diagram(model=None, techniques=TECHNIQUES):
             label = what + (f"\n{cost * 1e6:.1f} µs" if cost is not None else "")
             g.node(f"{t}_{k}", where, fillcolor="#fff3e0")
             g.edge(f"{t}_guest", f"{t}_{k}", label=label, color=COLOURS.get(t, "#555555"))
-            line += f"; {what} -> {where}" + (f" ({cost * 1e6:.1f} µs a {term})" if cost is not None else "")
+            line += f"; {what} -> {where}" + (f" ({cost * 1e6:.1f} µs per {term})" if cost is not None else "")
         lines.insert(1, line)
     g.text = "\n".join(lines)
     return g
