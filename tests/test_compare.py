@@ -98,8 +98,9 @@ def test_compute_costs_no_trap_exit_or_hypercall_per_round_anywhere(short, long)
 
 
 def test_ptemod_runs_with_paging_where_the_machine_walks_page_tables(short):
+    # its #PF handler checks CR2 against the window page, so the right output also says CR2 was kept
     for technique in ("native", "hardware-assist"):
-        assert short.cell("ptemod", technique).ran
+        assert short.cell("ptemod", technique).serial == compare.WORKLOADS["ptemod"].expected(SHORT)
     with pytest.raises(vmkit.GuestError, match="paging=True"):
         vmkit.run(compare.WORKLOADS["ptemod"].source(2), "native")
 

@@ -41,18 +41,20 @@ ptemod_round:
     xor esi, FRAME_A ^ FRAME_B          ; the other frame this time
     mov dword [WINDOW_PTE], esi         ; not present yet: the next read faults
     invlpg [WINDOW]
-window_read:
     add ebx, [WINDOW]                   ; #PF; the handler maps it and the read is retried
     loop ptemod_round
     mov eax, ebx
     ret
 
 page_fault_entry:                       ; the error code, then the frame; iretd retries the read
-    cmp dword [esp + 4], window_read    ; the one instruction that may fault (vmkit's model PC
-    jne unexpected_fault                ; does not keep CR2 for the handler, so it goes by EIP)
+    push eax
+    mov eax, cr2                        ; the address that faulted
+    cmp eax, WINDOW
+    jne unexpected_fault
     or dword [WINDOW_PTE], PTE_PRESENT | PTE_WRITABLE
     invlpg [WINDOW]
     inc dword [page_faults]
+    pop eax
     add esp, 4                          ; pop the error code
     iretd
 

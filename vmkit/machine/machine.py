@@ -21,7 +21,7 @@ from . import quirks
 from .cpu import Cpu, Fault, GENERAL
 from .delivery import EXCEPTION, EXTERNAL, SOFTWARE, deliver, exception_class, second_fault
 from .devices import DebugExit, Pit8254, PicPair, Serial
-from .x86 import DF_, GP, HAS_ERROR_CODE, IF, UD, encode_descriptor, vector_name
+from .x86 import DF_, GP, HAS_ERROR_CODE, IF, PF_, UD, encode_descriptor, vector_name
 
 DEFAULT_MEMORY = 4 << 20
 STACK_TOP = 0x400000
@@ -265,6 +265,8 @@ class Machine:
             elif self._at_hlt():
                 self._on_hlt()
         elif stop.kind == "exception":
+            if stop.detail.get("cr2") is not None:
+                self.uc.reg_write(X.UC_X86_REG_CR2, stop.detail["cr2"])
             self.exception(stop.detail["vector"], stop.detail["source"], stop.detail["error_code"])
         elif stop.kind == "io-fault":
             self._undo_io(stop.detail)
@@ -394,7 +396,10 @@ class Machine:
         error_code, software = quirks.exception_state(uc)
         source = SOFTWARE if software else EXCEPTION
         code = error_code if source == EXCEPTION and vector in HAS_ERROR_CODE else None
-        self._stop = _Stop("exception", self._counter(), vector=vector, source=source, error_code=code)
+        # Unicorn sets CR2 for a #PF, then loses it on the way out of emu_start (it looks up the
+        # `until` address, which paging leaves unmapped): keep it for the guest's handler
+        cr2 = uc.reg_read(X.UC_X86_REG_CR2) if vector == PF_ and self.paging else None
+        self._stop = _Stop("exception", self._counter(), vector=vector, source=source, error_code=code, cr2=cr2)
         uc.emu_stop()
 
     def _on_out(self, uc, port, size, value, _):
