@@ -49,20 +49,21 @@ def main(directory=None, rounds=None, repeat=5):
     suite = compare.run_suite(rounds=rounds, repeat=repeat)
     took = time.perf_counter() - started
     model = compare.fit_cost_model(suite)
+    checks = compare.check(suite)
+    claims = "\n".join(f"- {name}: {faster} faster than {slower}: "
+                       f"{'could not run' if holds is None else 'holds' if holds else 'DOES NOT HOLD'} ({why})"
+                       for (name, faster, slower, why), holds in checks)
     suite.to_csv(directory / "compare.csv")
     table = suite.to_markdown()
     (directory / "compare.md").write_text(
-        f"# The techniques compared\n\n{table}\n## The cost model (least squares, non-negative)\n\n"
-        f"{fitted_table(model)}")
+        f"# The techniques compared\n\n{table}\n## Orderings the lesson claims\n\n{claims}\n\n"
+        f"## The cost model (least squares, non-negative)\n\n{fitted_table(model)}")
     plots = write_plots(suite, directory)
     print(f"comparison: every workload under every technique, {repeat} runs each "
           f"({'default' if rounds is None else rounds} rounds), in {took:.1f} s\n")
     print(table)
     print("Orderings the lesson claims:")
-    checks = compare.check(suite)
-    for (name, faster, slower, why), holds in checks:
-        verdict = "could not run" if holds is None else "holds" if holds else "DOES NOT HOLD"
-        print(f"   {name}: {faster} faster than {slower}: {verdict} ({why})")
+    print(claims)
     print("\nThe cost model fitted to these times:\n")
     print(fitted_table(model))
     print("Written: " + ", ".join(str(p) for p in [directory / "compare.csv", directory / "compare.md", *plots]))
