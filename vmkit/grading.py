@@ -857,11 +857,8 @@ def migration_guest(case):
     return workload(case["workload"], **case.get("params", {}))
 
 
-def new_migration(case, what="your loop"):
-    """A Migration for a lab case {"workload", "params", "link": Link's arguments, "dies_at"}, on the model,
-    whose rounds are counted: a loop that never stops fails with a message instead of running on."""
-    from .migration import Link, Migration
-
+def round_budget(what="your loop"):
+    """An on_round for a Migration: a loop that never stops fails with a message instead of running on."""
     def budget(record):
         spent = record.start + record.seconds
         if record.number > MIGRATION_MAX_ROUNDS or spent > MIGRATION_MAX_SECONDS:
@@ -869,8 +866,15 @@ def new_migration(case, what="your loop"):
                 f"{what} was still sending rounds after {record.number} rounds and {spent * 1000:.0f} ms on the "
                 f"link (no reference loop needs more than 30 rounds).\n  where to look: the stop conditions; a "
                 f"loop must stop even when the guest never converges")
+    return budget
+
+
+def new_migration(case, what="your loop"):
+    """A Migration for a lab case {"workload", "params", "link": Link's arguments, "dies_at"}, on the model,
+    on a round_budget."""
+    from .migration import Link, Migration
     return Migration(migration_guest(case), "model", Link(**case.get("link", {})), MIGRATION_WARMUP,
-                     destination_dies_at=case.get("dies_at"), on_round=budget)
+                     destination_dies_at=case.get("dies_at"), on_round=round_budget(what))
 
 
 def migration_facts(result, after=MIGRATION_WARMUP):
