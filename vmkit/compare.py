@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from . import guests
 from .asm import assemble
-from .errors import GuestError, VmkitError
+from .errors import GuestError, KvmUnavailable, VmkitError
 from .run import TECHNIQUES, machine, run
 
 COUNTS = ("instructions", "traps", "exits", "hypercalls", "blocks")
@@ -222,7 +222,7 @@ def measure(name, technique, rounds=None, repeat=1):
     for _ in range(max(1, repeat)):
         try:
             result = _one_run(image, w, technique)
-        except GuestError as e:            # the technique refused the guest: that is the finding
+        except (GuestError, KvmUnavailable) as e:    # the technique refused the guest: that is the finding
             return Measurement(w.name, technique, False, str(e).split("\n")[0], rounds)
         serial = result.serial
         if serial != w.expected(rounds):
