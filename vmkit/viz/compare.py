@@ -452,14 +452,16 @@ def predict_design(model, suite, parts, instructions=0):
 
 
 def design_plot(predicted, measured=None):
-    """Bars of predicted time per technique; with `measured`, the real runs' times as dots."""
+    """Bars of predicted time per technique; with `measured`, the real runs' times as diamonds."""
     techniques = list(predicted)
     fig, ax = plt.subplots(figsize=(7.5, 3.2), facecolor="white")
     lines = ["predicted time of the designed workload:"]
+    heights = [v for v in list(predicted.values()) + list((measured or {}).values()) if v is not None]
+    top = max(heights, default=0) * 1e3 * 1.2 or 1.0
     for i, t in enumerate(techniques):
         p = predicted[t]
         if p is None:
-            ax.text(i, 0, "cannot run", ha="center", va="bottom", fontsize=8, rotation=90, color="#777777")
+            ax.text(i, top * 0.05, "cannot\nrun it", ha="center", va="bottom", fontsize=8, color="#777777")
             lines.append(f"  {t}: cannot run it")
             continue
         ax.bar(i, p * 1e3, 0.6, color=COLOURS.get(t, "#777777"))
@@ -468,11 +470,12 @@ def design_plot(predicted, measured=None):
             ax.plot(i, measured[t] * 1e3, "D", color="black", markersize=7)
             line += f", {measured[t] * 1e3:.2f} ms measured"
         lines.append(line)
+    ax.set_ylim(0, top)
     if measured:
         ax.plot([], [], "D", color="black", label="measured: the parts run for real, times added")
-        ax.legend(fontsize=8, loc="upper left")
+        ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.0), frameon=False)
     ax.set_xticks(range(len(techniques)), [SHORT.get(t, t) for t in techniques], fontsize=9)
-    ax.set_ylabel("ms (predicted)")
+    ax.set_ylabel("ms")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return Plot(fig, "\n".join(lines))
