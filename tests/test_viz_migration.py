@@ -75,8 +75,14 @@ def test_the_rounds_table_has_a_row_per_round_then_the_stop_and_copy_with_the_pa
     table = rounds_table(CONVERGING)
     assert [row[0] for row in table.rows] == [1, 2, 3, "stop-and-copy"]
     assert table.rows[1][1:3] == ["200", "60"]
-    assert table.rows[-1][1] == "20" and table.rows[-1][3] == "1.20"
+    assert table.rows[-1][1] == "20" and table.rows[-1][4] == "1.20"
     assert "stopped by 'few dirty pages'" in table.caption
+
+
+def test_the_rounds_table_gives_the_factor_by_which_each_round_shrinks_the_dirty_set():
+    assert [row[3] for row in rounds_table(CONVERGING).rows] == ["0.20", "0.30", "0.33", ""]
+    assert [row[3] for row in rounds_table(DIABOLICAL).rows[1:-1]] == ["1.00"] * 3       # never smaller
+    assert rounds_table(result([record(1, 0, 0, 0.0)])).rows[0][3] == ""
 
 
 def test_dirty_rate_is_the_pages_dirtied_in_a_round_over_its_time():
@@ -164,6 +170,19 @@ def test_a_real_migration_renders_end_to_end():
     assert precopy_diagram(r, migration.XEN).text.count(r.stop_reason) == 1
     t = transcript(r)
     assert t.source[-1] == r.switch_seq and t.source + t.destination == r.transcript
+
+
+def test_a_slow_writers_rounds_shrink_by_about_half_and_a_steady_writers_not_at_all():
+    migration = pytest.importorskip("vmkit.migration")
+    slow = rounds_table(migration.migrate(migration.workload("random", pages=700, pace=3000, seed=2),
+                                          link=migration.Link(mbit=1000), warmup=0.002))
+    ratios = [float(row[3]) for row in slow.rows[:-1]]
+    assert len(ratios) >= 3 and all(0.3 < r < 0.6 for r in ratios)
+    assert "stopped by 'few dirty pages'" in slow.caption
+    steady = rounds_table(migration.migrate(migration.workload("steady", wws_pages=64),
+                                            link=migration.Link(mbit=1000), stop=migration.StopConditions(max_rounds=4),
+                                            warmup=0.002))
+    assert {row[3] for row in steady.rows[1:-1]} == {"1.00"}
 
 
 def test_the_memory_grid_draws_one_square_per_page_and_counts_each_state():

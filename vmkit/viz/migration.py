@@ -4,7 +4,8 @@
                                    and the stop condition that ended them
     timeline(result)               the rounds as bars on a time axis, the stop-and-copy as the downtime,
                                    the switch-over to the destination
-    rounds_table(result)           per round: pages sent, pages dirtied meanwhile, seconds, link rate
+    rounds_table(result)           per round: pages sent, pages dirtied meanwhile, their ratio, seconds,
+                                   link rate
     rounds_plot(results)           pages sent and dirtied per round, one panel per workload
     rate_plot(results)             the rate at which the guest dirtied memory, round by round, against
                                    the link's rate
@@ -159,16 +160,24 @@ def precopy_text(result, conditions, reason):
 
 # --- one migration ----------------------------------------------------------------------------------------
 def rounds_table(result):
-    """One row per round: pages sent, pages the guest dirtied meanwhile, seconds on the link, the
-    link's rate; then the stop-and-copy."""
-    rows = [[r.number, f"{r.pages_sent:,}", f"{r.pages_dirtied:,}", f"{r.seconds * 1e3:,.2f}", f"{r.mbit:,.0f}",
-             f"{dirty_mbit(r):,.0f}"] for r in result.rounds]
+    """One row per round: pages sent, pages the guest dirtied meanwhile, their ratio (the factor by
+    which the next round is smaller, or not), seconds on the link, the link's rate, the dirty rate;
+    then the stop-and-copy."""
+    rows = [[r.number, f"{r.pages_sent:,}", f"{r.pages_dirtied:,}", shrink(r), f"{r.seconds * 1e3:,.2f}",
+             f"{r.mbit:,.0f}", f"{dirty_mbit(r):,.0f}"] for r in result.rounds]
     last = getattr(result, "final_pages", result.rounds[-1].pages_dirtied if result.rounds else 0)
-    rows.append(["stop-and-copy", f"{last:,}", "0 (paused)", f"{result.downtime * 1e3:,.2f}", "", ""])
-    return Table(["round", "pages sent", "dirtied meanwhile", "ms", "link Mbit/s", "dirty Mbit/s"], rows,
+    rows.append(["stop-and-copy", f"{last:,}", "0 (paused)", "", f"{result.downtime * 1e3:,.2f}", "", ""])
+    return Table(["round", "pages sent", "dirtied meanwhile", "dirtied ÷ sent", "ms", "link Mbit/s", "dirty Mbit/s"],
+                 rows,
                  f"stopped by '{result.stop_reason}': {STOP_RULES.get(result.stop_reason, '')}. "
                  f"{result.pages_sent:,} pages sent in all; downtime {_ms(result.downtime)}; total time "
                  f"{_ms(result.total_time)} (simulated link)")
+
+
+def shrink(record):
+    """Pages dirtied during a round over the pages it sent: below 1 the next round is smaller (the
+    dirty set shrinks), at 1 or above it is not."""
+    return f"{record.pages_dirtied / record.pages_sent:.2f}" if record.pages_sent else ""
 
 
 def timeline(result, title=None):
