@@ -8,6 +8,10 @@
     vmm_loop(result), shadow_tables(machine)   a trap-and-emulate VMM's loop and its shadow tables
     side_by_side(m, unit), cache_graph(m), TranslationStepper(image)   a binary translator's units,
                                      its translation cache as a graph, and a stepper through both
+    vmkit.viz.paravirt, .kvm         lesson 04's hypercall stepper and Xen's structure; lesson 05's run loop
+    vmkit.viz.migration              lesson 06: a migration's timeline, rounds, transcript, RoundStepper
+    vmkit.viz.compare                lesson 08: the comparison's tables and plots, Adams & Agesen beside
+                                     them, the cost model and a workload designer
     Choice(...), Number(...)         self-checks with instant feedback
     check_tools()                    one notice, with the fix, if nasm or graphviz's dot is missing
 """
