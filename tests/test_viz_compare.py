@@ -2,36 +2,20 @@
 say, the paper's numbers are the paper's, the cost model's pictures use the model, and the
 designer predicts from the suite's counts. The suite here is built by hand, so every number a
 rendering shows can be checked against the one that went in."""
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 
+from vmkit import compare
+from vmkit.compare import Suite
 from vmkit.viz import compare as vc
 from vmkit.viz.translation import ADAMS_AGESEN
 
 
-@dataclass
-class M:
-    workload: str
-    technique: str
-    ran: bool = True
-    reason: str = None
-    rounds: int = 100
-    instructions: int = 1000
-    traps: int = 0
-    exits: int = 0
-    hypercalls: int = 0
-    blocks: int = 0
-    seconds: float = 0.001
-
-    @property
-    def us_per_round(self):
-        return self.seconds / self.rounds * 1e6
-
-
-@dataclass
-class Suite:
-    measurements: list = field(default_factory=list)
+def M(workload, technique, ran=True, rounds=100, instructions=1000, seconds=0.001, **rest):
+    """A Measurement as vmkit.compare makes them, with made-up numbers."""
+    return compare.Measurement(workload, technique, ran, rounds=rounds, instructions=instructions, seconds=seconds,
+                               **rest)
 
 
 @dataclass
