@@ -831,8 +831,8 @@ FACTS.update({"user_space_runs": user_space_runs, "device_answers": device_answe
 
 # --- a pre-copy loop a student wrote (lab 6) ------------------------------------------------------------
 MIGRATION_WARMUP = 0.002                            # guest seconds before the migration and after it
-MIGRATION_MAX_ROUNDS = 60                           # twice Xen's limit: a loop that never stops ends here
-MIGRATION_MAX_SECONDS = 1.0                         # guest seconds on the link; the reference loops need far less
+MIGRATION_MAX_ROUNDS = 40                           # past Xen's 30: a loop that never stops ends here
+MIGRATION_MAX_SECONDS = 0.25                        # guest seconds on the link; the lab's loops need under 0.1
 MIGRATION_FIELDS = ("rounds", "stop_reason", "downtime", "pages_sent", "memory_verified", "output_continuous")
 MIGRATION_HINTS = {
     "rounds": "each round as [pages sent, pages dirtied during it, Mbit/s]: the first difference is the round "
