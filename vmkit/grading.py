@@ -817,13 +817,18 @@ def check_loop_facts(got, expected, what):
             continue
         name = field
         if isinstance(e, list) and isinstance(g, list):
-            first = next((i for i, (a, b) in enumerate(zip(g, e)) if a != b), min(len(g), len(e)))
-            g = g[first] if first < len(g) else "(no more exits)"
-            e = e[first] if first < len(e) else "(no more exits)"
+            first, g, e = first_difference(g, e, "(no more exits)")
             where = got.get("instructions") or []
             name = f"{field}, item {first} (of {len(expected[field])} expected)" + (
                 where[first] if first < len(where) else "")
         check(False, f"{what}: {name}", expected=e, got=g, hint=LOOP_HINTS[field])
+
+
+def first_difference(got, expected, past_the_end):
+    """Where two lists first differ, and the two items there (`past_the_end` for a list that ended)."""
+    first = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))
+    return (first, got[first] if first < len(got) else past_the_end,
+            expected[first] if first < len(expected) else past_the_end)
 
 
 FACTS.update({"user_space_runs": user_space_runs, "device_answers": device_answers})
@@ -922,9 +927,7 @@ def check_migration_facts(got, expected, what, fields=MIGRATION_FIELDS):
             continue
         name = field
         if isinstance(e, list) and isinstance(g, list):
-            first = next((i for i, (a, b) in enumerate(zip(g, e)) if a != b), min(len(g), len(e)))
-            g = g[first] if first < len(g) else "(no more rounds)"
-            e = e[first] if first < len(e) else "(no more rounds)"
+            first, g, e = first_difference(g, e, "(no more rounds)")
             name = f"{field}, round {first + 1} (of {len(expected[field])} expected)"
         check(False, f"{what}: {name}", expected=e, got=g, hint=MIGRATION_HINTS[field])
 
