@@ -843,7 +843,7 @@ MIGRATION_HINTS = {
     "rounds": "each round as [pages sent, pages dirtied during it, Mbit/s]: the first difference is the round "
               "where your loop and the reference part (which pages it sent, or whether it went on at all)",
     "stop_reason": "the name of the condition that ended the pre-copy, passed to m.stop_and_copy(pages, stop_reason=...)",
-    "downtime": "the stop-and-copy sends what is still dirty at the rate the link gives the next round",
+    "downtime": "the stop-and-copy sends what is still dirty, and the vCPU and device state, at the link's full rate",
     "pages_sent": "every round and the stop-and-copy: a page sent twice in a round, or a round that sends pages "
                   "nobody dirtied, shows here",
     "memory_verified": "the destination's memory must equal the source's at the switch-over: the stop-and-copy "
@@ -892,7 +892,7 @@ def migration_facts(result, after=MIGRATION_WARMUP):
     return json.loads(json.dumps({
         "rounds": [[r.pages_sent, r.pages_dirtied, round(r.mbit, 6)] for r in result.rounds],
         "stop_reason": result.stop_reason, "downtime": result.downtime, "pages_sent": result.pages_sent,
-        "memory_verified": result.source_digest == result.destination_digest,
+        "memory_verified": result.memory_verified,
         "output_continuous": transcript == list(range(1, len(transcript) + 1)),
         "switch_seq": result.switch_seq, "lines": len(transcript)}))
 
