@@ -236,3 +236,15 @@ def test_check_tools_is_silent_when_all_is_there(monkeypatch):
     shown = []
     monkeypatch.setattr("IPython.display.display", lambda *objs: shown.extend(objs))
     assert vmkit.viz.check_tools() is None and shown == []
+
+
+def test_the_hosted_stack_puts_its_monitor_in_ring_0():
+    """Goldberg's types are about what the monitor runs on, not its ring: does the type 2 drawing
+    show the hosted monitor's driver in ring 0, beside the host kernel, and say so in its text?"""
+    from vmkit.viz.hypervisors import STACKS, hypervisor_stack
+    _, rows, examples = STACKS["type2"]
+    ring0 = [cells for cells, ring in rows if ring == "ring 0"][0]
+    assert any("driver" in text for text, _, _ in ring0) and "vmmon" in examples and "vboxdrv" in examples
+    text = hypervisor_stack("type2").text
+    assert "monitor runs the guests in ring 0 too" in text and "host OS owns the hardware" in text
+    assert all(hypervisor_stack(kind).text for kind in STACKS)

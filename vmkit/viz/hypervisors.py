@@ -2,9 +2,12 @@
 
     hypervisor_stack("type1" | "type2" | "kvm")  -> Diagram
 
-Goldberg's 1973 thesis named the two types: a type 1 VMM runs on the bare machine, a type 2 VMM
-runs on a host operating system. The right-hand column says which privilege ring each layer's
-code runs in, which is what the argument about KVM is about.
+Goldberg's 1973 thesis named the two types by what the monitor runs on: a type 1 VMM runs on the
+bare machine, a type 2 VMM runs on a host operating system. The right-hand column says which
+privilege ring each layer's code runs in. The rings do not decide the type: a hosted monitor that
+runs guests at speed has its own ring-0 part too, entered through a driver in the host kernel
+(VMware Workstation's vmmon, whose task.c holds the "switching routines between the host and the
+monitor"; VirtualBox's vboxdrv, which loads its ring-0 VMM, VMMR0).
 """
 from .diagram import Diagram
 
@@ -31,13 +34,16 @@ STACKS = {
         ([("hypervisor: schedules vCPUs, owns memory and devices", VMM, 3)], "ring 0"),
         ([("hardware: CPUs, memory, disks, network", HARDWARE, 3)], ""),
     ], "Examples: Xen, VMware ESX/ESXi, Microsoft Hyper-V."),
-    "type2": ("Type 2 (hosted): the hypervisor is a program on a host operating system", [
-        ([("VM 1\napps\nguest OS", GUEST, 1), ("VM 2\napps\nguest OS", GUEST, 1), (" ", PLAIN, 1)],
-         "guests"),
-        ([("hypervisor process", VMM, 2), ("other\napplications", HOST, 1)], "ring 3"),
-        ([("host OS kernel (with the hypervisor's driver)", HOST, 3)], "ring 0"),
+    "type2": ("Type 2 (hosted): the hypervisor runs on a host operating system", [
+        ([(" ", PLAIN, 1), ("VM 1\napps\nguest OS", GUEST, 1), ("VM 2\napps\nguest OS", GUEST, 1)],
+         "guests: deprivileged"),
+        ([("other\napplications", HOST, 1), ("hypervisor process:\nuser interface, device emulation", VMM, 2)],
+         "ring 3"),
+        ([("host OS kernel:\nowns the hardware", HOST, 1), ("the hypervisor's driver in the host kernel:\n"
+                                        "its monitor runs the guests from here", VMM, 2)], "ring 0"),
         ([("hardware", HARDWARE, 3)], ""),
-    ], "Examples: VMware Workstation, VirtualBox, QEMU on its own."),
+    ], "Examples: VMware Workstation (driver: vmmon), VirtualBox (vboxdrv); QEMU on its own, "
+       "with no driver, runs everything in ring 3."),
     "kvm": ("KVM: Linux itself becomes the hypervisor; each VM is a Linux process", [
         ([("VM 1\nguest apps\nguest OS", GUEST, 1), ("VM 2\nguest apps\nguest OS", GUEST, 1),
           (" ", PLAIN, 1)], "guests (VMX non-root)"),
@@ -54,11 +60,14 @@ TEXT = {
              "side by side, the virtual machines, each with its own guest OS and applications, one of "
              "them often a management VM (Xen's dom0). No host operating system sits underneath. "
              "Examples: Xen, VMware ESX/ESXi, Microsoft Hyper-V.",
-    "type2": "Type 2 hypervisor, from the bottom up: the hardware; the host operating system's kernel "
-             "in ring 0, usually with a driver the hypervisor adds; in ring 3, beside ordinary "
-             "applications, the hypervisor as a process; inside that process the virtual machines, "
-             "each with its guest OS and applications. Examples: VMware Workstation, VirtualBox, "
-             "QEMU on its own.",
+    "type2": "Type 2 hypervisor, from the bottom up: the hardware; in ring 0 the host operating "
+             "system's kernel and, loaded into it, the hypervisor's driver, through which the "
+             "hypervisor's monitor runs the guests in ring 0 too; in ring 3, beside ordinary "
+             "applications, the hypervisor's process with its user interface and device emulation; "
+             "above them the virtual machines, each with its guest OS and applications. The host OS "
+             "owns the hardware and the monitor relies on it. Examples: VMware Workstation (its "
+             "driver is vmmon), VirtualBox (vboxdrv); QEMU on its own, with no driver, runs "
+             "everything in ring 3.",
     "kvm": "KVM, from the bottom up: hardware with Intel VT-x or AMD-V; the Linux kernel with the kvm "
            "module in ring 0, which enters and leaves guests and whose vCPU threads Linux schedules "
            "like any other; in ring 3 one QEMU process per VM, providing the emulated devices, beside "
