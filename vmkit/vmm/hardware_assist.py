@@ -27,10 +27,14 @@ The controls are a small VmcsControls dataclass a lesson can toggle:
 
     vmkit.run(image, "hardware-assist", controls=VmcsControls(hlt_exiting=False))
     VmcsControls(exception_bitmap=1 << 6)        # exit on #UD
-    VmcsControls(io_bitmap={0xF4})               # only isa-debug-exit exits; COM1 is passed through
+    VmcsControls(io_bitmap={0xF4})               # only isa-debug-exit exits; COM1 is not intercepted
 
-With HLT exiting off the vCPU halts inside the guest and the VMM is never told; with a port out of
-the I/O bitmap the guest reaches the device directly (device passthrough).
+With HLT exiting off the vCPU halts inside the guest and the VMM is never told. A port left out of
+the I/O bitmap is not intercepted: on real VT-x the access then goes to the physical machine's port;
+the model has no other hardware, so it still reaches vmkit's device, only without an exit. That is
+not device passthrough: giving a guest a real device takes VFIO, through which the VMM maps the
+device's MMIO BARs into the guest, and an IOMMU (VT-d, AMD-Vi) that remaps the device's DMA and
+interrupts (Linux, Documentation/driver-api/vfio.rst).
 
 Each event's eip is the instruction that exited, as the VMCS's guest RIP names it.
 """
@@ -95,7 +99,7 @@ class HardwareAssist(Machine):
     # --- I/O instructions --------------------------------------------------------------------------
     def port_access(self, port, size, value, direction, eip):
         if not self.controls.io_exits(port, size):
-            return super().port_access(port, size, value, direction, eip)      # passed through
+            return super().port_access(port, size, value, direction, eip)      # not intercepted: no exit
         exit = self.vmexit("IO", eip=eip, port=port, size=size, direction=direction, value=value)
         value = super().port_access(port, size, value, direction, eip)
         if direction == "in":
