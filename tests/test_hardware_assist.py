@@ -153,3 +153,33 @@ def test_stepping_from_exit_to_exit_gives_the_events_of_running(name):
     while not m.finished:
         stepped += [(e.kind, e.eip, e.detail) for e in m.run_until(event="vmexit") if e.kind == "vmexit"]
     assert stepped == ran
+
+
+PAGING_GUEST = """
+    mov dword [pd], 0x83                 ; 0-4 MiB: identity, one 4 MiB page
+    mov dword [pd + 4], 0x83             ; 4-8 MiB: the same memory again
+    mov eax, pd
+    mov cr3, eax
+    mov eax, cr4
+    or eax, 0x10                         ; CR4.PSE
+    mov cr4, eax
+    mov eax, cr0
+    or eax, 0x80000000                   ; CR0.PG
+    mov cr0, eax
+    mov dword [0x600000], 0x12345678     ; a store through the alias ...
+    mov ebx, [0x200000]                  ; ... is in the memory the identity mapping shows
+    mov dword [pd + 4], 0                ; a page-table write: the alias is gone
+    invlpg [0x600000]
+    mov al, 1
+    out 0xf4, al
+align 4096
+pd: times 1024 dd 0
+"""
+
+
+def test_the_guests_page_tables_map_straight_onto_the_models_memory():
+    """The model has no second stage (no EPT): the guest's own tables drive the MMU onto the model's
+    memory, and loading CR3, writing a page-table entry and invlpg take no exit."""
+    result = vmkit.machine(vmkit.assemble(PAGING_GUEST), HA, paging=True).run()
+    assert result.regs["ebx"] == 0x12345678 and result.exit_code == 3
+    assert [e.detail["reason"] for e in exits(result)] == ["IO"]            # only the debug exit

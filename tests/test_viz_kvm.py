@@ -159,6 +159,7 @@ def test_the_controls_table_counts_what_each_control_caused(vmexits):
     assert rows["IO"][2] == "I/O bitmaps: only 0xf4" and rows["IO"][4] == 0           # the guest never writes 0xf4
     assert rows["CPUID"][4] == 1 and rows["MMIO"][4] == 1 and rows["SHUTDOWN"][4] == 0
     assert "bit 7" in rows["HLT"][1]
+    assert "the model has no EPT" in rows["MMIO"][1]                 # it does not claim a second stage
     blank = kviz.controls_table(VmcsControls())
     assert blank.rows[0][4] == "" and "every port" in blank.text
 

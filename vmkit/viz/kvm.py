@@ -313,7 +313,8 @@ def controls_table(controls, run=None):
             ("I/O exiting", "bit 24 'unconditional I/O exiting', or bit 25 'use I/O bitmaps' A and B",
              _io(controls), "IO", n("IO")),
             ("(none)", "CPUID exits unconditionally in non-root mode", "always", "CPUID", n("CPUID")),
-            ("(EPT)", "a guest-physical address no memory backs: EPT violation", "the MMIO page", "MMIO", n("MMIO")),
+            ("(no memory there)", "on VT-x an EPT violation; the model has no EPT: its MMIO page has no memory "
+             "behind it", "the MMIO page", "MMIO", n("MMIO")),
             ("(none)", "a triple fault always exits", "always", "SHUTDOWN", n("SHUTDOWN"))]
     return Table(["control", "where in the VMCS", "setting", "exit", "exits in this run" if run is not None else ""],
                  rows, "VM-execution controls of vmkit's model (vmkit.vmm.VmcsControls)")

@@ -23,6 +23,18 @@ handle itself. The guest's own timer interrupts come from the model PC's PIC and
 delivered at VM entry, with no exit recorded: with KVM's in-kernel PIC and PIT, user space never
 sees them either.
 
+Memory: the model has no second-stage translation. The guest's physical addresses are the addresses
+of the model's memory (Unicorn's), and when the guest turns paging on (vmkit.machine(...,
+paging=True)) Unicorn walks the guest's own page tables straight onto that memory. A page-table
+write, a CR3 load or an invlpg therefore costs no exit here, as under nested paging, but only because
+nothing stands between the guest and the memory: the model does not do nested paging. With EPT (AMD:
+NPT) the CPU translates every guest-physical address, those of the guest's own page tables included,
+through a second table that the hypervisor owns: that keeps each guest inside the memory it was
+given, and an access to a guest-physical address that table does not map is an EPT violation (exit
+48), which is how KVM finds MMIO. Without EPT, KVM keeps shadow page tables instead and takes exits
+to keep them in step with the guest's (the page-table writes of Adams & Agesen's ptemod). The model's
+MMIO device stands in for the EPT violation: a Unicorn MMIO range with no memory behind it.
+
 The controls are a small VmcsControls dataclass a lesson can toggle:
 
     vmkit.run(image, "hardware-assist", controls=VmcsControls(hlt_exiting=False))
@@ -85,7 +97,8 @@ class HardwareAssist(Machine):
         self.mmio = MmioDevice()
         self._slice_n = 0
         super().__init__(image, memory, counted=True, technique="hardware-assist", **budgets)
-        # no memory slot backs the device's page: every access to it is an EPT violation
+        # no memory backs the device's page, so every access to it exits: KVM would see an EPT
+        # violation; here it is Unicorn's MMIO callback (the model has no second stage)
         self.uc.mmio_map(MMIO_BASE, MMIO_SIZE, self._on_mmio_read, None, self._on_mmio_write, None)
         self.uc.hook_add(UC_HOOK_INSN, self._on_cpuid, None, 1, 0, X.UC_X86_INS_CPUID)
 
@@ -106,7 +119,7 @@ class HardwareAssist(Machine):
             exit.detail["value"] = value
         return value
 
-    # --- the MMIO device: loads and stores that EPT cannot satisfy ------------------------------------
+    # --- the MMIO device: loads and stores no memory backs (an EPT violation on VT-x) ---------------
     def _on_mmio_read(self, uc, offset, size, _):
         if self._stepping_over_access():
             return 0
