@@ -6,6 +6,7 @@ The model is reproducible: a guest whose writes are logged runs exactly as one w
 so "nothing lost" is checked against a twin that was never migrated.
 """
 import ctypes
+import dataclasses
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -95,31 +96,106 @@ def test_the_adaptive_link_follows_the_dirty_rate_plus_50_mbit():
     assert link.rate_for(fast) == 500                    # never above the link's bandwidth
 
 
-def rounds(*dirtied, mbit=1000):
-    return [M.Round(i + 1, 100, d, 0.001, mbit) for i, d in enumerate(dirtied)]
+def rounds(*sent, mbit=1000, skipped=0, dirtied=100):
+    """Made-up Round records: one per number of pages sent."""
+    return [M.Round(i + 1, n, dirtied, 0.001, mbit, pages_skipped=skipped) for i, n in enumerate(sent)]
 
 
-def test_xen_stops_when_a_round_leaves_fewer_than_50_pages():
-    assert M.XEN.reason(rounds(300, 49), 400, 1024, M.Link()) == "few dirty pages"
-    assert M.XEN.reason(rounds(300, 50), 400, 1024, M.Link(adaptive=True)) is None
+def test_xen_counts_the_pages_sent_and_skipped_in_the_round_just_finished():
+    """xc_domain_save: sent_this_iter + skip_this_iter < 50, whatever is left dirty."""
+    assert M.XEN.reason(rounds(1024, 49, dirtied=900), 1073, 1024, M.Link()) == "few pages sent"
+    assert M.XEN.reason(rounds(1024, 50, dirtied=10), 1074, 1024, M.Link()) is None
+    assert M.XEN.reason(rounds(1024, 30, skipped=20, dirtied=10), 1054, 1024, M.Link()) is None
+    assert M.XEN.reason(rounds(1024, 30, skipped=19), 1054, 1024, M.Link()) == "few pages sent"
 
 
-def test_xen_stops_after_30_rounds():
-    assert M.XEN.reason(rounds(*[60] * 29), 1000, 1024, M.Link(adaptive=True)) is None
-    assert M.XEN.reason(rounds(*[60] * 30), 1000, 1024, M.Link(adaptive=True)) == "max rounds"
+def test_xen_never_stops_after_its_full_first_round():
+    assert M.XEN.reason(rounds(1024, dirtied=0), 1024, 1024, M.Link()) is None
+    for name in ("idle", "steady"):
+        result = M.migrate(M.workload(name, wws_pages=8), warmup=0.002)
+        assert len(result.rounds) >= 2 and result.stop_reason == "few pages sent", result.summary()
+
+
+def test_xen_runs_29_live_rounds_at_most():
+    """DEF_MAX_ITERS = 29, "limit us to 30 times round loop": the stop-and-copy is the 30th."""
+    assert M.XEN.max_rounds == 29
+    assert M.XEN.reason(rounds(1024, *[60] * 27), 2644, 1024, M.Link()) is None
+    assert M.XEN.reason(rounds(1024, *[60] * 28), 2704, 1024, M.Link()) == "max rounds"
 
 
 def test_xen_stops_after_sending_three_times_the_memory():
-    assert M.XEN.reason(rounds(200, 200), 3 * 1024, 1024, M.Link()) is None
-    assert M.XEN.reason(rounds(200, 200), 3 * 1024 + 1, 1024, M.Link()) == "sent 3x memory"
+    assert M.XEN.reason(rounds(1024, 1024), 3 * 1024, 1024, M.Link()) is None
+    assert M.XEN.reason(rounds(1024, 1024), 3 * 1024 + 1, 1024, M.Link()) == "sent 3x memory"
 
 
-def test_xen_stops_at_the_rate_limit_when_the_dirty_set_grows():
+def test_xens_rate_rule_compares_pages_sent_at_the_adaptive_links_maximum():
+    """(sent_this_iter > sent_last_iter && RATE_IS_MAX()); RATE_IS_MAX() is 0 without ADAPTIVE_SAVE,
+    and sent_last_iter starts as the memory size."""
+    adaptive = M.Link(mbit=1000, start_mbit=100, adaptive=True)
+    assert M.XEN.reason(rounds(1024, 300, 320), 1644, 1024, adaptive) == "rate limit"
+    assert M.XEN.reason(rounds(1024, 300, 300), 1624, 1024, adaptive) is None
+    assert M.XEN.reason(rounds(1024, 300, 320, mbit=600), 1644, 1024, adaptive) is None   # below its maximum
+    assert M.XEN.reason(rounds(1024, 300, 320), 1644, 1024, M.Link(mbit=1000)) is None   # no adaptive rate
+    assert M.XEN.reason(rounds(1000), 1000, 1024, adaptive) is None                      # fewer than the memory
+
+
+def test_clarks_rule_stops_on_little_left_or_a_rate_above_the_maximum():
+    """Clark et al., section 5.3: less than 256 KiB left, or the next round's rate (the dirty rate
+    plus 50 Mbit/s) above the maximum."""
     link = M.Link(mbit=1000)
-    assert M.XEN.reason(rounds(200, 300), 500, 1024, link) == "rate limit"
-    assert M.XEN.reason(rounds(300, 200), 500, 1024, link) is None
-    below_max = rounds(200, 300, mbit=600)
-    assert M.XEN.reason(below_max, 500, 1024, link) is None
+    slow = [M.Round(1, 1024, 63, 0.0336, 1000)]
+    assert M.CLARK.reason(slow, 1024, 1024, link) == "little left"
+    assert M.CLARK.reason([M.Round(1, 1024, 64, 0.0336, 1000)], 1024, 1024, link) is None
+    fast = [M.Round(1, 1024, 1000, 0.0336, 1000)]                     # 975 Mbit/s dirtied, + 50 > 1000
+    assert M.CLARK.reason(fast, 1024, 1024, link) == "rate above maximum"
+
+
+def test_qemus_rule_stops_when_the_rest_fits_the_downtime_limit():
+    """migration_iteration_run: pending < bandwidth x downtime-limit (300 ms by default)."""
+    assert M.QEMU.downtime_limit == 0.3 and not M.QEMU.skip
+    one_ms = dataclasses.replace(M.QEMU, downtime_limit=0.001)
+    fits = 1e9 * 0.001 / (4096 * 8)                                      # 30.5 pages at 1 Gbit/s
+    assert one_ms.reason([M.Round(1, 1024, 30, 0.0336, 1000)], 1024, 1024, M.Link()) == "fits the downtime limit"
+    assert one_ms.reason([M.Round(1, 1024, 31, 0.0336, 1000)], 1024, 1024, M.Link()) is None
+    assert 30 < fits < 31
+    # a 4 MiB guest crosses a 1 Gbit/s link in 34 ms: with QEMU's default limit, round 1 is enough
+    assert len(M.migrate(M.workload("diabolical"), stop=M.QEMU, warmup=0.002).rounds) == 1
+
+
+def test_a_migration_that_never_converges_is_cancelled_and_the_source_runs_on():
+    never = dataclasses.replace(M.QEMU, downtime_limit=0.0001, give_up_after=5)
+    with pytest.raises(M.MigrationAborted, match="did not end the pre-copy in 5 rounds") as aborted:
+        M.migrate(M.workload("diabolical"), stop=never, warmup=0.002)
+    source = aborted.value.migration.source
+    before = len(M.sequence(source.output))
+    source.resume(0.002)
+    assert len(M.sequence(source.output)) > before
+
+
+def test_a_round_skips_pages_dirtied_again_and_a_later_round_sends_them():
+    """Xen's peek: a page of the round dirtied since the round began is left out (skip_this_iter) and
+    is dirty, so the next round's pages include it."""
+    m = M.Migration(M.workload("steady", wws_pages=100), link=M.Link(mbit=1000), warmup=0.002)
+    first = m.send(m.all_pages())
+    skipped = set(m.events[-1].detail["skipped"])
+    assert first.pages_skipped == len(skipped) > 0
+    assert first.pages_sent + first.pages_skipped == 1024
+    nxt = m.dirty_pages()
+    assert skipped <= set(nxt) and len(nxt) == first.pages_dirtied
+    second = m.send(nxt, skip=False)
+    assert second.pages_sent == len(nxt) and second.pages_skipped == 0
+    assert m.stop_and_copy(m.dirty_pages()).verified
+
+
+def test_peeking_every_batch_sends_less_than_a_loop_that_never_peeks():
+    guest = M.workload("steady", wws_pages=200)
+    peeking = M.migrate(guest, warmup=0.002)
+    blind = M.migrate(guest, warmup=0.002, stop=dataclasses.replace(M.XEN, skip=False))
+    assert peeking.rounds[0].pages_sent < blind.rounds[0].pages_sent == 1024
+    assert peeking.verified and blind.verified
+    # Xen's own batch of 1,024 pages covers all of a 4 MiB guest: one peek, at the round's start
+    whole = M.migrate(guest, warmup=0.002, peek_every=M.XEN_MAX_BATCH)
+    assert whole.rounds[0].pages_skipped == 0
 
 
 # --- migrating a running guest -------------------------------------------------------------------------
@@ -127,15 +203,16 @@ def test_xen_stops_at_the_rate_limit_when_the_dirty_set_grows():
 def test_a_running_guest_migrates_on_the_model_with_nothing_lost():
     """Steady writer, 1 Gbit/s: does the destination hold the source's memory at the switch-over,
     and does the peer see the lines go on from the destination with no gap and no repeat?"""
-    result = M.migrate(M.workload("steady", wws_pages=16), link=M.Link(mbit=1000), warmup=0.003, after=0.005)
+    result = M.migrate(M.workload("steady", wws_pages=16), link=M.Link(mbit=1000), warmup=0.003, after=0.02)
     assert result.memory_verified and result.output_continuous and result.verified
-    assert result.rounds[0].pages_sent == 1024                     # round 1: everything
-    assert result.stop_reason == "few dirty pages"
-    assert result.final_pages == result.rounds[-1].pages_dirtied == 18   # 16 + counter + stack
+    first, last = result.rounds[0], result.rounds[-1]
+    assert first.pages_sent + first.pages_skipped == 1024                # round 1: everything
+    assert result.stop_reason == "few pages sent" and last.pages_sent + last.pages_skipped < 50
+    assert result.final_pages == last.pages_dirtied == 18               # 16 + counter + stack
     assert result.transcript[-1] > result.switch_seq > 0               # the destination printed on
     assert result.downtime == pytest.approx(0.0001 + (18 * 4096 + result.state_bytes) * 8 / 1e9)
     phases = [e.detail["phase"] for e in result.events]
-    assert phases == ["round", "stop-and-copy", "activate"]
+    assert phases == ["round", "round", "stop-and-copy", "activate"]
     assert result.destination.registers()["eip"] != 0
 
 
@@ -164,11 +241,12 @@ def test_downtime_grows_with_the_writable_working_set():
 
 def test_a_slow_writer_leaves_fewer_dirty_pages_each_shorter_round():
     """Writes spread over 700 pages, slowly: does each round, shorter than the one before, leave
-    fewer pages dirty, until Xen's 50-page condition ends the pre-copy?"""
+    fewer pages dirty, until a round sends (or skips) fewer than 50 pages?"""
     result = M.migrate(M.workload("random", pages=700, pace=3000, seed=2), warmup=0.002)
     dirtied = [r.pages_dirtied for r in result.rounds]
     assert dirtied == sorted(dirtied, reverse=True) and len(set(dirtied)) == len(dirtied) >= 3
-    assert result.stop_reason == "few dirty pages" and result.verified
+    assert result.stop_reason == "few pages sent" and result.verified
+    assert [r.pages_sent + r.pages_skipped for r in result.rounds[1:]] == dirtied[:-1]   # each round sends the last's
 
 
 def test_the_stop_and_copy_goes_at_the_links_full_rate():
@@ -177,9 +255,11 @@ def test_the_stop_and_copy_goes_at_the_links_full_rate():
     assert result.downtime == pytest.approx(0.0001 + (result.final_pages * 4096 + result.state_bytes) * 8 / 1e9)
 
 
-def test_an_idle_guest_needs_one_round():
+def test_an_idle_guest_needs_two_rounds_under_xen_and_one_under_clark():
     result = M.migrate(M.workload("idle"), warmup=0.002, after=0.002)
-    assert len(result.rounds) == 1 and result.stop_reason == "few dirty pages" and result.verified
+    assert len(result.rounds) == 2 and result.stop_reason == "few pages sent" and result.verified
+    result = M.migrate(M.workload("idle"), warmup=0.002, after=0.002, stop=M.CLARK)
+    assert len(result.rounds) == 1 and result.stop_reason == "little left" and result.verified
 
 
 def test_leaving_out_a_dirty_page_is_caught_by_the_digest():

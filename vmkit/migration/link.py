@@ -41,8 +41,12 @@ class Link:
         return min(self.mbit, last_round.dirty_mbit + RATE_INCREMENT_MBIT)
 
     def seconds(self, pages, mbit, extra_bytes=0):
-        """How long `pages` pages (and `extra_bytes` more) take at `mbit`."""
-        return self.latency_ms / 1000 + (pages * PAGE_SIZE + extra_bytes) * 8 / (mbit * 1e6)
+        """How long `pages` pages (and `extra_bytes` more) take at `mbit`, the latency included."""
+        return self.latency_ms / 1000 + self.transfer_seconds(pages, mbit, extra_bytes)
+
+    def transfer_seconds(self, pages, mbit, extra_bytes=0):
+        """How long the sender takes to put `pages` pages (and `extra_bytes` more) on the wire at `mbit`."""
+        return (pages * PAGE_SIZE + extra_bytes) * 8 / (mbit * 1e6)
 
     def carry(self, pages):
         """Carry `pages` pages; returns how many arrived before the link went down (LinkDown is

@@ -1,18 +1,35 @@
 """Pre-copy live migration (Clark et al., "Live Migration of Virtual Machines", NSDI 2005).
 
     round 1          send every page while the guest runs on; the dirty log records its writes
-    round 2, 3, ...  send the pages dirtied during the round before, while it runs on
-    stop?            Xen's conditions: 30 rounds done, fewer than 50 pages dirtied in a round,
-                     more than 3x memory sent, or the link at its maximum rate and the round sent
-                     more than the one before (the guest dirties faster than the link can send)
+    round 2, 3, ...  send the pages dirtied during the round before, while it runs on; before each
+                     batch, peek at the dirty log and skip a page that was dirtied again since the
+                     round began (it would be stale on arrival: a later round sends it)
+    stop?            a StopConditions preset decides after each round (Xen's, Clark's or QEMU's)
     stop-and-copy    pause the guest, send what is still dirty and the vCPU and device state, at
                      the link's full rate: the downtime
     activate         the destination runs on from exactly where the source stopped
 
-The building blocks are Migration's methods (send, dirty_pages, stop_and_copy), so a loop of one's
-own can be written with them; migrate() is the loop as Xen runs it. Time is the link's simulated
-time, during which the source guest really runs, so the rounds, the dirty pages and the downtime
-come from the guest's own writes.
+Xen's loop, as tools/libxc/xc_domain_save.c runs it (Xen 3.x and 4.x before the migration-v2 rewrite):
+after round `iter` it starts the last iteration when
+
+    (sent_this_iter > sent_last_iter && RATE_IS_MAX()) || (iter >= max_iters) ||
+    (sent_this_iter + skip_this_iter < 50) || (total_sent > p2m_size * max_factor)
+
+with max_iters = DEF_MAX_ITERS = 29 ("limit us to 30 times round loop": 29 live rounds and the last
+one), max_factor = DEF_MAX_FACTOR = 3, and sent_last_iter set to the memory size before round 1
+("pretend we sent all the pages last iteration"). The 50 counts the pages sent or skipped in the
+round just finished, not the pages left dirty, so a migration never stops after its full first round.
+RATE_IS_MAX() is 0 unless libxc was built with ADAPTIVE_SAVE (Clark's dynamic rate limiting). Inside
+a round Xen peeks at the log-dirty bitmap (XEN_DOMCTL_SHADOW_OP_PEEK) before each batch of up to
+MAX_BATCH_SIZE = 1024 pages and skips pages dirtied since the round began (skip_this_iter); after the
+round it reads and clears the bitmap (XEN_DOMCTL_SHADOW_OP_CLEAN), which then holds the skipped pages
+too. vmkit's guests have 1,024 pages in all, so vmkit peeks every PEEK_EVERY = 64 pages (16 peeks a
+round, the proportion of a guest of 256 MiB with Xen's batches).
+
+The building blocks are Migration's methods (send, peek, dirty_pages, stop_and_copy), so a loop of
+one's own can be written with them; migrate() is the loop. Time is the link's simulated time, during
+which the source guest really runs, so the rounds, the dirty pages and the downtime come from the
+guest's own writes.
 """
 from dataclasses import dataclass, field
 import re
@@ -20,13 +37,16 @@ import re
 from ..asm import assemble
 from ..errors import VmkitError
 from ..trace import Event
-from .link import PAGE_SIZE, Link, LinkDown
+from .link import PAGE_SIZE, RATE_INCREMENT_MBIT, Link, LinkDown
 from .vms import make_vm
+
+XEN_MAX_BATCH = 1024        # MAX_BATCH_SIZE, tools/libxc/xg_save_restore.h: pages between two peeks in Xen
+PEEK_EVERY = 64             # vmkit's batch: Xen's proportion for guests of 1,024 pages
 
 
 class MigrationAborted(VmkitError):
-    """The migration failed part-way (link down, destination gone). The source runs on, with
-    nothing lost: `.migration.source` is the VM, dirty logging off."""
+    """The migration failed part-way (link down, destination gone, cancelled). The source runs on,
+    with nothing lost: `.migration.source` is the VM, dirty logging off."""
 
     def __init__(self, message, migration):
         super().__init__(message)
@@ -37,10 +57,11 @@ class MigrationAborted(VmkitError):
 class Round:
     number: int
     pages_sent: int
-    pages_dirtied: int        # pages written during the round: they must be sent again
+    pages_dirtied: int        # dirty at the end of the round (dirtied during it, or skipped): the next round's pages
     seconds: float            # how long the round took on the link
     mbit: float               # the rate it was sent at
     start: float = 0.0        # seconds since the migration began
+    pages_skipped: int = 0    # pages of this round left out because they were dirtied again during it
 
     @property
     def dirty_mbit(self):
@@ -50,28 +71,60 @@ class Round:
 
 @dataclass(frozen=True)
 class StopConditions:
-    max_rounds: int = 30          # Xen: max_iters
-    min_dirty: int = 50           # Xen: stop when a round leaves fewer than 50 pages to send
-    max_factor: float = 3.0       # Xen: stop when more than 3x the memory has been sent
-    rate_limit: bool = True       # Xen: stop when the link is at its maximum rate and a round dirtied
-                                  # more than the one before
+    """When the pre-copy stops iterating, and how a round sends. A field set to None is a rule not
+    used. Presets: XEN, CLARK, QEMU; each says where its rules come from."""
+    name: str = "Xen"
+    source: str = "tools/libxc/xc_domain_save.c"
+    rate_limit: bool = True       # Xen: the link at its maximum (adaptive) rate and this round sent more than the last
+    max_rounds: int = 29          # Xen: max_iters, DEF_MAX_ITERS = 29 live rounds (the stop-and-copy is the 30th)
+    min_pages: int = 50           # Xen: pages sent + skipped in the round just finished < 50
+    max_factor: float = 3.0       # Xen: more than max_factor x the memory sent in all
+    rate_above_max: bool = False  # Clark: the rate calculated for the next round exceeds the link's maximum
+    min_remaining: int = None     # Clark: fewer than this many pages (64 = 256 KiB) still dirty
+    downtime_limit: float = None  # QEMU: the dirty pages would cross within this many seconds at the last round's rate
+    skip: bool = True             # peek at the dirty log before each batch and skip pages dirtied again
+    give_up_after: int = None     # vmkit: cancel a migration that has not converged after this many rounds
 
     def reason(self, rounds, sent_total, memory_pages, link):
         """Which condition holds after `rounds` (the Round records so far), or None to go on."""
         last = rounds[-1]
-        if last.pages_dirtied < self.min_dirty:
-            return "few dirty pages"
-        if len(rounds) >= self.max_rounds:
-            return "max rounds"
-        if sent_total > self.max_factor * memory_pages:
-            return "sent 3x memory" if self.max_factor == 3 else f"sent {self.max_factor:g}x memory"
-        if (self.rate_limit and len(rounds) > 1 and last.mbit >= link.mbit
-                and last.pages_dirtied > rounds[-2].pages_dirtied):
+        sent_before = rounds[-2].pages_sent if len(rounds) > 1 else memory_pages
+        if self.rate_limit and link.adaptive and last.mbit >= link.mbit and last.pages_sent > sent_before:
             return "rate limit"
+        if self.max_rounds is not None and len(rounds) >= self.max_rounds:
+            return "max rounds"
+        if self.min_pages is not None and last.pages_sent + last.pages_skipped < self.min_pages:
+            return "few pages sent"
+        if self.max_factor is not None and sent_total > self.max_factor * memory_pages:
+            return f"sent {self.max_factor:g}x memory"
+        if self.rate_above_max and last.dirty_mbit + RATE_INCREMENT_MBIT > link.mbit:
+            return "rate above maximum"
+        if self.min_remaining is not None and last.pages_dirtied < self.min_remaining:
+            return "little left"
+        if (self.downtime_limit is not None
+                and last.pages_dirtied * PAGE_SIZE * 8 < last.mbit * 1e6 * self.downtime_limit):
+            return "fits the downtime limit"
         return None
 
 
+# Xen 3.x/4.x's xc_domain_save (see the module's docstring).
 XEN = StopConditions()
+# Clark et al., NSDI 2005, section 5.3 (dynamic rate limiting): pre-copy ends when the rate calculated
+# for the next round (the last round's dirty rate + 50 Mbit/s) exceeds the administrator's maximum, or
+# when less than 256 KiB remains to send. The paper's loop peeks and skips too (section 5.4, rapid
+# page dirtying). It names no round limit: vmkit cancels after 100 rounds.
+CLARK = StopConditions(name="Clark et al.", source="Clark et al., NSDI 2005, sections 5.3 and 5.4",
+                       rate_limit=False, max_rounds=None, min_pages=None, max_factor=None,
+                       rate_above_max=True, min_remaining=64, give_up_after=100)
+# QEMU's migration_iteration_run (migration/migration.c): complete once the pending data is below
+# threshold_size = measured bandwidth x downtime-limit (DEFAULT_MIGRATE_SET_DOWNTIME, 300 ms). QEMU
+# reads the dirty bitmap once per pass and does not peek; it has no round limit (a guest that never
+# converges migrates forever unless auto-converge throttles it or post-copy takes over): vmkit
+# cancels after 100 rounds.
+QEMU = StopConditions(name="QEMU", source="qemu migration/migration.c, migration_iteration_run",
+                      rate_limit=False, max_rounds=None, min_pages=None, max_factor=None,
+                      downtime_limit=0.300, skip=False, give_up_after=100)
+PRESETS = {"xen": XEN, "clark": CLARK, "qemu": QEMU}
 
 
 @dataclass
@@ -123,10 +176,14 @@ def sequence(output):
 class Migration:
     """One migration of a running guest from a source VM to a fresh destination VM, step by step."""
 
-    def __init__(self, guest, where="model", link=None, warmup=0.0, destination_dies_at=None, on_round=None):
+    def __init__(self, guest, where="model", link=None, warmup=0.0, destination_dies_at=None, on_round=None,
+                 peek_every=PEEK_EVERY):
         self.image = assemble(guest)
         self.where = where
         self.link = link if link is not None else Link()
+        if not (isinstance(peek_every, int) and peek_every >= 1):
+            raise VmkitError(f"peek_every is a number of pages, at least 1 (Xen's own is {XEN_MAX_BATCH}); got {peek_every!r}")
+        self.peek_every = peek_every
         self.source = make_vm(self.image, where, tracked=True)
         self.source.run_for(warmup)                  # the guest has been running a while
         self.destination = make_vm(self.image, where)
@@ -143,27 +200,62 @@ class Migration:
     def all_pages(self):
         return range(self.memory_pages)
 
-    def send(self, pages):
-        """One pre-copy round: snapshot `pages`, send them while the source runs on for as long as
-        the link needs. Returns the Round; the pages dirtied meanwhile wait in dirty_pages()."""
+    def send(self, pages, skip=True):
+        """One pre-copy round: send `pages` while the source runs on for as long as the link needs,
+        in batches of `peek_every` pages. With `skip` (Xen's and Clark's loop), each batch begins with
+        a peek at the dirty log, and a page dirtied again since the round began is left out: it would
+        be stale on arrival, and it is dirty, so dirty_pages() hands it to a later round. Returns the
+        Round; the pages dirtied meanwhile (and those skipped) wait in dirty_pages()."""
         self._expect("pre-copy", "send")
         pages = self._pages(pages)
         number = len(self.rounds) + 1
         if self.destination_dies_at == number:
             self._abort(f"the destination host died during round {number}")
         mbit = self.link.rate_mbit = self.link.rate_for(self.rounds[-1] if self.rounds else None)
-        self._deliver(pages, f"round {number}")
-        seconds = self.link.seconds(len(pages), mbit)
-        self.source.run_for(seconds)                 # the guest keeps running while the pages travel
+        seconds, sent, skipped = 0.0, 0, []
+        todo = iter(pages)
+        while True:
+            stale = self.peek() if skip else ()
+            batch = []
+            for page in todo:
+                if page in stale:
+                    skipped.append(page)             # Xen's skip_this_iter counts these
+                else:
+                    batch.append(page)
+                    if len(batch) == self.peek_every:
+                        break
+            if not batch:
+                break
+            self._deliver(batch, f"round {number}")
+            took = self.link.transfer_seconds(len(batch), mbit)
+            self.source.run_for(took)                # the guest keeps running while the pages travel
+            seconds += took
+            sent += len(batch)
+        latency = self.link.latency_ms / 1000
+        self.source.run_for(latency)                 # the last page arrives a latency after it left
+        seconds += latency
         self._dirty.update(self.source.collect_dirty())
-        record = Round(number, len(pages), len(self._dirty), seconds, mbit, start=self.clock)
+        record = Round(number, sent, len(self._dirty), seconds, mbit, start=self.clock, pages_skipped=len(skipped))
         self.clock += seconds
         self.rounds.append(record)
-        self._event("round", round=number, pages_sent=len(pages), pages_dirtied=len(self._dirty),
-                    seconds=seconds, mbit=mbit)
+        self._event("round", round=number, pages_sent=sent, pages_skipped=len(skipped), skipped=skipped,
+                    pages_dirtied=len(self._dirty), seconds=seconds, mbit=mbit)
         if self.on_round is not None:
             self.on_round(record)
         return record
+
+    def peek(self):
+        """The pages dirtied since the last dirty_pages(), without clearing them (Xen's
+        XEN_DOMCTL_SHADOW_OP_PEEK). On KVM, whose KVM_GET_DIRTY_LOG always clears, the migration keeps
+        what it read until dirty_pages() hands it over."""
+        self._expect("pre-copy", "peek")
+        self._dirty.update(self.source.collect_dirty())
+        return frozenset(self._dirty)
+
+    def cancel(self, why):
+        """Give the migration up (an administrator's decision, or a loop's): the source runs on."""
+        self._expect("pre-copy", "cancel")
+        self._abort(f"cancelled: {why}")
 
     def dirty_pages(self):
         """The pages dirtied since the last call, in order (get-and-clear, as KVM_GET_DIRTY_LOG)."""
@@ -238,26 +330,31 @@ class Migration:
 
 
 def migrate(guest, where="model", link=None, warmup=0.0, after=0.0, stop=XEN, progress=False,
-            on_round=None, destination_dies_at=None):
-    """Migrate a running guest the way Xen does: a full copy, rounds of dirty pages until a stop
-    condition holds, then stop-and-copy. Returns the MigrationResult (check .verified)."""
+            on_round=None, destination_dies_at=None, peek_every=PEEK_EVERY):
+    """Migrate a running guest: a full copy, rounds of dirty pages until a stop condition of `stop`
+    (XEN, CLARK, QEMU or one's own StopConditions) holds, then stop-and-copy. Returns the
+    MigrationResult (check .verified). A `stop` that cancels (give_up_after) raises MigrationAborted."""
     if progress:
         on_round = _progress(on_round)
-    m = Migration(guest, where, link, warmup, destination_dies_at=destination_dies_at, on_round=on_round)
-    m.send(m.all_pages())
+    m = Migration(guest, where, link, warmup, destination_dies_at=destination_dies_at, on_round=on_round,
+                  peek_every=peek_every)
+    m.send(m.all_pages(), skip=stop.skip)
     while True:
         reason = stop.reason(m.rounds, m.sent_total, m.memory_pages, m.link)
         pages = m.dirty_pages()
         if reason is not None:
             return m.stop_and_copy(pages, stop_reason=reason, after=after)
-        m.send(pages)
+        if stop.give_up_after is not None and len(m.rounds) >= stop.give_up_after:
+            m.cancel(f"{stop.name}'s conditions did not end the pre-copy in {len(m.rounds)} rounds "
+                     f"({len(pages)} pages still dirty): the guest dirties memory as fast as the link sends it")
+        m.send(pages, skip=stop.skip)
 
 
 def _progress(then):
     """A line per round as it happens (a notebook can pass its own on_round to draw a widget)."""
     def show(record):
         bar = "#" * min(40, max(1, record.pages_sent * 40 // 1024))
-        print(f"round {record.number:2d} {bar:<40} {record.pages_sent:5d} pages sent, "
+        print(f"round {record.number:2d} {bar:<40} {record.pages_sent:5d} pages sent, {record.pages_skipped:4d} skipped, "
               f"{record.pages_dirtied:5d} dirtied, {record.seconds * 1000:7.2f} ms at {record.mbit:g} Mbit/s", flush=True)
         if then is not None:
             then(record)
