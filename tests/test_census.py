@@ -86,6 +86,30 @@ def test_eleven_of_robin_and_irvines_eighteen_come_out_as_holes_here(rows):
     assert rows["int"].trapped_under_vmm and rows["int"].differences == ("frame",)
 
 
+def test_the_table_shows_what_the_guest_saw_under_the_vmm_beside_the_bare_rings(rows):
+    """pop ss and retf run in every ring of the bare machine (each ring with its own selectors) but
+    fault under the VMM (ring-0 selectors in ring 1): does the table show both, so they agree?"""
+    lines = {line.split()[0]: line.split() for line in census_module.table([rows["pop"], rows["ret"],
+                                                                            rows["cli"], rows["int"]]).splitlines()}
+    assert lines["instruction"][:7] == ["instruction", "ring", "0", "ring", "1", "ring", "3"]
+    assert "guest" in lines["instruction"] and "saw" in lines["instruction"]
+    assert lines["pop"][1:6] == ["-", "-", "-", "yes", "13"]        # rings 0, 1, 3; trapped; guest saw #GP
+    assert lines["ret"][1:6] == ["-", "-", "-", "yes", "13"]
+    assert lines["cli"][1:6] == ["-", "13", "13", "yes", "-"]        # emulated: the guest sees no fault
+    assert lines["int"][1:6] == ["128", "128", "128", "yes", "128"]
+
+
+def test_the_bare_rings_use_their_own_selectors_so_pop_ss_and_retf_pass_there():
+    """The ring-1 column runs with ring 1's own selectors (RPL = DPL = 1); the VMM's guest runs the
+    ring-0 probe with RPL-0 selectors in ring 1, which the CPU refuses (#GP with the selector)."""
+    assert census_module.SELECTORS[1][:2] == (0x19, 0x21) and census_module.SELECTORS[0][:2] == (0x08, 0x10)
+    image, _ = census_module.probe_kernel()
+    index = [p.mnemonic for p in INSTRUCTIONS].index("pop")
+    _, result = census_module._run_probe(image, index, 0, "trap-and-emulate")
+    fault = [e for e in result.events if e.kind == "trap" and e.detail["instruction"] == "pop ss"]
+    assert fault and fault[0].cpl == 1 and fault[0].detail["error_code"] == 0x10
+
+
 @pytest.mark.parametrize("name", ["nop", "add", "cpuid", "rdtsc"])
 def test_innocent_instructions_are_neither_privileged_nor_sensitive(rows, name):
     """Does an ordinary instruction run the same everywhere, without a trap?"""

@@ -15,8 +15,17 @@ executes the instruction with known inputs
 
     at CPL 0, 1 and 3 on the bare machine       -> CensusRow.faults: the vector raised, or None
     in the guest kernel under trap-and-emulate  -> trapped_under_vmm: did the VMM get a trap there?
+                                                   vmm_fault: the vector the guest's own handler got
                                                    same_under_vmm: is the state it leaves what the
                                                    same kernel leaves at CPL 0 on the bare machine?
+
+On the bare machine each ring runs the probe with its own selectors (code, data and stack segments
+whose DPL is that ring, selectors whose RPL is that ring), as a kernel or a program living in that
+ring would. Under the VMM the probe is the ring-0 run, unchanged: the guest kernel believes it is in
+ring 0 and uses its ring-0 selectors (RPL 0) while the CPU runs it in ring 1. That is why `pop ss`
+and `retf` run in all three rings of the bare machine yet fault under the VMM: in ring 1 the CPU
+refuses to load SS from a selector whose RPL is not the CPL, and to return to a code selector whose
+RPL is below the CPL (Intel SDM, the MOV/POP SS and RET pages), and this VMM emulates neither.
 
 "State" is what the guest kernel can see: its general registers (stored to memory after the
 probe), the arithmetic flags with IF and IOPL as the guest's own (virtual) EFLAGS has them, the data
@@ -46,8 +55,9 @@ def _ri(mnemonic, source, setup=""):
     return Probe(mnemonic, source, setup, "robin-irvine")
 
 
-# Robin & Irvine's eighteen mnemonics (they wrote "seventeen"), then the privileged instructions,
-# then a few that should be innocent everywhere.
+# Robin & Irvine's eighteen mnemonics (their text announces "seventeen" and does not say why the
+# list it prints has eighteen; the census measures every mnemonic of the list), then the privileged
+# instructions, then a few that should be innocent everywhere.
 INSTRUCTIONS = (
     _ri("sgdt", "sgdt [scratch]"),
     _ri("sidt", "sidt [scratch]"),
@@ -396,15 +406,18 @@ def census(names=None):
 
 
 def table(rows=None):
-    """The census as text, one line per instruction."""
+    """The census as text, one line per instruction: the vector raised in each ring of the bare
+    machine (each ring with its own selectors), then, under the VMM, whether it trapped, the vector
+    the guest kernel's own handler received (`guest saw`), and whether the guest saw the native state."""
     rows = census() if rows is None else rows
     ring = lambda v: "-" if v is None else v if isinstance(v, str) else str(v)
-    lines = [f"{'instruction':<13} {'ring 0':>7} {'ring 1':>7} {'ring 3':>7}  {'trapped':<8} {'same':<6} "
-             f"{'privileged':<11} {'sensitive':<10} hole"]
+    lines = [f"{'instruction':<13} {'ring 0':>7} {'ring 1':>7} {'ring 3':>7}  {'trapped':<8} {'guest saw':>9}  "
+             f"{'same':<6} {'privileged':<11} {'sensitive':<10} hole"]
     for r in rows:
         f = r.faults
         lines.append(f"{r.mnemonic:<13} {ring(f[0]):>7} {ring(f[1]):>7} {ring(f[3]):>7}  "
-                     f"{'yes' if r.trapped_under_vmm else 'no':<8} {'yes' if r.same_under_vmm else 'no':<6} "
+                     f"{'yes' if r.trapped_under_vmm else 'no':<8} {ring(r.vmm_fault):>9}  "
+                     f"{'yes' if r.same_under_vmm else 'no':<6} "
                      f"{'yes' if r.privileged else '':<11} {'yes' if r.sensitive else '':<10} "
                      f"{'HOLE' if r.hole else ''}")
     return "\n".join(lines)
