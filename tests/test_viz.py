@@ -248,3 +248,40 @@ def test_the_hosted_stack_puts_its_monitor_in_ring_0():
     text = hypervisor_stack("type2").text
     assert "monitor runs the guests in ring 0 too" in text and "host OS owns the hardware" in text
     assert all(hypervisor_stack(kind).text for kind in STACKS)
+
+
+# --- the trap-and-emulate VMM's pictures (vmkit.viz.vmm) -------------------------------------------------------
+def test_the_vmm_loop_counts_where_each_timer_interrupt_was_injected(rings):
+    """The rings kernel never executes sti: does the loop say the timer came in while the user program
+    ran in ring 3, not while the virtual IF was on?"""
+    from vmkit.viz import vmm_loop
+    result = vmkit.run(rings, "trap-and-emulate")
+    injected = [e for e in result.of_kind("ring-transition") if str(e.detail.get("cause")).startswith("IRQ")]
+    assert injected and all(e.detail["from_ring"] == 3 for e in injected)
+    d = vmm_loop(result)
+    assert f"{len(injected)} timer interrupts were injected" in d.text
+    assert f"{len(injected)} while its user program ran in ring 3, 0 while its kernel" in d.text
+    assert "does not trap" in d.text and "virtual IF keeps the kernel's last value" in d.text
+    assert f'timer -> reflect [label=" {len(injected)} "' in d.source and "in ring 3 or its virtual IF is 1" in d.source
+    traps, emulated = len(result.of_kind("trap")), len(result.of_kind("emulate"))
+    assert f"{traps} traps, {emulated} emulated, {traps - emulated} reflected" in d.caption
+
+
+def test_the_vmm_loop_of_a_kernel_that_enables_interrupts_counts_kernel_injections():
+    from vmkit.viz import vmm_loop
+    d = vmm_loop(vmkit.run(vmkit.guests.image("popf_critical"), "trap-and-emulate"))
+    line = [l for l in d.text.splitlines() if "timer interrupts" in l][0]
+    assert ": 0 while its user program ran in ring 3," in line and " 0 while its kernel" not in line
+    assert "does not trap" not in d.text                               # no user program: no note about ring 3
+
+
+def test_the_shadow_tables_show_ring_compression_and_why_the_virtual_if_is_0_in_ring_3(rings):
+    from vmkit.viz import shadow_tables
+    m = vmkit.machine(rings, "trap-and-emulate")
+    m.run_until(event="ring-transition")                               # the iretd into ring 3
+    assert m.cpu.cpl == 3 and not m.vcpu.interrupt_flag
+    d = shadow_tables(m)
+    assert "0x0008    code         DPL 0   code         DPL 1" in d.text
+    assert "IF           0x0               0x1   differs" in d.text
+    assert "The guest is in ring 3" in d.text and "ring 3" in d.caption
+    assert 'label="DPL 0→1"' in d.source

@@ -17,13 +17,15 @@ def vmm_loop(result):
     traps = result.of_kind("trap")
     emulated = result.of_kind("emulate")
     reflected = len(traps) - len(emulated)          # a trap is either emulated or reflected
-    injected = sum(1 for e in result.of_kind("ring-transition")
-                   if e.detail.get("reflected") and str(e.detail.get("cause", "")).startswith("IRQ"))
+    injections = [e for e in result.of_kind("ring-transition")
+                  if e.detail.get("reflected") and str(e.detail.get("cause", "")).startswith("IRQ")]
+    injected = len(injections)
+    in_user = sum(1 for e in injections if e.detail.get("from_ring") == 3)
     kinds = Counter(e.detail["instruction"].split()[0] for e in emulated)
     top = ", ".join(f"{name} ×{n}" for name, n in kinds.most_common(4))
     g = Diagram("vmm_loop", caption=f"the VMM loop in one run of the guest: {len(traps)} traps, "
                 f"{len(emulated)} emulated, {reflected} reflected into the guest",
-                text=_loop_text(result, traps, emulated, reflected, injected, kinds))
+                text=_loop_text(result, traps, emulated, reflected, injected, in_user, kinds))
     g.attr(rankdir="LR", fontname="Helvetica", nodesep="0.4", ranksep="0.45")
     g.attr("node", shape="box", style="rounded,filled", fontname="Helvetica", fontsize="12")
     g.attr("edge", fontname="Helvetica", fontsize="11")
@@ -41,19 +43,29 @@ def vmm_loop(result):
     g.edge("decode", "reflect", label=f" {reflected} ", style="dashed")
     g.edge("reflect", "guest", style="dashed", constraint="false")
     if injected:
-        g.node("timer", "the VMM's timer fires;\nvirtual IF on: inject IRQ0", fillcolor="#eeeeee")
+        g.node("timer", "the VMM's timer fires:\ninject IRQ0 if the guest is\nin ring 3 or its virtual IF is 1",
+               fillcolor="#eeeeee")
         g.edge("timer", "reflect", label=f" {injected} ", style="dashed")
     return g
 
 
-def _loop_text(result, traps, emulated, reflected, injected, kinds):
+def _loop_text(result, traps, emulated, reflected, injected, in_user, kinds):
     lines = [f"The guest ran {result.stats.get('instructions', '?')} instructions; the VMM took "
              f"{len(traps)} traps.",
              f"{len(emulated)} were emulated on the virtual CPU and the guest resumed after them: "
              + (", ".join(f"{k} {n}" for k, n in kinds.most_common()) or "none") + ".",
              f"{reflected} were reflected into the guest's own handlers (int n, exceptions it must see).",
-             f"{injected} timer interrupts were injected through the guest's IDT while its virtual IF was on."]
+             f"{injected} timer interrupts were injected through the guest's IDT: {in_user} while its user "
+             f"program ran in ring 3, {injected - in_user} while its kernel ran with the virtual IF set."]
+    if in_user:
+        lines.append(USER_IF_NOTE)
     return "\n".join(lines)
+
+
+# Why the virtual IF can read 0 while the guest's user program is interrupted by the timer.
+USER_IF_NOTE = ("This VMM lets interrupts into ring 3 whatever the virtual IF holds: user code always runs with "
+                "interrupts on, and the kernel's iretd into ring 3 (which pops the user program's EFLAGS) does "
+                "not trap, so the VMM never learns the IF in them; the virtual IF keeps the kernel's last value.")
 
 
 def shadow_tables(machine):
@@ -73,8 +85,11 @@ def shadow_tables(machine):
                  ("IDTR base", idt_base, real_idt), ("IDTR limit", idt_limit, real_idt_limit),
                  ("TR", vcpu.tr, real_tr), ("LDTR", vcpu.ldtr, machine.uc.reg_read(X.UC_X86_REG_LDTR)[0]),
                  ("CR0", vcpu.cr0, cpu["cr0"]), ("IF", int(vcpu.interrupt_flag), cpu["eflags"] >> 9 & 1)]
+    in_user = cpu.cpl == 3
     g = Diagram("shadow", caption="ring compression: the guest's tables and registers (left) and what "
-                "the real CPU uses (right)", text=_shadow_text(rows, registers))
+                "the real CPU uses (right)" + ("; the guest is in ring 3, where this VMM lets interrupts in "
+                                               "whatever the virtual IF says" if in_user else ""),
+                text=_shadow_text(rows, registers, in_user))
     g.attr(rankdir="LR", fontname="Helvetica", nodesep="0.3", ranksep="0.8")
     g.attr("node", shape="plaintext", fontname="Helvetica", fontsize="11")
     g.attr("edge", fontname="Helvetica")
@@ -103,10 +118,12 @@ def shadow_tables(machine):
     return g
 
 
-def _shadow_text(rows, registers):
+def _shadow_text(rows, registers, in_user=False):
     lines = ["register     guest (virtual)   real CPU"]
     lines += [f"{name:<12} {guest:<#17x} {real:#x}" + ("   differs" if guest != real else "")
               for name, guest, real in registers]
+    if in_user:
+        lines.append("The guest is in ring 3. " + USER_IF_NOTE)
     lines.append("selector  guest's GDT            shadow GDT")
     lines += [f"{s:#06x}    {g.kind:<12} DPL {g.dpl}   {sh.kind:<12} DPL {sh.dpl}" for s, g, sh in rows]
     return "\n".join(lines)
