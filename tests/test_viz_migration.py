@@ -11,6 +11,7 @@ from vmkit.viz.migration import (
     RoundStepper,
     Progress,
     clark_table,
+    conditions,
     digests,
     dirty_mbit,
     downtime_plot,
@@ -24,14 +25,15 @@ from vmkit.viz.migration import (
     transcript,
 )
 
-XEN = SimpleNamespace(max_rounds=30, min_dirty=50, max_factor=3.0, rate_limit=True)
+from vmkit.migration import CLARK as CLARKS_RULE, QEMU, XEN, StopConditions
 
 
-def record(number, sent, dirtied, seconds, mbit=1000.0):
-    return SimpleNamespace(number=number, pages_sent=sent, pages_dirtied=dirtied, seconds=seconds, mbit=mbit)
+def record(number, sent, dirtied, seconds, mbit=1000.0, skipped=0):
+    return SimpleNamespace(number=number, pages_sent=sent, pages_dirtied=dirtied, seconds=seconds, mbit=mbit,
+                           pages_skipped=skipped)
 
 
-def result(rounds, reason="few dirty pages", downtime=0.0012, numbers=tuple(range(1, 11)), switch=7,
+def result(rounds, reason="few pages sent", downtime=0.0012, numbers=tuple(range(1, 11)), switch=7,
            source="ab" * 32, destination="ab" * 32):
     total = sum(r.seconds for r in rounds) + downtime
     return SimpleNamespace(rounds=rounds, stop_reason=reason, downtime=downtime, total_time=total,
@@ -41,7 +43,7 @@ def result(rounds, reason="few dirty pages", downtime=0.0012, numbers=tuple(rang
                            switch_seq=switch)
 
 
-CONVERGING = result([record(1, 1024, 200, 0.0336), record(2, 200, 60, 0.0066), record(3, 60, 20, 0.002)])
+CONVERGING = result([record(1, 1024, 200, 0.0336), record(2, 200, 60, 0.0066), record(3, 40, 20, 0.002, skipped=20)])
 DIABOLICAL = result([record(1, 1024, 738, 0.0336)] + [record(k, 738, 738, 0.0243) for k in (2, 3, 4)],
                     reason="sent 3x memory", downtime=0.0243)
 
@@ -74,15 +76,15 @@ def test_a_plot_is_a_png_whose_alt_text_is_its_text_form():
 def test_the_rounds_table_has_a_row_per_round_then_the_stop_and_copy_with_the_pages_still_dirty():
     table = rounds_table(CONVERGING)
     assert [row[0] for row in table.rows] == [1, 2, 3, "stop-and-copy"]
-    assert table.rows[1][1:3] == ["200", "60"]
-    assert table.rows[-1][1] == "20" and table.rows[-1][4] == "1.20"
-    assert "stopped by 'few dirty pages'" in table.caption
+    assert table.rows[1][1:4] == ["200", "0", "60"] and table.rows[2][1:4] == ["40", "20", "20"]
+    assert table.rows[-1][1] == "20" and table.rows[-1][5] == "1.20"
+    assert "stopped by 'few pages sent'" in table.caption
 
 
 def test_the_rounds_table_gives_the_factor_by_which_each_round_shrinks_the_dirty_set():
-    assert [row[3] for row in rounds_table(CONVERGING).rows] == ["0.20", "0.30", "0.33", ""]
-    assert [row[3] for row in rounds_table(DIABOLICAL).rows[1:-1]] == ["1.00"] * 3       # never smaller
-    assert rounds_table(result([record(1, 0, 0, 0.0)])).rows[0][3] == ""
+    assert [row[4] for row in rounds_table(CONVERGING).rows] == ["0.20", "0.30", "0.33", ""]   # skipped count too
+    assert [row[4] for row in rounds_table(DIABOLICAL).rows[1:-1]] == ["1.00"] * 3       # never smaller
+    assert rounds_table(result([record(1, 0, 0, 0.0)])).rows[0][4] == ""
 
 
 def test_dirty_rate_is_the_pages_dirtied_in_a_round_over_its_time():
@@ -94,7 +96,8 @@ def test_dirty_rate_is_the_pages_dirtied_in_a_round_over_its_time():
 
 def test_the_rounds_plot_names_each_workload_its_rounds_and_its_stop_condition():
     text = rounds_plot({"steady": CONVERGING, "diabolical": DIABOLICAL}).text
-    assert "steady: 3 rounds (pages sent/dirtied: 1024/200, 200/60, 60/20); stopped by 'few dirty pages'" in text
+    assert ("steady: 3 rounds (pages sent/skipped/dirty: 1024/0/200, 200/0/60, 40/20/20); stopped by "
+            "'few pages sent'") in text
     assert "diabolical: 4 rounds" in text and "'sent 3x memory'" in text
 
 
@@ -108,11 +111,19 @@ def test_the_diagram_marks_the_condition_that_stopped_this_run_and_counts_its_ro
     g = precopy_diagram(DIABOLICAL, XEN)
     assert "4 rounds, stopped by 'sent 3x memory'" in g.text
     assert '<B>more than 3x memory sent</B>' in g.source
-    assert "fewer than 50 pages" in g.source and "<B>fewer than 50" not in g.source
+    assert "fewer than 50 pages sent or skipped" in g.source and "<B>fewer than 50" not in g.source
     assert "no ×3" in g.source                     # rounds 2-4: three times back into the loop
     assert "yes: sent 3x memory" in g.source
     plain = precopy_diagram()
-    assert "This run" not in plain.text and "30 rounds done" in plain.source
+    assert "This run" not in plain.text and "29 rounds done" in plain.source and "skip" in plain.source
+
+
+def test_each_presets_rules_are_drawn_in_its_own_words():
+    assert [key for key, _ in conditions(XEN)] == ["rate limit", "max rounds", "few pages sent", "sent 3x memory"]
+    assert [key for key, _ in conditions(CLARKS_RULE)] == ["rate above maximum", "little left"]
+    assert conditions(QEMU) == [("fits the downtime limit", "the dirty pages would cross within 300 ms")]
+    qemu = precopy_diagram(stop=QEMU)
+    assert "QEMU" in qemu.source and "skip" not in qemu.source
 
 
 def test_the_transcript_marks_the_switch_over_and_finds_nothing_wrong_in_a_continuous_one():
@@ -141,16 +152,18 @@ def test_digests_side_by_side_say_whether_the_destination_holds_the_same_memory(
 
 def test_progress_bars_follow_the_rounds_toward_each_stop_condition():
     bar = Progress(XEN, 1024)
-    assert (bar.rounds.max, bar.sent.max) == (30, 3072)
+    assert (bar.rounds.max, bar.sent.max) == (29, 3072)
     for r in DIABOLICAL.rounds:
         bar.update(r)                                   # as migrate(on_round=bar.update) calls it
-    assert bar.rounds.value == 4 and bar.dirty.value == 738
+    assert bar.rounds.value == 4 and bar.dirty.value == 738 and "738 sent + 0 skipped" in bar.numbers[2].value
     assert bar.sent.value == bar.sent.max and bar.numbers[1].value == "3,238 pages"   # full: past 3x memory
     assert bar.dirty.bar_style == "warning"
     bar.finish(DIABOLICAL)
     assert "stopped by 'sent 3x memory'" in bar.text and "24.3 ms" in bar.text
     calm = Progress.replay(CONVERGING, XEN)
-    assert calm.dirty.value == 20 and calm.dirty.bar_style == "success" and calm.sent.value == 1284
+    assert calm.dirty.value == 60 and calm.dirty.bar_style == "warning" and calm.sent.value == 1264   # 40 + 20
+    calm.update(record(4, 20, 18, 0.001, skipped=29))
+    assert calm.dirty.value == 49 and calm.dirty.bar_style == "success"
 
 
 def test_clark_figures_stand_beside_ours_labelled_by_where_they_come_from():
@@ -167,6 +180,7 @@ def test_a_real_migration_renders_end_to_end():
     assert timeline(r).text.count("round ") == len(r.rounds)
     table = rounds_table(r)
     assert sum(int(row[1].replace(",", "")) for row in table.rows) == r.pages_sent
+    assert sum(int(row[2].replace(",", "")) for row in table.rows[:-1]) == sum(x.pages_skipped for x in r.rounds)
     assert precopy_diagram(r, migration.XEN).text.count(r.stop_reason) == 1
     t = transcript(r)
     assert t.source[-1] == r.switch_seq and t.source + t.destination == r.transcript
@@ -176,13 +190,13 @@ def test_a_slow_writers_rounds_shrink_by_about_half_and_a_steady_writers_not_at_
     migration = pytest.importorskip("vmkit.migration")
     slow = rounds_table(migration.migrate(migration.workload("random", pages=700, pace=3000, seed=2),
                                           link=migration.Link(mbit=1000), warmup=0.002))
-    ratios = [float(row[3]) for row in slow.rows[:-1]]
+    ratios = [float(row[4]) for row in slow.rows[:-1]]
     assert len(ratios) >= 3 and all(0.3 < r < 0.6 for r in ratios)
-    assert "stopped by 'few dirty pages'" in slow.caption
+    assert "stopped by 'few pages sent'" in slow.caption
     steady = rounds_table(migration.migrate(migration.workload("steady", wws_pages=64),
-                                            link=migration.Link(mbit=1000), stop=migration.StopConditions(max_rounds=4),
+                                            link=migration.Link(mbit=1000), stop=StopConditions(max_rounds=4),
                                             warmup=0.002))
-    assert {row[3] for row in steady.rows[1:-1]} == {"1.00"}
+    assert {row[4] for row in steady.rows[1:-1]} == {"1.00"}
 
 
 def test_the_memory_grid_draws_one_square_per_page_and_counts_each_state():
@@ -202,7 +216,7 @@ class FakeMigration:
     def all_pages(self):
         return range(self.memory_pages)
 
-    def send(self, pages):
+    def send(self, pages, skip=True):
         self.calls.append(("send", list(pages)))
         self.sent_total += len(pages)
         self.rounds.append(record(len(self.rounds) + 1, len(pages), len(self.dirty[len(self.rounds)]), 0.001))
@@ -217,11 +231,13 @@ class FakeMigration:
 
 
 class FewerThan:
+    name, skip = "Fewer-than", True
+
     def __init__(self, n):
         self.n = n
 
     def reason(self, rounds, sent_total, memory_pages, link):
-        return "few dirty pages" if rounds[-1].pages_dirtied < self.n else None
+        return "few pages sent" if rounds[-1].pages_dirtied < self.n else None
 
 
 def test_the_round_stepper_sends_everything_first_then_only_what_the_dirty_log_names():
@@ -233,9 +249,9 @@ def test_the_round_stepper_sends_everything_first_then_only_what_the_dirty_log_n
     assert "another round" in stepper.status.value
     stepper.next_round()
     assert fake.calls[1] == ("send", [1, 2, 3]) and stepper.states.count("dirty") == 1
-    assert "Xen would stop now: <b>few dirty pages</b>" in stepper.status.value
+    assert "Fewer-than would stop now: <b>few pages sent</b>" in stepper.status.value
     stepper.stop_and_copy()
-    assert fake.calls[2] == ("stop_and_copy", [2], "few dirty pages")
+    assert fake.calls[2] == ("stop_and_copy", [2], "few pages sent")
     assert set(stepper.states) == {"moved"} and stepper.next_button.disabled
     stepper.next_round()                                   # after the switch-over nothing more is sent
     assert len(fake.calls) == 3

@@ -4,9 +4,9 @@
                                    and the stop condition that ended them
     timeline(result)               the rounds as bars on a time axis, the stop-and-copy as the downtime,
                                    the switch-over to the destination
-    rounds_table(result)           per round: pages sent, pages dirtied meanwhile, their ratio, seconds,
-                                   link rate
-    rounds_plot(results)           pages sent and dirtied per round, one panel per workload
+    rounds_table(result)           per round: pages sent, pages skipped, pages dirty at its end, their
+                                   ratio, seconds, link rate
+    rounds_plot(results)           pages sent, skipped and dirtied per round, one panel per workload
     rate_plot(results)             the rate at which the guest dirtied memory, round by round, against
                                    the link's rate
     downtime_plot(sweep)           downtime against the writable working set, with the time the link
@@ -14,11 +14,12 @@
     transcript(result)             the "seq n" lines the remote peer received, the switch-over marked,
                                    gaps and repeats counted
     digests(result)                the source's and the destination's memory digests at switch-over
+    conditions(stop)               the rules of a StopConditions preset (Xen's, Clark's, QEMU's) in words
     Progress(stop, memory_pages)   a progress bar per stop condition, moved by each round as it ends
     clark_table(ours)              Clark et al.'s downtimes beside ours
 
 A result is vmkit.migration's MigrationResult: `rounds` (records with number, pages_sent,
-pages_dirtied, seconds, mbit), `downtime`, `total_time`, `stop_reason`, `transcript`, `switch_seq`
+pages_skipped, pages_dirtied, seconds, mbit), `downtime`, `total_time`, `stop_reason`, `transcript`, `switch_seq`
 and the two digests. Nothing here migrates: every number drawn is one the engine recorded.
 """
 import base64
@@ -36,13 +37,36 @@ PAGE = 4096
 # one colour per part of the story, in every picture
 SEND, DIRTY, PAUSED, DEST, LINK = "#1565c0", "#ef6c00", "#c62828", "#2e7d32", "#555555"
 WORKLOAD_COLOURS = ["#1565c0", "#2e7d32", "#c62828", "#6a1b9a", "#00838f", "#795548"]
-# vmkit.migration's stop reasons -> the words of Xen's rule
+# vmkit.migration's stop reasons -> the words of the rule (Xen's, Clark's, QEMU's; vmkit.migration.precopy)
 STOP_RULES = {
-    "max rounds": "the maximum number of rounds was reached",
-    "few dirty pages": "fewer pages than the threshold were dirtied in the last round",
-    "sent 3x memory": "more than 3x the guest's memory has been sent",
-    "rate limit": "the link already runs at its maximum rate and the last round dirtied more than the one before",
+    "rate limit": "the adaptive link already runs at its maximum rate and the last round sent more pages than "
+                  "the one before (Xen)",
+    "max rounds": "the maximum number of live rounds was reached (Xen: 29)",
+    "few pages sent": "the last round sent or skipped fewer pages than the threshold (Xen: 50)",
+    "sent 3x memory": "more than 3x the guest's memory has been sent (Xen)",
+    "rate above maximum": "the rate calculated for the next round, the dirty rate + 50 Mbit/s, is above the "
+                          "link's maximum (Clark et al.)",
+    "little left": "less than 256 KiB (64 pages) is left to send (Clark et al.)",
+    "fits the downtime limit": "what is left would cross the link within the downtime limit (QEMU)",
 }
+
+
+def conditions(stop):
+    """[(stop reason, the rule in words)] for each rule a StopConditions uses, in the order it checks them."""
+    rules = [("rate limit", "the adaptive link at its maximum and this round sent more than the last"
+              if stop.rate_limit else None),
+             ("max rounds", f"{stop.max_rounds} rounds done" if stop.max_rounds is not None else None),
+             ("few pages sent", f"fewer than {stop.min_pages} pages sent or skipped in the last round"
+              if stop.min_pages is not None else None),
+             (f"sent {stop.max_factor:g}x memory" if stop.max_factor is not None else "",
+              f"more than {stop.max_factor:g}x memory sent" if stop.max_factor is not None else None),
+             ("rate above maximum", "the next round's rate (dirty rate + 50 Mbit/s) above the link's maximum"
+              if stop.rate_above_max else None),
+             ("little left", f"fewer than {stop.min_remaining} pages left dirty"
+              if stop.min_remaining is not None else None),
+             ("fits the downtime limit", f"the dirty pages would cross within {stop.downtime_limit * 1e3:g} ms"
+              if stop.downtime_limit is not None else None)]
+    return [(key, text) for key, text in rules if text]
 
 
 def _ms(seconds):
@@ -103,33 +127,28 @@ def precopy_diagram(result=None, stop=None):
     edges carry how often this migration took them and the condition that stopped it is red."""
     rounds = len(result.rounds) if result is not None else None
     reason = getattr(result, "stop_reason", None)
-    memory = result.rounds[0].pages_sent if result is not None and result.rounds else 1024
-    if stop is not None:
-        conditions = [f"{stop.max_rounds} rounds done",
-                      f"fewer than {stop.min_dirty} pages dirtied in the last round",
-                      f"more than {stop.max_factor:g}x memory sent",
-                      "the link at its maximum rate and dirtying grows" if stop.rate_limit else None]
-    else:
-        conditions = ["30 rounds done", "fewer than 50 pages dirtied in the last round",
-                      "more than 3x memory sent", "the link at its maximum rate and dirtying grows"]
-    keys = ["max rounds", "few dirty pages", "sent 3x memory", "rate limit"]
+    memory = (result.rounds[0].pages_sent + result.rounds[0].pages_skipped
+              if result is not None and result.rounds else 1024)
+    if stop is None:
+        from ..migration import XEN as stop
+    rules = conditions(stop)
     rows = ""
-    for key, text in zip(keys, conditions):
-        if text:
-            cell = html.escape(text)
-            rows += (f'<TR><TD ALIGN="LEFT" BGCOLOR="#ffcdd2"><B>{cell}</B></TD></TR>' if key == reason else
-                     f'<TR><TD ALIGN="LEFT">{cell}</TD></TR>')
-    caption = ("pre-copy live migration (Clark et al., 2005)" if result is None else
+    for key, text in rules:
+        cell = html.escape(text)
+        rows += (f'<TR><TD ALIGN="LEFT" BGCOLOR="#ffcdd2"><B>{cell}</B></TD></TR>' if key == reason else
+                 f'<TR><TD ALIGN="LEFT">{cell}</TD></TR>')
+    caption = (f"pre-copy live migration (Clark et al., 2005), with {stop.name}'s stop conditions" if result is None else
                f"pre-copy in this run: {_n(rounds, 'round')}, stopped because {STOP_RULES.get(reason, reason)}; "
                f"downtime {_ms(result.downtime)}")
-    g = Diagram("precopy", caption=caption, text=precopy_text(result, conditions, reason))
+    g = Diagram("precopy", caption=caption, text=precopy_text(result, [text for _, text in rules], reason, stop))
     g.attr(rankdir="LR", fontname="Helvetica", nodesep="0.35", ranksep="0.45")
     g.attr("node", shape="box", style="rounded,filled", fontname="Helvetica", fontsize="11", fillcolor="#e3f2fd")
     g.attr("edge", fontname="Helvetica", fontsize="10")
     g.node("warm", "the guest runs\non the source", fillcolor="#eeeeee")
     g.node("full", f"round 1: send all\n{memory} pages,\ndirty logging on")
-    g.node("again", "round n: send the pages\ndirtied during round n-1\n(the guest keeps running)")
-    g.node("check", f'<<TABLE BORDER="0" CELLSPACING="0" CELLPADDING="3"><TR><TD><B>stop?</B> (any of)</TD></TR>'
+    g.node("again", "round n: send the pages\ndirtied during round n-1\n(the guest keeps running)"
+                    + ("\nskip those dirtied again" if stop.skip else ""))
+    g.node("check", f'<<TABLE BORDER="0" CELLSPACING="0" CELLPADDING="3"><TR><TD><B>stop?</B> ({html.escape(stop.name)}: any of)</TD></TR>'
                     f'{rows}</TABLE>>', shape="box", fillcolor="#fff8e1", style="rounded,filled", margin="0.05")
     g.node("stopcopy", "stop-and-copy: pause the guest,\nsend the last dirty pages,\nvCPU and device state",
            fillcolor="#ffcdd2")
@@ -145,10 +164,12 @@ def precopy_diagram(result=None, stop=None):
     return g
 
 
-def precopy_text(result, conditions, reason):
+def precopy_text(result, conditions, reason, stop):
     lines = ["Pre-copy: the guest runs on the source; round 1 sends every page with dirty logging on;",
-             "each later round resends the pages the guest dirtied during the round before, while it keeps running;",
-             "after each round the stop conditions are checked: " + "; ".join(c for c in conditions if c) + ".",
+             "each later round resends the pages the guest dirtied during the round before, while it keeps running"
+             + ("; before each batch it peeks at the dirty log and skips pages dirtied again since the round began"
+                if stop.skip else "") + ";",
+             f"after each round {stop.name}'s stop conditions are checked: " + "; ".join(conditions) + ".",
              "When one holds: stop-and-copy (the guest is paused, the last dirty pages and the vCPU and device state "
              "are sent), then the destination is activated and the source discarded."]
     if result is not None:
@@ -160,14 +181,16 @@ def precopy_text(result, conditions, reason):
 
 # --- one migration ----------------------------------------------------------------------------------------
 def rounds_table(result):
-    """One row per round: pages sent, pages the guest dirtied meanwhile, their ratio (the factor by
-    which the next round is smaller, or not), seconds on the link, the link's rate, the dirty rate;
+    """One row per round: pages sent, pages skipped (dirtied again before their batch went), pages
+    dirty at the round's end (the next round's), the ratio of those to the round's pages (the factor
+    by which the next round is smaller, or not), seconds on the link, the link's rate, the dirty rate;
     then the stop-and-copy."""
-    rows = [[r.number, f"{r.pages_sent:,}", f"{r.pages_dirtied:,}", shrink(r), f"{r.seconds * 1e3:,.2f}",
-             f"{r.mbit:,.0f}", f"{dirty_mbit(r):,.0f}"] for r in result.rounds]
+    rows = [[r.number, f"{r.pages_sent:,}", f"{r.pages_skipped:,}", f"{r.pages_dirtied:,}", shrink(r),
+             f"{r.seconds * 1e3:,.2f}", f"{r.mbit:,.0f}", f"{dirty_mbit(r):,.0f}"] for r in result.rounds]
     last = getattr(result, "final_pages", result.rounds[-1].pages_dirtied if result.rounds else 0)
-    rows.append(["stop-and-copy", f"{last:,}", "0 (paused)", "", f"{result.downtime * 1e3:,.2f}", "", ""])
-    return Table(["round", "pages sent", "dirtied meanwhile", "dirtied ÷ sent", "ms", "link Mbit/s", "dirty Mbit/s"],
+    rows.append(["stop-and-copy", f"{last:,}", "", "0 (paused)", "", f"{result.downtime * 1e3:,.2f}", "", ""])
+    return Table(["round", "pages sent", "skipped", "dirty at its end", "dirty ÷ its pages", "ms", "link Mbit/s",
+                  "dirty Mbit/s"],
                  rows,
                  f"stopped by '{result.stop_reason}': {STOP_RULES.get(result.stop_reason, '')}. "
                  f"{result.pages_sent:,} pages sent in all; downtime {_ms(result.downtime)}; total time "
@@ -175,9 +198,10 @@ def rounds_table(result):
 
 
 def shrink(record):
-    """Pages dirtied during a round over the pages it sent: below 1 the next round is smaller (the
-    dirty set shrinks), at 1 or above it is not."""
-    return f"{record.pages_dirtied / record.pages_sent:.2f}" if record.pages_sent else ""
+    """Pages dirty at a round's end over the pages it had to send (sent or skipped): below 1 the next
+    round is smaller (the dirty set shrinks), at 1 or above it is not."""
+    pages = record.pages_sent + record.pages_skipped
+    return f"{record.pages_dirtied / pages:.2f}" if pages else ""
 
 
 def timeline(result, title=None):
@@ -223,7 +247,8 @@ def timeline(result, title=None):
 
 def timeline_text(result):
     lines = [f"{start * 1e3:8.2f} ms  {what}: " + (f"{r.pages_sent:,} pages at {r.mbit:,.0f} Mbit/s for "
-             f"{seconds * 1e3:.2f} ms, {r.pages_dirtied:,} dirtied meanwhile" if r is not None else
+             f"{seconds * 1e3:.2f} ms, {r.pages_skipped:,} skipped, {r.pages_dirtied:,} dirty at its end"
+             if r is not None else
              f"the guest is paused for {seconds * 1e3:.2f} ms (the downtime)")
              for (start, seconds, what), r in zip(phases(result), [*result.rounds, None])]
     lines.append(f"{(phases(result)[-1][0] + result.downtime) * 1e3:8.2f} ms  switch-over: "
@@ -232,43 +257,45 @@ def timeline_text(result):
 
 
 # --- several migrations -----------------------------------------------------------------------------------
-def rounds_plot(results, min_dirty=50):
-    """`results` maps a name (a workload) to a MigrationResult. One panel each: the pages sent
-    (bars) and the pages dirtied meanwhile (line) per round, on a log scale, with the threshold
-    of 'few dirty pages' as a dashed line."""
+def rounds_plot(results, min_pages=50):
+    """`results` maps a name (a workload) to a MigrationResult. One panel each: the pages sent and
+    the pages skipped (stacked bars) and the pages dirty at the round's end (line) per round, on a
+    log scale, with Xen's threshold for 'few pages sent' (sent + skipped) as a dashed line."""
     names = list(results)
     fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names) + 0.6, 3.6), sharey=True,
                              facecolor="white", squeeze=False)
     for ax, name in zip(axes[0], names):
         r = results[name]
         numbers = [x.number for x in r.rounds]
-        ax.bar(numbers, [max(x.pages_sent, 0.8) for x in r.rounds], color=SEND, label="pages sent")
+        sent = [max(x.pages_sent, 0.8) for x in r.rounds]
+        ax.bar(numbers, sent, color=SEND, label="pages sent")
+        ax.bar(numbers, [x.pages_skipped for x in r.rounds], bottom=sent, color="#90caf9", label="pages skipped")
         ax.plot(numbers, [max(x.pages_dirtied, 0.8) for x in r.rounds], "o-", color=DIRTY,
-                label="dirtied during the round")
-        ax.axhline(min_dirty, color=LINK, ls="--", lw=1)
+                label="dirty at the round's end")
+        ax.axhline(min_pages, color=LINK, ls="--", lw=1)
         ax.set_yscale("log")
         ax.set_ylim(0.5, memory_top(results) * 2)
         ax.set_title(f"{name}: stopped by '{r.stop_reason}'\ndowntime {_ms(r.downtime)}", fontsize=10)
         ax.set_xlabel("round")
         ax.set_xticks(numbers if len(numbers) <= 12 else numbers[::max(len(numbers) // 8, 1)])
     axes[0][0].set_ylabel("pages (log scale)")
-    axes[0][0].text(0.02, min_dirty * 1.15, f"{min_dirty} pages", transform=axes[0][0].get_yaxis_transform(),
+    axes[0][0].text(0.02, min_pages * 1.15, f"{min_pages} pages", transform=axes[0][0].get_yaxis_transform(),
                     fontsize=8, color=LINK, bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
     handles, labels = axes[0][-1].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     return Plot(fig, rounds_text(results))
 
 
 def memory_top(results):
-    return max((x.pages_sent for r in results.values() for x in r.rounds), default=1024)
+    return max((x.pages_sent + x.pages_skipped for r in results.values() for x in r.rounds), default=1024)
 
 
 def rounds_text(results):
     lines = []
     for name, r in results.items():
-        per_round = ", ".join(f"{x.pages_sent}/{x.pages_dirtied}" for x in r.rounds)
-        lines.append(f"{name}: {_n(len(r.rounds), 'round')} (pages sent/dirtied: {per_round}); stopped by "
+        per_round = ", ".join(f"{x.pages_sent}/{x.pages_skipped}/{x.pages_dirtied}" for x in r.rounds)
+        lines.append(f"{name}: {_n(len(r.rounds), 'round')} (pages sent/skipped/dirty: {per_round}); stopped by "
                      f"'{r.stop_reason}'; downtime {_ms(r.downtime)}, {r.pages_sent:,} pages sent in all.")
     return "\n".join(lines)
 
@@ -406,19 +433,21 @@ def digests(result):
 
 # --- while it runs ------------------------------------------------------------------------------------------
 class Progress(w.VBox):
-    """One bar per stop condition, moved as each round ends: rounds against the maximum, pages sent
-    against the factor of memory, and the pages the last round dirtied against the threshold. The
-    migration stops when a bar reaches its mark."""
+    """One bar per counting rule of Xen's stop conditions, moved as each round ends: rounds against
+    the maximum, pages sent in all against the factor of memory, and the pages the last round sent
+    or skipped against the threshold (the migration stops when that bar turns green)."""
 
     def __init__(self, stop, memory_pages=1024):
         self.stop, self.memory_pages = stop, memory_pages
         layout = w.Layout(width="340px")
-        style = {"description_width": "150px"}
-        self.rounds = w.IntProgress(0, 0, stop.max_rounds, description=f"rounds (max {stop.max_rounds})",
-                                    style=style, layout=layout)
-        self.sent = w.IntProgress(0, 0, int(stop.max_factor * memory_pages),
-                                  description=f"sent (max {stop.max_factor:g}x memory)", style=style, layout=layout)
-        self.dirty = w.IntProgress(0, 0, memory_pages, description=f"dirtied (stop < {stop.min_dirty})",
+        style = {"description_width": "170px"}
+        most = stop.max_rounds or 100
+        factor = stop.max_factor or 3.0
+        self.threshold = stop.min_pages or 0
+        self.rounds = w.IntProgress(0, 0, most, description=f"rounds (max {most})", style=style, layout=layout)
+        self.sent = w.IntProgress(0, 0, int(factor * memory_pages),
+                                  description=f"sent (max {factor:g}x memory)", style=style, layout=layout)
+        self.dirty = w.IntProgress(0, 0, memory_pages, description=f"last round (stop < {self.threshold})",
                                    style=style, layout=layout, bar_style="warning")
         self.numbers = [w.HTML() for _ in range(3)]
         self.status = w.HTML("<i>waiting for the first round</i>")
@@ -434,13 +463,15 @@ class Progress(w.VBox):
         self.sent_so_far = self.sent_so_far + record.pages_sent if sent_total is None else sent_total
         self.rounds.value = min(record.number, self.rounds.max)
         self.sent.value = min(self.sent_so_far, self.sent.max)
-        self.dirty.value = min(record.pages_dirtied, self.dirty.max)
-        self.dirty.bar_style = "success" if record.pages_dirtied < self.stop.min_dirty else "warning"
+        handled = record.pages_sent + record.pages_skipped
+        self.dirty.value = min(handled, self.dirty.max)
+        self.dirty.bar_style = "success" if handled < self.threshold else "warning"
         self.numbers[0].value = f"{record.number}"
         self.numbers[1].value = f"{self.sent_so_far:,} pages"
-        self.numbers[2].value = f"{record.pages_dirtied:,} pages"
+        self.numbers[2].value = f"{record.pages_sent:,} sent + {record.pages_skipped:,} skipped"
         self.status.value = (f"round {record.number}: {record.pages_sent:,} pages in {record.seconds * 1e3:.1f} ms "
-                             f"at {record.mbit:,.0f} Mbit/s; {record.pages_dirtied:,} dirtied meanwhile")
+                             f"at {record.mbit:,.0f} Mbit/s, {record.pages_skipped:,} skipped; "
+                             f"{record.pages_dirtied:,} dirty at its end")
 
     def finish(self, result):
         """Stop-and-copy is done: say which condition stopped the rounds, and the downtime."""
@@ -548,7 +579,8 @@ def memory_html(states, columns=32):
 class RoundStepper(w.VBox):
     """Pre-copy one round at a time, the guest's memory drawn page by page. `start()` returns a
     fresh vmkit.migration.Migration (the notebook makes it; this widget only calls its building
-    blocks: send, dirty_pages, stop_and_copy); `stop` is the StopConditions asked after each round."""
+    blocks: send, dirty_pages, stop_and_copy); `stop` is the StopConditions asked after each round,
+    and says whether a round skips pages dirtied again (stop.skip)."""
 
     def __init__(self, start, stop):
         self.start, self.stop = start, stop
@@ -574,17 +606,19 @@ class RoundStepper(w.VBox):
     def next_round(self):
         if self.result is not None:
             return
-        record = self.m.send(self.pending)
-        for page in self.pending:
+        record = self.m.send(self.pending, skip=self.stop.skip)
+        for page in self.pending:                         # skipped pages are dirty: redrawn just below
             self.states[page] = "clean"
         self.pending = self.m.dirty_pages()               # get-and-clear, as KVM_GET_DIRTY_LOG
         for page in self.pending:
             self.states[page] = "dirty"
         reason = self.stop.reason(self.m.rounds, self.m.sent_total, self.m.memory_pages, self.m.link)
-        verdict = (f"Xen would stop now: <b>{html.escape(reason)}</b>. Press <b>stop-and-copy</b>." if reason else
-                   "No stop condition holds: Xen would send another round.")
-        self._draw(f"Round {record.number}: sent {record.pages_sent:,} pages in {record.seconds * 1e3:.2f} ms; the guest "
-                   f"dirtied {record.pages_dirtied:,} meanwhile. {verdict}")
+        who = html.escape(self.stop.name)
+        verdict = (f"{who} would stop now: <b>{html.escape(reason)}</b>. Press <b>stop-and-copy</b>." if reason else
+                   f"No stop condition holds: {who} would send another round.")
+        self._draw(f"Round {record.number}: sent {record.pages_sent:,} pages in {record.seconds * 1e3:.2f} ms and "
+                   f"skipped {record.pages_skipped:,} (dirtied again before their batch went); "
+                   f"{record.pages_dirtied:,} are dirty at its end. {verdict}")
 
     def stop_and_copy(self):
         if self.result is not None:
