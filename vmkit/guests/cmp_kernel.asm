@@ -2,7 +2,10 @@
 ;
 ; One binary for every technique, as vmkit/guests/pv_ops.asm is: at boot it asks CPUID leaf
 ; 0x40000000 who is underneath and fills its pv_ops table with the native operations (ring 0, the
-; vmkit PC's IDT, TSS and COM1) or Xen's (ring 1, the trap table, the mask byte, hypercalls). The
+; vmkit PC's IDT, TSS and COM1) or Xen's (ring 1, the trap table, the mask byte, hypercalls). That
+; question only works because vmkit's Xen traps every cpuid of a PV guest and answers the leaf; a
+; real PV kernel knows Xen from the entry point Xen starts it at, and asks Xen's cpuid through the
+; forced-emulation prefix (see the comment at the top of pv_ops.asm). The
 ; workload (one of vmkit/guests/cmp_*.asm, appended after this file with ROUNDS defined in front)
 ; provides `workload`: called in the kernel, it returns its result in EAX, which the kernel
 ; prints as "<title>: <result>" before it powers off. A workload that leaves for ring 3 ends by
@@ -254,7 +257,8 @@ trap_table:                             ; Xen's trap_info { vector, flags (DPL),
     db PF_VECTOR, 0
     dw FLAT_RING1_CS
     dd page_fault_entry
-    db SYSCALL_VECTOR, 3
+    db SYSCALL_VECTOR, 3                ; DPL 3, events unmasked: real x86_32 Xen would give this a
+                                        ; direct gate, vmkit's Xen bounces every int 0x80 (counted)
     dw FLAT_RING1_CS
     dd syscall_entry
     dd 0, 0

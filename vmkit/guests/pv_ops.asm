@@ -1,8 +1,19 @@
 ; pv_ops.asm - one kernel binary for two platforms: the bare vmkit PC, or Xen.
 ;
-; At boot it asks CPUID leaf 0x40000000 who is underneath. On bare hardware the leaf is empty; under
-; Xen it reads "XenVMMXenVMM". The kernel then fills its table of low-level operations, pv_ops,
-; with the native or the Xen versions, as Linux's paravirt_ops does, and sets up its platform:
+; At boot it asks CPUID leaf 0x40000000 who is underneath. On the bare vmkit PC the leaf reads zeros;
+; under vmkit's Xen it reads "XenVMMXenVMM". The kernel then fills its table of low-level operations,
+; pv_ops, with the native or the Xen versions, as Linux's paravirt_ops does, and sets up its platform.
+;
+; Asking CPUID is vmkit's shortcut: its Xen traps every cpuid of a PV guest and answers that leaf.
+; On real hardware cpuid does not trap in ring 1 unless the CPU has CPUID faulting and Xen turns it
+; on (Xen does for PV guests since 4.2), so a plain cpuid there returns the bare CPU's values. Real
+; PV kernels ask Xen with its forced-emulation prefix, `ud2; .ascii "xen"; cpuid` (XEN_EMULATE_PREFIX
+; in Xen's public/arch-x86/xen.h and Linux's arch/x86/include/asm/xen/interface.h): the ud2 faults
+; into Xen, which checks the signature and emulates the cpuid after it. And Linux 2.6.23 never had
+; to ask: Xen enters a PV kernel at the entry its Xen ELF note names (XEN_ELFNOTE_ENTRY: startup_xen,
+; arch/i386/xen/xen-head.S), which calls xen_start_kernel to install the Xen paravirt_ops; a native
+; boot comes in through the normal entry and keeps the native ones.
+;
 ;
 ;   operation      native (ring 0)                    Xen (ring 1)
 ;   irq_disable    cli                                mask byte := 1 (shared_info)
@@ -427,7 +438,10 @@ bind_virq:                              ; evtchn_bind_virq { virq, vcpu, port }
 .port: dd 0
 timer_period: dq 10000000               ; 10 ms, in nanoseconds
 trap_table:                             ; trap_info { vector, flags, cs, address }
-    db 0x80, 3
+    db 0x80, 3                          ; DPL 3, events left unmasked on entry: on real x86_32 Xen this
+                                        ; entry gets a direct trap gate (init_int80_direct_trap) and int
+                                        ; 0x80 goes from ring 3 to syscall_entry without entering Xen;
+                                        ; vmkit's Xen bounces it, so the path shows in the run's events
     dw FLAT_RING1_CS
     dd syscall_entry
     db 13, 0
