@@ -1,6 +1,6 @@
-"""Paravirtualization: PV guests written to Xen's x86_32 ABI (DESIGN.md section 3) on vmkit's
-hypervisor. Most guests here are written inline against the contract only: the selectors, the
-start_info and shared_info offsets, `int 0x82` with Xen's hypercall numbers."""
+"""Paravirtualization: PV guests written to Xen's x86_32 ABI, as docs/architecture.md (section 2.5)
+gives it, on vmkit's hypervisor. Most guests here are written inline against that contract only:
+the selectors, the start_info and shared_info offsets, `int 0x82` with Xen's hypercall numbers."""
 import struct
 
 import pytest

@@ -6,7 +6,8 @@ it shares with the hypervisor (the virtual interrupt flag); instead of `out` to 
 makes a hypercall (`int 0x82`, number in EAX, arguments in EBX..EDI); instead of an IDT it hands
 the hypervisor a trap table; instead of interrupts it receives events through a callback it
 registered. Nothing has to trap and be decoded, so the costly part of trap-and-emulate is gone,
-at the price of a modified guest. This is Xen's x86_32 ABI (DESIGN.md section 3):
+at the price of a modified guest. This is Xen's x86_32 ABI as vmkit implements it; section 2.5 of
+docs/architecture.md has the whole contract and says where vmkit simplifies what Xen does:
 
 * entry at 0x100000 in ring 1, CS = FLAT_RING1_CS, data segments FLAT_RING1_DS, ESI = the
   start_info page (magic, nr_pages, the shared_info address, flags), ESP = 0x400000;
