@@ -97,6 +97,8 @@ def test_the_table_shows_what_the_guest_saw_under_the_vmm_beside_the_bare_rings(
     assert lines["ret"][1:6] == ["-", "-", "-", "yes", "13"]
     assert lines["cli"][1:6] == ["-", "13", "13", "yes", "-"]        # emulated: the guest sees no fault
     assert lines["int"][1:6] == ["128", "128", "128", "yes", "128"]
+    hlt = census_module.table([rows["hlt"]]).splitlines()[1].split()
+    assert hlt[1:6] == ["-", "13", "13", "yes", "-"]                # halted under the VMM, as in ring 0: no vector
 
 
 def test_the_bare_rings_use_their_own_selectors_so_pop_ss_and_retf_pass_there():

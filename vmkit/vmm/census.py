@@ -411,12 +411,13 @@ def table(rows=None):
     the guest kernel's own handler received (`guest saw`), and whether the guest saw the native state."""
     rows = census() if rows is None else rows
     ring = lambda v: "-" if v is None else v if isinstance(v, str) else str(v)
+    vector = lambda outcome: outcome if isinstance(outcome, int) else None     # a halt is no vector, as natively
     lines = [f"{'instruction':<13} {'ring 0':>7} {'ring 1':>7} {'ring 3':>7}  {'trapped':<8} {'guest saw':>9}  "
              f"{'same':<6} {'privileged':<11} {'sensitive':<10} hole"]
     for r in rows:
         f = r.faults
         lines.append(f"{r.mnemonic:<13} {ring(f[0]):>7} {ring(f[1]):>7} {ring(f[3]):>7}  "
-                     f"{'yes' if r.trapped_under_vmm else 'no':<8} {ring(r.vmm_fault):>9}  "
+                     f"{'yes' if r.trapped_under_vmm else 'no':<8} {ring(vector(r.vmm_fault)):>9}  "
                      f"{'yes' if r.same_under_vmm else 'no':<6} "
                      f"{'yes' if r.privileged else '':<11} {'yes' if r.sensitive else '':<10} "
                      f"{'HOLE' if r.hole else ''}")
