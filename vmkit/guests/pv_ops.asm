@@ -6,7 +6,7 @@
 ;
 ; Asking CPUID is vmkit's shortcut: its Xen traps every cpuid of a PV guest and answers that leaf.
 ; On real hardware cpuid does not trap in ring 1 unless the CPU has CPUID faulting and Xen turns it
-; on (Xen does for PV guests since 4.2), so a plain cpuid there returns the bare CPU's values. Real
+; on (Xen 4.2 does for domUs, not dom0), so a plain cpuid there returns the bare CPU's values. Real
 ; PV kernels ask Xen with its forced-emulation prefix, `ud2; .ascii "xen"; cpuid` (XEN_EMULATE_PREFIX
 ; in Xen's public/arch-x86/xen.h and Linux's arch/x86/include/asm/xen/interface.h): the ud2 faults
 ; into Xen, which checks the signature and emulates the cpuid after it. And Linux 2.6.23 never had
