@@ -40,7 +40,7 @@ def test_structures_have_the_sizes_and_offsets_of_linux_kvm_h():
     assert ctypes.sizeof(api.kvm_segment) == 24
     assert ctypes.sizeof(api.kvm_sregs) == 312
     assert ctypes.sizeof(api.kvm_userspace_memory_region) == 32
-    assert api.kvm_run.exit_reason.offset == 8            # DESIGN 7: exit_reason at +8, the union at +32
+    assert api.kvm_run.exit_reason.offset == 8            # linux/kvm.h: exit_reason at +8, the union at +32
     assert api.kvm_run.u.offset == 32
     assert api.kvm_run.kvm_valid_regs.offset == 32 + 256  # the union is padded to 256 bytes
     assert api.kvm_run.regs.offset == 304                 # s.regs, where KVM_CAP_SYNC_REGS puts them

@@ -54,7 +54,7 @@ def timer_guest(reload, main):
 
 
 def test_the_platform_boot_state():
-    """Entered at 0x100000 in ring 0 with flat selectors, ESP 0x400000, EFLAGS 0x2 (DESIGN: vmkit PC)."""
+    """Entered at 0x100000 in ring 0 with flat selectors, ESP 0x400000, EFLAGS 0x2 (docs/architecture.md, 2.1)."""
     m = vmkit.machine("nop")
     regs = m.cpu.regs(("eip", "esp", "eflags", "cs", "ss", "ds", "es", "fs", "gs"))
     assert regs == {"eip": 0x100000, "esp": 0x400000, "eflags": 0x2, "cs": 0x08,

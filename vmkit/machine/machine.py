@@ -107,7 +107,7 @@ class Machine:
         can write-protect single pages)."""
         self.uc.mem_map(0, memory)
 
-    # --- the platform's boot state (DESIGN: the vmkit PC) -----------------------------------------
+    # --- the platform's boot state (docs/architecture.md, 2.1) -----------------------------------------
     def _boot_state(self):
         gdt = encode_descriptor(0, 0, 0) + encode_descriptor(0, 0xFFFFF, 0x9A) + encode_descriptor(0, 0xFFFFF, 0x92)
         self.uc.mem_write(BOOT_GDT, gdt)

@@ -453,7 +453,7 @@ class Paravirt(Machine):
     def interrupts_enabled(self):
         return not self.upcall_mask
 
-    # --- CPUID: Xen intercepts it (CPUID faulting) and adds its own leaves ---------------------------------
+    # --- CPUID: vmkit answers it for the PV guest and adds Xen's leaves (docs/architecture.md, 2.5) ---
     def _on_cpuid(self, uc, _):
         leaf = self.cpu["eax"]
         self.stats["traps"] += 1

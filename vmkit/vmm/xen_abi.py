@@ -3,8 +3,8 @@
 Named after Xen's public headers (xen/include/public/): xen.h, arch-x86/xen-x86_32.h, sched.h,
 event_channel.h, grant_table.h, version.h, vcpu.h, domctl.h, io/ring.h and io/blkif.h. Offsets
 are those of the 32-bit structures (`unsigned long` is 4 bytes, a uint64_t is 4-byte aligned
-unless the header says uint64_aligned_t). The same numbers are in vmkit/guests/xen.inc for the
-guests' side.
+unless the header says uint64_aligned_t). The course's PV guests spell the same numbers as `equ`s
+of their own (vmkit/guests/pv_*.asm), so a student reads them where they are used.
 """
 import struct
 
