@@ -840,8 +840,8 @@ MIGRATION_MAX_ROUNDS = 40                           # past Xen's 30: a loop that
 MIGRATION_MAX_SECONDS = 0.25                        # guest seconds on the link; the lab's loops need under 0.1
 MIGRATION_FIELDS = ("rounds", "stop_reason", "downtime", "pages_sent", "memory_verified", "output_continuous")
 MIGRATION_HINTS = {
-    "rounds": "each round as [pages sent, pages dirtied during it, Mbit/s]: the first difference is the round "
-              "where your loop and the reference part (which pages it sent, or whether it went on at all)",
+    "rounds": "each round as [pages sent, pages skipped, pages dirty at its end, Mbit/s]: the first difference is "
+              "the round where your loop and the reference part (which pages it sent, or whether it went on at all)",
     "stop_reason": "the name of the condition that ended the pre-copy, passed to m.stop_and_copy(pages, stop_reason=...)",
     "downtime": "the stop-and-copy sends what is still dirty, and the vCPU and device state, at the link's full rate",
     "pages_sent": "every round and the stop-and-copy: a page sent twice in a round, or a round that sends pages "
@@ -884,17 +884,22 @@ def new_migration(case, what="your loop"):
 
 def migration_facts(result, after=MIGRATION_WARMUP):
     """What a migration did, as plain data, once the destination ran `after` guest seconds more: each round
-    as [pages sent, pages dirtied, Mbit/s], the stop reason, the downtime, the pages sent, and whether
+    as round_facts, the stop reason, the downtime, the pages sent, and whether
     memory and the peer's output arrived whole."""
     from .migration import sequence
     result.destination.run_for(after)
     transcript = sequence(result.source.output + result.destination.output)
     return json.loads(json.dumps({
-        "rounds": [[r.pages_sent, r.pages_dirtied, round(r.mbit, 6)] for r in result.rounds],
+        "rounds": round_facts(result.rounds),
         "stop_reason": result.stop_reason, "downtime": result.downtime, "pages_sent": result.pages_sent,
         "memory_verified": result.memory_verified,
         "output_continuous": transcript == list(range(1, len(transcript) + 1)),
         "switch_seq": result.switch_seq, "lines": len(transcript)}))
+
+
+def round_facts(rounds):
+    """Each Round as [pages sent, pages skipped, pages dirty at its end, Mbit/s]."""
+    return [[r.pages_sent, r.pages_skipped, r.pages_dirtied, round(r.mbit, 6)] for r in rounds]
 
 
 def run_precopy(loop, case, *args, what="your loop"):
@@ -977,8 +982,7 @@ def xen_migrations(cases):
                     break
                 m.send(pages)
         except MigrationAborted as error:
-            facts.append({"aborted": str(error), "rounds": [[r.pages_sent, r.pages_dirtied, round(r.mbit, 6)]
-                                                             for r in m.rounds]})
+            facts.append({"aborted": str(error), "rounds": round_facts(m.rounds)})
     return facts
 
 
@@ -1009,8 +1013,8 @@ def downtime_estimates(cases):
 
 
 def xen_stops(histories):
-    """Xen's stop condition for each made-up history {"rounds": [[number, sent, dirtied, seconds, mbit]],
-    "sent_total", "memory_pages", "link": Link's arguments}: the reason, or None."""
+    """Xen's stop condition for each made-up history {"rounds": [[number, sent, dirtied, seconds, mbit, start,
+    skipped]], "sent_total", "memory_pages", "link": Link's arguments}: the reason, or None."""
     from .migration import XEN, Link, Round
     return [XEN.reason([Round(*r) for r in h["rounds"]], h["sent_total"], h["memory_pages"], Link(**h["link"]))
             for h in histories]
