@@ -9,8 +9,12 @@ it lives in a virtual CPU.
 In ring 1 every privileged instruction raises #GP: a trap into the VMM, which decodes the
 instruction, emulates it against the virtual CPU or the device model, and resumes the guest after
 it. Exceptions and `int n` trap too; the VMM reflects them into the guest's own handlers through
-the shadow IDT. Timer interrupts are injected only while the virtual IF is set, and only when the
-VMM has control (at a trap or at a tick of its own timer).
+the shadow IDT. Every `int n` trapping is this VMM's choice, not a law: a gate of DPL 3 could be
+left in the shadow IDT for ring 3 to use directly, as x86_32 Xen did for a PV kernel's int 0x80.
+Timer interrupts are injected only when the VMM has control (at a trap or at a tick of its own
+timer), and only while the guest would take them: in its kernel while the virtual IF is set, and
+always while user code runs in ring 3 (the kernel's iret into ring 3 does not trap, so the virtual
+IF is not updated for it; user code runs with interrupts on).
 
 What this VMM cannot see is the point of the lesson: instructions that are sensitive but do not
 trap in ring 1. popf and iret cannot change the virtual IF, pushf shows the real flags, reading CS
