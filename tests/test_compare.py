@@ -61,7 +61,8 @@ def test_the_counts_are_the_same_run_after_run(short):
 
 def test_system_calls_trap_under_trap_and_emulate_and_bounce_through_xen(short, long):
     assert per_round(short, long, "syscall", "native", "traps") == 0
-    assert per_round(short, long, "syscall", "trap-and-emulate", "traps") == 1      # the ring-1 kernel's iretd
+    assert per_round(short, long, "syscall", "trap-and-emulate", "traps") == 1      # int 0x80 from ring 3
+    assert per_round(short, long, "syscall", "binary-translation", "traps") == 2    # and the iretd, called out
     assert per_round(short, long, "syscall", "paravirt", "traps") == 1             # int 0x80 through Xen
     assert per_round(short, long, "syscall", "paravirt", "hypercalls") == 0
     assert per_round(short, long, "syscall", "hardware-assist", "exits") == 0      # VT-x: no exit at all
@@ -180,5 +181,50 @@ def test_the_claimed_orderings_are_checked_against_the_measured_times():
     claims = [("cli-sti", "paravirt", "trap-and-emulate", ""), ("in", "native", "hardware-assist", ""),
               ("syscall", "kvm", "native", "")]
     assert [holds for _, holds in compare.check(suite, claims)] == [True, False, None]
-    for name, faster, slower, why in compare.CLAIMS:
-        assert name in compare.WORKLOADS and {faster, slower} <= set(compare.TECHNIQUES) and why
+    for claim in compare.CLAIMS:
+        assert claim.workload in compare.WORKLOADS and {claim.faster, claim.slower} <= set(compare.TECHNIQUES)
+        assert claim.why and claim.factor >= 1
+
+
+def test_one_rounds_time_is_the_difference_of_two_runs_and_the_rest_is_the_runs_fixed_part():
+    def cell(rounds, seconds, spread=0.0, technique="binary-translation"):
+        return compare.Measurement("cli-sti", technique, True, rounds=rounds, seconds=seconds, spread=spread)
+    short, long = compare.Suite([cell(50, 0.0065, 0.0002)]), compare.Suite([cell(1050, 0.0090, 0.0003)])
+    rt = compare.round_time(short, long, "cli-sti", "binary-translation")
+    assert rt.per_round == pytest.approx(2.5e-6) and rt.fixed == pytest.approx(0.0065 - 50 * 2.5e-6)
+    assert rt.resolution == pytest.approx(0.0005 / 1000) and rt.resolved
+    assert compare.round_time(long, short, "cli-sti", "binary-translation") == rt      # either order
+    noisy = compare.round_time(cell(50, 0.0065, 0.002), cell(1050, 0.0090, 0.002), "cli-sti", "binary-translation")
+    assert not noisy.resolved                                   # 2.5 µs a round, but the repeats disagree by 4
+    not_run = compare.Suite([compare.Measurement("cli-sti", "binary-translation", False, "cannot", 1050)])
+    assert compare.round_time(short, not_run, "cli-sti", "binary-translation") is None
+    assert set(compare.round_times(short, long)) == {("cli-sti", "binary-translation")}
+
+
+def test_a_per_round_claim_needs_two_suites_and_compares_what_one_round_costs():
+    def cell(technique, rounds, seconds):
+        return compare.Measurement("cli-sti", technique, True, rounds=rounds, seconds=seconds)
+    # binary translation: 5 ms once, 3 µs a round; trap-and-emulate: 2 ms once, 56 µs a round
+    short = compare.Suite([cell("binary-translation", 50, 0.005 + 50 * 3e-6), cell("trap-and-emulate", 50, 0.002 + 50 * 56e-6)])
+    long = compare.Suite([cell("binary-translation", 1050, 0.005 + 1050 * 3e-6),
+                          cell("trap-and-emulate", 1050, 0.002 + 1050 * 56e-6)])
+    claim = compare.Claim("cli-sti", "binary-translation", "trap-and-emulate", "stores, not traps", per_round=True,
+                          factor=4)
+    whole = compare.Claim("cli-sti", "binary-translation", "trap-and-emulate", "a whole run")
+    assert [h for _, h in compare.check(short, [whole])] == [False]        # 50 rounds do not repay the translation
+    assert [h for _, h in compare.check(long, [claim], shorter=short)] == [True]
+    assert [h for _, h in compare.check(long, [claim])] == [None]          # one suite cannot say what a round costs
+    assert [h for _, h in compare.check(long, [claim._replace(factor=20)], shorter=short)] == [False]   # 18.7x
+
+
+def test_binary_translations_cli_sti_round_costs_far_less_than_trap_and_emulates():
+    """The claim of CLAIMS that needs two suites, measured: per round, cli and sti are stores in the
+    translation cache, while trap-and-emulate takes two traps; the translator's fixed part is larger."""
+    techniques = ["trap-and-emulate", "binary-translation"]
+    short = compare.run_suite(["cli-sti"], techniques, rounds=compare.LESSON_ROUNDS, repeat=3)
+    long = compare.run_suite(["cli-sti"], techniques, rounds=compare.LONG_ROUNDS, repeat=3)
+    [(claim, holds)] = [(c, h) for c, h in compare.check(long, shorter=short) if c.per_round]
+    assert (claim.workload, claim.faster, claim.slower) == ("cli-sti", "binary-translation", "trap-and-emulate")
+    te, bt = (compare.round_time(short, long, "cli-sti", t) for t in techniques)
+    assert holds, f"per round: binary translation {bt.per_round * 1e6:.1f} µs, trap-and-emulate {te.per_round * 1e6:.1f} µs"
+    assert long.cell("cli-sti", "binary-translation").blocks > 20           # what its fixed part pays for

@@ -3,14 +3,17 @@
 Nothing here measures or runs a guest by itself. Every function takes what vmkit.compare produced
 (a suite of Measurements, a fitted cost model) and renders it:
 
-    time_table(suite)          µs per round, workload x technique, with each technique's slowdown
+    time_table(suite)          a whole run's µs per round, workload x technique, with each slowdown
     counts_table(suite)        the exact counts: traps, exits, hypercalls, translated blocks
     round_counts_table(small, large)   the same for one loop round, from two suites
+    round_time_table(shorter, longer), fixed_cost_table(shorter, longer)
+                               a run's time split: what each round costs, what the run pays once
     cannot_run(suite)          the cells that could not run, each with its reason
     slowdown_plot(suite)       time against native, per workload, on a log scale
     ordering(suite, workload)  the techniques that ran it, fastest first
-    check_orderings(suite, claims)   each claimed ordering checked against the measured times
-    paper_table(), paper_beside_ours(suite), paper_plot(suite)   Adams & Agesen (ASPLOS 2006) beside ours
+    check_orderings(suite, claims, shorter)   each claimed ordering checked against the measured times
+    paper_table(), paper_beside_ours(suite, workloads, longer), paper_plot(...)
+                               Adams & Agesen (ASPLOS 2006, Figure 4) beside ours
     cost_diagram(model)        where each technique's time goes, with the fitted costs on the arrows
     cost_table(model), residuals_table(model, suite)             the fitted cost model and how well it fits
     Designer(model, suite)     sliders for a workload of one's own; its predicted time per technique
@@ -21,6 +24,7 @@ import statistics
 import ipywidgets as w
 import matplotlib.pyplot as plt
 
+from .. import compare
 from .diagram import Diagram
 from .migration import Plot
 from .translation import ADAMS_AGESEN, Table
@@ -33,11 +37,13 @@ COLOURS = {"native": "#424242", "trap-and-emulate": "#c62828", "binary-translati
 COUNTS = ("traps", "exits", "hypercalls", "blocks")       # the events the cost model charges for
 COST_TERMS = ("instruction", "trap", "exit", "hypercall", "block")
 
-# --- Adams & Agesen, ASPLOS 2006, Section 6.2 and Figure 4 -------------------------------------------------
-# The nanobenchmarks in CPU cycles on a VT-x Pentium 4: native, VMware's software VMM (binary
-# translation) and their hardware VMM (first-generation VT-x). The cells of ADAMS_AGESEN (in,
-# call/ret, ptemod) are reused; the others are the numbers the paper's text gives for Figure 4.
-# Where the text gives only a comparison, the cell says that and carries no number.
+# --- Adams & Agesen, ASPLOS 2006, Figure 4 ------------------------------------------------------------------
+# The nanobenchmarks in CPU cycles on their VT-x Pentium 4: native, VMware's software VMM (binary
+# translation) and their hardware VMM (first-generation VT-x). Figure 4 plots them; the paper's text
+# beside it gives the numbers used here. The cells of ADAMS_AGESEN (in, call/ret, ptemod) are reused.
+# Where the text gives only a comparison, the cell says that and carries no number. The ratios the
+# paper's numbers give: pgfault 11,242 / 3,927 = 2.9x worse under the hardware VMM than under the
+# software VMM; ptemod 12,733 / 391 = 33x ("approximately thirty times worse", the paper says).
 _MORE = [
     ("syscall", "a system call round trip (syscall/sysret)", "—", "native + ≈2,000", "≈ native"),
     ("cr8wr", "write the task-priority register %cr8", "—", "35 (≈4× faster than native)", "≈ native"),
@@ -47,9 +53,9 @@ _MORE = [
 FIGURE_4 = ("syscall", "in", "cr8wr", "call/ret", "pgfault", "divzero", "ptemod")   # the paper's order
 PAPER = sorted(ADAMS_AGESEN + _MORE, key=lambda row: FIGURE_4.index(row[0]))
 PAPER_SOURCE = ("CPU cycles, from Adams & Agesen, \"A Comparison of Software and Hardware Techniques for x86 "
-                "Virtualization\", ASPLOS 2006, Section 6.2 and Figure 4 (their Pentium 4, not measured here). "
-                "—: the text gives no number; for ptemod, native is a single store; for in, the software VMM "
-                "is fifteen times faster than native.")
+                "Virtualization\", ASPLOS 2006, Figure 4 and the text that discusses it (their Pentium 4, not "
+                "measured here). —: the text gives no number; for ptemod, native is a single store; for in, the "
+                "software VMM is fifteen times faster than native.")
 
 
 def _cycles(cell):
@@ -107,20 +113,33 @@ def ordering(suite, workload):
     return [m.technique for m in sorted(ran, key=lambda m: m.seconds)]
 
 
-def check_orderings(suite, claims):
-    """`claims`: [(workload, faster technique, slower technique, why)]. Each claim checked against
-    the measured times: ✔ holds here, ✘ does not, or — one of the two could not run."""
+def check_orderings(suite, claims, shorter=None):
+    """`claims`: vmkit.compare.Claim, or (workload, faster technique, slower technique, why). Each
+    claim checked against the measured times: ✔ holds here, ✘ does not, or — one of the two could not
+    run. A whole-run claim compares `suite`'s times; a per-round claim (Claim.per_round) compares
+    what one round costs, from `shorter` (the same suite with fewer rounds) and `suite`."""
     rows = []
-    for workload, faster, slower, why in claims:
-        a, b = _cell(suite, workload, faster), _cell(suite, workload, slower)
-        if not (_ran(a) and _ran(b)):
+    for claim, holds in compare.check(suite, claims, shorter=shorter):
+        faster, slower = SHORT.get(claim.faster, claim.faster), SHORT.get(claim.slower, claim.slower)
+        what = f"{faster} < {slower}" + (f" ÷ {claim.factor:g}" if claim.factor != 1 else "")
+        if claim.per_round:
+            what += ", per round"
+            if shorter is None:
+                verdict = "— (needs a shorter run to subtract)"
+            elif holds is None:
+                verdict = "— (could not run)"
+            else:
+                a, b = (compare.round_time(shorter, suite, claim.workload, t) for t in (claim.faster, claim.slower))
+                verdict = f"{'✔' if holds else '✘'} {_per_round(a)} against {_per_round(b)} µs a round"
+        elif holds is None:
             verdict = "— (could not run)"
         else:
-            verdict = f"{'✔' if a.seconds < b.seconds else '✘'} {times(b.seconds / a.seconds)}"
-        rows.append([workload, f"{SHORT.get(faster, faster)} < {SHORT.get(slower, slower)}", verdict, why])
+            a, b = _cell(suite, claim.workload, claim.faster), _cell(suite, claim.workload, claim.slower)
+            verdict = f"{'✔' if holds else '✘'} {times(b.seconds / a.seconds)}"
+        rows.append([claim.workload, what, verdict, claim.why])
     return Table(["workload", "claim: faster < slower", "here", "why"], rows,
-                 "each ordering the lesson claims, checked against the times just measured; "
-                 "×: how many times faster the first one was")
+                 "each ordering the lesson claims, checked against the times just measured; ×: how many times "
+                 "faster the first one was, over whole runs; per round: µs a round, the run's fixed part taken out")
 
 
 def _n(value):
@@ -151,8 +170,9 @@ def time_table(suite):
             row.append(_us(m.us_per_round) + (f" ({times(ratio)})" if ratio is not None and t != "native" else ""))
         rows.append(row)
     return Table(["workload"] + [SHORT.get(t, t) for t in techniques], rows,
-                 "µs per loop round, median of the repeats, measured side by side in one run on this machine; "
-                 "(×): the time as a multiple of native's; —: could not run (see why below)")
+                 "a whole run's time divided by its loop rounds, in µs (so the run's fixed part is in it), median "
+                 "of the repeats, measured side by side in one run on this machine; (×): the time as a multiple "
+                 "of native's; —: could not run (see why below)")
 
 
 def _events(m):
@@ -208,6 +228,47 @@ def round_counts_table(small, large):
     return Table(["workload", "instructions"] + [SHORT.get(t, t) for t in techniques], rows,
                  "per loop round, exact: the counts of two runs with different rounds, subtracted and divided; "
                  "none: one round needs nothing from the VMM; —: could not run")
+
+
+def _per_round(rt):
+    """µs per round, or '< x' where the runs' own disagreement could account for it."""
+    if rt is None:
+        return "—"
+    if not rt.resolved:
+        return f"< {_us(max(rt.resolution, 1e-9) * 1e6)}"
+    return _us(rt.per_round * 1e6)
+
+
+def round_time_table(shorter, longer):
+    """What one loop round costs, in µs, per workload and technique: the difference of two suites'
+    times over the difference of their rounds, so the run's fixed part drops out. A cell smaller than
+    the runs' own disagreement shows as < that bound."""
+    techniques = _techniques(longer)
+    rows = []
+    for name in _workloads(longer):
+        a, b = _cell(shorter, name, techniques[0]), _cell(longer, name, techniques[0])
+        rounds = f"{a.rounds} → {b.rounds}" if a is not None and b is not None else "—"
+        rows.append([name, rounds] + [_per_round(compare.round_time(shorter, longer, name, t))
+                                      if _cell(shorter, name, t) is not None else "—" for t in techniques])
+    return Table(["workload", "rounds"] + [SHORT.get(t, t) for t in techniques], rows,
+                 "µs per loop round: (time of the longer run − time of the shorter) ÷ (the extra rounds), medians "
+                 "of the repeats; < x: too small to tell from how much the repeats disagreed (x); —: could not run")
+
+
+def fixed_cost_table(shorter, longer):
+    """What a run pays once, in ms, whatever its rounds: the shorter run's time less its rounds' share."""
+    techniques = _techniques(longer)
+    rows = []
+    for name in _workloads(longer):
+        row = [name]
+        for t in techniques:
+            rt = compare.round_time(shorter, longer, name, t) if _cell(shorter, name, t) is not None else None
+            row.append("—" if rt is None else _us(max(rt.fixed, 0) * 1e3))
+        rows.append(row)
+    return Table(["workload"] + [SHORT.get(t, t) for t in techniques], rows,
+                 "ms a run pays once, whatever its rounds (building the machine, the boot, the report, translating "
+                 "code before it first runs): the shorter run's time less its rounds at the per-round cost; "
+                 "—: could not run")
 
 
 def cannot_run(suite):
@@ -276,9 +337,31 @@ def _words(cell):
     return f"{cell} cycles" if _cycles(cell) is not None else cell
 
 
-def paper_beside_ours(suite, workloads):
+def _ours(suite, name, technique, longer=None):
+    """Our ratio to native for one cell: of whole runs, or per round when `longer` is given (None
+    where a round is too cheap to time, or either did not run)."""
+    if longer is None:
+        return slowdown(suite, name, technique)
+    ours, native = (compare.round_time(suite, longer, name, t) if _cell(suite, name, t) is not None else None
+                    for t in (technique, "native"))
+    if ours is None or native is None or not (ours.resolved and native.resolved):
+        return None
+    return ours.per_round / native.per_round
+
+
+def _ours_text(suite, name, technique, longer=None):
+    ratio = _ours(suite, name, technique, longer)
+    if ratio is not None:
+        return times(ratio)
+    if longer is not None and _ran(_cell(suite, name, technique)) and _ran(_cell(suite, name, "native")):
+        return "within the noise"
+    return "—"
+
+
+def paper_beside_ours(suite, workloads, longer=None):
     """For each benchmark of the paper that one of our workloads mirrors: the paper's software and
-    hardware VMM against its native, beside ours (binary translation, the VT-x model, real KVM)."""
+    hardware VMM against its native, beside ours (binary translation, the VT-x model, real KVM). Ours
+    are whole runs, or with `longer` (the same suite with more rounds) one round, the fixed part out."""
     rows = []
     for bench, name in mirrored(suite, workloads):
         native, software, hardware = paper_cycles(bench)
@@ -286,17 +369,20 @@ def paper_beside_ours(suite, workloads):
         rows.append([bench, name,
                      _ratio(software, native) if native else _words(row[3]),
                      _ratio(hardware, native) if native else _words(row[4])]
-                    + [times(slowdown(suite, name, t)) if slowdown(suite, name, t) is not None else "—"
-                       for t in ("binary-translation", "hardware-assist", "kvm")])
+                    + [_ours_text(suite, name, t, longer) for t in ("binary-translation", "hardware-assist", "kvm")])
+    ours = ("whole runs, fixed part included" if longer is None else
+            "one loop round, the run's fixed part subtracted; within the noise: the round costs less than the "
+            "repeats disagree by")
     return Table(["paper", "ours", "software VMM", "hardware VMM", "binary transl.", "HW-assist model", "real KVM"],
-                 rows, "each technique's time as a multiple of native's. The paper: cycles on a Pentium 4 "
-                 "(Adams & Agesen, ASPLOS 2006); where it gives no native number its words stand in the cell. "
-                 "Ours: measured here, where native is Unicorn emulating the guest, not the bare CPU.",
-                 groups=[("", 2), ("Adams & Agesen", 2), ("this machine", 3)])
+                 rows, "each technique's time as a multiple of native's. The paper: cycles per operation on a "
+                 "Pentium 4 (Adams & Agesen, ASPLOS 2006, Figure 4); where it gives no native number its words stand "
+                 f"in the cell. Ours: measured here ({ours}), where native is Unicorn emulating the guest, not the "
+                 "bare CPU.", groups=[("", 2), ("Adams & Agesen", 2), ("this machine", 3)])
 
 
-def paper_plot(suite, workloads):
-    """Two panels, one shape: the paper's slowdowns against native (left) beside ours (right)."""
+def paper_plot(suite, workloads, longer=None):
+    """Two panels, one shape: the paper's slowdowns against native (left) beside ours (right); ours
+    per round when `longer` is given."""
     pairs = [(b, name) for b, name in mirrored(suite, workloads) if paper_cycles(b)[0]]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), facecolor="white")
     lines = ["Adams & Agesen (cycles ÷ native cycles):"]
@@ -305,21 +391,20 @@ def paper_plot(suite, workloads):
         ys = [paper_cycles(b)[k + 1] / paper_cycles(b)[0] for b, _ in pairs]
         left.bar([i + (k - 0.5) * 0.38 for i in range(len(pairs))], ys, 0.38, color=colour, label=label)
         lines.append(f"  {label}: " + ", ".join(f"{b} {times(y)}" for (b, _), y in zip(pairs, ys)))
-    lines.append("this machine (seconds ÷ native seconds):")
+    lines.append("this machine (seconds ÷ native seconds" + (", per round):" if longer is not None else "):"))
     ours = ("binary-translation", "hardware-assist", "kvm")
     for k, t in enumerate(ours):
         xs, ys = [], []
         for i, (_, name) in enumerate(pairs):
-            ratio = slowdown(suite, name, t)
+            ratio = _ours(suite, name, t, longer)
             if ratio is not None:
                 xs.append(i + (k - 1) * 0.27)
                 ys.append(ratio)
         right.bar(xs, ys, 0.27, color=COLOURS[t], label=SHORT[t])
-        lines.append(f"  {SHORT[t]}: " + ", ".join(
-            f"{name} {times(slowdown(suite, name, t))}" if slowdown(suite, name, t) is not None else f"{name} —"
-            for _, name in pairs))
+        lines.append(f"  {SHORT[t]}: " + ", ".join(f"{name} {_ours_text(suite, name, t, longer)}" for _, name in pairs))
     for ax, title, labels in ((left, "Adams & Agesen, ASPLOS 2006", [b for b, _ in pairs]),
-                              (right, "this machine", [name for _, name in pairs])):
+                              (right, "this machine" + (", per round" if longer is not None else ""),
+                               [name for _, name in pairs])):
         ax.axhline(1, color=COLOURS["native"], linestyle="--", linewidth=1)
         ax.set_yscale("log")
         ax.set_xticks(range(len(pairs)), labels)
@@ -413,7 +498,8 @@ def residuals_table(model, suite):
              f"{(predicted - measured) / measured:+.0%}" if measured else "—")
             for name, t, measured, predicted in residuals(model, suite)]
     errors = [abs(p - m) / m for _, _, m, p in residuals(model, suite) if m]
-    middle = f"; median error {statistics.median(errors):.0%}" if errors else ""
+    middle = (f"; median error {statistics.median(errors):.0%}; within ±25%: {sum(e <= 0.25 for e in errors)} "
+              f"of {len(errors)} runs" if errors else "")
     return Table(["workload", "technique", "measured µs", "predicted µs", "error"], rows,
                  "the whole run's time, measured and as the fitted model predicts it from the counts" + middle)
 
@@ -488,24 +574,28 @@ class Designer(w.VBox):
     every technique with that many rounds and adds the times: a check of the model, since a guest
     that mixes the parts would only add the times of its parts if the model holds."""
 
+    SLIDER = dict(readout=True, readout_format=",d", continuous_update=False,
+                  style={"description_width": "120px"}, layout=w.Layout(width="440px", min_width="440px"))
+
     def __init__(self, model, suite, measure=None, maximum=2000):
         self.model, self.suite, self.measure = model, suite, measure
+        # each slider shows its value beside it (the readout), and the column of sliders keeps its
+        # width: squeezed by the plot beside it, a slider's readout would slide under the picture
         self.sliders = {name: w.IntSlider(value=100 if name == "syscall" else 0, min=0, max=maximum, step=10,
-                                          description=label, style={"description_width": "120px"},
-                                          continuous_update=False)
+                                          description=label, **self.SLIDER)
                         for label, name in PARTS if name in _workloads(suite)}
         self.instructions = w.IntSlider(value=100_000, min=0, max=2_000_000, step=10_000,
-                                        description="instructions", style={"description_width": "120px"},
-                                        continuous_update=False)
-        self.picture, self.status = w.HTML(), w.HTML()
+                                        description="instructions", **self.SLIDER)
+        self.picture, self.status = w.HTML(layout=w.Layout(flex="1 1 auto", overflow="auto")), w.HTML()
         self.button = w.Button(description="Check against real runs", button_style="primary",
                                layout=w.Layout(width="220px"), disabled=measure is None)
         for slider in list(self.sliders.values()) + [self.instructions]:
             slider.observe(lambda _: self.update(), names="value")
         self.button.on_click(lambda _: self.check())
         self.measured = None
-        super().__init__([w.HBox([w.VBox(list(self.sliders.values()) + [self.instructions, self.button]),
-                                  self.picture]), self.status])
+        controls = w.VBox(list(self.sliders.values()) + [self.instructions, self.button],
+                          layout=w.Layout(flex="0 0 auto", min_width="450px"))
+        super().__init__([w.HBox([controls, self.picture], layout=w.Layout(flex_flow="row wrap")), self.status])
         self.update()
 
     def parts(self):
