@@ -248,6 +248,12 @@ def why_not(name, technique):
 
 
 def _one_run(image, w, technique):
+    # A paging guest runs natively and under the hardware-assist model only. There the guest's own
+    # page tables drive the emulated MMU (Unicorn's) straight onto the model's memory: there is no
+    # second-stage translation, so no VMM sees a PTE store, an invlpg or a page fault, as on a bare
+    # machine. EPT/NPT would add a hypervisor-owned table below the guest's: no exit for those
+    # either, but every TLB miss would walk both tables, and an access to guest-physical memory the
+    # hypervisor has not mapped would exit (an EPT violation). The model has neither cost.
     if w.paging and technique in ("native", "hardware-assist"):
         return machine(image, technique, paging=True).run()
     return run(image, technique)
@@ -456,12 +462,17 @@ class CostModel:
     It is only a model: the terms are not independent (a trap also runs the instructions of its
     handler), a cost hides everything the counts do not see (Unicorn translating code, Python's
     own overheads, caches), a term that no workload exercises gets no evidence and is fitted to
-    zero, and with seven workloads and five costs the fit can be exact without being right. One
-    cost is visible in no count at all: vmkit delivers every interrupt and exception in Python
-    (the CPU's microcode on real hardware), so natively a system call or a #DE costs far more than
-    its instructions, and the native model misses syscall and divzero by a wide margin. Read
-    the costs as 'what one more of these tends to add here', and check them on a workload the fit
-    has not seen.
+    zero, and with seven workloads and five costs the fit can be exact without being right. Two
+    costs are visible in no count at all. A run's fixed part (building the machine, the boot, the
+    report; see round_time) has no term, so a short run of a workload with few counted events is
+    predicted far too fast. And vmkit delivers every interrupt and exception in Python (the CPU's
+    microcode on real hardware), so natively, and under the hardware-assist model, a system call or
+    a #DE costs far more than its instructions. Natively the only term is the instruction, priced
+    by the one workload that runs many (compute): every other native run is predicted close to
+    zero. The model explains runs whose time is mostly counted events (compute everywhere, the
+    trap-heavy runs under trap-and-emulate, binary translation and paravirt) and misses the rest.
+    Read the costs as 'what one more of these tends to add here', and check them on a workload the
+    fit has not seen.
     """
     costs: dict = field(default_factory=dict)
     residuals: dict = field(default_factory=dict)
