@@ -1,5 +1,9 @@
 ; cmp_compute.asm - CPU bound: ROUNDS passes of the sieve of Eratosthenes below LIMIT. Nothing in
-; it is privileged or sensitive, so every technique should run it at close to native speed.
+; it is privileged or sensitive, so no technique takes a trap, exit or hypercall for a round. Per
+; round each runs it close to native speed, binary translation a little slower (a translated
+; branch adds a jmp to the translation of its target: about a third more instructions); a whole
+; run adds each technique's fixed part, largest under binary translation, which translates the
+; kernel's code before it first runs.
 LIMIT equ 256
 
 workload:
