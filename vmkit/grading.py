@@ -869,7 +869,7 @@ def round_budget(what="your loop"):
         if record.number > MIGRATION_MAX_ROUNDS or spent > MIGRATION_MAX_SECONDS:
             raise MigrationBudget(
                 f"{what} was still sending rounds after {record.number} rounds and {spent * 1000:.0f} ms on the "
-                f"link (no reference loop needs more than 30 rounds).\n  where to look: the stop conditions; a "
+                f"link (no reference loop needs more than 29 rounds).\n  where to look: the stop conditions; a "
                 f"loop must stop even when the guest never converges")
     return budget
 
@@ -944,7 +944,7 @@ def stop_and_copy_seconds(m, pages):
     return m.link.seconds(len(pages), m.link.mbit, extra_bytes=state)
 
 
-def precopy_to_target(m, target, estimate=stop_and_copy_seconds, max_rounds=30):
+def precopy_to_target(m, target, estimate=stop_and_copy_seconds, max_rounds=29):
     """Pre-copy until the downtime fits `target` seconds: after each round, stop for "target met" (the
     estimate fits), "no progress" (it did not shrink since the round before) or "max rounds"."""
     m.send(m.all_pages())
