@@ -11,9 +11,11 @@ import vmkit
 from vmkit import guests, migration
 from vmkit.asm import LOAD_ADDRESS
 from vmkit.machine.machine import BOOT_CS, BOOT_DS, BOOT_GDT, DEFAULT_MEMORY, STACK_TOP
-from vmkit.vmm import HYPERCALLS, VmcsControls
-from vmkit.vmm import xen_abi as xen
-from vmkit.vmm.paravirt import CPUID_XEN_LEAF, SHARED_INFO, START_INFO, Paravirt
+from vmkit.vmm import VmcsControls
+from vmkit.xen import HYPERCALLS
+from vmkit.xen import abi as xen
+from vmkit.xen.layout import SHARED_INFO, START_INFO
+from vmkit.xen.paravirt import CPUID_XEN_LEAF, Paravirt
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "architecture.md"
@@ -187,4 +189,4 @@ def test_the_code_cites_this_document_not_an_outside_one():
     for folder in ("vmkit", "tests"):
         for path in (ROOT / folder).rglob("*.py"):
             assert outside not in path.read_text(), f"{path.relative_to(ROOT)} cites {outside}; cite docs/architecture.md"
-    assert "docs/architecture.md" in (PACKAGE / "vmm" / "paravirt.py").read_text()
+    assert "docs/architecture.md" in (PACKAGE / "xen" / "paravirt.py").read_text()

@@ -6,10 +6,10 @@ import pytest
 
 import vmkit
 import vmkit.guests
-from vmkit.vmm import Paravirt
-from vmkit.vmm import event_channels, grant_tables
-from vmkit.vmm.rings import BlkRequest, BlkResponse, read_ring
-from vmkit.vmm import xen_abi as xen
+from vmkit.xen import Paravirt
+from vmkit.xen import abi as xen
+from vmkit.xen import event_channels, grant_tables
+from vmkit.xen.io_ring import BlkRequest, BlkResponse, read_ring
 
 PV = "paravirt"
 SPIN = vmkit.assemble("spin:\ninc dword [count]\njmp spin\ncount: dd 0")

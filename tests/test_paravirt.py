@@ -7,8 +7,8 @@ import pytest
 
 import vmkit
 import vmkit.guests
-from vmkit.vmm import HYPERCALLS, Paravirt
-from vmkit.vmm import xen_abi as xen
+from vmkit.xen import HYPERCALLS, Paravirt
+from vmkit.xen import abi as xen
 
 PV = "paravirt"
 

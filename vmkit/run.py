@@ -24,7 +24,7 @@ def _machine_class(technique):
         from .vmm import BinaryTranslation
         return BinaryTranslation
     if technique == "paravirt":
-        from .vmm.paravirt import Paravirt
+        from .xen import Paravirt
         return Paravirt
     if technique == "hardware-assist":
         from .vmm.hardware_assist import HardwareAssist

@@ -1,15 +1,17 @@
-"""The virtual machine monitors: one module per technique, each a Machine with a VMM in front.
+"""The software VMMs: the guest kernel deprivileged to ring 1, on a machine that cannot virtualize itself.
 
-    trap_emulate         the guest kernel deprivileged to ring 1; privileged instructions trap and are emulated
-    binary_translation   the guest kernel runs only as translated code from a translation cache
-    paravirt             Xen's paravirtual ABI: the guest kernel in ring 1 makes hypercalls instead of trapping
-    hardware_assist      vmkit's model of VT-x: the guest at CPL 0 in non-root mode, VM exits as KVM reports them
+    trap_emulate         privileged instructions trap and are emulated (emulate.py) on a virtual CPU (vcpu.py)
+    binary_translation   the guest kernel runs only as translated code (translator.py, emit.py) from a
+                         translation cache (translation_cache.py)
+
+Xen's paravirtualization is vmkit.xen, the model of VT-x vmkit.vtx. Their classes are also
+importable from here under their old names (Paravirt, HYPERCALLS, HardwareAssist, VmcsControls), so
+that code written before they moved keeps working.
 """
-from .emulate import EMULATORS
 from .hardware_assist import HardwareAssist, VmcsControls
+from ..xen import HYPERCALLS, Paravirt
 from .binary_translation import BinaryTranslation
-from .hypercalls import HYPERCALLS
-from .paravirt import Paravirt
+from .emulate import EMULATORS
 from .trap_emulate import TrapAndEmulate
 from .vcpu import VCpu
 

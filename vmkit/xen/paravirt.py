@@ -1,0 +1,490 @@
+"""Paravirtualization, the Xen way: a guest kernel that knows it runs on a hypervisor.
+
+A paravirtual (PV) guest is not fooled into thinking it owns the machine. Its kernel runs in ring
+1 and never touches the privileged state: instead of `cli`/`sti` it writes a mask byte in a page
+it shares with the hypervisor (the virtual interrupt flag); instead of `out` to a serial port it
+makes a hypercall (`int 0x82`, number in EAX, arguments in EBX..EDI); instead of an IDT it hands
+the hypervisor a trap table; instead of interrupts it receives events through a callback it
+registered. Nothing has to trap and be decoded, so the costly part of trap-and-emulate is gone,
+at the price of a modified guest. This is Xen's x86_32 ABI as vmkit implements it; section 2.5 of
+docs/architecture.md has the whole contract and says where vmkit simplifies what Xen does:
+
+* entry at 0x100000 in ring 1, CS = FLAT_RING1_CS, data segments FLAT_RING1_DS, ESI = the
+  start_info page (magic, nr_pages, the shared_info address, flags), ESP = 0x400000;
+* shared_info: vcpu_info[0].evtchn_upcall_pending at byte 0, evtchn_upcall_mask at byte 1, the
+  event-channel pending and mask bitmaps at 2048 and 2176;
+* the hypervisor's flat segments live in its own GDT (the guest loads none), its own memory sits
+  at HYPERVISOR_VIRT_START, read-only to the guest;
+* ports, PIC, PIT and `hlt` are not the guest's: they fault (#GP) like any privileged instruction,
+  and the fault is bounced to the guest's own handler, or crashes the domain if it has none;
+  memory outside the domain's RAM, or Xen's own, is a page fault (#PF, the address in
+  vcpu_info.arch.cr2), bounced the same way.
+
+`Paravirt` is one domain: its vcpu (a Unicorn CPU) and its memory. The first one built is dom0,
+and its machine also runs the hypervisor's scheduler (vmkit.xen.domains.Xen), so `vmkit.run(image,
+"paravirt")` boots `image` as dom0, and dom0 can build and run domUs. The hypercalls themselves are
+in vmkit.xen.hypercalls; a lab can pass its own table.
+"""
+import ctypes
+import struct
+
+from unicorn import (UC_ERR_FETCH_UNMAPPED, UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_PROT, UC_ERR_WRITE_UNMAPPED,
+                     UC_HOOK_INSN, UC_HOOK_MEM_WRITE_PROT, UC_MEM_WRITE, UC_MEM_WRITE_PROT, UC_MEM_WRITE_UNMAPPED,
+                     UC_PROT_ALL, UC_PROT_READ)
+from unicorn import x86_const as X
+
+from ..asm import assemble, disassemble
+from ..errors import GuestError, GuestTimeout, VmkitError
+from ..machine import quirks
+from ..machine.cpu import Fault
+from ..machine.delivery import EXCEPTION, SOFTWARE
+from ..machine.machine import BOOT_GDT, DEFAULT_MEMORY, STACK_TOP, Machine
+from ..machine.x86 import BP, GP, IF, NT, OF_, PF_, RF, TF, VM, encode_descriptor, frame_names, vector_name
+from . import abi as xen
+from .domains import Xen
+from .event_channels import pending_ports
+from .hypercalls import HYPERCALLS, BadAddress
+from .layout import MODULES, MODULES_END, SHARED_INFO, START_INFO, XEN_AREA, XEN_AREA_SIZE
+
+# The hypervisor's GDT, in its own memory (XEN_AREA) with the flat segments.
+XEN_GDT_LIMIT = xen.FLAT_RING3_DS | 7       # up to the last flat segment
+XEN_GDT = {
+    xen.HYPERVISOR_CS: encode_descriptor(0, 0xFFFFF, 0x9B),     # ring 0: the hypervisor (unused by guests)
+    xen.HYPERVISOR_DS: encode_descriptor(0, 0xFFFFF, 0x93),
+    xen.FLAT_RING1_CS: encode_descriptor(0, 0xFFFFF, 0xBB),     # ring 1: the guest kernel
+    xen.FLAT_RING1_DS: encode_descriptor(0, 0xFFFFF, 0xB3),
+    xen.FLAT_RING3_CS: encode_descriptor(0, 0xFFFFF, 0xFB),     # ring 3: its user programs
+    xen.FLAT_RING3_DS: encode_descriptor(0, 0xFFFFF, 0xF3),
+}                               # (accessed bits preset: the CPU never writes the read-only table)
+
+CPUID_XEN_LEAF = 0x40000000     # Xen's CPUID leaves: the signature, the version, the hypercall page
+EVENT_CALLBACK = "event callback"
+TRAP_TABLE = "trap table"
+PV_STATS = ("upcalls", "bounces", "multicall_entries")
+MEMORY_FAULTS = (UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_UNMAPPED, UC_ERR_FETCH_UNMAPPED, UC_ERR_WRITE_PROT)
+PF_PRESENT, PF_WRITE, PF_USER = 1, 2, 4     # the page-fault error code
+
+
+class Paravirt(Machine):
+    """One paravirtual domain on the vmkit PC: a vcpu in ring 1 and its own memory.
+
+    `hypercalls` maps a hypercall number to a handler(domain, ebx, ecx, edx, esi, edi) -> int (see
+    vmkit.xen.hypercalls); a number without a handler returns -ENOSYS. `modules` are kernels for
+    dom0 to build domUs from: they are loaded into dom0's memory and named in start_info's
+    mod_start/mod_len (see domains.py). dom0 is privileged (SIF_PRIVILEGED | SIF_INITDOMAIN).
+    """
+    watch_interrupt_window = False       # no PIC reaches a PV guest; events come through the hypervisor
+
+    def __init__(self, image, memory=DEFAULT_MEMORY, *, hypercalls=None, modules=(), cmdline="",
+                 domid=0, hypervisor=None, **budgets):
+        self.domid = domid
+        self.hypercalls = dict(HYPERCALLS) if hypercalls is None else dict(hypercalls)
+        self.modules = [assemble(m) for m in modules]
+        self.cmdline = cmdline.encode() if isinstance(cmdline, str) else bytes(cmdline)
+        self.trap_table = {}                            # vector -> TrapInfo (vmkit.xen.abi)
+        self.kernel_stack = None                        # stack_switch: where a trap from ring 3 lands
+        self.event_callback = self.failsafe_callback = None
+        self.blocked = self.paused = self.dying = False
+        self.shutdown_code = None                       # SCHEDOP_shutdown's reason once the domain is down
+        self.ports = None                               # its event channels (vmkit.xen.event_channels)
+        self.timers = None                              # its periodic and single-shot timers
+        self._entry = False          # the hypervisor has had control: deliver pending events before resuming
+        self._exit_recorded = False
+        self._in_hypercall = False
+        self._notes = None                              # what the running hypercall's handler noted
+        super().__init__(image, memory, counted=True, technique="paravirt", **budgets)
+        for key in PV_STATS:
+            self.stats[key] = 0
+        self.xen = Xen(self) if hypervisor is None else hypervisor     # dom0 creates the hypervisor's state
+        self.xen.attach(self)
+
+    # --- boot: Xen's start of day for a PV guest ----------------------------------------------------
+    def _boot_state(self):
+        super()._boot_state()
+        self._ram_in_host_memory()
+        self.uc.mem_write(BOOT_GDT, bytes(24))        # the PV platform has no boot GDT in guest memory
+        self.uc.mem_map(XEN_AREA, XEN_AREA_SIZE, UC_PROT_READ)
+        self.cpu.regions.append((XEN_AREA, XEN_AREA_SIZE))
+        for selector, descriptor in XEN_GDT.items():
+            self.uc.mem_write(XEN_AREA + (selector & ~7), descriptor)
+        self.uc.reg_write(X.UC_X86_REG_GDTR, (0, XEN_AREA, XEN_GDT_LIMIT, 0))
+        self._load_modules()
+        self._write_start_info()
+        self.uc.mem_write(SHARED_INFO + xen.VI_UPCALL_MASK, b"\x01")   # events masked until the guest is ready
+        stack = min(STACK_TOP, self.memory)
+        self.kernel_stack = (xen.FLAT_RING1_SS, stack)    # the builder's default, until stack_switch
+        self.cpu.far_transfer(1, xen.FLAT_RING1_CS, xen.FLAT_RING1_SS, stack, self.image.entry, 0x2 | IF)
+        for segment in ("ds", "es", "fs", "gs"):
+            self.cpu[segment] = xen.FLAT_RING1_DS
+        self.cpu["esi"] = START_INFO
+
+    def _ram_in_host_memory(self):
+        """Back the guest's RAM with memory vmkit owns, so that a page can also be mapped into
+        another domain's address space: the grant mapping behind split drivers."""
+        contents = self.uc.mem_read(0, self.memory)
+        self.ram = (ctypes.c_char * self.memory).from_buffer_copy(contents)
+        self.uc.mem_unmap(0, self.memory)
+        self.uc.mem_map_ptr(0, self.memory, UC_PROT_ALL, ctypes.addressof(self.ram))
+
+    def _load_modules(self):
+        address = MODULES
+        for module in self.modules:
+            if address + len(module.code) > MODULES_END:
+                raise GuestError(f"the boot modules do not fit dom0's module area "
+                                 f"({MODULES:#x}-{MODULES_END:#x})", None)
+            self.uc.mem_write(address, module.code)
+            address = (address + len(module.code) + 0xFFF) & ~0xFFF
+
+    def _write_start_info(self):
+        flags = xen.SIF_PRIVILEGED | xen.SIF_INITDOMAIN if self.domid == 0 else 0
+        first = self.modules[0] if self.modules else None
+        self.write_start_info(magic=xen.START_INFO_MAGIC, nr_pages=self.memory // xen.PAGE_SIZE,
+                              shared_info=SHARED_INFO, flags=flags, mod_start=MODULES if first else 0,
+                              mod_len=len(first.code) if first else 0)
+        self.uc.mem_write(START_INFO + xen.SI_CMD_LINE, self.cmdline[:xen.MAX_GUEST_CMDLINE - 1] + b"\0")
+
+    def write_start_info(self, **fields):
+        """Set start_info fields by name (magic, nr_pages, shared_info, flags, store_mfn, store_evtchn,
+        console_mfn, console_evtchn, pt_base, nr_pt_frames, mfn_list, mod_start, mod_len)."""
+        names = ("magic", "nr_pages", "shared_info", "flags", "store_mfn", "store_evtchn", "console_mfn",
+                 "console_evtchn", "pt_base", "nr_pt_frames", "mfn_list", "mod_start", "mod_len")
+        current = dict(zip(names, xen.START_INFO.unpack(self.read(START_INFO, xen.START_INFO.size))))
+        current.update(fields)
+        self.write(START_INFO, xen.START_INFO.pack(*(current[n] for n in names)))
+
+    def _install_hooks(self):
+        super()._install_hooks()
+        self.uc.hook_add(UC_HOOK_INSN, self._on_cpuid, None, 1, 0, X.UC_X86_INS_CPUID)
+        self.uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._on_unmapped)      # a write to Xen's read-only memory
+
+    # --- guest memory, as the hypervisor's copy_from_guest / copy_to_guest see it ----------------------
+    # A pointer into the first page is refused like one outside RAM: no PV kernel maps page 0, so in
+    # Xen a null pointer faults (and a number passed where a pointer belongs usually does too).
+    def read(self, address, size):
+        if size == 0:
+            return b""
+        if address < xen.PAGE_SIZE or size < 0 or address + size > self.memory:
+            raise BadAddress(address, size)
+        return self.cpu.read(address, size)
+
+    def write(self, address, data):
+        if not data:
+            return
+        if address < xen.PAGE_SIZE or address + len(data) > self.memory:
+            raise BadAddress(address, len(data))
+        self.uc.mem_write(address, bytes(data))
+
+    def unpack(self, layout, address):
+        return layout.unpack(self.read(address, layout.size))
+
+    def pack(self, layout, address, *values):
+        self.write(address, layout.pack(*values))
+
+    def u32(self, address):
+        return struct.unpack("<I", self.read(address, 4))[0]
+
+    def put_u32(self, address, value):
+        self.write(address, struct.pack("<I", value & 0xFFFFFFFF))
+
+    def map_foreign(self, address, owner, frame):
+        """Point the page at `address` of this domain at `owner`'s page `frame`: what a grant
+        mapping does to the mapper's page tables. Both domains now see the same bytes."""
+        self.uc.mem_unmap(address, xen.PAGE_SIZE)
+        self.uc.mem_map_ptr(address, xen.PAGE_SIZE, UC_PROT_ALL, ctypes.addressof(owner.ram) + frame * xen.PAGE_SIZE)
+
+    def unmap_foreign(self, address):
+        """Give the page at `address` its own memory back."""
+        self.uc.mem_unmap(address, xen.PAGE_SIZE)
+        self.uc.mem_map_ptr(address, xen.PAGE_SIZE, UC_PROT_ALL, ctypes.addressof(self.ram) + address)
+
+    # --- the shared_info page: vcpu_info[0] and the event-channel bitmaps ------------------------------
+    @property
+    def upcall_pending(self):
+        return self.cpu.read(SHARED_INFO + xen.VI_UPCALL_PENDING, 1)[0]
+
+    @property
+    def upcall_mask(self):
+        """vcpu_info[0].evtchn_upcall_mask: the virtual interrupt flag, inverted (1 = events off)."""
+        return self.cpu.read(SHARED_INFO + xen.VI_UPCALL_MASK, 1)[0]
+
+    @upcall_mask.setter
+    def upcall_mask(self, value):
+        self.uc.mem_write(SHARED_INFO + xen.VI_UPCALL_MASK, bytes([value]))
+
+    def events_need_delivery(self):
+        return bool(self.upcall_pending) and not self.upcall_mask
+
+    # --- what the hypercalls ask of the vcpu ---------------------------------------------------------------
+    @property
+    def privileged(self):
+        return self.domid == 0
+
+    def note(self, **detail):
+        """Add to the current hypercall's event detail (a handler says what it did)."""
+        if self._notes is not None:
+            self._notes.update(detail)
+
+    def console_write(self, data):
+        self.xen.console_write(self, data)
+
+    def block(self):
+        """SCHEDOP_block: enable events and sleep until one is pending (at once if one already is)."""
+        self.upcall_mask = 0
+        if not self.upcall_pending:
+            self.blocked = True
+
+    def kick(self):
+        """An event became pending for this domain: wake it, and deliver before it runs on."""
+        self._entry = True
+        self.blocked = False
+
+    def shut_down(self, reason, why=None):
+        """The domain stops for good with `reason` (SHUTDOWN_*); dom0 hears of it (VIRQ_DOM_EXC)."""
+        if self.shutdown_code is not None:
+            return
+        self.shutdown_code = reason & 0xFF
+        self.finished = True
+        self.blocked = False
+        if why is not None:                  # a crash: the domain did not ask for it
+            self.shutdown = True
+            self._event("shutdown", why=why, reason=xen.SHUTDOWN_NAMES[xen.SHUTDOWN_crash])
+        if not self._in_hypercall:           # else its hypercall's event comes first
+            self._record_exit()
+        self.xen.domain_shut_down(self)
+
+    def crash(self, why):
+        self.shut_down(xen.SHUTDOWN_crash, why=why)
+
+    def _record_exit(self):
+        if not self._exit_recorded:
+            self._exit_recorded = True
+            self._event("exit", exit_code=self.shutdown_code,
+                        reason=xen.SHUTDOWN_NAMES.get(self.shutdown_code, str(self.shutdown_code)))
+
+    # --- int 0x82 and every other way into the hypervisor ----------------------------------------------------
+    def exception(self, vector, source, error_code=None):
+        ring = self.cpu.cpl
+        quirks.clear_fault_and_set_cpl(self.uc)          # the fault is the hypervisor's now
+        self._entry = True
+        if vector == xen.HYPERCALL_VECTOR and source == SOFTWARE and ring == 1:
+            self._hypercall()
+        else:
+            self._trap(vector, source, error_code, ring)
+
+    def _hypercall(self):
+        cpu = self.cpu
+        number = cpu["eax"]
+        args = tuple(cpu[r] for r in ("ebx", "ecx", "edx", "esi", "edi"))
+        self.stats["hypercalls"] += 1
+        self._in_hypercall = True
+        try:
+            result, detail = self.call(number, args)
+        finally:
+            self._in_hypercall = False
+        cpu["eax"] = result
+        self._event("hypercall", eip=cpu["eip"] - 2, cpl=1, name=xen.hypercall_name(number), number=number,
+                    args=args, result=result, **detail)
+        if self.shutdown_code is not None:
+            self._record_exit()                      # after the hypercall that asked for it
+
+    def call(self, number, args):
+        """Run hypercall `number` with `args` for this domain: (result, what the handler noted).
+        Used for `int 0x82` and for each entry of a multicall."""
+        handler = self.hypercalls.get(number)
+        outer, self._notes = self._notes, {}
+        try:
+            result = -xen.ENOSYS if handler is None else handler(self, *args)
+        except BadAddress as bad:
+            result = -xen.EFAULT
+            self._notes["fault"] = str(bad)
+        finally:
+            notes, self._notes = self._notes, outer
+        if not isinstance(result, int):
+            raise VmkitError(f"the handler for hypercall {number} ({xen.hypercall_name(number)}) returned "
+                             f"{result!r}; a hypercall handler returns the value for EAX: 0 or another result "
+                             f"on success, a negative errno such as -{xen.EINVAL} (-EINVAL) on failure")
+        if result < 0 and -result in xen.ERRNO_NAMES:
+            notes["error"] = "-" + xen.ERRNO_NAMES[-result]
+        return result, notes
+
+    def _trap(self, vector, source, error_code, ring, **detail):
+        """An exception or `int n`: Xen's handler looks in the guest's trap table and bounces it."""
+        at = self._instruction_address(source)
+        cause = f"int {vector:#x}" if source == SOFTWARE else vector_name(vector)
+        self.stats["traps"] += 1
+        self._event("trap", eip=at, cpl=ring, cause=cause, vector=vector, instruction=self._instruction_text(at),
+                    error_code=error_code, **detail)
+        if source == SOFTWARE and not self._soft_int_allowed(vector, ring):
+            # the gate is closed to this ring: the CPU raises #GP naming the IDT entry, at the int
+            self.cpu["eip"] = at
+            cause = f"#GP (int {vector:#x} is not open to ring {ring})"
+            vector, error_code = GP, vector * 8 + 2
+        self.bounce(vector, error_code, cause, at)
+
+    def _soft_int_allowed(self, vector, ring):
+        if vector in (BP, OF_):
+            return True                          # int3 and into: Xen's gates for them are open to every ring
+        if vector == xen.HYPERCALL_VECTOR:
+            return ring <= 1
+        entry = self.trap_table.get(vector)
+        return entry is not None and entry.address != 0 and entry.dpl >= ring
+
+    def bounce(self, vector, error_code, cause, at):
+        """Deliver `vector` to the handler the guest registered for it, or crash the domain."""
+        entry = self.trap_table.get(vector)
+        if entry is None or entry.address == 0:
+            self.crash(f"{cause} at {at:#x} in ring {self.cpu.cpl}, and the guest's trap table has no "
+                       f"handler for vector {vector} (set_trap_table): Xen crashes the domain")
+            return
+        if self._enter_guest_handler(entry.cs, entry.address, error_code, entry.masks_events, cause, vector, at,
+                                     TRAP_TABLE):
+            self.stats["bounces"] += 1
+
+    def _enter_guest_handler(self, cs, eip, error_code, mask_events, cause, vector, at, gate):
+        """Xen's create_bounce_frame: push a frame on the guest kernel's stack (switching to the
+        stack_switch stack when coming from ring 3) and jump to the handler in ring 1. The frame's
+        EFLAGS.IF is the virtual IF (not the mask byte), so the handler knows what to restore; the
+        upper half of its CS slot holds the mask byte itself (iret uses only the lower half)."""
+        cpu = self.cpu
+        ring = cpu.cpl
+        old = cpu.regs(("eip", "cs", "eflags", "esp", "ss"))
+        saved_mask = self.upcall_mask
+        flags = (old["eflags"] & ~IF) | (0 if saved_mask else IF)
+        cs_slot = saved_mask << 16 | old["cs"]           # Xen keeps the saved mask in the CS slot's upper half
+        switch = ring == 3
+        if switch:
+            ss, esp = self.kernel_stack
+            pushed = [old["ss"], old["esp"], flags, cs_slot, old["eip"]]
+        else:
+            ss, esp = old["ss"], old["esp"]
+            pushed = [flags, cs_slot, old["eip"]]
+        if error_code is not None:
+            pushed.append(error_code)
+        esp = (esp - 4 * len(pushed)) & 0xFFFFFFFF
+        in_memory = list(reversed(pushed))
+        if cs & ~3 != xen.FLAT_RING1_CS & ~3:
+            self.crash(f"{cause}: the guest's handler is at {cs:#x}:{eip:#x}, and {cs:#x} is not a ring-1 code "
+                       f"segment (the guest has no GDT of its own here: use FLAT_RING1_CS, {xen.FLAT_RING1_CS:#x})")
+            return False
+        try:
+            if ss & ~3 != xen.FLAT_RING1_SS & ~3:
+                raise Fault(GP, ss)
+            self.write(cpu.segment_base(ss) + esp, b"".join(v.to_bytes(4, "little") for v in in_memory))
+        except (BadAddress, Fault, GuestError):
+            self.crash(f"{cause}: the frame for the guest's handler cannot be pushed on its kernel stack "
+                       f"{ss:#x}:{esp:#x} (set with stack_switch)")
+            return False
+        if mask_events:
+            self.upcall_mask = 1
+        cpu.far_transfer(1, (cs & ~3) | 1, (ss & ~3) | 1, esp, eip, (old["eflags"] & ~(TF | NT | RF | VM)) | IF)
+        self.stats["interrupts"] += 1
+        self._event("ring-transition", eip=at, cpl=ring, cause=cause, vector=vector, from_ring=ring, to_ring=1,
+                    gate=gate, handler=eip, stack_switch=switch, esp=esp, ss=ss,
+                    frame=list(zip(frame_names(switch, error_code is not None), in_memory)),
+                    error_code=error_code, events_masked=bool(mask_events), return_eip=old["eip"], bounced=True)
+        return True
+
+    def _on_error(self, error):
+        """Memory the guest may not touch: outside its RAM, or Xen's own. Xen turns it into a page
+        fault for the guest (the address in vcpu_info.arch.cr2), bounced like any other exception."""
+        if error.errno not in MEMORY_FAULTS:
+            return super()._on_error(error)
+        access, address, _ = getattr(self, "_unmapped", (None, 0, 0))
+        self._unmapped = None
+        write = access in (UC_MEM_WRITE, UC_MEM_WRITE_UNMAPPED, UC_MEM_WRITE_PROT)
+        code = (PF_PRESENT if error.errno == UC_ERR_WRITE_PROT else 0) | (PF_WRITE if write else 0) \
+            | (PF_USER if self.cpu.cpl == 3 else 0)
+        quirks.clear_fault_and_set_cpl(self.uc)
+        self.write(SHARED_INFO + xen.VI_ARCH_CR2, (address & 0xFFFFFFFF).to_bytes(4, "little"))
+        self._entry = True
+        self._trap(PF_, EXCEPTION, code, self.cpu.cpl, address=address)
+
+    def _instruction_text(self, address):
+        try:
+            insn = disassemble(self.cpu.read(address, 15), address, 1)
+        except GuestError:
+            return "?"
+        return f"{insn[0].mnemonic} {insn[0].op_str}".strip() if insn else "?"
+
+    # --- events: delivered through the callback, only when the hypervisor has had control -----------------
+    def _accept_interrupt(self):
+        if not self._entry:
+            return False
+        self._entry = False
+        if self.finished or self.event_callback is None or not self.events_need_delivery():
+            return False
+        self.stats["upcalls"] += 1
+        self._event("interrupt", source="event channel", ports=pending_ports(self))
+        cs, eip = self.event_callback
+        return self._enter_guest_handler(cs, eip, None, True, "event upcall", None, self.cpu["eip"], EVENT_CALLBACK)
+
+    def interrupts_enabled(self):
+        return not self.upcall_mask
+
+    # --- CPUID: vmkit answers it for the PV guest and adds Xen's leaves (docs/architecture.md, 2.5) ---
+    def _on_cpuid(self, uc, _):
+        leaf = self.cpu["eax"]
+        self.stats["traps"] += 1
+        self._event("trap", cause="cpuid", vector=None, instruction="cpuid", error_code=None)
+        values = self._xen_cpuid(leaf)
+        if values is None:
+            self._event("emulate", instruction="cpuid", effect=f"leaf {leaf:#x}: the CPU's own values")
+            return 0
+        for register, value in zip(("eax", "ebx", "ecx", "edx"), values):
+            self.cpu[register] = value
+        self._event("emulate", instruction="cpuid", effect=f"leaf {leaf:#x}: the hypervisor's "
+                    + ("signature XenVMMXenVMM" if leaf == CPUID_XEN_LEAF else "leaf"))
+        return 1
+
+    @staticmethod
+    def _xen_cpuid(leaf):
+        if leaf == CPUID_XEN_LEAF:
+            signature = struct.unpack("<3I", b"XenVMMXenVMM")
+            return (CPUID_XEN_LEAF + 2,) + signature
+        if leaf == CPUID_XEN_LEAF + 1:
+            major, minor = xen.XEN_VERSION
+            return (major << 16 | minor, 0, 0, 0)
+        if leaf == CPUID_XEN_LEAF + 2:
+            return (1, 0x40000000, 0, 0)           # one hypercall page, its MSR
+        return None
+
+    # --- running: dom0's machine runs the whole system -------------------------------------------------------
+    def _advance(self, limit, until=None):
+        if self is self.xen.dom0:
+            self.xen.advance(limit, until)
+        else:
+            self.run_slice(limit, until)
+
+    def run_slice(self, limit, until=None):
+        """Run this domain's vcpu for at most `limit` instructions (the scheduler's call)."""
+        super()._advance(limit, until)
+
+    def _check_budget(self):
+        """Budgets belong to the whole system: the scheduler checks them once per slice."""
+
+    def check_budget(self):
+        total = self.xen.instructions()
+        if self.max_instructions is not None and total >= self.max_instructions:
+            raise GuestTimeout(f"the domains ran {total:,} instructions without dom0 shutting down "
+                               f"(max_instructions={self.max_instructions:,}); dom0 is at eip {self.cpu['eip']:#x}. "
+                               f"A loop that never ends? Raise max_instructions if it just needs longer.",
+                               self.result())
+        elapsed = self.xen.elapsed()
+        if self.timeout is not None and elapsed >= self.timeout:
+            raise GuestTimeout(f"the domains ran for {elapsed:.1f} s of real time without dom0 shutting down "
+                               f"(timeout={self.timeout} s).", self.result())
+
+    def _event(self, kind, eip=None, cpl=None, **detail):
+        detail.setdefault("domain", self.domid)
+        return super()._event(kind, eip, cpl, **detail)
+
+    def result(self):
+        result = super().result()
+        result.exit_code = self.shutdown_code
+        if self is self.xen.dom0:
+            result.stats = self.xen.stats()
+            result.seconds = self.xen.elapsed()
+        return result
+
+    def __repr__(self):
+        return f"<Paravirt dom{self.domid} {self.xen.state(self)} at eip {self.cpu['eip']:#x}>"
