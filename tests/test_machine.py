@@ -129,8 +129,7 @@ def test_the_sti_shadow_lets_hlt_run_before_the_interrupt():
 
 
 def test_stepping_and_running_give_the_same_events_serial_and_registers():
-    source = vmkit.guests.source("rings").replace("TIMER_HZ   equ 1000", "TIMER_HZ   equ 20000")
-    image = vmkit.assemble(source.replace("250000", "20000"))
+    image = vmkit.guests.image("rings", TIMER_HZ=20000, SPIN=20000)
     straight = vmkit.run(image)
     m = vmkit.machine(image)
     while not m.finished:

@@ -76,8 +76,7 @@ def test_differential_guests_that_avoid_the_holes_match_native(name):
 
 
 def test_stepping_and_running_agree_under_the_vmm():
-    source = vmkit.guests.source("rings").replace("TIMER_HZ   equ 1000", "TIMER_HZ   equ 20000")
-    image = vmkit.assemble(source.replace("250000", "20000"))
+    image = vmkit.guests.image("rings", TIMER_HZ=20000, SPIN=20000)
     straight = vmkit.run(image, TE)
     m = vmkit.machine(image, TE)
     while not m.finished:

@@ -134,9 +134,7 @@ def test_one_critical_section_traps_twice_under_trap_and_emulate_and_never_under
 
 # --- multicalls ---------------------------------------------------------------------------------------------------
 def multicall_kernel(batch, calls):
-    source = vmkit.guests.source("pv_multicall")
-    return vmkit.assemble(source.replace("BATCH equ 0", f"BATCH equ {batch}").replace("CALLS equ 1024",
-                                                                                     f"CALLS equ {calls}"))
+    return vmkit.guests.image("pv_multicall", BATCH=batch, CALLS=calls)
 
 
 @pytest.mark.parametrize("batch, entries", [(0, 64), (1, 64), (8, 8), (64, 1)])

@@ -5,13 +5,22 @@
 ; (read, compute, write back), and turns interrupts on again with sti. Natively no tick can land
 ; between the read and the write, so no update is lost. Under trap-and-emulate popf cannot change
 ; the virtual IF: the section is open to the timer, and its handler's increments get overwritten.
+; ROUNDS, WORK and PIT_DIVISOR can be set: vmkit.guests.image("popf_critical", WORK=5).
 bits 32
 org 0x100000
 
 COM1       equ 0x3f8
 DEBUG_EXIT equ 0xf4
-ROUNDS     equ 2000
 FLAGS_IF_OFF equ 0x2            ; a flags word saved while interrupts were off
+%ifndef ROUNDS
+%define ROUNDS 2000             ; critical sections
+%endif
+%ifndef WORK
+%define WORK 60                 ; loops of computing inside each section (at least 1)
+%endif
+%ifndef PIT_DIVISOR
+%define PIT_DIVISOR 1193        ; 1193182 Hz / 1193: a tick every millisecond (2 to 65535)
+%endif
 
 start:
     lidt [idt_descriptor]
@@ -31,9 +40,9 @@ start:
     out 0x21, al
     mov al, 0xFE
     out 0x21, al
-    mov al, 0x34                ; PIT channel 0, rate generator, 1000 Hz
+    mov al, 0x34                ; PIT channel 0, rate generator (1000 Hz by default)
     out 0x43, al
-    mov ax, 1193
+    mov ax, PIT_DIVISOR
     out 0x40, al
     mov al, ah
     out 0x40, al
@@ -44,7 +53,7 @@ round:
     push FLAGS_IF_OFF
     popf                        ; interrupts off (natively)
     mov eax, [shared]           ; the critical section: read ...
-    mov ebx, 60
+    mov ebx, WORK
 .work:
     dec ebx                     ; ... compute for a while ...
     jnz .work

@@ -1,14 +1,24 @@
 ; pv_multicall.asm - CALLS null hypercalls, made one `int 0x82` each or batched into multicalls.
 ;
 ; xen_version(XENVER_version) does almost nothing in the hypervisor, so its cost is the cost of
-; entering and leaving Xen. With BATCH equ 0 the kernel makes CALLS of them one by one; with
-; BATCH equ n it fills an array of n multicall_entry {op, result, args[6]} once and hands it to
-; Xen CALLS / n times: one entry into Xen runs the whole batch. (A lesson edits the two numbers.)
+; entering and leaving Xen. With BATCH 0 the kernel makes CALLS of them one by one; with BATCH n
+; it fills an array of n multicall_entry {op, result, args[6]} once and hands it to Xen CALLS / n
+; times: one entry into Xen runs the whole batch. A lesson sets the two numbers:
+; vmkit.guests.image("pv_multicall", BATCH=8, CALLS=1024).
 bits 32
 org 0x100000
 
-CALLS equ 1024                         ; hypercalls in all
-BATCH equ 0                            ; 0: one int 0x82 each; n: multicalls of n entries
+%ifndef CALLS
+%define CALLS 1024                     ; hypercalls in all
+%endif
+%ifndef BATCH
+%define BATCH 0                        ; 0: one int 0x82 each; n: multicalls of n entries
+%endif
+%if BATCH > 0
+%if CALLS % BATCH != 0
+%error "CALLS must be a multiple of BATCH: the kernel makes CALLS / BATCH multicalls"
+%endif
+%endif
 
 __HYPERVISOR_multicall        equ 13
 __HYPERVISOR_xen_version      equ 17

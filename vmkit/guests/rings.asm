@@ -16,7 +16,13 @@ TSS_SEL    equ 0x28             ; GDT index 5
 COM1       equ 0x3f8
 DEBUG_EXIT equ 0xf4
 PIT_HZ     equ 1193182
-TIMER_HZ   equ 1000
+; two numbers a caller may set: vmkit.guests.image("rings", TIMER_HZ=20000, SPIN=20000)
+%ifndef TIMER_HZ
+%define TIMER_HZ 1000           ; timer interrupts per second (19 to 596591)
+%endif
+%ifndef SPIN
+%define SPIN 250000             ; the user program's compute loop, in rounds
+%endif
 
 SYS_WRITE  equ 1                ; ebx = buffer, ecx = length
 SYS_HEX    equ 2                ; ebx = number to print in hex
@@ -211,7 +217,7 @@ user_main:
     mov ecx, hello_len
     int 0x80                    ; ring 3 -> ring 0 -> ring 3
 
-    mov ecx, 250000             ; compute for a while; the timer will interrupt us
+    mov ecx, SPIN               ; compute for a while; the timer will interrupt us
 .spin:
     add edx, ecx
     loop .spin

@@ -2,12 +2,21 @@
 ;
 ; Natively the cli costs what a nop costs. Under trap-and-emulate every cli is a trap into the
 ; VMM, so the slowdown grows with the density of privileged instructions, 1/EVERY. A lesson
-; edits the two constants and measures.
+; sets the two constants, vmkit.guests.image("trap_density", EVERY=5, ROUNDS=4000), and measures.
 bits 32
 org 0x100000
 
-EVERY  equ 10                               ; instructions per round, the cli included (at least 3)
-ROUNDS equ 2000
+%ifndef EVERY
+%define EVERY 10                            ; instructions per round, the cli included (at least 3)
+%endif
+%ifndef ROUNDS
+%define ROUNDS 2000
+%endif
+%if EVERY < 3
+%error "EVERY must be at least 3: the cli, the dec and the jnz of every round"
+%elif ROUNDS < 1
+%error "ROUNDS must be at least 1"
+%endif
 
 start:
     mov ecx, ROUNDS
