@@ -11,7 +11,7 @@ import vmkit
 from vmkit import guests, migration
 from vmkit.asm import LOAD_ADDRESS
 from vmkit.machine.machine import BOOT_CS, BOOT_DS, BOOT_GDT, DEFAULT_MEMORY, STACK_TOP
-from vmkit.vmm import VmcsControls
+from vmkit.vtx import VmcsControls
 from vmkit.xen import HYPERCALLS
 from vmkit.xen import abi as xen
 from vmkit.xen.layout import SHARED_INFO, START_INFO

@@ -5,9 +5,9 @@ import pytest
 
 import vmkit
 import vmkit.guests
-from vmkit.kvm import MMIO_BASE
-from vmkit.vmm import HardwareAssist, VmcsControls
-from vmkit.vmm.hardware_assist import KVM_SIGNATURE
+from vmkit.machine.devices import MMIO_BASE
+from vmkit.vtx import HardwareAssist, VmcsControls
+from vmkit.vtx.hardware_assist import KVM_SIGNATURE
 
 HA = "hardware-assist"
 

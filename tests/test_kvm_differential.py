@@ -15,7 +15,7 @@ from test_qemu_differential import GUEST_ENDINGS, guest_source
 import vmkit
 import vmkit.guests
 from vmkit.kvm.probe import probe
-from vmkit.vmm.hardware_assist import KERNEL_HANDLED
+from vmkit.vtx.hardware_assist import KERNEL_HANDLED
 
 NO_INJECTION = ("the guest waits for timer interrupts, and vmkit's KVM device model does not inject "
                 "interrupts yet (KVM_INTERRUPT): it runs under 'hardware-assist' only")

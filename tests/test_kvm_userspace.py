@@ -11,7 +11,7 @@ import vmkit.guests
 from vmkit.kvm import MMIO_BASE, DeviceModel
 from vmkit.kvm.probe import probe
 from vmkit.kvm.userspace import ENGINES, RunLoopError, ScriptedVcpu, UserExit, exit_record, user_vcpu
-from vmkit.vmm.hardware_assist import KERNEL_HANDLED
+from vmkit.vtx.hardware_assist import KERNEL_HANDLED
 
 
 def engine(name):

@@ -27,7 +27,7 @@ def _machine_class(technique):
         from .xen import Paravirt
         return Paravirt
     if technique == "hardware-assist":
-        from .vmm.hardware_assist import HardwareAssist
+        from .vtx import HardwareAssist
         return HardwareAssist
     if technique == "kvm":
         from .kvm import KvmMachine
@@ -45,7 +45,7 @@ def run(image_or_source, technique="native", *, memory=DEFAULT_MEMORY,
     uncounted (stats has no "instructions"), and vmkit counts again from the start as soon as the
     guest arms its timer or does anything else whose timing must be exact.
 
-    `options` go to the technique: hardware-assist takes controls=vmkit.vmm.VmcsControls(...); kvm
+    `options` go to the technique: hardware-assist takes controls=vmkit.vtx.VmcsControls(...); kvm
     takes vcpus= and path= (the KVM device), counts no instructions and stops a guest only by timeout.
     """
     cls = _machine_class(technique)

@@ -3,70 +3,14 @@
 KVM runs the guest's instructions; every access to a device leaves the guest (KVM_EXIT_IO for a
 port, KVM_EXIT_MMIO for an address outside every memory slot) and comes here. This model answers
 with the vmkit PC's devices: COM1, isa-debug-exit, the PIC pair and the PIT (the same classes the
-emulated machine uses, so a guest sees the same registers on both), plus one memory-mapped device.
-
-The MMIO device sits at MMIO_BASE = 0xFEB00000, one 4 KiB page above the guest's RAM, where a PC
-has nothing (the I/O APIC is at 0xFEC00000, the local APIC at 0xFEE00000). Its registers, 32 bits
-each, little-endian, any access of 1, 2 or 4 bytes inside one of them:
-
-    +0x0  ID        read-only   0x316b6d76, the bytes "vmk1"
-    +0x4  SCRATCH   read/write  keeps what was written
-    +0x8  TICKS     read-only   counts its own reads: each read returns one more (1, 2, 3, ...),
-                                a register whose reads have an effect, so the VMM must see each one
-    +0xC  DOORBELL  write: rings the doorbell (counts rings, keeps the value written);
-                    read: how many times it has rung
-
-Other offsets in the page read as 0 and ignore writes.
+emulated machine uses, so a guest sees the same registers on both), plus the memory-mapped device
+at MMIO_BASE = 0xFEB00000, one 4 KiB page above the guest's RAM (its registers are described with
+the class, in vmkit.machine.devices; the hardware-assist model serves the same device).
 """
 import threading
 import time
 
-from ..machine.devices import CPU_HZ, DebugExit, PicPair, Pit8254, Serial
-
-MMIO_BASE = 0xFEB00000
-MMIO_SIZE = 0x1000
-MMIO_ID = int.from_bytes(b"vmk1", "little")
-ID, SCRATCH, TICKS, DOORBELL = 0x0, 0x4, 0x8, 0xC
-REGISTERS = {ID: "ID", SCRATCH: "SCRATCH", TICKS: "TICKS", DOORBELL: "DOORBELL"}
-
-
-class MmioDevice:
-    """A small memory-mapped device with the four registers above. `offset` is from MMIO_BASE."""
-
-    def __init__(self):
-        self.scratch = 0
-        self.ticks = 0
-        self.rings = 0
-        self.doorbell = 0            # the last value rung
-
-    @staticmethod
-    def register(offset):
-        """The name of the register an access at `offset` falls in, or None."""
-        return REGISTERS.get(offset & ~3) if 0 <= offset < 0x10 else None
-
-    def read(self, offset, size):
-        base, shift = offset & ~3, 8 * (offset & 3)
-        if base == ID:
-            value = MMIO_ID
-        elif base == SCRATCH:
-            value = self.scratch
-        elif base == TICKS:
-            self.ticks += 1
-            value = self.ticks
-        elif base == DOORBELL:
-            value = self.rings
-        else:
-            return 0
-        return (value >> shift) & ((1 << (8 * size)) - 1)
-
-    def write(self, offset, size, value):
-        base, shift = offset & ~3, 8 * (offset & 3)
-        mask = ((1 << (8 * size)) - 1) << shift
-        if base == SCRATCH:
-            self.scratch = (self.scratch & ~mask & 0xFFFFFFFF) | ((value << shift) & mask)
-        elif base == DOORBELL:
-            self.rings += 1
-            self.doorbell = (value << shift) & mask
+from ..machine.devices import CPU_HZ, MMIO_BASE, MMIO_SIZE, DebugExit, MmioDevice, PicPair, Pit8254, Serial
 
 
 class DeviceModel:

@@ -10,7 +10,7 @@ KVM VMM has at its heart:
         handle the exit            a device answers; the answer goes back through kvm_run
 
 Every exit is recorded as a "vmexit" event with the same reason and details the hardware-assist
-model (vmkit.vmm.hardware_assist) gives, followed by what it led to ("io", "exit", "halt",
+model (vmkit.vtx.hardware_assist) gives, followed by what it led to ("io", "exit", "halt",
 "shutdown"), so the same guest can be compared under both. KVM counts nothing but time: the
 `timeout=` budget stops a runaway guest with a signal (KVM_EXIT_INTR); there is no instruction
 count and no max_instructions.

@@ -39,7 +39,7 @@ import time
 
 from ..errors import GuestError, GuestTimeout, VmkitError
 from ..machine.x86 import IF
-from ..vmm.hardware_assist import HardwareAssist
+from ..vtx import HardwareAssist
 from . import api
 from .exits import Exit, ExitLocator, decode
 from .machine import KvmMachine

@@ -1,6 +1,7 @@
-"""The devices of the vmkit PC: COM1, isa-debug-exit, the 8259 PIC pair and the 8254 PIT.
+"""The devices of the vmkit PC: COM1, isa-debug-exit, the 8259 PIC pair and the 8254 PIT, and the
+memory-mapped device that the hardware-assist model and real KVM add (MmioDevice, at the end).
 
-Each device is plain state plus `read(port, size)` / `write(port, size, value)`. Time is the
+Each port device is plain state plus `read(port, size)` / `write(port, size, value)`. Time is the
 machine's virtual clock in CPU cycles (one instruction is one cycle), so the PIT is a pure
 function of the clock and every run is reproducible.
 """
@@ -280,3 +281,63 @@ class Pit8254:
         if high:
             ch.latched = None
         return (value >> 8) & 0xFF if high else value & 0xFF
+
+
+# --- the MMIO device -------------------------------------------------------------------------------------
+# One 4 KiB page at MMIO_BASE = 0xFEB00000, above the guest's RAM, where a PC has nothing (the I/O
+# APIC is at 0xFEC00000, the local APIC at 0xFEE00000). Its registers, 32 bits each, little-endian,
+# any access of 1, 2 or 4 bytes inside one of them:
+#
+#     +0x0  ID        read-only   0x316b6d76, the bytes "vmk1"
+#     +0x4  SCRATCH   read/write  keeps what was written
+#     +0x8  TICKS     read-only   counts its own reads: each read returns one more (1, 2, 3, ...),
+#                                 a register whose reads have an effect, so the VMM must see each one
+#     +0xC  DOORBELL  write: rings the doorbell (counts rings, keeps the value written);
+#                     read: how many times it has rung
+#
+# Other offsets in the page read as 0 and ignore writes. The hardware-assist model (vmkit.vtx) and
+# KVM's user-space device model (vmkit.kvm.devices) both serve it.
+MMIO_BASE = 0xFEB00000
+MMIO_SIZE = 0x1000
+MMIO_ID = int.from_bytes(b"vmk1", "little")
+ID, SCRATCH, TICKS, DOORBELL = 0x0, 0x4, 0x8, 0xC
+REGISTERS = {ID: "ID", SCRATCH: "SCRATCH", TICKS: "TICKS", DOORBELL: "DOORBELL"}
+
+
+class MmioDevice:
+    """A small memory-mapped device with the four registers above. `offset` is from MMIO_BASE."""
+
+    def __init__(self):
+        self.scratch = 0
+        self.ticks = 0
+        self.rings = 0
+        self.doorbell = 0            # the last value rung
+
+    @staticmethod
+    def register(offset):
+        """The name of the register an access at `offset` falls in, or None."""
+        return REGISTERS.get(offset & ~3) if 0 <= offset < 0x10 else None
+
+    def read(self, offset, size):
+        base, shift = offset & ~3, 8 * (offset & 3)
+        if base == ID:
+            value = MMIO_ID
+        elif base == SCRATCH:
+            value = self.scratch
+        elif base == TICKS:
+            self.ticks += 1
+            value = self.ticks
+        elif base == DOORBELL:
+            value = self.rings
+        else:
+            return 0
+        return (value >> shift) & ((1 << (8 * size)) - 1)
+
+    def write(self, offset, size, value):
+        base, shift = offset & ~3, 8 * (offset & 3)
+        mask = ((1 << (8 * size)) - 1) << shift
+        if base == SCRATCH:
+            self.scratch = (self.scratch & ~mask & 0xFFFFFFFF) | ((value << shift) & mask)
+        elif base == DOORBELL:
+            self.rings += 1
+            self.doorbell = (value << shift) & mask

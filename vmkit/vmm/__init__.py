@@ -8,7 +8,7 @@ Xen's paravirtualization is vmkit.xen, the model of VT-x vmkit.vtx. Their classe
 importable from here under their old names (Paravirt, HYPERCALLS, HardwareAssist, VmcsControls), so
 that code written before they moved keeps working.
 """
-from .hardware_assist import HardwareAssist, VmcsControls
+from ..vtx import HardwareAssist, VmcsControls
 from ..xen import HYPERCALLS, Paravirt
 from .binary_translation import BinaryTranslation
 from .emulate import EMULATORS

@@ -1,0 +1,219 @@
+"""Hardware assist: vmkit's model of VT-x, the way KVM uses it.
+
+With VT-x nothing is deprivileged and nothing is rewritten. The guest kernel runs unmodified at
+CPL 0, in VMX non-root mode; the CPU itself leaves the guest (a VM exit) whenever it meets
+something the VMM asked to see in the VMCS's execution controls, records why in the exit reason,
+and the VMM handles it and resumes the guest (VM entry). The model runs the guest on the vmkit PC
+at CPL 0 and turns those moments into "vmexit" events, reported the way KVM reports them to user
+space (vmkit.kvm), so the same guest can be compared under both:
+
+    reason      VT-x basic exit reason (SDM vol. 3, appendix C)    when
+    IO          30  I/O instruction                      an in/out on a port the I/O bitmap selects
+    MMIO        48  EPT violation (no memory behind it;  a load or store in the MMIO device's page
+                49  EPT misconfig once KVM marks it)
+    HLT         12  HLT                                  hlt, if HLT exiting is on
+    CPUID       10  CPUID                                always: VT-x cannot run CPUID in the guest
+    EXCEPTION    0  exception or NMI                     a fault whose vector is in the exception bitmap
+    SHUTDOWN     2  triple fault                         the guest's CPU gave up
+
+Under real KVM the kernel answers CPUID itself from the table user space gave it, so a CPUID exit
+never reaches user space: under "kvm" it does not appear. An exception the bitmap intercepts is
+handed back to the guest (injected at the next VM entry), as KVM does with the ones it does not
+handle itself. The guest's own timer interrupts come from the model PC's PIC and PIT and are
+delivered at VM entry, with no exit recorded: with KVM's in-kernel PIC and PIT, user space never
+sees them either.
+
+Memory: the model has no second-stage translation. The guest's physical addresses are the addresses
+of the model's memory (Unicorn's), and when the guest turns paging on (vmkit.machine(...,
+paging=True)) Unicorn walks the guest's own page tables straight onto that memory. A page-table
+write, a CR3 load or an invlpg therefore costs no exit here, as under nested paging, but only because
+nothing stands between the guest and the memory: the model does not do nested paging. With EPT (AMD:
+NPT) the CPU translates every guest-physical address, those of the guest's own page tables included,
+through a second table that the hypervisor owns: that keeps each guest inside the memory it was
+given, and an access to a guest-physical address that table does not map is an EPT violation (exit
+48), which is how KVM finds MMIO. Without EPT, KVM keeps shadow page tables instead and takes exits
+to keep them in step with the guest's (the page-table writes of Adams & Agesen's ptemod). The model's
+MMIO device stands in for the EPT violation: a Unicorn MMIO range with no memory behind it.
+
+The controls are a small VmcsControls dataclass a lesson can toggle:
+
+    vmkit.run(image, "hardware-assist", controls=VmcsControls(hlt_exiting=False))
+    VmcsControls(exception_bitmap=1 << 6)        # exit on #UD
+    VmcsControls(io_bitmap={0xF4})               # only isa-debug-exit exits; COM1 is not intercepted
+
+With HLT exiting off the vCPU halts inside the guest and the VMM is never told. A port left out of
+the I/O bitmap is not intercepted: on real VT-x the access then goes to the physical machine's port;
+the model has no other hardware, so it still reaches vmkit's device, only without an exit. That is
+not device passthrough: giving a guest a real device takes VFIO, through which the VMM maps the
+device's MMIO BARs into the guest, and an IOMMU (VT-d, AMD-Vi) that remaps the device's DMA and
+interrupts (Linux, Documentation/driver-api/vfio.rst).
+
+Each event's eip is the instruction that exited, as the VMCS's guest RIP names it.
+"""
+from dataclasses import dataclass
+from functools import lru_cache
+
+from unicorn import UC_ARCH_X86, UC_HOOK_INSN, UC_MODE_32, Uc
+from unicorn import x86_const as X
+
+from ..machine.delivery import EXCEPTION, SOFTWARE
+from ..machine.devices import MMIO_BASE, MMIO_SIZE, MmioDevice
+from ..machine.machine import DEFAULT_MEMORY, Machine, _Stop
+from ..machine.x86 import vector_name
+
+HYPERVISOR_PRESENT = 1 << 31          # CPUID.1:ECX bit 31, set by every hypervisor, clear on bare metal
+KVM_SIGNATURE = b"KVMKVMKVM\0\0\0"    # CPUID leaf 0x40000000, EBX ECX EDX, as KVM answers it
+INT3, INTO = 0xCC, 0xCE
+KERNEL_HANDLED = ("CPUID",)           # exits KVM handles inside the kernel: user space never sees them
+
+
+@dataclass
+class VmcsControls:
+    """The VM-execution controls of the model's VMCS (SDM vol. 3, 25.6).
+
+    hlt_exiting       primary processor-based control bit 7: hlt exits to the VMM
+    exception_bitmap  bit n set: exception n exits (25.6.3); int3 and into count, int n does not
+    io_bitmap         None: "unconditional I/O exiting", every port exits; a set of ports: "use I/O
+                      bitmaps", only an access touching one of them exits
+    """
+    hlt_exiting: bool = True
+    exception_bitmap: int = 0
+    io_bitmap: frozenset = None
+
+    def io_exits(self, port, size):
+        """An access of `size` bytes at `port` exits if the bitmap has a bit set for any of them."""
+        return self.io_bitmap is None or any((port + i) & 0xFFFF in self.io_bitmap for i in range(size))
+
+    def exception_exits(self, vector):
+        return bool(self.exception_bitmap >> vector & 1)
+
+
+class HardwareAssist(Machine):
+    """The vmkit PC with the guest in VMX non-root mode: it runs natively at CPL 0, and the exits
+    the controls ask for are recorded as "vmexit" events (stats: "vmexits" and "vmexit_<REASON>")."""
+
+    def __init__(self, image, memory=DEFAULT_MEMORY, *, controls=None, **budgets):
+        self.controls = VmcsControls() if controls is None else controls
+        self.mmio = MmioDevice()
+        self._slice_n = 0
+        super().__init__(image, memory, counted=True, technique="hardware-assist", **budgets)
+        # no memory backs the device's page, so every access to it exits: KVM would see an EPT
+        # violation; here it is Unicorn's MMIO callback (the model has no second stage)
+        self.uc.mmio_map(MMIO_BASE, MMIO_SIZE, self._on_mmio_read, None, self._on_mmio_write, None)
+        self.uc.hook_add(UC_HOOK_INSN, self._on_cpuid, None, 1, 0, X.UC_X86_INS_CPUID)
+
+    def vmexit(self, reason, eip=None, **detail):
+        """Record one VM exit (the VMM then handles it, and VM entry resumes the guest)."""
+        self.stats["vmexits"] += 1
+        key = f"vmexit_{reason}"
+        self.stats[key] = self.stats.get(key, 0) + 1
+        return super()._event("vmexit", eip=eip, reason=reason, **detail)
+
+    # --- I/O instructions --------------------------------------------------------------------------
+    def port_access(self, port, size, value, direction, eip):
+        if not self.controls.io_exits(port, size):
+            return super().port_access(port, size, value, direction, eip)      # not intercepted: no exit
+        exit = self.vmexit("IO", eip=eip, port=port, size=size, direction=direction, value=value)
+        value = super().port_access(port, size, value, direction, eip)
+        if direction == "in":
+            exit.detail["value"] = value
+        return value
+
+    # --- the MMIO device: loads and stores no memory backs (an EPT violation on VT-x) ---------------
+    def _on_mmio_read(self, uc, offset, size, _):
+        if self._stepping_over_access():
+            return 0
+        exit = self._mmio_exit(offset, size, "read", None)
+        value = self.mmio.read(offset, size)
+        exit.detail["value"] = value
+        return value
+
+    def _on_mmio_write(self, uc, offset, size, value, _):
+        if self._stepping_over_access():
+            return
+        value &= (1 << (8 * size)) - 1
+        self._mmio_exit(offset, size, "write", value)
+        self.mmio.write(offset, size, value)
+
+    def _slice_length(self, limit):
+        self._slice_n = super()._slice_length(limit)
+        return self._slice_n
+
+    def _stepping_over_access(self):
+        """Unicorn abandons an instruction whose memory access stops emulation, so while run_until
+        waits for an event, a slice that meets the device stops in front of the instruction,
+        untouched, and the next slice runs exactly that instruction (Machine._stop_before)."""
+        if self._stop_when is None or self._slice_n == 1:
+            return False
+        self._stop_before(self.cpu["eip"], self._icount())
+        return True
+
+    def _mmio_exit(self, offset, size, direction, value):
+        if self._pass_once == (self.cpu["eip"], self._icount()):
+            self._pass_once = None
+        wanted, self._stop_when = self._stop_when, None        # no emu_stop inside the access
+        try:
+            exit = self.vmexit("MMIO", address=MMIO_BASE + offset, size=size, direction=direction, value=value,
+                               register=MmioDevice.register(offset))
+        finally:
+            self._stop_when = wanted
+        if wanted is not None and wanted(exit):
+            self._stop_requested = True                        # the one-instruction slice ends right after
+            if self._stop is None:
+                self._stop = _Stop("event", self._counter())
+        return exit
+
+    # --- hlt -------------------------------------------------------------------------------------------
+    def _on_hlt(self):
+        if self.controls.hlt_exiting:
+            self.vmexit("HLT", eip=self.cpu["eip"] - 1)
+            super()._on_hlt()
+            return
+        first = len(self.events)
+        super()._on_hlt()
+        for event in self.events[first:]:
+            if event.kind == "halt":
+                event.detail["vmm"] = "not told: HLT exiting is off, the vCPU halts inside the guest"
+
+    # --- cpuid -----------------------------------------------------------------------------------------
+    def _on_cpuid(self, uc, _):
+        leaf, subleaf = self.cpu["eax"], self.cpu["ecx"]
+        self.vmexit("CPUID", leaf=leaf, subleaf=subleaf)
+        for name, value in zip(("eax", "ebx", "ecx", "edx"), self.cpuid(leaf, subleaf)):
+            self.cpu[name] = value
+        return 1                                   # the VMM's answer stands; the CPU's own is skipped
+
+    def cpuid(self, leaf, subleaf=0):
+        """The VMM's answer: the CPU's own, with the hypervisor bit set and KVM's signature leaf."""
+        if leaf == 0x40000000:
+            words = [int.from_bytes(KVM_SIGNATURE[i:i + 4], "little") for i in (0, 4, 8)]
+            return (0x40000001, *words)
+        eax, ebx, ecx, edx = native_cpuid(leaf, subleaf)
+        if leaf == 1:
+            ecx |= HYPERVISOR_PRESENT
+        return eax, ebx, ecx, edx
+
+    # --- exceptions and the triple fault -------------------------------------------------------------
+    def exception(self, vector, source, error_code=None):
+        at = self._instruction_address(source)
+        if self.controls.exception_exits(vector) and (
+                source == EXCEPTION or (source == SOFTWARE and self.cpu.read(at, 1)[0] in (INT3, INTO))):
+            self.vmexit("EXCEPTION", eip=at, vector=vector, name=vector_name(vector), error_code=error_code)
+        super().exception(vector, source, error_code)             # injected back into the guest
+
+    def _event(self, kind, eip=None, cpl=None, **detail):
+        if kind == "shutdown":
+            self.vmexit("SHUTDOWN", eip=eip)                        # VT-x exits on a triple fault
+        return super()._event(kind, eip, cpl, **detail)
+
+
+@lru_cache(maxsize=64)
+def native_cpuid(leaf, subleaf=0):
+    """What CPUID answers on the emulated CPU itself (a scratch Unicorn runs the instruction)."""
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    uc.mem_map(0, 0x1000)
+    uc.mem_write(0, b"\x0f\xa2")                                    # cpuid
+    uc.reg_write(X.UC_X86_REG_EAX, leaf)
+    uc.reg_write(X.UC_X86_REG_ECX, subleaf)
+    uc.emu_start(0, 2)
+    return tuple(uc.reg_read(r) for r in (X.UC_X86_REG_EAX, X.UC_X86_REG_EBX, X.UC_X86_REG_ECX, X.UC_X86_REG_EDX))
