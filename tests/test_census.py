@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from vmkit.vmm import census as census_module
-from vmkit.vmm.census import INSTRUCTIONS, ROBIN_IRVINE, CensusRow, census
+from vmkit import census as census_module
+from vmkit.census import INSTRUCTIONS, ROBIN_IRVINE, CensusRow, census
 
 GP = 13
 
