@@ -9,8 +9,7 @@ import pytest
 
 import vmkit
 from vmkit import guests, migration
-from vmkit.asm import LOAD_ADDRESS
-from vmkit.machine.machine import BOOT_CS, BOOT_DS, BOOT_GDT, DEFAULT_MEMORY, STACK_TOP
+from vmkit.machine.platform import BOOT_CS, BOOT_DS, BOOT_GDT, DEFAULT_MEMORY, LOAD_ADDRESS, STACK_TOP
 from vmkit.vtx import VmcsControls
 from vmkit.xen import HYPERCALLS
 from vmkit.xen import abi as xen

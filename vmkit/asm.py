@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from .errors import AsmError, ToolMissing
 
-LOAD_ADDRESS = 0x100000       # where the platform loads every image (docs/architecture.md, 2.1 The vmkit PC)
+LOAD_ADDRESS = 0x100000       # where the platform loads every image (vmkit.machine.platform; docs/architecture.md, 2.1)
 SOURCE_NAME = "guest.asm"     # the name NASM's messages use for the student's source
 
 _cache = {}

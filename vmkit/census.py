@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from unicorn import x86_const as X
 
 from .asm import assemble
+from .machine.platform import LOAD_ADDRESS
 from .run import machine
 from .vmm.trap_emulate import TrapAndEmulate
 
@@ -171,7 +172,7 @@ def _probe_kernel(probes):
         body += [f"probe_{i}:", p.setup, ".start:", p.source, ".end:", "    jmp [exit_path]"]
     stubs = [f"vector_{v}:\n    mov byte [vector], {v}\n    jmp fault" for v in VECTORS]
     return f"""bits 32
-org 0x100000
+org {LOAD_ADDRESS:#x}
 KCODE equ 0x08
 KDATA equ 0x10
 TSS_SEL equ 0x38

@@ -26,8 +26,10 @@ import time
 
 from ..asm import assemble, disassemble
 from ..errors import GuestError, GuestTimeout, VmkitError
-from ..machine.machine import (BOOT_CS, BOOT_DS, BOOT_GDT, DEFAULT_MEMORY, DEFAULT_TIMEOUT, MAX_EVENTS, STACK_TOP)
-from ..machine.x86 import IF, encode_descriptor
+from ..machine.machine import DEFAULT_TIMEOUT, MAX_EVENTS
+from ..machine.platform import (BOOT_CS, BOOT_DS, BOOT_GDT, BOOT_GDT_LIMIT, DEFAULT_MEMORY, STACK_TOP, boot_gdt,
+                               check_fits)
+from ..machine.x86 import IF
 from ..trace import Event, RunResult
 from . import api
 from .devices import MMIO_BASE, DeviceModel, MmioDevice
@@ -55,9 +57,7 @@ class KvmMachine:
     def __init__(self, image, memory=DEFAULT_MEMORY, *, max_instructions=None, timeout=DEFAULT_TIMEOUT,
                  vcpus=1, path=DEVICE):
         self.image = assemble(image)
-        if self.image.origin + len(self.image.code) > memory or self.image.origin < 0x1000:
-            raise GuestError(f"the image ({len(self.image.code)} bytes at {self.image.origin:#x}) "
-                             f"does not fit the guest's RAM (0x1000-{memory:#x})", None)
+        check_fits(self.image, memory)
         self.memory, self.timeout = memory, timeout
         self.devices = DeviceModel()
         self.events, self.events_dropped = [], 0
@@ -93,13 +93,14 @@ class KvmMachine:
         """The image at its origin, and the platform's boot GDT where the emulated PC leaves it."""
         origin = self.image.origin
         self.ram[origin:origin + len(self.image.code)] = self.image.code
-        gdt = encode_descriptor(0, 0, 0) + encode_descriptor(0, 0xFFFFF, 0x9A) + encode_descriptor(0, 0xFFFFF, 0x92)
+        gdt = boot_gdt()
         self.ram[BOOT_GDT:BOOT_GDT + len(gdt)] = gdt
 
     def _create_vcpu(self, n, cpuid):
         vcpu = self.vm.create_vcpu()
         vcpu.set_cpuid([_with_apic_id(entry, n) for entry in cpuid])
-        vcpu.enter_protected_mode(self.image.entry, STACK_TOP - n * VCPU_STACK_GAP, BOOT_GDT, 23, BOOT_CS, BOOT_DS)
+        vcpu.enter_protected_mode(self.image.entry, STACK_TOP - n * VCPU_STACK_GAP, BOOT_GDT, BOOT_GDT_LIMIT, BOOT_CS,
+                                 BOOT_DS)
         vcpu.sync_registers()
         return vcpu
 

@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 
 from ..asm import assemble
 from ..errors import KvmUnavailable, ToolMissing, VmkitError
-from ..machine.machine import BOOT_GDT, STACK_TOP
-from ..machine.x86 import encode_descriptor
+from ..machine.platform import BOOT_GDT, STACK_TOP, boot_gdt
 from . import api
 from .devices import MMIO_BASE
 from .exits import decode
@@ -164,8 +163,8 @@ def _try(kvm, source, inject):
     try:
         ram = vm.add_memory(0, PROBE_MEMORY)
         ram[image.origin:image.end] = image.code
-        ram[BOOT_GDT:BOOT_GDT + 24] = (encode_descriptor(0, 0, 0) + encode_descriptor(0, 0xFFFFF, 0x9A)
-                                       + encode_descriptor(0, 0xFFFFF, 0x92))
+        gdt = boot_gdt()
+        ram[BOOT_GDT:BOOT_GDT + len(gdt)] = gdt
         vcpu = vm.create_vcpu()
         vcpu.enter_protected_mode(image.entry, STACK_TOP, BOOT_GDT)
         watchdog = threading.Timer(PROBE_SECONDS, vcpu.kick)

@@ -19,6 +19,7 @@ import signal
 import threading
 
 from ..errors import KvmUnavailable
+from ..machine.platform import BOOT_CS, BOOT_DS, BOOT_GDT_LIMIT
 from . import api
 from .api import ioctl
 from .stats import open_stats
@@ -289,7 +290,8 @@ class Vcpu:
             table.entries[i] = entry
         ioctl(self.fd, api.KVM_SET_CPUID2, table)
 
-    def enter_protected_mode(self, entry, stack, gdt, gdt_limit=23, code_selector=0x08, data_selector=0x10):
+    def enter_protected_mode(self, entry, stack, gdt, gdt_limit=BOOT_GDT_LIMIT, code_selector=BOOT_CS,
+                             data_selector=BOOT_DS):
         """Leave the reset state for the platform's boot state, at `entry` with ESP = `stack`."""
         self.set_sregs(enter_protected_mode(self.get_sregs(), gdt, gdt_limit, code_selector, data_selector))
         regs = api.kvm_regs()

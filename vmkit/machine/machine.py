@@ -21,12 +21,9 @@ from . import quirks
 from .cpu import Cpu, Fault, GENERAL
 from .delivery import EXCEPTION, EXTERNAL, SOFTWARE, deliver, exception_class, second_fault
 from .devices import DebugExit, Pit8254, PicPair, Serial
-from .x86 import DF_, GP, HAS_ERROR_CODE, IF, PF_, UD, encode_descriptor, vector_name
+from .platform import BOOT_CS, BOOT_DS, BOOT_GDT, BOOT_GDT_LIMIT, DEFAULT_MEMORY, STACK_TOP, boot_gdt, check_fits
+from .x86 import DF_, GP, HAS_ERROR_CODE, IF, PF_, UD, vector_name
 
-DEFAULT_MEMORY = 4 << 20
-STACK_TOP = 0x400000
-BOOT_GDT = 0x500                   # where the platform leaves its flat GDT for the boot state
-BOOT_CS, BOOT_DS = 0x08, 0x10
 DEFAULT_MAX_INSTRUCTIONS = 100_000_000
 DEFAULT_TIMEOUT = 20.0             # seconds of real time
 NEVER = 1 << 32                    # an `until` address EIP can never reach
@@ -72,9 +69,7 @@ class Machine:
         self.timeout = timeout
         self.counted = counted or max_instructions is not None
         self.technique = technique
-        if self.image.origin + len(self.image.code) > memory or self.image.origin < 0x1000:
-            raise GuestError(f"the image ({len(self.image.code)} bytes at {self.image.origin:#x}) "
-                             f"does not fit the guest's RAM (0x1000-{memory:#x})", None)
+        check_fits(self.image, memory)
 
         self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
         self.map_ram(memory)
@@ -109,10 +104,9 @@ class Machine:
 
     # --- the platform's boot state (docs/architecture.md, 2.1) -----------------------------------------
     def _boot_state(self):
-        gdt = encode_descriptor(0, 0, 0) + encode_descriptor(0, 0xFFFFF, 0x9A) + encode_descriptor(0, 0xFFFFF, 0x92)
-        self.uc.mem_write(BOOT_GDT, gdt)
+        self.uc.mem_write(BOOT_GDT, boot_gdt())
         uc = self.uc
-        uc.reg_write(X.UC_X86_REG_GDTR, (0, BOOT_GDT, len(gdt) - 1, 0))
+        uc.reg_write(X.UC_X86_REG_GDTR, (0, BOOT_GDT, BOOT_GDT_LIMIT, 0))
         uc.reg_write(X.UC_X86_REG_IDTR, (0, 0, 0, 0))
         uc.reg_write(X.UC_X86_REG_CR0, 0x11)            # protected mode, paging off
         uc.reg_write(X.UC_X86_REG_CS, BOOT_CS)

@@ -22,7 +22,8 @@ from unicorn import UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE
 from ..errors import GuestError
 from ..machine import quirks
 from ..machine.delivery import EXCEPTION, SOFTWARE
-from ..machine.machine import BOOT_CS, DEFAULT_MEMORY, _Stop
+from ..machine.machine import _Stop
+from ..machine.platform import BOOT_CS, DEFAULT_MEMORY
 from ..machine.x86 import DB, GP, IF, IOPL_MASK, NP, SS_, UD, encode_descriptor
 from .emulate import (EMULATORS, FLAGS, SENSITIVE_READS, guest_descriptor, decode, effective_address, operand_value,
                       write_operand, write_register)

@@ -26,8 +26,9 @@ from unicorn import x86_const as X
 from ..errors import GuestError
 from ..machine import quirks
 from ..machine.delivery import EXCEPTION, SOFTWARE
-from ..machine.machine import BOOT_CS, BOOT_DS, BOOT_GDT, DEFAULT_MEMORY, LONGEST_SLICE, STACK_TOP, Machine
 from ..machine.cpu import Fault
+from ..machine.machine import LONGEST_SLICE, Machine
+from ..machine.platform import BOOT_CS, BOOT_DS, BOOT_GDT, BOOT_GDT_LIMIT, DEFAULT_MEMORY, STACK_TOP
 from ..machine.x86 import GP, IF, NP, decode_descriptor, vector_name
 from .emulate import EMULATORS, decode, operand_value
 from .vcpu import VCpu
@@ -77,7 +78,7 @@ class TrapAndEmulate(Machine):
                           + bytes([0x89, 0x00, tss[1]]))
         self.uc.mem_write(VMM_TSS + 102, (104).to_bytes(2, "little"))      # no I/O bitmap: every port traps
         self.uc.reg_write(X.UC_X86_REG_TR, (VMM_TSS_SELECTOR, VMM_TSS, 103, 0x8B00))
-        self.load_gdt(BOOT_GDT, 3 * 8 - 1)
+        self.load_gdt(BOOT_GDT, BOOT_GDT_LIMIT)
         self.load_idt(0, 0)
         self.cpu.far_transfer(1, BOOT_CS | 1, BOOT_DS | 1, STACK_TOP, self.image.entry, 0x2 | IF)
 

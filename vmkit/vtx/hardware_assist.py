@@ -58,7 +58,8 @@ from unicorn import x86_const as X
 
 from ..machine.delivery import EXCEPTION, SOFTWARE
 from ..machine.devices import MMIO_BASE, MMIO_SIZE, MmioDevice
-from ..machine.machine import DEFAULT_MEMORY, Machine, _Stop
+from ..machine.machine import Machine, _Stop
+from ..machine.platform import DEFAULT_MEMORY
 from ..machine.x86 import vector_name
 
 HYPERVISOR_PRESENT = 1 << 31          # CPUID.1:ECX bit 31, set by every hypervisor, clear on bare metal

@@ -25,8 +25,9 @@ because the vmkit PC has no paging with which dom0 could map a new domain's memo
   store_evtchn); the port is also returned to dom0 in createdomain's last field. The course's
   frontend writes its ring-ref and event-channel there; see vmkit/guests/pv_domu.asm.
 """
-from ..asm import LOAD_ADDRESS, Image
+from ..asm import Image
 from ..errors import GuestError
+from ..machine.platform import LOAD_ADDRESS
 from . import abi as xen
 from . import event_channels, grant_tables
 from .layout import SHARED_INFO, STORE_PAGE

@@ -4,7 +4,7 @@ These addresses are vmkit's choice, not part of Xen's ABI (docs/architecture.md,
 with the rest of the domain's memory, and says how Xen places these pages). The guest learns
 shared_info's address from start_info, and the grant table's frame from GNTTABOP_setup_table.
 """
-from ..asm import LOAD_ADDRESS
+from ..machine.platform import LOAD_ADDRESS
 from . import abi as xen
 
 SHARED_INFO = 0x1000

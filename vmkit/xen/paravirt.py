@@ -38,7 +38,8 @@ from ..errors import GuestError, GuestTimeout, VmkitError
 from ..machine import quirks
 from ..machine.cpu import Fault
 from ..machine.delivery import EXCEPTION, SOFTWARE
-from ..machine.machine import BOOT_GDT, DEFAULT_MEMORY, STACK_TOP, Machine
+from ..machine.machine import Machine
+from ..machine.platform import BOOT_GDT, BOOT_GDT_LIMIT, DEFAULT_MEMORY, STACK_TOP
 from ..machine.x86 import BP, GP, IF, NT, OF_, PF_, RF, TF, VM, encode_descriptor, frame_names, vector_name
 from . import abi as xen
 from .domains import Xen
@@ -102,7 +103,7 @@ class Paravirt(Machine):
     def _boot_state(self):
         super()._boot_state()
         self._ram_in_host_memory()
-        self.uc.mem_write(BOOT_GDT, bytes(24))        # the PV platform has no boot GDT in guest memory
+        self.uc.mem_write(BOOT_GDT, bytes(BOOT_GDT_LIMIT + 1))      # the PV platform has no boot GDT in guest memory
         self.uc.mem_map(XEN_AREA, XEN_AREA_SIZE, UC_PROT_READ)
         self.cpu.regions.append((XEN_AREA, XEN_AREA_SIZE))
         for selector, descriptor in XEN_GDT.items():
