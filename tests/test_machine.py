@@ -183,13 +183,10 @@ def test_the_rings_guest_tells_its_story():
     assert all(e.detail["stack_switch"] for e in result.of_kind("ring-transition") if e.detail["cause"] != "iret")
 
 
-def test_other_techniques_say_they_are_not_built_yet():
-    from vmkit.run import BUILT
-    for technique in [t for t in vmkit.TECHNIQUES if t not in BUILT]:
-        with pytest.raises(vmkit.NotBuiltYet, match="not built yet"):
-            vmkit.run("hlt", technique=technique)
-    with pytest.raises(vmkit.VmkitError, match="unknown technique"):
-        vmkit.run("hlt", technique="magic")
+def test_an_unknown_technique_is_a_clear_error():
+    for call in (vmkit.run, vmkit.machine):
+        with pytest.raises(vmkit.VmkitError, match="unknown technique 'magic'; vmkit knows native, trap-and-emulate"):
+            call("hlt", technique="magic")
 
 
 def test_memory_outside_ram_is_a_clear_guest_error():

@@ -5,8 +5,7 @@
     result.serial, result.exit_code, result.events, result.stats, result.regs
 """
 from .asm import Image, Instruction, assemble, disassemble
-from .errors import (AsmError, GuestError, GuestTimeout, KvmUnavailable, NotBuiltYet, ToolMissing,
-                     VmkitError)
+from .errors import AsmError, GuestError, GuestTimeout, KvmUnavailable, ToolMissing, VmkitError
 from .machine import Machine
 from .run import TECHNIQUES, machine, run
 from .trace import EVENT_KINDS, Event, RunResult
@@ -14,5 +13,5 @@ from .doctor import doctor
 from . import kvm                      # vmkit.kvm.probe(), vmkit.kvm.KvmMachine: no device is opened on import
 
 __all__ = ["Image", "Instruction", "assemble", "disassemble", "AsmError", "GuestError", "GuestTimeout",
-           "KvmUnavailable", "NotBuiltYet", "ToolMissing", "VmkitError", "Machine", "TECHNIQUES",
+           "KvmUnavailable", "ToolMissing", "VmkitError", "Machine", "TECHNIQUES",
            "machine", "run", "EVENT_KINDS", "Event", "RunResult", "doctor"]

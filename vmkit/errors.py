@@ -49,7 +49,3 @@ class KvmUnavailable(VmkitError):
 
     def _render_traceback_(self):
         return [f"{type(self).__name__}: {self}"]       # as for ToolMissing: the message is the story
-
-
-class NotBuiltYet(VmkitError):
-    """A technique the course names but this version of vmkit does not implement yet."""

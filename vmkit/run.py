@@ -1,10 +1,15 @@
 """vmkit.run: one guest, one technique, one result."""
 from .asm import assemble
-from .errors import NotBuiltYet, VmkitError
+from .errors import VmkitError
+from .kvm import KvmMachine
 from .machine import DEFAULT_MAX_INSTRUCTIONS, DEFAULT_MEMORY, DEFAULT_TIMEOUT, Machine, MustCount
+from .vmm import BinaryTranslation, TrapAndEmulate
+from .vtx import HardwareAssist
+from .xen import Paravirt
 
-TECHNIQUES = ("native", "trap-and-emulate", "binary-translation", "paravirt", "hardware-assist", "kvm")
-BUILT = ("native", "trap-and-emulate", "binary-translation", "paravirt", "hardware-assist", "kvm")
+MACHINES = {"native": Machine, "trap-and-emulate": TrapAndEmulate, "binary-translation": BinaryTranslation,
+            "paravirt": Paravirt, "hardware-assist": HardwareAssist, "kvm": KvmMachine}
+TECHNIQUES = tuple(MACHINES)
 
 
 def machine(image_or_source, technique="native", *, memory=DEFAULT_MEMORY,
@@ -16,23 +21,9 @@ def machine(image_or_source, technique="native", *, memory=DEFAULT_MEMORY,
 
 
 def _machine_class(technique):
-    _check_technique(technique)
-    if technique == "trap-and-emulate":
-        from .vmm import TrapAndEmulate
-        return TrapAndEmulate
-    if technique == "binary-translation":
-        from .vmm import BinaryTranslation
-        return BinaryTranslation
-    if technique == "paravirt":
-        from .xen import Paravirt
-        return Paravirt
-    if technique == "hardware-assist":
-        from .vtx import HardwareAssist
-        return HardwareAssist
-    if technique == "kvm":
-        from .kvm import KvmMachine
-        return KvmMachine
-    return Machine
+    if technique not in MACHINES:
+        raise VmkitError(f"unknown technique {technique!r}; vmkit knows {', '.join(TECHNIQUES)}")
+    return MACHINES[technique]
 
 
 def run(image_or_source, technique="native", *, memory=DEFAULT_MEMORY,
@@ -62,11 +53,3 @@ def run(image_or_source, technique="native", *, memory=DEFAULT_MEMORY,
         except MustCount:
             timeout = None if timeout is None else max(timeout - fast.elapsed, 1e-3)
     return Machine(image, memory, max_instructions=max_instructions, timeout=timeout).run()
-
-
-def _check_technique(technique):
-    if technique not in TECHNIQUES:
-        raise VmkitError(f"unknown technique {technique!r}; vmkit knows {', '.join(TECHNIQUES)}")
-    if technique not in BUILT:
-        raise NotBuiltYet(f"the {technique!r} technique is not built yet in this version of vmkit; "
-                          f"built so far: {', '.join(BUILT)}")
