@@ -13,6 +13,8 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 
+import capstone
+
 from .errors import AsmError, ToolMissing
 
 LOAD_ADDRESS = 0x100000       # where the platform loads every image (vmkit.machine.platform; docs/architecture.md, 2.1)
@@ -178,7 +180,6 @@ def disassemble(code, address=0, count=None):
     """Decode 32-bit x86 machine code with capstone into Instructions."""
     global _capstone
     if _capstone is None:
-        import capstone
         _capstone = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
     out = []
     for insn in _capstone.disasm(bytes(code), address, count or 0):

@@ -34,6 +34,7 @@ from typing import NamedTuple
 from . import guests
 from .asm import assemble
 from .errors import GuestError, KvmUnavailable, VmkitError
+from .kvm import probe
 from .run import TECHNIQUES, machine, run
 
 COUNTS = ("instructions", "traps", "exits", "hypercalls", "blocks")
@@ -242,7 +243,6 @@ def why_not(name, technique):
     if (w.name, technique) in NOT_RUN:
         return NOT_RUN[w.name, technique]
     if technique == "kvm":
-        from .kvm import probe
         return probe().why_not("protected-mode", *w.kvm_needs)
     return None
 
@@ -493,7 +493,7 @@ class CostModel:
 
 def nnls(A, b, max_iterations=None):
     """min ||A x - b|| subject to x >= 0 (Lawson and Hanson's active-set method, 1974)."""
-    import numpy as np
+    import numpy as np  # heavy, and only the cost model needs it: loaded when a model is fitted
     A, b = np.asarray(A, float), np.asarray(b, float)
     n = A.shape[1]
     x, passive = np.zeros(n), np.zeros(n, bool)
@@ -521,7 +521,7 @@ def fit(rows, seconds):
     hypercalls, blocks] each). Each row is weighted by 1/seconds, so the fit minimises relative
     errors: a workload of a millisecond counts as much as one of a second. Columns are scaled to
     unit length, so a cost of nanoseconds and one of microseconds are fitted alike."""
-    import numpy as np
+    import numpy as np  # heavy, and only the cost model needs it: loaded when a model is fitted
     A, y = np.asarray(rows, float), np.asarray(seconds, float)
     weight = 1.0 / np.where(y > 0, y, 1.0)
     A, y = A * weight[:, None], y * weight

@@ -4,6 +4,11 @@ import platform
 import shutil
 from dataclasses import dataclass
 
+import unicorn
+
+from .kvm.probe import probe
+from .machine import quirks
+
 
 @dataclass
 class Check:
@@ -43,7 +48,6 @@ def _kvm():
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return Check("/dev/kvm", False, "present but not usable by this user",
                      "sudo usermod -aG kvm $USER, then log in again")
-    from .kvm.probe import probe
     report = probe()                        # tiny guests, once per process: what this KVM can run
     if not report.usable:
         return Check("/dev/kvm", False, report.reason, report.fix)
@@ -55,7 +59,6 @@ def _kvm():
 
 def doctor():
     """Check the tools the course uses. Print the result to see what to install."""
-    import unicorn
     report = Report([
         Check("unicorn", True, f"{unicorn.__version__} (the CPU emulator every technique runs on)"),
         _tool("nasm", "assembles the guests", "nasm"),
@@ -64,7 +67,6 @@ def doctor():
         _kvm(),
     ])
     try:
-        from .machine import quirks
         quirks.offsets()
         report.append(Check("unicorn internals", True, "vmkit's probe found the CPU state it needs"))
     except Exception as e:                     # noqa: BLE001 - report, don't crash the doctor

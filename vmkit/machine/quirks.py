@@ -22,7 +22,7 @@ the error says which version vmkit was checked against.
 import ctypes
 from dataclasses import dataclass
 
-from unicorn import Uc, UC_ARCH_X86, UC_MODE_32, UC_HOOK_INTR
+from unicorn import Uc, UC_ARCH_X86, UC_MODE_32, UC_HOOK_INSN, UC_HOOK_INTR
 from unicorn import x86_const as X
 
 from .x86 import encode_descriptor
@@ -113,7 +113,7 @@ def engine_library():
     """The ctypes handle of libunicorn that the Python binding loaded. Calling it directly costs
     about a microsecond less per call than the binding's generic register and memory accessors,
     which matters on every interrupt vmkit delivers."""
-    from unicorn.unicorn_py3.unicorn import uclib
+    from unicorn.unicorn_py3.unicorn import uclib  # private to unicorn's binding: loaded only where vmkit uses it
     return uclib
 
 
@@ -201,9 +201,8 @@ def hook_time_stamp_counter(uc, on_rdtsc, on_rdtscp):
     """Let vmkit answer rdtsc/rdtscp (Unicorn reads the host's clock, which breaks reproducibility).
     Unicorn's engine supports these hooks; its Python binding does not list them yet. Each callback
     sets EDX:EAX itself and returns 1 so the instruction's own result is skipped."""
-    from unicorn import UC_HOOK_INSN
-    from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
-    from unicorn.unicorn_py3.unicorn import uccallback
+    from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC  # private to unicorn's binding, as above
+    from unicorn.unicorn_py3.unicorn import uccallback  # private to unicorn's binding, as above
     for insn, callback in ((X.UC_X86_INS_RDTSC, on_rdtsc), (X.UC_X86_INS_RDTSCP, on_rdtscp)):
         wrapped = uccallback(uc, HOOK_INSN_CPUID_CFUNC)(lambda engine, key, cb=callback: cb())
         uc._Uc__do_hook_add(UC_HOOK_INSN, wrapped, 1, 0, insn)

@@ -23,6 +23,8 @@ import pickle
 from ..asm import assemble
 from ..errors import VmkitError
 from ..kvm import api
+from ..kvm.machine import KvmMachine
+from ..kvm.vm import DEVICE
 from ..machine.devices import CPU_HZ
 from ..machine.machine import Machine
 from .dirty_log import PAGE_SIZE, PagedMachine, WriteProtectLog
@@ -136,8 +138,6 @@ class KvmVm:
     where = "kvm"
 
     def __init__(self, image, *, tracked=False, path=None):
-        from ..kvm.machine import KvmMachine
-        from ..kvm.vm import DEVICE
         self.image = assemble(image)
         self.machine = KvmMachine(self.image, timeout=None, path=path or DEVICE)
         self.pages = self.machine.memory // PAGE_SIZE

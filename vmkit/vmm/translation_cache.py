@@ -17,6 +17,7 @@ import bisect
 
 from unicorn import UC_HOOK_MEM_WRITE
 
+from .emit import jmp
 from .translator import LOOKUP, LOOKUP_ENTRIES, NIBBLE, dispatcher
 
 UNIT_ROOM = 2048          # more than the largest unit the translator can make
@@ -105,7 +106,6 @@ class TranslationCache:
         unit.chained_from.append(way)
 
     def _unchain(self, way):
-        from .emit import jmp
         self._patch(way.site, jmp(way.site, way.site + 5))
         way.chained_to = None
 
