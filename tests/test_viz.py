@@ -1,10 +1,22 @@
 """The visual layer renders what the machine recorded: diagrams, frames and the stepper."""
+import importlib
+import pkgutil
+import re
+from pathlib import Path
+
+import nbformat
 import pytest
 
 import vmkit
 import vmkit.guests
-from vmkit.viz import Choice, Number, Stepper, excerpt, frame_table, ring_diagram, tables_diagram
-from vmkit.viz.stepper import listing
+import vmkit.viz
+from vmkit.viz.frames import frame_table
+from vmkit.viz.quiz import Choice, Number
+from vmkit.viz.rings import ring_diagram
+from vmkit.viz.source import excerpt
+from vmkit.viz.stepper import Stepper, listing
+from vmkit.viz.tables import tables_diagram
+from vmkit.viz.vmm import shadow_tables, vmm_loop
 
 LOOP_FOREVER = """
     mov eax, 1
@@ -179,7 +191,7 @@ def lesson_diagrams(rings):
     m = vmkit.machine(rings)
     at_boot = ring_diagram(m)
     m.run_until(event="ring-transition")
-    return [at_boot, ring_diagram(m), tables_diagram(m), ring_diagram(cpl=1, occupants=vmkit.viz.VIRTUALIZED)]
+    return [at_boot, ring_diagram(m), tables_diagram(m), ring_diagram(cpl=1, occupants=vmkit.viz.rings.VIRTUALIZED)]
 
 
 def test_every_diagram_carries_its_text_as_alt_text_and_beside_the_picture(rings):
@@ -223,7 +235,7 @@ def test_check_tools_names_what_is_missing_and_the_fix(monkeypatch):
     assert missing_tools() == ["nasm", "dot"]
     shown = []
     monkeypatch.setattr("IPython.display.display", lambda *objs: shown.extend(objs))
-    vmkit.viz.check_tools()
+    vmkit.viz.tools.check_tools()
     assert len(shown) == 1 and isinstance(shown[0], ToolNotice)
     text = shown[0].text
     assert "sudo apt-get install nasm" in text and "sudo apt-get install graphviz" in text
@@ -235,7 +247,7 @@ def test_check_tools_is_silent_when_all_is_there(monkeypatch):
     monkeypatch.setattr("shutil.which", lambda name: "/bin/" + name)
     shown = []
     monkeypatch.setattr("IPython.display.display", lambda *objs: shown.extend(objs))
-    assert vmkit.viz.check_tools() is None and shown == []
+    assert vmkit.viz.tools.check_tools() is None and shown == []
 
 
 def test_the_hosted_stack_puts_its_monitor_in_ring_0():
@@ -254,7 +266,6 @@ def test_the_hosted_stack_puts_its_monitor_in_ring_0():
 def test_the_vmm_loop_counts_where_each_timer_interrupt_was_injected(rings):
     """The rings kernel never executes sti: does the loop say the timer came in while the user program
     ran in ring 3, not while the virtual IF was on?"""
-    from vmkit.viz import vmm_loop
     result = vmkit.run(rings, "trap-and-emulate")
     injected = [e for e in result.of_kind("ring-transition") if str(e.detail.get("cause")).startswith("IRQ")]
     assert injected and all(e.detail["from_ring"] == 3 for e in injected)
@@ -268,7 +279,6 @@ def test_the_vmm_loop_counts_where_each_timer_interrupt_was_injected(rings):
 
 
 def test_the_vmm_loop_of_a_kernel_that_enables_interrupts_counts_kernel_injections():
-    from vmkit.viz import vmm_loop
     d = vmm_loop(vmkit.run(vmkit.guests.image("popf_critical"), "trap-and-emulate"))
     line = [l for l in d.text.splitlines() if "timer interrupts" in l][0]
     assert ": 0 while its user program ran in ring 3," in line and " 0 while its kernel" not in line
@@ -276,7 +286,6 @@ def test_the_vmm_loop_of_a_kernel_that_enables_interrupts_counts_kernel_injectio
 
 
 def test_the_shadow_tables_show_ring_compression_and_why_the_virtual_if_is_0_in_ring_3(rings):
-    from vmkit.viz import shadow_tables
     m = vmkit.machine(rings, "trap-and-emulate")
     m.run_until(event="ring-transition")                               # the iretd into ring 3
     assert m.cpu.cpl == 3 and not m.vcpu.interrupt_flag
@@ -285,3 +294,49 @@ def test_the_shadow_tables_show_ring_compression_and_why_the_virtual_if_is_0_in_
     assert "IF           0x0               0x1   differs" in d.text
     assert "The guest is in ring 3" in d.text and "ring 3" in d.caption
     assert 'label="DPL 0→1"' in d.source
+
+
+# --- the package: viz.<module>.<name>, and each module's "Used by" line -------------------------------------------
+ROOT = Path(__file__).resolve().parent.parent
+VIZ_MODULES = sorted(m.name for m in pkgutil.iter_modules(vmkit.viz.__path__) if not m.name.startswith("_"))
+
+
+def notebooks_that_use(module):
+    """The lessons (two digits) and labs (one) whose code cells name viz.<module>. or vmkit.viz.<module>."""
+    lessons, labs = set(), set()
+    for path in [*ROOT.glob("lessons/*.ipynb"), *ROOT.glob("labs/*/*.ipynb")]:
+        code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+        if re.search(rf"\bviz\.{module}\b", code):
+            if path.parent.name == "lessons":
+                lessons.add(path.name[:2])
+            else:
+                labs.add(re.match(r"lab(\d+)", path.parent.name).group(1))
+    return lessons, labs
+
+
+def used_by(module):
+    """The lessons and labs a module's docstring names in its first sentence starting "Used by"."""
+    doc = importlib.import_module(f"vmkit.viz.{module}").__doc__ or ""
+    found = re.search(r"\bUsed by (.*?)\.(?:\s|$)", doc, re.S)
+    assert found, f"vmkit/viz/{module}.py: its docstring has no 'Used by lesson NN.' line"
+    words = found.group(1)
+    labs_part = re.search(r"\blabs? ([\d, and]+)", words)
+    return set(re.findall(r"\b\d\d\b", words)), set(re.findall(r"\d+", labs_part.group(1))) if labs_part else set()
+
+
+@pytest.mark.parametrize("module", VIZ_MODULES)
+def test_each_viz_module_names_the_lessons_and_labs_that_use_it(module):
+    assert used_by(module) == notebooks_that_use(module), \
+        f"vmkit/viz/{module}.py says it is used by {used_by(module)} (lessons, labs); the notebooks say " \
+        f"{notebooks_that_use(module)}: correct its 'Used by' line"
+
+
+def test_the_package_names_its_modules_and_imports_each_on_first_use():
+    import subprocess
+    import sys
+    code = ("import sys; from vmkit import viz; assert 'vmkit.viz.compare' not in sys.modules; "
+            "assert viz.quiz.Choice and viz.diagram.Table and 'compare' in dir(viz); print(sorted(dir(viz)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert all(name in out for name in VIZ_MODULES)
+    with pytest.raises(AttributeError, match="no module 'ring_diagram'.*viz.quiz.Choice"):
+        vmkit.viz.ring_diagram

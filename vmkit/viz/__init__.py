@@ -1,32 +1,51 @@
 """vmkit.viz: pictures and widgets drawn from what a run recorded. Nothing here simulates.
 
-    ring_diagram(machine_or_event)   the rings, the CPL, the last transition (graphviz, with .text)
-    tables_diagram(machine)          GDT, IDT and TSS as the CPU sees them
-    frame_table(event)               the interrupt frame, slot by slot
-    excerpt("rings", "user_main")    guest source, highlighted
-    Stepper(image, technique=...)    step / next event / run / reset over a live machine
-    vmm_loop(result), shadow_tables(machine)   a trap-and-emulate VMM's loop and its shadow tables
-    side_by_side(m, unit), cache_graph(m), TranslationStepper(image)   a binary translator's units,
-                                     its translation cache as a graph, and a stepper through both
-    vmkit.viz.paravirt, .kvm         lesson 04's hypercall stepper and Xen's structure; lesson 05's run loop
-    vmkit.viz.migration              lesson 06: a migration's timeline, rounds, transcript, RoundStepper
-    vmkit.viz.compare                lesson 08: the comparison's tables and plots, Adams & Agesen beside
-                                     them, the cost model and a workload designer
-    Choice(...), Number(...)         self-checks with instant feedback
-    check_tools()                    one notice, with the fix, if nasm or graphviz's dot is missing
-"""
-from .diagram import Diagram
-from .frames import Frame, frame_table
-from .quiz import Choice, Number
-from .rings import NATIVE, VIRTUALIZED, last_transition, ring_diagram
-from .source import excerpt, highlight
-from .stepper import Stepper
-from .tables import read_tables, tables_diagram
-from .tools import check_tools, missing_tools
-from .translation import TranslationStepper, cache_graph, side_by_side, translation_loop
-from .vmm import shadow_tables, vmm_loop
+A lesson imports the package once and names the module of everything it calls:
 
-__all__ = ["Diagram", "Frame", "frame_table", "Choice", "Number", "NATIVE", "VIRTUALIZED", "last_transition",
-           "ring_diagram", "excerpt", "highlight", "Stepper", "read_tables", "tables_diagram",
-           "check_tools", "missing_tools", "shadow_tables", "vmm_loop", "TranslationStepper", "cache_graph",
-           "side_by_side", "translation_loop"]
+    from vmkit import viz
+    viz.tools.check_tools()
+    viz.rings.ring_diagram(machine)
+    viz.quiz.Choice("question", options, answer, feedback)
+
+so a reader sees where each picture comes from, and `grep viz.<module>.` finds every lesson that
+uses a module. A module is imported the first time it is named (the matplotlib ones take a
+moment), so `viz.compare` costs nothing to a lesson that never draws a plot.
+
+    diagram      Diagram (graphviz), Table (rows), Plot (matplotlib): each with a text form
+    quiz         Choice, Number: self-checks with instant feedback
+    tools        check_tools(): one notice, with the fix, if nasm or graphviz's dot is missing
+    source       excerpt(): guest source, highlighted
+    stepper      Stepper: step / next event / run / reset over a live machine
+    rings        ring_diagram(): the rings, the CPL, the last transition
+    tables       tables_diagram(): GDT, IDT and TSS as the CPU sees them
+    frames       frame_table(): the interrupt frame, slot by slot
+    vmm          vmm_loop(), shadow_tables(): a trap-and-emulate VMM's loop and its shadow tables
+    translation  side_by_side(), cache_graph(), TranslationStepper: a binary translator's units
+    paravirt     HypercallStepper, xen_structure(), multicalls, a split driver's ring
+    kvm          run_loop(), ExitStepper, VmcsExplorer: VT-x and KVM's run loop
+    migration    timeline(), rounds_table(), RoundStepper: pre-copy live migration
+    isolation    svirt_diagram(), access_walker(): sVirt's labels and decisions
+    compare      the comparison's tables and plots, the cost model, a workload designer
+    hypervisors  hypervisor_stack(): type 1, type 2 and KVM as layer stacks
+    packing      packing_plot(), Explorer: server consolidation
+
+Each module's docstring names the lessons that use it (tests/test_viz.py keeps that true).
+"""
+import importlib
+import pkgutil
+
+
+def _modules():
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def __getattr__(name):
+    """viz.<module>: import the module the first time a lesson names it."""
+    if name in _modules():
+        return importlib.import_module(f"{__name__}.{name}")      # also binds it here, as an import does
+    raise AttributeError(f"vmkit.viz has no module {name!r}; its modules are {', '.join(_modules())} "
+                         f"(a lesson calls viz.<module>.<name>, e.g. viz.quiz.Choice)")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_modules()))

@@ -17,6 +17,8 @@ Nothing here measures or runs a guest by itself. Every function takes what vmkit
     cost_diagram(model)        where each technique's time goes, with the fitted costs on the arrows
     cost_table(model), residuals_table(model, suite)             the fitted cost model and how well it fits
     Designer(model, suite)     sliders for a workload of one's own; its predicted time per technique
+
+Used by lesson 08.
 """
 import html
 import statistics
@@ -25,9 +27,8 @@ import ipywidgets as w
 import matplotlib.pyplot as plt
 
 from .. import compare
-from .diagram import Diagram
-from .migration import Plot
-from .translation import ADAMS_AGESEN, Table
+from .diagram import Diagram, Plot, Table
+from .translation import ADAMS_AGESEN
 
 TECHNIQUES = ("native", "trap-and-emulate", "binary-translation", "paravirt", "hardware-assist", "kvm")
 SHORT = {"native": "native", "trap-and-emulate": "trap & emulate", "binary-translation": "binary transl.",

@@ -1,5 +1,8 @@
 """The interrupt frame: the dwords the CPU pushes when it delivers an interrupt or exception, and
-the ones iret pops to go back. Each row says what the value means, since that is the lesson."""
+the ones iret pops to go back. Each row says what the value means, since that is the lesson.
+
+Used by lesson 01 (and by the stepper's frame panel).
+"""
 import html
 
 from ..machine.x86 import IF, IOPL_MASK, IOPL_SHIFT, decode_selector

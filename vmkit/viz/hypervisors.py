@@ -8,6 +8,8 @@ privilege ring each layer's code runs in. The rings do not decide the type: a ho
 runs guests at speed has its own ring-0 part too, entered through a driver in the host kernel
 (VMware Workstation's vmmon, whose task.c holds the "switching routines between the host and the
 monitor"; VirtualBox's vboxdrv, which loads its ring-0 VMM, VMMR0).
+
+Used by lesson 00.
 """
 from .diagram import Diagram
 

@@ -14,6 +14,8 @@
 `run` is a RunResult or a live machine (a KvmMachine or the hardware-assist model): its events
 and counters are read, nothing is run here except by the two widgets, which drive a machine the
 way a cell would.
+
+Used by lesson 05.
 """
 import html
 import os
@@ -25,10 +27,10 @@ import ipywidgets as w
 from ..asm import assemble
 from ..errors import GuestError, GuestTimeout
 from ..machine.x86 import vector_name
-from ..vmm.hardware_assist import KERNEL_HANDLED, VmcsControls
-from .diagram import NO_DOT, Diagram
+from ..vtx.hardware_assist import KERNEL_HANDLED, VmcsControls
+from .diagram import NO_DOT, Diagram, Table
 from .source import highlight
-from .translation import ADAMS_AGESEN, Table
+from .translation import ADAMS_AGESEN
 
 # Exits KVM keeps inside the kernel: CPUID is answered from the table user space gave it, and an
 # exception the exception bitmap intercepted is handed back to the guest (injected at VM entry).
@@ -317,7 +319,7 @@ def controls_table(controls, run=None):
              "behind it", "the MMIO page", "MMIO", n("MMIO")),
             ("(none)", "a triple fault always exits", "always", "SHUTDOWN", n("SHUTDOWN"))]
     return Table(["control", "where in the VMCS", "setting", "exit", "exits in this run" if run is not None else ""],
-                 rows, "VM-execution controls of vmkit's model (vmkit.vmm.VmcsControls)")
+                 rows, "VM-execution controls of vmkit's model (vmkit.vtx.VmcsControls)")
 
 
 # --- widgets ---------------------------------------------------------------------------------------------

@@ -21,17 +21,16 @@
 A result is vmkit.migration's MigrationResult: `rounds` (records with number, pages_sent,
 pages_skipped, pages_dirtied, seconds, mbit), `downtime`, `total_time`, `stop_reason`, `transcript`, `switch_seq`
 and the two digests. Nothing here migrates: every number drawn is one the engine recorded.
+
+Used by lesson 06.
 """
-import base64
 import html
-import io
 
 import ipywidgets as w
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from .diagram import Diagram
-from .translation import Table
+from .diagram import Diagram, Plot, Table
 
 PAGE = 4096
 # one colour per part of the story, in every picture
@@ -92,32 +91,6 @@ def phases(result):
         t += r.seconds
     out.append((t, result.downtime, "stop-and-copy"))
     return out
-
-
-# --- a matplotlib figure that also carries its content as text ----------------------------------------
-class Plot:
-    """A matplotlib figure with a `text` form: a PNG with that text as its alt in JupyterLab, the
-    text itself one click away beneath it (as vmkit.viz.Diagram does for graphviz pictures)."""
-
-    def __init__(self, figure, text):
-        self.figure, self.text = figure, text
-        plt.close(figure)               # shown once, where the cell returns it
-
-    def png(self):
-        buffer = io.BytesIO()
-        self.figure.savefig(buffer, format="png", dpi=96, facecolor="white")
-        return buffer.getvalue()
-
-    def _repr_mimebundle_(self, include=None, exclude=None, **kwargs):
-        picture = base64.b64encode(self.png()).decode()
-        figure = (f'<figure class="vmkit-plot" style="margin:0">'
-                  f'<img src="data:image/png;base64,{picture}" alt="{html.escape(self.text)}">'
-                  f'<details><summary>the plot as text</summary><pre>{html.escape(self.text)}</pre></details>'
-                  f'</figure>')
-        return {"image/png": picture, "text/html": figure, "text/plain": self.text}
-
-    def __repr__(self):
-        return self.text
 
 
 # --- the algorithm --------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@
     Explorer()                       sliders for fleet size, mean load and headroom; redraws both
 
 The numbers come from vmkit.consolidation; this module only draws them.
+
+Used by lesson 00.
 """
 import html
 

@@ -10,20 +10,21 @@
     record_ring(machine, domid, address), RingAnimation(states)   a split driver's ring, frame by frame
     paper_table(), technique_table(measured)    Barham et al.'s figures (SOSP 2003) and ours
 
-Nothing here simulates: the hypervisor (vmkit.vmm.paravirt, domains, hypercalls) records events and
+Nothing here simulates: the hypervisor (vmkit.xen.paravirt, domains, hypercalls) records events and
 keeps the domains' memory; these functions read them. record_ring and virtual_if drive a machine
 forward as a stepper does and look at it between events.
+
+Used by lesson 04.
 """
 import html
 
 import ipywidgets as w
 
 from ..asm import disassemble
-from ..vmm import xen_abi as xen
-from ..vmm.rings import read_ring
-from .diagram import Diagram
+from ..xen import abi as xen
+from ..xen.io_ring import read_ring
+from .diagram import Diagram, Table
 from .stepper import Stepper, log_html, log_line, status_html
-from .translation import Table
 
 XEN, GUEST, USER, HARDWARE, LINK = "#f4d6d6", "#f6e7d2", "#dbeaf7", "#eeeeee", "#e8f5e9"
 PV_RINGS = {0: "Xen (the hypervisor)", 1: "guest kernels: dom0, domUs", 2: "unused", 3: "guest user programs"}
@@ -370,7 +371,7 @@ def multicall_plot(curve, calls):
 
 # --- the split driver's ring, frame by frame -----------------------------------------------------------------
 class RingState:
-    """The ring after one event of a run: `ring` (vmkit.vmm.rings.SharedRing), the `event` after
+    """The ring after one event of a run: `ring` (vmkit.xen.io_ring.SharedRing), the `event` after
     which it was read, and a `caption` saying what changed."""
 
     def __init__(self, index, ring, event, caption):

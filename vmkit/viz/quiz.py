@@ -1,5 +1,8 @@
 """Self-checks: the student commits to an answer and gets feedback at once. Nothing is graded or
-stored; the feedback explains, so a wrong answer is a step in the lesson, not a dead end."""
+stored; the feedback explains, so a wrong answer is a step in the lesson, not a dead end.
+
+Used by lessons 00, 01, 02, 03, 04, 05, 06, 07 and 08: every lesson's self-checks.
+"""
 import html
 
 import ipywidgets as w

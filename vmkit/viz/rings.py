@@ -3,6 +3,8 @@
 Drawn as a stack with ring 3 on top and ring 0 at the bottom, next to the hardware: the lower a
 ring, the more it may do. The arrow beside the stack is the last ring transition the machine
 recorded, labelled with its cause (int 0x80, #GP, IRQ0, iret).
+
+Used by lessons 01 and 02 (and by the stepper's ring panel).
 """
 from ..trace import Event, RunResult
 from .diagram import Diagram

@@ -2,6 +2,8 @@
 
 The colouring is deliberately simple (comments, labels, mnemonics, registers, numbers); it is
 enough to make a listing scannable and needs no highlighter library.
+
+Used by lessons 01, 02, 03, 04, 05 and 06.
 """
 import html
 import re

@@ -4,6 +4,9 @@ The Stepper holds plain state (the machine, the events of the last action, the r
 action changed, a message). The buttons call step(), next_event(), run() and reset(); each does
 its work on the machine and then render() redraws every panel from that state. Tests call the
 same methods and read the widgets' values, so no browser is needed to check it.
+
+Used by lessons 01 and 02. Lessons 03 and 04 use its subclasses, viz.translation.TranslationStepper
+and viz.paravirt.HypercallStepper.
 """
 import html
 import re

@@ -4,6 +4,8 @@ selectors that point from one into another.
 An interrupt from ring 3 uses all three: the IDT gate names the handler and its code segment
 (a GDT entry), the code segment's DPL says which ring the handler runs in, and the TSS says which
 stack that ring uses. The diagram is read from the live machine's memory and registers.
+
+Used by lesson 01.
 """
 import html
 

@@ -12,6 +12,8 @@
 
 Nothing here translates or runs: the machine's translation cache (vmkit.vmm.translation_cache)
 holds the units, and these functions only read them.
+
+Used by lesson 03.
 """
 import html
 import re
@@ -19,7 +21,7 @@ from collections import Counter
 
 from ..asm import disassemble
 from ..vmm import translator as T
-from .diagram import Diagram
+from .diagram import Diagram, Table
 from .stepper import Stepper, code_html, log_html, log_line, status_html
 
 # what the translator did with a guest instruction: (label, row colour); white means "the same bytes"
@@ -389,51 +391,7 @@ def _log_html(events, last, show_io, lines):
     return log_html(events, last, show_io, lines, line=bt_log_line)
 
 
-# --- tables: measured here, and the paper's ----------------------------------------------------------------
-class Table:
-    """Rows under a header, with a caption: HTML in Jupyter, aligned text elsewhere."""
-
-    def __init__(self, header, rows, caption="", groups=None):
-        self.header, self.rows, self.caption, self.groups = list(header), [list(r) for r in rows], caption, groups
-
-    def _numeric(self, column):
-        return all(str(row[column])[:1].isdigit() or str(row[column]) in ("", "—") or str(row[column]).startswith("≈")
-                   for row in self.rows)
-
-    @property
-    def text(self):
-        cells = [self.header] + [[str(c) for c in row] for row in self.rows]
-        widths = [max(len(row[i]) for row in cells) for i in range(len(self.header))]
-        lines = ["  ".join(c.rjust(w) if self._numeric(i) else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
-                 for row in cells]
-        if self.groups:
-            spans, at = [], 0
-            for name, n in self.groups:
-                width = sum(widths[at:at + n]) + 2 * (n - 1)
-                spans.append(name.center(width, "-") if name else " " * width)
-                at += n
-            lines.insert(0, "  ".join(spans))
-        return "\n".join([line.rstrip() for line in lines] + ([self.caption] if self.caption else []))
-
-    def _repr_html_(self):
-        cell = "<{0} style='padding:2px 10px;text-align:{1};border-bottom:1px solid #ddd'>{2}</{0}>".format
-        align = ["right" if self._numeric(i) else "left" for i in range(len(self.header))]
-        groups = ""
-        if self.groups:
-            groups = "<tr>" + "".join(f"<th colspan='{n}' style='padding:2px 10px;text-align:center;"
-                                      f"border-bottom:1px solid #999'>{html.escape(name)}</th>"
-                                      for name, n in self.groups) + "</tr>"
-        head = "<tr>" + "".join(cell("th", align[i], html.escape(h)) for i, h in enumerate(self.header)) + "</tr>"
-        body = "".join("<tr>" + "".join(cell("td", align[i], html.escape(str(c))) for i, c in enumerate(row))
-                       + "</tr>" for row in self.rows)
-        return (f"<div style='background:#fcfcfc;color:#24292e;padding:4px;display:inline-block'>"
-                f"<table style='border-collapse:collapse;font-size:13px'>{groups}{head}{body}</table>"
-                f"<div style='font-size:12px;color:#555;margin-top:4px'>{html.escape(self.caption)}</div></div>")
-
-    def __repr__(self):
-        return self.text
-
-
+# --- measured here, and the paper's ------------------------------------------------------------------------
 def callout_sites(result, top=6):
     """The guest instructions that called out to the VMM most often in a run: under binary
     translation the ones an adaptive translator would translate differently."""

@@ -2,6 +2,8 @@
 
     vmm_loop(result)        the loop trap -> decode -> emulate -> resume, with the run's own counts
     shadow_tables(machine)  the guest's GDT and the VMM's shadow GDT side by side, real vs virtual registers
+
+Used by lesson 02.
 """
 import html
 from collections import Counter
