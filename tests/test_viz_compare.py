@@ -37,13 +37,18 @@ def cell(workload, technique, **counts):
     return m
 
 
+def syscall_cells(instructions, rounds=100, techniques=("native", "trap-and-emulate", "binary-translation",
+                                                         "hardware-assist")):
+    """The syscall loop as the techniques count it: two traps a round under trap-and-emulate, one (and
+    three translated blocks) under binary translation, none natively or under hardware assist."""
+    extra = {"trap-and-emulate": dict(traps=2 * rounds), "binary-translation": dict(traps=rounds, blocks=3)}
+    return [cell("syscall", t, rounds=rounds, instructions=instructions, **extra.get(t, {})) for t in techniques]
+
+
 @pytest.fixture
 def suite():
     return Suite([
-        cell("syscall", "native", instructions=2000),
-        cell("syscall", "trap-and-emulate", instructions=2000, traps=200),
-        cell("syscall", "binary-translation", instructions=2000, traps=100, blocks=3),
-        cell("syscall", "hardware-assist", instructions=2000),
+        *syscall_cells(2000),
         M("syscall", "kvm", ran=False, reason="this machine's KVM cannot deliver int n"),
         cell("in", "native", instructions=3000),
         cell("in", "trap-and-emulate", instructions=3000, traps=100),
@@ -118,9 +123,7 @@ def test_each_claimed_ordering_is_checked_against_the_times(suite):
 
 
 def test_a_per_round_claim_is_checked_on_what_one_round_costs(suite):
-    shorter = Suite([cell("syscall", t, rounds=10, **counts) for t, counts in
-                     (("native", dict(instructions=200)), ("trap-and-emulate", dict(instructions=200, traps=20)),
-                      ("binary-translation", dict(instructions=200, traps=10, blocks=3)))])
+    shorter = Suite(syscall_cells(200, rounds=10, techniques=("native", "trap-and-emulate", "binary-translation")))
     claim = compare.Claim("syscall", "binary-translation", "trap-and-emulate", "one trap a round against two",
                           per_round=True, factor=1.5)
     table = vc.check_orderings(suite, [claim], shorter=shorter)
@@ -132,10 +135,7 @@ def test_a_per_round_claim_is_checked_on_what_one_round_costs(suite):
 
 def test_a_runs_time_splits_into_what_each_round_costs_and_what_the_run_pays_once(suite):
     # 90 more rounds: 18 more µs of instructions and 180 more traps for trap-and-emulate, nothing more for the blocks
-    shorter = Suite([cell("syscall", "native", rounds=10, instructions=200),
-                     cell("syscall", "trap-and-emulate", rounds=10, instructions=200, traps=20),
-                     cell("syscall", "binary-translation", rounds=10, instructions=200, traps=10, blocks=3),
-                     cell("syscall", "hardware-assist", rounds=10, instructions=200)])
+    shorter = Suite(syscall_cells(200, rounds=10))
     times = vc.round_time_table(shorter, suite)
     assert times.header[:3] == ["workload", "rounds", "native"]
     assert times.rows[0][:5] == ["syscall", "10 → 100", "0.020", "40.0", "20.0"]
@@ -236,10 +236,7 @@ def test_every_designer_slider_shows_its_value_beside_it(suite):
 
 
 def test_one_rounds_counts_are_the_difference_of_two_suites_divided_by_the_rounds(suite):
-    small = Suite([cell("syscall", "native", instructions=1100, rounds=10),
-                   cell("syscall", "trap-and-emulate", instructions=1100, traps=20, rounds=10),
-                   cell("syscall", "binary-translation", instructions=1100, traps=10, blocks=3, rounds=10),
-                   cell("syscall", "hardware-assist", instructions=1100, rounds=10)])
+    small = Suite(syscall_cells(1100, rounds=10))
     # the large suite: 90 more rounds of 10 instructions, 2 traps (T&E) and 1 trap (BT); the blocks stay
     assert vc.round_counts(small, suite, "syscall", "trap-and-emulate") == {
         "instructions": 10, "traps": 2, "exits": 0, "hypercalls": 0, "blocks": 0}

@@ -19,6 +19,10 @@ Nothing here measures or runs a guest by itself. Every function takes what vmkit
     Designer(model, suite)     sliders for a workload of one's own; its predicted time per technique
 
 Used by lesson 08.
+
+Long because: every table, plot and widget here reads the same suite and shares its order of
+techniques, its colours and its slowdown arithmetic; split, a lesson would have to know which half
+holds which table.
 """
 import html
 import statistics

@@ -29,6 +29,15 @@ def figure_html(kind, mime, data, text):
             f'</figure>')
 
 
+def table_label(title, rows, colour):
+    """A graphviz HTML label: a table under a bold title, one row per (port, text), each row a port
+    that an edge can start or end at (node:port)."""
+    cells = "".join(f'<TR><TD PORT="{port}" ALIGN="LEFT" BALIGN="LEFT">{html.escape(text)}</TD></TR>'
+                    for port, text in rows)
+    return (f'<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="4" BGCOLOR="{colour}">'
+            f'<TR><TD><B>{html.escape(title)}</B></TD></TR>{cells}</TABLE>>')
+
+
 class Diagram(graphviz.Digraph):
     """A graphviz.Digraph with a `caption` (one line, drawn under the picture) and a `text` form."""
 
@@ -110,9 +119,7 @@ class Plot:
 
     def __init__(self, figure, text):
         self.figure, self.text = figure, text
-        # pyplot is already loaded by whoever made the figure; importing it here, and not at the top,
-        # keeps matplotlib out of the lessons that draw only graphviz diagrams
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt      # here, not at the top: lessons without plots never load matplotlib
         plt.close(figure)               # shown once, where the cell returns it
 
     def png(self):

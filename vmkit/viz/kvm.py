@@ -26,10 +26,13 @@ import ipywidgets as w
 
 from ..asm import assemble
 from ..errors import GuestError, GuestTimeout
+from ..kvm import process_threads
 from ..machine.x86 import vector_name
+from ..run import machine, run
 from ..vtx.hardware_assist import KERNEL_HANDLED, VmcsControls
 from .diagram import NO_DOT, Diagram, Table
 from .source import highlight
+from .stepper import Walker, button, titled
 from .translation import ADAMS_AGESEN
 
 # Exits KVM keeps inside the kernel: CPUID is answered from the table user space gave it, and an
@@ -375,7 +378,6 @@ class VmcsExplorer:
         return VmcsControls(hlt_exiting=self.hlt.value, exception_bitmap=bitmap, io_bitmap=io)
 
     def update(self):
-        from ..run import run
         controls = self.controls
         for b in self.ports.values():
             b.disabled = controls.io_bitmap is None
@@ -397,27 +399,26 @@ class VmcsExplorer:
         return self.widget._repr_mimebundle_(**kwargs)
 
 
-class ExitStepper:
+class ExitStepper(Walker):
     """Walk through a guest from VM exit to VM exit on the real KVM or the model: the run loop is
     redrawn after each button with the edge the last exit took, beside the instruction that exited.
     `options` go to vmkit.machine (path= for KVM, controls= for the model)."""
 
     LOG_LINES = 10
+    STOPPED_BY = "The VMM stopped the guest"
 
     def __init__(self, guest, technique="kvm", *, timeout=10.0, **options):
         self.image, self.technique, self.timeout, self.options = assemble(guest), technique, timeout, options
         self.machine = None
-        button = self._button
-        self.buttons = {"next exit": button("next exit", "step-forward", self.next_exit, "run until the next VM exit"),
-                        "next other": button("next exit that is not port I/O", "forward", self.next_other,
-                                             "run until an exit with another reason than IO"),
-                        "run": button("run to the end", "fast-forward", self.run, "run until the guest finishes"),
-                        "reset": button("reset", "undo", self.reset, "start the guest again")}
-        for key, b in self.buttons.items():
-            b.add_class("vmkit-exit-stepper-" + key.replace(" ", "-"))      # a stable handle for browser tests
+        buttons = {"next exit": ("next exit", "step-forward", self.next_exit, "run until the next VM exit"),
+                   "next other": ("next exit that is not port I/O", "forward", self.next_other,
+                                  "run until an exit with another reason than IO"),
+                   "run": ("run to the end", "fast-forward", self.run, "run until the guest finishes"),
+                   "reset": ("reset", "undo", self.reset, "start the guest again")}
+        self.buttons = {key: button(*args, "vmkit-exit-stepper-" + key.replace(" ", "-"))
+                        for key, args in buttons.items()}
         pane = lambda: w.HTML(layout=w.Layout(width="100%"))
         self.status, self.exit, self.code, self.diagram, self.log, self.serial = (pane() for _ in range(6))
-        titled = lambda text, p: w.VBox([w.HTML(f"<b style='font-size:13px'>{html.escape(text)}</b>"), p])
         half = w.Layout(width="50%", padding="0 8px 0 0")
         left = w.VBox([titled("the last exit", self.exit), titled("the guest's code: the instruction that exited", self.code)],
                       layout=half)
@@ -430,50 +431,26 @@ class ExitStepper:
             getattr(self, name).add_class(f"vmkit-exit-stepper-{name}")
         self.reset()
 
-    @staticmethod
-    def _button(text, icon, action, tip):
-        b = w.Button(description=text, icon=icon, tooltip=tip, layout=w.Layout(width="auto"))
-        b.on_click(lambda _: action())
-        return b
-
     # --- what the buttons do ---------------------------------------------------------------------------
     def reset(self):
-        from ..run import machine
         self.close()
         self.machine = machine(self.image, self.technique, timeout=self.timeout, **self.options)
         self.last_events, self.message, self.stopped = [], "", False
         self.render()
 
     def next_exit(self):
-        self._act(lambda m: m.run_until(event="vmexit"))
+        self._act(lambda: self.machine.run_until(event="vmexit"))
 
     def next_other(self):
-        self._act(lambda m: m.run_until(event=lambda e: e.kind == "vmexit" and e.detail["reason"] != "IO"))
+        self._act(lambda: self.machine.run_until(event=lambda e: e.kind == "vmexit" and e.detail["reason"] != "IO"))
 
     def run(self):
-        self._act(lambda m: m.run_until())
+        self._act(lambda: self.machine.run_until())
 
     def close(self):
         """Release the machine (a KVM machine holds file descriptors)."""
         if self.machine is not None and hasattr(self.machine, "close"):
             self.machine.close()
-
-    def _act(self, action):
-        m = self.machine
-        if m.finished or self.stopped:
-            self.message = "The guest has stopped. Press reset to start again."
-            self.render()
-            return
-        first = len(m.events)
-        self.message = ""
-        try:
-            action(m)
-        except GuestTimeout as e:
-            self.stopped, self.message = True, f"The guest ran out of its budget: {e}"
-        except GuestError as e:
-            self.stopped, self.message = True, f"The VMM stopped the guest: {e}"
-        self.last_events = m.events[first:]
-        self.render()
 
     # --- rendering ---------------------------------------------------------------------------------------
     @property
@@ -502,9 +479,6 @@ class ExitStepper:
         self.serial.value = _serial_html(result.serial)
         for name in ("next exit", "next other", "run"):
             self.buttons[name].disabled = m.finished or self.stopped
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
 
 
 def exit_html(event, technique):
@@ -558,7 +532,6 @@ def threads_table(machine=None):
     """This process's threads as Linux lists them (/proc/self/task): each with its name, state, the
     CPU it last ran on and the CPU time it used. The vCPU threads of `machine` (a KvmMachine that has
     been started) are marked."""
-    from ..kvm import process_threads
     vcpus = {tid: n for n, tid in (machine.vcpu_threads().items() if machine is not None else ())}
     rows = []
     for tid, name in process_threads():

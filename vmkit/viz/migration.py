@@ -23,14 +23,21 @@ pages_skipped, pages_dirtied, seconds, mbit), `downtime`, `total_time`, `stop_re
 and the two digests. Nothing here migrates: every number drawn is one the engine recorded.
 
 Used by lesson 06.
+
+Long because: lesson 06 draws one migration many ways (the algorithm, a table, a timeline, three
+plots, the transcript) and replays it in three widgets, all with the colours, page states and
+stop-condition words defined once at the top.
 """
 import html
 
 import ipywidgets as w
+from IPython.display import display
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
+from ..migration import XEN
 from .diagram import Diagram, Plot, Table
+from .kvm import Banner
 
 PAGE = 4096
 # one colour per part of the story, in every picture
@@ -102,8 +109,7 @@ def precopy_diagram(result=None, stop=None):
     reason = getattr(result, "stop_reason", None)
     memory = (result.rounds[0].pages_sent + result.rounds[0].pages_skipped
               if result is not None and result.rounds else 1024)
-    if stop is None:
-        from ..migration import XEN as stop
+    stop = XEN if stop is None else stop
     rules = conditions(stop)
     rows = ""
     for key, text in rules:
@@ -487,7 +493,6 @@ def clark_table(ours=None):
 # --- which engine, and a widget to explore -------------------------------------------------------------
 def engine_banner(report, where):
     """Which VM the lesson migrates on: `report` is vmkit.kvm.probe(), `where` "kvm" or "model"."""
-    from .kvm import Banner
     if where == "kvm":
         return Banner(f"Real KVM: the cells marked 'ENGINE' migrate guests between two VMs on {report.path} "
                       f"({report.module or 'module unknown'}), tracking writes with KVM_MEM_LOG_DIRTY_PAGES and "
@@ -521,7 +526,6 @@ class Explorer(w.VBox):
         self.redraw(result)         # a result of the starting values, when the notebook has one already
 
     def redraw(self, result=None):
-        from IPython.display import display
         self.result = result or self.run(self.wws.value, self.mbit.value, self.adaptive.value)
         with self.plot:
             self.plot.clear_output(wait=True)

@@ -24,6 +24,7 @@ from ..asm import disassemble
 from ..xen import abi as xen
 from ..xen.io_ring import read_ring
 from .diagram import Diagram, Table
+from .rings import ring_diagram
 from .stepper import Stepper, log_html, log_line, status_html
 
 XEN, GUEST, USER, HARDWARE, LINK = "#f4d6d6", "#f6e7d2", "#dbeaf7", "#eeeeee", "#e8f5e9"
@@ -206,20 +207,12 @@ class HypercallStepper(Stepper):
 
     def _build_widgets(self, show_io):
         super()._build_widgets(show_io)
-        mask = w.Button(description="mask byte changes", icon="flag", layout=w.Layout(width="auto"),
-                        tooltip="run until evtchn_upcall_mask, the virtual interrupt flag, changes")
-        mask.on_click(lambda _: self.next_mask_change())
-        mask.add_class("vmkit-stepper-mask")
-        self.buttons = {"step": self.buttons["step"], "next event": self.buttons["next event"],
-                        "mask byte changes": mask, **{k: v for k, v in self.buttons.items()
-                                                      if k not in ("step", "next event")}}
-        controls = self.widget.children[0]
-        controls.children = list(self.buttons.values()) + [self.show_io]
+        self._add_button("mask byte changes", "flag", self.next_mask_change,
+                         "run until evtchn_upcall_mask, the virtual interrupt flag, changes", after="next event")
         console = self.widget.children[-1].children[0]         # a PV guest has no COM1: Xen's console
         console.value = "<b style='font-size:13px'>Xen's console (console_io hypercalls)</b>"
 
     def _rings(self, m):
-        from .rings import ring_diagram
         return ring_diagram(m, occupants=PV_RINGS)
 
     def render(self):
@@ -351,7 +344,7 @@ def multicall_table(curve):
 def multicall_plot(curve, calls):
     """µs per hypercall against the batch size, log-scaled, with one by one as a line. Every measured
     point stays in view (a batch of one costs more than one by one)."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt          # matplotlib only when the plot is drawn: it is slow to load
     alone = next(us for size, _, us in curve if size == 0)
     batched = [(size, us) for size, _, us in curve if size]
     fig, ax = plt.subplots(figsize=(7, 3.6))

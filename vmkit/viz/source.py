@@ -8,6 +8,7 @@ Used by lessons 01, 02, 03, 04, 05 and 06.
 import html
 import re
 
+from .. import guests
 from ..asm import Image
 
 COLOURS = {"comment": "#6a737d", "label": "#6f42c1", "mnemonic": "#005cc5", "register": "#b31d28",
@@ -82,7 +83,6 @@ def excerpt(source, start, end=None, mark=()):
     if isinstance(source, Image):
         source = source.source
     elif "\n" not in source:
-        from .. import guests
         source = guests.source(source)
     lines = source.splitlines()
     i = _find(lines, start, 0)

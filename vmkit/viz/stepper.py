@@ -17,6 +17,7 @@ import ipywidgets as w
 from ..asm import assemble, disassemble
 from ..errors import GuestError, GuestTimeout
 from ..machine.x86 import IF
+from ..run import machine
 from .diagram import NO_DOT
 from .frames import Frame
 from .rings import NATIVE, VIRTUALIZED, last_transition, ring_diagram
@@ -26,7 +27,55 @@ SHOWN_REGS = ("eax", "ebx", "ecx", "edx", "esi", "edi", "ebp", "esp", "eip", "ef
 CHANGED = "#ffe066"
 
 
-class Stepper:
+def button(text, icon, action, tip, handle):
+    """A button that calls action(), with `handle` as a CSS class: a stable handle for browser tests."""
+    b = w.Button(description=text, icon=icon, tooltip=tip, layout=w.Layout(width="auto"))
+    b.on_click(lambda _: action())
+    b.add_class(handle)
+    return b
+
+
+def titled(title, pane):
+    """A pane under a bold title."""
+    return w.VBox([w.HTML(f"<b style='font-size:13px'>{html.escape(title)}</b>"), pane])
+
+
+class Walker:
+    """What every stepping widget shares (Stepper here, viz.kvm.ExitStepper): the buttons act on a
+    live machine through _act(), which refuses to go on after the end, turns a budget or a machine
+    error into a message, and keeps the events the action recorded; then render() redraws."""
+
+    STOPPED_BY = "The machine stopped the guest"
+
+    def _act(self, action):
+        m = self.machine
+        if m.finished or self.stopped:
+            self.message = "The guest has stopped. Press reset to start again."
+            self.render()
+            return
+        before, first = self._before(m), len(m.events)
+        self.message = ""
+        try:
+            action()
+        except GuestTimeout as e:
+            self.stopped, self.message = True, f"The guest ran out of its budget: {e}"
+        except GuestError as e:
+            self.stopped, self.message = True, f"{self.STOPPED_BY}: {e}"
+        self.last_events = m.events[first:]
+        self._after(m, before)
+        self.render()
+
+    def _before(self, m):
+        """What to remember before an action, for _after."""
+
+    def _after(self, m, before):
+        """What to work out once an action is done, before render()."""
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+class Stepper(Walker):
     BEFORE, AFTER = 3, 6          # instructions shown around EIP
     LOG_LINES = 12
 
@@ -41,7 +90,6 @@ class Stepper:
 
     # --- what the buttons do -------------------------------------------------------------------
     def reset(self):
-        from ..run import machine
         self.machine = machine(self.image, self.technique, max_instructions=self.max_instructions,
                                timeout=self.timeout)
         self.last_events, self.changed, self.message, self.stopped = [], set(), "", False
@@ -60,37 +108,20 @@ class Stepper:
         """Run to the end of the guest (or of the budget)."""
         self._act(self.machine.run_until)
 
-    def _act(self, action):
-        m = self.machine
-        if m.finished or self.stopped:
-            self.message = "The guest has stopped. Press reset to start again."
-            self.render()
-            return
-        before, first = m.cpu.regs(SHOWN_REGS), len(m.events)
-        self.message = ""
-        try:
-            action()
-        except GuestTimeout as e:
-            self.stopped, self.message = True, f"The guest ran out of its budget: {e}"
-        except GuestError as e:
-            self.stopped, self.message = True, f"The machine stopped the guest: {e}"
+    def _before(self, m):
+        return m.cpu.regs(SHOWN_REGS)
+
+    def _after(self, m, before):
         after = m.cpu.regs(SHOWN_REGS)
-        self.last_events = m.events[first:]
         self.changed = {name for name in SHOWN_REGS if after[name] != before[name]}
-        self.render()
 
     # --- widgets ------------------------------------------------------------------------------------
     def _build_widgets(self, show_io):
-        def button(text, icon, action, tip):
-            b = w.Button(description=text, icon=icon, tooltip=tip, layout=w.Layout(width="auto"))
-            b.on_click(lambda _: action())
-            b.add_class("vmkit-stepper-" + text.split()[0])      # a stable handle for browser tests
-            return b
         self.buttons = {
-            "step": button("step", "step-forward", self.step, "execute one instruction"),
-            "next event": button("next event", "forward", self.next_event, "run until something happens"),
-            "run": button("run to the end", "fast-forward", self.run, "run until the guest finishes"),
-            "reset": button("reset", "undo", self.reset, "start the guest again from its entry"),
+            "step": self._button("step", "step-forward", self.step, "execute one instruction"),
+            "next event": self._button("next event", "forward", self.next_event, "run until something happens"),
+            "run": self._button("run to the end", "fast-forward", self.run, "run until the guest finishes"),
+            "reset": self._button("reset", "undo", self.reset, "start the guest again from its entry"),
         }
         self.show_io = w.Checkbox(value=show_io, description="show io events", indent=False,
                                   layout=w.Layout(width="auto"))
@@ -100,24 +131,30 @@ class Stepper:
         self.code, self.registers, self.frame = html_pane("560px"), html_pane("560px"), html_pane()
         self.code.layout.overflow = "auto"           # long source comments scroll, never wrap
         self.diagram, self.log, self.serial = html_pane("340px"), html_pane(), html_pane()
-        controls = w.HBox(list(self.buttons.values()) + [self.show_io],
-                          layout=w.Layout(flex_flow="row wrap", align_items="center"))
-        left = w.VBox([self._titled("code around EIP", self.code), self._titled("registers", self.registers)])
+        self.controls = w.HBox(list(self.buttons.values()) + [self.show_io],
+                               layout=w.Layout(flex_flow="row wrap", align_items="center"))
+        left = w.VBox([titled("code around EIP", self.code), titled("registers", self.registers)])
         right = w.VBox([w.HBox([self.cpl]), self.diagram])
-        self.widget = w.VBox([controls, self.status, w.HBox([left, right], layout=w.Layout(flex_flow="row wrap")),
-                              self._titled("last ring transition", self.frame),
-                              self._titled("events (newest last; bold: from the last button)", self.log),
-                              self._titled("serial output (COM1)", self.serial)])
+        self.widget = w.VBox([self.controls, self.status, w.HBox([left, right], layout=w.Layout(flex_flow="row wrap")),
+                              titled("last ring transition", self.frame),
+                              titled("events (newest last; bold: from the last button)", self.log),
+                              titled("serial output (COM1)", self.serial)])
         self.widget.add_class("vmkit-stepper")
         for name in ("status", "cpl", "code", "registers", "frame", "diagram", "log", "serial"):
             getattr(self, name).add_class(f"vmkit-stepper-{name}")
 
     @staticmethod
-    def _titled(title, pane):
-        return w.VBox([w.HTML(f"<b style='font-size:13px'>{html.escape(title)}</b>"), pane])
+    def _button(text, icon, action, tip):
+        return button(text, icon, action, tip, "vmkit-stepper-" + text.split()[0])
 
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+    def _add_button(self, text, icon, action, tip, after):
+        """A subclass's own button, placed after the button named `after`; returns it."""
+        new, keys = self._button(text, icon, action, tip), list(self.buttons)
+        at = keys.index(after) + 1
+        self.buttons = {**{k: self.buttons[k] for k in keys[:at]}, text: new,
+                        **{k: self.buttons[k] for k in keys[at:]}}
+        self.controls.children = list(self.buttons.values()) + [self.show_io]
+        return new
 
     # --- rendering: state -> widget values --------------------------------------------------------
     def render(self):

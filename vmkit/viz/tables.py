@@ -7,12 +7,10 @@ stack that ring uses. The diagram is read from the live machine's memory and reg
 
 Used by lesson 01.
 """
-import html
-
 from unicorn import x86_const as X
 
 from ..machine.x86 import EXCEPTIONS, decode_descriptor, decode_gate
-from .diagram import Diagram
+from .diagram import Diagram, table_label as table
 
 MAX_GDT_ROWS = 16
 
@@ -68,12 +66,6 @@ def tables_diagram(machine):
     g.attr(rankdir="LR", fontname="Helvetica", nodesep="0.3", ranksep="0.5", size="9.5,8")
     g.attr("node", shape="plaintext", fontname="Helvetica", fontsize="11")
     g.attr("edge", color="#555555", arrowsize="0.7")
-
-    def table(title, rows, colour):
-        cells = "".join(f'<TR><TD PORT="{port}" ALIGN="LEFT" BALIGN="LEFT">{html.escape(text)}</TD></TR>'
-                        for port, text in rows)
-        return (f'<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="4" BGCOLOR="{colour}">'
-                f'<TR><TD><B>{html.escape(title)}</B></TD></TR>{cells}</TABLE>>')
 
     base, limit = t["gdtr"]
     g.node("regs", table("registers", [("gdtr", f"GDTR base {base:#x} limit {limit:#x}"),

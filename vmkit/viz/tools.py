@@ -9,6 +9,8 @@ Used by lessons 00, 01, 02, 03, 04, 05, 06, 07 and 08: the first cell of each.
 import html
 import shutil
 
+import IPython.display
+
 # program -> (Debian/conda package, what it does for the course, what happens without it)
 TOOLS = {
     "nasm": ("nasm", "assembles the guest kernels",
@@ -59,5 +61,4 @@ def check_tools():
     """Show one notice if nasm or graphviz's dot is missing (and nothing when all is there)."""
     missing = missing_tools()
     if missing:
-        from IPython.display import display
-        display(ToolNotice(missing))
+        IPython.display.display(ToolNotice(missing))      # looked up when called, as a test replaces it

@@ -19,10 +19,12 @@ import html
 import re
 from collections import Counter
 
+import ipywidgets as w
+
 from ..asm import disassemble
 from ..vmm import translator as T
 from .diagram import Diagram, Table
-from .stepper import Stepper, code_html, log_html, log_line, status_html
+from .stepper import Stepper, code_html, log_html, log_line, status_html, titled
 
 # what the translator did with a guest instruction: (label, row colour); white means "the same bytes"
 HOW = {"copied": ("identical copy", "#ffffff"), "rewritten": ("rewritten", "#fff3b0"),
@@ -312,26 +314,19 @@ class TranslationStepper(Stepper):
         self._act(action)
 
     def _build_widgets(self, show_io):
-        import ipywidgets as w
         super()._build_widgets(show_io)
-        guest = w.Button(description="guest instruction", icon="step-forward", layout=w.Layout(width="auto"),
-                         tooltip="run on to the next guest instruction")
-        guest.on_click(lambda _: self.next_guest())
-        guest.add_class("vmkit-stepper-guest")
-        self.buttons = {"step": self.buttons["step"], "guest instruction": guest,
-                        **{k: v for k, v in self.buttons.items() if k != "step"}}
+        self._add_button("guest instruction", "step-forward", self.next_guest, "run on to the next guest instruction",
+                         after="step")
         self.buttons["step"].tooltip = "execute one host instruction of the cache"
         self.unit = w.HTML(layout=w.Layout(width="100%", overflow="auto"))
         self.unit.add_class("vmkit-stepper-unit")
-        controls = w.HBox(list(self.buttons.values()) + [self.show_io],
-                          layout=w.Layout(flex_flow="row wrap", align_items="center"))
         right = w.VBox([w.HBox([self.cpl]), self.diagram])
-        self.widget = w.VBox([controls, self.status,
-                              self._titled("where the CPU is: the unit it runs, guest code beside cache code", self.unit),
-                              w.HBox([self._titled("registers (real CPU)", self.registers), right],
+        self.widget = w.VBox([self.controls, self.status,
+                              titled("where the CPU is: the unit it runs, guest code beside cache code", self.unit),
+                              w.HBox([titled("registers (real CPU)", self.registers), right],
                                      layout=w.Layout(flex_flow="row wrap")),
-                              self._titled("events (newest last; bold: from the last button)", self.log),
-                              self._titled("serial output (COM1)", self.serial)])
+                              titled("events (newest last; bold: from the last button)", self.log),
+                              titled("serial output (COM1)", self.serial)])
         self.widget.add_class("vmkit-stepper")
 
     def render(self):

@@ -5,13 +5,12 @@
 
 Used by lesson 02.
 """
-import html
 from collections import Counter
 
 from unicorn import x86_const as X
 
 from ..machine.x86 import decode_descriptor
-from .diagram import Diagram
+from .diagram import Diagram, table_label
 
 
 def vmm_loop(result):
@@ -96,20 +95,16 @@ def shadow_tables(machine):
     g.attr("node", shape="plaintext", fontname="Helvetica", fontsize="11")
     g.attr("edge", fontname="Helvetica")
 
-    def table(title, colour, lines):
-        cells = "".join(f'<TR><TD PORT="{port}" ALIGN="LEFT" BALIGN="LEFT">{html.escape(text)}</TD></TR>'
-                        for port, text in lines)
-        return (f'<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="4" BGCOLOR="{colour}">'
-                f'<TR><TD><B>{html.escape(title)}</B></TD></TR>{cells}</TABLE>>')
-
-    g.node("vregs", table("virtual CPU (the guest's view)", "#f6e7d2",
-                          [(f"r{i}", f"{name} {value:#x}") for i, (name, value, _) in enumerate(registers)]))
-    g.node("rregs", table("real CPU (owned by the VMM)", "#f4d6d6",
-                          [(f"r{i}", f"{name} {value:#x}") for i, (name, _, value) in enumerate(registers)]))
-    g.node("ggdt", table(f"guest's GDT at {guest_base:#x}", "#e3f2fd",
-                         [(f"s{s}", f"{s:#06x} {g_.kind}, DPL {g_.dpl}") for s, g_, _ in rows]))
-    g.node("sgdt", table(f"shadow GDT at {real_gdt:#x}", "#e8f5e9",
-                         [(f"s{s}", f"{s:#06x} {sh.kind}, DPL {sh.dpl}") for s, _, sh in rows]))
+    g.node("vregs", table_label("virtual CPU (the guest's view)",
+                                [(f"r{i}", f"{name} {value:#x}") for i, (name, value, _) in enumerate(registers)],
+                                "#f6e7d2"))
+    g.node("rregs", table_label("real CPU (owned by the VMM)",
+                                [(f"r{i}", f"{name} {value:#x}") for i, (name, _, value) in enumerate(registers)],
+                                "#f4d6d6"))
+    g.node("ggdt", table_label(f"guest's GDT at {guest_base:#x}",
+                               [(f"s{s}", f"{s:#06x} {g_.kind}, DPL {g_.dpl}") for s, g_, _ in rows], "#e3f2fd"))
+    g.node("sgdt", table_label(f"shadow GDT at {real_gdt:#x}",
+                               [(f"s{s}", f"{s:#06x} {sh.kind}, DPL {sh.dpl}") for s, _, sh in rows], "#e8f5e9"))
     for i, (_, guest, real) in enumerate(registers):
         if guest != real:
             g.edge(f"vregs:r{i}:e", f"rregs:r{i}:w", color="#c62828", arrowhead="none", style="dashed")
