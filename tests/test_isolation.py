@@ -264,13 +264,3 @@ def test_the_access_walker_shows_each_access_and_its_audit_line():
     forward.click()
     forward.click()
     assert pick.value == 2 and "audit log" in panel.value and "denied" in panel.value
-
-
-def test_the_old_names_in_vmkit_isolation_are_the_viz_ones():
-    """Lessons written before the views moved still find them in vmkit.isolation."""
-    import vmkit.isolation
-    import vmkit.viz.isolation
-    assert vmkit.isolation.svirt_diagram is vmkit.viz.isolation.svirt_diagram
-    assert vmkit.isolation.access_walker is vmkit.viz.isolation.access_walker
-    with pytest.raises(AttributeError):
-        vmkit.isolation.no_such_name

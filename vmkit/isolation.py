@@ -519,16 +519,3 @@ def scenario(seed=2009):
         Access("VM 1 reads a user's file in /home", vm1, home, "file", ("open", "read")),
     ]
     return Scenario(vms, shared, home, accesses)
-
-
-# --- the views moved to vmkit.viz.isolation -------------------------------------------------------------
-_MOVED_TO_VIZ = ("svirt_diagram", "access_walker")
-
-
-def __getattr__(name):
-    """vmkit.isolation.svirt_diagram and .access_walker, the names lesson 07 used before the views moved
-    to vmkit.viz.isolation: they resolve there, and only when asked for, so the model imports no viz."""
-    if name in _MOVED_TO_VIZ:
-        from .viz import isolation as views  # moved there; kept until lesson 07 imports vmkit.viz.isolation
-        return getattr(views, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
