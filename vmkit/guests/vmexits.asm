@@ -3,7 +3,7 @@
 ; the guest handles itself (#UD), and a final hlt.
 ;
 ; Which of these leave the guest is the VMM's choice, written in the VMCS: the I/O bitmap, the
-; exception bitmap and HLT exiting (try them with vmkit.vmm.VmcsControls under "hardware-assist").
+; exception bitmap and HLT exiting (try them with vmkit.vtx.VmcsControls under "hardware-assist").
 ; The #UD handler does not return with iretd: it drops the frame and jumps on, so the guest also
 ; runs on a KVM that cannot run iretd (PVM).
 bits 32
