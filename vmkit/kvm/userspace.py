@@ -281,24 +281,16 @@ class _UserSpaceModel(HardwareAssist):
             return answer
         return value
 
-    def _on_mmio_read(self, uc, offset, size, _):
-        if self._stepping_over_access():
-            return 0
-        event = self._mmio_exit(offset, size, "read", None)
+    def mmio_access(self, offset, size, direction, value):
+        event = self.mmio_exit(offset, size, direction, value)
         answer = self._to_user(UserExit("MMIO", {"address": event.detail["address"], "size": size,
-                                                 "direction": "read", "value": None, "eip": event.eip}))
+                                                 "direction": direction, "value": value, "eip": event.eip}))
+        if direction == "write":
+            return None
         event.detail["value"] = answer
         return answer
 
-    def _on_mmio_write(self, uc, offset, size, value, _):
-        if self._stepping_over_access():
-            return
-        value &= (1 << (8 * size)) - 1
-        event = self._mmio_exit(offset, size, "write", value)
-        self._to_user(UserExit("MMIO", {"address": event.detail["address"], "size": size, "direction": "write",
-                                        "value": value, "eip": event.eip}))
-
-    def _on_hlt(self):
+    def on_hlt(self):
         eip = self.cpu["eip"] - 1
         self.vmexit("HLT", eip=eip)
         self._to_user(UserExit("HLT", {"interrupts": self.interrupts_enabled(), "eip": eip}))
@@ -372,11 +364,7 @@ class ModelUserVcpu(UserVcpu):
         self._answer = value
 
     def _stop_model(self):
-        self.machine._stop_requested = True            # the model's run loop ends at its next look
-        try:
-            self.machine.uc.emu_stop()
-        except Exception:                              # noqa: BLE001, S110 - it was between slices
-            pass
+        self.machine.request_stop()                    # the model's run loop ends at its next look
         self._answers.put(_ABANDONED)
 
     def registers(self):

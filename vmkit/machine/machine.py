@@ -7,7 +7,17 @@ interrupt, the end of the budget). Between slices the machine does the CPU's wor
 interrupt, checking I/O permission) and the devices' work. `step()` is a slice of one
 instruction; `run()` lets slices run as long as they can. Interrupts are taken only at
 instruction boundaries fixed by the virtual clock, so both give the same events.
+
+A technique (a VMM) is a subclass that sits between the guest and this machine, the way a VMM owns
+a vCPU and handles its exits: the machine tells it what the guest did (an exception, an I/O access,
+a hlt, a cpuid, ...) by calling the public methods of the section "The VMM interface" below, and the
+VMM acts through the methods of that section and `self.cpu`. Everything with an underscore is the
+machine's own. docs/architecture.md, 3.5, draws the interface.
+
+Long because: the run loop and the VMM interface it calls are one class, and each method of the
+interface says when it is called and what it may do.
 """
+import contextlib
 import time
 
 from unicorn import (Uc, UcError, UC_ARCH_X86, UC_MODE_32, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR,
@@ -19,7 +29,8 @@ from ..errors import GuestError, GuestTimeout
 from ..trace import Event, RunResult
 from . import quirks
 from .cpu import Cpu, Fault, GENERAL
-from .delivery import EXCEPTION, EXTERNAL, SOFTWARE, deliver, exception_class, second_fault
+from .delivery import EXCEPTION, EXTERNAL, SOFTWARE, exception_class, second_fault
+from .delivery import deliver as deliver_through_idt
 from .devices import DebugExit, Pit8254, PicPair, Serial
 from .platform import BOOT_CS, BOOT_DS, BOOT_GDT, BOOT_GDT_LIMIT, DEFAULT_MEMORY, STACK_TOP, boot_gdt, check_fits
 from .x86 import DF_, GP, HAS_ERROR_CODE, IF, PF_, UD, vector_name
@@ -39,8 +50,12 @@ class MustCount(Exception):
     """An uncounted run met something only a counted run can model exactly (see Machine.counted)."""
 
 
-class _Stop:
-    """Why a hook asked Unicorn to stop, and how many instructions had started by then."""
+class Stop:
+    """Why a hook asked Unicorn to stop, and how many instructions had started by then.
+
+    The machine makes its own ("exception", "io-fault", "exit", "device", "before", "event",
+    "must-count"); a technique makes one of its own kind with Machine.stop(kind, **detail) and is
+    handed it in Machine.other_stop(stop): `stop.kind`, and `stop.detail`, the keywords it gave."""
     def __init__(self, kind, counter, **detail):
         self.kind, self.counter, self.detail = kind, counter, detail
 
@@ -79,8 +94,8 @@ class Machine:
         self.ports = {}
         for device in (self.serial, self.debug_exit, self.pic, self.pit):
             self.ports.update({port: device for port in device.PORTS})
-        self._boot_state()
-        self._install_hooks()
+        self.boot_state()
+        self.install_hooks()
 
         self.clock = 0                     # virtual cycles; one instruction is one cycle
         self.instructions = 0
@@ -96,46 +111,20 @@ class Machine:
         self._stop_requested = False
         self._running = False
         self._pass_once = None             # (address, icount) of a watched instruction to let run
+        self._slice_n = 0                  # the length the running slice was given
+        self._in_access = False            # inside a technique's hook on a memory access
+        self._unmapped = None              # (access, address, size) of the last access outside memory
 
     def map_ram(self, memory):
         """Guest RAM as one Unicorn region (vmkit.migration maps it page by page instead, so that it
         can write-protect single pages)."""
         self.uc.mem_map(0, memory)
 
-    # --- the platform's boot state (docs/architecture.md, 2.1) -----------------------------------------
-    def _boot_state(self):
-        self.uc.mem_write(BOOT_GDT, boot_gdt())
-        uc = self.uc
-        uc.reg_write(X.UC_X86_REG_GDTR, (0, BOOT_GDT, BOOT_GDT_LIMIT, 0))
-        uc.reg_write(X.UC_X86_REG_IDTR, (0, 0, 0, 0))
-        uc.reg_write(X.UC_X86_REG_CR0, 0x11)            # protected mode, paging off
-        uc.reg_write(X.UC_X86_REG_CS, BOOT_CS)
-        for r in (X.UC_X86_REG_SS, X.UC_X86_REG_DS, X.UC_X86_REG_ES, X.UC_X86_REG_FS, X.UC_X86_REG_GS):
-            uc.reg_write(r, BOOT_DS)
-        uc.reg_write(X.UC_X86_REG_ESP, STACK_TOP)
-        uc.reg_write(X.UC_X86_REG_EFLAGS, 0x2)
-        uc.reg_write(X.UC_X86_REG_EIP, self.image.entry)
-
-    def _install_hooks(self):
-        uc = self.uc
-        uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
-        uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
-        uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, X.UC_X86_INS_IN)
-        uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
-        quirks.hook_time_stamp_counter(uc, self._on_rdtsc, lambda: self._on_rdtsc(tsc_aux=True))
-        # Some instructions act inside Unicorn, unseen: iret and retf change rings, and sti, popf and
-        # iret can set IF while an interrupt waits. A code hook on each one in the image watches
-        # them; it fires only where an instruction starts with that byte, so data costs nothing.
-        for offset, byte in enumerate(self.image.code):
-            if byte in WATCHED:
-                address = self.image.origin + offset
-                uc.hook_add(UC_HOOK_CODE, self._on_watched, None, address, address)
-
     # --- running ---------------------------------------------------------------------------------
     def step(self):
         """Execute one instruction, or deliver one pending interrupt. Returns the new events."""
         first = len(self.events)
-        self._advance(1)
+        self.advance(1)
         return self.events[first:]
 
     def run_until(self, event=None, eip=None, instructions=None):
@@ -150,17 +139,17 @@ class Machine:
         target = None if instructions is None else self.instructions + instructions
         try:
             if eip is not None and self.cpu["eip"] == eip:
-                self._advance(1)
+                self.advance(1)
             while not self.finished and not self._stop_requested:
                 if eip is not None and self.cpu["eip"] == eip:
                     break
                 limit = BIG_SLICE if target is None else target - self.instructions
                 if limit <= 0:
                     break
-                self._advance(limit, until=eip)
+                self.advance(limit, until=eip)
             if self._stop_requested and self._stop is not None and self._stop.kind == "before":
                 self._stop_when = None
-                self._advance(1)                 # carry out the iret the event was about
+                self.advance(1)                  # carry out the iret the event was about
         finally:
             self._stop_when = None
         return self.events[first:]
@@ -173,7 +162,261 @@ class Machine:
         self.run_until()
         return self.result()
 
+    # === The VMM interface ========================================================================
+    # A technique is a subclass: a VMM between the guest and this machine (docs/architecture.md, 3.5).
+    #
+    # What the VMM is told, in the order a slice meets it; it overrides these, and calls super()
+    # for what the vmkit PC would do:
+    #   boot_state(), install_hooks()        once, when the machine is built
+    #   advance(limit, until)                run_until wants the guest run (Xen schedules domains here)
+    #   inject_interrupt()                   a VM entry: deliver a pending interrupt if the window is open
+    #   interrupts_enabled()                 the guest's IF, as the VMM keeps it
+    #   before_slice(), slice_length(limit)  the guest is about to run, and for how long at most
+    #   exception(vector, source, error_code)  a fault, an int n or a refused I/O access: a trap
+    #   port_access(port, size, value, direction, eip)  an in or an out
+    #   on_hlt(), on_cpuid(leaf, subleaf)    the guest executed hlt, cpuid
+    #   memory_fault(error, access, address) the guest touched memory it has not got
+    #   on_timer()                           the timer expired (IRQ0 raised)
+    #   other_stop(stop)                     a slice ended for a Stop the VMM's own hook asked for
+    #   after_slice()                        a slice ended, before the machine looks at why
+    #   deliver(...), record(...), result()  also overridden, to change what the guest or the trace sees
+    #
+    # What the VMM may do: deliver(vector, source, error_code) an event through the guest's IDT;
+    # record(kind, ...) an event; finish(...) the run; read and write guest state through self.cpu
+    # (registers, memory, descriptor tables) and self.uc (its own memory and hooks); drive the devices
+    # in self.ports, self.pic and self.pit; count in self.stats; fault_handled() after taking over a
+    # fault; instruction_address(source); stop(kind, **detail) a slice from a hook of its own;
+    # run_slice(), request_stop() and stop_requested to run and stop guests it schedules; and, in a
+    # hook on a memory access, access_must_wait() and inside_access().
+
+    # --- told: building the machine ----------------------------------------------------------------
+    def boot_state(self):
+        """Called once, by __init__, before anything runs: put the guest's CPU and memory in the state
+        it starts in. The vmkit PC's is that of docs/architecture.md, 2.1 (the boot GDT, flat
+        segments, CPL 0, paging off, ESP at the stack top, EIP at the image's entry). A VMM calls
+        super() and then moves the guest where it runs (ring 1, shadow tables, its own memory).
+        Nothing can be recorded yet: the event log starts after it."""
+        self.uc.mem_write(BOOT_GDT, boot_gdt())
+        uc = self.uc
+        uc.reg_write(X.UC_X86_REG_GDTR, (0, BOOT_GDT, BOOT_GDT_LIMIT, 0))
+        uc.reg_write(X.UC_X86_REG_IDTR, (0, 0, 0, 0))
+        uc.reg_write(X.UC_X86_REG_CR0, 0x11)            # protected mode, paging off
+        uc.reg_write(X.UC_X86_REG_CS, BOOT_CS)
+        for r in (X.UC_X86_REG_SS, X.UC_X86_REG_DS, X.UC_X86_REG_ES, X.UC_X86_REG_FS, X.UC_X86_REG_GS):
+            uc.reg_write(r, BOOT_DS)
+        uc.reg_write(X.UC_X86_REG_ESP, STACK_TOP)
+        uc.reg_write(X.UC_X86_REG_EFLAGS, 0x2)
+        uc.reg_write(X.UC_X86_REG_EIP, self.image.entry)
+
+    def install_hooks(self):
+        """Called once, by __init__, after boot_state(): ask Unicorn for the calls the machine needs
+        (exceptions, in and out, cpuid, memory outside RAM, rdtsc, the watched instructions). A VMM
+        calls super() and adds hooks of its own on self.uc (a traced page, its own memory); a hook
+        that must end the slice calls stop(kind, ...)."""
+        uc = self.uc
+        uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
+        uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
+        uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, X.UC_X86_INS_IN)
+        uc.hook_add(UC_HOOK_INSN, self._on_cpuid, None, 1, 0, X.UC_X86_INS_CPUID)
+        uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
+        quirks.hook_time_stamp_counter(uc, self._on_rdtsc, lambda: self._on_rdtsc(tsc_aux=True))
+        # Some instructions act inside Unicorn, unseen: iret and retf change rings, and sti, popf and
+        # iret can set IF while an interrupt waits. A code hook on each one in the image watches
+        # them; it fires only where an instruction starts with that byte, so data costs nothing.
+        for offset, byte in enumerate(self.image.code):
+            if byte in WATCHED:
+                address = self.image.origin + offset
+                uc.hook_add(UC_HOOK_CODE, self._on_watched, None, address, address)
+
+    # --- told: running -------------------------------------------------------------------------------
+    def advance(self, limit, until=None):
+        """Called by step() and run_until() each time they want the guest to run on: check the budget,
+        then run one slice of at most `limit` instructions (stopping early at EIP `until`). A VMM
+        that shares the machine among several guests overrides it to pick which one runs (Xen's
+        scheduler); the guest's own slice is then run_slice()."""
+        if self.finished:
+            return
+        self._check_budget()
+        self.run_slice(limit, until)
+
+    def inject_interrupt(self):
+        """Called before every slice, where a VMM enters its guest (a VM entry): if an interrupt is
+        pending and the guest may take it now (the interrupt window is open), deliver it and return
+        True; that slice then runs no instruction. The vmkit PC takes the PIC's IRQ when IF is set
+        and no sti or mov-ss shadow holds it back. A VMM overrides it to decide when it injects
+        (only when it has control, through its own upcall, ...)."""
+        if self.pic.pending() is None or not self.interrupts_enabled() or quirks.irq_inhibited(self.uc):
+            return False
+        irq, vector = self.pic.acknowledge()
+        self.stats["irqs"] += 1
+        self.record("interrupt", irq=irq, vector=vector)
+        self.deliver(vector, EXTERNAL)
+        return True
+
+    def interrupts_enabled(self):
+        """Whether the CPU, as the guest sees it, accepts interrupts now: EFLAGS.IF on the vmkit PC.
+        A VMM that keeps the guest's IF itself (a virtual IF, Xen's mask byte) answers from that."""
+        return bool(self.cpu["eflags"] & IF)
+
+    def before_slice(self):
+        """Called before a slice runs the guest, when no interrupt was injected: the VMM's last word
+        before its guest runs (binary translation moves EIP into its translation cache here)."""
+
+    def slice_length(self, limit):
+        """How many instructions the next slice may run, at most `limit` and at least 1: the machine
+        must see the guest again by then (the next timer tick, an interrupt that waits, the budget).
+        A VMM shortens it to keep control (the instruction after an emulated sti runs alone)."""
+        n = min(limit, LONGEST_SLICE)
+        if self.max_instructions is not None:
+            n = min(n, self.max_instructions - self.instructions)
+        if self._pass_once is not None:
+            n = 1                          # run the watched instruction we stopped in front of
+        elif self.pic.pending() is not None and (self.interrupts_enabled() or not self._watched(self.cpu["eip"])):
+            n = 1                          # the sti shadow, or unwatched code while an interrupt waits
+        elif self.pit.armed() and self.pic.irq0_enabled():
+            n = min(n, self.pit.next_tick() - self.clock)
+        return max(n, 1)
+
+    def after_slice(self):
+        """Called when a slice has ended, before the machine looks at why (an exception, an I/O
+        access, a hlt, a Stop): what the VMM must note about how its guest ran (binary translation
+        records the return to ring 3 that the cache carried out)."""
+
+    # --- told: what the guest did ----------------------------------------------------------------------
+    def exception(self, vector, source, error_code=None):
+        """The CPU raised `vector` (a fault, `int n`, or a refused I/O access): a trap. `source` is
+        EXCEPTION or SOFTWARE (vmkit.machine.delivery), `error_code` the one the CPU pushes, or None;
+        EIP is at the instruction (for `int n`, after it: see instruction_address()). The vmkit PC
+        delivers it through the IDT. A VMM decides: emulate the instruction and resume after it,
+        reflect it into the guest's handler (deliver()), or end the guest."""
+        self.deliver(vector, source, error_code)
+
+    def port_access(self, port, size, value, direction, eip):
+        """An `in` or `out` the CPU allowed, at `eip`: `direction` "in" or "out", `size` 1, 2 or 4
+        bytes, `value` the one written (None for an in). Returns the value read, or the value
+        written. The vmkit PC hands it to its device at `port` (an unknown port floats: reads
+        0xff..) and records an io event; a VMM may add an exit, or answer the access itself."""
+        device = self.ports.get(port)
+        clock = self._clock_now()
+        if device in (self.pic, self.pit) and self.counted:
+            self._tick(clock)              # the devices are a function of time: catch them up first
+        if isinstance(device, Pit8254):
+            result = device.read(port, size, clock) if direction == "in" else device.write(port, size, value, clock)
+        elif device is not None:
+            result = device.read(port, size) if direction == "in" else device.write(port, size, value)
+        else:
+            result = (1 << (8 * size)) - 1 if direction == "in" else None   # nothing there: the bus floats
+        if direction == "in":
+            value = result & ((1 << (8 * size)) - 1)
+        self.stats["io"] += 1
+        self.record("io", eip=eip, port=port, size=size, value=value, direction=direction,
+                    device=type(device).__name__ if device else "none")
+        return value
+
+    def on_hlt(self):
+        """The guest executed hlt (EIP is after it). The vmkit PC sleeps until the next timer
+        interrupt, goes on at once if one is pending, or ends the run halted when nothing can wake
+        it. A VMM may record an exit first, or hand the hlt to someone else."""
+        if not self.interrupts_enabled():
+            self.record("halt", interrupts="off", why="hlt with IF=0: only an NMI or reset could wake it")
+            self.finish(halted=True)
+        elif self.pic.pending() is not None:
+            self.record("halt", interrupts="on", waited=0)
+        elif self.pit.armed() and self.pic.irq0_enabled() and self.counted:
+            wake = self.pit.next_tick()
+            self.record("halt", interrupts="on", waited=wake - self.clock)
+            self.clock = wake
+            self._tick()
+        else:
+            self.record("halt", interrupts="on", why="hlt with IF=1 but no interrupt source armed: it would sleep forever")
+            self.finish(halted=True)
+
+    def on_cpuid(self, leaf, subleaf):
+        """The guest executed cpuid with EAX = `leaf`, ECX = `subleaf`. Returns None to let the CPU
+        answer (the vmkit PC does), or the VMM's answer, (eax, ebx, ecx, edx)."""
+        return None
+
+    def memory_fault(self, error, access, address):
+        """Unicorn stopped on memory the guest may not touch: `error` is Unicorn's UcError, `access`
+        and `address` what the last access outside memory was (None when no hook saw one). On the
+        vmkit PC nothing is there: a GuestError ends the run. A VMM may turn it into a page fault for
+        the guest instead (after fault_handled())."""
+        where = f" at {address:#x}" if address is not None else ""
+        raise GuestError(f"the guest touched memory{where}, outside its {self.memory >> 20} MiB of RAM "
+                         f"(eip {self.cpu['eip']:#x}, ring {self.cpu.cpl}): {error}", self.result())
+
+    def on_timer(self):
+        """The timer expired: the machine has raised IRQ0 at the PIC (delivered when the guest takes
+        it). A VMM whose own timer interrupt gives it control notes that here."""
+
+    def other_stop(self, stop):
+        """A slice ended for a Stop the VMM's own hook asked for with stop(kind, **detail): handle it."""
+
+    # --- what a VMM may call (and override, to change what the guest or the trace sees) -----------------
+    def deliver(self, vector, source, error_code=None):
+        """Deliver `vector` through the guest's IDT as the CPU does (SDM vol. 3, 6.12), turning a fault
+        during delivery into #DF, and a fault during that into a triple fault (shutdown). Records a
+        ring-transition event. A VMM that reflects an exception into the guest calls this."""
+        klass = exception_class(vector, source)
+        cause = (f"int {vector:#x}" if source == SOFTWARE else f"IRQ{vector - self.pic.master.vector_base}"
+                 if source == EXTERNAL else vector_name(vector))
+        at = self.instruction_address(source)
+        while True:
+            eip, cpl = at, self.cpu.cpl
+            try:
+                record = deliver_through_idt(self.cpu, vector, source, error_code)
+            except Fault as f:
+                if source == SOFTWARE:
+                    self.cpu["eip"] = at          # a fault in int n's delivery points at the int
+                outcome = second_fault(klass, f.vector)
+                if outcome == "triple":
+                    self.record("shutdown", why=f"{vector_name(f.vector)} while delivering a double fault: triple fault",
+                                eip=eip)
+                    self.finish(shutdown=True)
+                    return
+                if outcome == "double":
+                    vector, source, error_code, klass = DF_, EXCEPTION, 0, "double"
+                    cause = f"#DF (a fault while delivering {cause})"
+                else:
+                    error_code = f.error_code if f.vector in HAS_ERROR_CODE else None
+                    cause = f"{vector_name(f.vector)} (while delivering {cause})"
+                    vector, source, klass = f.vector, EXCEPTION, exception_class(f.vector, EXCEPTION)
+                continue
+            self.stats["interrupts"] += 1
+            self.record("ring-transition", eip=eip, cpl=cpl, cause=cause, **record)
+            return
+
+    def record(self, kind, eip=None, cpl=None, **detail):
+        """Record an event of `kind` (one of vmkit.EVENT_KINDS), at `eip` and `cpl` (default: where the
+        CPU is) with `detail`; returns the Event. If run_until waits for it, the slice ends after
+        the instruction being run. A VMM overrides it to say where its guest is, not where it is."""
+        event = Event(kind=kind, eip=self.cpu["eip"] if eip is None else eip,
+                      cpl=self.cpu.cpl if cpl is None else cpl, detail=detail,
+                      icount=self._icount() if self.counted else None)
+        if len(self.events) < MAX_EVENTS:
+            self.events.append(event)
+        else:
+            self.events_dropped += 1
+        if kind == "ring-transition":
+            self._slice_traced = True      # the slice's change of ring is accounted for
+        if self._stop_when is not None and self._stop_when(event):
+            self._stop_requested = True
+            if self._stop is None:
+                self._stop = Stop("event", self._counter())
+            if not self._in_access:        # inside a memory access Unicorn would abandon the instruction
+                self.uc.emu_stop()
+        return event
+
+    def finish(self, exit_code=None, *, halted=False, shutdown=False):
+        """End the run: with `exit_code`, the guest exited (an exit event is recorded); or it halted
+        for good, or shut down. run_until returns after the slice."""
+        if exit_code is not None:
+            self.record("exit", exit_code=exit_code)
+        self.halted, self.shutdown, self.finished = halted, shutdown, True
+
     def result(self):
+        """The run so far as a RunResult. A VMM overrides it to show the guest's view (its virtual
+        registers, its exit code)."""
         stats = dict(self.stats)
         if self.counted:
             stats["instructions"] = self.instructions
@@ -184,21 +427,96 @@ class Machine:
                          exit_code=self.debug_exit.exit_code, halted=self.halted, shutdown=self.shutdown,
                          events=list(self.events), stats=stats, regs=regs, seconds=self.elapsed)
 
-    # --- one slice ---------------------------------------------------------------------------------
-    def _advance(self, limit, until=None):
+    def instruction_address(self, source):
+        """Where the event of `source` happened: Unicorn leaves EIP after `int n`, `int3` and `into`."""
+        eip = self.cpu["eip"]
+        if source == SOFTWARE and eip >= 2:
+            before = self.cpu.read(eip - 2, 2)
+            if before[0] == 0xCD:
+                return eip - 2
+            if before[1] in (0xCC, 0xCE):
+                return eip - 1
+        return eip
+
+    def fault_handled(self):
+        """The VMM has taken over the fault Unicorn raised (it emulated the instruction, or bounces it
+        itself): clear what Unicorn keeps of it, so the guest resumes where the VMM puts EIP."""
+        quirks.clear_fault_and_set_cpl(self.uc)
+
+    def stop(self, kind, **detail):
+        """From a hook of the VMM's own, while a slice runs: end the slice here. The machine then
+        calls other_stop() with a Stop of this kind and `detail`. Nothing happens outside a slice,
+        or while a stop of the same kind is already on its way."""
+        if not self._running or (self._stop is not None and self._stop.kind == kind):
+            return
+        self._stop = Stop(kind, self._counter(), **detail)
+        self.uc.emu_stop()
+
+    def run_slice(self, limit, until=None, *, watched_by=None):
+        """Run the guest for one slice of at most `limit` instructions, without looking at the budget
+        (the caller has). `watched_by` is another machine whose run_until waits for an event: this
+        slice's events end that wait too (Xen's dom0 watches every domain)."""
+        if watched_by is not None:
+            self._stop_when, self._stop_requested, watched_by._stop = watched_by._stop_when, False, None
+            try:
+                self.run_slice(limit, until)
+            finally:
+                self._stop_when = None
+            watched_by._stop_requested = watched_by._stop_requested or self._stop_requested
+            return
         if self.finished:
             return
-        self._check_budget()
         started = time.perf_counter()
         try:
             self._slice(limit, until)
         finally:
             self.elapsed += time.perf_counter() - started
 
+    @property
+    def stop_requested(self):
+        """Whether run_until has what it waited for (or request_stop() was called): it returns at its
+        next look."""
+        return self._stop_requested
+
+    def request_stop(self):
+        """End run_until at its next look, and the running slice now. Safe from another thread: what
+        the signal is that kicks a vCPU out of KVM_RUN."""
+        self._stop_requested = True
+        try:
+            self.uc.emu_stop()
+        except Exception:                  # noqa: BLE001, S110 - it was between slices
+            pass
+
+    def access_must_wait(self):
+        """Called first by a VMM's hook on a memory access that records an event (the MMIO device's).
+        Unicorn abandons an instruction whose memory access stops emulation, so while run_until waits
+        for an event, a slice that meets such an access stops in front of the instruction, untouched,
+        and the next slice runs exactly that instruction. True: the hook must return at once (a read
+        returns 0); it is called again when the instruction runs for real."""
+        if self._stop_when is None or self._slice_n == 1:
+            return False
+        self._stop_before(self.cpu["eip"], self._icount())
+        return True
+
+    @contextlib.contextmanager
+    def inside_access(self):
+        """The body of a VMM's hook on a memory access runs in `with self.inside_access():` an event
+        it records that run_until waits for ends the slice after the instruction, not inside it."""
+        if self._pass_once == (self.cpu["eip"], self._icount()):
+            self._pass_once = None
+        self._in_access = True
+        try:
+            yield
+        finally:
+            self._in_access = False
+
+    # === the machine's own ============================================================================
+    # --- one slice ---------------------------------------------------------------------------------
     def _slice(self, limit, until):
-        if self._accept_interrupt():
+        if self.inject_interrupt():
             return
-        n = self._slice_length(limit)
+        self.before_slice()
+        n = self._slice_n = self.slice_length(limit)
         self._stop = None
         self._slice_cpl = self.cpu.cpl
         self._slice_events = len(self.events)
@@ -227,21 +545,11 @@ class Machine:
             self.instructions += executed
             self.clock += executed
             self._tick()
-        self._after_slice(error, n)
+        self._handle_stop(error, n)
 
-    def _slice_length(self, limit):
-        n = min(limit, LONGEST_SLICE)
-        if self.max_instructions is not None:
-            n = min(n, self.max_instructions - self.instructions)
-        if self._pass_once is not None:
-            n = 1                          # run the watched instruction we stopped in front of
-        elif self.pic.pending() is not None and (self.interrupts_enabled() or not self._watched(self.cpu["eip"])):
-            n = 1                          # the sti shadow, or unwatched code while an interrupt waits
-        elif self.pit.armed() and self.pic.irq0_enabled():
-            n = min(n, self.pit.next_tick() - self.clock)
-        return max(n, 1)
-
-    def _after_slice(self, error, n):
+    def _handle_stop(self, error, n):
+        """Why the slice ended, and what the CPU, the devices and the VMM make of it."""
+        self.after_slice()
         if self.cpu["cr0"] & CR0_PG and not self.paging:
             raise GuestError(f"the guest turned paging on (CR0.PG, near eip {self.cpu['eip']:#x}); the vmkit PC "
                              f"models protected mode without paging unless it is made with paging=True",
@@ -257,7 +565,7 @@ class Machine:
             elif self.counted and quirks.instruction_counter(self.uc) > n:
                 pass                                   # the slice ran its full length
             elif self._at_hlt():
-                self._on_hlt()
+                self.on_hlt()
         elif stop.kind == "exception":
             if stop.detail.get("cr2") is not None:
                 self.uc.reg_write(X.UC_X86_REG_CR2, stop.detail["cr2"])
@@ -268,14 +576,14 @@ class Machine:
         elif stop.kind == "exit":
             if not self.counted and self.cpu["eip"] != stop.detail["next_eip"]:
                 raise MustCount("the debug-exit write was followed by more instructions before Unicorn stopped")
-            self._finish("exit", exit_code=self.debug_exit.exit_code)
+            self.finish(self.debug_exit.exit_code)
         elif stop.kind == "must-count":
             raise MustCount(stop.detail["why"])
         else:
             self.other_stop(stop)
         if self.cpu.cpl != self._slice_cpl and not self._slice_traced and not any(
                 e.kind == "ring-transition" for e in self.events[self._slice_events:]):
-            self._event("ring-transition", from_ring=self._slice_cpl, to_ring=self.cpu.cpl,
+            self.record("ring-transition", from_ring=self._slice_cpl, to_ring=self.cpu.cpl,
                         cause="far transfer outside the traced code")
 
     def _check_budget(self):
@@ -290,97 +598,21 @@ class Machine:
                                f"ring {self.cpu.cpl}.", self.result())
 
     # --- time and interrupts ---------------------------------------------------------------------------
-    # --- what a VMM may change (vmkit.vmm): the CPU's view of IF, and what an exception does ----------
-    def interrupts_enabled(self):
-        """Whether the CPU, as the guest sees it, accepts interrupts now."""
-        return bool(self.cpu["eflags"] & IF)
-
-    def exception(self, vector, source, error_code=None):
-        """The CPU raised `vector` (a fault, `int n`, or a refused I/O access): deliver it."""
-        self._raise(vector, source, error_code)
-
-    def other_stop(self, stop):
-        """A slice ended for a reason a subclass's hook gave (see _Stop)."""
-
     def _tick(self, clock=None):
         """Bring the timer up to `clock` (default: now); each expiry raises IRQ0 at the PIC."""
-        for _ in range(self.pit.advance(self.clock if clock is None else clock)):
+        fired = self.pit.advance(self.clock if clock is None else clock)
+        for _ in range(fired):
             self.pic.raise_irq(0)
+        if fired:
+            self.on_timer()
 
     def _clock_now(self):
         """The clock at the instruction a hook is running for."""
         return self.clock + (quirks.instruction_counter(self.uc) - 1 if self.counted and self._running else 0)
 
-    def _accept_interrupt(self):
-        """The CPU checks its interrupt line between instructions: take an IRQ if IF allows it."""
-        if self.pic.pending() is None or not self.interrupts_enabled() or quirks.irq_inhibited(self.uc):
-            return False
-        irq, vector = self.pic.acknowledge()
-        self.stats["irqs"] += 1
-        self._event("interrupt", irq=irq, vector=vector)
-        self._raise(vector, EXTERNAL)
-        return True
-
     def _at_hlt(self):
         eip = self.cpu["eip"]
         return eip > 0 and bytes(self.uc.mem_read(eip - 1, 1)) == b"\xf4"
-
-    def _on_hlt(self):
-        if not self.interrupts_enabled():
-            self._event("halt", interrupts="off", why="hlt with IF=0: only an NMI or reset could wake it")
-            self._finish(None, halted=True)
-        elif self.pic.pending() is not None:
-            self._event("halt", interrupts="on", waited=0)
-        elif self.pit.armed() and self.pic.irq0_enabled() and self.counted:
-            wake = self.pit.next_tick()
-            self._event("halt", interrupts="on", waited=wake - self.clock)
-            self.clock = wake
-            self._tick()
-        else:
-            self._event("halt", interrupts="on", why="hlt with IF=1 but no interrupt source armed: it would sleep forever")
-            self._finish(None, halted=True)
-
-    def _raise(self, vector, source, error_code=None):
-        """Deliver an event through the IDT, turning faults during delivery into #DF or shutdown."""
-        klass = exception_class(vector, source)
-        cause = (f"int {vector:#x}" if source == SOFTWARE else f"IRQ{vector - self.pic.master.vector_base}"
-                 if source == EXTERNAL else vector_name(vector))
-        at = self._instruction_address(source)
-        while True:
-            eip, cpl = at, self.cpu.cpl
-            try:
-                record = deliver(self.cpu, vector, source, error_code)
-            except Fault as f:
-                if source == SOFTWARE:
-                    self.cpu["eip"] = at          # a fault in int n's delivery points at the int
-                outcome = second_fault(klass, f.vector)
-                if outcome == "triple":
-                    self._event("shutdown", why=f"{vector_name(f.vector)} while delivering a double fault: triple fault",
-                                eip=eip)
-                    self._finish(None, shutdown=True)
-                    return
-                if outcome == "double":
-                    vector, source, error_code, klass = DF_, EXCEPTION, 0, "double"
-                    cause = f"#DF (a fault while delivering {cause})"
-                else:
-                    error_code = f.error_code if f.vector in HAS_ERROR_CODE else None
-                    cause = f"{vector_name(f.vector)} (while delivering {cause})"
-                    vector, source, klass = f.vector, EXCEPTION, exception_class(f.vector, EXCEPTION)
-                continue
-            self.stats["interrupts"] += 1
-            self._event("ring-transition", eip=eip, cpl=cpl, cause=cause, **record)
-            return
-
-    def _instruction_address(self, source):
-        """Where the event happened: Unicorn leaves EIP after `int n`, `int3` and `into`."""
-        eip = self.cpu["eip"]
-        if source == SOFTWARE and eip >= 2:
-            before = self.cpu.read(eip - 2, 2)
-            if before[0] == 0xCD:
-                return eip - 2
-            if before[1] in (0xCC, 0xCE):
-                return eip - 1
-        return eip
 
     # --- hooks (called by Unicorn inside a slice) ---------------------------------------------------
     def _counter(self):
@@ -393,7 +625,7 @@ class Machine:
         # Unicorn sets CR2 for a #PF, then loses it on the way out of emu_start (it looks up the
         # `until` address, which paging leaves unmapped): keep it for the guest's handler
         cr2 = uc.reg_read(X.UC_X86_REG_CR2) if vector == PF_ and self.paging else None
-        self._stop = _Stop("exception", self._counter(), vector=vector, source=source, error_code=code, cr2=cr2)
+        self._stop = Stop("exception", self._counter(), vector=vector, source=source, error_code=code, cr2=cr2)
         uc.emu_stop()
 
     def _on_out(self, uc, port, size, value, _):
@@ -408,49 +640,29 @@ class Machine:
             return 0xFFFFFFFF
         eip = self.cpu["eip"]
         if not self.cpu.io_allowed(port, size):
-            self._stop = _Stop("io-fault", self._counter(), eip=eip, port=port, direction=direction,
-                               regs=self.cpu.regs(("eax", "ecx", "esi", "edi", "eflags")),
-                               memory=(self.cpu["edi"], bytes(uc.mem_read(self.cpu["edi"], 4)))
-                               if self.cpu["edi"] + 4 <= self.memory else None)
+            self._stop = Stop("io-fault", self._counter(), eip=eip, port=port, direction=direction,
+                              regs=self.cpu.regs(("eax", "ecx", "esi", "edi", "eflags")),
+                              memory=(self.cpu["edi"], bytes(uc.mem_read(self.cpu["edi"], 4)))
+                              if self.cpu["edi"] + 4 <= self.memory else None)
             if not self.counted:
-                self._stop = _Stop("must-count", None, why="an I/O privilege check")
+                self._stop = Stop("must-count", None, why="an I/O privilege check")
             uc.emu_stop()
             return self.cpu["eax"] & ((1 << (8 * size)) - 1)
         device = self.ports.get(port)
         if isinstance(device, Pit8254) and not self.counted:
-            self._stop = _Stop("must-count", None, why="the guest uses the timer")
+            self._stop = Stop("must-count", None, why="the guest uses the timer")
             uc.emu_stop()
             return 0
         value = self.port_access(port, size, value, direction, eip)
         if device is self.debug_exit and direction == "out":
             insn = disassemble(uc.mem_read(eip, 16), eip, 1)
-            self._stop = _Stop("exit", self._counter(), next_eip=eip + (insn[0].size if insn else 1))
+            self._stop = Stop("exit", self._counter(), next_eip=eip + (insn[0].size if insn else 1))
             uc.emu_stop()
         elif device in (self.pic, self.pit) and direction == "out" and self.counted:
             # a new mask, EOI or timer setting: let the machine look again before the next instruction
-            self._stop = _Stop("device", self._counter())
+            self._stop = Stop("device", self._counter())
             uc.emu_stop()
         return value if direction == "in" else None
-
-    def port_access(self, port, size, value, direction, eip):
-        """One access to the platform's devices (an unknown port floats: reads 0xff..), recorded as
-        an io event. Returns the value read, or the value written."""
-        device = self.ports.get(port)
-        clock = self._clock_now()
-        if device in (self.pic, self.pit) and self.counted:
-            self._tick(clock)              # the devices are a function of time: catch them up first
-        if isinstance(device, Pit8254):
-            result = device.read(port, size, clock) if direction == "in" else device.write(port, size, value, clock)
-        elif device is not None:
-            result = device.read(port, size) if direction == "in" else device.write(port, size, value)
-        else:
-            result = (1 << (8 * size)) - 1 if direction == "in" else None   # nothing there: the bus floats
-        if direction == "in":
-            value = result & ((1 << (8 * size)) - 1)
-        self.stats["io"] += 1
-        self._event("io", eip=eip, port=port, size=size, value=value, direction=direction,
-                    device=type(device).__name__ if device else "none")
-        return value
 
     def _undo_io(self, stop):
         """The CPU checks I/O permission before the access; Unicorn does not, so undo what it did."""
@@ -460,6 +672,14 @@ class Machine:
             self.uc.mem_write(*stop["memory"])
         quirks.clear_fault_and_set_cpl(self.uc)
         self.cpu["eip"] = stop["eip"]
+
+    def _on_cpuid(self, uc, _):
+        values = self.on_cpuid(self.cpu["eax"], self.cpu["ecx"])
+        if values is None:
+            return 0                                 # the CPU's own answer
+        for register, value in zip(("eax", "ebx", "ecx", "edx"), values):
+            self.cpu[register] = value
+        return 1                                     # the VMM's answer stands; the CPU's is skipped
 
     def _watched(self, eip):
         return self.image.origin <= eip < self.image.end
@@ -483,7 +703,7 @@ class Machine:
     def _stop_before(self, address, icount):
         """Unicorn stops *before* an instruction whose code hook calls emu_stop: the next slice
         runs exactly that instruction, and the hook lets it pass once."""
-        self._stop = _Stop("before", self._counter())
+        self._stop = Stop("before", self._counter())
         self._pass_once = (address, icount)
         self.uc.emu_stop()
 
@@ -510,13 +730,13 @@ class Machine:
                 return                               # a plain far return: no change of ring
             names, cause = ["EIP", "CS"], "retf"
         popped = [(name, words[i + (skip // 4 if name in ("ESP", "SS") else 0)]) for i, name in enumerate(names)]
-        self._event("ring-transition", eip=address, from_ring=cpl, to_ring=to_ring, cause=cause,
+        self.record("ring-transition", eip=address, from_ring=cpl, to_ring=to_ring, cause=cause,
                     frame=popped, return_eip=words[0], esp=esp, ss=cpu["ss"])
 
     def _on_rdtsc(self, tsc_aux=False):
         """The time-stamp counter counts the virtual clock's cycles, so reading it is reproducible."""
         if not self.counted:
-            self._stop = _Stop("must-count", None, why="the guest reads the time-stamp counter")
+            self._stop = Stop("must-count", None, why="the guest reads the time-stamp counter")
             self.uc.emu_stop()
         tsc = self._clock_now()
         self.cpu["eax"], self.cpu["edx"] = tsc & 0xFFFFFFFF, tsc >> 32
@@ -533,34 +753,11 @@ class Machine:
             quirks.clear_fault_and_set_cpl(self.uc)
             self.exception(UD, EXCEPTION)
             return
-        detail = getattr(self, "_unmapped", None)
-        where = f" at {detail[1]:#x}" if detail else ""
-        raise GuestError(f"the guest touched memory{where}, outside its {self.memory >> 20} MiB of RAM "
-                         f"(eip {self.cpu['eip']:#x}, ring {self.cpu.cpl}): {error}", self.result())
-
-    # --- events and the end ---------------------------------------------------------------------------
-    def _event(self, kind, eip=None, cpl=None, **detail):
-        event = Event(kind=kind, eip=self.cpu["eip"] if eip is None else eip,
-                      cpl=self.cpu.cpl if cpl is None else cpl, detail=detail,
-                      icount=self._icount() if self.counted else None)
-        if len(self.events) < MAX_EVENTS:
-            self.events.append(event)
-        else:
-            self.events_dropped += 1
-        if self._stop_when is not None and self._stop_when(event):
-            self._stop_requested = True
-            if self._stop is None:
-                self._stop = _Stop("event", self._counter())
-            self.uc.emu_stop()
-        return event
+        access, address, _ = self._unmapped or (None, None, None)
+        self.memory_fault(error, access, address)
 
     def _icount(self):
         """Instructions retired before now; inside a slice, before the instruction being run."""
         if self._running:
             return self.instructions + quirks.instruction_counter(self.uc) - 1
         return self.instructions
-
-    def _finish(self, kind, exit_code=None, halted=False, shutdown=False):
-        if kind == "exit":
-            self._event("exit", exit_code=exit_code)
-        self.halted, self.shutdown, self.finished = halted, shutdown, True

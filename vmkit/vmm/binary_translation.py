@@ -19,10 +19,8 @@ import dataclasses
 
 from unicorn import UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE
 
-from ..errors import GuestError
-from ..machine import quirks
+from ..errors import GuestError, VmkitError
 from ..machine.delivery import EXCEPTION, SOFTWARE
-from ..machine.machine import _Stop
 from ..machine.platform import BOOT_CS, DEFAULT_MEMORY
 from ..machine.x86 import DB, GP, IF, IOPL_MASK, NP, SS_, UD, encode_descriptor
 from .emulate import (EMULATORS, FLAGS, SENSITIVE_READS, guest_descriptor, decode, effective_address, operand_value,
@@ -98,13 +96,16 @@ class BinaryTranslation(TrapAndEmulate):
         self._far_return = None               # a return to ring 3 the cache is about to carry out
         self._written = []                    # units a guest write killed during this slice
         self._effect = None                   # what the last emulated call-out did, for its event
+        self._emulated_callouts = {"iret": self._iret, "retf": self._retf, "far": self._far,
+                                   "load-ss": self._load_ss, "load-gs": self._load_gs,
+                                   "store-sreg": self._store_sreg}     # call-out kind -> its emulation
         table = dict(EMULATORS, **SENSITIVE_READS, **FLAGS) if emulators is None else emulators
         super().__init__(image, memory, emulators=table, **budgets)
         self.technique = "binary-translation"
 
     # --- boot: the shadow tables of trap-and-emulate, plus the cache and the VMM's data page -------
-    def _boot_state(self):
-        super()._boot_state()
+    def boot_state(self):
+        super().boot_state()
         uc, cpu = self.uc, self.cpu
         uc.mem_map(VMM_DATA, DATA_SIZE)
         uc.mem_map(CACHE_BASE, self.cache_size)
@@ -123,8 +124,8 @@ class BinaryTranslation(TrapAndEmulate):
                                 rules=self._rules, chain_rule=self._chain_rule)
         self.cache = TranslationCache(uc, CACHE_BASE, self.cache_size, VMM_DATA, translator, self._on_code_written)
 
-    def _install_hooks(self):
-        super()._install_hooks()
+    def install_hooks(self):
+        super().install_hooks()
         # Segment truncation keeps a real CPU's guest out of the VMM's memory; Unicorn, like QEMU,
         # does not check segment limits, so the cache is guarded here: its code is only ever
         # fetched, and a data access to it is the guest looking at the VMM.
@@ -132,11 +133,7 @@ class BinaryTranslation(TrapAndEmulate):
                          CACHE_BASE, CACHE_BASE + self.cache_size - 1)
 
     def _on_cache_access(self, uc, access, address, size, value, _):
-        if self._stop is not None and self._stop.kind == "cache-access":
-            return
-        self._stop = _Stop("cache-access", self._counter(), context=uc.context_save(),
-                           address=address, before=bytes(uc.mem_read(address, size)))
-        uc.emu_stop()
+        self.stop("cache-access", context=uc.context_save(), address=address, before=bytes(uc.mem_read(address, size)))
 
     def shadow_descriptors(self, table):
         return truncate(compress(table))
@@ -149,13 +146,11 @@ class BinaryTranslation(TrapAndEmulate):
         return self.cpu.read(address, size, "the guest's code")
 
     # --- every slice starts in the cache (kernel) or in guest user code -----------------------------
-    def _slice(self, limit, until):
-        if self._accept_interrupt():
-            return
+    def before_slice(self):
+        """The kernel runs from the cache; the translated code learns whether an interrupt waits."""
         self._enter_cache()
         pending = self.pic.pending() is not None
         self.uc.mem_write(VMM_DATA + PENDING, b"\x01" if pending else b"\x00")
-        super()._slice(limit, until)
 
     def _enter_cache(self):
         """The guest kernel is at a guest address (after boot, a delivery, an emulated instruction):
@@ -191,24 +186,25 @@ class BinaryTranslation(TrapAndEmulate):
         self.stats["blocks_translated"] += 1
         if flushed:
             self.stats["cache_flushes"] = self.stats.get("cache_flushes", 0) + 1
-        self._event("translate", eip=guest, cpl=1, guest=guest, cache=unit.cache, size=unit.size,
+        self.record("translate", eip=guest, cpl=1, guest=guest, cache=unit.cache, size=unit.size,
                     guest_size=unit.guest_end - guest, instructions=sum(1 for p in unit.pieces if p.size),
                     flushed=flushed)
         return unit
 
-    def _slice_length(self, limit):
+    def slice_length(self, limit):
         if self._mid_instruction_with_interrupt():
             return 1                          # run on to the next guest instruction boundary
         if self._far_return is not None:
             return 1                          # just the iret or retf: user code starts with its own flags
-        return super()._slice_length(limit)
+        return super().slice_length(limit)
 
     def _mid_instruction_with_interrupt(self):
         cpu = self.cpu
         return (self._vmm_entry and self.pic.pending() is not None and self.interrupts_enabled()
                 and cpu.cpl == 1 and cpu["eip"] in self.cache and self.cache.guest_address(cpu["eip"]) is None)
 
-    def _accept_interrupt(self):
+    def inject_interrupt(self):
+        # an interrupt is taken at a guest instruction's boundary, and delivered at its guest address
         if not self._vmm_entry or self._shadow_sti:
             return False
         cpu = self.cpu
@@ -217,14 +213,15 @@ class BinaryTranslation(TrapAndEmulate):
             if guest is None:
                 return False                  # between two host instructions of one guest instruction
             cpu["eip"] = guest
-        return super()._accept_interrupt()
+        return super().inject_interrupt()
 
     # --- the guest sees its own CS, flags and GS ----------------------------------------------------
-    def _raise(self, vector, source, error_code=None):
+    def deliver(self, vector, source, error_code=None):
+        """As trap-and-emulate; the frame the CPU pushed then shows the guest its own CS and flags."""
         cpu = self.cpu
         virtual = (cpu["eflags"] if cpu.cpl == 3 else self.vcpu.flags_view(0)) & (IF | IOPL_MASK)
         first = len(self.events)
-        super()._raise(vector, source, error_code)
+        super().deliver(vector, source, error_code)
         for event in self.events[first:]:
             if event.kind == "ring-transition" and "frame" in event.detail:
                 self._virtualize_frame(event, virtual)
@@ -271,20 +268,23 @@ class BinaryTranslation(TrapAndEmulate):
             return bool(self.cpu["eflags"] & IF)
         return self.vcpu.interrupt_flag
 
-    def _event(self, kind, eip=None, cpl=None, **detail):
+    def record(self, kind, eip=None, cpl=None, **detail):
+        """As the machine's, at the guest's address when the CPU is in the cache."""
         if eip is None:
             eip = self.cpu["eip"]
             if eip in self.cache:             # report where the guest is, not where the cache is
                 unit, piece = self.cache.locate(eip)
                 eip = piece.guest if piece is not None else eip
-        return super()._event(kind, eip=eip, cpl=cpl, **detail)
+        return super().record(kind, eip=eip, cpl=cpl, **detail)
 
     # --- call-outs: the cache's int3s -----------------------------------------------------------------
     def exception(self, vector, source, error_code=None, cause=None):
+        """In the cache, an int3 is a call-out (or the lookup code's miss) and any other fault is the
+        guest instruction's, at its guest address; then trap-and-emulate handles it."""
         cpu = self.cpu
         eip = cpu["eip"]
         if cpu.cpl == 1 and eip in self.cache:
-            quirks.clear_fault_and_set_cpl(self.uc)
+            self.fault_handled()
             callout = self.cache.callouts.get(eip - 1) if vector == 3 else None
             if callout is not None:
                 return self._callout(callout, eip - 1)
@@ -295,7 +295,7 @@ class BinaryTranslation(TrapAndEmulate):
                 raise GuestError(f"a fault ({vector}) in the VMM's own lookup code at {eip:#x}", self.result())
             cpu["eip"] = piece.guest          # the guest's instruction faulted
             self._far_return = None
-        super().exception(vector, source, error_code, cause)
+        self.handle_trap(vector, source, error_code, cause)
 
     def _callout(self, c, site):
         cpu = self.cpu
@@ -305,29 +305,34 @@ class BinaryTranslation(TrapAndEmulate):
         if c.kind == "pending":
             self.stats["traps"] += 1
             cpu["eip"] = c.guest
-            self._event("trap", eip=c.guest, cpl=1, cause="call-out: an interrupt waits for the virtual IF",
+            self.record("trap", eip=c.guest, cpl=1, cause="call-out: an interrupt waits for the virtual IF",
                         vector=None, instruction="(interrupt window)", error_code=None)
             return
         cpu["eip"] = c.guest
+        # the guest instruction at c.guest, not the cache's int3, trapped: trap-and-emulate handles it
         if c.kind == "emulate":
-            return TrapAndEmulate.exception(self, GP, EXCEPTION, 0, cause="call-out")
+            return self.handle_trap(GP, EXCEPTION, 0, cause="call-out")
         if c.kind == "undecodable":
-            return TrapAndEmulate.exception(self, UD, EXCEPTION, None, cause="call-out: undecodable")
+            return self.handle_trap(UD, EXCEPTION, None, cause="call-out: undecodable")
         if c.kind == "int":
             return self._software_interrupt(c)
+        emulation = self._emulated_callouts.get(c.kind)
+        if emulation is None:
+            raise VmkitError(f"a call-out of kind {c.kind!r} at {c.guest:#x}: the VMM emulates the kinds "
+                             f"emulate, undecodable, int, pending, miss and {', '.join(self._emulated_callouts)}")
         insn = decode(cpu.read(c.guest, 15), c.guest)
         text = f"{insn.mnemonic} {insn.op_str}".strip()
         self.stats["traps"] += 1
-        self._event("trap", eip=c.guest, cpl=1, cause="call-out", vector=None, instruction=text, error_code=None)
+        self.record("trap", eip=c.guest, cpl=1, cause="call-out", vector=None, instruction=text, error_code=None)
         cpu["eip"] = c.guest + c.size
         self._effect = None
-        fault = getattr(self, "_" + c.kind.replace("-", "_"))(c, insn, site)
+        fault = emulation(c, insn, site)
         if fault is not None:
             cpu["eip"] = c.guest
             self._far_return = None
-            self._raise(*fault)
+            self.deliver(*fault)
         elif self._effect:
-            self._event("emulate", eip=c.guest, cpl=1, instruction=text, effect=self._effect)
+            self.record("emulate", eip=c.guest, cpl=1, instruction=text, effect=self._effect)
 
     def _miss(self, c):
         """An exit whose target has no translation yet: translate it, then chain the exit to it."""
@@ -350,8 +355,8 @@ class BinaryTranslation(TrapAndEmulate):
         if first[0] == 0xCE and not self.cpu["eflags"] & (1 << 11):
             return                                # into without OF: nothing happens
         if first[0] == 0xF1:
-            return TrapAndEmulate.exception(self, DB, EXCEPTION, None, cause="int1")
-        return TrapAndEmulate.exception(self, vector, SOFTWARE)
+            return self.handle_trap(DB, EXCEPTION, None, cause="int1")
+        return self.handle_trap(vector, SOFTWARE)
 
     # --- transfers the guest kernel makes at its virtual CPL 0 ------------------------------------------
     def _pop(self, count, skip=0):
@@ -408,7 +413,7 @@ class BinaryTranslation(TrapAndEmulate):
         if eflags is not None:
             cpu["eflags"] = (eflags & GUEST_OWNED_FLAGS) | IF | 0x2
         cpu["esp"] = (cpu["esp"] + size) & 0xFFFFFFFF
-        self._event("ring-transition", eip=c.guest, cpl=1, from_ring=1, to_ring=1, cause=cause,
+        self.record("ring-transition", eip=c.guest, cpl=1, from_ring=1, to_ring=1, cause=cause,
                     frame=[("EIP", eip), ("CS", cs)] + ([("EFLAGS", eflags)] if eflags is not None else []),
                     return_eip=eip, emulated=True)
         self._set_vcs(cs)
@@ -416,14 +421,13 @@ class BinaryTranslation(TrapAndEmulate):
         self._effect = None
         return None
 
-    def _after_slice(self, error, n):
+    def after_slice(self):
+        """The cache's copy of an iret or retf to ring 3 has run: record the guest's return to user code."""
         if self._far_return is not None and self.cpu.cpl == 3:
             far, self._far_return = self._far_return, None
-            self._slice_traced = True
-            self._event("ring-transition", eip=far["guest"], cpl=1, from_ring=1, to_ring=3, cause=far["cause"],
+            self.record("ring-transition", eip=far["guest"], cpl=1, from_ring=1, to_ring=3, cause=far["cause"],
                         return_eip=far["return_eip"], frame=[("EIP", far["return_eip"]), ("CS", far["cs"])])
             self.enter_user_mode()
-        super()._after_slice(error, n)
 
     def _far(self, c, insn, site):
         """jmp far / call far to a ring-0 code segment, emulated with the CPU's checks."""
@@ -519,9 +523,7 @@ class BinaryTranslation(TrapAndEmulate):
     # --- guest writes into code it has translated --------------------------------------------------------
     def _on_code_written(self, units):
         self._written.extend(units)
-        if self._running and (self._stop is None or self._stop.kind != "code-written"):
-            self._stop = _Stop("code-written", self._counter())
-            self.uc.emu_stop()
+        self.stop("code-written")
 
     def other_stop(self, stop):
         if stop.kind == "cache-access":
@@ -534,7 +536,7 @@ class BinaryTranslation(TrapAndEmulate):
         dead, self._written = self._written, []
         for unit in dead:
             self.cache.kill(unit)
-            self._event("translate", eip=unit.guest, cpl=1, guest=unit.guest, cache=unit.cache,
+            self.record("translate", eip=unit.guest, cpl=1, guest=unit.guest, cache=unit.cache,
                         size=unit.size, invalidated=True)
         unit, piece = here
         if unit is not None and not unit.alive:
@@ -571,7 +573,7 @@ class BinaryTranslation(TrapAndEmulate):
         while not self.finished and self.guest_eip() != eip and (target is None or self.instructions < target):
             before = len(self.events)
             self.run_until(event=event, instructions=1)
-            if event is not None and len(self.events) > before and self._stop_requested:
+            if event is not None and len(self.events) > before and self.stop_requested:
                 break
         return self.events[first:]
 

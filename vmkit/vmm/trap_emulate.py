@@ -24,7 +24,6 @@ from unicorn import UC_HOOK_MEM_WRITE
 from unicorn import x86_const as X
 
 from ..errors import GuestError
-from ..machine import quirks
 from ..machine.delivery import EXCEPTION, SOFTWARE
 from ..machine.cpu import Fault
 from ..machine.machine import LONGEST_SLICE, Machine
@@ -69,8 +68,8 @@ class TrapAndEmulate(Machine):
         super().__init__(image, memory, counted=True, technique="trap-and-emulate", **budgets)
 
     # --- boot: the guest kernel starts in ring 1 on the shadow tables ------------------------------
-    def _boot_state(self):
-        super()._boot_state()
+    def boot_state(self):
+        super().boot_state()
         self.uc.mem_map(VMM_BASE, VMM_SIZE)
         self.cpu.regions.append((VMM_BASE, VMM_SIZE))
         tss = (VMM_TSS & 0xFFFFFF, VMM_TSS >> 24)
@@ -87,13 +86,14 @@ class TrapAndEmulate(Machine):
         # user code always runs with interrupts on; in the kernel, the virtual IF decides
         return self.vcpu.interrupt_flag or self.cpu.cpl == 3
 
-    def _accept_interrupt(self):
+    def inject_interrupt(self):
+        # only when the VMM has control (a trap, its timer), and not in the shadow of an emulated sti
         if not self._vmm_entry or self._shadow_sti:
             return False
         self._vmm_entry = False
-        return super()._accept_interrupt()
+        return super().inject_interrupt()
 
-    def _slice_length(self, limit):
+    def slice_length(self, limit):
         if self._shadow_sti:              # the instruction after an emulated sti runs before any interrupt
             self._shadow_sti = False
             return 1
@@ -104,16 +104,20 @@ class TrapAndEmulate(Machine):
             n = min(n, self.pit.next_tick() - self.clock)
         return max(n, 1)
 
-    def _tick(self, clock=None):
-        fired = self.pit.fired
-        super()._tick(clock)
-        if self.pit.fired != fired:
-            self._vmm_entry = True        # the VMM's own timer interrupt gives it control
+    def on_timer(self):
+        self._vmm_entry = True            # the VMM's own timer interrupt gives it control
 
     # --- a trap: the guest raised an exception, int n or a refused I/O access ------------------------
     def exception(self, vector, source, error_code=None, cause=None):
+        """Every exception, int n and refused I/O access of the guest traps to the VMM: handle_trap()."""
+        self.handle_trap(vector, source, error_code, cause)
+
+    def handle_trap(self, vector, source, error_code=None, cause=None):
+        """A trap at the guest instruction EIP points at: record it, and emulate a #GP from an
+        instruction with a handler in `emulators` (resuming after it); reflect anything else into
+        the guest. `cause` names the trap in its event (by default the vector)."""
         cpu = self.cpu
-        ring, at = cpu.cpl, self._instruction_address(source)
+        ring, at = cpu.cpl, self.instruction_address(source)
         try:
             insn = decode(cpu.read(at, 15, "the trapping instruction"), at)
         except GuestError:
@@ -122,10 +126,10 @@ class TrapAndEmulate(Machine):
         self.stats["traps"] += 1
         self._vmm_entry = True
         cause = cause or (f"int {vector:#x}" if source == SOFTWARE else vector_name(vector))
-        self._event("trap", eip=at, cpl=ring, cause=cause, vector=vector, instruction=text, error_code=error_code)
+        self.record("trap", eip=at, cpl=ring, cause=cause, vector=vector, instruction=text, error_code=error_code)
         handler = self.emulators.get(insn.mnemonic.split()[-1]) if insn else None   # "rep outsb" -> "outsb"
         if vector == GP and source == EXCEPTION and handler is not None and self._guest_may(insn, ring):
-            quirks.clear_fault_and_set_cpl(self.uc)       # the fault is handled here
+            self.fault_handled()                          # the fault is handled here
             cpu["eip"] = at + insn.size
             try:
                 effect = handler(self, insn)
@@ -133,7 +137,7 @@ class TrapAndEmulate(Machine):
                 cpu["eip"] = at
                 return self._reflect(fault.vector, EXCEPTION, fault.error_code)
             if effect is not None:
-                self._event("emulate", eip=at, cpl=ring, instruction=text, effect=effect)
+                self.record("emulate", eip=at, cpl=ring, instruction=text, effect=effect)
                 return
             cpu["eip"] = at                               # the handler declined: the guest's #GP
         self._reflect(vector, source, error_code)
@@ -165,15 +169,16 @@ class TrapAndEmulate(Machine):
 
     def _reflect(self, vector, source, error_code):
         """Deliver into the guest's own handler, as the guest's IDT says, one ring out."""
-        self._raise(vector, source, error_code)
+        self.deliver(vector, source, error_code)
 
-    def _raise(self, vector, source, error_code=None):
+    def deliver(self, vector, source, error_code=None):
+        """Through the shadow IDT, one ring out; an interrupt gate clears the virtual IF, not the real one."""
         self._sync_shadow_idt()
         self._sync_ring1_stack()
         if self.cpu.cpl == 3:
             self.leave_user_mode()
         first = len(self.events)
-        super()._raise(vector, source, error_code)
+        super().deliver(vector, source, error_code)
         for event in self.events[first:]:
             if event.kind == "ring-transition":
                 event.detail["reflected"] = True
@@ -242,8 +247,8 @@ class TrapAndEmulate(Machine):
         self.stats["traps"] += 1
         self._vmm_entry = True
         text = self._instruction_text(self.cpu["eip"])
-        self._event("trap", cause="write to the traced GDT", vector=None, instruction=text, error_code=None)
-        self._event("emulate", instruction=text, effect=f"shadow GDT entry {offset // 8} follows the guest's")
+        self.record("trap", cause="write to the traced GDT", vector=None, instruction=text, error_code=None)
+        self.record("emulate", instruction=text, effect=f"shadow GDT entry {offset // 8} follows the guest's")
 
     def _instruction_text(self, address):
         insn = decode(self.cpu.read(address, 15), address)
@@ -284,7 +289,7 @@ class TrapAndEmulate(Machine):
     def port_out(self, port, size, value):
         self.port_access(port, size, value, "out", self.cpu["eip"])
         if self.debug_exit.exit_code is not None and not self.finished:
-            self._finish("exit", exit_code=self.debug_exit.exit_code)
+            self.finish(self.debug_exit.exit_code)
         elif self.ports.get(port) in (self.pic, self.pit):
             self._vmm_entry = True
 
@@ -295,7 +300,7 @@ class TrapAndEmulate(Machine):
         self._shadow_sti = True
 
     def halt(self):
-        self._on_hlt()
+        self.on_hlt()
         self._vmm_entry = True
 
     def unsupported(self, what):

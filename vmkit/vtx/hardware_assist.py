@@ -53,12 +53,12 @@ Each event's eip is the instruction that exited, as the VMCS's guest RIP names i
 from dataclasses import dataclass
 from functools import lru_cache
 
-from unicorn import UC_ARCH_X86, UC_HOOK_INSN, UC_MODE_32, Uc
+from unicorn import UC_ARCH_X86, UC_MODE_32, Uc
 from unicorn import x86_const as X
 
 from ..machine.delivery import EXCEPTION, SOFTWARE
 from ..machine.devices import MMIO_BASE, MMIO_SIZE, MmioDevice
-from ..machine.machine import Machine, _Stop
+from ..machine.machine import Machine
 from ..machine.platform import DEFAULT_MEMORY
 from ..machine.x86 import vector_name
 
@@ -96,22 +96,21 @@ class HardwareAssist(Machine):
     def __init__(self, image, memory=DEFAULT_MEMORY, *, controls=None, **budgets):
         self.controls = VmcsControls() if controls is None else controls
         self.mmio = MmioDevice()
-        self._slice_n = 0
         super().__init__(image, memory, counted=True, technique="hardware-assist", **budgets)
         # no memory backs the device's page, so every access to it exits: KVM would see an EPT
         # violation; here it is Unicorn's MMIO callback (the model has no second stage)
         self.uc.mmio_map(MMIO_BASE, MMIO_SIZE, self._on_mmio_read, None, self._on_mmio_write, None)
-        self.uc.hook_add(UC_HOOK_INSN, self._on_cpuid, None, 1, 0, X.UC_X86_INS_CPUID)
 
     def vmexit(self, reason, eip=None, **detail):
         """Record one VM exit (the VMM then handles it, and VM entry resumes the guest)."""
         self.stats["vmexits"] += 1
         key = f"vmexit_{reason}"
         self.stats[key] = self.stats.get(key, 0) + 1
-        return super()._event("vmexit", eip=eip, reason=reason, **detail)
+        return self.record("vmexit", eip=eip, reason=reason, **detail)
 
     # --- I/O instructions --------------------------------------------------------------------------
     def port_access(self, port, size, value, direction, eip):
+        """An IO exit if the I/O bitmap selects the port; the device answers either way."""
         if not self.controls.io_exits(port, size):
             return super().port_access(port, size, value, direction, eip)      # not intercepted: no exit
         exit = self.vmexit("IO", eip=eip, port=port, size=size, direction=direction, value=value)
@@ -122,67 +121,52 @@ class HardwareAssist(Machine):
 
     # --- the MMIO device: loads and stores no memory backs (an EPT violation on VT-x) ---------------
     def _on_mmio_read(self, uc, offset, size, _):
-        if self._stepping_over_access():
+        if self.access_must_wait():                            # stepping over it while run_until waits
             return 0
-        exit = self._mmio_exit(offset, size, "read", None)
+        with self.inside_access():
+            return self.mmio_access(offset, size, "read", None)
+
+    def _on_mmio_write(self, uc, offset, size, value, _):
+        if self.access_must_wait():
+            return
+        with self.inside_access():
+            self.mmio_access(offset, size, "write", value & ((1 << (8 * size)) - 1))
+
+    def mmio_access(self, offset, size, direction, value):
+        """A load (`direction` "read") or a store ("write" of `value`) of `size` bytes at `offset` in
+        the MMIO device's page: an MMIO exit, then the device answers. Returns the value read (None
+        for a store). Called from inside the access, so it must not stop the slice itself."""
+        exit = self.mmio_exit(offset, size, direction, value)
+        if direction == "write":
+            self.mmio.write(offset, size, value)
+            return None
         value = self.mmio.read(offset, size)
         exit.detail["value"] = value
         return value
 
-    def _on_mmio_write(self, uc, offset, size, value, _):
-        if self._stepping_over_access():
-            return
-        value &= (1 << (8 * size)) - 1
-        self._mmio_exit(offset, size, "write", value)
-        self.mmio.write(offset, size, value)
-
-    def _slice_length(self, limit):
-        self._slice_n = super()._slice_length(limit)
-        return self._slice_n
-
-    def _stepping_over_access(self):
-        """Unicorn abandons an instruction whose memory access stops emulation, so while run_until
-        waits for an event, a slice that meets the device stops in front of the instruction,
-        untouched, and the next slice runs exactly that instruction (Machine._stop_before)."""
-        if self._stop_when is None or self._slice_n == 1:
-            return False
-        self._stop_before(self.cpu["eip"], self._icount())
-        return True
-
-    def _mmio_exit(self, offset, size, direction, value):
-        if self._pass_once == (self.cpu["eip"], self._icount()):
-            self._pass_once = None
-        wanted, self._stop_when = self._stop_when, None        # no emu_stop inside the access
-        try:
-            exit = self.vmexit("MMIO", address=MMIO_BASE + offset, size=size, direction=direction, value=value,
-                               register=MmioDevice.register(offset))
-        finally:
-            self._stop_when = wanted
-        if wanted is not None and wanted(exit):
-            self._stop_requested = True                        # the one-instruction slice ends right after
-            if self._stop is None:
-                self._stop = _Stop("event", self._counter())
-        return exit
+    def mmio_exit(self, offset, size, direction, value):
+        """Record the MMIO exit of an access at `offset` in the device's page; returns its event."""
+        return self.vmexit("MMIO", address=MMIO_BASE + offset, size=size, direction=direction, value=value,
+                           register=MmioDevice.register(offset))
 
     # --- hlt -------------------------------------------------------------------------------------------
-    def _on_hlt(self):
+    def on_hlt(self):
+        """A HLT exit if HLT exiting is on; the vCPU halts either way."""
         if self.controls.hlt_exiting:
             self.vmexit("HLT", eip=self.cpu["eip"] - 1)
-            super()._on_hlt()
+            super().on_hlt()
             return
         first = len(self.events)
-        super()._on_hlt()
+        super().on_hlt()
         for event in self.events[first:]:
             if event.kind == "halt":
                 event.detail["vmm"] = "not told: HLT exiting is off, the vCPU halts inside the guest"
 
     # --- cpuid -----------------------------------------------------------------------------------------
-    def _on_cpuid(self, uc, _):
-        leaf, subleaf = self.cpu["eax"], self.cpu["ecx"]
+    def on_cpuid(self, leaf, subleaf):
+        """Always a CPUID exit (VT-x cannot run cpuid in the guest); the VMM's answer stands."""
         self.vmexit("CPUID", leaf=leaf, subleaf=subleaf)
-        for name, value in zip(("eax", "ebx", "ecx", "edx"), self.cpuid(leaf, subleaf)):
-            self.cpu[name] = value
-        return 1                                   # the VMM's answer stands; the CPU's own is skipped
+        return self.cpuid(leaf, subleaf)
 
     def cpuid(self, leaf, subleaf=0):
         """The VMM's answer: the CPU's own, with the hypervisor bit set and KVM's signature leaf."""
@@ -196,16 +180,18 @@ class HardwareAssist(Machine):
 
     # --- exceptions and the triple fault -------------------------------------------------------------
     def exception(self, vector, source, error_code=None):
-        at = self._instruction_address(source)
+        """An EXCEPTION exit if the bitmap selects the vector; then injected back into the guest."""
+        at = self.instruction_address(source)
         if self.controls.exception_exits(vector) and (
                 source == EXCEPTION or (source == SOFTWARE and self.cpu.read(at, 1)[0] in (INT3, INTO))):
             self.vmexit("EXCEPTION", eip=at, vector=vector, name=vector_name(vector), error_code=error_code)
         super().exception(vector, source, error_code)             # injected back into the guest
 
-    def _event(self, kind, eip=None, cpl=None, **detail):
+    def record(self, kind, eip=None, cpl=None, **detail):
+        """As the machine's; a triple fault (a shutdown event) is a SHUTDOWN exit first."""
         if kind == "shutdown":
             self.vmexit("SHUTDOWN", eip=eip)                        # VT-x exits on a triple fault
-        return super()._event(kind, eip, cpl, **detail)
+        return super().record(kind, eip, cpl, **detail)
 
 
 @lru_cache(maxsize=64)

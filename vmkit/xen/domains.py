@@ -172,13 +172,7 @@ class Xen:
         if domain is dom0:
             dom0.run_slice(n, until)
         else:
-            # run_until(event=...) on dom0 watches every domain's events
-            domain._stop_when, domain._stop_requested, dom0._stop = dom0._stop_when, False, None
-            try:
-                domain.run_slice(n)
-            finally:
-                domain._stop_when = None
-            dom0._stop_requested = dom0._stop_requested or domain._stop_requested
+            domain.run_slice(n, watched_by=dom0)      # run_until(event=...) on dom0 watches every domain's events
         self.now = domain.clock
         self.quantum_left -= domain.instructions - before
         self.timers.fire(self.now)
@@ -196,7 +190,7 @@ class Xen:
             if self.runnable(candidate):
                 if candidate is not current:
                     self.switches += 1
-                    candidate._entry = True      # it comes back from the hypervisor: pending events first
+                    candidate.hypervisor_had_control()    # it comes back from the hypervisor: pending events first
                 self.current, self.quantum_left = candidate, self.quantum
                 return candidate
         return None
@@ -206,8 +200,8 @@ class Xen:
         expiry = self.timers.next_expiry()
         if expiry is None:
             dom0 = self.dom0
-            dom0._event("halt", why="every domain is blocked, paused or shut down, and no timer is armed: "
-                                    "nothing can ever wake them")
+            dom0.record("halt", why="every domain is blocked, paused or shut down, and no timer is armed: "
+                                   "nothing can ever wake them")
             dom0.halted = dom0.finished = True
             return
         self.idle_cycles += max(expiry - self.now, 0)

@@ -29,13 +29,12 @@ import ctypes
 import struct
 
 from unicorn import (UC_ERR_FETCH_UNMAPPED, UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_PROT, UC_ERR_WRITE_UNMAPPED,
-                     UC_HOOK_INSN, UC_HOOK_MEM_WRITE_PROT, UC_MEM_WRITE, UC_MEM_WRITE_PROT, UC_MEM_WRITE_UNMAPPED,
+                     UC_HOOK_MEM_WRITE_PROT, UC_MEM_WRITE, UC_MEM_WRITE_PROT, UC_MEM_WRITE_UNMAPPED,
                      UC_PROT_ALL, UC_PROT_READ)
 from unicorn import x86_const as X
 
 from ..asm import assemble, disassemble
 from ..errors import GuestError, GuestTimeout, VmkitError
-from ..machine import quirks
 from ..machine.cpu import Fault
 from ..machine.delivery import EXCEPTION, SOFTWARE
 from ..machine.machine import Machine
@@ -93,6 +92,7 @@ class Paravirt(Machine):
         self._exit_recorded = False
         self._in_hypercall = False
         self._notes = None                              # what the running hypercall's handler noted
+        self._protected_write = (None, None)            # (access, address) of the last write to Xen's pages
         super().__init__(image, memory, counted=True, technique="paravirt", **budgets)
         for key in PV_STATS:
             self.stats[key] = 0
@@ -100,8 +100,8 @@ class Paravirt(Machine):
         self.xen.attach(self)
 
     # --- boot: Xen's start of day for a PV guest ----------------------------------------------------
-    def _boot_state(self):
-        super()._boot_state()
+    def boot_state(self):
+        super().boot_state()
         self._ram_in_host_memory()
         self.uc.mem_write(BOOT_GDT, bytes(BOOT_GDT_LIMIT + 1))      # the PV platform has no boot GDT in guest memory
         self.uc.mem_map(XEN_AREA, XEN_AREA_SIZE, UC_PROT_READ)
@@ -153,10 +153,13 @@ class Paravirt(Machine):
         current.update(fields)
         self.write(START_INFO, xen.START_INFO.pack(*(current[n] for n in names)))
 
-    def _install_hooks(self):
-        super()._install_hooks()
-        self.uc.hook_add(UC_HOOK_INSN, self._on_cpuid, None, 1, 0, X.UC_X86_INS_CPUID)
-        self.uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._on_unmapped)      # a write to Xen's read-only memory
+    def install_hooks(self):
+        super().install_hooks()
+        self.uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._on_write_protected)     # a write to Xen's read-only memory
+
+    def _on_write_protected(self, uc, access, address, size, value, _):
+        self._protected_write = (access, address)
+        return False                                    # Unicorn stops with UC_ERR_WRITE_PROT: memory_fault
 
     # --- guest memory, as the hypervisor's copy_from_guest / copy_to_guest see it ----------------------
     # A pointer into the first page is refused like one outside RAM: no PV kernel maps page 0, so in
@@ -236,8 +239,13 @@ class Paravirt(Machine):
 
     def kick(self):
         """An event became pending for this domain: wake it, and deliver before it runs on."""
-        self._entry = True
+        self.hypervisor_had_control()
         self.blocked = False
+
+    def hypervisor_had_control(self):
+        """The hypervisor has had this vcpu (a hypercall, a trap, a switch to this domain): events
+        pending for it are delivered before its guest code runs on."""
+        self._entry = True
 
     def shut_down(self, reason, why=None):
         """The domain stops for good with `reason` (SHUTDOWN_*); dom0 hears of it (VIRQ_DOM_EXC)."""
@@ -248,7 +256,7 @@ class Paravirt(Machine):
         self.blocked = False
         if why is not None:                  # a crash: the domain did not ask for it
             self.shutdown = True
-            self._event("shutdown", why=why, reason=xen.SHUTDOWN_NAMES[xen.SHUTDOWN_crash])
+            self.record("shutdown", why=why, reason=xen.SHUTDOWN_NAMES[xen.SHUTDOWN_crash])
         if not self._in_hypercall:           # else its hypercall's event comes first
             self._record_exit()
         self.xen.domain_shut_down(self)
@@ -259,14 +267,16 @@ class Paravirt(Machine):
     def _record_exit(self):
         if not self._exit_recorded:
             self._exit_recorded = True
-            self._event("exit", exit_code=self.shutdown_code,
+            self.record("exit", exit_code=self.shutdown_code,
                         reason=xen.SHUTDOWN_NAMES.get(self.shutdown_code, str(self.shutdown_code)))
 
     # --- int 0x82 and every other way into the hypervisor ----------------------------------------------------
     def exception(self, vector, source, error_code=None):
+        """Every exception and int n enters the hypervisor: int 0x82 from ring 1 is a hypercall,
+        anything else is bounced to the guest's trap table."""
         ring = self.cpu.cpl
-        quirks.clear_fault_and_set_cpl(self.uc)          # the fault is the hypervisor's now
-        self._entry = True
+        self.fault_handled()                             # the fault is the hypervisor's now
+        self.hypervisor_had_control()
         if vector == xen.HYPERCALL_VECTOR and source == SOFTWARE and ring == 1:
             self._hypercall()
         else:
@@ -283,7 +293,7 @@ class Paravirt(Machine):
         finally:
             self._in_hypercall = False
         cpu["eax"] = result
-        self._event("hypercall", eip=cpu["eip"] - 2, cpl=1, name=xen.hypercall_name(number), number=number,
+        self.record("hypercall", eip=cpu["eip"] - 2, cpl=1, name=xen.hypercall_name(number), number=number,
                     args=args, result=result, **detail)
         if self.shutdown_code is not None:
             self._record_exit()                      # after the hypercall that asked for it
@@ -310,10 +320,10 @@ class Paravirt(Machine):
 
     def _trap(self, vector, source, error_code, ring, **detail):
         """An exception or `int n`: Xen's handler looks in the guest's trap table and bounces it."""
-        at = self._instruction_address(source)
+        at = self.instruction_address(source)
         cause = f"int {vector:#x}" if source == SOFTWARE else vector_name(vector)
         self.stats["traps"] += 1
-        self._event("trap", eip=at, cpl=ring, cause=cause, vector=vector, instruction=self._instruction_text(at),
+        self.record("trap", eip=at, cpl=ring, cause=cause, vector=vector, instruction=self._instruction_text(at),
                     error_code=error_code, **detail)
         if source == SOFTWARE and not self._soft_int_allowed(vector, ring):
             # the gate is closed to this ring: the CPU raises #GP naming the IDT entry, at the int
@@ -379,25 +389,26 @@ class Paravirt(Machine):
             self.upcall_mask = 1
         cpu.far_transfer(1, (cs & ~3) | 1, (ss & ~3) | 1, esp, eip, (old["eflags"] & ~(TF | NT | RF | VM)) | IF)
         self.stats["interrupts"] += 1
-        self._event("ring-transition", eip=at, cpl=ring, cause=cause, vector=vector, from_ring=ring, to_ring=1,
+        self.record("ring-transition", eip=at, cpl=ring, cause=cause, vector=vector, from_ring=ring, to_ring=1,
                     gate=gate, handler=eip, stack_switch=switch, esp=esp, ss=ss,
                     frame=list(zip(frame_names(switch, error_code is not None), in_memory)),
                     error_code=error_code, events_masked=bool(mask_events), return_eip=old["eip"], bounced=True)
         return True
 
-    def _on_error(self, error):
+    def memory_fault(self, error, access, address):
         """Memory the guest may not touch: outside its RAM, or Xen's own. Xen turns it into a page
         fault for the guest (the address in vcpu_info.arch.cr2), bounced like any other exception."""
         if error.errno not in MEMORY_FAULTS:
-            return super()._on_error(error)
-        access, address, _ = getattr(self, "_unmapped", (None, 0, 0))
-        self._unmapped = None
+            return super().memory_fault(error, access, address)
+        if error.errno == UC_ERR_WRITE_PROT:
+            access, address = self._protected_write
+        address = 0 if address is None else address
         write = access in (UC_MEM_WRITE, UC_MEM_WRITE_UNMAPPED, UC_MEM_WRITE_PROT)
         code = (PF_PRESENT if error.errno == UC_ERR_WRITE_PROT else 0) | (PF_WRITE if write else 0) \
             | (PF_USER if self.cpu.cpl == 3 else 0)
-        quirks.clear_fault_and_set_cpl(self.uc)
+        self.fault_handled()
         self.write(SHARED_INFO + xen.VI_ARCH_CR2, (address & 0xFFFFFFFF).to_bytes(4, "little"))
-        self._entry = True
+        self.hypervisor_had_control()
         self._trap(PF_, EXCEPTION, code, self.cpu.cpl, address=address)
 
     def _instruction_text(self, address):
@@ -408,34 +419,35 @@ class Paravirt(Machine):
         return f"{insn[0].mnemonic} {insn[0].op_str}".strip() if insn else "?"
 
     # --- events: delivered through the callback, only when the hypervisor has had control -----------------
-    def _accept_interrupt(self):
+    def inject_interrupt(self):
+        """No PIC: a pending event is delivered through the event callback (an upcall), and only
+        when the hypervisor has had control and the mask byte lets it."""
         if not self._entry:
             return False
         self._entry = False
         if self.finished or self.event_callback is None or not self.events_need_delivery():
             return False
         self.stats["upcalls"] += 1
-        self._event("interrupt", source="event channel", ports=pending_ports(self))
+        self.record("interrupt", source="event channel", ports=pending_ports(self))
         cs, eip = self.event_callback
         return self._enter_guest_handler(cs, eip, None, True, "event upcall", None, self.cpu["eip"], EVENT_CALLBACK)
 
     def interrupts_enabled(self):
+        """The virtual IF: events are on while the mask byte in shared_info is 0."""
         return not self.upcall_mask
 
     # --- CPUID: vmkit answers it for the PV guest and adds Xen's leaves (docs/architecture.md, 2.5) ---
-    def _on_cpuid(self, uc, _):
-        leaf = self.cpu["eax"]
+    def on_cpuid(self, leaf, subleaf):
+        """Every cpuid traps to the hypervisor, which answers Xen's leaves and leaves the rest to the CPU."""
         self.stats["traps"] += 1
-        self._event("trap", cause="cpuid", vector=None, instruction="cpuid", error_code=None)
+        self.record("trap", cause="cpuid", vector=None, instruction="cpuid", error_code=None)
         values = self._xen_cpuid(leaf)
         if values is None:
-            self._event("emulate", instruction="cpuid", effect=f"leaf {leaf:#x}: the CPU's own values")
-            return 0
-        for register, value in zip(("eax", "ebx", "ecx", "edx"), values):
-            self.cpu[register] = value
-        self._event("emulate", instruction="cpuid", effect=f"leaf {leaf:#x}: the hypervisor's "
+            self.record("emulate", instruction="cpuid", effect=f"leaf {leaf:#x}: the CPU's own values")
+            return None
+        self.record("emulate", instruction="cpuid", effect=f"leaf {leaf:#x}: the hypervisor's "
                     + ("signature XenVMMXenVMM" if leaf == CPUID_XEN_LEAF else "leaf"))
-        return 1
+        return values
 
     @staticmethod
     def _xen_cpuid(leaf):
@@ -450,20 +462,17 @@ class Paravirt(Machine):
         return None
 
     # --- running: dom0's machine runs the whole system -------------------------------------------------------
-    def _advance(self, limit, until=None):
+    def advance(self, limit, until=None):
+        """dom0's machine runs the whole system: each step is one of the hypervisor's scheduler, which
+        checks the system's budgets and runs a domain's vcpu with run_slice(). A domU run on its own
+        runs its slice."""
         if self is self.xen.dom0:
             self.xen.advance(limit, until)
         else:
             self.run_slice(limit, until)
 
-    def run_slice(self, limit, until=None):
-        """Run this domain's vcpu for at most `limit` instructions (the scheduler's call)."""
-        super()._advance(limit, until)
-
-    def _check_budget(self):
-        """Budgets belong to the whole system: the scheduler checks them once per slice."""
-
     def check_budget(self):
+        """Budgets belong to the whole system: the scheduler checks them once per slice."""
         total = self.xen.instructions()
         if self.max_instructions is not None and total >= self.max_instructions:
             raise GuestTimeout(f"the domains ran {total:,} instructions without dom0 shutting down "
@@ -475,9 +484,10 @@ class Paravirt(Machine):
             raise GuestTimeout(f"the domains ran for {elapsed:.1f} s of real time without dom0 shutting down "
                                f"(timeout={self.timeout} s).", self.result())
 
-    def _event(self, kind, eip=None, cpl=None, **detail):
+    def record(self, kind, eip=None, cpl=None, **detail):
+        """As the machine's, with the domain's id: every domain records into dom0's one event log."""
         detail.setdefault("domain", self.domid)
-        return super()._event(kind, eip, cpl, **detail)
+        return super().record(kind, eip, cpl, **detail)
 
     def result(self):
         result = super().result()
