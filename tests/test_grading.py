@@ -1,6 +1,7 @@
 """The grading round trip: every lab in labs/ goes through nbgrader the way a course would take it.
 
-For each lab, in a temporary course directory with the repository's nbgrader_config.py:
+For each lab, in a temporary course directory with the repository's nbgrader_config.py and graders/
+(the reference answers and facts, which the hidden tests load from the course directory):
 generate the students' version, validate it inverted (it must pass no test), then autograde, in
 one nbgrader run, six submissions and read their scores from nbgrader's gradebook:
 
@@ -26,6 +27,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LABS_DIR = os.path.join(REPO, "labs")
+GRADERS = os.path.join(REPO, "graders")
 BIN = os.path.dirname(sys.executable)
 NBGRADER = os.path.join(BIN, "nbgrader")
 FIXTURES = ("wrong", "loops", "monkeypatch")
@@ -76,6 +78,14 @@ def submission_from_fixture(release, fixture):
     return nb
 
 
+def make_course(root, lab):
+    """A course directory at `root` as an instructor keeps one: nbgrader's configuration, the lab's
+    source folder, and the graders package beside labs/, where the hidden tests look for it."""
+    shutil.copy(os.path.join(REPO, "nbgrader_config.py"), root)
+    shutil.copytree(os.path.join(LABS_DIR, lab), os.path.join(root, "labs", lab))
+    shutil.copytree(GRADERS, os.path.join(root, "graders"), ignore=shutil.ignore_patterns("__pycache__"))
+
+
 class Course:
     """A temporary nbgrader course holding one lab, its release, and the graded submissions."""
 
@@ -113,8 +123,7 @@ class Course:
 def course(request, tmp_path_factory):
     lab = request.param
     root = str(tmp_path_factory.mktemp(f"course-{lab}"))
-    shutil.copy(os.path.join(REPO, "nbgrader_config.py"), root)
-    shutil.copytree(os.path.join(LABS_DIR, lab), os.path.join(root, "labs", lab))
+    make_course(root, lab)
     c = Course(root, lab)
     nbgrader(root, "generate_assignment", lab, "--force")
     c.validate_log = nbgrader(root, "validate", "--invert", c.path("release", lab, f"{lab}.ipynb"))
@@ -161,7 +170,7 @@ def test_release_holds_no_solutions_hidden_tests_or_fixtures(course):
     """Does the students' version leave out the solutions, the hidden tests and the fixtures?"""
     release = course.notebook("release")
     text = "\n".join(cell.source for cell in release.cells)
-    for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS", "_grading"):
+    for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS", "_grading", "graders"):
         assert marker not in text, f"the release still contains {marker!r}"
     assert not os.path.exists(course.path("release", course.lab, "fixtures")), "fixtures were released"
 
@@ -212,8 +221,8 @@ def test_looping_submission_is_stopped_and_the_rest_graded(course):
 
 
 def test_tampering_with_vmkit_does_not_fool_the_hidden_tests(course):
-    """Does a submission that replaces vmkit.run, edits result objects and patches vmkit.grading
-    still lose every hidden point, scoring what its wrong answers deserve?"""
+    """Does a submission that replaces vmkit.run, edits result objects and patches vmkit.grading and
+    graders still lose every hidden point, scoring what its wrong answers deserve?"""
     want = expected_score(course, "monkeypatch")
     cells, total = course.grades("monkeypatch")
     for name in course.hidden_cells():
@@ -266,21 +275,26 @@ def test_visible_checks_never_claim_the_whole_grade(capsys):
 
 
 def test_reference_facts_come_from_a_fresh_interpreter(monkeypatch, tmp_path):
-    """Is a reference fact immune to a patched vmkit in the calling process, and to a fake vmkit
-    planted in the notebook's folder or on PYTHONPATH?"""
+    """Is a reference fact immune to a patched vmkit or graders in the calling process, and to a fake
+    vmkit or graders planted in the notebook's folder or on PYTHONPATH?"""
     import vmkit
-    import vmkit.grading
     from vmkit.machine import x86
-    fake = tmp_path / "vmkit"
-    fake.mkdir()
-    (fake / "__init__.py").write_text("")
-    (fake / "grading.py").write_text("FACTS = {'selectors': lambda values: [[0, 0, 0]] * len(values)}\n")
+    monkeypatch.syspath_prepend(REPO)
+    import graders
+    import graders.lab1
+    for name in ("vmkit", "graders"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("")
+    (tmp_path / "graders" / "lab1.py").write_text("FACTS = {'selector_fields': lambda values: [[0, 0, 0]] * len(values)}\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     monkeypatch.setattr(x86, "decode_selector", lambda value: x86.Selector(0, 0, 0))
     monkeypatch.setattr(vmkit, "run", lambda *args, **kwargs: None)
-    assert vmkit.grading.reference("selectors", [0x2b]) == [[5, 0, 3]]
-    assert vmkit.grading.reference("census", ring3_test_kernel(), ["nop", "cli"]) == {"nop": "runs", "cli": "#GP"}
+    monkeypatch.setitem(graders.lab1.FACTS, "ring3_census", lambda template, instructions: {})
+    assert graders.reference("lab1.selector_fields", [0x2b]) == [[5, 0, 3]]
+    assert graders.reference("lab1.ring3_census", ring3_test_kernel(), ["nop", "cli"]) == {"nop": "runs", "cli": "#GP"}
+    with pytest.raises(ValueError, match="unknown reference fact 'lab1.census'; known: lab1.selector_fields"):
+        graders.reference("lab1.census", ring3_test_kernel(), ["nop"])
 
 
 def ring3_test_kernel():

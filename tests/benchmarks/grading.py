@@ -2,14 +2,14 @@
 
     .venv/bin/python tests/benchmarks/grading.py [submissions]
 
-A temporary course gets lab 1's release and `submissions` (default 30) students: half hand in
-the solution, half the plausible wrong answers of labs/lab1_rings/fixtures/wrong.ipynb. One
-`nbgrader autograde` grades them all, as an instructor would after collecting. Reported: seconds
-per submission (target: at most 10) and for the whole class. Each submission runs in its own
-fresh kernel, one after the other: the time grows linearly with the class.
+A temporary course (nbgrader's configuration, lab 1 and graders/) gets lab 1's release and
+`submissions` (default 30) students: half hand in the solution, half the plausible wrong answers of
+labs/lab1_rings/fixtures/wrong.ipynb. One `nbgrader autograde` grades them all, as an instructor
+would after collecting. Reported: seconds per submission (target: at most 10) and for the whole
+class. Each submission runs in its own fresh kernel, one after the other: the time grows linearly
+with the class.
 """
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -18,7 +18,7 @@ import nbformat
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from test_grading import LABS_DIR, REPO, Course, nbgrader, submission_from_fixture  # noqa: E402
+from test_grading import LABS_DIR, Course, make_course, nbgrader, submission_from_fixture  # noqa: E402
 
 LAB = "lab1_rings"
 TARGET_SECONDS = 10.0
@@ -27,8 +27,7 @@ TARGET_SECONDS = 10.0
 def main(argv):
     count = int(argv[1]) if len(argv) > 1 else 30
     with tempfile.TemporaryDirectory() as root:
-        shutil.copy(os.path.join(REPO, "nbgrader_config.py"), root)
-        shutil.copytree(os.path.join(LABS_DIR, LAB), os.path.join(root, "labs", LAB))
+        make_course(root, LAB)
         course = Course(root, LAB)
         nbgrader(root, "generate_assignment", LAB, "--force")
         release = course.notebook("release")

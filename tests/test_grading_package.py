@@ -1,0 +1,84 @@
+"""What a student can reach: nothing of the course's reference answers through vmkit.
+
+The labs' reference answers and the facts their hidden checks expect live in graders/, beside labs/
+in the course directory and outside the vmkit package (pyproject.toml installs vmkit* only). These
+tests try what a student would: import every module of vmkit and look for any name graders/ defines,
+and try `import graders` from a student's folder with the course's Python.
+"""
+import ast
+import glob
+import importlib
+import os
+import pkgutil
+import shutil
+import subprocess
+import sys
+import types
+
+import vmkit
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GRADERS = os.path.join(REPO, "graders")
+
+
+def graders_names():
+    """Every name graders/ defines at the top of a module (functions, classes, constants), by module."""
+    names = {}
+    for path in sorted(glob.glob(os.path.join(GRADERS, "*.py"))):
+        tree = ast.parse(open(path).read())
+        defined = set()
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                defined.add(node.name)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                defined.update(t.id for t in targets if isinstance(t, ast.Name))
+        names[os.path.basename(path)] = {name for name in defined if not name.startswith("__")}
+    return names
+
+
+def vmkit_modules():
+    """Every module of the vmkit package, imported as a student's kernel would."""
+    modules = [vmkit]
+    for info in pkgutil.walk_packages(vmkit.__path__, "vmkit."):
+        modules.append(importlib.import_module(info.name))
+    return modules
+
+
+def test_graders_defines_the_reference_answers():
+    """Does graders/ hold each lab's module and the answers the labs' hidden checks compare with?"""
+    names = graders_names()
+    assert {f"lab{n}.py" for n in range(1, 8)} <= set(names), sorted(names)
+    assert {"stop_and_copy_seconds", "precopy_to_target", "xen_precopy"} <= names["lab6.py"]
+    assert "outcome_in_ring3" in names["lab1.py"]
+
+
+def test_no_name_graders_defines_is_an_attribute_of_a_vmkit_module():
+    """Can a student who imports every module of vmkit reach a reference answer, or anything else
+    graders/ defines, by its name or as an object that came from graders?"""
+    defined = {name: module for module, names in graders_names().items() for name in names}
+    reachable = []
+    for module in vmkit_modules():
+        for name, value in vars(module).items():
+            origin = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
+            if name in defined:
+                reachable.append(f"{module.__name__}.{name} (graders/{defined[name]} defines {name})")
+            elif isinstance(origin, str) and origin.split(".")[0] == "graders":
+                reachable.append(f"{module.__name__}.{name} (from {origin})")
+    assert not reachable, "reachable through import vmkit:\n  " + "\n  ".join(reachable)
+
+
+def test_graders_cannot_be_imported_from_a_students_folder(tmp_path):
+    """In a course directory (graders/ beside release/), does `import graders` fail in a fresh Python
+    started in each student's folder release/<lab>/, with the course's Python and vmkit importable?"""
+    shutil.copytree(GRADERS, tmp_path / "graders", ignore=shutil.ignore_patterns("__pycache__"))
+    labs = sorted(name for name in os.listdir(os.path.join(REPO, "labs"))
+                  if os.path.isfile(os.path.join(REPO, "labs", name, f"{name}.ipynb")))
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}
+    for lab in labs:
+        folder = tmp_path / "release" / lab
+        folder.mkdir(parents=True)
+        done = subprocess.run([sys.executable, "-c", "import vmkit, vmkit.grading\nimport graders"], cwd=folder,
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode != 0 and "No module named 'graders'" in done.stderr, \
+            f"release/{lab}: import graders worked (or vmkit failed):\n{done.stdout}{done.stderr[-2000:]}"

@@ -1,0 +1,36 @@
+"""Checks for graded labs: failure messages that teach, and students' code run safely, on a budget.
+
+A test cell in a lab reads like the idea it checks:
+
+    from vmkit.grading import check, check_equal, run_guest, visible_checks_passed
+    check_equal(decode_selector(0x2b), (5, 0, 3), what="decode_selector(0x2b)",
+                hint="the RPL is the low two bits; the index starts at bit 3")
+    visible_checks_passed("selectors")
+
+Files, one idea each:
+    checks.py  the checking API every lab shares: check, check_equal, check_cases, check_facts (two
+               runs' facts compared, the first difference explained), visible_checks_passed
+    runs.py    what the runners share: a run that goes wrong turned into a message that names it
+    lab1.py .. lab6.py
+               each lab's runners (a student's guest, handlers, rules, routines or loop run on a
+               budget) and the facts its checks compare, as plain data
+
+Everything here runs the student's code or describes what it did; nothing here knows an answer.
+The reference answers and the facts the hidden checks expect are the course's, in the `graders`
+package beside `labs/` (not installed with vmkit, so a student's notebook cannot import them): a
+hidden check computes them in a fresh Python interpreter, where nothing a notebook patched exists.
+"""
+from .checks import (check, check_cases, check_equal, check_facts, fail_cases, first_difference, shown,
+                     visible_checks_passed)
+from .runs import ending, explained, guest_error_message
+from .lab1 import DESCRIPTOR_FIELDS, MAX_INSTRUCTIONS, TIMEOUT, interrupt_frames, run_guest
+from .lab2 import VCPU_FIELDS, VMM_HINTS, VMM_MAX_INSTRUCTIONS, VMM_TIMEOUT, check_vmm_facts, run_vmm, vmm_facts
+from .lab3 import (BT_MAX_INSTRUCTIONS, BT_TIMEOUT, REWRITTEN, bt_facts, check_like_native, rewritten_traps,
+                   run_bt)
+from .lab4 import PV_HINTS, PV_MAX_INSTRUCTIONS, PV_STATS, PV_TIMEOUT, check_pv_facts, pv_facts, run_pv
+from .lab5 import (DEBUG_EXIT_PORT, LOOP_FIELDS, LOOP_HINTS, LOOP_MAX_EXITS, LOOP_TIMEOUT, MMIO_REGISTERS,
+                   check_handler, check_loop_facts, exits_of, kvm_why_not, lab_devices, loop_facts, run_handlers,
+                   run_user_loop)
+from .lab6 import (MIGRATION_FIELDS, MIGRATION_HINTS, MIGRATION_MAX_ROUNDS, MIGRATION_MAX_SECONDS,
+                   MIGRATION_WARMUP, MigrationBudget, after_rounds, check_migration_facts, migration_facts,
+                   migration_guest, new_migration, round_budget, round_facts, run_precopy)

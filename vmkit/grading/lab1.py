@@ -1,0 +1,67 @@
+"""Lab 1 (rings): a student's guest run on a budget, and the frames the CPU pushed for each interrupt
+of a guest, found by replaying it."""
+from unicorn import x86_const as X
+
+import vmkit
+from ..asm import disassemble
+from ..machine.x86 import TSS_ESP, TSS_SS
+from .runs import explained
+
+# Budgets for a student's guest: generous for any lab program, short enough that a guest stuck in
+# `jmp $` ends in well under a second of a grader's time.
+MAX_INSTRUCTIONS = 2_000_000
+TIMEOUT = 5.0
+
+DESCRIPTOR_FIELDS = ("base", "limit", "type", "s", "dpl", "present")     # what decode_descriptor returns
+
+
+def run_guest(source, what="your guest", max_instructions=MAX_INSTRUCTIONS, timeout=TIMEOUT):
+    """vmkit.run with a budget, every way a guest can go wrong turned into a message that names it."""
+    with explained(what, max_instructions, timeout,
+                   look="a loop that never ends (`jmp $`, a `loop` whose ECX never reaches 0) or a "
+                        "handler that never reaches `out 0xf4, al`"):
+        return vmkit.run(source, max_instructions=max_instructions, timeout=timeout)
+
+
+def interrupt_frames(source):
+    """Every interrupt, exception and int n the guest takes, with the registers just before the CPU
+    took it and the frame it pushed: [{"cpu", "event", "tss", "esp", "frame"}].
+
+    The guest runs twice: once to find the events, once more to stop in front of each of them. An
+    IRQ is found by its instruction count (it arrives between two instructions); an int n or a
+    fault by the address of the instruction that raised it."""
+    events = [e for e in vmkit.run(source).events
+              if e.kind == "ring-transition" and e.detail["cause"] != "iret" and "while" not in e.detail["cause"]]
+    machine = vmkit.machine(source)
+    cases = []
+    for event in events:
+        if event.detail["cause"].startswith("IRQ"):
+            machine.run_until(instructions=event.icount - machine.instructions)
+        else:
+            machine.run_until(eip=event.eip)
+        cpu = {r: machine.cpu[r] for r in ("eip", "cs", "eflags", "esp", "ss")}
+        length = _instruction_length(machine, cpu["eip"])
+        tr_base = _tss_base(machine)
+        stack = ({"esp0": int.from_bytes(machine.uc.mem_read(tr_base + TSS_ESP[0], 4), "little"),
+                  "ss0": int.from_bytes(machine.uc.mem_read(tr_base + TSS_SS[0], 2), "little")}
+                 if tr_base is not None else None)
+        taken = [e for e in machine.step() if e.kind == "ring-transition"]
+        if not taken or taken[0].detail["frame"] != event.detail["frame"]:
+            raise RuntimeError(f"replaying {event.detail['cause']} at {event.eip:#x} did not reproduce it")
+        cases.append({"cpu": cpu,
+                      "event": {"cause": event.detail["cause"], "length": length,
+                                "error_code": event.detail.get("error_code")},
+                      "tss": stack, "esp": event.detail["esp"],
+                      "frame": [list(pair) for pair in event.detail["frame"]]})
+    return cases
+
+
+def _instruction_length(machine, eip):
+    code = bytes(machine.uc.mem_read(eip, 16))
+    return disassemble(code, eip, count=1)[0].size
+
+
+def _tss_base(machine):
+    """The base of the TSS the guest loaded with ltr, or None before it loaded one."""
+    _, base, _, _ = machine.uc.reg_read(X.UC_X86_REG_TR)
+    return base or None

@@ -1,0 +1,89 @@
+"""Lab 3 (binary translation): a guest under binary translation with rewrite rules and a chain rule a
+student wrote, and what the run did as plain data."""
+import json
+
+import vmkit
+from ..vmm import BinaryTranslation
+from .checks import check_equal, check_facts
+from .runs import ending, explained
+
+BT_MAX_INSTRUCTIONS = 3_000_000
+BT_TIMEOUT = 3.0                                    # a guest that never ends is stopped within this
+REWRITTEN = ("cli", "sti", "pushfd", "popfd")       # the instructions a translator rewrites, never traps
+
+
+def run_bt(source, rules=None, chain=None, what="the guest under your translator",
+           max_instructions=BT_MAX_INSTRUCTIONS, timeout=BT_TIMEOUT):
+    """BinaryTranslation(image, rules=rules, chain=chain) run to its end: (machine, result). A guest
+    that does not assemble, runs out of budget or goes astray fails with a message that names it,
+    and so does a rule or chain rule that raises."""
+    if rules is not None:
+        rules = {name: _named_rule(rule, name) for name, rule in rules.items()}
+    if chain is not None:
+        chain = _named_chain(chain)
+    with explained(what, max_instructions, timeout,
+                   look="translated code that spins (a chained exit that jumps to itself, or to the wrong "
+                        "place), or a guest waiting for a timer tick that never comes because the virtual IF "
+                        "stays 0",
+                   astray=lambda error: f"went astray: {error}\n  where to look: the bytes your rules and "
+                                        f"your chain rule emit (decode them with vmkit.asm.disassemble)"):
+        machine = BinaryTranslation(vmkit.assemble(source), rules=rules, chain=chain,
+                                    max_instructions=max_instructions, timeout=timeout)
+        return machine, machine.run()
+
+
+def _named_rule(rule, name):
+    """`rule`, with an exception it raises turned into a message that names the rule and the guest
+    instruction it was translating."""
+    def translating(u, insn):
+        try:
+            return rule(u, insn)
+        except Exception as error:
+            text = f"{insn.mnemonic} {insn.op_str}".strip()
+            raise AssertionError(f"your rule for {name!r} raised {type(error).__name__}: {error}\n"
+                                 f"  while translating `{text}` at {insn.address:#x}\n"
+                                 f"  where to look: the rule runs once, at translation time, and hands the "
+                                 f"translation its code with u.emit(bytes)") from error
+    return translating
+
+
+def _named_chain(chain):
+    """`chain`, with an exception it raises turned into a message that names the exit it was chaining."""
+    def chaining(site, target):
+        try:
+            return chain(site, target)
+        except Exception as error:
+            way = "backwards" if target < site else "forwards"
+            raise AssertionError(f"your chain rule raised {type(error).__name__}: {error}\n"
+                                 f"  while chaining the exit at {site:#x} to {target:#x} (a jump {way})\n"
+                                 f"  where to look: the displacement is a signed 32-bit number") from error
+    return chaining
+
+
+def rewritten_traps(result):
+    """The kernel's cli, sti, pushfd and popfd that trapped: [[instruction, eip], ...]. User code's
+    own cli (a #GP in ring 3) is the guest's business, not the translator's."""
+    return [[e.detail["instruction"], e.eip] for e in result.of_kind("trap")
+            if e.cpl != 3 and e.detail.get("instruction", "").split(" ")[0] in REWRITTEN]
+
+
+def bt_facts(machine, result):
+    """What a run under binary translation did, as plain data: how it ended, what it printed, the
+    rewritten instructions that trapped anyway, and what the translation cost."""
+    facts = {**ending(result), "rewritten_traps": rewritten_traps(result),
+             "traps": result.stats.get("traps", 0), "cache_misses": result.stats.get("cache_misses", 0),
+             "blocks_translated": result.stats.get("blocks_translated", 0)}
+    return json.loads(json.dumps(facts))
+
+
+def check_like_native(got, native, what, hint=None):
+    """bt_facts of a run under a student's translator against the bare machine's ending: the same
+    serial output (the first line that differs is shown, with `hint`), the same ending, and no
+    rewritten instruction trapped."""
+    check_facts(got, native, f"{what}, against the bare machine", fields=("serial", "exit_code", "halted", "shutdown"),
+                hints={"serial": hint or "the guest prints what it observes: compare with what your rules make the "
+                                         "translated code do to the flags, the stack and the virtual IF",
+                       "exit_code": "an exit code comes from `out 0xf4, al`",
+                       "shutdown": "a shutdown is a triple fault"})
+    check_equal(got["rewritten_traps"], [], what=f"{what}: kernel cli/sti/pushfd/popfd that trapped (instruction, eip)",
+                hint="a rewrite rule must emit in-cache code; u.callout(...) or no rule at all is a trap")
