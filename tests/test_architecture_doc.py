@@ -61,7 +61,8 @@ def emitted_in_source():
         if re.search(r"def _event\(self, phase\b", text):
             phases |= found                      # this module's _event records a phase of a "migration"
         else:
-            kinds |= found
+            kinds |= found                       # the KVM machine's _event(kind, ...)
+        kinds |= set(re.findall(r'\brecord\(\s*"([a-z-]+)"', text))     # the vmkit PC's record(kind, ...)
         reasons |= set(re.findall(r'\b_?vmexit\((?:[^()"]|\([^()]*\))*?"([A-Z][A-Z_]+)"', text))
     return kinds, phases, reasons
 
