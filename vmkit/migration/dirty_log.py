@@ -44,16 +44,15 @@ class WriteProtectLog:
         self._hook = uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._on_write)
         self._vmm_write = uc.mem_write
         uc.mem_write = self._logged_write          # the VMM's own writes into guest memory
-        for page in range(self.pages):
-            uc.mem_protect(page * PAGE_SIZE, PAGE_SIZE, READ_EXECUTE)
+        uc.mem_protect(0, self.pages * PAGE_SIZE, READ_EXECUTE)
         self.dirty = set()
         self.logging = True
 
     def collect(self):
         """The pages written since the last collect(), in order; they are write-protected again."""
         pages, self.dirty = sorted(self.dirty), set()
-        for page in pages:
-            self.machine.uc.mem_protect(page * PAGE_SIZE, PAGE_SIZE, READ_EXECUTE)
+        for first, count in runs(pages):             # one call per run of neighbouring pages
+            self.machine.uc.mem_protect(first * PAGE_SIZE, count * PAGE_SIZE, READ_EXECUTE)
         return pages
 
     def stop(self):
@@ -62,8 +61,7 @@ class WriteProtectLog:
         uc = self.machine.uc
         uc.hook_del(self._hook)
         del uc.mem_write                             # the class's method again
-        for page in range(self.pages):
-            uc.mem_protect(page * PAGE_SIZE, PAGE_SIZE, UC_PROT_ALL)
+        uc.mem_protect(0, self.pages * PAGE_SIZE, UC_PROT_ALL)
         self.logging = False
 
     def _on_write(self, uc, access, address, size, value, _):
@@ -85,3 +83,14 @@ class WriteProtectLog:
         first, last = address // PAGE_SIZE, (address + max(len(data), 1) - 1) // PAGE_SIZE
         self.dirty.update(p for p in range(first, last + 1) if 0 <= p < self.pages)
         self._vmm_write(address, data)
+
+
+def runs(pages):
+    """(first, count) for each run of consecutive page numbers in the sorted list `pages`."""
+    out = []
+    for page in pages:
+        if out and out[-1][0] + out[-1][1] == page:
+            out[-1][1] += 1
+        else:
+            out.append([page, 1])
+    return [tuple(run) for run in out]

@@ -112,18 +112,18 @@ XEN = StopConditions()
 # Clark et al., NSDI 2005, section 5.3 (dynamic rate limiting): pre-copy ends when the rate calculated
 # for the next round (the last round's dirty rate + 50 Mbit/s) exceeds the administrator's maximum, or
 # when less than 256 KiB remains to send. The paper's loop peeks and skips too (section 5.4, rapid
-# page dirtying). It names no round limit: vmkit cancels after 100 rounds.
+# page dirtying). It names no round limit: vmkit cancels after 30 rounds, as many as Xen goes round.
 CLARK = StopConditions(name="Clark et al.", source="Clark et al., NSDI 2005, sections 5.3 and 5.4",
                        rate_limit=False, max_rounds=None, min_pages=None, max_factor=None,
-                       rate_above_max=True, min_remaining=64, give_up_after=100)
+                       rate_above_max=True, min_remaining=64, give_up_after=30)
 # QEMU's migration_iteration_run (migration/migration.c): complete once the pending data is below
 # threshold_size = measured bandwidth x downtime-limit (DEFAULT_MIGRATE_SET_DOWNTIME, 300 ms). QEMU
 # reads the dirty bitmap once per pass and does not peek; it has no round limit (a guest that never
 # converges migrates forever unless auto-converge throttles it or post-copy takes over): vmkit
-# cancels after 100 rounds.
+# cancels after 30 rounds.
 QEMU = StopConditions(name="QEMU", source="qemu migration/migration.c, migration_iteration_run",
                       rate_limit=False, max_rounds=None, min_pages=None, max_factor=None,
-                      downtime_limit=0.300, skip=False, give_up_after=100)
+                      downtime_limit=0.300, skip=False, give_up_after=30)
 PRESETS = {"xen": XEN, "clark": CLARK, "qemu": QEMU}
 
 
@@ -246,11 +246,10 @@ class Migration:
 
     def peek(self):
         """The pages dirtied since the last dirty_pages(), without clearing them (Xen's
-        XEN_DOMCTL_SHADOW_OP_PEEK). On KVM, whose KVM_GET_DIRTY_LOG always clears, the migration keeps
-        what it read until dirty_pages() hands it over."""
+        XEN_DOMCTL_SHADOW_OP_PEEK). On KVM, whose KVM_GET_DIRTY_LOG always clears, the VM keeps what
+        it read until dirty_pages() hands it over."""
         self._expect("pre-copy", "peek")
-        self._dirty.update(self.source.collect_dirty())
-        return frozenset(self._dirty)
+        return self.source.peek_dirty() | self._dirty
 
     def cancel(self, why):
         """Give the migration up (an administrator's decision, or a loop's): the source runs on."""

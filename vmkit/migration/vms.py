@@ -8,6 +8,7 @@ which it moves:
     resume(seconds)         the same, said of a source whose migration was aborted
     start_dirty_log()       from now on, remember which pages the guest writes
     collect_dirty()         the pages written since the last call (get-and-clear)
+    peek_dirty()            the same pages, left in the log (Xen's XEN_DOMCTL_SHADOW_OP_PEEK)
     stop_dirty_log()
     read_pages(pages)       {page: its 4 KiB}            write_pages({page: bytes})
     cpu_state()             the vCPU's registers, as bytes to send, and load_cpu_state(blob)
@@ -85,6 +86,9 @@ class ModelVm:
     def collect_dirty(self):
         return self.log.collect()
 
+    def peek_dirty(self):
+        return frozenset(self.log.dirty)       # a dirty page stays writable until collect(): nothing to redo
+
     def stop_dirty_log(self):
         if self.log is not None:
             self.log.stop()
@@ -142,6 +146,7 @@ class KvmVm:
         self.machine = KvmMachine(self.image, timeout=None, path=path or DEVICE)
         self.pages = self.machine.memory // PAGE_SIZE
         self.logging = False
+        self._peeked = set()               # read by peek_dirty(), not yet handed over by collect_dirty()
 
     @property
     def output(self):
@@ -163,7 +168,13 @@ class KvmVm:
         self.logging = True
 
     def collect_dirty(self):
-        return self.machine.vm.dirty_pages(0)
+        pages, self._peeked = sorted(self._peeked.union(self.machine.vm.dirty_pages(0))), set()
+        return pages
+
+    def peek_dirty(self):
+        # KVM_GET_DIRTY_LOG always clears (without KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2): keep what it said
+        self._peeked.update(self.machine.vm.dirty_pages(0))
+        return frozenset(self._peeked)
 
     def stop_dirty_log(self):
         if self.logging:
