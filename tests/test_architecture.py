@@ -13,10 +13,11 @@ a function, becomes an edge of the graph. The tests fail on
   dependency, a check that must survive a missing package, ...). An import that only breaks a cycle
   has no good reason: the cycle test sees through it, since function-level imports are edges too;
 * a module over LONG lines whose docstring does not say why, in a line starting "Long because:";
-* a module at an old path (a shim, kept so that notebooks written before a move still work) that
-  does more than re-export from its new place, and a module of vmkit that still imports one.
+* a module at an old path (a shim, kept for a while after a move so that notebooks written before
+  it still work; SHIMS lists them, none today) that does more than re-export from its new place,
+  and a module of vmkit that still imports one.
 
-LET_OFF names the rules that grading does not keep yet; the test warns once one is kept.
+LET_OFF names the rules a unit does not keep yet (none today); the test warns once one is kept.
 
 The machine and the techniques meet at the machine's VMM interface (docs/architecture.md, 3.5). The
 tests fail when
@@ -58,24 +59,10 @@ LAYER_NAMES = ("machine", "techniques", "run", "experiments", "viz", "grading")
 
 # Old paths kept for the lessons and labs, each re-exporting from its new place. Delete one (and its
 # line here) once no notebook imports it.
-SHIMS = {
-    "vmkit.vmm.xen_abi": ("vmkit.xen.abi",),
-    "vmkit.vmm.paravirt": ("vmkit.xen.paravirt", "vmkit.xen.layout", "vmkit.xen.abi"),
-    "vmkit.vmm.domains": ("vmkit.xen.domains",),
-    "vmkit.vmm.hypercalls": ("vmkit.xen.hypercalls",),
-    "vmkit.vmm.event_channels": ("vmkit.xen.event_channels",),
-    "vmkit.vmm.grant_tables": ("vmkit.xen.grant_tables",),
-    "vmkit.vmm.rings": ("vmkit.xen.io_ring",),
-    "vmkit.vmm.hardware_assist": ("vmkit.vtx.hardware_assist",),
-    "vmkit.vmm.census": ("vmkit.census",),
-}
+SHIMS = {}                         # none left: every notebook imports the new homes
 # Rules that units not yet brought in line are let off, each with what is left to do. Once a unit
 # keeps a rule, test_what_is_let_off_is_still_needed warns: delete that line then.
-LET_OFF = {
-    ("vmkit.grading", "reasons"): "imports inside functions without a comment saying why",
-    ("vmkit.grading", "long"): "grading.py is over 600 lines and does not say why",
-    ("vmkit.grading", "shims"): "grading imports vmkit.vmm.census, .xen_abi, .hypercalls and .hardware_assist",
-}
+LET_OFF = {}                       # grading keeps every rule now
 
 
 # --- the graph -----------------------------------------------------------------------------------------
@@ -320,35 +307,38 @@ def test_vmkit_itself_imports_no_old_path():
         f"    {line}" for lines in found.values() for line in sorted(lines))
 
 
-@pytest.mark.parametrize("shim", sorted(SHIMS))
-def test_an_old_path_only_re_exports_from_the_new_one(shim):
-    path, source, tree = MODULES[shim]
-    first = source.splitlines()[0]
-    assert first.startswith("# Moved to ") and SHIMS[shim][0] in first, \
-        f"{path.relative_to(ROOT)} should start with a comment saying where it moved: '# Moved to {SHIMS[shim][0]}'"
-    for node in tree.body:
-        assert isinstance(node, ast.ImportFrom), \
-            f"{path.relative_to(ROOT)}:{node.lineno} does more than re-export: {ast.unparse(node)}"
-        assert set(_targets(shim, node)) <= set(SHIMS[shim]), \
-            f"{path.relative_to(ROOT)}:{node.lineno} re-exports from elsewhere than {SHIMS[shim]}"
+def test_an_old_path_only_re_exports_from_the_new_one():
+    for shim in sorted(SHIMS):
+        path, source, tree = MODULES[shim]
+        first = source.splitlines()[0]
+        assert first.startswith("# Moved to ") and SHIMS[shim][0] in first, \
+            f"{path.relative_to(ROOT)} should start with a comment saying where it moved: '# Moved to {SHIMS[shim][0]}'"
+        for node in tree.body:
+            assert isinstance(node, ast.ImportFrom), \
+                f"{path.relative_to(ROOT)}:{node.lineno} does more than re-export: {ast.unparse(node)}"
+            assert set(_targets(shim, node)) <= set(SHIMS[shim]), \
+                f"{path.relative_to(ROOT)}:{node.lineno} re-exports from elsewhere than {SHIMS[shim]}"
 
 
-def test_an_old_path_still_gives_what_it_gave():
-    """The lessons' and labs' imports through the old paths find the same objects at the new ones."""
-    import vmkit.census
+def test_the_old_names_in_vmkit_vmm_are_the_new_homes_classes():
+    """vmkit.vmm re-exports the names labs written before the move used; they are the same objects."""
     import vmkit.vmm
-    import vmkit.vtx.hardware_assist
-    import vmkit.xen.abi
-    import vmkit.xen.io_ring
-    import vmkit.xen.layout
-    import vmkit.xen.paravirt
-    from vmkit.vmm import census, hardware_assist, paravirt, rings, xen_abi
-    assert vmkit.vmm.Paravirt is paravirt.Paravirt is vmkit.xen.paravirt.Paravirt
-    assert vmkit.vmm.HYPERCALLS is vmkit.xen.HYPERCALLS and vmkit.vmm.VmcsControls is vmkit.vtx.VmcsControls
-    assert paravirt.SHARED_INFO == vmkit.xen.layout.SHARED_INFO and paravirt.TrapInfo is vmkit.xen.abi.TrapInfo
-    assert xen_abi.START_INFO is vmkit.xen.abi.START_INFO and rings.read_ring is vmkit.xen.io_ring.read_ring
-    assert hardware_assist.KERNEL_HANDLED is vmkit.vtx.hardware_assist.KERNEL_HANDLED
-    assert census.census is vmkit.census.census and census.CensusRow is vmkit.census.CensusRow
+    import vmkit.vtx
+    import vmkit.xen
+    assert vmkit.vmm.Paravirt is vmkit.xen.Paravirt and vmkit.vmm.HYPERCALLS is vmkit.xen.HYPERCALLS
+    assert vmkit.vmm.HardwareAssist is vmkit.vtx.HardwareAssist and vmkit.vmm.VmcsControls is vmkit.vtx.VmcsControls
+
+
+def test_no_notebook_or_test_imports_a_moved_module():
+    """The modules that moved out of vmkit.vmm are gone from it; nothing still names them there."""
+    moved = ("census", "domains", "event_channels", "grant_tables", "hardware_assist", "hypercalls", "paravirt",
+             "rings", "xen_abi")
+    pattern = re.compile(r"vmkit\.vmm\.(%s)\b|from vmkit\.vmm import [^\n\"]*\b(%s)\b" % ("|".join(moved), "|".join(moved)))
+    found = [f"{path.relative_to(ROOT)}: {m.group(0)}" for folder in ("lessons", "labs", "tests", "vmkit")
+             for path in sorted((ROOT / folder).rglob("*")) if path.suffix in (".py", ".ipynb", ".md")
+             and path.name != "test_architecture.py"
+             for m in pattern.finditer(path.read_text())]
+    assert not found, "old paths still named:\n" + "\n".join(f"    {f}" for f in found)
 
 
 def test_what_is_let_off_is_still_needed():

@@ -1,2 +1,0 @@
-# Moved to vmkit.census.
-from ..census import *  # noqa: F401,F403

@@ -1,2 +1,0 @@
-# Moved to vmkit.xen.hypercalls.
-from ..xen.hypercalls import *  # noqa: F401,F403
