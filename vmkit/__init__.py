@@ -10,7 +10,7 @@ from .machine import Machine
 from .run import TECHNIQUES, machine, run
 from .trace import EVENT_KINDS, Event, RunResult
 from .doctor import doctor
-from . import kvm                      # vmkit.kvm.probe(), vmkit.kvm.KvmMachine: no device is opened on import
+from . import guests, kvm              # vmkit.guests.image(name); vmkit.kvm.probe(): no device is opened on import
 
 __all__ = ["Image", "Instruction", "assemble", "disassemble", "AsmError", "GuestError", "GuestTimeout",
            "KvmUnavailable", "ToolMissing", "VmkitError", "Machine", "TECHNIQUES",
