@@ -44,7 +44,7 @@ class Number(w.VBox):
 
     def __init__(self, question, answer, explain="", hint=""):
         self.answer, self.explain, self.hint = answer, explain, hint
-        self.field = w.Text(placeholder="a number (decimal or 0x hex)", continuous_update=False, layout=w.Layout(width="160px"))
+        self.field = w.Text(placeholder="your number", continuous_update=False, layout=w.Layout(width="160px"))
         self.button = w.Button(description="Check", button_style="primary", layout=w.Layout(width="90px"))
         self.result = w.HTML()
         self.button.on_click(lambda _: self.check())
