@@ -153,7 +153,7 @@ def lmsw(vmm, insn):
 
 
 def nothing_to_do(vmm, insn):
-    return "nothing to do: the model has no paging and no caches"
+    return "nothing to do: under this VMM the guest runs with paging off, and the model has no caches"
 
 
 def rdmsr(vmm, insn):
