@@ -180,6 +180,6 @@ pd: times 1024 dd 0
 def test_the_guests_page_tables_map_straight_onto_the_models_memory():
     """The model has no second stage (no EPT): the guest's own tables drive the MMU onto the model's
     memory, and loading CR3, writing a page-table entry and invlpg take no exit."""
-    result = vmkit.machine(vmkit.assemble(PAGING_GUEST), HA, paging=True).run()
+    result = vmkit.machine(vmkit.assemble(PAGING_GUEST), HA).run()
     assert result.regs["ebx"] == 0x12345678 and result.exit_code == 3
     assert [e.detail["reason"] for e in exits(result)] == ["IO"]            # only the debug exit

@@ -223,3 +223,51 @@ def test_an_uncounted_run_ends_at_the_debug_exit_even_if_bad_code_follows():
     the fault in the bytes behind it."""
     result = vmkit.run("mov al, 3\nout 0xf4, al\nmov eax, [0x7ffffff0]\n", max_instructions=None)
     assert result.exit_code == 7
+
+
+PAGING_CR2_GUEST = """
+    mov edi, 0x381000               ; identity-map 4 MiB, 0x300000 left out
+    mov eax, 3
+    mov ecx, 1024
+fill:
+    stosd
+    add eax, 0x1000
+    loop fill
+    mov dword [0x381000 + 0x300 * 4], 0
+    mov dword [0x380000], 0x381003
+    mov eax, handler                ; IDT entry 14 at 0x1000
+    mov [0x1000 + 14 * 8], ax
+    mov word [0x1000 + 14 * 8 + 2], 8
+    mov word [0x1000 + 14 * 8 + 4], 0x8e00
+    shr eax, 16
+    mov [0x1000 + 14 * 8 + 6], ax
+    lidt [idtr]
+    mov eax, 0x380000
+    mov cr3, eax
+    mov eax, cr0
+    or eax, 0x80000000
+    mov cr0, eax
+    mov ebx, [0x300abc]
+handler:
+    mov al, 0xff
+    out 0x21, al                    ; a PIC write ends the slice: CR2 must survive into the next
+    out 0x21, al
+    mov eax, cr2
+    mov ebx, [esp]                  ; the error code
+    out 0xf4, al
+idtr: dw 0x7ff
+    dd 0x1000
+"""
+
+
+def test_a_guest_may_turn_paging_on_and_cr2_outlives_the_slice():
+    """The PC pages without being asked to, and the CR2 of a #PF is still there slices later
+    (Unicorn's own look-up of the `until` address must not overwrite it)."""
+    result = vmkit.run(PAGING_CR2_GUEST)
+    assert result.exit_code is not None
+    assert result.regs["eax"] == 0x300abc and result.regs["ebx"] == 0
+
+
+def test_the_machine_has_no_paging_switch():
+    with pytest.raises(TypeError):
+        vmkit.machine(PAGING_CR2_GUEST, paging=True)

@@ -35,7 +35,7 @@ from . import guests
 from .asm import assemble
 from .errors import GuestError, KvmUnavailable, VmkitError
 from .kvm import probe
-from .run import TECHNIQUES, machine, run
+from .run import TECHNIQUES, run
 
 COUNTS = ("instructions", "traps", "exits", "hypercalls", "blocks")
 EXACT = COUNTS + ("executed",)
@@ -254,8 +254,6 @@ def _one_run(image, w, technique):
     # machine. EPT/NPT would add a hypervisor-owned table below the guest's: no exit for those
     # either, but every TLB miss would walk both tables, and an access to guest-physical memory the
     # hypervisor has not mapped would exit (an EPT violation). The model has neither cost.
-    if w.paging and technique in ("native", "hardware-assist"):
-        return machine(image, technique, paging=True).run()
     return run(image, technique)
 
 

@@ -1,25 +1,35 @@
 """A view of the emulated CPU with the operations the interrupt logic needs: registers, the
-descriptor tables, the TSS, the I/O permission check, and a far transfer into any ring."""
+descriptor tables, the TSS, the I/O permission check, and a far transfer into any ring.
+
+Every access the CPU makes on its own behalf (a gate, a descriptor, the TSS, the interrupt frame)
+is to a *linear* address. With CR0.PG on it goes through the guest's page tables exactly as the
+guest's own accesses do in Unicorn: `translate` is that one page walk, and `read` and `write` use it
+for every byte they touch."""
 import ctypes
 
 from unicorn import x86_const as X
 
 from ..errors import GuestError
 from . import quirks
-from .x86 import (IOPL_MASK, IOPL_SHIFT, TSS_ESP, TSS_IOMAP_BASE, TSS_SS, decode_descriptor)
+from .x86 import (IOPL_MASK, IOPL_SHIFT, PF_, TSS_ESP, TSS_IOMAP_BASE, TSS_SS, decode_descriptor)
+
+CR0_WP, CR0_PG, CR4_PSE = 1 << 16, 1 << 31, 1 << 4
+PTE_P, PTE_RW, PTE_US, PTE_A, PTE_D, PDE_PS = 1, 2, 4, 0x20, 0x40, 0x80
+PF_P, PF_W, PF_U = 1, 2, 4            # the page-fault error code's bits (SDM vol. 3, 4.7)
+PAGE = 0x1000
 
 REGS = {name: getattr(X, f"UC_X86_REG_{name.upper()}") for name in
         ("eax", "ebx", "ecx", "edx", "esi", "edi", "esp", "ebp", "eip", "eflags",
-         "cs", "ss", "ds", "es", "fs", "gs", "cr0")}
+         "cs", "ss", "ds", "es", "fs", "gs", "cr0", "cr2", "cr3", "cr4")}
 GENERAL = ("eax", "ebx", "ecx", "edx", "esi", "edi", "esp", "ebp", "eip", "eflags")
 
 
 class Fault(Exception):
     """An exception the CPU raises while doing its own work (delivering an interrupt, checking I/O)."""
 
-    def __init__(self, vector, error_code=0):
+    def __init__(self, vector, error_code=0, cr2=None):
         super().__init__(vector, error_code)
-        self.vector, self.error_code = vector, error_code
+        self.vector, self.error_code, self.cr2 = vector, error_code, cr2
 
 
 class _TableRegister(ctypes.Structure):
@@ -67,20 +77,131 @@ class Cpu:
             return True
         return any(start <= address and address + size <= start + length for start, length in self.regions)
 
-    def read(self, address, size, what="memory"):
-        if not self._inside(address, size):
-            raise GuestError(f"the CPU had to read {what} at {address:#x}, outside the guest's "
-                             f"{self.ram_size >> 20} MiB of RAM", None)
-        if size > len(self._buffer):
-            return bytes(self.uc.mem_read(address, size))
-        self._lib.uc_mem_read(self._handle, address, self._buffer, size)
-        return ctypes.string_at(self._buffer, size)
+    def _u32_physical(self, address):
+        if not self._inside(address, 4):
+            raise GuestError(f"the CPU had to read a paging-structure entry at physical {address:#x}, "
+                             f"outside the guest's {self.ram_size >> 20} MiB of RAM", None)
+        self._lib.uc_mem_read(self._handle, address, self._buffer, 4)
+        return int.from_bytes(ctypes.string_at(self._buffer, 4), "little")
 
-    def write(self, address, data, what="memory"):
-        if not self._inside(address, len(data)):
-            raise GuestError(f"the CPU had to write {what} at {address:#x}, outside the guest's "
-                             f"{self.ram_size >> 20} MiB of RAM", None)
-        self.uc.mem_write(address, bytes(data))
+    def _set_bits(self, address, entry, bits):
+        if entry & bits != bits:
+            self.uc.mem_write(address, (entry | bits).to_bytes(4, "little"))
+
+    def translate(self, linear, write=False, user=False, *, peek=False):
+        """The physical address of `linear`, found as the CPU finds it: with CR0.PG off, the linear
+        address itself; with it on, a walk of 32-bit paging's two levels (Intel SDM vol. 3, 4.3: CR3
+        names the page directory, bits 31:22 of the address pick its PDE, bits 21:12 the PTE; a PDE
+        with PS = 1 maps a 4-MByte page when CR4.PSE = 1, tables 4-4 to 4-6).
+
+        Rights (SDM 4.6.1): `user` is a user-mode access, made at CPL 3 and not one of the implicit
+        supervisor-mode accesses (the GDT, LDT, IDT and TSS are always supervisor accesses, whatever
+        the CPL). A user access needs U/S = 1 in the PDE and the PTE, a user write R/W = 1 in both; a
+        supervisor write needs R/W = 1 in both only when CR0.WP = 1.
+
+        A violation, or an entry with P = 0, raises Fault(#PF) with CR2 = `linear` and the error code
+        of SDM 4.7: P (bit 0) set for a protection violation and clear for a not-present page, W/R
+        (bit 1) for a write, U/S (bit 2) for a user-mode access.
+
+        Accessed and dirty bits (SDM 4.8): the walk sets A in each entry it uses, and D in the entry
+        that maps the page on a write. As QEMU's page walk for 32-bit paging does (its x86 MMU fault
+        handler, handle_mmu_fault in older trees, mmu_translate in newer ones), A is set in a PDE that points to a page table before the PTE is looked at,
+        and in the entry that maps the page only once the access is allowed. `peek` walks without
+        setting either bit and returns None instead of faulting: vmkit looking at guest memory for
+        its own trace, not the CPU accessing it.
+
+        There is no TLB here: every walk reads the tables as they are now. A guest that changes a
+        PTE and does not invlpg may see the CPU use the old one (SDM 4.10.4), so no correct guest
+        depends on the difference."""
+        if not self["cr0"] & CR0_PG:
+            return linear
+        code = (PF_W if write else 0) | (PF_U if user else 0)
+        pde_address = (self["cr3"] & ~0xFFF) + ((linear >> 22) << 2)
+        pde = self._u32_physical(pde_address)
+        if not pde & PTE_P:
+            return self._page_fault(linear, code, peek)
+        if pde & PDE_PS and self["cr4"] & CR4_PSE:
+            entries = ((pde_address, pde),)
+            physical = (pde & 0xFFC00000) | (linear & 0x3FFFFF)
+        else:
+            if not peek:
+                self._set_bits(pde_address, pde, PTE_A)
+            pte_address = (pde & ~0xFFF) + (((linear >> 12) & 0x3FF) << 2)
+            pte = self._u32_physical(pte_address)
+            if not pte & PTE_P:
+                return self._page_fault(linear, code, peek)
+            entries = ((pde_address, pde), (pte_address, pte))
+            physical = (pte & ~0xFFF) | (linear & 0xFFF)
+        rights = entries[0][1] & entries[-1][1]
+        if user and (not rights & PTE_US or write and not rights & PTE_RW):
+            return self._page_fault(linear, code | PF_P, peek)
+        if write and not user and self["cr0"] & CR0_WP and not rights & PTE_RW:
+            return self._page_fault(linear, code | PF_P, peek)
+        if not peek:
+            address, entry = entries[-1]
+            self._set_bits(address, entry, PTE_A | (PTE_D if write else 0))
+        return physical
+
+    @staticmethod
+    def _page_fault(linear, code, peek):
+        if peek:
+            return None
+        raise Fault(PF_, code, cr2=linear)
+
+    def _pieces(self, address, size, write, user, what, peek=False):
+        """(physical address, length) for each page the access touches, all translated before any
+        byte moves: a fault on the second page leaves the first untouched, as the CPU leaves it."""
+        pieces = []
+        while size > 0:
+            length = min(size, PAGE - (address & (PAGE - 1)))
+            physical = self.translate(address & 0xFFFFFFFF, write, user, peek=peek)
+            if physical is None:
+                return None
+            if not self._inside(physical, length):
+                verb = "write" if write else "read"
+                raise GuestError(f"the CPU had to {verb} {what} at {address:#x}, outside the guest's "
+                                 f"{self.ram_size >> 20} MiB of RAM"
+                                 + (f" (physical {physical:#x})" if physical != address else ""), None)
+            pieces.append((physical, length))
+            address, size = address + length, size - length
+        return pieces
+
+    def read(self, address, size, what="memory", *, user=False):
+        """`size` bytes at linear `address`, read as the CPU reads them (through the page tables,
+        setting accessed bits; `user` for a user-mode access). A #PF raises Fault."""
+        if not self["cr0"] & CR0_PG:
+            if not self._inside(address, size):
+                raise GuestError(f"the CPU had to read {what} at {address:#x}, outside the guest's "
+                                 f"{self.ram_size >> 20} MiB of RAM", None)
+            if size <= len(self._buffer):
+                self._lib.uc_mem_read(self._handle, address, self._buffer, size)
+                return ctypes.string_at(self._buffer, size)
+            return bytes(self.uc.mem_read(address, size))
+        return b"".join(bytes(self.uc.mem_read(p, n))
+                        for p, n in self._pieces(address, size, False, user, what))
+
+    def peek(self, address, size):
+        """`size` bytes at linear `address` as the guest would find them, or None when they are not
+        mapped or not in memory; no accessed bit changes. For vmkit's own look at guest memory."""
+        try:
+            pieces = self._pieces(address, size, False, False, "memory", peek=True)
+        except GuestError:
+            return None
+        return None if pieces is None else b"".join(bytes(self.uc.mem_read(p, n)) for p, n in pieces)
+
+    def physical_pieces(self, address, size):
+        """[(physical address, length)] of each page of `size` bytes at linear `address`, or None when
+        one is not mapped; no accessed bit changes."""
+        return self._pieces(address, size, False, False, "memory", peek=True)
+
+    def write(self, address, data, what="memory", *, user=False):
+        """Write `data` at linear `address` as the CPU writes it (through the page tables, setting
+        accessed and dirty bits; `user` for a user-mode access). A #PF raises Fault, nothing written."""
+        data = bytes(data)
+        offset = 0
+        for physical, length in self._pieces(address, len(data), True, user, what):
+            self.uc.mem_write(physical, data[offset:offset + length])
+            offset += length
 
     def u32(self, address, what="memory"):
         return int.from_bytes(self.read(address, 4, what), "little")

@@ -5,6 +5,11 @@ The steps, in the manual's order: find the gate in the IDT; for `int n`, check t
 against CPL; find the handler's code segment; if it is more privileged, switch to the stack the
 TSS names for that ring and push the old SS:ESP; push EFLAGS, CS, EIP and, for some exceptions, an
 error code; clear TF (and IF for an interrupt gate); jump to the handler.
+
+Every read and write here is to a linear address, through `Cpu.read` and `Cpu.write`: with paging
+on they walk the guest's page tables (`Cpu.translate`), and a page the walk refuses raises a #PF
+(a Fault with CR2 and the error code) that Machine.deliver treats like any other fault during
+delivery: a #PF while delivering a #PF or a contributory exception is a double fault (SDM table 6-5).
 """
 from .cpu import Fault
 from .x86 import EXCEPTIONS, GP, IF, NP, NT, RF, SS_, TF, TS, VM, decode_gate, frame_names
@@ -55,7 +60,10 @@ def deliver(cpu, vector, source, error_code=None):
     stack = stack_base + esp
     # in memory, from the new top of stack up: [error code], EIP, CS, EFLAGS, [ESP, SS]
     in_memory = list(reversed(pushed))
-    cpu.write(stack, b"".join((v & 0xFFFFFFFF).to_bytes(4, "little") for v in in_memory), "the interrupt frame")
+    # the pushes are made at the new CPL: a user-mode access when the handler runs in ring 3 (SDM
+    # vol. 3, 4.6: only the GDT, LDT, IDT and TSS reads are supervisor accesses whatever the CPL)
+    cpu.write(stack, b"".join((v & 0xFFFFFFFF).to_bytes(4, "little") for v in in_memory), "the interrupt frame",
+              user=new_cpl == 3)
 
     eflags = old["eflags"] & ~(TF | NT | RF | VM)
     if gate.is_interrupt_gate:

@@ -68,16 +68,15 @@ class Machine:
     speed without counting; it is only valid while nothing observes time (no timer armed, no
     instruction budget), and raises MustCount when that stops being true.
 
-    paging=True lets the guest turn paging on (CR0.PG): Unicorn walks its page tables. It is off by
-    default because the vmkit PC's own reads of guest memory (descriptor tables, interrupt frames)
-    take linear addresses as physical ones, which holds only while the guest identity-maps them.
+    The guest may turn paging on (CR0.PG, CR4.PSE, CR3 loads, invlpg) as on a real PC: Unicorn walks
+    its page tables for the guest's own accesses, and the machine's accesses on the CPU's behalf (the
+    IDT, GDT, LDT and TSS, the interrupt frame) go through the same tables (Cpu.translate).
     """
 
     watch_interrupt_window = True      # stop in front of sti/popf/iret when an interrupt waits for IF
 
     def __init__(self, image, memory=DEFAULT_MEMORY, *, max_instructions=DEFAULT_MAX_INSTRUCTIONS,
-                 timeout=DEFAULT_TIMEOUT, counted=True, technique="native", paging=False):
-        self.paging = paging
+                 timeout=DEFAULT_TIMEOUT, counted=True, technique="native"):
         self.image = assemble(image)
         self.memory = memory
         self.max_instructions = max_instructions
@@ -366,6 +365,8 @@ class Machine:
             try:
                 record = deliver_through_idt(self.cpu, vector, source, error_code)
             except Fault as f:
+                if f.cr2 is not None:
+                    self.cpu["cr2"] = f.cr2       # the CPU loads CR2 when it detects the #PF (SDM 4.7)
                 if source == SOFTWARE:
                     self.cpu["eip"] = at          # a fault in int n's delivery points at the int
                 outcome = second_fault(klass, f.vector)
@@ -431,7 +432,7 @@ class Machine:
         """Where the event of `source` happened: Unicorn leaves EIP after `int n`, `int3` and `into`."""
         eip = self.cpu["eip"]
         if source == SOFTWARE and eip >= 2:
-            before = self.cpu.read(eip - 2, 2)
+            before = self.cpu.peek(eip - 2, 2) or b"\0\0"
             if before[0] == 0xCD:
                 return eip - 2
             if before[1] in (0xCC, 0xCE):
@@ -527,6 +528,8 @@ class Machine:
         # Unicorn starts a watchdog thread for every timeout, which costs more than a system call
         # takes: a counted slice is kept short instead, and the budget is checked between slices.
         watchdog = remaining is not None and not self.counted
+        paging = self.cpu["cr0"] & CR0_PG
+        cr2 = self.cpu["cr2"] if paging else None
         try:
             self.uc.emu_start(self.cpu["eip"], NEVER if until is None else until,
                               timeout=max(int(remaining * 1e6), 1) if watchdog else 0,
@@ -534,6 +537,8 @@ class Machine:
         except UcError as e:
             error = e
         self._running = False
+        if paging:
+            self._after_paged_slice(cr2)
         if self.counted:
             stop = self._stop
             if stop is not None and stop.kind == "before":
@@ -547,13 +552,18 @@ class Machine:
             self._tick()
         self._handle_stop(error, n)
 
+    def _after_paged_slice(self, cr2):
+        """With paging on, Unicorn looks up the `until` address on its way out of emu_start; that
+        address is usually not mapped, and the lookup raises a #PF inside Unicorn that nobody sees:
+        it overwrites CR2 and leaves the fault in old_exception, so that the guest's next real #PF
+        would count as a double or triple fault (Unicorn issue #1883). Undo both: the guest's CR2 is
+        the one from before the slice, or the one of a #PF the slice reports (_handle_stop)."""
+        quirks.clear_fault_and_set_cpl(self.uc)
+        self.cpu["cr2"] = cr2
+
     def _handle_stop(self, error, n):
         """Why the slice ended, and what the CPU, the devices and the VMM make of it."""
         self.after_slice()
-        if self.cpu["cr0"] & CR0_PG and not self.paging:
-            raise GuestError(f"the guest turned paging on (CR0.PG, near eip {self.cpu['eip']:#x}); the vmkit PC "
-                             f"models protected mode without paging unless it is made with paging=True",
-                             self.result())
         stop = self._stop
         if error is not None and stop is not None and stop.kind == "exit" and not self.counted:
             raise MustCount("Unicorn ran on past the debug-exit write into an error")
@@ -612,7 +622,7 @@ class Machine:
 
     def _at_hlt(self):
         eip = self.cpu["eip"]
-        return eip > 0 and bytes(self.uc.mem_read(eip - 1, 1)) == b"\xf4"
+        return eip > 0 and self.cpu.peek(eip - 1, 1) == b"\xf4"
 
     # --- hooks (called by Unicorn inside a slice) ---------------------------------------------------
     def _counter(self):
@@ -624,7 +634,7 @@ class Machine:
         code = error_code if source == EXCEPTION and vector in HAS_ERROR_CODE else None
         # Unicorn sets CR2 for a #PF, then loses it on the way out of emu_start (it looks up the
         # `until` address, which paging leaves unmapped): keep it for the guest's handler
-        cr2 = uc.reg_read(X.UC_X86_REG_CR2) if vector == PF_ and self.paging else None
+        cr2 = uc.reg_read(X.UC_X86_REG_CR2) if vector == PF_ else None
         self._stop = Stop("exception", self._counter(), vector=vector, source=source, error_code=code, cr2=cr2)
         uc.emu_stop()
 
@@ -642,8 +652,7 @@ class Machine:
         if not self.cpu.io_allowed(port, size):
             self._stop = Stop("io-fault", self._counter(), eip=eip, port=port, direction=direction,
                               regs=self.cpu.regs(("eax", "ecx", "esi", "edi", "eflags")),
-                              memory=(self.cpu["edi"], bytes(uc.mem_read(self.cpu["edi"], 4)))
-                              if self.cpu["edi"] + 4 <= self.memory else None)
+                              memory=self._memory_at(self.cpu["edi"], 4))
             if not self.counted:
                 self._stop = Stop("must-count", None, why="an I/O privilege check")
             uc.emu_stop()
@@ -655,7 +664,7 @@ class Machine:
             return 0
         value = self.port_access(port, size, value, direction, eip)
         if device is self.debug_exit and direction == "out":
-            insn = disassemble(uc.mem_read(eip, 16), eip, 1)
+            insn = disassemble(self.cpu.peek(eip, 16) or self.cpu.peek(eip, 0x1000 - (eip & 0xFFF)) or b"", eip, 1)
             self._stop = Stop("exit", self._counter(), next_eip=eip + (insn[0].size if insn else 1))
             uc.emu_stop()
         elif device in (self.pic, self.pit) and direction == "out" and self.counted:
@@ -664,12 +673,21 @@ class Machine:
             uc.emu_stop()
         return value if direction == "in" else None
 
+    def _memory_at(self, linear, size):
+        """[(physical address, bytes)] of a guest buffer that a refused `ins` may already have
+        written, page by page, or None where nothing is mapped."""
+        try:
+            pieces = self.cpu.physical_pieces(linear, size)
+        except GuestError:
+            return None
+        return None if pieces is None else [(p, bytes(self.uc.mem_read(p, n))) for p, n in pieces]
+
     def _undo_io(self, stop):
         """The CPU checks I/O permission before the access; Unicorn does not, so undo what it did."""
         for name, v in stop["regs"].items():
             self.cpu[name] = v
-        if stop["memory"] is not None:
-            self.uc.mem_write(*stop["memory"])
+        for physical, data in stop["memory"] or ():
+            self.uc.mem_write(physical, data)        # where the string instruction wrote
         quirks.clear_fault_and_set_cpl(self.uc)
         self.cpu["eip"] = stop["eip"]
 
@@ -685,7 +703,7 @@ class Machine:
         return self.image.origin <= eip < self.image.end
 
     def _on_watched(self, uc, address, size, _):
-        op = self.cpu.read(address, 3)
+        op = self.cpu.peek(address, 3) or b"\0\0\0"
         icount = self._icount() if self.counted else None
         if self._pass_once == (address, icount):
             self._pass_once = None
@@ -714,10 +732,13 @@ class Machine:
         skip = int.from_bytes(op[1:3], "little") if op[0] == 0xCA else 0
         try:
             base = cpu.segment_base(cpu["ss"])
-            raw = cpu.read(base + esp, 12)
-            if raw[4] & 3 > cpl:                     # to an outer ring: SS:ESP are popped too
-                raw += cpu.read(base + esp + 12, 8 + skip)
+            raw = cpu.peek(base + esp, 12)
+            if raw is not None and raw[4] & 3 > cpl:  # to an outer ring: SS:ESP are popped too
+                more = cpu.peek(base + esp + 12, 8 + skip)
+                raw = None if more is None else raw + more
         except (GuestError, Fault):
+            return
+        if raw is None:
             return                                   # Unicorn will fault on it; that is recorded instead
         words = [int.from_bytes(raw[i:i + 4], "little") for i in range(0, len(raw), 4)]
         new_cs = words[1] & 0xFFFF

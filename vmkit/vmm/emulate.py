@@ -12,6 +12,7 @@ from functools import lru_cache
 import capstone
 from capstone import x86_const as C
 
+from ..errors import GuestError
 from ..machine.x86 import decode_descriptor
 from .vcpu import DR7_FIXED
 
@@ -123,7 +124,9 @@ def mov(vmm, insn):
         value = read_register(vmm.cpu, src)
         if dst.startswith("cr"):
             if dst == "cr0" and value & (1 << 31):
-                vmm.unsupported("paging (CR0.PG)")
+                raise GuestError("the guest turned paging on (CR0.PG). The vmkit PC pages, but this VMM "
+                                 "keeps no shadow page tables, so a guest of trap-and-emulate or binary "
+                                 "translation must run with paging off", vmm.result())
             setattr(v, dst, value)
         else:
             v.dr[int(dst[2:])] = value | (DR7_FIXED if dst == "dr7" else 0)
@@ -150,7 +153,7 @@ def lmsw(vmm, insn):
 
 
 def nothing_to_do(vmm, insn):
-    return "nothing to do: the model has no paging and no caches"
+    return "nothing to do: under this VMM the guest runs with paging off, and the model has no caches"
 
 
 def rdmsr(vmm, insn):

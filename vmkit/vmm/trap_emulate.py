@@ -304,4 +304,5 @@ class TrapAndEmulate(Machine):
         self._vmm_entry = True
 
     def unsupported(self, what):
-        raise GuestError(f"the guest asked for {what}, which the vmkit PC does not model", self.result())
+        raise GuestError(f"the guest asked for {what}, which the course's trap-and-emulate and "
+                         f"binary-translation VMMs do not model", self.result())

@@ -24,16 +24,16 @@ delivered at VM entry, with no exit recorded: with KVM's in-kernel PIC and PIT, 
 sees them either.
 
 Memory: the model has no second-stage translation. The guest's physical addresses are the addresses
-of the model's memory (Unicorn's), and when the guest turns paging on (vmkit.machine(...,
-paging=True)) Unicorn walks the guest's own page tables straight onto that memory. A page-table
-write, a CR3 load or an invlpg therefore costs no exit here, as under nested paging, but only because
-nothing stands between the guest and the memory: the model does not do nested paging. With EPT (AMD:
-NPT) the CPU translates every guest-physical address, those of the guest's own page tables included,
-through a second table that the hypervisor owns: that keeps each guest inside the memory it was
-given, and an access to a guest-physical address that table does not map is an EPT violation (exit
-48), which is how KVM finds MMIO. Without EPT, KVM keeps shadow page tables instead and takes exits
-to keep them in step with the guest's (the page-table writes of Adams & Agesen's ptemod). The model's
-MMIO device stands in for the EPT violation: a Unicorn MMIO range with no memory behind it.
+of the model's memory (Unicorn's), and when the guest turns paging on, Unicorn walks the guest's own
+page tables straight onto that memory. A page-table write, a CR3 load or an invlpg therefore costs
+no exit here, as under nested paging, but only because nothing stands between the guest and the
+memory: the model does not do nested paging. With EPT (AMD: NPT) the CPU translates every
+guest-physical address, those of the guest's own page tables included, through a second table that
+the hypervisor owns: that keeps each guest inside the memory it was given, and an access to a
+guest-physical address that table does not map is an EPT violation (exit 48), which is how KVM finds
+MMIO. Without EPT, KVM keeps shadow page tables instead and takes exits to keep them in step with
+the guest's (the page-table writes of Adams & Agesen's ptemod). The model's MMIO device stands in
+for the EPT violation: a Unicorn MMIO range with no memory behind it.
 
 The controls are a small VmcsControls dataclass a lesson can toggle:
 
