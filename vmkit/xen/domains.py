@@ -13,7 +13,8 @@ behind VIRQ_TIMER, grant mappings and the console. Time is one clock for the who
 instruction of any domain is one cycle of the 100 MHz CPU.
 
 Two things that Xen's toolstack does in dom0 are done here by the hypervisor on dom0's behalf,
-because the vmkit PC has no paging with which dom0 could map a new domain's memory:
+because vmkit's Xen runs its domains with paging off and has no mmu_update with which dom0 could
+map a new domain's memory:
 
 * building the domain: XEN_DOMCTL_createdomain takes, after Xen's own fields, the address and
   length of a kernel image in dom0's memory and the new domain's size in pages. The kernel is
