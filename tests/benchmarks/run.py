@@ -17,7 +17,7 @@
    loop with cli/sti under trap-and-emulate (target: at least 10x faster), and the multicall
    amortization curve (tests/benchmarks/paravirt.py).
 6. The comparison suite: every course workload under every technique, its table (CSV, Markdown)
-   and plots written to a temporary directory, and the orderings lesson 08 claims checked
+   and plots written to a temporary directory, and the orderings lesson 09 claims checked
    (tests/benchmarks/compare.py).
 """
 import statistics
