@@ -106,6 +106,10 @@ def test_user_io_follows_the_guests_own_io_bitmap(build):
     assert vmkit.run(image, TE).exit_code == 13
 
 
-def test_paging_is_refused_with_a_clear_error():
-    with pytest.raises(vmkit.GuestError, match="paging"):
-        vmkit.run("mov eax, cr0\nor eax, 0x80000000\nmov cr0, eax\nhlt", TE)
+def test_paging_on_with_no_page_tables_triple_faults_as_natively():
+    """CR0.PG with CR3 = 0 (a page directory of zeros): the next fetch faults, and so does every
+    delivery after it, as on the PC itself; the VMM reflects the true fault rather than refusing."""
+    source = "mov eax, cr0\nor eax, 0x80000000\nmov cr0, eax\nhlt"
+    native, virtual = vmkit.run(source), vmkit.run(source, TE)
+    assert native.shutdown and virtual.shutdown
+    assert virtual.stats["true_faults"] == 1 and virtual.stats["hidden_faults"] == 0

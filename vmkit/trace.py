@@ -18,6 +18,10 @@ EVENT_KINDS = (
     "shutdown",         # a triple fault: the CPU gave up
     "exit",             # the guest wrote to isa-debug-exit
     "migration",        # live migration moved memory or state toward another host (a round, the switch-over)
+    "hidden-fault",     # a #PF on the shadow page tables that the guest's own tables allow: the VMM fills it
+    "true-fault",       # a #PF the guest's own page tables raise: the VMM reflects it into the guest
+    "trace",            # the guest changed one of its page-table entries; the shadow followed
+    "shadow-fill",      # the VMM wrote a shadow PTE, made from a guest entry
 )
 
 

@@ -7,6 +7,7 @@ guest's own accesses do in Unicorn: `translate` is that one page walk, and `read
 for every byte they touch."""
 import ctypes
 
+from unicorn import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH
 from unicorn import x86_const as X
 
 from ..errors import GuestError
@@ -43,6 +44,15 @@ class Cpu:
         self.uc = uc
         self.ram_size = ram_size
         self.regions = [(0, ram_size)]     # where the CPU's own accesses may go (a VMM adds its memory)
+        # A VMM with shadow page tables (vmkit.vmm.shadow_paging) sets these two: `guest_paging`
+        # holds the guest's own CR0, CR3 and CR4 (its virtual CPU), and vmkit's accesses for the CPU
+        # walk the guest's tables instead of the shadow tables the real CR3 names; `store_watch`
+        # is told of every store vmkit makes into a page that holds one of the guest's page tables.
+        self.guest_paging = None
+        self.store_watch = None
+        # (start, length, guest base) of VMM copies that stand in for a guest table (the shadow IDT):
+        # the CPU reads the copy, but faults as it would on the guest's own table at guest base()
+        self.stand_ins = []
         self._lib = quirks.engine_library()
         self._handle = uc._uch
         self._value = ctypes.c_uint64()
@@ -113,14 +123,22 @@ class Cpu:
         There is no TLB here: every walk reads the tables as they are now. A guest that changes a
         PTE and does not invlpg may see the CPU use the old one (SDM 4.10.4), so no correct guest
         depends on the difference."""
-        if not self["cr0"] & CR0_PG:
+        view = self.guest_paging
+        cr0, cr3, cr4 = (view.cr0, view.cr3, view.cr4) if view is not None else (self["cr0"], self["cr3"], self["cr4"])
+        if not cr0 & CR0_PG:
             return linear
+        if view is not None and linear >= self.ram_size and self._inside(linear, 1):
+            for start, length, guest_base in self.stand_ins:
+                if start <= linear < start + length and cr0 & CR0_PG and self.translate(
+                        (guest_base() + linear - start) & 0xFFFFFFFF, write, user, peek=peek) is None:
+                    return None
+            return linear                   # the VMM's own memory, outside the guest's tables
         code = (PF_W if write else 0) | (PF_U if user else 0)
-        pde_address = (self["cr3"] & ~0xFFF) + ((linear >> 22) << 2)
+        pde_address = (cr3 & ~0xFFF) + ((linear >> 22) << 2)
         pde = self._u32_physical(pde_address)
         if not pde & PTE_P:
             return self._page_fault(linear, code, peek)
-        if pde & PDE_PS and self["cr4"] & CR4_PSE:
+        if pde & PDE_PS and cr4 & CR4_PSE:
             entries = ((pde_address, pde),)
             physical = (pde & 0xFFC00000) | (linear & 0x3FFFFF)
         else:
@@ -135,7 +153,7 @@ class Cpu:
         rights = entries[0][1] & entries[-1][1]
         if user and (not rights & PTE_US or write and not rights & PTE_RW):
             return self._page_fault(linear, code | PF_P, peek)
-        if write and not user and self["cr0"] & CR0_WP and not rights & PTE_RW:
+        if write and not user and cr0 & CR0_WP and not rights & PTE_RW:
             return self._page_fault(linear, code | PF_P, peek)
         if not peek:
             address, entry = entries[-1]
@@ -169,7 +187,7 @@ class Cpu:
     def read(self, address, size, what="memory", *, user=False):
         """`size` bytes at linear `address`, read as the CPU reads them (through the page tables,
         setting accessed bits; `user` for a user-mode access). A #PF raises Fault."""
-        if not self["cr0"] & CR0_PG:
+        if not self.paging():
             if not self._inside(address, size):
                 raise GuestError(f"the CPU had to read {what} at {address:#x}, outside the guest's "
                                  f"{self.ram_size >> 20} MiB of RAM", None)
@@ -199,9 +217,23 @@ class Cpu:
         accessed and dirty bits; `user` for a user-mode access). A #PF raises Fault, nothing written."""
         data = bytes(data)
         offset = 0
+        watch = self.store_watch
         for physical, length in self._pieces(address, len(data), True, user, what):
-            self.uc.mem_write(physical, data[offset:offset + length])
+            if watch is not None and watch.watches(physical):
+                watch.store(physical, data[offset:offset + length])
+            else:
+                self.uc.mem_write(physical, data[offset:offset + length])
             offset += length
+
+    def paging(self):
+        """Whether linear addresses go through page tables (the guest's CR0.PG, under a shadowing VMM)."""
+        view = self.guest_paging
+        return bool((view.cr0 if view is not None else self["cr0"]) & CR0_PG)
+
+    def flush_tlb(self):
+        """Forget every cached translation, as a CR3 load does: needed after a change to the page
+        tables the real CR3 names (Unicorn's uc_ctl, UC_CTL_TLB_FLUSH)."""
+        self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
 
     def u32(self, address, what="memory"):
         return int.from_bytes(self.read(address, 4, what), "little")

@@ -12,7 +12,6 @@ from functools import lru_cache
 import capstone
 from capstone import x86_const as C
 
-from ..errors import GuestError
 from ..machine.x86 import decode_descriptor
 from .vcpu import DR7_FIXED
 
@@ -123,13 +122,11 @@ def mov(vmm, insn):
     if dst and dst.startswith(("cr", "dr")):
         value = read_register(vmm.cpu, src)
         if dst.startswith("cr"):
-            if dst == "cr0" and value & (1 << 31):
-                raise GuestError("the guest turned paging on (CR0.PG). The vmkit PC pages, but this VMM "
-                                 "keeps no shadow page tables, so a guest of trap-and-emulate or binary "
-                                 "translation must run with paging off", vmm.result())
+            old = getattr(v, dst)
             setattr(v, dst, value)
-        else:
-            v.dr[int(dst[2:])] = value | (DR7_FIXED if dst == "dr7" else 0)
+            more = vmm.control_register_written(dst, old, value)
+            return f"virtual {dst.upper()} <- {value:#x}" + (f"; {more}" if more else "")
+        v.dr[int(dst[2:])] = value | (DR7_FIXED if dst == "dr7" else 0)
         return f"virtual {dst.upper()} <- {value:#x}"
     if src and src.startswith(("cr", "dr")):
         value = getattr(v, src) if src.startswith("cr") else v.dr[int(src[2:])]
@@ -153,7 +150,17 @@ def lmsw(vmm, insn):
 
 
 def nothing_to_do(vmm, insn):
-    return "nothing to do: under this VMM the guest runs with paging off, and the model has no caches"
+    return "nothing to do: the model has no caches"
+
+
+def invlpg(vmm, insn):
+    """invlpg: the guest drops a TLB entry; the VMM drops the shadow PTE made for that page."""
+    linear = effective_address(vmm, insn, insn.operands[0])
+    if not vmm.shadow.on:
+        return "nothing to do: paging is off"
+    if vmm.shadow.drop_linear(linear):
+        return f"shadow PTE for {linear:#x} dropped"
+    return f"no shadow PTE for {linear:#x}: nothing to drop"
 
 
 def rdmsr(vmm, insn):
@@ -224,7 +231,7 @@ def ins(vmm, insn):
 # The table the VMM calls, by mnemonic (capstone's names; rep forms share their base handler).
 EMULATORS = {
     "cli": cli, "sti": sti, "hlt": hlt, "lgdt": lgdt, "lidt": lidt, "ltr": ltr, "lldt": lldt,
-    "mov": mov, "clts": clts, "lmsw": lmsw, "invlpg": nothing_to_do, "wbinvd": nothing_to_do,
+    "mov": mov, "clts": clts, "lmsw": lmsw, "invlpg": invlpg, "wbinvd": nothing_to_do,
     "invd": nothing_to_do, "rdmsr": rdmsr, "wrmsr": wrmsr, "out": out, "in": in_,
     "outsb": outs, "outsw": outs, "outsd": outs, "insb": ins, "insw": ins, "insd": ins,
 }

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from capstone import x86_const as C
 
+from ..machine.cpu import Fault
 from . import emit
 from .emulate import decode
 
@@ -261,6 +262,7 @@ class Translator:
         self.data = data                      # the linear address of the VMM's data page
         self.rules = dict(RULES) if rules is None else dict(rules)
         self.chain = chain if chain_rule is None else chain_rule
+        self.store_callouts = set()           # guest addresses whose store calls out (adaptive translation)
 
     def translate(self, guest, cache, vcs, callouts):
         """Translate the guest code at `guest` into a Unit placed at cache address `cache`."""
@@ -268,7 +270,13 @@ class Translator:
         u = Builder(unit, callouts)
         address, window, ended = guest, False, False
         for _ in range(MAX_UNIT):
-            insn = decode(self.read(address, 15), address)
+            try:
+                code = self.read(address, 15)
+            except Fault:
+                if address == guest:
+                    raise                            # the unit's first instruction is not mapped
+                break                                # end the unit; its exit faults on the fetch
+            insn = decode(code, address)
             if insn is None:
                 if window:
                     self._window(u, address)
@@ -279,6 +287,8 @@ class Translator:
                 break
             text = f"{insn.mnemonic} {insn.op_str}".strip()
             kind = classify(insn)
+            if kind == "copy" and address in self.store_callouts:
+                kind = "store"                       # adaptive translation: its store calls out
             if kind == "rule" and insn.mnemonic not in self.rules:
                 kind = "call-out"                    # no rewrite rule: it traps like under trap-and-emulate
             if window and kind == "call-out":
@@ -289,7 +299,7 @@ class Translator:
             u.window_at_exits, window = window and kind == "direct", window and kind != "direct"
             start = u.here
             how = {"copy": "copied", "rule": "rewritten", "sensitive-read": "rewritten",
-                   "gs-prefixed": "rewritten", "call-out": "call-out"}.get(kind, "exit")
+                   "gs-prefixed": "rewritten", "call-out": "call-out", "store": "call-out"}.get(kind, "exit")
             ended = self._one(u, insn, kind)
             u.window_at_exits = False
             unit.pieces.append(Piece(address, insn.size, text, start, bytes(unit.code[start - cache:]), how))
@@ -325,6 +335,10 @@ class Translator:
             return False
         if kind == "rule":
             self.rules[insn.mnemonic](u, insn)
+            return False
+        if kind == "store":
+            u.callout("store", insn.address, insn.size)
+            u.emit(bytes(insn.bytes))               # the VMM lets this copy store, unfaulted
             return False
         if kind == "sensitive-read":
             u.emit(_sensitive_read(insn, u.vcs))

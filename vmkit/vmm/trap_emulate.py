@@ -16,6 +16,10 @@ timer), and only while the guest would take them: in its kernel while the virtua
 always while user code runs in ring 3 (the kernel's iret into ring 3 does not trap, so the virtual
 IF is not updated for it; user code runs with interrupts on).
 
+A guest that turns paging on runs on shadow page tables (vmkit.vmm.shadow_paging): CR3 loads trap
+and switch shadow roots, the guest's page-table pages are write-protected so its stores to them
+trace, and a #PF on the shadow is a hidden fault the VMM fills or a true fault it reflects.
+
 What this VMM cannot see is the point of the lesson: instructions that are sensitive but do not
 trap in ring 1. popf and iret cannot change the virtual IF, pushf shows the real flags, reading CS
 shows RPL 1, and sgdt, sidt, str and smsw show the VMM's values. Nothing here papers over them.
@@ -25,11 +29,12 @@ from unicorn import x86_const as X
 
 from ..errors import GuestError
 from ..machine.delivery import EXCEPTION, SOFTWARE
-from ..machine.cpu import Fault
+from ..machine.cpu import CR0_PG, CR0_WP, CR4_PSE, PF_U, Fault
 from ..machine.machine import LONGEST_SLICE, Machine
 from ..machine.platform import BOOT_CS, BOOT_DS, BOOT_GDT, BOOT_GDT_LIMIT, DEFAULT_MEMORY, STACK_TOP
-from ..machine.x86 import GP, IF, NP, decode_descriptor, vector_name
+from ..machine.x86 import GP, IF, NP, PF_, decode_descriptor, vector_name
 from .emulate import EMULATORS, decode, operand_value
+from .shadow_paging import ShadowPageTables
 from .vcpu import VCpu
 
 VMM_BASE = 0xFFC00000             # the VMM's own memory, outside the guest's RAM
@@ -55,17 +60,21 @@ class TrapAndEmulate(Machine):
 
     `emulators` maps a mnemonic to a handler(vmm, insn) -> description (see vmkit.vmm.emulate);
     a lab can pass its own table. An instruction without a handler is reflected to the guest as #GP.
+    `shadow_handlers` replaces the shadow MMU's hidden-fault and trace handlers
+    (vmkit.vmm.shadow_paging.SHADOW_HANDLERS).
     """
     watch_interrupt_window = False    # this VMM only learns what its traps tell it
 
-    def __init__(self, image, memory=DEFAULT_MEMORY, *, emulators=None, **budgets):
+    def __init__(self, image, memory=DEFAULT_MEMORY, *, emulators=None, shadow_handlers=None, **budgets):
         self.vcpu = VCpu()
         self.emulators = dict(EMULATORS) if emulators is None else dict(emulators)
+        self._shadow_handlers = shadow_handlers
         self._vmm_entry = False       # the VMM has control: the only moment it can inject an interrupt
         self._shadow_sti = False
         self._gdt_trace = None
         self._shadow_gdt_size = 0
         super().__init__(image, memory, counted=True, technique="trap-and-emulate", **budgets)
+        self.stats.update(hidden_faults=0, true_faults=0, trace_faults=0)
 
     # --- boot: the guest kernel starts in ring 1 on the shadow tables ------------------------------
     def boot_state(self):
@@ -81,19 +90,28 @@ class TrapAndEmulate(Machine):
         self.load_idt(0, 0)
         self.cpu.far_transfer(1, BOOT_CS | 1, BOOT_DS | 1, STACK_TOP, self.image.entry, 0x2 | IF)
 
+    def install_hooks(self):
+        super().install_hooks()
+        self.shadow = ShadowPageTables(self, self._shadow_handlers)   # once all the VMM's memory is mapped
+        # the CPU reads a gate from the shadow IDT, but a gate on a page the guest has not mapped is a #PF
+        self.cpu.stand_ins.append((SHADOW_IDT, 256 * 8, lambda: self.vcpu.idtr[0]))
+
     # --- what the machine asks its CPU ----------------------------------------------------------------
     def interrupts_enabled(self):
         # user code always runs with interrupts on; in the kernel, the virtual IF decides
         return self.vcpu.interrupt_flag or self.cpu.cpl == 3
 
     def inject_interrupt(self):
-        # only when the VMM has control (a trap, its timer), and not in the shadow of an emulated sti
-        if not self._vmm_entry or self._shadow_sti:
+        # only when the VMM has control (a trap, its timer), not in the shadow of an emulated sti,
+        # and not while the CPU carries out a store to a traced page
+        if not self._vmm_entry or self._shadow_sti or self.shadow.stepping:
             return False
         self._vmm_entry = False
         return super().inject_interrupt()
 
     def slice_length(self, limit):
+        if self.shadow.stepping:          # one instruction: the store to the traced page
+            return 1
         if self._shadow_sti:              # the instruction after an emulated sti runs before any interrupt
             self._shadow_sti = False
             return 1
@@ -109,8 +127,70 @@ class TrapAndEmulate(Machine):
 
     # --- a trap: the guest raised an exception, int n or a refused I/O access ------------------------
     def exception(self, vector, source, error_code=None, cause=None):
-        """Every exception, int n and refused I/O access of the guest traps to the VMM: handle_trap()."""
+        """Every exception, int n and refused I/O access of the guest traps to the VMM: handle_trap().
+        A #PF on the shadow tables goes to the shadow MMU first (shadow_page_fault)."""
+        if vector == PF_ and source == EXCEPTION and self.shadow.on:
+            error_code = self.shadow_page_fault(error_code)
+            if error_code is None:
+                return
         self.handle_trap(vector, source, error_code, cause)
+
+    def after_slice(self):
+        if self.shadow.stepping is not None:
+            self.shadow.end_store()           # the store ran (or faulted): protect the page again
+
+    # --- shadow page tables -----------------------------------------------------------------------------
+    def shadow_page_fault(self, error_code):
+        """The CPU faulted on the shadow tables at CR2. A hidden fault (the shadow filled) or a trace
+        (the store carried out, the shadow in step) returns None: the guest never sees it. A true
+        fault returns the guest's error code, for the #PF the guest's own walk raises; its virtual
+        CR2 is set."""
+        cpu = self.cpu
+        linear, first = cpu["cr2"], len(self.events)
+        outcome = self.shadow.page_fault(linear, error_code, cpu["eip"])
+        self.fault_handled()
+        self._vmm_entry = True
+        if outcome == "hidden":
+            self.stats["traps"] += 1
+            self.stats["hidden_faults"] += 1
+            self.record("hidden-fault", linear=linear, error_code=error_code, fills=len(self.events) - first)
+            self.events.insert(first, self.events.pop())        # before the fills it caused
+            return None
+        if outcome == "trace":
+            self.stats["traps"] += 1
+            self.stats["trace_faults"] += 1
+            self.record("trap", cause="write to a traced page table", vector=PF_, error_code=error_code,
+                        instruction=self._instruction_text(cpu["eip"]), linear=linear)
+            self.trace_fault(linear, error_code)
+            return None
+        self.stats["true_faults"] += 1
+        self.vcpu.cr2 = linear
+        self.record("true-fault", linear=linear, error_code=outcome[1])
+        return outcome[1]
+
+    def trace_fault(self, linear, error_code):
+        """A guest store to one of its page tables: set the guest's accessed and dirty bits for it,
+        then let the CPU carry the store out with the page writable for one instruction; after it,
+        the shadow follows (ShadowPageTables.end_store)."""
+        self.cpu.translate(linear, True, bool(error_code & PF_U))
+        self.shadow.begin_store(linear, "fault")
+
+    def control_register_written(self, name, old, new):
+        """The guest wrote CR0, CR3 or CR4 (emulated): what the shadow MMU does about it, or None."""
+        shadow = self.shadow
+        if name == "cr0" and (old ^ new) & CR0_PG:
+            if new & CR0_PG:
+                return "paging on: the CPU now walks shadow tables, " + shadow.enable(self.vcpu.cr3)
+            shadow.disable()
+            return "paging off: the shadow tables are dropped"
+        if not shadow.on:
+            return None
+        if name == "cr3":
+            return "shadow: " + shadow.load_cr3(new)
+        if (name == "cr0" and (old ^ new) & CR0_WP) or (name == "cr4" and (old ^ new) & CR4_PSE):
+            shadow.flush()
+            return "every shadow entry dropped: the rights of each may change"
+        return None
 
     def handle_trap(self, vector, source, error_code=None, cause=None):
         """A trap at the guest instruction EIP points at: record it, and emulate a #GP from an
@@ -118,10 +198,8 @@ class TrapAndEmulate(Machine):
         the guest. `cause` names the trap in its event (by default the vector)."""
         cpu = self.cpu
         ring, at = cpu.cpl, self.instruction_address(source)
-        try:
-            insn = decode(cpu.read(at, 15, "the trapping instruction"), at)
-        except GuestError:
-            insn = None
+        code = cpu.peek(at, 15) or cpu.peek(at, 0x1000 - (at & 0xFFF))
+        insn = decode(code, at) if code else None
         text = f"{insn.mnemonic} {insn.op_str}".strip() if insn else "?"
         self.stats["traps"] += 1
         self._vmm_entry = True
@@ -177,8 +255,10 @@ class TrapAndEmulate(Machine):
         self._sync_ring1_stack()
         if self.cpu.cpl == 3:
             self.leave_user_mode()
-        first = len(self.events)
+        first, cr2 = len(self.events), self.cpu["cr2"]
         super().deliver(vector, source, error_code)
+        if self.cpu["cr2"] != cr2:
+            self.vcpu.cr2 = self.cpu["cr2"]               # a #PF during delivery: the guest's CR2
         for event in self.events[first:]:
             if event.kind == "ring-transition":
                 event.detail["reflected"] = True
@@ -217,7 +297,11 @@ class TrapAndEmulate(Machine):
         base, limit = self.vcpu.idtr
         if limit == 0:
             return
-        table = bytearray(self.cpu.read(base, min(limit + 1, 256 * 8), "the guest's IDT"))
+        size = min(limit + 1, 256 * 8)
+        table = self.cpu.peek(base, size)
+        if table is None:                 # part of it is not mapped: the gates that are
+            table = b"".join(self.cpu.peek(base + offset, 8) or bytes(8) for offset in range(0, size & ~7, 8))
+        table = bytearray(table)
         for offset in range(0, len(table) - 7, 8):
             if not table[offset + 5] & DPL_BITS:
                 table[offset + 5] |= 0x20
@@ -251,7 +335,8 @@ class TrapAndEmulate(Machine):
         self.record("emulate", instruction=text, effect=f"shadow GDT entry {offset // 8} follows the guest's")
 
     def _instruction_text(self, address):
-        insn = decode(self.cpu.read(address, 15), address)
+        code = self.cpu.peek(address, 15) or self.cpu.peek(address, 0x1000 - (address & 0xFFF))
+        insn = decode(code, address) if code else None
         return f"{insn.mnemonic} {insn.op_str}".strip() if insn else "?"
 
     # --- services for the emulation handlers ------------------------------------------------------------
@@ -272,7 +357,7 @@ class TrapAndEmulate(Machine):
             access = base + (selector & ~7) + 5
             kind = self.cpu.read(access, 1)[0]
             if kind & 0x1F == 0x09:                      # ltr marks the guest's TSS busy, as the CPU would
-                self.uc.mem_write(access, bytes([kind | 2]))
+                self.cpu.write(access, bytes([kind | 2]), "the guest's GDT")
                 self._rebuild_shadow_gdt()
 
     def load_ss(self, selector):
