@@ -595,7 +595,6 @@ class BinaryTranslation(TrapAndEmulate):
         cpu["eip"] = site + 1                 # the copy of the instruction, right behind the call-out
         insn = decode(cpu.read(c.guest, 15), c.guest)
         self.stats["traps"] += 1
-        self.stats["trace_callouts"] += 1
         self._vmm_entry = True
         target = next((effective_address(self, insn, op) for op in insn.operands if op.type == 3), None)
         text = f"{insn.mnemonic} {insn.op_str}".strip()
@@ -610,7 +609,8 @@ class BinaryTranslation(TrapAndEmulate):
             cpu.translate(target, True, False)    # the guest's accessed and dirty bits for the store
         except Fault:
             return                            # the guest's tables refuse it: the copy faults for real
-        self.shadow.begin_store(target, "call-out")
+        if self.shadow.begin_store(target, "call-out"):
+            self.stats["trace_callouts"] += 1
 
     # --- guest writes into code it has translated --------------------------------------------------------
     def _on_code_written(self, units):

@@ -27,7 +27,10 @@ The machinery, in one place:
 - a small cache of shadow roots, one per guest CR3 recently loaded (ROOTS), so a process switch back
   does not start from an empty shadow; the least recently loaded root is dropped to make room;
 - the top 4 MiB of every shadow root map the VMM's own memory (its GDT, IDT, TSS, translation
-  cache), which is why the guest may map nothing there;
+  cache), which is why the guest may map nothing there. Page protection cannot keep the guest
+  kernel out of them (ring 1 is a supervisor ring, like ring 0): binary translation truncates the
+  guest's segments below them and guards its cache; under trap-and-emulate a guest kernel that
+  reads there reads the VMM;
 - the bookkeeping that tracing needs: which guest frames hold page tables the shadow was made from
   (traced, write-protected in every shadow entry that maps them), which shadow entries were made from
   which guest entry, and which shadow entries map which guest frame.
@@ -128,6 +131,7 @@ class ShadowPageTables:
     def _new_root(self, guest):
         while len(self.roots) >= ROOTS:
             self._drop_root(next(iter(self.roots.values())))
+        self._check_vmm_hole(guest + VMM_PDE * 4, self.read(guest + VMM_PDE * 4))
         directory = self._alloc()
         self._write(directory + VMM_PDE * 4, self.vmm_table | PTE_P | PTE_RW)
         root = self.roots[guest] = Root(guest, directory)
@@ -357,12 +361,22 @@ class ShadowPageTables:
         self.cpu.flush_tlb()
         self._propagate(page, before, bytes(self.uc.mem_read(page, PAGE)), how=how, linear=linear)
 
+    def _check_vmm_hole(self, entry, value):
+        """The guest's PDE for the top 4 MiB must stay empty: the VMM lives there."""
+        if value & PTE_P:
+            raise GuestError(f"the guest maps the top 4 MiB of the linear space (its PDE {VMM_PDE} at "
+                             f"{entry:#x} is present), but they belong to the VMM, whose memory must be in "
+                             f"every address space the guest runs in; keep the guest's mappings below "
+                             f"{VMM_PDE << 22:#x}", self.vmm.result())
+
     def _propagate(self, start, before, after, how, linear=None):
         for offset in range(0, len(after), 4):
             old = int.from_bytes(before[offset:offset + 4], "little")
             new = int.from_bytes(after[offset:offset + 4], "little")
             if old != new:
                 entry = start + offset
+                if entry & 0xFFF == VMM_PDE * 4 and entry & FRAME in self.roots:
+                    self._check_vmm_hole(entry, new)
                 effect = self.handlers["trace"](self, entry, old, new)
                 self.vmm.record("trace", entry=entry, old=old, new=new, by=how, effect=effect,
                                 **({"linear": linear} if linear is not None else {}))
@@ -375,8 +389,9 @@ class ShadowPageTables:
         guest_allows = self.cpu.translate(linear, write, user, peek=True) is not None
         if write and error_code & 1 and guest_allows and self.traced_frame(self.cpu.translate(linear, peek=True)):
             return "trace"
+        key = (eip, linear, error_code, self.vmm.instructions)   # the same access, with no progress since
         same, count = self._same
-        self._same = ((eip, linear, error_code), count + 1 if same == (eip, linear, error_code) else 1)
+        self._same = (key, count + 1 if same == key else 1)
         if self._same[1] > SAME_FAULT_LIMIT:
             raise GuestError(f"the access at eip {eip:#x} to {linear:#x} faulted {SAME_FAULT_LIMIT} times in "
                              f"a row on the shadow tables, each time after the hidden-fault handler "
