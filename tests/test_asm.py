@@ -50,3 +50,15 @@ def test_a_run_takes_source_directly_and_reports_asm_errors():
 def test_capstone_reads_the_code_back():
     image = vmkit.assemble("mov eax, 0x1234\nint 0x80\ncli\n")
     assert [i.text for i in image.disassemble()] == ["mov eax, 0x1234", "int 0x80", "cli"]
+
+
+def test_a_section_linked_elsewhere_is_known_by_where_it_runs():
+    """A higher-half kernel loads its code at one address and runs it at another (vstart): the
+    machine watches its iret where it runs, so the return to user code is recorded as an iret."""
+    image = vmkit.assemble(vmkit.guests.source("paging_kernel"))
+    (start, length, vstart), _ = image.relocated
+    assert (start, vstart) == (0x101000, 0xC0101000) and image.symbols["high_start"] == 0xC0101000
+    assert image.linked(start + 5) == vstart + 5 and image.linked(0x100005) == 0x100005
+    assert image.runs_at(vstart) and not image.runs_at(start) and image.runs_at(0x100000)
+    causes = {e.detail["cause"] for e in vmkit.run(image).of_kind("ring-transition")}
+    assert causes == {"iret", "#PF", "int 0x80"}

@@ -31,6 +31,23 @@ class Image:
     symbols: dict = field(default_factory=dict)   # label -> address
     lines: dict = field(default_factory=dict)     # address of an instruction or datum -> source line
     source: str = ""
+    # (load address, length, linked address) of each section linked elsewhere than it is loaded
+    # (NASM's `section name start=... vstart=...`: a higher-half kernel's code runs at vstart)
+    relocated: list = field(default_factory=list)
+
+    def linked(self, address):
+        """Where the byte loaded at `address` runs: its section's vstart-relative address."""
+        for start, length, vstart in self.relocated:
+            if start <= address < start + length:
+                return vstart + address - start
+        return address
+
+    def runs_at(self, eip):
+        """Whether `eip` is an address the image's code runs at (loaded, or linked elsewhere)."""
+        if any(vstart <= eip < vstart + length for _, length, vstart in self.relocated):
+            return True
+        return self.origin <= eip < self.end and not any(
+            start <= eip < start + length for start, length, _ in self.relocated)
 
     @property
     def entry(self):
@@ -108,7 +125,7 @@ def _assemble(source):
     with tempfile.TemporaryDirectory(prefix="vmkit-asm-") as tmp:
         src, out, lst, mapf = (os.path.join(tmp, n) for n in ("in.asm", "out.bin", "out.lst", "out.map"))
         # %line makes NASM number its messages and listing by the student's own lines.
-        prelude = _prelude(source) + [f"[map symbols {mapf}]", f"%line 0+1 {SOURCE_NAME}"]
+        prelude = _prelude(source) + [f"[map sections symbols {mapf}]", f"%line 0+1 {SOURCE_NAME}"]
         with open(src, "w") as f:
             f.write("\n".join(prelude) + "\n" + source + "\n")
         proc = subprocess.run([nasm, "-f", "bin", "-o", out, "-l", lst, src],
@@ -118,8 +135,9 @@ def _assemble(source):
         code, listing = _read(out, "rb"), _read(lst, "r")
         origin = _origin(source)
         lines = _listing_lines(listing, origin, len(prelude))
-        symbols = _map_symbols(_read(mapf, "r")) if os.path.exists(mapf) else {}
-    return Image(code=code, origin=origin, symbols=symbols, lines=lines, source=source)
+        mapped = _read(mapf, "r") if os.path.exists(mapf) else ""
+    return Image(code=code, origin=origin, symbols=_map_symbols(mapped), lines=lines, source=source,
+                 relocated=_map_relocated(mapped))
 
 
 def _read(path, mode):
@@ -171,6 +189,14 @@ def _map_symbols(text):
     for m in re.finditer(r"^\s*([0-9A-F]+)\s+([0-9A-F]+)\s+(\S+)\s*$", text, re.M):
         symbols[m.group(3)] = int(m.group(2), 16)
     return symbols
+
+
+def _map_relocated(text):
+    """The rows of the map's section summary (Vstart, Start, Stop, Length, Class, Name) whose
+    vstart differs from their start."""
+    rows = re.finditer(r"^\s*([0-9A-F]+)\s+([0-9A-F]+)\s+([0-9A-F]+)\s+([0-9A-F]+)\s+\w+\s+\S+\s*$", text, re.M)
+    return [(int(m.group(2), 16), int(m.group(4), 16), int(m.group(1), 16)) for m in rows
+            if m.group(1) != m.group(2)]
 
 
 _capstone = None

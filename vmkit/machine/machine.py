@@ -224,7 +224,7 @@ class Machine:
         # them; it fires only where an instruction starts with that byte, so data costs nothing.
         for offset, byte in enumerate(self.image.code):
             if byte in WATCHED:
-                address = self.image.origin + offset
+                address = self.image.linked(self.image.origin + offset)   # where it runs
                 uc.hook_add(UC_HOOK_CODE, self._on_watched, None, address, address)
 
     # --- told: running -------------------------------------------------------------------------------
@@ -700,7 +700,7 @@ class Machine:
         return 1                                     # the VMM's answer stands; the CPU's is skipped
 
     def _watched(self, eip):
-        return self.image.origin <= eip < self.image.end
+        return self.image.runs_at(eip)
 
     def _on_watched(self, uc, address, size, _):
         op = self.cpu.peek(address, 3) or b"\0\0\0"
