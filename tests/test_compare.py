@@ -8,6 +8,7 @@ import pytest
 
 import vmkit
 from vmkit import compare
+from vmkit.vmm.binary_translation import ADAPT_AFTER
 
 SHORT, LONG = 10, 20
 
@@ -31,7 +32,10 @@ def per_round(short, long, workload, technique, count):
 
 def test_the_contract_names():
     assert compare.TECHNIQUES == vmkit.TECHNIQUES
-    assert list(compare.WORKLOADS) == ["syscall", "cli-sti", "in", "divzero", "call-ret", "compute", "ptemod"]
+    assert list(compare.WORKLOADS) == ["syscall", "cli-sti", "in", "divzero", "call-ret", "compute", "pgfault",
+                                       "ptemod"]
+    assert compare.COUNTS[:5] == compare.COSTED and len(compare.COSTED) == len(compare.COST_TERMS)
+    assert compare.MMU_COUNTS == ("hidden_faults", "true_faults", "trace_faults", "trace_callouts")
     w = compare.WORKLOADS["syscall"]
     assert (w.name, w.adams_agesen) == ("syscall", "syscall") and w.title and w.what
     assert "ROUNDS equ 7" in w.source(7) and "int 0x80" in w.source(7)
@@ -98,21 +102,95 @@ def test_compute_costs_no_trap_exit_or_hypercall_per_round_anywhere(short, long)
                 assert per_round(short, long, "compute", technique, count) == 0, (technique, count)
 
 
-def test_ptemod_runs_with_paging_where_the_machine_walks_page_tables(short):
-    # its #PF handler checks CR2 against the window page, so the right output also says CR2 was kept
-    for technique in ("native", "hardware-assist"):
-        assert short.cell("ptemod", technique).serial == compare.WORKLOADS["ptemod"].expected(SHORT)
+# --- the paging workloads: the shadow MMU's counts, exact, per round --------------------------------------------
+PAGING = ("pgfault", "ptemod")
+MMU = ("traps", "hidden_faults", "true_faults", "trace_faults", "trace_callouts")
+
+
+def mmu_per_round(short, long, workload, technique):
+    return {count: per_round(short, long, workload, technique, count) for count in MMU}
+
+
+def test_the_paging_workloads_run_natively_on_shadow_page_tables_and_under_the_vt_x_model(short):
+    # pgfault's #PF handler checks CR2, the error code and the faulting EIP, and ptemod reads the window
+    # through the PTE it wrote last: the right output says the VMM kept each of them as the guest's
+    for name in PAGING:
+        for technique in ("native", "trap-and-emulate", "binary-translation", "hardware-assist"):
+            m = short.cell(name, technique)
+            assert m.ran and m.serial == compare.WORKLOADS[name].expected(SHORT), (name, technique, m.reason)
     # the PC pages without being asked to: vmkit.run runs it natively like any other guest
-    assert vmkit.run(compare.WORKLOADS["ptemod"].source(2), "native").serial == \
-        compare.WORKLOADS["ptemod"].expected(2)
+    assert vmkit.run(compare.WORKLOADS["ptemod"].source(2), "native").serial == "page-table entry writes: 2\n"
+
+
+def test_pgfault_is_one_true_fault_a_round_and_nothing_else_of_the_shadow_mmu(short, long):
+    for technique in ("trap-and-emulate", "binary-translation"):
+        counts = mmu_per_round(short, long, "pgfault", technique)
+        # the #PF reflected into the guest, and the handler's mov from CR2 (trap-and-emulate emulates it;
+        # the translator calls out for it and for the handler's iretd)
+        traps = 2 if technique == "trap-and-emulate" else 3
+        assert counts == dict(traps=traps, hidden_faults=0, true_faults=1, trace_faults=0, trace_callouts=0), technique
+    off = (compare.measure("pgfault", "binary-translation", n, adaptive=False) for n in (SHORT, LONG))
+    a, b = off
+    assert (b.true_faults - a.true_faults, b.traps - a.traps, b.trace_faults) == (LONG - SHORT, 3 * (LONG - SHORT), 0)
+    for technique in ("native", "hardware-assist"):     # the guest's own #PF, through its own IDT
+        assert per_round(short, long, "pgfault", technique, "traps") == 0
+        assert per_round(short, long, "pgfault", technique, "exits") == 0
+
+
+def test_ptemod_is_one_trace_a_round_and_adaptive_translation_turns_it_into_a_call_out(short, long):
+    assert mmu_per_round(short, long, "ptemod", "trap-and-emulate") == dict(
+        traps=1, hidden_faults=0, true_faults=0, trace_faults=1, trace_callouts=0)
+    # adaptive (the default): after ADAPT_AFTER trace faults the store is a call-out, one a round
+    assert mmu_per_round(short, long, "ptemod", "binary-translation") == dict(
+        traps=1, hidden_faults=0, true_faults=0, trace_faults=0, trace_callouts=1)
+    assert short.cell("ptemod", "binary-translation").trace_faults == ADAPT_AFTER
+    assert long.cell("ptemod", "binary-translation").trace_faults == ADAPT_AFTER
+    assert long.cell("ptemod", "binary-translation").trace_callouts == LONG - ADAPT_AFTER + 1
+    # adaptive off: a trace fault every round, as under trap-and-emulate
+    a, b = (compare.measure("ptemod", "binary-translation", n, adaptive=False) for n in (SHORT, LONG))
+    assert (a.options, a.trace_faults, b.trace_faults, b.trace_callouts) == ({"adaptive": False}, SHORT, LONG, 0)
+    assert b.traps - a.traps == LONG - SHORT
+    for technique in ("native", "hardware-assist"):     # a store: no VMM sees it
+        assert per_round(short, long, "ptemod", technique, "traps") == 0
+        assert per_round(short, long, "ptemod", technique, "exits") == 0
+
+
+def test_the_shadow_mmu_counts_are_zero_where_no_vmm_sees_the_guests_paging(short):
+    for m in short.measurements:
+        if m.ran and m.technique not in compare.SHADOW_TECHNIQUES:
+            assert all(getattr(m, k) == 0 for k in compare.MMU_COUNTS), m
+        if m.ran and m.workload not in PAGING:
+            assert all(getattr(m, k) == 0 for k in compare.MMU_COUNTS), m
+
+
+def test_round_by_round_shows_the_warm_up_of_adaptive_translation():
+    def column(rounds, count):
+        return [r.counts[count] for r in rounds]
+    on = compare.round_by_round("ptemod", "binary-translation", rounds=6)
+    off = compare.round_by_round("ptemod", "binary-translation", rounds=6, adaptive=False)
+    te = compare.round_by_round("ptemod", "trap-and-emulate", rounds=6)
+    assert [r.number for r in on] == [1, 2, 3, 4, 5, 6]
+    # round 2 takes its second trace fault, is retranslated, and stores through the new call-out
+    assert column(on, "trace_faults") == [1, 1, 0, 0, 0, 0] and column(on, "trace_callouts") == [0, 1, 1, 1, 1, 1]
+    assert column(on, "traps")[2:] == [1] * 4 and column(on, "traps")[1] == 2
+    for rounds in (off, te):
+        assert column(rounds, "trace_faults") == [1] * 6 and column(rounds, "trace_callouts") == [0] * 6
+        assert column(rounds, "traps")[1:] == [1] * 5
+    assert all(r.seconds > 0 for r in on + off + te)
+    pgfault = compare.round_by_round("pgfault", "trap-and-emulate", rounds=4)
+    assert column(pgfault, "true_faults") == [1] * 4 and column(pgfault, "traps")[2:] == [2, 2]
+    with pytest.raises(vmkit.VmkitError, match="shadow page tables"):
+        compare.round_by_round("ptemod", "native", rounds=2)
+    with pytest.raises(vmkit.VmkitError, match="steps through pgfault, ptemod"):
+        compare.round_by_round("syscall", rounds=2)
 
 
 def test_a_technique_that_cannot_run_a_workload_says_why(short):
-    assert "paging" in short.cell("ptemod", "trap-and-emulate").reason
-    assert "mmu_update" in short.cell("ptemod", "paravirt").reason
+    for name in PAGING:
+        assert "paging off" in short.cell(name, "paravirt").reason and "mmu_update" in short.cell(name, "paravirt").reason
     assert "no I/O ports" in short.cell("in", "paravirt").reason
     report = vmkit.kvm.probe()
-    for name in ("syscall", "divzero"):
+    for name in ("syscall", "divzero", "pgfault", "ptemod"):
         m = short.cell(name, "kvm")
         assert m.ran == report.can("protected-mode", *compare.WORKLOADS[name].kvm_needs)
         assert m.ran or m.reason
@@ -140,6 +218,9 @@ def test_the_csv_and_markdown_tables(short, tmp_path):
     text = short.to_markdown()
     assert text.count("\n| ") == len(rows)              # a row per cell, after the header
     assert "| in | paravirt | not run [" in text and "no I/O ports" in text
+    ptemod = next(r for r in rows if r["workload"] == "ptemod" and r["technique"] == "trap-and-emulate")
+    assert int(ptemod["trace_faults"]) == SHORT and int(ptemod["true_faults"]) == 0
+    assert "| trace faults | trace call-outs |" in text
 
 
 # --- the cost model --------------------------------------------------------------------------------------------
@@ -147,14 +228,14 @@ TRUE = {"instruction": 2e-8, "trap": 3e-5, "exit": 1.2e-5, "hypercall": 8e-6, "b
 
 
 def synthetic(counts):
-    seconds = sum(TRUE[term] * counts[k] for term, k in zip(compare.COST_TERMS, compare.COUNTS))
+    seconds = sum(TRUE[term] * counts[k] for term, k in zip(compare.COST_TERMS, compare.COSTED))
     return compare.Measurement("w", "t", True, rounds=1, seconds=seconds, **counts)
 
 
 def test_the_cost_model_recovers_known_costs_and_predicts_a_held_out_workload():
     rows = [(1000, 200, 0, 0, 30), (5000, 10, 0, 0, 40), (800, 0, 120, 0, 0), (20000, 5, 3, 0, 35),
             (900, 0, 0, 150, 0), (3000, 100, 50, 20, 10), (100000, 0, 0, 0, 5)]
-    suite = compare.Suite([synthetic(dict(zip(compare.COUNTS, r))) for r in rows])
+    suite = compare.Suite([synthetic(dict(zip(compare.COSTED, r))) for r in rows])
     for m in suite.measurements:
         m.technique = "t"
     model = compare.fit_cost_model(suite)
@@ -169,6 +250,11 @@ def test_the_cost_model_keeps_costs_non_negative_and_fits_the_suite(short):
     model = compare.fit_cost_model(short)
     assert all(c >= 0 for costs in model.costs.values() for c in costs.values())
     assert model.costs["trap-and-emulate"]["trap"] > 0
+    # the shadow MMU's counts are among the traps: the model prices them there, not a second time
+    assert set(model.costs["trap-and-emulate"]) == set(compare.COST_TERMS)
+    m = short.cell("ptemod", "trap-and-emulate")
+    assert model.predict_counts("trap-and-emulate", m.counts()) == \
+        model.predict_counts("trap-and-emulate", {**m.counts(), "trace_faults": 0})
     with pytest.raises(vmkit.VmkitError, match="no cost model"):
         model.predict("vmware", instructions=1)
 

@@ -14,6 +14,9 @@ Nothing here measures or runs a guest by itself. Every function takes what vmkit
     check_orderings(suite, claims, shorter)   each claimed ordering checked against the measured times
     paper_table(), paper_beside_ours(suite, workloads, longer), paper_plot(...)
                                Adams & Agesen (ASPLOS 2006, Figure 4) beside ours
+    adaptive_table(on, off), adaptive_plot(on, off)
+                               ptemod round by round (vmkit.compare.round_by_round), adaptive
+                               binary translation on and off: trace faults, call-outs, µs a round
     cost_diagram(model)        where each technique's time goes, with the fitted costs on the arrows
     cost_table(model), residuals_table(model, suite)             the fitted cost model and how well it fits
     Designer(model, suite)     sliders for a workload of one's own; its predicted time per technique
@@ -41,6 +44,9 @@ COLOURS = {"native": "#424242", "trap-and-emulate": "#c62828", "binary-translati
            "paravirt": "#2e7d32", "hardware-assist": "#ef6c00", "kvm": "#6a1b9a"}
 COUNTS = ("traps", "exits", "hypercalls", "blocks")       # the events the cost model charges for
 COST_TERMS = ("instruction", "trap", "exit", "hypercall", "block")
+# the shadow MMU's share of the traps (vmkit.compare.MMU_COUNTS), each named once and many times
+MMU = {"hidden_faults": ("hidden fault", "hidden faults"), "true_faults": ("true fault", "true faults"),
+       "trace_faults": ("trace fault", "trace faults"), "trace_callouts": ("trace call-out", "trace call-outs")}
 
 # --- Adams & Agesen, ASPLOS 2006, Figure 4 ------------------------------------------------------------------
 # The nanobenchmarks in CPU cycles on their VT-x Pentium 4: native, VMware's software VMM (binary
@@ -180,10 +186,25 @@ def time_table(suite):
                  "of native's; —: could not run (see why below)")
 
 
-def _events(m):
-    parts = [f"{_n(getattr(m, kind))} {kind[:-1] if getattr(m, kind) == 1 else kind}" for kind in COUNTS
-             if getattr(m, kind)]
+def _describe(counts, number=None):
+    """'145 traps (50 true faults, 4 hidden faults) · 40 blocks': the events of `counts` (a dict),
+    the shadow MMU's in brackets after the traps they are part of; 'none' when there are none."""
+    number = number or _n
+    parts = []
+    for kind in COUNTS:
+        value = counts.get(kind, 0)
+        if not value:
+            continue
+        text = f"{number(value)} {kind[:-1] if value == 1 else kind}"
+        if kind == "traps":
+            mmu = [f"{number(counts[k])} {names[counts[k] != 1]}" for k, names in MMU.items() if counts.get(k)]
+            text += f" ({', '.join(mmu)})" if mmu else ""
+        parts.append(text)
     return " · ".join(parts) or "none"
+
+
+def _events(m):
+    return _describe({kind: getattr(m, kind, 0) for kind in COUNTS + tuple(MMU)})
 
 
 def counts_table(suite):
@@ -199,8 +220,8 @@ def counts_table(suite):
         rows.append(row)
     return Table(["workload", "rounds", "instructions"] + [SHORT.get(t, t) for t in techniques], rows,
                  "exact counts for the whole run: guest instructions (counted natively), then per technique the "
-                 "traps into the VMM, VM exits, hypercalls and blocks translated; none: the guest ran without "
-                 "the VMM's help")
+                 "traps into the VMM (in brackets the page faults and call-outs of the shadow page tables among "
+                 "them), VM exits, hypercalls and blocks translated; none: the guest ran without the VMM's help")
 
 
 def _per(value):
@@ -215,7 +236,7 @@ def round_counts(small, large, workload, technique):
     if not (_ran(a) and _ran(b)) or b.rounds == a.rounds:
         return None
     n = b.rounds - a.rounds
-    return {kind: (getattr(b, kind) - getattr(a, kind)) / n for kind in ("instructions",) + COUNTS}
+    return {kind: (getattr(b, kind) - getattr(a, kind)) / n for kind in ("instructions",) + COUNTS + tuple(MMU)}
 
 
 def round_counts_table(small, large):
@@ -227,11 +248,11 @@ def round_counts_table(small, large):
         row = [name, _per(native["instructions"]) if native else "—"]
         for t in techniques:
             c = round_counts(small, large, name, t)
-            row.append("—" if c is None else
-                       " · ".join(f"{_per(c[k])} {k[:-1] if c[k] == 1 else k}" for k in COUNTS if c[k]) or "none")
+            row.append("—" if c is None else _describe(c, _per))
         rows.append(row)
     return Table(["workload", "instructions"] + [SHORT.get(t, t) for t in techniques], rows,
                  "per loop round, exact: the counts of two runs with different rounds, subtracted and divided; "
+                 "in brackets: the page faults and call-outs of the shadow page tables among the traps; "
                  "none: one round needs nothing from the VMM; —: could not run")
 
 
@@ -359,6 +380,9 @@ def _ours_text(suite, name, technique, longer=None):
     if ratio is not None:
         return times(ratio)
     if longer is not None and _ran(_cell(suite, name, technique)) and _ran(_cell(suite, name, "native")):
+        ours = compare.round_time(suite, longer, name, technique) if _cell(suite, name, technique) else None
+        if ours is not None and ours.resolved:          # native's round is too cheap to divide by (ptemod: a store)
+            return f"{_us(ours.per_round * 1e6)} µs a round (native's: too small to time)"
         return "within the noise"
     return "—"
 
@@ -421,13 +445,105 @@ def paper_plot(suite, workloads, longer=None):
     return Plot(fig, "\n".join(lines))
 
 
+# --- adaptive binary translation, round by round ------------------------------------------------------------
+def _runs(runs):
+    """A list of runs of vmkit.compare.round_by_round (or one run) as a list of runs."""
+    return [runs] if runs and isinstance(runs[0], compare.Round) else list(runs)
+
+
+def round_medians(runs):
+    """[(round number, its counts, its median seconds)] from repeated runs of round_by_round. The
+    counts are exact, so every run must have the same ones; the times are the median of the runs'."""
+    runs = _runs(runs)
+    out = []
+    for rounds in zip(*runs):
+        counts = rounds[0].counts
+        if any(r.counts != counts for r in rounds):
+            raise ValueError(f"round {rounds[0].number} counted {[r.counts for r in rounds]} in different runs: "
+                             f"the counts should be exact")
+        out.append((rounds[0].number, counts, statistics.median(r.seconds for r in rounds)))
+    return out
+
+
+def _windows(n):
+    """Rounds 1, 2, 3, then growing windows up to n: where a warm-up shows, and where it is over."""
+    edges, start = [], 1
+    for end in (1, 2, 3, 10, 100, 1000, 10_000, 100_000):
+        if start > n:
+            break
+        edges.append((start, min(end, n)))
+        start = end + 1
+    if start <= n:
+        edges.append((start, n))
+    return edges
+
+
+def adaptive_table(on, off, count="trace_faults", also="trace_callouts"):
+    """Rounds of ptemod with adaptive translation on and off (each: runs of round_by_round), window
+    by window: the `count` (trace faults) and `also` (call-outs) per round, exact, and the median µs
+    per round. Round 1 also holds the boot."""
+    on, off = round_medians(on), round_medians(off)
+    rows = []
+    for first, last in _windows(min(len(on), len(off))):
+        cells = [f"{first}" if first == last else f"{first}–{last}"]
+        for rounds in (on, off):
+            part = rounds[first - 1:last]
+            k = len(part)
+            cells += [_per(sum(c[count] for _, c, _ in part) / k), _per(sum(c[also] for _, c, _ in part) / k),
+                      _us(statistics.median(t for _, _, t in part) * 1e6)]
+        rows.append(cells)
+    name, other = MMU[count][1], MMU[also][1]
+    return Table(["rounds", name, other, "µs", name, other, "µs"], rows,
+                 f"per round, in each window of rounds: {name} and {other} (exact), and the median µs a round "
+                 "(this machine's, each round timed between two of the machine's stops); round 1 also holds the "
+                 "boot", groups=[("", 1), ("adaptive on", 3), ("adaptive off", 3)])
+
+
+def adaptive_plot(on, off, count="trace_faults", title="ptemod under binary translation"):
+    """Two panels over the round number: the trace faults taken so far (left), and the µs each round
+    took (right, from round 2, as round 1 holds the boot; a running median over 9 rounds, on a log
+    scale of rounds so that the warm-up shows), with adaptive translation on and off."""
+    on, off = round_medians(on), round_medians(off)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4), facecolor="white")
+    lines = []
+    for label, rounds, colour in (("adaptive on", on, COLOURS["binary-translation"]),
+                                  ("adaptive off", off, COLOURS["trap-and-emulate"])):
+        xs = [n for n, _, _ in rounds]
+        total, so_far = 0, []
+        for _, c, _ in rounds:
+            total += c[count]
+            so_far.append(total)
+        times_us = [t * 1e6 for _, _, t in rounds[1:]]
+        smooth = [statistics.median(times_us[max(0, i - 4):i + 5]) for i in range(len(times_us))]
+        left.plot(xs, so_far, color=colour, label=label)
+        right.plot(xs[1:], smooth, color=colour, label=label)
+        late = times_us[len(times_us) // 2:]
+        lines.append(f"{label}: {total:,} {MMU[count][1]} in {len(rounds):,} rounds "
+                     f"({sum(c[count] for _, c, _ in rounds[len(rounds) // 2:]):,} in the second half); "
+                     f"median {statistics.median(late):,.0f} µs a round in the second half")
+    right.set_xscale("log")
+    for ax, ylabel, heading in ((left, f"{MMU[count][1]} so far", f"{MMU[count][1]}: adaptive on stops taking them"),
+                                (right, "µs a round (running median of 9)", "time per round, from round 2")):
+        ax.set_xlabel("round")
+        ax.set_ylabel(ylabel)
+        ax.set_title(heading, fontsize=11)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    right.set_ylim(bottom=0)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return Plot(fig, "\n".join(lines))
+
+
 # --- the cost model ---------------------------------------------------------------------------------------
 # Which events leave the guest under each technique, and what the VMM then does.
 _PATHS = {
     "native": [],
-    "trap-and-emulate": [("trap", "privileged instruction: #GP", "VMM emulates it")],
+    "trap-and-emulate": [("trap", "privileged instruction: #GP", "VMM emulates it"),
+                         ("trap", "#PF on the shadow page tables", "shadow MMU: fill, reflect or trace")],
     "binary-translation": [("block", "new code: translate once", "translation cache"),
-                           ("trap", "callout (in, faults)", "VMM emulates it")],
+                           ("trap", "callout (in, faults)", "VMM emulates it"),
+                           ("trap", "#PF on the shadow page tables", "shadow MMU: fill, reflect or trace")],
     "paravirt": [("hypercall", "int 0x82", "Xen handles it"), ("trap", "what still traps", "Xen emulates it")],
     "hardware-assist": [("exit", "VM exit (IO, HLT...)", "VMM handles it")],
     "kvm": [("exit", "VM exit (IO, HLT...)", "kvm.ko, then vmkit")],
@@ -512,7 +628,7 @@ def residuals_table(model, suite):
 # --- the designer: a workload of one's own --------------------------------------------------------------------
 # slider -> the suite's workload whose one round it adds
 PARTS = (("system calls", "syscall"), ("cli/sti sections", "cli-sti"), ("port reads", "in"),
-         ("faults", "divzero"))
+         ("divide errors", "divzero"), ("page faults", "pgfault"), ("PTE writes", "ptemod"))
 
 
 def design_counts(suite, technique, parts, instructions=0):
@@ -573,8 +689,8 @@ def design_plot(predicted, measured=None):
 
 
 class Designer(w.VBox):
-    """Sliders for a workload of one's own: how many system calls, cli/sti sections, port reads
-    and faults, and how many plain instructions. The bars show the fitted model's prediction per
+    """Sliders for a workload of one's own: how many system calls, cli/sti sections, port reads,
+    divide errors, page faults and PTE writes, and how many plain instructions. The bars show the fitted model's prediction per
     technique. With `measure` (vmkit.compare.measure), the button runs each part for real under
     every technique with that many rounds and adds the times: a check of the model, since a guest
     that mixes the parts would only add the times of its parts if the model holds."""
