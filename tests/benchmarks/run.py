@@ -19,6 +19,9 @@
 6. The comparison suite: every course workload under every technique, its table (CSV, Markdown)
    and plots written to a temporary directory, and the orderings lesson 09 claims checked
    (tests/benchmarks/compare.py).
+7. Adaptive binary translation on ptemod: the trace faults and the time of every round with
+   adaptive translation on against off, a figure and a table written to a temporary directory
+   (target: no more than one trace fault in 100 rounds after the warm-up; tests/benchmarks/adaptive.py).
 """
 import statistics
 import sys
@@ -30,6 +33,7 @@ import kvm as kvm_benchmark              # tests/benchmarks/kvm.py, beside this 
 import paravirt as paravirt_benchmark    # tests/benchmarks/paravirt.py
 import binary_translation as bt_benchmark    # tests/benchmarks/binary_translation.py
 import compare as compare_benchmark      # tests/benchmarks/compare.py
+import adaptive as adaptive_benchmark    # tests/benchmarks/adaptive.py
 import vmkit
 
 SIEVE = """
@@ -223,6 +227,7 @@ def main():
     paravirt = paravirt_benchmark.main()
     translation = bt_benchmark.main()
     comparison = compare_benchmark.main()
+    adaptive = adaptive_benchmark.main()
     print("\nTargets:")
     for name, counted, uncounted in rows:
         print(f"   {name}: vmkit >= 0.5x bare: uncounted {uncounted:.2f}x {'met' if uncounted >= 0.5 else 'MISSED'};"
@@ -233,6 +238,7 @@ def main():
     print("\n".join(paravirt_benchmark.targets(paravirt)))
     print("\n".join(bt_benchmark.targets(translation)))
     print("\n".join(compare_benchmark.targets(comparison)))
+    print("\n".join(adaptive_benchmark.targets(adaptive)))
 
 
 if __name__ == "__main__":
