@@ -1,0 +1,307 @@
+"""The paging pictures of lesson 06 draw what is in the machine: the walk names the entries the
+guest's tables really hold and ends where the CPU's own walk ends, the shadow drawn beside the
+guest's tables is the shadow the VMM keeps, and the counts and sentences are those of the run."""
+import re
+
+import pytest
+
+import vmkit
+import vmkit.guests
+from vmkit import compare
+from vmkit.viz import compare as viz_compare
+from vmkit.viz.paging import (
+    ShadowStepper,
+    WalkStepper,
+    bits,
+    cost_table,
+    event_line,
+    guest_registers,
+    is_shadow_event,
+    page_story,
+    paper_table,
+    shadow_beside_guest,
+    store_table,
+    walk,
+)
+
+TE, BT = "trap-and-emulate", "binary-translation"
+HEAP, USER_CODE, USER_STACK, KERNEL = 0x08100000, 0x08048000, 0x083ff000, 0xC0100000
+PD_A, PT_A, PD_B, PT_B = 0x382000, 0x383000, 0x384000, 0x385000       # paging_kernel.asm's tables
+ACCESSES = [(False, False), (True, False), (False, True), (True, True)]
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    return vmkit.guests.image("paging_kernel")
+
+
+def first_syscall(m):
+    """Run to process A's first int 0x80: its heap pages are all mapped by then."""
+    m.run_until(event=lambda e: e.kind == "ring-transition" and e.detail.get("vector") == 0x80)
+    return m
+
+
+def u32(m, physical):
+    return int.from_bytes(bytes(m.uc.mem_read(physical, 4)), "little")
+
+
+def pages_to_try(m):
+    """Linear pages of every kind in paging_kernel: user code, stack, heap (mapped or not), the kernel,
+    a page table through the kernel's mapping, the dropped identity map, the VMM's top 4 MiB."""
+    return [USER_CODE, USER_STACK, HEAP, HEAP + 0x7000, HEAP + 0x8000, KERNEL, 0xC0101000, 0xC0383400,
+            0x00100000, 0xFFC00000, 0x12345678]
+
+
+# --- the walk ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("technique", ["native", TE])
+def test_the_walk_ends_where_the_cpus_own_walk_ends(kernel, technique):
+    """For every kind of page and access, is the walk's physical address (or its #PF) the CPU's?"""
+    m = first_syscall(vmkit.machine(kernel, technique))
+    for linear in pages_to_try(m):
+        if technique != "native" and linear >= 0xFFC00000:
+            continue            # the VMM's own memory: Cpu.translate lets vmkit reach it, the guest maps nothing
+        for write, user in ACCESSES:
+            wk = walk(m, linear + 0x123, write, user)
+            assert wk.physical == m.cpu.translate(linear + 0x123, write, user, peek=True), (hex(linear), write, user)
+            assert (wk.error_code is None) == wk.allowed
+
+
+def test_the_walk_names_the_entries_the_guests_tables_hold(kernel):
+    """Are the CR3, PDE and PTE the walk shows (address and value) those in the guest's memory, and
+    does its picture name them?"""
+    m = first_syscall(vmkit.machine(kernel, TE))
+    assert guest_registers(m)["cr3"] == PD_A and m.cpu["cr3"] != PD_A       # the real CR3 is a shadow root
+    wk = walk(m, HEAP + 0x10, write=True, user=True)
+    pde, pte = wk.entry("PDE"), wk.entry("PTE")
+    assert (pde.index, pde.address) == (HEAP >> 22, PD_A + (HEAP >> 22) * 4)
+    assert pde.value == u32(m, pde.address) and pde.value & 0xFFFFF000 == PT_A
+    assert (pte.index, pte.address) == (0x100, PT_A + 0x100 * 4)
+    assert pte.value == u32(m, pte.address) and pte.value & 0x67 == 0x67        # P RW US A D: A wrote it
+    assert wk.physical == (pte.value & 0xFFFFF000) + 0x10
+    source = wk.diagram().source
+    for value in (f"{pde.value:#010x}", f"{pte.value:#010x}", f"{wk.physical:#010x}", bits(pte.value)):
+        assert value in source
+    assert f"It holds {pte.value:#010x} (P RW US A D)" in wk.text
+
+
+def test_the_walk_in_another_address_space_reads_that_directory(kernel):
+    """The same linear address in process B's directory: B's own page table, and the frame B was given."""
+    m = vmkit.machine(kernel, "native")
+    m.run()
+    a, b = walk(m, HEAP, cr3=PD_A), walk(m, HEAP, cr3=PD_B)
+    assert a.entry("PTE").address == PT_A + 0x400 and b.entry("PTE").address == PT_B + 0x400
+    assert not a.allowed and not b.allowed          # the kernel unmapped every heap page at the end
+    assert a.entry("PDE").value & 0xFFFFF000 == PT_A and b.entry("PDE").value & 0xFFFFF000 == PT_B
+
+
+def test_the_walks_error_code_is_the_one_the_guest_was_given(kernel):
+    """B's user read of a kernel page: the walk's #PF error code is the one reflected into the guest
+    (the true-fault event) and the one its handler printed."""
+    m = vmkit.machine(kernel, TE)
+    events = m.run_until(event=lambda e: e.kind == "true-fault" and e.detail["linear"] == KERNEL)
+    reflected = events[-1].detail["error_code"]
+    wk = walk(m, KERNEL, user=True)
+    assert wk.error_code == reflected == 5
+    assert "P=1 (a protection violation), W=0 (a read), U=1 (from ring 3)" in wk.text
+    assert "supervisor page" in wk.why
+    m.run()
+    assert f"error {wk.error_code:08x}" in m.result().serial
+
+
+def test_a_walk_with_paging_off_is_the_identity(kernel):
+    m = vmkit.machine(kernel, "native")
+    wk = walk(m, 0x100000)
+    assert not wk.paging and wk.physical == 0x100000 and wk.entries == []
+
+
+def test_the_walk_stepper_shows_one_more_step_per_press(kernel):
+    """Does each press add the next entry, and does choosing a user read of a kernel page end in #PF?"""
+    m = first_syscall(vmkit.machine(kernel, "native"))
+    s = WalkStepper(m, HEAP, "user write", spaces={"process A": PD_A, "process B": PD_B})
+    pde = walk(m, HEAP, True, True).entry("PDE")
+    assert "CR3" in s.words.value and f"{pde.value:#010x}" not in s.words.value
+    s.step()
+    assert f"{pde.value:#010x}" in s.words.value and "PTE" not in s.words.value
+    s.whole()
+    assert "Physical address" in s.words.value and s.buttons["step"].disabled
+    s.address.value, s.access.value = f"{KERNEL:#x}", "user read"
+    s.whole()
+    assert "#PF" in s.words.value and "error code 0x5" in s.words.value
+    s.space.value = "process B"
+    s.address.value = f"{HEAP:#x}"
+    s.whole()
+    assert f"{PT_B + 0x400:#x}" in s.words.value and "not present" in s.words.value
+
+
+# --- the shadow beside the guest ----------------------------------------------------------------------------------
+def test_the_shadow_drawn_is_the_vmms_shadow(kernel):
+    """Every row: the shadow PTE drawn is the one in the VMM's memory, made from the guest entry the
+    walk finds; frame and rights are the guest's except where the VMM removed write access."""
+    m = vmkit.machine(kernel, TE)
+    m.run_until(event=lambda e: e.kind == "true-fault" and e.detail["linear"] == KERNEL)
+    g = shadow_beside_guest(m, max_rows=200)
+    assert g.rows and m.shadow.active.directory == m.cpu["cr3"]
+    for r in g.rows:
+        address, value = r.shadow
+        assert value == m.shadow.read(address) == u32(m, address)
+        assert (address, value) == m.shadow.shadow_entry(r.linear)
+        guest = r.guest_entry
+        assert guest == (r.guest.entries[-1].address, u32(m, r.guest.entries[-1].address))
+        if value & 1:
+            assert r.source == guest[0]                           # the VMM made it from that entry
+            assert value & 0xFFFFF000 == r.guest.physical & 0xFFFFF000
+            assert value & 4 == r.guest.entries[0].value & guest[1] & 4
+            assert f"{value:#010x}" in g.source and f"{guest[1]:#010x}" in g.source
+    assert "PDE 1023: the VMM&#x27;s own 4 MiB at 0xffc00000" in g.source or "PDE 1023" in g.source
+
+
+def test_page_table_pages_are_read_only_in_the_shadow_and_clean_pages_until_written(kernel):
+    """The kernel's alias of a page table is read-only in the shadow (stores to it trace); B's heap,
+    read but never written, stays read-only until its D bit would be set."""
+    m = vmkit.machine(kernel, TE)
+    m.run_until(event=lambda e: e.kind == "true-fault" and e.detail["linear"] == KERNEL)   # B is running
+    assert guest_registers(m)["cr3"] == PD_B
+    g = shadow_beside_guest(m, linears=[0xC0385400, HEAP], max_rows=200)
+    rows = {r.linear: r for r in g.rows}
+    heap = rows[HEAP]
+    assert heap.kind == "dirty" and not heap.shadow[1] & 2 and heap.guest.entries[-1].value & 2
+    assert not heap.guest.entries[-1].value & 0x40 and "D bit" in heap.why
+    table = rows[0xC0385000]
+    if table.shadow and table.shadow[1] & 1:
+        assert table.kind == "traced" and not table.shadow[1] & 2 and m.shadow.traced_frame(PT_B)
+    traced = [r for r in g.rows if r.kind == "traced"]
+    assert traced and all(m.shadow.traced_frame(r.guest.physical) and not r.shadow[1] & 2 for r in traced)
+    assert f"{len(traced)} read-only because they hold page tables" in g.caption
+
+
+def test_a_page_the_shadow_has_not_filled_is_a_hidden_fault_to_come(kernel):
+    m = vmkit.machine(kernel, TE)
+    m.run_until(event="true-fault")                               # A's first heap touch: not mapped yet
+    rows = {r.linear: r for r in shadow_beside_guest(m, linears=[HEAP, USER_STACK]).rows}
+    assert rows[HEAP].kind == "refused"                           # the guest itself maps nothing there
+    stack = rows[USER_STACK]
+    assert stack.kind in ("missing", "same")
+    if stack.kind == "missing":
+        assert "hidden fault" in stack.why
+
+
+def test_without_paging_there_is_no_shadow_to_draw(kernel):
+    g = shadow_beside_guest(vmkit.machine(kernel, TE))
+    assert g.rows == [] and "paging off" in g.text
+
+
+# --- events ---------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def te_run(kernel):
+    return vmkit.run(kernel, TE)
+
+
+def test_each_shadow_event_reads_as_a_sentence_with_its_addresses(te_run):
+    seen = set()
+    for e in te_run.events:
+        if e.kind in ("hidden-fault", "true-fault", "shadow-fill", "trace"):
+            line = event_line(e)
+            for key in ("linear", "shadow_entry", "guest_entry", "entry", "old", "new"):
+                if key in e.detail and e.detail[key]:
+                    assert f"{e.detail[key]:#x}" in line or f"{e.detail[key]:#010x}" in line, (key, line)
+            seen.add(e.kind)
+    assert seen == {"hidden-fault", "true-fault", "shadow-fill", "trace"}
+
+
+def test_the_story_of_a_demand_zero_page(te_run):
+    """A's first heap page: a true fault, the handler's traced PTE store, then hidden faults until the
+    shadow maps it writable: the table holds those events, in the run's order."""
+    story = page_story(te_run.events, HEAP)
+    kinds = [row[1] for row in story.rows]
+    assert kinds[0] == "true-fault" and "trace" in kinds and kinds[-1] == "shadow-fill"
+    assert kinds.index("true-fault") < kinds.index("trace") < len(kinds) - 1
+    trace = te_run.events[story.rows[kinds.index("trace")][0]]
+    assert trace.detail["entry"] == PT_A + 0x400 and trace.detail["old"] == 0 and trace.detail["new"] & 7 == 7
+    last = te_run.events[story.rows[-1][0]]
+    assert last.detail["linear"] == HEAP and last.detail["value"] & 2
+    assert [row[0] for row in story.rows] == sorted(row[0] for row in story.rows)
+
+
+def test_the_stepper_stops_at_each_shadow_event_and_explains_it(kernel):
+    s = ShadowStepper(kernel)
+    assert "nothing yet" in s.what.value
+    s.next_event()
+    assert s.last_events and any(is_shadow_event(e) for e in s.last_events)
+    s.next_trace()
+    trace = s.focus
+    assert trace.kind == "trace" and f"{trace.detail['entry']:#x}" in s.page.value
+    s.next_true_fault()
+    fault = s.focus
+    assert fault.kind == "true-fault" and f"{fault.detail['linear']:#010x}" in s.what.value
+    wk = walk(s.machine, fault.detail["linear"])
+    assert f"{wk.entries[0].value:#010x}" in s.page.value
+    assert f"trace faults {s.machine.stats['trace_faults']}" in s.status.value
+    s.run()
+    assert s.machine.finished and "exit code 67" in s.status.value and s.buttons["next"].disabled
+    s.reset()
+    assert not s.machine.finished and not s.buttons["next"].disabled
+
+
+def test_the_stepper_under_binary_translation_shows_guest_instructions(kernel):
+    s = ShadowStepper(kernel, BT)
+    s.next_trace()
+    assert s.focus.kind == "trace"
+    assert "the guest instruction: 0xc0101005 (high_start+0x5): mov dword ptr [0xc0380000], 0" in s.what.value
+
+
+# --- costs ---------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def workloads():
+    return {name: {n: compare.WORKLOADS[name].source(n) for n in (10, 30)} for name in ("ptemod", "pgfault")}
+
+
+def test_each_page_table_store_is_a_trace_fault_or_a_call_out(workloads):
+    """cmp_ptemod stores to its page table once a round: under trap-and-emulate every store faults;
+    adaptive translation takes two faults, retranslates, and calls out for every store after."""
+    ptemod = workloads["ptemod"][30]
+    te = vmkit.run(ptemod, TE)
+    table = store_table(te, first=5)
+    assert [row[2] for row in table.rows[:5]] == ["trace fault"] * 5 and table.rows[5][2] == "25 more"
+    assert "30 trace faults, 0 stores by call-out" in table.caption and te.stats["trace_faults"] == 30
+    assert "becomes" in table.rows[0][3]
+    adaptive = vmkit.run(ptemod, BT)
+    rows = store_table(adaptive, first=40).rows
+    assert [row[2] for row in rows[:3]] == ["trace fault", "trace fault", "call-out, no fault"]
+    assert "retranslated" in rows[1][3] and all(row[2] == "call-out, no fault" for row in rows[2:])
+    assert (adaptive.stats["trace_faults"], adaptive.stats["trace_callouts"], adaptive.stats["retranslations"]) \
+        == (2, 29, 1)
+    fixed = vmkit.run(ptemod, BT, adaptive=False)
+    assert "30 trace faults, 0 stores by call-out, 0 retranslations" in store_table(fixed).caption
+
+
+def test_the_cost_table_divides_the_difference_of_two_runs(workloads):
+    runs = {t: (vmkit.run(workloads["ptemod"][10], t), vmkit.run(workloads["ptemod"][30], t)) for t in ("native", TE)}
+    table = cost_table(runs, 20)
+    te = dict(zip(table.header, table.rows[1]))
+    short, long = runs[TE]
+    assert te["trace faults"] == f"{(long.stats['trace_faults'] - short.stats['trace_faults']) / 20:.1f}" == "1.0"
+    assert te["true faults"] == "0.0" and te["hidden faults"] == "0.0"
+    assert te["traps"] == f"{(long.stats['traps'] - short.stats['traps']) / 20:.1f}"
+    native = dict(zip(table.header, table.rows[0]))
+    assert native["traps"] == "0.0" and "(" not in native["µs per round"]      # a store costs nothing we can time
+    pgfault = {t: (vmkit.run(workloads["pgfault"][10], t), vmkit.run(workloads["pgfault"][30], t)) for t in (TE,)}
+    row = dict(zip(table.header, cost_table(pgfault, 20).rows[0]))
+    assert row["true faults"] == "1.0" and row["trace faults"] == "0.0"
+
+
+def test_the_papers_numbers_are_figure_4s():
+    rows = {row[0]: row for row in paper_table().rows}
+    assert tuple(rows["pgfault"][2:]) == ("1,093", "3,927", "11,242")
+    assert tuple(rows["ptemod"][3:]) == ("391", "12,733")
+    assert viz_compare.paper_cycles("pgfault") == (1093, 3927, 11242)
+
+
+# --- without graphviz ----------------------------------------------------------------------------------------------
+def test_without_dot_the_walk_is_its_text(kernel, monkeypatch, tmp_path):
+    m = first_syscall(vmkit.machine(kernel, "native"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    bundle = walk(m, HEAP, user=True)._repr_mimebundle_()
+    assert "image/svg+xml" not in bundle and "PTE" in bundle["text/plain"]
+    s = WalkStepper(m, HEAP)
+    s.whole()
+    assert "apt-get install graphviz" in s.picture.value
