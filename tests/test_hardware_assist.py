@@ -183,3 +183,44 @@ def test_the_guests_page_tables_map_straight_onto_the_models_memory():
     result = vmkit.machine(vmkit.assemble(PAGING_GUEST), HA).run()
     assert result.regs["ebx"] == 0x12345678 and result.exit_code == 3
     assert [e.detail["reason"] for e in exits(result)] == ["IO"]            # only the debug exit
+
+
+def test_without_ept_the_vmm_shadows_the_guests_page_tables_and_exits_for_them():
+    """First-generation VT-x (KVM with EPT off): mov to CR0/CR3/CR4 are CR-access exits, invlpg an
+    INVLPG exit, and each #PF an EXCEPTION exit: here the 4-MiB page is splintered into shadow
+    4-KiB pages, each touched page a hidden fault, the page-table store a trace."""
+    first_gen = VmcsControls(enable_ept=False)
+    m = vmkit.machine(vmkit.assemble(PAGING_GUEST), HA, controls=first_gen)
+    result = m.run()
+    assert result.regs["ebx"] == 0x12345678 and result.exit_code == 3
+    reasons = [e.detail["reason"] for e in exits(result)]
+    assert reasons.count("CR_ACCESS") == 3 and reasons.count("INVLPG") == 1 and reasons[-1] == "IO"
+    faults = [e for e in exits(result) if e.detail["reason"] == "EXCEPTION"]
+    assert all(e.detail["vector"] == 14 for e in faults)
+    stats = result.stats
+    assert (stats["trace_faults"], stats["true_faults"]) == (1, 0)
+    assert len(faults) == stats["hidden_faults"] + stats["trace_faults"]
+    cr3 = next(e for e in exits(result) if e.detail["reason"] == "CR_ACCESS" and e.detail["cr"] == 3)
+    assert cr3.detail["value"] == vmkit.assemble(PAGING_GUEST).symbols["pd"]
+    assert m.cpu["cr3"] != cr3.detail["value"]           # the real CR3 names the shadow, not the guest's
+
+
+def test_without_ept_the_guest_reads_its_own_control_registers():
+    source = PAGING_GUEST.replace("    mov al, 1\n", "    mov esi, cr3\n    mov edi, cr0\n    mov edx, cr4\n    mov al, 1\n")
+    native = vmkit.run(source)
+    first_gen = vmkit.run(source, HA, controls=VmcsControls(enable_ept=False))
+    for register in ("esi", "edi", "edx"):
+        assert first_gen.regs[register] == native.regs[register]
+    reads = [e for e in exits(first_gen) if e.detail["reason"] == "CR_ACCESS" and e.detail["access"] == "mov from cr"]
+    assert [e.detail["cr"] for e in reads] == [3]        # CR0 and CR4 come from read shadows: no exit
+
+
+def test_ptemod_exits_on_every_page_table_store_without_ept_and_never_with_it():
+    source = vmkit.guests.source("paging_kernel")
+    with_ept = vmkit.run(source, HA)
+    without = vmkit.run(source, HA, controls=VmcsControls(enable_ept=False))
+    assert with_ept.serial == without.serial == vmkit.run(source).serial
+    assert "vmexit_EXCEPTION" not in with_ept.stats and "vmexit_CR_ACCESS" not in with_ept.stats
+    assert without.stats["trace_faults"] == 33 and without.stats["true_faults"] == 17
+    assert without.stats["vmexit_EXCEPTION"] == sum(without.stats[k] for k in ("hidden_faults", "true_faults", "trace_faults"))
+    assert without.stats["vmexit_INVLPG"] == 16

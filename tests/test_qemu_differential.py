@@ -49,8 +49,8 @@ def guest_source(name, **defines):
     return head + text
 
 
-def run_vmkit(source, technique="native"):
-    result = vmkit.run(source, technique)
+def run_vmkit(source, technique="native", **options):
+    result = vmkit.run(source, technique, **options)
     if result.shutdown:
         end = "shutdown"
     elif result.exit_code is not None:
@@ -207,3 +207,15 @@ def test_ring_compression_filter_refuses_other_differences():
     assert not differs_only_by_ring_compression(b"cr2=00300124", b"cr2=00300123")
     assert not differs_only_by_ring_compression(b"err=00000005", b"err=00000007")
     assert not differs_only_by_ring_compression(b"a=00000001", b"a=00000001\n")
+
+
+@pytest.mark.parametrize("ept", [True, False], ids=["ept", "no-ept"])
+@pytest.mark.parametrize("name", sorted(PAGING_GUEST_ENDINGS) + ["paging_kernel"])
+def test_paging_guest_matches_qemu_under_hardware_assist(tmp_path, name, ept):
+    """Under the VT-x model the guest kernel runs at CPL 0, so nothing of ring compression shows:
+    with EPT and without it (shadow page tables and their exits), every byte matches QEMU."""
+    from vmkit.vtx import VmcsControls
+    source = vmkit.guests.source(name) if name == "paging_kernel" else guest_source(name)
+    ours = run_vmkit(source, "hardware-assist", controls=VmcsControls(enable_ept=ept))
+    qemus = run_qemu(vmkit.assemble(source), tmp_path)
+    assert ours == qemus, f"--- hardware-assist, ept={ept}:\n{ours}\n--- QEMU:\n{qemus}"

@@ -15,7 +15,7 @@ import vmkit.guests
 from vmkit.kvm import MMIO_BASE
 from vmkit.kvm.probe import probe
 from vmkit.viz import kvm as kviz
-from vmkit.vmm import VmcsControls
+from vmkit.vtx import VmcsControls
 
 HA = "hardware-assist"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

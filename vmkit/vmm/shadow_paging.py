@@ -66,14 +66,17 @@ class Root:
 
 
 class ShadowPageTables:
-    """The shadow MMU of a trap-and-emulate or binary-translation VMM (`vmm`), with its `handlers`."""
+    """The shadow MMU of a VMM (`vmm`: trap-and-emulate, binary translation, or the VT-x model
+    without EPT), with its `handlers`. `vmm_in_guest_space`: the VMM's own memory is mapped in the
+    top 4 MiB of every shadow root (a VMM that runs in the guest's address space, as the software
+    VMMs do); a VT-x VMM runs in root mode, outside it, and leaves the guest the whole space."""
 
-    def __init__(self, vmm, handlers=None):
+    def __init__(self, vmm, handlers=None, vmm_in_guest_space=True):
         self.vmm, self.uc, self.cpu = vmm, vmm.uc, vmm.cpu
         self.handlers = dict(SHADOW_HANDLERS) if handlers is None else dict(handlers)
         self.uc.mem_map(POOL_BASE, POOL_PAGES * PAGE)
         self.free = [POOL_BASE + PAGE * i for i in range(POOL_PAGES - 1, -1, -1)]
-        self.vmm_table = self._vmm_table()
+        self.vmm_table = self._vmm_table() if vmm_in_guest_space else None
         self.roots = OrderedDict()    # guest CR3 page -> Root, least recently loaded first
         self.active = None
         self.traced = Counter()       # guest frame -> how many shadow structures were made from it
@@ -131,9 +134,10 @@ class ShadowPageTables:
     def _new_root(self, guest):
         while len(self.roots) >= ROOTS:
             self._drop_root(next(iter(self.roots.values())))
-        self._check_vmm_hole(guest + VMM_PDE * 4, self.read(guest + VMM_PDE * 4))
         directory = self._alloc()
-        self._write(directory + VMM_PDE * 4, self.vmm_table | PTE_P | PTE_RW)
+        if self.vmm_table is not None:
+            self._check_vmm_hole(guest + VMM_PDE * 4, self.read(guest + VMM_PDE * 4))
+            self._write(directory + VMM_PDE * 4, self.vmm_table | PTE_P | PTE_RW)
         root = self.roots[guest] = Root(guest, directory)
         self._trace(guest >> 12)                        # the guest's page directory is traced
         return root
@@ -195,7 +199,7 @@ class ShadowPageTables:
         guest-physical `source` (the PTE, or the PDE of a 4-MiB page). The page table under it is
         made when missing. A frame that holds a guest page table is mapped read-only whatever `value`
         says: stores to it must trace."""
-        if linear >> 22 == VMM_PDE:
+        if linear >> 22 == VMM_PDE and self.vmm_table is not None:
             raise GuestError(f"the guest maps linear {linear:#x}, but the top 4 MiB of the linear space "
                              f"(from {VMM_PDE << 22:#x}) belong to the VMM, whose memory must be in every "
                              f"address space the guest runs in; keep the guest's mappings below it",
@@ -375,7 +379,7 @@ class ShadowPageTables:
             new = int.from_bytes(after[offset:offset + 4], "little")
             if old != new:
                 entry = start + offset
-                if entry & 0xFFF == VMM_PDE * 4 and entry & FRAME in self.roots:
+                if entry & 0xFFF == VMM_PDE * 4 and entry & FRAME in self.roots and self.vmm_table is not None:
                     self._check_vmm_hole(entry, new)
                 effect = self.handlers["trace"](self, entry, old, new)
                 self.vmm.record("trace", entry=entry, old=old, new=new, by=how, effect=effect,
@@ -407,6 +411,55 @@ class ShadowPageTables:
         raise GuestError(f"the hidden-fault handler refused an access to {linear:#x} that the guest's "
                          f"own page tables allow: a true fault must be one the guest's tables refuse",
                          self.vmm.result())
+
+    # --- what a VMM calls ---------------------------------------------------------------------------
+    def handle_fault(self, error_code):
+        """A #PF on the shadow tables at CR2, taken by the VMM (which counted its own entry). A hidden
+        fault (the shadow filled) or a trace (the store carried out, via vmm.trace_fault) returns
+        None: the guest never sees it, and its CR2 is what it was. A true fault returns the guest's
+        error code, for the #PF the guest's own walk raises; the guest's CR2 is the address."""
+        vmm, cpu = self.vmm, self.cpu
+        linear, first = cpu["cr2"], len(vmm.events)
+        outcome = self.page_fault(linear, error_code, cpu["eip"])
+        if outcome == "hidden":
+            vmm.stats["hidden_faults"] += 1
+            vmm.record("hidden-fault", linear=linear, error_code=error_code, fills=len(vmm.events) - first)
+            vmm.events.insert(first, vmm.events.pop())          # before the fills it caused
+            cpu["cr2"] = vmm.vcpu.cr2
+            return None
+        if outcome == "trace":
+            vmm.stats["trace_faults"] += 1
+            vmm.trace_fault(linear, error_code)
+            cpu["cr2"] = vmm.vcpu.cr2
+            return None
+        vmm.stats["true_faults"] += 1
+        vmm.vcpu.cr2 = linear
+        vmm.record("true-fault", linear=linear, error_code=outcome[1])
+        return outcome[1]
+
+    def trace_store(self, linear, error_code, how="fault"):
+        """Carry out a guest store to one of its page tables: set the guest's accessed and dirty bits
+        for it, then let the CPU make the store with the page writable for one instruction; after it,
+        the shadow follows (end_store)."""
+        self.cpu.translate(linear, True, bool(error_code & 4))
+        self.begin_store(linear, how)
+
+    def control_register_written(self, name, old, new):
+        """The guest wrote CR0, CR3 or CR4 (its virtual CPU holds `new`): what the shadow does about
+        it, for the VMM's event, or None."""
+        if name == "cr0" and (old ^ new) & CR0_PG:
+            if new & CR0_PG:
+                return "paging on: the CPU now walks shadow tables, " + self.enable(self.vmm.vcpu.cr3)
+            self.disable()
+            return "paging off: the shadow tables are dropped"
+        if not self.on:
+            return None
+        if name == "cr3":
+            return "shadow: " + self.load_cr3(new)
+        if (name == "cr0" and (old ^ new) & CR0_WP) or (name == "cr4" and (old ^ new) & CR4_PSE):
+            self.flush()
+            return "every shadow entry dropped: the rights of each may change"
+        return None
 
     # --- pages --------------------------------------------------------------------------------------
     def _alloc(self):

@@ -29,7 +29,7 @@ from unicorn import x86_const as X
 
 from ..errors import GuestError
 from ..machine.delivery import EXCEPTION, SOFTWARE
-from ..machine.cpu import CR0_PG, CR0_WP, CR4_PSE, PF_U, Fault
+from ..machine.cpu import Fault
 from ..machine.machine import LONGEST_SLICE, Machine
 from ..machine.platform import BOOT_CS, BOOT_DS, BOOT_GDT, BOOT_GDT_LIMIT, DEFAULT_MEMORY, STACK_TOP
 from ..machine.x86 import GP, IF, NP, PF_, decode_descriptor, vector_name
@@ -92,6 +92,7 @@ class TrapAndEmulate(Machine):
 
     def install_hooks(self):
         super().install_hooks()
+        self.vcpu.cr4 = self.cpu["cr4"]   # the CR4 the platform boots with (Unicorn's CPU model sets some bits)
         self.shadow = ShadowPageTables(self, self._shadow_handlers)   # once all the VMM's memory is mapped
         # the CPU reads a gate from the shadow IDT, but a gate on a page the guest has not mapped is a #PF
         self.cpu.stand_ins.append((SHADOW_IDT, 256 * 8, lambda: self.vcpu.idtr[0]))
@@ -141,56 +142,25 @@ class TrapAndEmulate(Machine):
 
     # --- shadow page tables -----------------------------------------------------------------------------
     def shadow_page_fault(self, error_code):
-        """The CPU faulted on the shadow tables at CR2. A hidden fault (the shadow filled) or a trace
-        (the store carried out, the shadow in step) returns None: the guest never sees it. A true
-        fault returns the guest's error code, for the #PF the guest's own walk raises; its virtual
-        CR2 is set."""
-        cpu = self.cpu
-        linear, first = cpu["cr2"], len(self.events)
-        outcome = self.shadow.page_fault(linear, error_code, cpu["eip"])
+        """The CPU faulted on the shadow tables at CR2: the shadow MMU sorts it out
+        (ShadowPageTables.handle_fault). None when the guest never sees it; else the guest's error code."""
         self.fault_handled()
         self._vmm_entry = True
-        if outcome == "hidden":
-            self.stats["traps"] += 1
-            self.stats["hidden_faults"] += 1
-            self.record("hidden-fault", linear=linear, error_code=error_code, fills=len(self.events) - first)
-            self.events.insert(first, self.events.pop())        # before the fills it caused
-            return None
-        if outcome == "trace":
-            self.stats["traps"] += 1
-            self.stats["trace_faults"] += 1
-            self.record("trap", cause="write to a traced page table", vector=PF_, error_code=error_code,
-                        instruction=self._instruction_text(cpu["eip"]), linear=linear)
-            self.trace_fault(linear, error_code)
-            return None
-        self.stats["true_faults"] += 1
-        self.vcpu.cr2 = linear
-        self.record("true-fault", linear=linear, error_code=outcome[1])
-        return outcome[1]
+        outcome = self.shadow.handle_fault(error_code)
+        if outcome is None:
+            self.stats["traps"] += 1                      # a true fault is counted by handle_trap, which reflects it
+        return outcome
 
     def trace_fault(self, linear, error_code):
-        """A guest store to one of its page tables: set the guest's accessed and dirty bits for it,
-        then let the CPU carry the store out with the page writable for one instruction; after it,
-        the shadow follows (ShadowPageTables.end_store)."""
-        self.cpu.translate(linear, True, bool(error_code & PF_U))
-        self.shadow.begin_store(linear, "fault")
+        """A guest store to one of its page tables (called by the shadow MMU): recorded as a trap,
+        then carried out (ShadowPageTables.trace_store)."""
+        self.record("trap", cause="write to a traced page table", vector=PF_, error_code=error_code,
+                    instruction=self._instruction_text(self.cpu["eip"]), linear=linear)
+        self.shadow.trace_store(linear, error_code)
 
     def control_register_written(self, name, old, new):
         """The guest wrote CR0, CR3 or CR4 (emulated): what the shadow MMU does about it, or None."""
-        shadow = self.shadow
-        if name == "cr0" and (old ^ new) & CR0_PG:
-            if new & CR0_PG:
-                return "paging on: the CPU now walks shadow tables, " + shadow.enable(self.vcpu.cr3)
-            shadow.disable()
-            return "paging off: the shadow tables are dropped"
-        if not shadow.on:
-            return None
-        if name == "cr3":
-            return "shadow: " + shadow.load_cr3(new)
-        if (name == "cr0" and (old ^ new) & CR0_WP) or (name == "cr4" and (old ^ new) & CR4_PSE):
-            shadow.flush()
-            return "every shadow entry dropped: the rights of each may change"
-        return None
+        return self.shadow.control_register_written(name, old, new)
 
     def handle_trap(self, vector, source, error_code=None, cause=None):
         """A trap at the guest instruction EIP points at: record it, and emulate a #GP from an

@@ -23,7 +23,21 @@ handle itself. The guest's own timer interrupts come from the model PC's PIC and
 delivered at VM entry, with no exit recorded: with KVM's in-kernel PIC and PIT, user space never
 sees them either.
 
-Memory: the model has no second-stage translation. The guest's physical addresses are the addresses
+Memory, first-generation VT-x (`VmcsControls(enable_ept=False)`): with no EPT the VMM keeps shadow
+page tables, the same as the software VMMs' (vmkit.vmm.shadow_paging), and asks for the exits that
+keep them in step, as KVM does when EPT is off (Linux, arch/x86/kvm/vmx/vmx.c, vmx_exec_control():
+CR3-load, CR3-store and INVLPG exiting; vmx.h, vmx_need_pf_intercept(): every #PF intercepted):
+
+    CR_ACCESS   28  control-register access              mov to CR0, CR3 or CR4, mov from CR3
+    INVLPG      14  INVLPG                               invlpg
+    EXCEPTION    0  exception (#PF)                      every #PF: a hidden fault, a trace or a true one
+
+The model sees a guest's control-register instructions where they lie in its image (a code hook on
+each, as for iret): code the guest writes at run time is not watched. Reads of CR0 and CR4 return
+the guest's own values without an exit (VT-x's read shadows), and the guest's CR2 is its own: a #PF
+that exits does not change it (SDM vol. 3, 27.1), so only a true fault, injected, sets it.
+
+Memory with EPT on (the default): the model has no second-stage translation. The guest's physical addresses are the addresses
 of the model's memory (Unicorn's), and when the guest turns paging on, Unicorn walks the guest's own
 page tables straight onto that memory. A page-table write, a CR3 load or an invlpg therefore costs
 no exit here, as under nested paging, but only because nothing stands between the guest and the
@@ -56,11 +70,17 @@ from functools import lru_cache
 from unicorn import UC_ARCH_X86, UC_MODE_32, Uc
 from unicorn import x86_const as X
 
+from unicorn import UC_HOOK_CODE
+
+from ..machine.cpu import CR0_PG, CR0_WP, CR4_PSE
 from ..machine.delivery import EXCEPTION, SOFTWARE
 from ..machine.devices import MMIO_BASE, MMIO_SIZE, MmioDevice
 from ..machine.machine import Machine
 from ..machine.platform import DEFAULT_MEMORY
-from ..machine.x86 import vector_name
+from ..machine.x86 import PF_, vector_name
+from ..vmm.emulate import decode, effective_address, read_register, write_register
+from ..vmm.shadow_paging import ShadowPageTables
+from ..vmm.vcpu import VCpu
 
 HYPERVISOR_PRESENT = 1 << 31          # CPUID.1:ECX bit 31, set by every hypervisor, clear on bare metal
 KVM_SIGNATURE = b"KVMKVMKVM\0\0\0"    # CPUID leaf 0x40000000, EBX ECX EDX, as KVM answers it
@@ -76,10 +96,13 @@ class VmcsControls:
     exception_bitmap  bit n set: exception n exits (25.6.3); int3 and into count, int n does not
     io_bitmap         None: "unconditional I/O exiting", every port exits; a set of ports: "use I/O
                       bitmaps", only an access touching one of them exits
+    enable_ept        secondary processor-based control bit 1. Off: first-generation VT-x, with
+                      shadow page tables and CR-access, INVLPG and #PF exits (see the module)
     """
     hlt_exiting: bool = True
     exception_bitmap: int = 0
     io_bitmap: frozenset = None
+    enable_ept: bool = True
 
     def io_exits(self, port, size):
         """An access of `size` bytes at `port` exits if the bitmap has a bit set for any of them."""
@@ -96,10 +119,23 @@ class HardwareAssist(Machine):
     def __init__(self, image, memory=DEFAULT_MEMORY, *, controls=None, **budgets):
         self.controls = VmcsControls() if controls is None else controls
         self.mmio = MmioDevice()
+        self.shadow = None                # shadow page tables: only without EPT
         super().__init__(image, memory, counted=True, technique="hardware-assist", **budgets)
+        if self.shadow is not None:
+            self.stats.update(hidden_faults=0, true_faults=0, trace_faults=0)
         # no memory backs the device's page, so every access to it exits: KVM would see an EPT
         # violation; here it is Unicorn's MMIO callback (the model has no second stage)
         self.uc.mmio_map(MMIO_BASE, MMIO_SIZE, self._on_mmio_read, None, self._on_mmio_write, None)
+
+    def install_hooks(self):
+        super().install_hooks()
+        if self.controls.enable_ept:
+            return
+        cpu = self.cpu                    # the guest's CR0, CR2, CR3 and CR4, as the VMM keeps them
+        self.vcpu = VCpu(cr0=cpu["cr0"], cr3=cpu["cr3"], cr4=cpu["cr4"])
+        self.shadow = ShadowPageTables(self, vmm_in_guest_space=False)
+        for address in control_register_sites(self.image):
+            self.uc.hook_add(UC_HOOK_CODE, self._on_control_register, None, address, address)
 
     def vmexit(self, reason, eip=None, **detail):
         """Record one VM exit (the VMM then handles it, and VM entry resumes the guest)."""
@@ -178,10 +214,80 @@ class HardwareAssist(Machine):
             ecx |= HYPERVISOR_PRESENT
         return eax, ebx, ecx, edx
 
+    # --- without EPT: shadow page tables ------------------------------------------------------------
+    def _on_control_register(self, uc, address, size, _):
+        code = self.cpu.peek(address, 15)
+        insn = decode(code, address) if code else None
+        if insn is not None and (insn.mnemonic == "invlpg" or (
+                insn.mnemonic == "mov" and any(insn.reg_name(op.reg).startswith("cr")
+                                               for op in insn.operands if op.type == 1))):
+            self.stop("control-register", insn=insn)   # before it runs: the VMM carries it out
+
+    def other_stop(self, stop):
+        if stop.kind != "control-register":
+            return super().other_stop(stop)
+        insn, cpu = stop.detail["insn"], self.cpu
+        cpu["eip"] = insn.address + insn.size
+        if insn.mnemonic == "invlpg":
+            linear = effective_address(self, insn, insn.operands[0])
+            self.vmexit("INVLPG", eip=insn.address, address=linear)
+            if self.shadow.on:
+                self.shadow.drop_linear(linear)
+            return
+        dst, src = (insn.reg_name(op.reg) for op in insn.operands)
+        vcpu = self.vcpu
+        if dst.startswith("cr"):
+            value, old = read_register(cpu, src), getattr(vcpu, dst)
+            setattr(vcpu, dst, value)
+            if dst == "cr2":
+                cpu["cr2"] = value
+                return
+            exit = self.vmexit("CR_ACCESS", eip=insn.address, cr=int(dst[2]), access="mov to cr", value=value)
+            effect = self.shadow.control_register_written(dst, old, value)
+            if dst == "cr0":
+                cpu["cr0"] = (value & ~(CR0_PG | CR0_WP)) | (CR0_PG | CR0_WP if self.shadow.on else value & CR0_WP)
+            elif dst == "cr4":
+                cpu["cr4"] = value & ~CR4_PSE          # the shadow tables map 4-KiB pages only
+            elif not self.shadow.on:
+                cpu["cr3"] = value
+            if effect:
+                exit.detail["shadow"] = effect
+            return
+        value = cpu["cr2"] if src == "cr2" else getattr(vcpu, src)
+        if src == "cr3":
+            self.vmexit("CR_ACCESS", eip=insn.address, cr=3, access="mov from cr", value=value)
+        write_register(cpu, dst, value)           # CR0 and CR4 through their read shadows: no exit
+
+    def trace_fault(self, linear, error_code):
+        """A guest store to one of its page tables, taken as a #PF exit: carried out, and the shadow follows."""
+        self.shadow.trace_store(linear, error_code)
+
+    def slice_length(self, limit):
+        if self.shadow is not None and self.shadow.stepping:
+            return 1                                   # the store to the traced page, alone
+        return super().slice_length(limit)
+
+    def inject_interrupt(self):
+        if self.shadow is not None and self.shadow.stepping:
+            return False
+        return super().inject_interrupt()
+
+    def after_slice(self):
+        if self.shadow is not None and self.shadow.stepping is not None:
+            self.shadow.end_store()
+
     # --- exceptions and the triple fault -------------------------------------------------------------
     def exception(self, vector, source, error_code=None):
-        """An EXCEPTION exit if the bitmap selects the vector; then injected back into the guest."""
+        """An EXCEPTION exit if the bitmap selects the vector; then injected back into the guest.
+        Without EPT every #PF exits, and the shadow MMU decides whether the guest sees it."""
         at = self.instruction_address(source)
+        if vector == PF_ and source == EXCEPTION and self.shadow is not None and self.shadow.on:
+            self.vmexit("EXCEPTION", eip=at, vector=vector, name=vector_name(vector), error_code=error_code)
+            self.fault_handled()
+            error_code = self.shadow.handle_fault(error_code)
+            if error_code is not None:
+                Machine.exception(self, vector, source, error_code)   # a true fault: injected
+            return
         if self.controls.exception_exits(vector) and (
                 source == EXCEPTION or (source == SOFTWARE and self.cpu.read(at, 1)[0] in (INT3, INTO))):
             self.vmexit("EXCEPTION", eip=at, vector=vector, name=vector_name(vector), error_code=error_code)
@@ -192,6 +298,16 @@ class HardwareAssist(Machine):
         if kind == "shutdown":
             self.vmexit("SHUTDOWN", eip=eip)                        # VT-x exits on a triple fault
         return super().record(kind, eip, cpl, **detail)
+
+
+def control_register_sites(image):
+    """Where in the image a mov to or from a control register (0F 20, 0F 22) or an invlpg (0F 01 /7
+    with a memory operand) may start, at the addresses the code runs at."""
+    code = image.code
+    for i in range(len(code) - 2):
+        if code[i] == 0x0F and (code[i + 1] in (0x20, 0x22) or (
+                code[i + 1] == 0x01 and (code[i + 2] >> 3) & 7 == 7 and code[i + 2] >> 6 != 3)):
+            yield image.linked(image.origin + i)
 
 
 @lru_cache(maxsize=64)
