@@ -33,6 +33,11 @@ adaptive translation has turned it into a call-out). Each of these is also one o
 A whole run's time is a fixed part (building the machine, the boot, the report, and under binary
 translation the translating of the kernel's code before it first runs) plus the rounds. Two suites
 of different lengths separate them: round_time() divides the difference by the extra rounds.
+round_by_round() goes further for a paging workload: one run, stopped at every round.
+
+Long because: the workloads, their measurement, the suite's tables, a round's time and the cost
+model all read the same Measurement and the same lists of counts; split, each part would import
+the others' names and a lesson would have to know which holds what.
 """
 import csv
 import io
@@ -64,9 +69,10 @@ LONG_ROUNDS = {"syscall": 250, "cli-sti": 1050, "in": 550, "divzero": 250, "call
                "pgfault": 250, "ptemod": 250}
 REPEAT = 3
 
-# A paravirtual kernel does not run its page tables as a bare machine's does: real Xen validates
-# every page-table page a PV guest uses and takes its updates through the mmu_update hypercall.
-# vmkit's Xen models none of that: it runs its domains with paging off (vmkit/xen/domains.py).
+# A paravirtual kernel does not run its page tables as a bare machine's does: real Xen has the
+# guest map its page-table pages read-only and takes its updates through the mmu_update hypercall
+# (MMU_NORMAL_PT_UPDATE in Xen's xen/include/public/xen.h). vmkit's Xen models none of that: it runs
+# its domains with paging off (vmkit/xen/domains.py).
 NO_PV_PAGING = ("vmkit's Xen runs its domains with paging off and has no mmu_update, the hypercall with "
                 "which a Xen PV kernel has Xen update its page tables, so a paravirtual kernel here has no "
                 "page tables to write or to fault on")
