@@ -197,71 +197,81 @@ def walk(m, linear, write=False, user=False, cr3=None):
 
 
 def _row_label(title, rows, colour):
-    """A graphviz HTML label: a bold title over rows of (port, text, background)."""
+    """A graphviz HTML label: a bold title (port "top") over rows of (port, text, background)."""
     cells = "".join(f'<TR><TD PORT="{port}" ALIGN="LEFT" BALIGN="LEFT" BGCOLOR="{bg}">{html.escape(text)}</TD></TR>'
                     for port, text, bg in rows)
     return (f'<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="4" BGCOLOR="{colour}">'
-            f'<TR><TD><B>{html.escape(title)}</B></TD></TR>{cells}</TABLE>>')
+            f'<TR><TD PORT="top"><B>{html.escape(title)}</B></TD></TR>{cells}</TABLE>>')
 
 
 def _walk_diagram(wk, upto):
+    """The address on top, its three fields pointing down at what each one indexes: CR3, the page
+    directory, the page table and the frame (or the #PF) in a row, left to right, as the walk goes."""
     steps = wk.steps()
-    shown = steps[:upto]
+    titles = [title for title, _ in steps[:upto]]
     caption = (f"the page walk for a {wk.access} of {wk.linear:#010x}: "
                + (f"step {upto} of {len(steps)}" if upto < len(steps) else
                   f"physical {wk.physical:#010x}" if wk.allowed else f"#PF, error code {wk.error_code:#x}"))
     g = Diagram("walk", caption=caption, text="\n".join(wk.text.splitlines()[:upto + 1]))
-    g.attr(rankdir="LR", fontname="Helvetica", nodesep="0.3", ranksep="0.45")
+    g.attr(rankdir="TB", fontname="Helvetica", nodesep="0.45", ranksep="0.5")
     g.attr("node", shape="plaintext", fontname="Helvetica", fontsize="11")
     g.attr("edge", fontname="Helvetica", fontsize="10")
     d, t, o = wk.linear >> 22, (wk.linear >> 12) & 0x3FF, wk.linear & 0xFFF
-    fields = (f'<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="5" BGCOLOR="#f6e7d2">'
-              f'<TR><TD COLSPAN="3"><B>linear {wk.linear:#010x} ({html.escape(wk.access)})</B></TD></TR>'
-              f'<TR><TD PORT="d">bits 31:22<BR/>directory {d:#x}</TD><TD PORT="t">bits 21:12<BR/>table {t:#x}</TD>'
-              f'<TD PORT="o">bits 11:0<BR/>offset {o:#x}</TD></TR></TABLE>>')
-    g.node("addr", fields)
+    g.node("addr", f'<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="5" BGCOLOR="#f6e7d2">'
+                   f'<TR><TD COLSPAN="3"><B>linear {wk.linear:#010x} ({html.escape(wk.access)})</B></TD></TR>'
+                   f'<TR><TD PORT="dir">bits 31:22<BR/>directory {d:#x} ({d})</TD>'
+                   f'<TD PORT="tab">bits 21:12<BR/>table {t:#x} ({t})</TD>'
+                   f'<TD PORT="off">bits 11:0<BR/>offset {o:#x}</TD></TR></TABLE>>')
     if not wk.paging:
-        g.node("phys", f"physical {wk.linear:#010x}\n(paging is off)", shape="box", style="filled", fillcolor=SAME)
-        g.edge("addr", "phys")
+        g.node("phys", _row_label("paging is off", [("val", f"physical {wk.linear:#010x}", SAME)], "#dbeaf7"))
+        g.edge("addr", "phys:val")
         return g
-    titles = [title for title, _ in shown]
-    g.node("cr3", _row_label("CR3", [("v", f"{wk.cr3:#010x}", FOCUS if titles[-1] == "CR3" else "white")], "#eeeeee"))
     pde, pte = wk.entry("PDE"), wk.entry("PTE")
-    if "PDE" in titles:
-        bg = FOCUS if titles[-1] == "PDE" else (FAULT if not pde.value & PTE_P else "white")
-        g.node("pd", _row_label(f"page directory at {wk.cr3 & FRAME:#x}",
-                                [("e", f"PDE {d} @ {pde.address:#x} = {pde.value:#010x}  {bits(pde.value, 'PDE')}", bg),
-                                 ("rest", "(1,023 other entries)", "white")], "#e3f2fd"))
-        g.edge("cr3:v", "pd:e", label=" its frame ")
-        g.edge("addr:d", "pd:e", label=f" × 4 ", color="#1f4e79")
-    if "PTE" in titles:
-        bg = FOCUS if titles[-1] == "PTE" else (FAULT if not pte.value & PTE_P else "white")
-        g.node("pt", _row_label(f"page table at {pde.value & FRAME:#x}",
-                                [("e", f"PTE {t} @ {pte.address:#x} = {pte.value:#010x}  {bits(pte.value)}", bg),
-                                 ("rest", "(1,023 other entries)", "white")], "#e8f5e9"))
-        g.edge("pd:e", "pt:e", label=" its frame ")
-        g.edge("addr:t", "pt:e", label=" × 4 ", color="#1f4e79")
-    if titles[-1] in ("frame", "#PF"):
-        last = "pt:e" if pte is not None else "pd:e"
-        if wk.allowed:
+
+    def entry_cell(title, entry, focus):
+        bg = FOCUS if focus else (FAULT if not entry.value & PTE_P else "white")
+        return _row_label(title, [("entry", f"{entry.level} {entry.index} at {entry.address:#x}", bg),
+                                  ("value", f"{entry.value:#010x}", bg),
+                                  ("flags", bits(entry.value, entry.level), bg)], "#e3f2fd")
+
+    row = g.subgraph(name="walk_row")
+    with row as r:
+        r.attr(rank="same")
+        r.node("cr3", _row_label("CR3", [("val", f"{wk.cr3:#010x}", FOCUS if titles[-1] == "CR3" else "white")],
+                                 "#eeeeee"))
+        if "PDE" in titles:
+            r.node("pd", entry_cell(f"page directory at {wk.cr3 & FRAME:#x}", pde, titles[-1] == "PDE"))
+        if "PTE" in titles:
+            r.node("pt", entry_cell(f"page table at {pde.value & FRAME:#x}", pte, titles[-1] == "PTE"))
+        if titles[-1] == "frame":
             size = "4 MiB page" if wk.large else "4 KiB frame"
-            g.node("frame", _row_label(f"{size} at {wk.physical & (0xFFC00000 if wk.large else FRAME):#x}",
-                                       [("v", f"physical {wk.physical:#010x}", FOCUS)], "#dbeaf7"))
-            g.edge(last, "frame:v")
-            g.edge("addr:o", "frame:v", label=" + ", color="#1f4e79")
-        else:
-            g.node("pf", _row_label("#PF", [("v", f"CR2 = {wk.linear:#010x}", FAULT),
-                                            ("c", f"error code {wk.error_code:#x}", FAULT)], FAULT))
-            g.edge(last, "pf:v", color="#c62828")
+            r.node("end", _row_label(f"{size} at {wk.physical & (0xFFC00000 if wk.large else FRAME):#x}",
+                                     [("val", f"physical {wk.physical:#010x}", FOCUS)], "#dbeaf7"))
+        elif titles[-1] == "#PF":
+            r.node("end", _row_label("#PF", [("val", f"CR2 = {wk.linear:#010x}", FAULT),
+                                             ("code", f"error code {wk.error_code:#x}", FAULT)], FAULT))
+    if "PDE" in titles:
+        g.edge("cr3:val:e", "pd:top:w", label=" its frame ")
+        g.edge("addr:dir:s", "pd:top:n", label=" × 4 ", color="#1f4e79")
+    if "PTE" in titles:
+        g.edge("pd:value:e", "pt:top:w", label=" its frame ")
+        g.edge("addr:tab:s", "pt:top:n", label=" × 4 ", color="#1f4e79")
+    if titles[-1] in ("frame", "#PF"):
+        last = "pt:value:e" if pte is not None else "pd:value:e"
+        g.edge(last, "end:val:w", color="#c62828" if not wk.allowed else "black")
+        if wk.allowed:
+            g.edge("addr:off:s", "end:top:n", label=" + ", color="#1f4e79")
     return g
 
 
 def _svg(diagram):
+    """A Diagram as inline SVG for a widget, at its own size but never wider than the panel."""
     try:
         svg = diagram.svg()
     except graphviz.ExecutableNotFound:
         return f"<pre>{html.escape(diagram.text)}</pre><i>{html.escape(NO_DOT)}</i>"
-    return re.sub(r'width="[\d.]+pt" height="[\d.]+pt"', 'style="max-width:100%;height:auto"', svg, count=1)
+    return re.sub(r'width="([\d.]+)pt" height="[\d.]+pt"', r'width="\1pt" style="max-width:100%;height:auto"',
+                  svg, count=1)
 
 
 class WalkStepper:
@@ -362,10 +372,13 @@ def _compare(m, wk, shadow):
     return "the guest's frame and rights", "same"
 
 
-KIND_STYLE = {"same": (SAME, "#888888", "solid", "same"), "traced": (CHANGED, "#c62828", "solid", "RW cleared: traced"),
-              "dirty": (CHANGED, "#ef6c00", "solid", "RW cleared until D"),
-              "missing": (EMPTY, "#888888", "dashed", "hidden fault next"),
-              "refused": (EMPTY, "#888888", "dotted", "true fault"), "stale": (FAULT, "#c62828", "bold", "stale!")}
+# kind -> (row colour, arrow colour, arrow style, what the picture says)
+KIND_STYLE = {"same": (SAME, "#888888", "solid", "the guest's frame and rights"),
+              "traced": (CHANGED, "#c62828", "solid", "read-only: it holds a guest page table, so stores trace"),
+              "dirty": (CHANGED, "#ef6c00", "solid", "read-only until the guest's D bit is set"),
+              "missing": (EMPTY, "#888888", "dashed", "not filled yet: a hidden fault comes next"),
+              "refused": (EMPTY, "#888888", "dotted", "the guest maps nothing: a true fault"),
+              "stale": (FAULT, "#c62828", "bold", "out of step with the guest's entry")}
 
 
 def shadow_rows(m, linears=(), around=None, max_rows=16):
@@ -413,9 +426,9 @@ def shadow_beside_guest(m, linears=(), around=None, max_rows=16):
     rows, total = shadow_rows(m, linears, around, max_rows)
     kinds = {kind: sum(1 for r in rows if r.kind == kind) for kind in KIND_STYLE}
     root = mmu.active
-    caption = (f"guest CR3 {regs['cr3']:#x} beside its shadow root {root.directory:#x} (the real CR3): "
-               f"{len(rows)} of {total} pages shown; {kinds['traced']} read-only because they hold page tables, "
-               f"{kinds['dirty']} until their D bit is set, {kinds['missing']} not filled yet")
+    caption = (f"guest CR3 {regs['cr3']:#x} beside its shadow root {root.directory:#x} (the real CR3), {len(rows)} of "
+               f"{total} pages: {kinds['traced']} read-only as page tables, {kinds['dirty']} read-only until written, "
+               f"{kinds['missing']} not filled yet")
     text = [f"guest CR3 {regs['cr3']:#x}; the real CR3 is the shadow root {root.directory:#x} (VMM memory); "
             f"PDE 1023 of every shadow root maps the VMM's own memory at {VMM_TOP:#x}-0xffffffff."]
     for r in rows:
@@ -424,28 +437,31 @@ def shadow_beside_guest(m, linears=(), around=None, max_rows=16):
         shadow = f"{r.shadow[1]:#010x} ({bits(r.shadow[1])})" if r.shadow and r.shadow[1] else "none"
         text.append(f"{r.linear:#010x}: guest {guest}, shadow {shadow}: {r.why}")
     g = Diagram("shadow", caption=caption, text="\n".join(text))
-    g.attr(rankdir="LR", fontname="Helvetica", nodesep="0.2", ranksep="1.2")
+    g.attr(rankdir="LR", fontname="Helvetica", nodesep="0.2", ranksep="0.5")
     g.attr("node", shape="plaintext", fontname="Helvetica", fontsize="10")
-    g.attr("edge", fontname="Helvetica", fontsize="9")
-    left, right = [], []
+    left, right, why = [], [], []
     for i, r in enumerate(rows):
         fill = KIND_STYLE[r.kind][0]
         entry = r.guest.entries[-1] if r.guest.entries else None
-        if entry is None:
-            left.append((f"r{i}", f"{r.linear:#010x}  (no PDE)", fill))
-        else:
-            left.append((f"r{i}", f"{r.linear:#010x}  {entry.level} @ {entry.address:#x} = {entry.value:#010x}  "
-                                  f"{bits(entry.value, entry.level)}", fill))
+        left.append((f"r{i}", f"{r.linear:#010x}   " + (f"{entry.level} {entry.address:#x} = {entry.value:#010x}   "
+                                                        f"{bits(entry.value, entry.level)}" if entry else "no PDE"), fill))
         if r.shadow is None or not r.shadow[1]:
             right.append((f"r{i}", "(empty)" if r.shadow else "(no shadow page table here)", fill))
         else:
-            right.append((f"r{i}", f"PTE @ {r.shadow[0]:#x} = {r.shadow[1]:#010x}  {bits(r.shadow[1])}", fill))
-    right.append(("vmm", f"PDE 1023: the VMM's own 4 MiB at {VMM_TOP:#x}", "#dddddd"))
-    g.node("guest", _row_label(f"the guest's tables (its CR3 {regs['cr3']:#x})", left, "#f6e7d2"))
-    g.node("shadow", _row_label(f"the shadow (real CR3 {root.directory:#x}, VMM memory)", right, "#e3f2fd"))
+            right.append((f"r{i}", f"PTE {r.shadow[0]:#x} = {r.shadow[1]:#010x}   {bits(r.shadow[1])}", fill))
+        why.append((f"r{i}", KIND_STYLE[r.kind][3], fill))
+    # one more row each: the top 4 MiB, which the guest leaves empty and every shadow root maps
+    left.append(("vmm", f"{VMM_TOP:#010x}   (the guest maps nothing here)", "#dddddd"))
+    right.append(("vmm", f"PDE 1023: the VMM's own 4 MiB", "#dddddd"))
+    why.append(("vmm", "the VMM's GDT, IDT, TSS: in every root", "#dddddd"))
+    g.node("guest", _row_label(f"the guest's tables: its CR3 {regs['cr3']:#x}", left, "#f6e7d2"))
+    g.node("shadow", _row_label(f"the shadow, in VMM memory: the real CR3 {root.directory:#x}", right, "#e3f2fd"))
+    g.node("why", _row_label("what the VMM did, and why", why, "#eeeeee"))
     for i, r in enumerate(rows):
-        _, colour, style, label = KIND_STYLE[r.kind]
-        g.edge(f"guest:r{i}:e", f"shadow:r{i}:w", color=colour, style=style, label=f" {label} ", fontcolor=colour)
+        _, colour, style, _ = KIND_STYLE[r.kind]
+        g.edge(f"guest:r{i}:e", f"shadow:r{i}:w", color=colour, style=style)
+    g.edge("guest:vmm:e", "shadow:vmm:w", style="invis")
+    g.edge("shadow:vmm:e", "why:vmm:w", style="invis")
     g.rows = rows
     return g
 
@@ -533,11 +549,15 @@ def store_table(result, first=8):
             rows.append([len(rows) + 1, f"{e.eip:#010x}", "call-out, no fault", ""])
         elif rows and e.kind == "trace":
             rows[-1][3] = f"the entry at {e.detail['entry']:#x} becomes {e.detail['new']:#010x}: {e.detail['effect']}"
-        elif rows and e.kind == "translate" and "trace faults" in str(e.detail.get("why", "")):
+        elif e.kind == "translate" and "trace faults" in str(e.detail.get("why", "")):
+            # adaptive translation acts on a trace fault: the row of its trap, or one of its own when the
+            # VMM recorded no trap for it
+            if not (rows and rows[-1][2] == "trace fault" and not rows[-1][3]):
+                rows.append([len(rows) + 1, f"{e.eip:#010x}", "trace fault", ""])
             rows[-1][3] = f"not carried out: the unit is retranslated ({e.detail['why']}), and the store runs again"
     stats = result.stats
     total = (f"{stats.get('trace_faults', 0)} trace faults, {stats.get('trace_callouts', 0)} stores by call-out, "
-             f"{stats.get('retranslations', 0)} retranslations")
+             f"{stats.get('retranslations', 0)} retranslation{'' if stats.get('retranslations', 0) == 1 else 's'}")
     shown = rows[:first] + ([["…", "", f"{len(rows) - first} more", ""]] if len(rows) > first else [])
     return Table(["store", "guest eip", "how it reached the VMM", "what came of it"], shown,
                  f"{result.technique}: {total} in the whole run")
