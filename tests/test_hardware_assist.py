@@ -7,7 +7,7 @@ import vmkit
 import vmkit.guests
 from vmkit.machine.devices import MMIO_BASE
 from vmkit.vtx import HardwareAssist, VmcsControls
-from vmkit.vtx.hardware_assist import KVM_SIGNATURE
+from vmkit.vtx.hardware_assist import KERNEL_HANDLED, KVM_SIGNATURE
 
 HA = "hardware-assist"
 
@@ -224,3 +224,48 @@ def test_ptemod_exits_on_every_page_table_store_without_ept_and_never_with_it():
     assert without.stats["trace_faults"] == 33 and without.stats["true_faults"] == 17
     assert without.stats["vmexit_EXCEPTION"] == sum(without.stats[k] for k in ("hidden_faults", "true_faults", "trace_faults"))
     assert without.stats["vmexit_INVLPG"] == 16
+
+
+ON_DEMAND = VmcsControls(ept_on_demand=True)
+
+
+def test_with_ept_filled_on_demand_each_guest_frame_is_one_ept_violation_and_paging_takes_no_exit():
+    result = vmkit.run(PAGING_GUEST, HA, controls=ON_DEMAND)
+    assert result.regs["ebx"] == 0x12345678 and result.exit_code == 3
+    violations = [e for e in exits(result) if e.detail["reason"] == "EPT_VIOLATION"]
+    frames = [e.detail["gpa"] for e in violations]
+    assert len(frames) == len(set(frames)) == result.stats["vmexit_EPT_VIOLATION"]
+    image = vmkit.assemble(PAGING_GUEST)
+    assert {image.origin, image.symbols["pd"], 0x200000} <= set(frames)   # code, the directory, the data
+    assert not {"CR_ACCESS", "INVLPG"} & {e.detail["reason"] for e in exits(result)}
+    assert "vmexit_EXCEPTION" not in result.stats
+    # what user space sees is what KVM would report: the EPT violations stay in the kernel
+    assert [e.detail for e in exits(result) if e.detail["reason"] not in KERNEL_HANDLED] == \
+        [e.detail for e in exits(vmkit.run(PAGING_GUEST, HA)) if e.detail["reason"] not in KERNEL_HANDLED]
+
+
+def test_a_tlb_miss_under_ept_is_a_two_dimensional_walk():
+    """Each reference of the guest's walk is a guest-physical address the 4-level EPT translates
+    first: a 4-KiB page costs 2 x (4 + 1) + 4 = 14 references, a 4-MiB page 1 x 5 + 4 = 9, and with
+    the guest's paging off only the EPT's 4."""
+    m = vmkit.machine(vmkit.guests.source("paging_kernel"), HA, controls=ON_DEMAND)
+    assert len(m.two_dimensional_walk(0x100000)) == 4                  # paging still off
+    m.run()
+    walk = m.two_dimensional_walk(0xC0101000)
+    assert len(walk) == 14 and [what for what, _ in walk].count("the guest's PDE") == 1
+    assert [what for what, _ in walk][4] == "the guest's PDE" and [what for what, _ in walk][9] == "the guest's PTE"
+    assert walk[-1] == ("EPT level 1 for the page", 0x101000)
+    big = vmkit.machine(PAGING_GUEST, HA, controls=ON_DEMAND)
+    big.run()
+    assert len(big.two_dimensional_walk(0x200000)) == 9                 # a 4-MiB page: no PTE
+    assert len(big.two_dimensional_walk(0x600000)) == 5                 # its PDE is gone: the walk stops there
+    stats = big.result().stats
+    assert stats["walk_references"] <= 14 * stats["tlb_misses"]
+
+
+def test_with_ept_a_guest_page_fault_is_delivered_without_an_exit():
+    source = vmkit.guests.source("paging_kernel")
+    result = vmkit.run(source, HA, controls=ON_DEMAND)
+    assert result.serial == vmkit.run(source).serial
+    faults = [e for e in result.of_kind("ring-transition") if e.detail.get("cause") == "#PF"]
+    assert len(faults) == 17 and "vmexit_EXCEPTION" not in result.stats

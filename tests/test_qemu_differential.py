@@ -209,13 +209,18 @@ def test_ring_compression_filter_refuses_other_differences():
     assert not differs_only_by_ring_compression(b"a=00000001", b"a=00000001\n")
 
 
-@pytest.mark.parametrize("ept", [True, False], ids=["ept", "no-ept"])
+EPT_MODES = {"ept": dict(), "ept-on-demand": dict(ept_on_demand=True), "no-ept": dict(enable_ept=False)}
+
+
+@pytest.mark.parametrize("mode", sorted(EPT_MODES))
 @pytest.mark.parametrize("name", sorted(PAGING_GUEST_ENDINGS) + ["paging_kernel"])
-def test_paging_guest_matches_qemu_under_hardware_assist(tmp_path, name, ept):
+def test_paging_guest_matches_qemu_under_hardware_assist(tmp_path, name, mode):
     """Under the VT-x model the guest kernel runs at CPL 0, so nothing of ring compression shows:
-    with EPT and without it (shadow page tables and their exits), every byte matches QEMU."""
+    with EPT (filled up front, or on demand with the model's TLB) and without it (shadow page tables
+    and their exits), every byte matches QEMU."""
     from vmkit.vtx import VmcsControls
     source = vmkit.guests.source(name) if name == "paging_kernel" else guest_source(name)
-    ours = run_vmkit(source, "hardware-assist", controls=VmcsControls(enable_ept=ept))
+    ept = mode
+    ours = run_vmkit(source, "hardware-assist", controls=VmcsControls(**EPT_MODES[mode]))
     qemus = run_qemu(vmkit.assemble(source), tmp_path)
     assert ours == qemus, f"--- hardware-assist, ept={ept}:\n{ours}\n--- QEMU:\n{qemus}"

@@ -71,8 +71,11 @@ class ShadowPageTables:
     top 4 MiB of every shadow root (a VMM that runs in the guest's address space, as the software
     VMMs do); a VT-x VMM runs in root mode, outside it, and leaves the guest the whole space."""
 
-    def __init__(self, vmm, handlers=None, vmm_in_guest_space=True):
+    def __init__(self, vmm, handlers=None, vmm_in_guest_space=True, tracing=True):
         self.vmm, self.uc, self.cpu = vmm, vmm.uc, vmm.cpu
+        # tracing=False: the shadow is a TLB, not kept in step with the guest's tables: nothing is
+        # write-protected, and an entry goes only when the guest flushes it (invlpg, a CR3 load)
+        self.tracing = tracing
         self.handlers = dict(SHADOW_HANDLERS) if handlers is None else dict(handlers)
         self.uc.mem_map(POOL_BASE, POOL_PAGES * PAGE)
         self.free = [POOL_BASE + PAGE * i for i in range(POOL_PAGES - 1, -1, -1)]
@@ -126,7 +129,8 @@ class ShadowPageTables:
         else:
             root = self._new_root(guest)
             what = "a new, empty shadow root"
-            self.vmm.stats["shadow_roots"] = self.vmm.stats.get("shadow_roots", 0) + 1
+            if self.tracing:
+                self.vmm.stats["shadow_roots"] = self.vmm.stats.get("shadow_roots", 0) + 1
         self.active = root
         self.cpu["cr3"] = root.directory                # the real CR3: a CR3 load flushes the TLB
         return f"{what} at {root.directory:#x} ({len(self.roots)} of {ROOTS} cached)"
@@ -148,7 +152,8 @@ class ShadowPageTables:
         guest = self.active.guest if self.active is not None else None
         for root in list(self.roots.values()):
             self._drop_root(root)
-        self.vmm.stats["shadow_flushes"] = self.vmm.stats.get("shadow_flushes", 0) + 1
+        if self.tracing:
+            self.vmm.stats["shadow_flushes"] = self.vmm.stats.get("shadow_flushes", 0) + 1
         if guest is not None:
             self.load_cr3(guest)
 
@@ -217,8 +222,9 @@ class ShadowPageTables:
         self.source[address] = source
         self.derived[source].add(address)
         self.cpu.flush_tlb()
-        self.vmm.stats["shadow_fills"] = self.vmm.stats.get("shadow_fills", 0) + 1
-        self.vmm.record("shadow-fill", linear=linear, shadow_entry=address, value=value, guest_entry=source)
+        if self.tracing:                                # a TLB fill is its VMM's to count
+            self.vmm.stats["shadow_fills"] = self.vmm.stats.get("shadow_fills", 0) + 1
+            self.vmm.record("shadow-fill", linear=linear, shadow_entry=address, value=value, guest_entry=source)
         return address
 
     def drop(self, address):
@@ -264,10 +270,10 @@ class ShadowPageTables:
         if index in root.tables:
             return root.tables[index][0]
         pde_address = (root.guest) + index * 4
-        pde = self.read(pde_address)
+        pde = self.read(pde_address) if self.tracing else 0
         large = bool(pde & PDE_PS and self.large_pages)
         table = self._alloc()
-        guest_table = None if large else (pde & FRAME) >> 12
+        guest_table = None if large or not self.tracing else (pde & FRAME) >> 12
         root.tables[index] = (table, guest_table)
         if guest_table is not None:
             self._trace(guest_table)                    # the guest page table is traced from now on
@@ -311,6 +317,8 @@ class ShadowPageTables:
 
     # --- tracing: the guest's page-table pages are write-protected in the shadow ------------------
     def _trace(self, frame):
+        if not self.tracing:
+            return
         self.traced[frame] += 1
         if self.traced[frame] == 1:
             for address in self.maps.get(frame, ()):
@@ -318,6 +326,8 @@ class ShadowPageTables:
             self.cpu.flush_tlb()
 
     def _untrace(self, frame):
+        if not self.tracing:
+            return
         self.traced[frame] -= 1
         if self.traced[frame] <= 0:
             del self.traced[frame]

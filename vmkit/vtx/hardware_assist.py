@@ -37,6 +37,19 @@ each, as for iret): code the guest writes at run time is not watched. Reads of C
 the guest's own values without an exit (VT-x's read shadows), and the guest's CR2 is its own: a #PF
 that exits does not change it (SDM vol. 3, 27.1), so only a true fault, injected, sets it.
 
+Memory with EPT, filled on demand (`VmcsControls(ept_on_demand=True)`): KVM starts a guest with an
+empty EPT and fills it as the guest touches memory: each first access to a guest-physical page is an
+EPT violation (exit 48) that KVM handles in the kernel (arch/x86/kvm/mmu: the TDP page fault), never
+seen by user space. The model keeps the EPT as a set of present guest frames (guest-physical equals
+host-physical here, as everywhere in vmkit) and keeps the CPU's TLB itself, so that it sees every
+TLB miss: a miss is a two-dimensional walk, each reference of the guest's walk (a PDE, a PTE) a
+guest-physical address that the 4-level EPT translates first (4 references each), then the page's own
+guest-physical address (4 more): 2 x (4 + 1) + 4 = 14 references for a 4-KiB page, where a native walk
+makes 2 (Intel SDM vol. 3C, "The Extended Page Table Mechanism"; Bhargava et al., "Accelerating
+two-dimensional page walks for virtualized systems", ASPLOS 2008, named this walk). The guest's CR3 loads, page-table stores, invlpg and #PFs cause no exit:
+a CR3 load or an invlpg only flushes the TLB, and a store to a page table takes effect at the next
+miss, as on the CPU. stats: `tlb_misses`, `walk_references`, `vmexit_EPT_VIOLATION`.
+
 Memory with EPT on (the default): the model has no second-stage translation. The guest's physical addresses are the addresses
 of the model's memory (Unicorn's), and when the guest turns paging on, Unicorn walks the guest's own
 page tables straight onto that memory. A page-table write, a CR3 load or an invlpg therefore costs
@@ -72,20 +85,21 @@ from unicorn import x86_const as X
 
 from unicorn import UC_HOOK_CODE
 
-from ..machine.cpu import CR0_PG, CR0_WP, CR4_PSE
+from ..machine.cpu import CR0_PG, CR0_WP, CR4_PSE, PTE_P, PTE_RW, PTE_US, Fault
 from ..machine.delivery import EXCEPTION, SOFTWARE
 from ..machine.devices import MMIO_BASE, MMIO_SIZE, MmioDevice
 from ..machine.machine import Machine
 from ..machine.platform import DEFAULT_MEMORY
 from ..machine.x86 import PF_, vector_name
 from ..vmm.emulate import decode, effective_address, read_register, write_register
-from ..vmm.shadow_paging import ShadowPageTables
+from ..vmm.shadow_paging import ShadowPageTables, fill
 from ..vmm.vcpu import VCpu
 
 HYPERVISOR_PRESENT = 1 << 31          # CPUID.1:ECX bit 31, set by every hypervisor, clear on bare metal
 KVM_SIGNATURE = b"KVMKVMKVM\0\0\0"    # CPUID leaf 0x40000000, EBX ECX EDX, as KVM answers it
 INT3, INTO = 0xCC, 0xCE
-KERNEL_HANDLED = ("CPUID",)           # exits KVM handles inside the kernel: user space never sees them
+KERNEL_HANDLED = ("CPUID", "EPT_VIOLATION")   # exits KVM handles inside the kernel: user space never sees them
+EPT_LEVELS = 4                        # a 4-level EPT: PML4E, PDPTE, PDE, PTE
 
 
 @dataclass
@@ -98,11 +112,14 @@ class VmcsControls:
                       bitmaps", only an access touching one of them exits
     enable_ept        secondary processor-based control bit 1. Off: first-generation VT-x, with
                       shadow page tables and CR-access, INVLPG and #PF exits (see the module)
+    ept_on_demand     with EPT: the EPT starts empty and fills on EPT violations, and the model
+                      counts the TLB misses and the two-dimensional walk's references (see the module)
     """
     hlt_exiting: bool = True
     exception_bitmap: int = 0
     io_bitmap: frozenset = None
     enable_ept: bool = True
+    ept_on_demand: bool = False
 
     def io_exits(self, port, size):
         """An access of `size` bytes at `port` exits if the bitmap has a bit set for any of them."""
@@ -121,19 +138,27 @@ class HardwareAssist(Machine):
         self.mmio = MmioDevice()
         self.shadow = None                # shadow page tables: only without EPT
         super().__init__(image, memory, counted=True, technique="hardware-assist", **budgets)
-        if self.shadow is not None:
+        if self.shadow is not None and not self.controls.enable_ept:
             self.stats.update(hidden_faults=0, true_faults=0, trace_faults=0)
+        elif self.shadow is not None:
+            self.stats.update(tlb_misses=0, walk_references=0)
+            self.shadow.enable(self.vcpu.cr3)         # the CPU walks the model's TLB from the start
         # no memory backs the device's page, so every access to it exits: KVM would see an EPT
         # violation; here it is Unicorn's MMIO callback (the model has no second stage)
         self.uc.mmio_map(MMIO_BASE, MMIO_SIZE, self._on_mmio_read, None, self._on_mmio_write, None)
 
     def install_hooks(self):
         super().install_hooks()
-        if self.controls.enable_ept:
+        controls = self.controls
+        if controls.enable_ept and not controls.ept_on_demand:
             return
         cpu = self.cpu                    # the guest's CR0, CR2, CR3 and CR4, as the VMM keeps them
         self.vcpu = VCpu(cr0=cpu["cr0"], cr3=cpu["cr3"], cr4=cpu["cr4"])
-        self.shadow = ShadowPageTables(self, vmm_in_guest_space=False)
+        if controls.enable_ept:           # the model's TLB, from the first instruction
+            self.shadow = ShadowPageTables(self, vmm_in_guest_space=False, tracing=False)
+            self.ept = set()              # guest frames the EPT maps
+        else:
+            self.shadow = ShadowPageTables(self, vmm_in_guest_space=False)
         for address in control_register_sites(self.image):
             self.uc.hook_add(UC_HOOK_CODE, self._on_control_register, None, address, address)
 
@@ -228,6 +253,8 @@ class HardwareAssist(Machine):
             return super().other_stop(stop)
         insn, cpu = stop.detail["insn"], self.cpu
         cpu["eip"] = insn.address + insn.size
+        if self.controls.enable_ept:
+            return self._tlb_control(insn)
         if insn.mnemonic == "invlpg":
             linear = effective_address(self, insn, insn.operands[0])
             self.vmexit("INVLPG", eip=insn.address, address=linear)
@@ -258,6 +285,72 @@ class HardwareAssist(Machine):
             self.vmexit("CR_ACCESS", eip=insn.address, cr=3, access="mov from cr", value=value)
         write_register(cpu, dst, value)           # CR0 and CR4 through their read shadows: no exit
 
+    # --- with EPT filled on demand: the TLB and the two-dimensional walk ---------------------------------
+    def _tlb_control(self, insn):
+        """A control-register instruction or invlpg under EPT: no exit. The guest's values are its
+        own; a CR3 load, a paging-mode change or an invlpg flushes the model's TLB, as the CPU's."""
+        cpu, vcpu = self.cpu, self.vcpu
+        if insn.mnemonic == "invlpg":
+            self.shadow.drop_linear(effective_address(self, insn, insn.operands[0]))
+            return
+        dst, src = (insn.reg_name(op.reg) for op in insn.operands)
+        if not dst.startswith("cr"):
+            write_register(cpu, dst, cpu["cr2"] if src == "cr2" else getattr(vcpu, src))
+            return
+        value = read_register(cpu, src)
+        setattr(vcpu, dst, value)
+        if dst == "cr2":
+            cpu["cr2"] = value
+        elif dst == "cr4":
+            cpu["cr4"] = value & ~CR4_PSE
+            self.shadow.flush()
+        elif dst == "cr0":
+            cpu["cr0"] = value | CR0_PG | CR0_WP        # the TLB's tables, whatever the guest's mode
+            self.shadow.flush()
+        else:
+            self.shadow.flush()                           # a CR3 load: every TLB entry goes
+
+    def two_dimensional_walk(self, linear):
+        """The references a TLB miss on `linear` makes under EPT, in order: (what, guest-physical
+        address); the EPT's own four are named by the guest-physical address they translate. The
+        guest's tables as they are now; a 4-MiB guest page has no PTE."""
+        refs = []
+        for what, gpa in self._guest_references(linear):
+            refs += [(f"EPT level {level} for {what}", gpa) for level in range(EPT_LEVELS, 0, -1)]
+            if what != "the page":
+                refs.append((what, gpa))
+        return refs
+
+    def _guest_references(self, linear):
+        """(what, guest-physical address) of each guest entry the walk reads, then of the page."""
+        vcpu = self.vcpu
+        if not vcpu.cr0 & CR0_PG:
+            return [("the page", linear)]
+        pde_address, pte_address = self.shadow.guest_entry_addresses(linear)
+        refs = [("the guest's PDE", pde_address)]
+        if pte_address is not None:
+            refs.append(("the guest's PTE", pte_address))
+        physical = self.cpu.translate(linear, peek=True)
+        return refs + ([("the page", physical)] if physical is not None else [])
+
+    def _tlb_miss(self, linear, error_code):
+        """A TLB miss: the two-dimensional walk, with an EPT violation for each guest frame the EPT
+        does not map yet, then the TLB entry. False when the guest's own tables refuse the access."""
+        write, user = bool(error_code & 2), bool(error_code & 4)
+        if self.cpu.translate(linear, write, user, peek=True) is None:
+            return False
+        refs = self._guest_references(linear)
+        for what, gpa in refs:
+            if gpa < self.memory and gpa >> 12 not in self.ept:
+                self.ept.add(gpa >> 12)                   # KVM maps the frame; the guest retries
+                self.vmexit("EPT_VIOLATION", gpa=gpa & ~0xFFF, linear=linear, access=what)
+        self.stats["tlb_misses"] += 1
+        self.stats["walk_references"] += sum(EPT_LEVELS + (what != "the page") for what, _ in refs)
+        if not self.vcpu.cr0 & CR0_PG:
+            self.shadow.set_shadow(linear, (linear & ~0xFFF) | PTE_P | PTE_RW | PTE_US, linear & ~0xFFF)
+            return True
+        return fill(self.shadow, linear, write, user)
+
     def trace_fault(self, linear, error_code):
         """A guest store to one of its page tables, taken as a #PF exit: carried out, and the shadow follows."""
         self.shadow.trace_store(linear, error_code)
@@ -276,11 +369,47 @@ class HardwareAssist(Machine):
         if self.shadow is not None and self.shadow.stepping is not None:
             self.shadow.end_store()
 
+    def deliver(self, vector, source, error_code=None):
+        """As the machine's. With shadow tables or the model's TLB, the GDT's pages are filled first:
+        Unicorn loads CS and SS from the GDT outside the guest's run, where it cannot take a fault."""
+        if self.shadow is not None and self.shadow.on:
+            base, limit = self.cpu.table(X.UC_X86_REG_GDTR)
+            for page in range(base & ~0xFFF, base + limit + 1, 0x1000):
+                entry = self.shadow.shadow_entry(page)
+                if entry is None or not entry[1] & PTE_P:
+                    self._implicit_fill(page)
+        super().deliver(vector, source, error_code)
+
+    def _implicit_fill(self, linear):
+        """The CPU's own read of a descriptor-table page the TLB or the shadow does not hold yet."""
+        if self.controls.enable_ept:
+            self._tlb_miss(linear, 0)
+        elif self.shadow.handlers["hidden-fault"](self.shadow, linear, False, False):
+            self.vmexit("EXCEPTION", vector=PF_, name=vector_name(PF_), error_code=0)
+            self.stats["hidden_faults"] += 1
+            self.record("hidden-fault", linear=linear, error_code=0, fills=1, implicit=True)
+
+    def _guest_error_code(self, linear, error_code):
+        """The error code the guest's own walk gives (its A bits set as the CPU sets them)."""
+        try:
+            self.cpu.translate(linear, bool(error_code & 2), bool(error_code & 4))
+        except Fault as fault:
+            return fault.error_code
+        return error_code
+
     # --- exceptions and the triple fault -------------------------------------------------------------
     def exception(self, vector, source, error_code=None):
         """An EXCEPTION exit if the bitmap selects the vector; then injected back into the guest.
         Without EPT every #PF exits, and the shadow MMU decides whether the guest sees it."""
         at = self.instruction_address(source)
+        if vector == PF_ and source == EXCEPTION and self.shadow is not None and self.controls.enable_ept:
+            self.fault_handled()
+            linear = self.cpu["cr2"]
+            if self._tlb_miss(linear, error_code):
+                self.cpu["cr2"] = self.vcpu.cr2           # a TLB miss is no fault: the guest's CR2 stays
+                return
+            self.vcpu.cr2 = linear                        # the guest's own #PF: no exit under EPT
+            return Machine.exception(self, vector, source, self._guest_error_code(linear, error_code))
         if vector == PF_ and source == EXCEPTION and self.shadow is not None and self.shadow.on:
             self.vmexit("EXCEPTION", eip=at, vector=vector, name=vector_name(vector), error_code=error_code)
             self.fault_handled()
