@@ -28,18 +28,19 @@ FEATURE_OF = {"iret": "iret", "iretd": "iret", "int": "int-n", "int3": "int-n", 
 
 PLATFORM = sorted(GUEST_ENDINGS) + ["halt", "fault_shutdown"]
 COURSE = ["devices", "holes", "popf_critical", "rings", "same_ring", "trap_density"]
+PAGING = ["paging", "higher_half", "paging_kernel"]      # they turn CR0.PG on: the probe's "paging"
 
 
 def _params():
     params = []
-    for name in PLATFORM + COURSE:
+    for name in PLATFORM + COURSE + PAGING:
         marks = [pytest.mark.xfail(strict=True, reason=RF)] if name in FRAMES_OF_FAULTS else []
         params.append(pytest.param(name, marks=marks, id=name))
     return params
 
 
 def image_of(name):
-    return vmkit.guests.image(name) if name in COURSE else vmkit.assemble(guest_source(name))
+    return vmkit.guests.image(name) if name in COURSE or name == "paging_kernel" else vmkit.assemble(guest_source(name))
 
 
 def needs(result):
@@ -79,7 +80,7 @@ def test_kvm_and_the_model_exit_alike(name):
         pytest.skip(report.why_not())
     image = image_of(name)
     model = vmkit.run(image, "hardware-assist")
-    used = needs(model)
+    used = needs(model) | ({"paging"} if name in PAGING else set())
     if "injection" in used:
         pytest.skip(NO_INJECTION)
     missing = sorted(used - {"injection"})
