@@ -11,7 +11,7 @@ Files, one idea each:
     checks.py  the checking API every lab shares: check, check_equal, check_cases, check_facts (two
                runs' facts compared, the first difference explained), visible_checks_passed
     runs.py    what the runners share: a run that goes wrong turned into a message that names it
-    lab1.py .. lab6.py
+    lab1.py .. lab8.py
                each lab's runners (a student's guest, handlers, rules, routines or loop run on a
                budget) and the facts its checks compare, as plain data
 
@@ -34,3 +34,7 @@ from .lab5 import (DEBUG_EXIT_PORT, LOOP_FIELDS, LOOP_HINTS, LOOP_MAX_EXITS, LOO
 from .lab6 import (MIGRATION_FIELDS, MIGRATION_HINTS, MIGRATION_MAX_ROUNDS, MIGRATION_MAX_SECONDS,
                    MIGRATION_WARMUP, MigrationBudget, after_rounds, check_migration_facts, migration_facts,
                    migration_guest, new_migration, round_budget, round_facts, run_precopy)
+from .lab8 import (HANDLER_SECONDS, LAB_GUEST, SHADOW_COUNTS, SHADOW_FIELDS, SHADOW_HINTS, SHADOW_KINDS,
+                   SHADOW_MAX_INSTRUCTIONS, SHADOW_TIMEOUT, GuestTables, budget, check_shadow_facts,
+                   check_shadow_native, check_walks, guest_tables, lab_guest, run_shadow, shadow_facts, tables_case,
+                   walk_results)

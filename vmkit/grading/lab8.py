@@ -1,0 +1,492 @@
+"""Lab 8 (shadow page tables): a student's page walk on guest tables it may only read, the student's
+hidden-fault and trace handlers in a trap-and-emulate or binary-translation VMM, each call on a budget,
+and what a run did as plain data.
+
+The lab's guests are LAB_GUEST with the check's own lines in it (lab_guest): a kernel that builds
+page tables, turns paging on, makes accesses in ring 0 and in ring 3, prints every #PF it gets (CR2
+and error code) and the page-table entries it is asked to show, and exits.
+"""
+import json
+import signal
+import struct
+import threading
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+import vmkit
+from ..errors import GuestError
+from ..machine.cpu import CR0_PG, CR0_WP, CR4_PSE
+from ..vmm import BinaryTranslation, TrapAndEmulate
+from .checks import check, check_facts, fail_cases, shown
+from .runs import ending, explained
+
+SHADOW_MAX_INSTRUCTIONS = 2_000_000
+SHADOW_TIMEOUT = 5.0                                # seconds for a whole run; the lab's guests need well under 1
+HANDLER_SECONDS = 1.0                               # one call of a student's handler; the reference's take µs
+SHADOW_KINDS = ("hidden-fault", "trace")
+TECHNIQUES = {"trap-and-emulate": TrapAndEmulate, "binary-translation": BinaryTranslation}
+SHADOW_FIELDS = ("serial", "exit_code", "true", "hidden", "fills", "traces", "tables", "counts")
+SHADOW_COUNTS = ("hidden_faults", "true_faults", "trace_faults", "trace_callouts", "shadow_fills", "shadow_roots",
+                 "retranslations")
+SHADOW_HINTS = {
+    "serial": "what the guest printed: a `#PF` line is a true fault it saw (CR2, error code), a `pte` line an "
+              "entry of its page tables with its accessed (0x20) and dirty (0x40) bits",
+    "exit_code": "the guest ends with out 0xf4",
+    "true": "the true faults, [linear, error code], in order: an access your VMM let through reaches the guest's "
+            "#PF handler no more; one it refused does",
+    "hidden": "the hidden faults, [linear, error code on the shadow]: a shadow entry that allows too little costs a "
+              "fault more; one that allows too much (writable before the guest's dirty bit is set, a page the "
+              "guest's tables refuse) takes away a fault the guest needed",
+    "fills": "each shadow entry made, [linear, its frame with P, R/W and U/S, the guest entry it was made from]",
+    "traces": "the guest's stores to its own page tables, [entry, old, new, how the VMM saw it]",
+    "tables": "the guest's page-table entries at the end, by guest-physical address: the accessed bit in every "
+              "entry a walk used, the dirty bit in the entry that maps a page written",
+    "counts": "the run's statistics: every hidden fault, true fault and trace, and the shadow entries made",
+}
+
+# The lab's guest: setup (before paging, physical = linear), kernel (ring 0, paging on), user (ring 3),
+# after (ring 0 again); PSE and WP as the check says. Accesses are `rd` and `wr` (5 bytes: the #PF
+# handler prints CR2 and the error code and skips the access).
+LAB_GUEST = r"""
+bits 32
+org 0x100000
+KCODE   equ 0x08
+KDATA   equ 0x10
+UCODE   equ 0x18 | 3
+UDATA   equ 0x20 | 3
+TSS_SEL equ 0x28
+COM1    equ 0x3f8
+PG_P    equ 1
+PG_RW   equ 2
+PG_US   equ 4
+PG_A    equ 0x20
+PG_D    equ 0x40
+PG_PS   equ 0x80
+PD      equ 0x380000                    ; the page directory
+PT      equ 0x381000                    ; four page tables, for linear 0 to 16 MiB, one after the other
+SPARE   equ 0x385000                    ; a fifth, for a check to point a PDE at
+KSTACK  equ 0x3f0000
+USER    equ 0x400000                    ; the user program: one read-only user page
+USTACK  equ 0x7ff000                    ; the user stack: one page
+DATA    equ 0x300000                    ; 16 frames; frame n holds n + 1
+%define PTE(l) (PT + ((l) >> 12) * 4)   ; where linear l's PTE is, for l below 16 MiB
+%define PDE(l) (PD + ((l) >> 22) * 4)
+
+%macro rd 1                             ; read the dword at %1 into EAX, add it to ESI
+    mov eax, [%1]
+    add esi, eax
+%endmacro
+%macro wr 1                             ; write EAX to %1
+    mov [%1], eax
+%endmacro
+%macro say 1+                           ; print a text (ring 0)
+    jmp %%over
+%%text: db %1, 0
+%%over:
+    push esi
+    mov esi, %%text
+    call puts
+    pop esi
+%endmacro
+%macro show 1                           ; print linear %1's PTE (ring 0)
+    say "pte "
+    mov eax, %1
+    call hex32
+    say " "
+    mov eax, [PTE(%1)]
+    call hex32
+    say 10
+%endmacro
+%macro showpde 1                        ; print linear %1's PDE (ring 0)
+    say "pde "
+    mov eax, %1
+    call hex32
+    say " "
+    mov eax, [PDE(%1)]
+    call hex32
+    say 10
+%endmacro
+
+start:
+    cli
+    lgdt [gdtr]
+    jmp KCODE:.cs
+.cs:
+    mov ax, KDATA
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    mov esp, KSTACK
+    mov eax, tss
+    mov [gdt + TSS_SEL + 2], ax
+    shr eax, 16
+    mov [gdt + TSS_SEL + 4], al
+    mov [gdt + TSS_SEL + 7], ah
+    mov ax, TSS_SEL
+    ltr ax
+    mov eax, page_fault
+    mov [idt + 14 * 8], ax
+    shr eax, 16
+    mov [idt + 14 * 8 + 6], ax
+    mov eax, system_call
+    mov [idt + 0x80 * 8], ax
+    shr eax, 16
+    mov [idt + 0x80 * 8 + 6], ax
+    lidt [idtr]
+    mov edi, PD                         ; nothing mapped ...
+    xor eax, eax
+    mov ecx, 1024 * 6
+    rep stosd
+    mov edi, PT                         ; ... but the first 4 MiB: identity, supervisor, writable
+    mov eax, PG_P | PG_RW
+    mov ecx, 1024
+.identity:
+    stosd
+    add eax, 0x1000
+    loop .identity
+    mov edi, DATA
+    mov eax, 1
+.data:
+    mov [edi], eax
+    inc eax
+    add edi, 0x1000
+    cmp eax, 16
+    jbe .data
+    mov dword [PDE(0)], PT | PG_P | PG_RW | PG_US
+    mov dword [PDE(USER)], (PT + 0x1000) | PG_P | PG_RW | PG_US
+    mov dword [PTE(USER)], user_frame | PG_P | PG_US
+    mov dword [PTE(USTACK)], 0x3a0000 | PG_P | PG_RW | PG_US
+{setup}
+    mov eax, PD
+    mov cr3, eax
+    mov eax, cr4
+    or eax, {cr4}
+    mov cr4, eax
+    mov eax, cr0
+    or eax, 0x80000000 | {wp}
+    mov cr0, eax
+    xor esi, esi
+kernel:
+{kernel}
+    push UDATA                          ; to ring 3
+    push USTACK + 0x1000
+    push 0x2
+    push UCODE
+    push user
+    iretd
+after_user:
+    mov ax, KDATA
+    mov ds, ax
+    mov es, ax
+{after}
+    say "sum "
+    mov eax, esi
+    call hex32
+    say 10
+    mov al, 0
+    out 0xf4, al
+
+page_fault:                             ; print CR2 and the error code; skip the 5-byte access
+    push eax
+    say "#PF "
+    mov eax, cr2
+    call hex32
+    say " "
+    mov eax, [esp + 4]
+    call hex32
+    say 10
+    pop eax
+    add esp, 4
+    add dword [esp], 5
+    iretd
+
+system_call:                            ; int 0x80: the user program is done
+    mov esp, KSTACK
+    jmp after_user
+
+puts:
+    push eax
+.next:
+    lodsb
+    test al, al
+    jz .done
+    call putc
+    jmp .next
+.done:
+    pop eax
+    ret
+
+putc:
+    push edx
+    push eax
+    mov dx, COM1 + 5
+.wait:
+    in al, dx
+    test al, 0x20
+    jz .wait
+    pop eax
+    mov dx, COM1
+    out dx, al
+    pop edx
+    ret
+
+hex32:
+    push ecx
+    mov ecx, 8
+.digit:
+    rol eax, 4
+    push eax
+    and al, 0x0f
+    add al, '0'
+    cmp al, '9'
+    jbe .out
+    add al, 'a' - '0' - 10
+.out:
+    call putc
+    pop eax
+    loop .digit
+    pop ecx
+    ret
+
+align 8
+gdt:
+    dq 0
+    dq 0x00cf9a000000ffff               ; 0x08 kernel code
+    dq 0x00cf92000000ffff               ; 0x10 kernel data
+    dq 0x00cffa000000ffff               ; 0x18 user code
+    dq 0x00cff2000000ffff               ; 0x20 user data
+    dw tss_end - tss - 1, 0             ; 0x28 the TSS
+    db 0, 0x89, 0, 0
+gdt_end:
+gdtr:
+    dw gdt_end - gdt - 1
+    dd gdt
+align 8
+idt:
+    times 14 dq 0
+    dw 0, KCODE, 0x8e00, 0              ; 14: #PF
+    times 0x80 - 15 dq 0
+    dw 0, KCODE, 0xee00, 0              ; 0x80: int 0x80, from ring 3
+    times 256 - 0x81 dq 0
+idtr:
+    dw 256 * 8 - 1
+    dd idt
+align 8
+tss:
+    dd 0, KSTACK, KDATA
+    times 22 dd 0
+    dw 0, tss_end - tss
+tss_end:
+
+section user start=0x108000 vstart=USER
+user_frame equ 0x108000
+user:
+{user}
+    int 0x80
+"""
+
+
+def lab_guest(setup="", kernel="", user="", after="", pse=False, wp=True):
+    """LAB_GUEST with a check's lines: `setup` runs before paging is on, `kernel` in ring 0 with paging
+    on, `user` in ring 3, `after` in ring 0 again; `pse` sets CR4.PSE, `wp` CR0.WP."""
+    return LAB_GUEST.format(setup=setup, kernel=kernel, user=user, after=after, cr4=CR4_PSE if pse else 0,
+                            wp=CR0_WP if wp else 0)
+
+
+# --- part 1: a walk on tables it may only read ------------------------------------------------------------
+class GuestTables:
+    """Guest page tables as a walk sees them, and nothing else: `read(physical)` (the dword there; 0 where
+    nothing was written), `vmm.vcpu.cr0`, `.cr3`, `.cr4`, `large_pages` (CR4.PSE) and `write_protect`
+    (CR0.WP). Built from `memory`, [[address, value], ...]."""
+
+    def __init__(self, memory, cr0=CR0_PG | CR0_WP | 0x11, cr3=0, cr4=0):
+        self.memory = {address: value for address, value in memory}
+        self.vmm = SimpleNamespace(vcpu=SimpleNamespace(cr0=cr0, cr3=cr3, cr4=cr4))
+
+    def read(self, physical):
+        return self.memory.get(physical, 0)
+
+    @property
+    def large_pages(self):
+        return bool(self.vmm.vcpu.cr4 & CR4_PSE)
+
+    @property
+    def write_protect(self):
+        return bool(self.vmm.vcpu.cr0 & CR0_WP)
+
+    def __getattr__(self, name):
+        raise AttributeError(f"the walk gets no mmu.{name} here: it reads the guest's tables with mmu.read(address) "
+                             f"and the guest's registers in mmu.vmm.vcpu (cr0, cr3, cr4), mmu.large_pages and "
+                             f"mmu.write_protect, and changes nothing")
+
+
+def tables_case(memory, accesses, cr3=0x380000, pse=False, wp=True):
+    """A part 1 case as plain data: guest memory [[address, value], ...], the registers, and accesses
+    [[linear, write, user], ...]."""
+    return {"memory": [list(pair) for pair in memory], "cr0": CR0_PG | (CR0_WP if wp else 0) | 0x11, "cr3": cr3,
+            "cr4": CR4_PSE if pse else 0, "accesses": [list(access) for access in accesses]}
+
+
+def walk_results(walk, case):
+    """walk(mmu, linear, write, user) for each access of `case` on a fresh GuestTables: each answer as
+    plain data, or the exception it raised, in words."""
+    results = []
+    for linear, write, user in case["accesses"]:
+        mmu = GuestTables(case["memory"], case["cr0"], case["cr3"], case["cr4"])
+        try:
+            with budget(f"guest_walk(mmu, {linear:#x}, write={write}, user={user})"):
+                answer = walk(mmu, linear, write, user)
+            results.append(json.loads(json.dumps(answer)))
+        except Exception as error:                  # the student's code raised: report it as the answer
+            results.append(f"{type(error).__name__}: {error}")
+    return results
+
+
+def check_walks(walk, case, expected, what, hint=None, show=3):
+    """The student's walk on every access of `case` against `expected` (one answer per access), the
+    first few misses listed."""
+    got = walk_results(walk, case)
+    wrong = [(f"guest_walk(mmu, {shown(linear)}, write={write}, user={user})", e, g)
+             for (linear, write, user), e, g in zip(case["accesses"], expected, got) if g != e]
+    fail_cases(what, wrong, len(expected), "accesses", hint, show)
+
+
+# --- parts 2 to 4: the student's handlers in a VMM -----------------------------------------------------
+class _OverBudget(BaseException):
+    """A student's handler ran past HANDLER_SECONDS (a BaseException: `except Exception` lets it pass)."""
+
+
+@contextmanager
+def budget(what, seconds=HANDLER_SECONDS):
+    """Stop the code inside after `seconds` with an AssertionError that names `what`: a SIGALRM timer,
+    where the code runs on the main thread (a notebook's cells do); elsewhere no limit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise _OverBudget()
+    before = signal.signal(signal.SIGALRM, expire)
+    left, _ = signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except _OverBudget:
+        raise AssertionError(f"{what} was still running after {seconds:g} s (the reference takes microseconds)\n"
+                             f"  where to look: a loop in it that never ends: one that waits for something "
+                             f"only the guest could change, or walks a list it keeps adding to") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, left)
+        signal.signal(signal.SIGALRM, before)
+
+
+def _budgeted(kind, handler):
+    """`handler` with each call on a budget, and an exception it raises turned into a message that says
+    which call it was."""
+    def hidden_fault(mmu, linear, write, user):
+        return call(f"your hidden-fault handler, filling linear {linear:#x} for a {_access(write, user)}",
+                    mmu, linear, write, user)
+
+    def trace(mmu, entry, old, new):
+        return call(f"your trace handler, after the guest changed its entry at {entry:#x} from {old:#x} to {new:#x}",
+                    mmu, entry, old, new)
+
+    def call(what, *args):
+        with budget(what):
+            try:
+                return handler(*args)
+            except (AssertionError, GuestError):
+                raise
+            except Exception as error:              # the student's code: say which call it failed in
+                raise AssertionError(f"{what} raised {type(error).__name__}: {error}") from error
+    return hidden_fault if kind == "hidden-fault" else trace
+
+
+def _access(write, user):
+    return f"{'write' if write else 'read'} by {'ring 3' if user else 'the kernel'}"
+
+
+def run_shadow(source, handlers, technique="trap-and-emulate", adaptive=True, what="the guest under your VMM",
+               max_instructions=SHADOW_MAX_INSTRUCTIONS, timeout=SHADOW_TIMEOUT):
+    """The guest under `technique` ("trap-and-emulate" or "binary-translation", with `adaptive`
+    translation) on shadow page tables whose handlers are `handlers` ({"hidden-fault": ..., "trace":
+    ...}), each call on a budget: (machine, result). A guest that does not assemble, runs out of budget
+    or is stopped by the shadow MMU (a fill that fills nothing, a refusal the guest's tables do not make)
+    fails with a message that names it."""
+    check(isinstance(handlers, dict) and sorted(handlers) == sorted(SHADOW_KINDS)
+          and all(callable(h) for h in handlers.values()), f"{what}: the shadow MMU's handler table",
+          expected='{"hidden-fault": a function, "trace": a function}',
+          got=sorted(handlers) if isinstance(handlers, dict) else type(handlers).__name__)
+    budgeted = {kind: _budgeted(kind, handlers[kind]) for kind in SHADOW_KINDS}
+    options = {"adaptive": adaptive} if technique == "binary-translation" else {}
+    with explained(what, max_instructions, timeout,
+                   look="a guest access that keeps faulting: every hidden fault must end with a shadow entry that "
+                        "allows the access",
+                   astray=lambda error: f"stopped: {error}"):
+        machine = TECHNIQUES[technique](vmkit.assemble(source), shadow_handlers=budgeted,
+                                        max_instructions=max_instructions, timeout=timeout, **options)
+        return machine, machine.run()
+
+
+def guest_tables(machine):
+    """Every non-zero entry of the guest's page directories (the one in its CR3 and those the shadow MMU
+    keeps roots for) and of the page tables they point to: {"0x<guest-physical address>": value}."""
+    vcpu = machine.vcpu
+    if not vcpu.cr0 & CR0_PG:
+        return {}
+    directories = sorted({vcpu.cr3 & ~0xFFF, *machine.shadow.roots})
+    entries = {}
+    for directory in directories:
+        pdes = _page(machine, directory)
+        for index, pde in enumerate(pdes):
+            if not pde:
+                continue
+            entries[f"{directory + index * 4:#x}"] = pde
+            if pde & 1 and not (pde & 0x80 and vcpu.cr4 & CR4_PSE) and (pde & ~0xFFF) < machine.cpu.ram_size:
+                table = pde & ~0xFFF
+                entries.update({f"{table + i * 4:#x}": pte for i, pte in enumerate(_page(machine, table)) if pte})
+    return entries
+
+
+def _page(machine, physical):
+    return struct.unpack("<1024I", bytes(machine.uc.mem_read(physical, 0x1000)))
+
+
+def shadow_facts(machine, result):
+    """What a run on shadow page tables did, as plain data: how it ended and what it printed, its true
+    faults, hidden faults, shadow fills and traces in order, the guest's page tables at the end and the
+    run's counts."""
+    facts = {**ending(result),
+             "true": [[e.detail["linear"], e.detail["error_code"]] for e in result.of_kind("true-fault")],
+             "hidden": [[e.detail["linear"], e.detail["error_code"]] for e in result.of_kind("hidden-fault")],
+             "fills": [[e.detail["linear"], e.detail["value"] & 0xFFFFF007, e.detail["guest_entry"]]
+                       for e in result.of_kind("shadow-fill")],
+             "traces": [[e.detail["entry"], e.detail["old"], e.detail["new"], e.detail["by"]]
+                        for e in result.of_kind("trace")],
+             "tables": guest_tables(machine),
+             "counts": {name: result.stats.get(name, 0) for name in SHADOW_COUNTS},
+             "where": {kind: [_where(machine.image, e.eip) for e in result.of_kind(event)]
+                       for kind, event in (("true", "true-fault"), ("hidden", "hidden-fault"),
+                                           ("fills", "shadow-fill"), ("traces", "trace"))}}
+    return json.loads(json.dumps(facts))
+
+
+def _where(image, eip):
+    """", at eip 0x...: the guest's `source line`", as far as the guest's listing tells."""
+    line = image.lines.get(eip)
+    text = image.source_line(line).split(";")[0].strip() if line else ""
+    return f", at eip {eip:#x}" + (f": the guest's `{text}`" if text else "")
+
+
+def check_shadow_facts(got, expected, what, fields=SHADOW_FIELDS):
+    """shadow_facts of a run with a student's handlers against the reference run's, the first
+    difference explained, with where in the guest it happened."""
+    check_facts(got, expected, what, hints=SHADOW_HINTS, fields=fields, unit="item", end="(no more)",
+                notes=got.get("where"))
+
+
+def check_shadow_native(got, native, what):
+    """A run's serial output and exit code against the bare machine's."""
+    check_facts(got, native, f"{what}, against the bare machine", fields=("serial", "exit_code"),
+                hints={"serial": "the bare machine walks the guest's own tables: under your VMM the guest must see "
+                                 "the same faults and the same accessed and dirty bits",
+                       "exit_code": SHADOW_HINTS["exit_code"]})
