@@ -198,8 +198,9 @@ def walk(m, linear, write=False, user=False, cr3=None):
 
 def _row_label(title, rows, colour):
     """A graphviz HTML label: a bold title (port "top") over rows of (port, text, background)."""
-    cells = "".join(f'<TR><TD PORT="{port}" ALIGN="LEFT" BALIGN="LEFT" BGCOLOR="{bg}">{html.escape(text)}</TD></TR>'
-                    for port, text, bg in rows)
+    # a little room after each text: a browser's sans-serif may run wider than the font dot measured with
+    cells = "".join(f'<TR><TD PORT="{port}" ALIGN="LEFT" BALIGN="LEFT" BGCOLOR="{bg}">{html.escape(text)}'
+                    f'&#160;&#160;&#160;</TD></TR>' for port, text, bg in rows)
     return (f'<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="4" BGCOLOR="{colour}">'
             f'<TR><TD PORT="top"><B>{html.escape(title)}</B></TD></TR>{cells}</TABLE>>')
 
@@ -654,6 +655,8 @@ class ShadowStepper(Walker):
         fresh = [e for e in self.last_events if is_shadow_event(e)]
         if fresh:
             items = "".join(f"<li>{html.escape(event_line(e))}</li>" for e in fresh[-6:])
+            if len(fresh) > 6:
+                items = f"<li><i>{len(fresh) - 6} earlier ones: see the log below</i></li>" + items
             self.what.value = (f"<ul style='margin:0;font-size:13px'>{items}</ul>"
                                f"<div style='font-size:12px;color:#555'>the guest instruction: "
                                f"{html.escape(code_text(m, self.focus_eip))}</div>")
@@ -669,7 +672,7 @@ class ShadowStepper(Walker):
         shown = events[-self.LOG_LINES:]
         rows = [(f"<b>{html.escape(event_line(e))}</b>" if id(e) in ids else html.escape(event_line(e))) for e in shown]
         more = f"… {len(events) - len(shown)} earlier\n" if len(events) > len(shown) else ""
-        self.log.value = (f"<pre style='margin:0;font-size:11px;white-space:pre-wrap'>{more}"
+        self.log.value = (f"<pre style='margin:0;font-size:11px;white-space:pre-wrap;word-break:normal'>{more}"
                           f"{chr(10).join(rows) or '(none yet)'}</pre>")
         text = bytes(m.serial.output).decode("utf-8", errors="replace")
         self.serial.value = (f"<pre style='margin:0;background:#222;color:#eee;padding:4px'>"
