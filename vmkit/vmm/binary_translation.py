@@ -589,8 +589,9 @@ class BinaryTranslation(TrapAndEmulate):
 
     def _store(self, c, site):
         """The call-out of an instruction that stores to the guest's page tables: the VMM looks at
-        where it stores and, if that is a traced page, lets the copy behind the int3 store with the
-        page writable for one instruction (no fault taken); the shadow follows as after a trace."""
+        where it stores and, if that is a traced page, makes a `mov` store itself, or lets the copy
+        behind the int3 make any other with the page writable for one instruction; no fault is
+        taken, and the shadow follows as after a trace."""
         cpu = self.cpu
         cpu["eip"] = site + 1                 # the copy of the instruction, right behind the call-out
         insn = decode(cpu.read(c.guest, 15), c.guest)
@@ -609,8 +610,15 @@ class BinaryTranslation(TrapAndEmulate):
             cpu.translate(target, True, False)    # the guest's accessed and dirty bits for the store
         except Fault:
             return                            # the guest's tables refuse it: the copy faults for real
-        if self.shadow.begin_store(target, "call-out"):
+        dst, src = (insn.operands + [None, None])[:2]
+        if insn.mnemonic == "mov" and dst.type == 3 and src is not None and src.type in (1, 2):
+            # the common PTE store: the VMM makes it itself, and the guest goes on after the copy
+            with self.shadow.writing("call-out"):
+                write_operand(self, insn, dst, operand_value(self, insn, src))
+            cpu["eip"] = site + 1 + insn.size
             self.stats["trace_callouts"] += 1
+        elif self.shadow.begin_store(target, "call-out"):
+            self.stats["trace_callouts"] += 1     # any other store: the copy makes it, unfaulted
 
     # --- guest writes into code it has translated --------------------------------------------------------
     def _on_code_written(self, units):

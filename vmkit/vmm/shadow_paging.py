@@ -39,6 +39,7 @@ Guest-physical addresses are machine addresses here: the guest's RAM starts at 0
 so a shadow entry keeps the guest's frame number. A VMM that places its guests elsewhere in memory
 also translates the frame (Xen's p2m table; hardware's nested paging does it in the walk).
 """
+import contextlib
 from collections import Counter, OrderedDict, defaultdict
 
 from ..errors import GuestError
@@ -88,6 +89,7 @@ class ShadowPageTables:
         self.frame_of = {}            # shadow PTE -> the guest frame it maps
         self.maps = defaultdict(set)  # guest frame -> the shadow PTEs that map it
         self.stepping = None          # a store to a traced page the CPU is carrying out now
+        self.writer = "vmkit"         # who vmkit's own stores into a traced page are made for
         self._same = (None, 0)
 
     # --- the VMM's own memory, in every root ------------------------------------------------------
@@ -347,7 +349,16 @@ class ShadowPageTables:
         start, end = physical & ~3, (physical + len(data) + 3) & ~3
         before = bytes(self.uc.mem_read(start, end - start))
         self.uc.mem_write(physical, bytes(data))
-        self._propagate(start, before, bytes(self.uc.mem_read(start, end - start)), how="vmkit")
+        self._propagate(start, before, bytes(self.uc.mem_read(start, end - start)), how=self.writer)
+
+    @contextlib.contextmanager
+    def writing(self, how):
+        """vmkit's stores into traced pages inside the block are made for `how` (a "call-out")."""
+        self.writer, before = how, self.writer
+        try:
+            yield
+        finally:
+            self.writer = before
 
     # --- a store the CPU carries out on a traced page ---------------------------------------------
     def begin_store(self, linear, how):
@@ -384,7 +395,7 @@ class ShadowPageTables:
                              f"{VMM_PDE << 22:#x}", self.vmm.result())
 
     def _propagate(self, start, before, after, how, linear=None):
-        for offset in range(0, len(after), 4):
+        for offset in _changed_words(before, after):
             old = int.from_bytes(before[offset:offset + 4], "little")
             new = int.from_bytes(after[offset:offset + 4], "little")
             if old != new:
@@ -491,6 +502,16 @@ class ShadowPageTables:
 
     def _write(self, address, value):
         self.uc.mem_write(address, (value & 0xFFFFFFFF).to_bytes(4, "little"))
+
+
+def _changed_words(before, after, chunk=64):
+    """The offsets of the 32-bit words that differ, found a chunk at a time (a page compared word by
+    word in Python would cost more than the trap it follows)."""
+    for base in range(0, len(after), chunk):
+        if before[base:base + chunk] != after[base:base + chunk]:
+            for offset in range(base, min(base + chunk, len(after)), 4):
+                if before[offset:offset + 4] != after[offset:offset + 4]:
+                    yield offset
 
 
 # --- the handlers a lab writes -----------------------------------------------------------------------

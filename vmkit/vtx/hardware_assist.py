@@ -376,18 +376,22 @@ class HardwareAssist(Machine):
             base, limit = self.cpu.table(X.UC_X86_REG_GDTR)
             for page in range(base & ~0xFFF, base + limit + 1, 0x1000):
                 entry = self.shadow.shadow_entry(page)
-                if entry is None or not entry[1] & PTE_P:
+                if entry is None or entry[1] & (PTE_P | PTE_RW) != PTE_P | PTE_RW:
                     self._implicit_fill(page)
         super().deliver(vector, source, error_code)
 
     def _implicit_fill(self, linear):
-        """The CPU's own read of a descriptor-table page the TLB or the shadow does not hold yet."""
+        """The CPU's own access to a GDT page the TLB or the shadow does not hold yet: it reads a
+        descriptor, and writes its accessed bit, so the page is filled for a write where the guest
+        allows one."""
+        write = self.cpu.translate(linear, True, peek=True) is not None
+        code = 2 if write else 0
         if self.controls.enable_ept:
-            self._tlb_miss(linear, 0)
-        elif self.shadow.handlers["hidden-fault"](self.shadow, linear, False, False):
-            self.vmexit("EXCEPTION", vector=PF_, name=vector_name(PF_), error_code=0)
+            self._tlb_miss(linear, code)
+        elif self.shadow.handlers["hidden-fault"](self.shadow, linear, write, False):
+            self.vmexit("EXCEPTION", vector=PF_, name=vector_name(PF_), error_code=code)
             self.stats["hidden_faults"] += 1
-            self.record("hidden-fault", linear=linear, error_code=0, fills=1, implicit=True)
+            self.record("hidden-fault", linear=linear, error_code=code, fills=1, implicit=True)
 
     def _guest_error_code(self, linear, error_code):
         """The error code the guest's own walk gives (its A bits set as the CPU sets them)."""
