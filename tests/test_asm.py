@@ -62,3 +62,13 @@ def test_a_section_linked_elsewhere_is_known_by_where_it_runs():
     assert image.runs_at(vstart) and not image.runs_at(start) and image.runs_at(0x100000)
     causes = {e.detail["cause"] for e in vmkit.run(image).of_kind("ring-transition")}
     assert causes == {"iret", "#PF", "int 0x80"}
+
+
+def test_source_lines_are_found_where_a_relocated_section_runs():
+    """The listing counts each section from 0; the image maps a higher-half kernel's lines to the
+    addresses its code runs at, so a stepper shows the source line, not a neighbour's."""
+    image = vmkit.assemble(vmkit.guests.source("paging_kernel"))
+    line = image.line_of(image.symbols["high_start"])
+    assert image.source_line(line).strip().startswith("mov esp, KSTACK_TOP")
+    assert image.source_line(image.line_of(image.symbols["user_main"])).strip().startswith("mov edi, eax")
+    assert image.line_of(0x101000) is None                 # loaded there, but it never runs there

@@ -63,7 +63,7 @@ class Image:
         for a, n in self.lines.items():
             if a <= address and (best is None or a > best[0]):
                 best = (a, n)
-        return best[1] if best and address < self.end else None
+        return best[1] if best and self.runs_at(address) else None
 
     def source_line(self, number):
         lines = self.source.splitlines()
@@ -134,8 +134,8 @@ def _assemble(source):
             raise _asm_error(proc.stderr, source)
         code, listing = _read(out, "rb"), _read(lst, "r")
         origin = _origin(source)
-        lines = _listing_lines(listing, origin, len(prelude))
         mapped = _read(mapf, "r") if os.path.exists(mapf) else ""
+        lines = _listing_lines(listing, origin, len(prelude), _map_sections(mapped))
     return Image(code=code, origin=origin, symbols=_map_symbols(mapped), lines=lines, source=source,
                  relocated=_map_relocated(mapped))
 
@@ -166,9 +166,11 @@ def _asm_error(stderr, source):
 _LISTING = re.compile(r"^\s*(\d+) ([0-9A-F]{8}) ([0-9A-F]+|\([0-9A-F]+\)|\[[0-9A-F]+\])")
 
 
-def _listing_lines(listing, origin, prelude_lines):
-    """address -> source line. Lines a macro expanded (marked <n>) belong to the line that invoked it."""
-    result, current = {}, None
+def _listing_lines(listing, origin, prelude_lines, sections=None):
+    """address -> source line, at the address the code runs at. Lines a macro expanded (marked <n>)
+    belong to the line that invoked it. The listing counts each section's offsets from 0: a
+    `section` line moves the base to that section's vstart (`sections`, from the map file)."""
+    result, current, base = {}, None, origin
     for row in listing.splitlines()[prelude_lines:]:
         head = re.match(r"^\s*(\d+)", row)
         if not head:
@@ -176,11 +178,12 @@ def _listing_lines(listing, origin, prelude_lines):
         in_macro = re.search(r"\s<\d+>\s", row[:48]) is not None
         if not in_macro:
             current = int(head.group(1))
+        directive = re.match(r"^\s*\d+\s+(?:<\d+>\s+)?\[?\s*section\s+([^\s\]]+)", row, re.I)
+        if directive and sections and directive.group(1) in sections:
+            base = sections[directive.group(1)]
         m = _LISTING.match(row)
-        if m and current is not None and not row.rstrip().endswith("-"):
-            result.setdefault(origin + int(m.group(2), 16), current)
-        elif m and current is not None:
-            result.setdefault(origin + int(m.group(2), 16), current)
+        if m and current is not None:
+            result.setdefault(base + int(m.group(2), 16), current)
     return result
 
 
@@ -189,6 +192,12 @@ def _map_symbols(text):
     for m in re.finditer(r"^\s*([0-9A-F]+)\s+([0-9A-F]+)\s+(\S+)\s*$", text, re.M):
         symbols[m.group(3)] = int(m.group(2), 16)
     return symbols
+
+
+def _map_sections(text):
+    """{section name: the address it runs at (vstart)}, from the map's section summary."""
+    rows = re.finditer(r"^\s*([0-9A-F]+)\s+([0-9A-F]+)\s+([0-9A-F]+)\s+([0-9A-F]+)\s+\w+\s+(\S+)\s*$", text, re.M)
+    return {m.group(5): int(m.group(1), 16) for m in rows}
 
 
 def _map_relocated(text):

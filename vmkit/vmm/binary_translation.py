@@ -580,6 +580,8 @@ class BinaryTranslation(TrapAndEmulate):
         count = self._traces[guest] = self._traces.get(guest, 0) + 1
         if guest is None or count < ADAPT_AFTER:
             return super().trace_fault(linear, error_code)
+        self.record("trap", cause="write to a traced page table", vector=PF_, error_code=error_code,
+                    instruction=piece.text, linear=linear)
         self.cache.translator.store_callouts.add(guest)
         self.cache.kill(unit)
         self.stats["retranslations"] += 1
