@@ -11,7 +11,7 @@ sensitive calls out to the VMM, which emulates it with trap-and-emulate's handle
 code (ring 3) runs directly, untranslated, as it did before.
 
 A guest that pages runs on trap-and-emulate's shadow page tables, with Adams & Agesen's *adaptive*
-binary translation (ASPLOS 2006, 3.2) on top: a guest instruction that keeps storing to the guest's
+binary translation (ASPLOS 2006, 3.3) on top: a guest instruction that keeps storing to the guest's
 page tables, and so keeps taking trace faults, is retranslated into a call-out that carries out its
 store with no fault at all (ADAPT_AFTER).
 

@@ -2,7 +2,7 @@
 
 The guest kernel keeps its own page tables and loads its own CR3, but the CPU never walks them: the
 real CR3 names a *shadow* page directory that the VMM builds from the guest's tables, page by page,
-as the guest touches memory. Adams & Agesen (ASPLOS 2006, 2.4 and 3.2) name the three things that
+as the guest touches memory. Adams & Agesen (ASPLOS 2006, 2.4 and 3.3) name the three things that
 keep the two in step, and this module keeps their names:
 
     hidden fault   the shadow has no entry (or a read-only one) where the guest's tables allow the
