@@ -10,6 +10,7 @@ import vmkit.guests
 from vmkit import compare
 from vmkit.viz import compare as viz_compare
 from vmkit.viz.paging import (
+    EPT_ENTRIES,
     ShadowStepper,
     WalkStepper,
     bits,
@@ -18,13 +19,18 @@ from vmkit.viz.paging import (
     guest_registers,
     is_shadow_event,
     page_story,
+    paging_counts,
+    paging_exits,
     paper_table,
     shadow_beside_guest,
     store_table,
+    two_d_walk,
     walk,
 )
+from vmkit.vtx import VmcsControls
 
-TE, BT = "trap-and-emulate", "binary-translation"
+TE, BT, HA = "trap-and-emulate", "binary-translation", "hardware-assist"
+NO_EPT, EPT = VmcsControls(enable_ept=False), VmcsControls(ept_on_demand=True)
 HEAP, USER_CODE, USER_STACK, KERNEL = 0x08100000, 0x08048000, 0x083ff000, 0xC0100000
 PD_A, PT_A, PD_B, PT_B = 0x382000, 0x383000, 0x384000, 0x385000       # paging_kernel.asm's tables
 ACCESSES = [(False, False), (True, False), (False, True), (True, True)]
@@ -295,6 +301,118 @@ def test_the_papers_numbers_are_figure_4s():
     assert tuple(rows["pgfault"][2:]) == ("1,093", "3,927", "11,242")
     assert tuple(rows["ptemod"][3:]) == ("391", "12,733")
     assert viz_compare.paper_cycles("pgfault") == (1093, 3927, 11242)
+
+
+# --- the hardware's answers: first-generation VT-x's exits, EPT's two-dimensional walk ---------------------------
+@pytest.fixture(scope="module")
+def answers(kernel):
+    """One run of the paging kernel under every answer to its paging."""
+    return {"natively": vmkit.run(kernel), "trap-and-emulate": vmkit.run(kernel, TE),
+            "binary translation": vmkit.run(kernel, BT), "VT-x without EPT": vmkit.run(kernel, HA, controls=NO_EPT),
+            "VT-x with EPT": vmkit.run(kernel, HA, controls=EPT)}
+
+
+def test_without_ept_every_shadow_paging_trap_is_an_exit_of_its_own(answers):
+    """The same guest: each #PF trap-and-emulate takes (hidden, true or trace) is an EXCEPTION exit
+    without EPT, each CR3 load a CR_ACCESS exit, each invlpg an INVLPG exit; the guest's reads of CR0
+    and CR2 trap under trap-and-emulate and exit under VT-x only for CR3."""
+    te, vtx = paging_counts(answers["trap-and-emulate"]), paging_counts(answers["VT-x without EPT"])
+    stats = answers["VT-x without EPT"].stats
+    for key in ("cr_load", "invlpg", "hidden", "true", "stores"):
+        assert te[key] == vtx[key] > 0, key
+    assert vtx["hidden"] + vtx["true"] + vtx["stores"] == stats["vmexit_EXCEPTION"]
+    assert vtx["cr_load"] + vtx["cr_read"] == stats["vmexit_CR_ACCESS"] and vtx["invlpg"] == stats["vmexit_INVLPG"]
+    assert vtx["cr_read"] == 1 and te["cr_read"] > vtx["cr_read"]          # only mov from CR3 exits
+    assert (te["unit"], vtx["unit"], vtx["tlb_misses"]) == ("traps", "VM exits", None)
+    table = paging_exits({"trap-and-emulate": answers["trap-and-emulate"],
+                          "VT-x without EPT": answers["VT-x without EPT"]})
+    rows = {row[0]: row[1:] for row in table.rows}
+    assert rows["invlpg"] == [str(te["invlpg"]), f"{vtx['invlpg']} INVLPG"]
+    assert rows["hidden faults"] == [str(te["hidden"]), f"{vtx['hidden']} EXCEPTION"]
+    assert rows["in all"] == [str(te["total"]), str(vtx["total"])]
+    assert not any("EPT violation" in label or "TLB" in label for label in rows)     # empty rows left out
+
+
+def test_with_ept_the_paging_work_takes_no_exit_but_each_new_frame_one(answers):
+    ept = paging_counts(answers["VT-x with EPT"])
+    stats = answers["VT-x with EPT"].stats
+    assert all(ept[key] == 0 for key in ("cr_load", "cr_read", "invlpg", "hidden", "true", "stores"))
+    assert ept["ept"] == ept["total"] == stats["vmexit_EPT_VIOLATION"] > 0
+    assert (ept["tlb_misses"], ept["walk_references"]) == (stats["tlb_misses"], stats["walk_references"])
+    table = paging_exits(answers)
+    rows = {row[0]: row[1:] for row in table.rows}
+    guest_pf = [paging_counts(run)["guest_pf"] for run in answers.values()]
+    assert len(set(guest_pf)) == 1 and guest_pf[0] == answers["trap-and-emulate"].stats["true_faults"] == 17
+    assert rows["#PFs the guest's own handler ran"] == ["17"] * 5
+    assert rows["a guest frame's first touch (EPT violation)"][-1] == f"{ept['ept']} EPT_VIOLATION"
+    assert rows["TLB misses"] == ["—"] * 4 + [f"{stats['tlb_misses']:,}"]
+    bt = answers["binary translation"].stats
+    assert rows["page-table stores (trace faults, call-outs)"][2] == \
+        f"{bt['trace_faults'] + bt['trace_callouts']} ({bt['trace_faults']} faults, {bt['trace_callouts']} call-outs)"
+    assert rows["in all"][0] == "0" and table.header[1] == "natively (no VMM)"
+
+
+def test_the_drawn_two_dimensional_walk_is_the_machines_in_order_with_the_guests_entries(kernel):
+    """A TLB miss on A's first heap page: the 14 references the machine lists, numbered in its order;
+    the guest's PDE and PTE at the addresses the guest's own walk reads, with the values memory holds;
+    each EPT reference with the index the SDM takes from its guest-physical address."""
+    m = first_syscall(vmkit.machine(kernel, HA, controls=EPT))
+    g = two_d_walk(m, HEAP)
+    listed = m.two_dimensional_walk(HEAP)
+    assert [(what, gpa) for _, what, gpa in g.refs] == listed and [n for n, _, _ in g.refs] == list(range(1, 15))
+    assert len(g.refs) == 14 and g.native == 2 and "14 memory references" in g.caption and "natively 2" in g.caption
+    wk = walk(m, HEAP)
+    guest = [(n, what, gpa) for n, what, gpa in g.refs if not what.startswith("EPT")]
+    assert [(n, gpa) for n, _, gpa in guest] == [(5, PD_A + (HEAP >> 22) * 4), (10, PT_A + 0x100 * 4)]
+    assert [gpa for _, _, gpa in guest] == [e.address for e in wk.entries]
+    lines = g.text.splitlines()[1:-1]
+    assert [int(line.split(".")[0]) for line in lines] == list(range(1, 15))
+    for n, what, gpa in g.refs:
+        line, label = lines[n - 1], re.search(rf'n{n} \[label=<(.*?)>\]', g.source, re.S).group(1)
+        if what.startswith("EPT"):
+            level = int(what.split()[2])
+            title, shift = EPT_ENTRIES[level]
+            assert f"{title} [{(gpa >> shift) & 0x1FF}]" in line and f"gPA {gpa:#010x}" in line
+            assert f"{title} [{(gpa >> shift) & 0x1FF}]" in label and f"<B>{n}</B>" in label
+        else:
+            value = u32(m, gpa)
+            assert f"at gPA {gpa:#010x}: {value:#010x}" in line
+            assert f"at {gpa:#x}" in label and f"{value:#010x}" in label and f"<B>{n}</B>" in label
+    order = [g.source.index(f"\tn{n} [label") for n in range(1, 15)]
+    assert order == sorted(order)                                 # drawn in the CPU's order
+    assert f"host-physical {wk.physical:#010x}" in g.source
+
+
+PSE_GUEST = """
+    mov dword [pd], 0x83                 ; 0-4 MiB: identity, one 4 MiB page
+    mov eax, pd
+    mov cr3, eax
+    mov eax, cr4
+    or eax, 0x10                         ; CR4.PSE
+    mov cr4, eax
+    mov eax, cr0
+    or eax, 0x80000000                   ; CR0.PG
+    mov cr0, eax
+    mov ebx, [0x200000]
+    mov al, 1
+    out 0xf4, al
+align 4096
+pd: times 1024 dd 0
+"""
+
+
+def test_a_two_dimensional_walk_has_4_references_with_paging_off_9_for_a_4_mib_page_5_to_a_hole(kernel):
+    off = vmkit.machine(kernel, HA, controls=EPT)
+    g = two_d_walk(off, 0x100000)
+    assert [(what, gpa) for _, what, gpa in g.refs] == off.two_dimensional_walk(0x100000)
+    assert len(g.refs) == 4 and g.native == 0 and "host-physical 0x00100000" in g.source
+    big = vmkit.machine(PSE_GUEST, HA, controls=EPT)
+    big.run()
+    g = two_d_walk(big, 0x200123)
+    assert len(g.refs) == 9 and g.native == 1 and [what for _, what, _ in g.refs][4] == "the guest's PDE"
+    assert "a 4 MiB page at 0x0" in g.text and "host-physical 0x00200123" in g.source
+    hole = two_d_walk(big, 0x12345678)
+    assert len(hole.refs) == 5 and "not present" in hole.text and "#PF in the guest" in hole.source
 
 
 # --- without graphviz ----------------------------------------------------------------------------------------------

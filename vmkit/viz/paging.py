@@ -10,6 +10,10 @@ the events a run recorded.
     event_line(event), page_story(events, page)  those events as sentences
     store_table(result)                          each page-table store: a trace fault or a call-out
     cost_table(runs, rounds), paper_table()      per-round counts measured here; Adams & Agesen's cycles
+    paging_counts(result), paging_exits(runs)    the paging work that entered the VMM: traps, call-outs
+                                                 or VM exits (CR_ACCESS, INVLPG, EXCEPTION, EPT_VIOLATION)
+    two_d_walk(machine, linear)                  a TLB miss under EPT: the EPT's four references for each
+                                                 guest-physical address the guest's walk reads, numbered
 
 Nothing here pages or shadows: the guest's tables are read from its memory (guest-physical addresses
 are machine addresses on the vmkit PC), the shadow's through the machine's shadow MMU
@@ -20,8 +24,9 @@ tests/test_viz_paging.py checks the two agree.
 Used by lesson 06.
 
 Long because: one picture per idea of lesson 06 (the walk and its stepper, the shadow beside the
-guest's tables, the stepper over the shadow MMU's events, the costs), and all of them read the same
-entries with the same rules; apart, they would share most of this module's helpers.
+guest's tables, the stepper over the shadow MMU's events, the costs, the exits of first-generation VT-x
+and EPT's two-dimensional walk), and all of them read the same entries with the same rules; apart, they
+would share most of this module's helpers.
 """
 import html
 import re
@@ -764,3 +769,171 @@ def paper_table():
                   "hardware VMM (first VT-x, shadow page tables)"], rows,
                  "CPU cycles on the paper's Pentium 4, not measured here (Adams & Agesen, ASPLOS 2006, Figure 4 and "
                  "its text); for ptemod, native is a single store, for which the paper gives no cycle count")
+
+
+# --- the hardware's answers: first-generation VT-x, and EPT's two-dimensional walk ------------------------------
+# one row per kind of paging work; each technique hears of it by a trap, a call-out or a VM exit, or not at all
+PAGING_ROWS = (("cr_load", "mov to CR0, CR3 or CR4"), ("cr_read", "mov from CR0, CR2 or CR3"), ("invlpg", "invlpg"),
+               ("hidden", "hidden faults"), ("true", "true faults (the guest's own #PF)"),
+               ("stores", "page-table stores (trace faults, call-outs)"),
+               ("ept", "a guest frame's first touch (EPT violation)"), ("total", "in all"),
+               ("guest_pf", "#PFs the guest's own handler ran"), ("tlb_misses", "TLB misses"),
+               ("walk_references", "references of their 2-D walks"))
+EXIT_NAMES = {"cr_load": "CR_ACCESS", "cr_read": "CR_ACCESS", "invlpg": "INVLPG", "hidden": "EXCEPTION",
+              "true": "EXCEPTION", "stores": "EXCEPTION", "ept": "EPT_VIOLATION"}
+_CR_LOAD, _CR_READ = re.compile(r"mov cr\d, "), re.compile(r"mov \w+, cr\d")
+
+
+def paging_counts(result):
+    """How often a run's paging work entered the VMM, counted from its events and stats: control-register
+    moves, invlpg, hidden and true faults, stores to page tables (trace faults and call-outs), EPT
+    violations, and their sum ("total"); beside them the #PFs the guest's own handler ran (the same
+    under every technique) and, under EPT filled on demand, the TLB misses and their walks' references.
+    "unit" says what one entry into the VMM is: a trap, or a VM exit."""
+    s = result.stats
+    c = dict.fromkeys(("cr_load", "cr_read", "invlpg", "hidden", "true", "stores", "ept"), 0)
+    exits = "vmexits" in s and result.technique == "hardware-assist"
+    for e in result.events:
+        d = e.detail
+        if exits and e.kind == "vmexit" and d.get("reason") == "CR_ACCESS":
+            c["cr_load" if d.get("access") == "mov to cr" else "cr_read"] += 1
+        elif exits and e.kind == "vmexit" and d.get("reason") == "INVLPG":
+            c["invlpg"] += 1
+        elif not exits and e.kind == "trap":
+            text = str(d.get("instruction", ""))
+            if _CR_LOAD.match(text):
+                c["cr_load"] += 1
+            elif _CR_READ.match(text):
+                c["cr_read"] += 1
+            elif text.startswith("invlpg"):
+                c["invlpg"] += 1
+    c.update(hidden=s.get("hidden_faults", 0), true=s.get("true_faults", 0),
+             stores=s.get("trace_faults", 0) + s.get("trace_callouts", 0), ept=s.get("vmexit_EPT_VIOLATION", 0))
+    c["total"] = sum(c.values())
+    c["guest_pf"] = sum(1 for e in result.events if e.kind == "ring-transition" and e.detail.get("vector") == 14)
+    c["tlb_misses"], c["walk_references"] = s.get("tlb_misses"), s.get("walk_references")
+    c["unit"] = "VM exits" if exits else "traps" if result.technique != "native" else "no VMM"
+    return c
+
+
+def paging_exits(runs):
+    """`runs` maps a setup's name to one run of the same guest: for each kind of paging work, how many
+    times it entered the VMM under each setup (a trap, a call-out or a VM exit, with the exit's reason
+    under VT-x), and the #PFs the guest's own handler ran. Rows that are empty for every setup are left
+    out. Counted from each run's events (paging_counts)."""
+    counts = {name: paging_counts(run) for name, run in runs.items()}
+
+    def cell(name, key):
+        c, run = counts[name], runs[name]
+        value = c[key]
+        if value is None:
+            return "—"
+        if key == "stores" and run.stats.get("trace_callouts"):
+            return f"{value} ({run.stats.get('trace_faults', 0)} faults, {run.stats['trace_callouts']} call-outs)"
+        if c["unit"] == "VM exits" and value and key in EXIT_NAMES:
+            return f"{value} {EXIT_NAMES[key]}"
+        return f"{value:,}"
+
+    rows = [[label] + [cell(name, key) for name in runs] for key, label in PAGING_ROWS
+            if any(counts[name][key] for name in runs)]
+    header = ["the guest's paging work"] + [f"{name} ({counts[name]['unit']})" for name in runs]
+    return Table(header, rows, "one run of the same guest under each setup, counted from its events: how often each "
+                               "kind of paging work entered the VMM (exact, the same on every machine); the guest's "
+                               "output is the same under all")
+
+
+EPT_ENTRIES = {4: ("EPT PML4E", 39), 3: ("EPT PDPTE", 30), 2: ("EPT PDE", 21), 1: ("EPT PTE", 12)}
+EPT_COLOUR, GUEST_COLOUR = "#e8eaf6", "#f6e7d2"
+
+
+def _ref_label(number, title, lines, colour, bold=False):
+    rows = "".join(f'<TR><TD ALIGN="LEFT" BALIGN="LEFT">{html.escape(line)}&#160;</TD></TR>' for line in lines)
+    title = f"<B>{html.escape(title)}</B>" if bold else html.escape(title)
+    badge = f'<TD ROWSPAN="{len(lines) + 1}" BGCOLOR="#1f4e79"><FONT COLOR="white"><B>{number}</B></FONT></TD>' \
+        if number else ""
+    return (f'<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="4" BGCOLOR="{colour}">'
+            f'<TR>{badge}<TD ALIGN="LEFT">{title}&#160;</TD></TR>{rows}</TABLE>>')
+
+
+def two_d_walk(m, linear):
+    """The two-dimensional walk a TLB miss on `linear` makes under EPT, drawn from the machine's own list
+    (m.two_dimensional_walk, a VT-x model run with VmcsControls(ept_on_demand=True)): each guest-physical
+    address the guest's walk reads (its PDE, its PTE) is first translated by the EPT's four levels, then
+    read; the page's own address takes the EPT's four more. One column per guest-physical address, the
+    EPT's levels top to bottom (each with the index it takes from that address, SDM vol. 3C, "The Extended
+    Page Table Mechanism"), the guest's entry at the foot of its column with the value it holds, each
+    reference numbered in the CPU's order; the native walk's count in the caption. `refs` holds (number,
+    what, guest-physical address); `native` the native walk's count."""
+    refs = m.two_dimensional_walk(linear)
+    wk = walk(m, linear)
+    regs = guest_registers(m)
+    native = len(wk.entries) if wk.paging else 0
+    columns = []                                  # (what, gpa, [(number, EPT level or None for the guest's entry)])
+    for n, (what, gpa) in enumerate(refs, 1):
+        ept = what.startswith("EPT level")
+        target = what.split(" for ", 1)[1] if ept else what
+        if not columns or columns[-1][0] != target or columns[-1][2][-1][1] is None:
+            columns.append((target, gpa, []))
+        columns[-1][2].append((n, int(what.split()[2]) if ept else None))
+    ended = bool(columns) and columns[-1][0] == "the page"
+    caption = (f"the two-dimensional walk of a TLB miss on {linear:#010x} under EPT: {len(refs)} memory references, "
+               f"in the order numbered (blue: the EPT, the hypervisor's; tan: the guest's own tables); natively {native}")
+    text = [f"A TLB miss on linear {linear:#010x} under EPT (guest CR3 {regs['cr3']:#x}), reference by reference:"]
+    g = Diagram("two_d_walk", caption=caption)
+    g.attr(rankdir="TB", fontname="Helvetica", nodesep="0.5", ranksep="0.22")
+    g.attr("node", shape="plaintext", fontname="Helvetica", fontsize="10")
+    g.attr("edge", fontname="Helvetica", fontsize="9", color="#555555", arrowsize="0.6")
+    entries = {e.address: e for e in wk.entries}
+    with g.subgraph(name="heads") as heads:
+        heads.attr(rank="same")
+        for c, (target, gpa, _) in enumerate(columns):
+            if target == "the page":
+                lines = [f"gPA {gpa:#010x}", "paging is off: the linear address" if not wk.paging else
+                         f"from the {'PTE' if wk.entry('PTE') else 'PDE'}'s frame"]
+            else:
+                entry = entries.get(gpa)
+                pde = target.endswith("PDE")
+                base = regs["cr3"] & FRAME if pde else wk.entry("PDE").value & FRAME
+                lines = [f"gPA {gpa:#010x}",
+                         f"= {'CR3' if pde else 'its table'} {base:#x} + {entry.index if entry else '?'} × 4"]
+            heads.node(f"h{c}", _ref_label(None, target, lines, "#ffffff", bold=True))
+        for c in range(1, len(columns)):
+            heads.edge(f"h{c - 1}", f"h{c}", style="invis")
+    last = None
+    for c, (target, gpa, cells) in enumerate(columns):
+        names = [f"h{c}"]
+        for n, level in cells:
+            if level is not None:
+                title, shift = EPT_ENTRIES[level]
+                index = (gpa >> shift) & 0x1FF
+                g.node(f"n{n}", _ref_label(n, f"{title} [{index}]", [f"bits {shift + 8}:{shift}"], EPT_COLOUR))
+                text.append(f"{n}. {title} [{index}] (EPT level {level}, bits {shift + 8}:{shift}) for gPA {gpa:#010x}, "
+                            f"{target}")
+            else:
+                value = _u32(m, gpa)
+                name = "PDE" if target.endswith("PDE") else "PTE"
+                then = ("not present: a #PF in the guest" if not value & PTE_P else
+                        f"a 4 MiB page at {value & 0xFFC00000:#x}" if name == "PDE" and wk.large else
+                        f"next: gPA {value & FRAME:#x}")
+                g.node(f"n{n}", _ref_label(n, f"{target} at {gpa:#x}", [f"{value:#010x}  {bits(value, name)}", then],
+                                           GUEST_COLOUR, True))
+                text.append(f"{n}. {target} at gPA {gpa:#010x}: {value:#010x} ({bits(value, name)}); {then}")
+            names.append(f"n{n}")
+        if target == "the page":
+            g.node("data", _ref_label(None, "the data", [f"host-physical {gpa:#010x}"], "#dbeaf7", True))
+            names.append("data")
+        for a, b in zip(names, names[1:]):
+            g.edge(a, b)
+        if last is not None:
+            g.edge(last, f"h{c}", style="dashed", constraint="false", color="#1f4e79", label=" its frame ")
+        last = names[-1]
+    if not ended and columns:
+        g.node("pf", _ref_label(None, "#PF in the guest", ["its own tables refuse:", "no exit under EPT"], FAULT, True))
+        g.edge(last, "pf", color="#c62828")
+    text.append((f"Then the data, at host-physical {columns[-1][1]:#010x} (vmkit's EPT maps each guest frame to the "
+                 f"same address)." if ended else "The walk ends at a guest entry that is not present: a #PF in the "
+                 "guest, with no exit.") + f" {len(refs)} references; natively {native}.")
+    g.text = "\n".join(text)
+    g.refs = [(n, what, gpa) for n, (what, gpa) in enumerate(refs, 1)]
+    g.native = native
+    return g
