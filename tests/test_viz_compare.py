@@ -248,7 +248,8 @@ def test_one_rounds_counts_are_the_difference_of_two_suites_divided_by_the_round
     # the large suite: 90 more rounds of 10 instructions, 2 traps (T&E) and 1 trap (BT); the blocks stay
     assert vc.round_counts(small, suite, "syscall", "trap-and-emulate") == {
         "instructions": 10, "traps": 2, "exits": 0, "hypercalls": 0, "blocks": 0,
-        "hidden_faults": 0, "true_faults": 0, "trace_faults": 0, "trace_callouts": 0}
+        "hidden_faults": 0, "true_faults": 0, "trace_faults": 0, "trace_callouts": 0,
+        "cr_exits": 0, "invlpg_exits": 0, "pf_exits": 0, "ept_violations": 0, "tlb_misses": 0, "walk_references": 0}
     table = vc.round_counts_table(small, suite)
     assert table.rows[0] == ["syscall", "10", "none", "2 traps", "1 trap", "none", "—"]
     assert table.rows[1][2:] == ["—"] * 5          # not in the small suite: nothing to subtract
@@ -298,3 +299,89 @@ def test_the_adaptive_table_and_plot_read_round_by_rounds_runs():
     assert plot.png()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="exact"):
         vc.round_medians([on[0], off[0]])
+
+
+# --- the VT-x model's three memory modes ---------------------------------------------------------------------
+NO_EPT, ON_DEMAND = "hardware-assist/no-ept", "hardware-assist/ept-on-demand"
+
+
+def memory_cells(rounds, technique_counts):
+    """ptemod and pgfault as the memory techniques count them: made-up boot counts plus a round each."""
+    boot = {"ptemod": {NO_EPT: dict(exits=30, cr_exits=2, invlpg_exits=1, pf_exits=8, hidden_faults=8),
+                       ON_DEMAND: dict(exits=37, ept_violations=7, tlb_misses=16, walk_references=144),
+                       "binary-translation": dict(traps=49, hidden_faults=8, trace_faults=2, blocks=38),
+                       "hardware-assist": dict(exits=30)},
+            "pgfault": {NO_EPT: dict(exits=34, cr_exits=2, pf_exits=3, hidden_faults=3),
+                        ON_DEMAND: dict(exits=37, ept_violations=5, tlb_misses=9, walk_references=66),
+                        "binary-translation": dict(traps=46, hidden_faults=4, blocks=40),
+                        "hardware-assist": dict(exits=32)}}
+    cells = []
+    for name, techniques in boot.items():
+        cells.append(cell(name, "native", rounds=rounds, instructions=4000 + 3 * rounds))
+        for t, counts in techniques.items():
+            counts = dict(counts)
+            for k, v in technique_counts[name].get(t, {}).items():
+                counts[k] = counts.get(k, 0) + v * rounds
+            cells.append(cell(name, t, rounds=rounds, instructions=4000 + 3 * rounds, **counts))
+    return Suite(cells)
+
+
+PER_ROUND = {"ptemod": {NO_EPT: dict(exits=1, pf_exits=1, trace_faults=1), "binary-translation": dict(traps=1)},
+             "pgfault": {NO_EPT: dict(exits=1, pf_exits=1, true_faults=1),
+                         "binary-translation": dict(traps=3, true_faults=1)}}
+
+
+def test_the_vt_x_models_memory_modes_are_columns_of_their_own_first_generation_first():
+    assert vc.TECHNIQUES == compare.COLUMNS
+    assert [vc.SHORT[t] for t in ("hardware-assist/no-ept", "hardware-assist", "hardware-assist/ept-on-demand")] == \
+        ["VT-x, no EPT", "VT-x, EPT", "VT-x, EPT on demand"]
+    assert set(vc.COLOURS) == set(vc.SHORT) == set(compare.COLUMNS) and len(set(vc.COLOURS.values())) == len(vc.COLOURS)
+    suite = memory_cells(50, PER_ROUND)
+    assert vc.counts_table(suite).header[3:] == ["native", "binary transl.", "VT-x, no EPT", "VT-x, EPT",
+                                                 "VT-x, EPT on demand"]
+    diagram = vc.cost_diagram()
+    assert "#PF, CR3 load, invlpg -> shadow MMU" in diagram.text and "EPT violation -> KVM maps the frame" in diagram.text
+
+
+def test_the_vt_x_models_memory_work_shows_in_brackets_after_its_exits():
+    suite = memory_cells(50, PER_ROUND)
+    row = dict(zip(vc.counts_table(suite).header, next(r for r in vc.counts_table(suite).rows if r[0] == "ptemod")))
+    # without EPT the shadow MMU's faults are among the #PF exits, as they are among the traps of a software VMM
+    assert row["VT-x, no EPT"] == "80 exits (2 CR accesses; 1 INVLPG; 58 #PF: 8 hidden faults, 50 trace faults)"
+    assert row["VT-x, EPT on demand"] == "37 exits (7 EPT violations) · 16 TLB misses (144 walk references)"
+    assert row["VT-x, EPT"] == "30 exits"
+    assert row["binary transl."] == "99 traps (8 hidden faults, 2 trace faults) · 38 blocks"
+    small = memory_cells(10, PER_ROUND)
+    per = dict(zip(vc.round_counts_table(small, suite).header,
+                   next(r for r in vc.round_counts_table(small, suite).rows if r[0] == "pgfault")))
+    assert per["VT-x, no EPT"] == "1 exit (1 #PF: 1 true fault)"
+    assert per["VT-x, EPT on demand"] == per["VT-x, EPT"] == "none"
+    assert vc.round_counts(small, suite, "ptemod", NO_EPT)["pf_exits"] == 1
+
+
+def test_the_headline_table_sets_the_papers_software_and_hardware_vmm_beside_ours():
+    small, suite, longer = (memory_cells(n, PER_ROUND) for n in (10, 50, 250))
+    table = vc.headline_table(small, suite, longer)
+    assert table.header == ["workload", "software VMM", "hardware VMM", "hardware ÷ software", "binary transl.",
+                            "VT-x, no EPT", "hardware ÷ software"]
+    pgfault, ptemod = table.rows
+    assert pgfault[:4] == ["pgfault", "3,927", "11,242", "2.9×"] and ptemod[:4] == ["ptemod", "391", "12,733", "33×"]
+    # one round: 3 ns of instructions plus 3 traps (60 µs) against 1 exit (10 µs); 1 trap against 1 exit
+    assert pgfault[4] == "3 traps (1 true fault); 60.0 µs" and pgfault[5] == "1 exit (1 #PF: 1 true fault); 10.0 µs"
+    assert pgfault[6] == "0.17×" and ptemod[6] == "0.5×"
+    assert "first-generation VT-x" in table.caption and "Figure 4" in table.caption
+    assert vc.headline_ratios(suite, longer) == {"pgfault": (pytest.approx(11242 / 3927), pytest.approx(1 / 6, rel=1e-3)),
+                                                 "ptemod": (pytest.approx(12733 / 391), pytest.approx(0.5, rel=1e-3))}
+    plot = vc.headline_plot(suite, longer)
+    assert "Adams & Agesen: VT-x ÷ BT (cycles): pgfault 2.9×, ptemod 33×" in plot.text
+    assert "VT-x, no EPT ÷ binary transl. (µs): pgfault 0.17×, ptemod 0.5×" in plot.text
+    assert plot.png()[:4] == b"\x89PNG"
+
+
+def test_the_paper_beside_ours_shows_the_vt_x_modes_the_suite_has():
+    suite = memory_cells(50, PER_ROUND)
+    table = vc.paper_beside_ours(suite, WORKLOADS)
+    assert table.header[4:] == ["binary transl.", "VT-x, no EPT", "VT-x, EPT", "VT-x, EPT on demand", "real KVM"]
+    assert "without EPT" in table.caption
+    plot = vc.paper_plot(suite, WORKLOADS)
+    assert "VT-x, no EPT: pgfault" in plot.text

@@ -4,7 +4,8 @@ Nothing here measures or runs a guest by itself. Every function takes what vmkit
 (a suite of Measurements, a fitted cost model) and renders it:
 
     time_table(suite)          a whole run's µs per round, workload x technique, with each slowdown
-    counts_table(suite)        the exact counts: traps, exits, hypercalls, translated blocks
+    counts_table(suite)        the exact counts: traps, exits, hypercalls, translated blocks, and the
+                               memory work among them (shadow page faults, the VT-x model's exits)
     round_counts_table(small, large)   the same for one loop round, from two suites
     round_time_table(shorter, longer), fixed_cost_table(shorter, longer)
                                a run's time split: what each round costs, what the run pays once
@@ -14,6 +15,9 @@ Nothing here measures or runs a guest by itself. Every function takes what vmkit
     check_orderings(suite, claims, shorter)   each claimed ordering checked against the measured times
     paper_table(), paper_beside_ours(suite, workloads, longer), paper_plot(...)
                                Adams & Agesen (ASPLOS 2006, Figure 4) beside ours
+    headline_table(small, suite, longer), headline_plot(suite, longer)
+                               pgfault and ptemod, their software VMM against their hardware VMM beside
+                               binary translation against the VT-x model without EPT: events and µs a round
     adaptive_table(on, off), adaptive_plot(on, off)
                                ptemod round by round (vmkit.compare.round_by_round), adaptive
                                binary translation on and off: trace faults, call-outs, µs a round
@@ -37,16 +41,25 @@ from .. import compare
 from .diagram import Diagram, Plot, Table
 from .translation import ADAMS_AGESEN
 
-TECHNIQUES = ("native", "trap-and-emulate", "binary-translation", "paravirt", "hardware-assist", "kvm")
+# vmkit.compare.COLUMNS: the VT-x model's three memory modes are three columns, first-generation VT-x
+# (no EPT: shadow page tables and their exits) before EPT (the model's default, its memory mapped from
+# the start) and EPT filled on demand (EPT violations, TLB misses and their walks counted)
+TECHNIQUES = compare.COLUMNS
 SHORT = {"native": "native", "trap-and-emulate": "trap & emulate", "binary-translation": "binary transl.",
-         "paravirt": "paravirt", "hardware-assist": "HW-assist model", "kvm": "real KVM"}
+         "paravirt": "paravirt", "hardware-assist/no-ept": "VT-x, no EPT", "hardware-assist": "VT-x, EPT",
+         "hardware-assist/ept-on-demand": "VT-x, EPT on demand", "kvm": "real KVM"}
 COLOURS = {"native": "#424242", "trap-and-emulate": "#c62828", "binary-translation": "#1565c0",
-           "paravirt": "#2e7d32", "hardware-assist": "#ef6c00", "kvm": "#6a1b9a"}
+           "paravirt": "#2e7d32", "hardware-assist/no-ept": "#8d6e63", "hardware-assist": "#ef6c00",
+           "hardware-assist/ept-on-demand": "#ffb300", "kvm": "#6a1b9a"}
 COUNTS = ("traps", "exits", "hypercalls", "blocks")       # the events the cost model charges for
 COST_TERMS = ("instruction", "trap", "exit", "hypercall", "block")
-# the shadow MMU's share of the traps (vmkit.compare.MMU_COUNTS), each named once and many times
+# the shadow MMU's events (vmkit.compare.MMU_COUNTS), among the traps or the #PF exits, each named once and many times
 MMU = {"hidden_faults": ("hidden fault", "hidden faults"), "true_faults": ("true fault", "true faults"),
        "trace_faults": ("trace fault", "trace faults"), "trace_callouts": ("trace call-out", "trace call-outs")}
+# the VT-x model's exits for memory (among its exits), and its TLB misses with their walks' references
+EXITS = {"cr_exits": ("CR access", "CR accesses"), "invlpg_exits": ("INVLPG", "INVLPG"), "pf_exits": ("#PF", "#PF"),
+         "ept_violations": ("EPT violation", "EPT violations")}
+WALKS = {"tlb_misses": ("TLB miss", "TLB misses"), "walk_references": ("walk reference", "walk references")}
 
 # --- Adams & Agesen, ASPLOS 2006, Figure 4 ------------------------------------------------------------------
 # The nanobenchmarks in CPU cycles on their VT-x Pentium 4: native, VMware's software VMM (binary
@@ -186,25 +199,39 @@ def time_table(suite):
                  "of native's; —: could not run (see why below)")
 
 
+def _named(counts, names, number):
+    return [f"{number(counts[k])} {name[counts[k] != 1]}" for k, name in names.items() if counts.get(k)]
+
+
 def _describe(counts, number=None):
     """'145 traps (50 true faults, 4 hidden faults) · 40 blocks': the events of `counts` (a dict),
-    the shadow MMU's in brackets after the traps they are part of; 'none' when there are none."""
+    the shadow MMU's in brackets after the traps they are part of, or, under the VT-x model without
+    EPT, after the #PF exits they are; the VT-x model's memory exits in brackets after the exits, its
+    TLB misses last; 'none' when there are none."""
     number = number or _n
+    mmu = ", ".join(_named(counts, MMU, number))
     parts = []
     for kind in COUNTS:
         value = counts.get(kind, 0)
         if not value:
             continue
         text = f"{number(value)} {kind[:-1] if value == 1 else kind}"
-        if kind == "traps":
-            mmu = [f"{number(counts[k])} {names[counts[k] != 1]}" for k, names in MMU.items() if counts.get(k)]
-            text += f" ({', '.join(mmu)})" if mmu else ""
+        if kind == "traps" and mmu:
+            text += f" ({mmu})"
+        if kind == "exits":
+            exits = _named(counts, EXITS, number)
+            if mmu and not counts.get("traps") and counts.get("pf_exits"):
+                exits = [f"{e}: {mmu}" if e.endswith("#PF") else e for e in exits]
+            text += f" ({'; '.join(exits)})" if exits else ""
         parts.append(text)
+    walks = _named(counts, WALKS, number)
+    if walks:
+        parts.append(walks[0] + (f" ({walks[1]})" if len(walks) > 1 else ""))
     return " · ".join(parts) or "none"
 
 
 def _events(m):
-    return _describe({kind: getattr(m, kind, 0) for kind in COUNTS + tuple(MMU)})
+    return _describe({kind: getattr(m, kind, 0) for kind in COUNTS + tuple(MMU) + tuple(EXITS) + tuple(WALKS)})
 
 
 def counts_table(suite):
@@ -221,7 +248,10 @@ def counts_table(suite):
     return Table(["workload", "rounds", "instructions"] + [SHORT.get(t, t) for t in techniques], rows,
                  "exact counts for the whole run: guest instructions (counted natively), then per technique the "
                  "traps into the VMM (in brackets the page faults and call-outs of the shadow page tables among "
-                 "them), VM exits, hypercalls and blocks translated; none: the guest ran without the VMM's help")
+                 "them), VM exits (in brackets the VT-x model's exits for memory: CR accesses, invlpgs, #PF, with "
+                 "the shadow page tables' faults among them, and EPT violations), hypercalls, blocks translated, "
+                 "and the VT-x model's TLB misses with the references of their two-dimensional walks (EPT on "
+                 "demand); none: the guest ran without the VMM's help")
 
 
 def _per(value):
@@ -236,7 +266,8 @@ def round_counts(small, large, workload, technique):
     if not (_ran(a) and _ran(b)) or b.rounds == a.rounds:
         return None
     n = b.rounds - a.rounds
-    return {kind: (getattr(b, kind) - getattr(a, kind)) / n for kind in ("instructions",) + COUNTS + tuple(MMU)}
+    return {kind: (getattr(b, kind) - getattr(a, kind)) / n
+            for kind in ("instructions",) + COUNTS + tuple(MMU) + tuple(EXITS) + tuple(WALKS)}
 
 
 def round_counts_table(small, large):
@@ -252,8 +283,9 @@ def round_counts_table(small, large):
         rows.append(row)
     return Table(["workload", "instructions"] + [SHORT.get(t, t) for t in techniques], rows,
                  "per loop round, exact: the counts of two runs with different rounds, subtracted and divided; "
-                 "in brackets: the page faults and call-outs of the shadow page tables among the traps; "
-                 "none: one round needs nothing from the VMM; —: could not run")
+                 "in brackets: the page faults and call-outs of the shadow page tables among the traps, the VT-x "
+                 "model's exits for memory among its exits; none: one round needs nothing from the VMM; —: could "
+                 "not run")
 
 
 def _per_round(rt):
@@ -387,10 +419,23 @@ def _ours_text(suite, name, technique, longer=None):
     return "—"
 
 
+# Our columns beside the paper's: the translator, the VT-x model (without EPT first: the paper's hardware
+# VMM had none) and real KVM; the VT-x modes only where the suite has them
+OURS = ("binary-translation", "hardware-assist/no-ept", "hardware-assist", "hardware-assist/ept-on-demand", "kvm")
+_ALWAYS = ("binary-translation", "hardware-assist", "kvm")
+
+
+def _ours_columns(suite):
+    present = {m.technique for m in suite.measurements}
+    return [t for t in OURS if t in _ALWAYS or t in present]
+
+
 def paper_beside_ours(suite, workloads, longer=None):
     """For each benchmark of the paper that one of our workloads mirrors: the paper's software and
-    hardware VMM against its native, beside ours (binary translation, the VT-x model, real KVM). Ours
-    are whole runs, or with `longer` (the same suite with more rounds) one round, the fixed part out."""
+    hardware VMM against its native, beside ours (binary translation, the VT-x model in the memory
+    modes the suite has, real KVM). Ours are whole runs, or with `longer` (the same suite with more
+    rounds) one round, the fixed part out."""
+    columns = _ours_columns(suite)
     rows = []
     for bench, name in mirrored(suite, workloads):
         native, software, hardware = paper_cycles(bench)
@@ -398,15 +443,16 @@ def paper_beside_ours(suite, workloads, longer=None):
         rows.append([bench, name,
                      _ratio(software, native) if native else _words(row[3]),
                      _ratio(hardware, native) if native else _words(row[4])]
-                    + [_ours_text(suite, name, t, longer) for t in ("binary-translation", "hardware-assist", "kvm")])
+                    + [_ours_text(suite, name, t, longer) for t in columns])
     ours = ("whole runs, fixed part included" if longer is None else
             "one loop round, the run's fixed part subtracted; within the noise: the round costs less than the "
             "repeats disagree by")
-    return Table(["paper", "ours", "software VMM", "hardware VMM", "binary transl.", "HW-assist model", "real KVM"],
+    return Table(["paper", "ours", "software VMM", "hardware VMM"] + [SHORT[t] for t in columns],
                  rows, "each technique's time as a multiple of native's. The paper: cycles per operation on a "
-                 "Pentium 4 (Adams & Agesen, ASPLOS 2006, Figure 4); where it gives no native number its words stand "
-                 f"in the cell. Ours: measured here ({ours}), where native is Unicorn emulating the guest, not the "
-                 "bare CPU.", groups=[("", 2), ("Adams & Agesen", 2), ("this machine", 3)])
+                 "Pentium 4 (Adams & Agesen, ASPLOS 2006, Figure 4); its hardware VMM was first-generation VT-x, "
+                 "without EPT; where it gives no native number its words stand in the cell. Ours: measured here "
+                 f"({ours}), where native is Unicorn emulating the guest, not the bare CPU.",
+                 groups=[("", 2), ("Adams & Agesen", 2), ("this machine", len(columns))])
 
 
 def paper_plot(suite, workloads, longer=None):
@@ -416,20 +462,21 @@ def paper_plot(suite, workloads, longer=None):
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), facecolor="white")
     lines = ["Adams & Agesen (cycles ÷ native cycles):"]
     for k, (label, colour) in enumerate((("software VMM", COLOURS["binary-translation"]),
-                                         ("hardware VMM", COLOURS["hardware-assist"]))):
+                                         ("hardware VMM", COLOURS["hardware-assist/no-ept"]))):
         ys = [paper_cycles(b)[k + 1] / paper_cycles(b)[0] for b, _ in pairs]
         left.bar([i + (k - 0.5) * 0.38 for i in range(len(pairs))], ys, 0.38, color=colour, label=label)
         lines.append(f"  {label}: " + ", ".join(f"{b} {times(y)}" for (b, _), y in zip(pairs, ys)))
     lines.append("this machine (seconds ÷ native seconds" + (", per round):" if longer is not None else "):"))
-    ours = ("binary-translation", "hardware-assist", "kvm")
+    ours = _ours_columns(suite)
+    width = 0.8 / len(ours)
     for k, t in enumerate(ours):
         xs, ys = [], []
         for i, (_, name) in enumerate(pairs):
             ratio = _ours(suite, name, t, longer)
             if ratio is not None:
-                xs.append(i + (k - 1) * 0.27)
+                xs.append(i + (k - (len(ours) - 1) / 2) * width)
                 ys.append(ratio)
-        right.bar(xs, ys, 0.27, color=COLOURS[t], label=SHORT[t])
+        right.bar(xs, ys, width, color=COLOURS[t], label=SHORT[t])
         lines.append(f"  {SHORT[t]}: " + ", ".join(f"{name} {_ours_text(suite, name, t, longer)}" for _, name in pairs))
     for ax, title, labels in ((left, "Adams & Agesen, ASPLOS 2006", [b for b, _ in pairs]),
                               (right, "this machine" + (", per round" if longer is not None else ""),
@@ -441,6 +488,81 @@ def paper_plot(suite, workloads, longer=None):
         ax.set_ylabel("time ÷ native time")
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return Plot(fig, "\n".join(lines))
+
+
+# --- the paper's headline cells: its software VMM against its hardware VMM -----------------------------------
+HEADLINE = ("pgfault", "ptemod")
+
+
+def headline_table(small, suite, longer, workloads=HEADLINE, software="binary-translation",
+                   hardware="hardware-assist/no-ept"):
+    """Adams & Agesen's pgfault and ptemod, their software VMM (binary translation) against their
+    hardware VMM (first-generation VT-x, shadow page tables, no EPT), beside ours: what one round of
+    each costs binary translation and the VT-x model without EPT, in exact events (from `small` and
+    `suite`, two suites of different rounds) and in µs (from `suite` and `longer`), and the hardware
+    column as a multiple of the software one, theirs and ours."""
+    rows = []
+    for name in workloads:
+        _, paper_software, paper_hardware = paper_cycles(name)
+        cells, per = [], {}
+        for t in (software, hardware):
+            counts = round_counts(small, suite, name, t)
+            rt = compare.round_time(suite, longer, name, t) if _cell(suite, name, t) is not None else None
+            per[t] = rt.per_round if rt is not None and rt.resolved else None
+            cells.append("—" if counts is None else f"{_describe(counts, _per)}; {_per_round(rt)} µs")
+        ratio = times(per[hardware] / per[software]) if None not in per.values() else "—"
+        rows.append([name, f"{paper_software:,.0f}", f"{paper_hardware:,.0f}", times(paper_hardware / paper_software),
+                     *cells, ratio])
+    return Table(["workload", "software VMM", "hardware VMM", "hardware ÷ software", SHORT[software], SHORT[hardware],
+                  "hardware ÷ software"], rows,
+                 "one round. Adams & Agesen: CPU cycles on their Pentium 4 (ASPLOS 2006, Figure 4 and its text), "
+                 "VMware's binary translator against their VMM on first-generation VT-x, both on shadow page tables. "
+                 "This machine: the round's exact events (two runs of different rounds, subtracted) and its µs (the "
+                 "same with the longer run, the fixed part out; < x: within the repeats' disagreement)",
+                 groups=[("", 1), ("Adams & Agesen (cycles)", 3), ("this machine (one round)", 3)])
+
+
+def headline_ratios(suite, longer, workloads=HEADLINE, software="binary-translation", hardware="hardware-assist/no-ept"):
+    """{workload: (the paper's hardware ÷ software cycles, ours per round or None)}: above 1 the
+    software VMM was the faster. Ours is None where a round of either is too cheap to time."""
+    out = {}
+    for name in workloads:
+        _, paper_software, paper_hardware = paper_cycles(name)
+        rts = [compare.round_time(suite, longer, name, t) if _cell(suite, name, t) is not None else None
+               for t in (software, hardware)]
+        ours = rts[1].per_round / rts[0].per_round if all(rt is not None and rt.resolved for rt in rts) else None
+        out[name] = (paper_hardware / paper_software, ours)
+    return out
+
+
+def headline_plot(suite, longer, workloads=HEADLINE):
+    """The hardware VMM's time over the software VMM's, per round, for pgfault and ptemod: Adams &
+    Agesen's (first-generation VT-x over VMware's translator, in cycles) beside ours (the VT-x model
+    without EPT over binary translation), on a log scale; above 1 binary translation was the faster."""
+    ratios = headline_ratios(suite, longer, workloads)
+    fig, ax = plt.subplots(figsize=(6.5, 3.4), facecolor="white")
+    lines = ["hardware VMM ÷ software VMM, one round (above 1: binary translation is the faster):"]
+    for k, (label, colour) in enumerate((("Adams & Agesen: VT-x ÷ BT (cycles)", COLOURS["hardware-assist/no-ept"]),
+                                         ("this machine: VT-x, no EPT ÷ binary transl. (µs)", "#bcaaa4"))):
+        xs = [i + (k - 0.5) * 0.38 for i, name in enumerate(ratios) if ratios[name][k] is not None]
+        ys = [r[k] for r in ratios.values() if r[k] is not None]
+        ax.bar(xs, ys, 0.38, color=colour, label=label)
+        for x, y in zip(xs, ys):
+            ax.text(x, y, times(y), ha="center", va="bottom", fontsize=9)
+        lines.append(f"  {label}: " + ", ".join(f"{name} {times(r[k]) if r[k] is not None else 'too cheap to time'}"
+                                                 for name, r in ratios.items()))
+    ax.axhline(1, color=COLOURS["native"], linestyle="--", linewidth=1)
+    ax.text(-0.55, 1, " equal", va="bottom", ha="left", fontsize=9, color=COLOURS["native"])
+    ax.set_yscale("log")
+    ax.set_ylim(0.1, 100)
+    ax.set_xlim(-0.6, len(ratios) - 0.4)
+    ax.set_xticks(range(len(ratios)), list(ratios))
+    ax.set_ylabel("hardware ÷ software")
+    ax.set_title("first-generation VT-x against binary translation", fontsize=11)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return Plot(fig, "\n".join(lines))
 
@@ -545,7 +667,11 @@ _PATHS = {
                            ("trap", "callout (in, faults)", "VMM emulates it"),
                            ("trap", "#PF on the shadow page tables", "shadow MMU: fill, reflect or trace")],
     "paravirt": [("hypercall", "int 0x82", "Xen handles it"), ("trap", "what still traps", "Xen emulates it")],
+    "hardware-assist/no-ept": [("exit", "VM exit (IO, HLT...)", "VMM handles it"),
+                               ("exit", "#PF, CR3 load, invlpg", "shadow MMU: fill, reflect or trace")],
     "hardware-assist": [("exit", "VM exit (IO, HLT...)", "VMM handles it")],
+    "hardware-assist/ept-on-demand": [("exit", "VM exit (IO, HLT...)", "VMM handles it"),
+                                      ("exit", "EPT violation", "KVM maps the frame")],
     "kvm": [("exit", "VM exit (IO, HLT...)", "kvm.ko, then vmkit")],
 }
 
