@@ -23,7 +23,8 @@ moment), so `viz.compare` costs nothing to a lesson that never draws a plot.
     translation  side_by_side(), cache_graph(), TranslationStepper: a binary translator's units
     paravirt     HypercallStepper, xen_structure(), multicalls, a split driver's ring
     kvm          run_loop(), ExitStepper, VmcsExplorer: VT-x and KVM's run loop
-    paging       walk(), WalkStepper, shadow_beside_guest(), ShadowStepper: 32-bit paging and shadow page tables
+    paging       walk(), WalkStepper, shadow_beside_guest(), ShadowStepper, paging_exits(), two_d_walk(): 32-bit
+                 paging, shadow page tables, EPT
     migration    timeline(), rounds_table(), RoundStepper: pre-copy live migration
     isolation    svirt_diagram(), access_walker(): sVirt's labels and decisions
     compare      the comparison's tables and plots, the cost model, a workload designer
