@@ -6,7 +6,7 @@ import pytest
 
 import vmkit
 import vmkit.guests
-from vmkit.xen import Paravirt
+from vmkit.xen import BadAddress, Paravirt
 from vmkit.xen import abi as xen
 from vmkit.xen import event_channels, grant_tables
 from vmkit.xen.io_ring import BlkRequest, BlkResponse, read_ring
@@ -24,7 +24,7 @@ def split_driver_run():
 def test_dom0_creates_a_domu_whose_split_driver_carries_data_both_ways_then_destroys_it():
     result = split_driver_run()
     assert result.serial.splitlines() == [
-        "dom0: creating a domain from the boot module (3248 bytes)",
+        "dom0: creating a domain from the boot module (3280 bytes)",
         "dom0: created domain 1 (paused)",
         "dom0: unpaused it",
         "(d1) blkfront: granted the ring (ref 8) and a data page (ref 9) to dom0",
@@ -172,19 +172,28 @@ def test_a_blocked_domain_wakes_on_its_timer_and_the_idle_time_is_counted():
 def test_a_granted_page_is_the_same_memory_in_both_domains_while_it_is_mapped():
     dom0 = Paravirt(YIELD_FOREVER)
     domu = dom0.xen.create_domain(SPIN.code)
-    grant_tables.grant(domu, 8, 0, 0x200)                        # domU page 0x200000, for dom0
+    frame = domu.pfn_to_mfn(0x200)                               # a grant names a machine frame
+    page = dom0.xen.mm.pages[frame]
+    assert (page.owner, page.count, page.type, page.type_count) == (domu, 2, "writable_page", 1)   # its PTE's
+    grant_tables.grant(domu, 8, 0, frame)                        # domU page 0x200000, for dom0
     dom0.write(0x300000, b"dom0's own")
-    status, handle, frame = grant_tables.map_grant_ref(dom0, 0x300000, xen.GNTMAP_host_map, 8, domu.domid)
-    assert (status, frame) == (xen.GNTST_okay, 0x200)
+    status, handle, mapped = grant_tables.map_grant_ref(dom0, 0x300000, xen.GNTMAP_host_map, 8, domu.domid)
+    assert (status, mapped) == (xen.GNTST_okay, frame)
+    assert dom0.mapped_frame(0x300000) == frame                  # dom0's PTE points at the domU's frame
     domu.write(0x200000, b"ping")
     assert dom0.read(0x300000, 4) == b"ping"
     dom0.write(0x300004, b"pong")
     assert domu.read(0x200004, 4) == b"pong"
     flags = grant_tables.read_entry(domu, 8)[0]
     assert flags == xen.GTF_permit_access | xen.GTF_reading | xen.GTF_writing      # in use: not to be reused
+    assert (page.count, page.type_count) == (3, 2)               # the grant holds a writable reference too
     assert grant_tables.unmap_grant_ref(dom0, 0x300000, handle) == xen.GNTST_okay
-    assert dom0.read(0x300000, 10) == b"dom0's own"                                # its own page is back
+    assert dom0.mapped_frame(0x300000) is None                   # Xen clears the PTE, as Xen's unmap does
+    with pytest.raises(BadAddress):
+        dom0.read(0x300000, 4)
+    assert dom0.xen_read(0x300000, 10) == b"dom0's own"          # dom0's own frame is untouched
     assert grant_tables.read_entry(domu, 8)[0] == xen.GTF_permit_access
+    assert (page.count, page.type_count) == (2, 1)
     assert grant_tables.unmap_grant_ref(dom0, 0x300000, handle) == xen.GNTST_bad_handle
 
 
@@ -192,8 +201,8 @@ def test_the_hypervisor_checks_every_grant_before_mapping_it():
     dom0 = Paravirt(YIELD_FOREVER)
     domu = dom0.xen.create_domain(SPIN.code)
     other = dom0.xen.create_domain(SPIN.code)
-    grant_tables.grant(domu, 8, other.domid, 0x200)              # granted to domain 2, not to dom0
-    grant_tables.grant(domu, 9, 0, 0x201, readonly=True)
+    grant_tables.grant(domu, 8, other.domid, domu.pfn_to_mfn(0x200))     # granted to domain 2, not to dom0
+    grant_tables.grant(domu, 9, 0, domu.pfn_to_mfn(0x201), readonly=True)
     host_map = xen.GNTMAP_host_map
 
     def status(*args):

@@ -424,7 +424,7 @@ def test_touching_xens_memory_is_a_page_fault_with_the_address_in_cr2():
         mov eax, [esi + SI_SHARED_INFO]
         mov [shared], eax
         hypercall 0, traps
-        mov dword [0xf5800000], 1
+        mov dword [0xfc000000], 1      ; HYPERVISOR_VIRT_START: the machine-to-physical table, read-only
         shutdown 0
     pf:
         pop eax

@@ -237,7 +237,7 @@ def _log_html(events, last, lines):
 
 # --- the virtual IF beside the trap it replaces ---------------------------------------------------------
 def _instruction(m, eip):
-    found = disassemble(bytes(m.uc.mem_read(eip, 16)), eip, 1)
+    found = disassemble(m.cpu.peek(eip, 16) or b"", eip, 1)
     return found[0].text if found else "?"
 
 

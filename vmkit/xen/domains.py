@@ -12,14 +12,17 @@ jumps to the next timer, or the run ends if nothing can ever wake them), system 
 behind VIRQ_TIMER, grant mappings and the console. Time is one clock for the whole machine: one
 instruction of any domain is one cycle of the 100 MHz CPU.
 
-Two things that Xen's toolstack does in dom0 are done here by the hypervisor on dom0's behalf,
-because vmkit's Xen runs its domains with paging off and has no mmu_update with which dom0 could
-map a new domain's memory:
+Memory is one machine memory for all domains, with Xen's frame table (vmkit.xen.mm): dom0's
+frames are taken when the machine is built, a domU's when it is created, and they go back when it is
+destroyed (and no other domain maps them any more).
+
+Two things that Xen's toolstack does in dom0 are done here by the hypervisor on dom0's behalf:
 
 * building the domain: XEN_DOMCTL_createdomain takes, after Xen's own fields, the address and
-  length of a kernel image in dom0's memory and the new domain's size in pages. The kernel is
-  loaded at 0x100000 and started like dom0 (ring 1, ESI = start_info), paused until dom0
-  unpauses it;
+  length of a kernel image in dom0's memory and the new domain's size in pages. vmkit's domain
+  builder (vmkit.xen.domain_build, the one that builds dom0) gives it frames, loads the kernel at
+  0x100000, builds its page tables and starts it like dom0 (ring 1, paging on, ESI = start_info),
+  paused until dom0 unpauses it;
 * the store: where a frontend tells its backend which grant reference holds its ring and which
   port to bind (XenStore, in Xen). The builder gives every domU a store page, granted to dom0 at
   GNTTAB_RESERVED_XENSTORE, and an unbound event channel offered to dom0 (start_info store_mfn,
@@ -31,12 +34,16 @@ from ..errors import GuestError
 from ..machine.platform import LOAD_ADDRESS
 from . import abi as xen
 from . import event_channels, grant_tables
+from .domain_build import OutOfMemory
 from .layout import SHARED_INFO, STORE_PAGE
+from .mm import FrameTable
 
 QUANTUM = 3_000_000             # cycles: the credit scheduler's 30 ms time slice at 100 MHz
 CYCLE_NS = 10                   # one instruction, one cycle of the 100 MHz CPU
 DEFAULT_DOMU_PAGES = 1024       # 4 MiB
 MAX_DOMU_PAGES = 8192
+FREE_MEMORY = 64 << 20          # machine memory beyond dom0's, for domUs (host memory only once used)
+XEN_MEMORY = 1 << 20            # Xen's own frames: the machine-to-physical table, its page tables, its GDT
 
 
 class Timers:
@@ -96,17 +103,19 @@ def update_time(domain, now):
     """vcpu_info[0].time: system time in ns and the TSC scale (10 ns a cycle = (delta << 4) * 0xA0000000 >> 32),
     written between two increments of `version`, as Xen does."""
     address = SHARED_INFO + xen.VI_TIME
-    version = domain.u32(address)
-    domain.put_u32(address, version + 1)
-    domain.pack(xen.VCPU_TIME_INFO, address, version + 1, 0, now, now * CYCLE_NS, 0xA0000000, 4)
-    domain.put_u32(address, version + 2)
+    version = domain.xen_u32(address)
+    domain.xen_put_u32(address, version + 1)
+    domain.xen_write(address, xen.VCPU_TIME_INFO.pack(version + 1, 0, now, now * CYCLE_NS, 0xA0000000, 4))
+    domain.xen_put_u32(address, version + 2)
 
 
 class Xen:
     """The hypervisor: the domains and the one CPU they share."""
 
-    def __init__(self, dom0):
+    def __init__(self, dom0, dom0_memory):
         self.dom0 = dom0
+        self.mm = FrameTable(XEN_MEMORY + dom0_memory + FREE_MEMORY)     # machine memory and its frame table
+        self.mm.flush = self._flush_tlb
         self.domains = {}            # domid -> Paravirt, the live ones
         self.every_domain = []       # every domain ever built, for the run's statistics
         self.now = 0                 # system time, in cycles
@@ -129,6 +138,13 @@ class Xen:
         self.every_domain.append(domain)
         self.timers.start(domain)
         update_time(domain, self.clock())
+
+    def _flush_tlb(self, domain):
+        """Xen changed `domain`'s page tables (or a frame's type): the CPU must not use a stale
+        translation (Unicorn's TLB, which vmkit keeps no copy of)."""
+        cpu = getattr(domain, "cpu", None)
+        if cpu is not None:
+            cpu.flush_tlb()
 
     # --- running -------------------------------------------------------------------------------------
     def clock(self):
@@ -263,13 +279,16 @@ class Xen:
         try:
             domain = type(dom0)(image, pages * xen.PAGE_SIZE, domid=domid, hypervisor=self, hypercalls=dom0.hypercalls,
                               max_instructions=None, timeout=None)
+        except OutOfMemory:
+            return -xen.ENOMEM                        # machine memory has not that many free frames
         except GuestError:
             return -xen.EINVAL                        # the kernel does not fit the memory asked for
         domain.handle = bytes(handle)
         domain.paused = True                          # Xen creates domains paused; the toolstack unpauses them
         domain.store_port = domain.ports.allocate(state=event_channels.UNBOUND, remote_domid=0)
-        domain.write_start_info(store_mfn=STORE_PAGE // xen.PAGE_SIZE, store_evtchn=domain.store_port)
-        grant_tables.grant(domain, xen.GNTTAB_RESERVED_XENSTORE, 0, STORE_PAGE // xen.PAGE_SIZE)
+        store_mfn = domain.pfn_to_mfn(STORE_PAGE // xen.PAGE_SIZE)
+        domain.write_start_info(store_mfn=store_mfn, store_evtchn=domain.store_port)
+        grant_tables.grant(domain, xen.GNTTAB_RESERVED_XENSTORE, 0, store_mfn)
         return domain
 
     def pause(self, domain):
@@ -287,6 +306,7 @@ class Xen:
             grant_tables.release(mapping)
         domain.dying = domain.finished = True
         domain.blocked = False
+        self.mm.relinquish(domain)
         del self.domains[domain.domid]
         self.timers.set_periodic(domain, None)
         self.timers.set_singleshot(domain, 0)
@@ -365,5 +385,5 @@ def domain_info(hypervisor, domain):
     if domain.shutdown_code is not None:
         flags |= xen.XEN_DOMINF_shutdown | domain.shutdown_code << xen.XEN_DOMINF_shutdownshift
     pages = domain.memory // xen.PAGE_SIZE
-    return (domain.domid, flags, pages, pages, 0, 0, SHARED_INFO // xen.PAGE_SIZE,
+    return (domain.domid, flags, pages, pages, 0, 0, domain.pfn_to_mfn(SHARED_INFO // xen.PAGE_SIZE),
             domain.instructions * CYCLE_NS, 1, 0, 0, getattr(domain, "handle", bytes(16)), 0)
