@@ -306,7 +306,7 @@ class FrameTable:
         if l1e & RW:
             if not self.get_page_and_type(mfn, domain, WRITABLE):
                 if self.pages[mfn].type in (L1, L2) and self.pages[mfn].owner is domain:
-                    self.why += "; a page table is mapped read-only, or Xen could not check its updates"
+                    self.why += " (a page table may not be mapped writable: Xen could not check the stores)"
                 return False
             return True
         return self.get_page(mfn, domain)
@@ -335,7 +335,8 @@ class FrameTable:
         why = self.why
         if self._get_l2_linear_pagetable(l2e, pfn, domain):
             return True
-        self.why = why
+        if self.pages[mfn].type != L2 and mfn != pfn:
+            self.why = why                              # not a linear page table: why it is no L1 table
         return False
 
     def _get_l2_linear_pagetable(self, pde, pde_pfn, domain):
