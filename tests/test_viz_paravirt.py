@@ -216,3 +216,19 @@ def test_the_papers_figures_and_ours():
     assert ours["native"][1:3] == ["0", "0"]
     assert int(ours[TE][1].replace(",", "")) >= 2000                 # a trap per cli and per sti
     assert ours[PV][1] == "3" and ours[PV][2] == "26"
+
+
+# --- direct paging -------------------------------------------------------------------------------------------
+def test_the_page_table_requests_of_a_run_with_the_rule_that_refused_each():
+    from vmkit.viz.paravirt import batching_table, page_table_requests
+    result = vmkit.run(vmkit.guests.image("pv_paging"), PV)
+    table = page_table_requests(result)
+    assert [row[0] for row in table.rows][:3] == ["mmuext_op", "update_va_mapping", "mmuext_op"]
+    refused = [row for row in table.rows if row[2] == "-EINVAL"]
+    assert len(refused) == 7 and all(row[3] for row in refused)
+    assert "in use as a writable page" in refused[0][3] and refused[0][1] == "pin_l2_table (0 done)"
+    assert "the entry at machine" in table.rows[3][1] and table.rows[3][2] == "0"
+    batched = page_table_requests(vmkit.run(vmkit.guests.image("pv_mmu_batch", BATCH=4, MULTICALL=1, UPDATES=8), PV))
+    assert [row[0] for row in batched.rows] == ["update_va_mapping"] * 8 + ["mmuext_op"]   # inside the multicalls
+    text = batching_table([("one each", 1024, 20.0), ("batches of 256", 4, 5.0)]).text
+    assert "4.0×" in text and "1,024" in text

@@ -362,6 +362,53 @@ def multicall_plot(curve, calls):
     return fig
 
 
+# --- direct paging: what the guest asked Xen to do to its page tables, and what Xen refused ------------------
+MMU_CALLS = ("mmu_update", "update_va_mapping", "mmuext_op")
+
+
+def _errno(result):
+    return f"-{xen.ERRNO_NAMES[-result]}" if result < 0 and -result in xen.ERRNO_NAMES else str(result)
+
+
+def _request(e):
+    d = e.detail
+    if d["name"] == "update_va_mapping":
+        flush = f", flush {d['flush']}" if d.get("flush") else ""
+        return f"PTE for {d['va']:#x} := {d['val']:#010x}{flush}"
+    if d["name"] == "mmu_update":
+        if d["count"] == 1 and d.get("requests"):
+            ptr, val = d["requests"][0]
+            return f"the entry at machine {ptr:#x} := {val:#010x}"
+        return f"{d['count']} requests {{ptr, val}}, {d['done']} done"
+    return ", ".join(d.get("ops", [])) + f" ({d['done']} done)"
+
+
+def page_table_requests(result):
+    """Every mmu_update, update_va_mapping and mmuext_op of a run (a multicall's entries too): what
+    it asked, what came back in EAX, and the rule Xen refused it by (Xen's reason, as its MEM_LOG
+    would say it)."""
+    rows = []
+    for e in result.of_kind("hypercall"):
+        calls = [e] if e.detail["name"] in MMU_CALLS else []
+        for inner in e.detail.get("calls", []):
+            if inner["name"] in MMU_CALLS:
+                calls.append(type(e)(kind="hypercall", eip=e.eip, cpl=e.cpl, detail=inner, icount=e.icount))
+        for call in calls:
+            rows.append([call.detail["name"], _request(call), _errno(call.detail["result"]),
+                         call.detail.get("refused", "")])
+    return Table(["hypercall", "what it asked", "EAX", "refused because"], rows,
+                 "each request Xen validated; a refused one changed nothing, and ended its batch")
+
+
+def batching_table(rows):
+    """`rows`: [(how the updates were made, entries into Xen, µs a page-table update)], measured."""
+    alone = rows[0][2]
+    return Table(["how", "entries into Xen", "µs an update", "vs the first row"],
+                 [[how, f"{entries:,}", f"{us:.1f}", f"{alone / us:.1f}×"] for how, entries, us in rows],
+                 "measured on this machine, in vmkit (best of a few runs): the same page-table updates, "
+                 "each validated by Xen")
+
+
 # --- the split driver's ring, frame by frame -----------------------------------------------------------------
 class RingState:
     """The ring after one event of a run: `ring` (vmkit.xen.io_ring.SharedRing), the `event` after

@@ -483,9 +483,12 @@ def mmu_update(domain, ureqs, count, pdone, foreigndom):
         return -xen.ESRCH
     rc = 0
     done = 0
+    shown = []                                                    # the first few requests, for the event
     for i in range(count):
         try:
             ptr, val = domain.unpack(xen.MMU_UPDATE, ureqs + i * xen.MMU_UPDATE.size)
+            if i < 4:
+                shown.append((ptr, val))
         except Exception as bad:                                  # BadAddress: the requests are unreadable
             domain.note(fault=str(bad))
             rc = -xen.EFAULT
@@ -511,7 +514,7 @@ def mmu_update(domain, ureqs, count, pdone, foreigndom):
         done += 1
         domain.stats["pt_updates"] += 1
     mm.flush(domain)
-    domain.note(count=count, done=done)
+    domain.note(count=count, done=done, requests=shown)
     _done(domain, pdone, done)
     return rc
 
