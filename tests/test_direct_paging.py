@@ -415,3 +415,42 @@ def test_batching_page_table_updates_enters_xen_once_per_batch(options, entries)
     assert result.stats["multicall_entries"] == (1024 if options.get("MULTICALL") else 0)
     calls = [e.detail["name"] for e in result.of_kind("hypercall")]
     assert calls.count("mmu_update") == (entries if options["BATCH"] and not options.get("MULTICALL") else 0)
+
+
+# --- dom0 builds a domU, as Xen's toolstack does ---------------------------------------------------------------
+def test_dom0_builds_the_domu_by_mapping_its_frames_and_xen_pins_its_page_directory():
+    m = vmkit.machine(vmkit.guests.image("pv_dom0"), PV, modules=[vmkit.guests.image("pv_domu")])
+    m.run_until(event=lambda e: e.detail.get("domain") == 1)           # the domU's first event
+    domu = m.xen.domains[1]
+    built = [e.detail for e in m.events if e.kind == "hypercall" and e.detail["domain"] == 0]
+    windows = [d for d in built if d["name"] == "update_va_mapping_otherdomain"]
+    assert [d["val"] >> 12 for d in windows[:-1]] == [domu.p2m[pfn] for pfn in (0x100, 2, 7, 6, 5, 3)]
+    assert windows[-1]["val"] == 0 and all(d["result"] == 0 for d in windows)       # the window emptied last
+    pin = next(d for d in built if d["name"] == "mmuext_op")
+    assert pin["ops"] == ["pin_l2_table"] and pin["result"] == 0
+    fields = struct.unpack_from("<3I", domu.xen_read(START_INFO + xen.SI_PT_BASE, 12))
+    assert fields == (0x5000, 2, 0x7000)
+    assert struct.unpack_from("<I", domu.xen_read(START_INFO + xen.SI_STORE_MFN, 4))[0] == domu.p2m[4]
+    assert list(struct.unpack("<1024I", domu.xen_read(0x7000, 4096))) == domu.p2m
+    mm = m.xen.mm
+    assert (mm.pages[domu.p2m[5]].type, mm.pages[domu.p2m[5]].pinned, mm.pages[domu.p2m[5]].type_count) == (L2, True, 2)
+    assert mm.pages[domu.p2m[6]].type == L1 and domu.guest_table == domu.p2m[5]
+    assert m.mapped_frame(0x3F0000) is None                              # dom0 maps none of its frames now
+    assert_counts_consistent(m)
+
+
+def test_only_dom0_maps_another_domains_frames_and_never_a_page_table_writable():
+    m = vmkit.machine(vmkit.guests.image("pv_dom0"), PV, modules=[vmkit.guests.image("pv_domu")])
+    m.run_until(event=lambda e: e.detail.get("domain") == 1)
+    domu = m.xen.domains[1]
+    table = domu.p2m[6]
+    m.write(REQUESTS, bytes(64))
+    why = refused(m, lambda: m.call(22, (0x3F0000, table << 12 | P | RW | A, 0, UVMF_INVLPG, 1)))
+    assert "in use as an L1 page table" in why
+    assert m.call(22, (0x3F0000, table << 12 | P | A, 0, UVMF_INVLPG, 1))[0] == 0    # read-only: dom0 may look
+    assert m.read(0x3F0000, 4) == mm_word(m, table)
+    assert domu.call(22, (0x3F0000, m.p2m[0x100] << 12 | P | A, 0, UVMF_INVLPG, 0))[0] == -xen.ESRCH
+
+
+def mm_word(m, mfn):
+    return m.xen.mm.read(mfn << 12, 4)

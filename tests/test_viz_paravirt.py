@@ -40,12 +40,12 @@ def recorded():
 def test_the_structure_puts_xen_in_ring_0_and_both_kernels_in_ring_1_with_their_roles(recorded):
     m, _ = recorded
     d = xen_structure(m)
-    assert "alone in ring 0, Xen: 68 hypercalls" in d.text
-    assert "Ring 1: dom0's kernel, privileged, 49 hypercalls (backend: maps the frontend's pages; " \
-           "manages domains (domctl))" in d.text
+    assert "alone in ring 0, Xen: 85 hypercalls" in d.text
+    assert "Ring 1: dom0's kernel, privileged, 66 hypercalls (backend: maps the frontend's pages; " \
+           "builds a domU in its frames; manages domains (domctl))" in d.text
     assert "Ring 1: domU d1's kernel, unprivileged, 19 hypercalls (frontend: grants its ring)" in d.text
     assert "domU d1's frontend and dom0's backend share a ring" in d.caption
-    assert m.result().stats["hypercalls"] == 68
+    assert m.result().stats["hypercalls"] == 85
     svg = d.svg()
     assert "dom0 kernel, privileged" in svg and "split driver" in svg
 
@@ -65,12 +65,12 @@ def test_the_hypercall_table_counts_every_hypercall_by_domain(recorded):
     table = hypercall_table(result)
     rows = {row[0]: row for row in table.rows}
     assert table.header[:4] == ["hypercall", "number", "dom0", "domU d1"]
-    assert rows["domctl"][1:4] == ["36", "4", ""]               # only dom0 manages domains
+    assert rows["domctl"][1:4] == ["36", "6", ""]               # only dom0 manages domains
     for name, row in rows.items():
         made = [e for e in result.of_kind("hypercall") if e.detail["name"] == name]
         assert sum(int(c) for c in row[2:4] if c) == len(made)
         assert row[4] == describe(made[0])
-    assert sum(int(c) for row in table.rows for c in row[2:4] if c) == 68
+    assert sum(int(c) for row in table.rows for c in row[2:4] if c) == 85
 
 
 def test_a_hypercall_reads_as_its_name_what_xen_did_and_the_result():

@@ -82,6 +82,8 @@ def _roles(events):
         d, me = e.detail, e.detail["domain"]
         if d["name"] == "domctl" and d["result"] == 0:
             roles.setdefault(me, set()).add("manages domains (domctl)")
+        if d["name"] == "update_va_mapping_otherdomain" and d["result"] == 0:
+            roles.setdefault(me, set()).add("builds a domU in its frames")
         if d.get("op") == "map_grant_ref" and d["result"] == 0 and d.get("dom", me) != me:
             roles.setdefault(me, set()).add("backend: maps the frontend's pages")
             roles.setdefault(d["dom"], set()).add("frontend: grants its ring")

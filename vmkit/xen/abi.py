@@ -191,15 +191,28 @@ GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE = 0, 1
 # --- domctl.h (interface version 8, Xen 4.2) --------------------------------------------------------------
 XEN_DOMCTL_INTERFACE_VERSION = 0x00000008
 XEN_DOMCTL_createdomain, XEN_DOMCTL_destroydomain, XEN_DOMCTL_pausedomain = 1, 2, 3
-XEN_DOMCTL_unpausedomain, XEN_DOMCTL_getdomaininfo = 4, 5
-DOMCTL_NAMES = {1: "createdomain", 2: "destroydomain", 3: "pausedomain", 4: "unpausedomain", 5: "getdomaininfo"}
+XEN_DOMCTL_unpausedomain, XEN_DOMCTL_getdomaininfo, XEN_DOMCTL_getmemlist = 4, 5, 6
+XEN_DOMCTL_setvcpucontext = 12
+DOMCTL_NAMES = {1: "createdomain", 2: "destroydomain", 3: "pausedomain", 4: "unpausedomain", 5: "getdomaininfo",
+                6: "getmemlist", 12: "setvcpucontext"}
 DOMCTL_HEADER = struct.Struct("<IIH6x")               # cmd, interface_version, domain; the union at +16
 DOMCTL_UNION = 16
 DOMCTL_SIZE = DOMCTL_UNION + 128
-# xen_domctl_createdomain: ssidref, handle[16], flags -- then vmkit's domain builder (see domains.py):
-# the kernel's address and length in the caller's memory, the new domain's pages, and (out) the
-# port of the store event channel the builder opened for dom0.
-CREATEDOMAIN = struct.Struct("<I16sI IIII")
+# xen_domctl_createdomain: ssidref, handle[16], flags -- then vmkit's own fields (see domains.py): the
+# new domain's kernel (address and length in the caller's memory), which vmkit's trace watches and
+# shows but Xen does not load, and the new domain's pages, which Xen gives it at once.
+CREATEDOMAIN = struct.Struct("<I16sI III")
+GETMEMLIST = struct.Struct("<QQQQ")                   # max_pfns, start_pfn, buffer (of uint64), num_pfns (out)
+VCPUCONTEXT = struct.Struct("<I4xQ")                  # vcpu, ctxt (a 64-bit guest handle)
+# struct vcpu_guest_context (arch-x86/xen.h, x86_32): fpu_ctxt[512], flags, user_regs (cpu_user_regs,
+# xen-x86_32.h), trap_ctxt[256], ldt_base, ldt_ents, gdt_frames[16], gdt_ents, kernel_ss, kernel_sp,
+# ctrlreg[8], debugreg[8], event and failsafe callback cs:eip, vm_assist: 2800 bytes
+VCPU_GUEST_CONTEXT_SIZE = 2800
+VGC_FLAGS, VGC_USER_REGS, VGC_TRAP_CTXT, VGC_KERNEL_SS, VGC_CTRLREG = 512, 516, 584, 2708, 2716
+VGC_EVENT_CALLBACK, VGC_FAILSAFE_CALLBACK = 2780, 2788
+CPU_USER_REGS = struct.Struct("<7IHHIHBxIIH2xH2xH2xH2xH2x")   # ebx..eax, error_code, entry_vector, eip, cs,
+                                                              # saved_upcall_mask, eflags, esp, ss, es, ds, fs, gs
+VGCF_in_kernel, VGCF_online = 1 << 2, 1 << 5
 GETDOMAININFO = struct.Struct("<H2xIQQQQQQIII16sI")  # domain, flags, tot_pages .. cpupool
 XEN_DOMINF_dying, XEN_DOMINF_shutdown, XEN_DOMINF_paused = 1 << 0, 1 << 2, 1 << 3
 XEN_DOMINF_blocked, XEN_DOMINF_running = 1 << 4, 1 << 5

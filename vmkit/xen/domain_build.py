@@ -1,20 +1,23 @@
 """The domain builder: a new PV domain's memory at the start of day, after Xen's construct_dom0
 (xen/arch/x86/domain_build.c, the non-PAE x86_32 tree before commit 84d54d5d8b).
 
-The builder allocates the domain's frames and numbers them: pseudo-physical frame n is machine frame
-p2m[n], a list the domain gets to keep (start_info's mfn_list), and the machine-to-physical table
-(read-only to every guest at MACH2PHYS_VIRT_START) gets the reverse. dom0's frames are one run of
-machine frames, as construct_dom0 allocates them; a domU's come from the top of machine memory down,
-so that nothing about its addresses survives a wrong guess that pseudo-physical is machine.
+Xen's part (populate) allocates the domain's frames and numbers them: pseudo-physical frame n is
+machine frame p2m[n], a list the domain gets to keep (start_info's mfn_list), and the
+machine-to-physical table (read-only to every guest at MACH2PHYS_VIRT_START) gets the reverse.
+dom0's frames are one run of machine frames, as construct_dom0 allocates them; a domU's come from
+the top of machine memory down, so that nothing about its addresses survives a wrong guess that
+pseudo-physical is machine.
 
-It then loads the kernel (and dom0's boot modules), fills start_info and builds the bootstrap page
+The builder's part (build) then loads the kernel (and dom0's boot modules), fills start_info and builds the bootstrap page
 tables: a page directory and an L1 table for every 4 MiB, which map the domain's whole memory at
 virtual = pseudo-physical, except the first page, and map the page-table frames themselves
 read-only, as Xen's start-of-day layout requires (xen.h: "All bootstrap elements are mapped
 read-writable for the guest OS. The only exception is the bootstrap page table, which is mapped
 read-only."). Last, it asks the frame table to validate the page directory as an L2 table, which
 validates every L1 it points at, pins it and makes it the domain's page directory, the same
-references construct_dom0 takes for dom0's.
+references construct_dom0 takes for dom0's. Xen runs both parts for dom0. For a domU, dom0's own
+kernel does the builder's part through hypercalls, as Xen's toolstack does (vmkit/guests/pv_dom0.asm);
+Xen.create_domain runs it in Python for the tests that want a domU without a dom0 to build it.
 
 What vmkit does differently (docs/architecture.md, 2.5): Xen maps the bootstrap region starting at
 the kernel's virtual base (Linux: 0xC0000000) with the bootstrap elements after the kernel, and only
@@ -66,11 +69,13 @@ def bootstrap_layout(nr_pages):
     return l2, l1s, mfn_list, -(-nr_pages * 4 // PAGE)
 
 
-def build(domain, mm, image, modules=(), cmdline=b"", flags=0):
-    """Give `domain` (a Paravirt, its `memory` set) its frames, kernel, start_info and page tables.
-    dom0 (domid 0) gets its frames from the bottom of free memory, a domU from the top."""
+def populate(domain, mm):
+    """Xen's own part of making a domain: its frames, numbered (p2m, the machine-to-physical table),
+    and its shared_info with events masked. dom0 (domid 0) gets its frames from the bottom of free
+    memory, a domU from the top. (In Xen a domU's frames come from XENMEM_populate_physmap, which the
+    toolstack asks for; here createdomain gives them at once.)"""
     nr_pages = domain.memory // PAGE
-    l2, l1s, mfn_list, list_pages = bootstrap_layout(nr_pages)
+    _, _, mfn_list, list_pages = bootstrap_layout(nr_pages)
     if (mfn_list + list_pages) * PAGE > MODULES:
         raise GuestError(f"{domain.memory >> 20} MiB is too much memory for vmkit's domain layout: its page "
                          f"tables and mfn_list must fit below the modules at {MODULES:#x}", None)
@@ -80,7 +85,16 @@ def build(domain, mm, image, modules=(), cmdline=b"", flags=0):
     domain.p2m = p2m
     for pfn, mfn in enumerate(p2m):
         mm.set_gpfn_from_mfn(mfn, pfn)
+    domain.xen_write(SHARED_INFO + xen.VI_UPCALL_MASK, b"\x01")     # events masked until the guest is ready
 
+
+def build(domain, mm, image, modules=(), cmdline=b"", flags=0):
+    """The domain builder's part, on a populated domain: the kernel (and dom0's boot modules), the
+    mfn_list, the bootstrap page tables, validated, pinned and loaded, and start_info. Returns the
+    page directory's machine frame."""
+    nr_pages = domain.memory // PAGE
+    l2, l1s, mfn_list, _ = bootstrap_layout(nr_pages)
+    p2m = domain.p2m
     domain.xen_write(image.origin, image.code)
     address = MODULES
     for module in modules:
@@ -113,7 +127,6 @@ def build(domain, mm, image, modules=(), cmdline=b"", flags=0):
                             pt_base=l2 * PAGE, nr_pt_frames=len(tables), mfn_list=mfn_list * PAGE,
                             mod_start=MODULES if first else 0, mod_len=len(first.code) if first else 0)
     domain.xen_write(START_INFO + xen.SI_CMD_LINE, cmdline[:xen.MAX_GUEST_CMDLINE - 1] + b"\0")
-    domain.xen_write(SHARED_INFO + xen.VI_UPCALL_MASK, b"\x01")     # events masked until the guest is ready
     return root
 
 

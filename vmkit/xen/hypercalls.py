@@ -213,6 +213,10 @@ def update_va_mapping(domain, va, val_lo, val_hi, flags, *_):
     return _mm.update_va_mapping(domain, va, val_lo, val_hi, flags)
 
 
+def update_va_mapping_otherdomain(domain, va, val_lo, val_hi, flags, domid, *_):
+    return _mm.update_va_mapping(domain, va, val_lo, val_hi, flags, domid)
+
+
 def mmuext_op(domain, ops, count, done, foreigndom, *_):
     return _mm.mmuext_op(domain, ops, count, done, foreigndom)
 
@@ -240,6 +244,7 @@ HYPERCALLS = {
     17: xen_version,
     18: console_io,
     20: grant_table_op,
+    22: update_va_mapping_otherdomain,
     24: vcpu_op,
     26: mmuext_op,
     29: sched_op,

@@ -538,13 +538,18 @@ def _normal_update(mm, domain, foreign, ptr, val, preserve_ad):
     return okay
 
 
-def update_va_mapping(domain, va, val_lo, val_hi, flags):
+def update_va_mapping(domain, va, val_lo, val_hi, flags, foreigndom=xen.DOMID_SELF):
     """HYPERVISOR_update_va_mapping(va, new PTE low and high words, flags): mod_l1_entry on the PTE
     that maps `va` in the current page directory, then the flush the flags ask for (UVMF_INVLPG,
-    UVMF_TLB_FLUSH; UVMF_ALL or a pointer to a vcpu bitmap above the two low bits)."""
+    UVMF_TLB_FLUSH; UVMF_ALL or a pointer to a vcpu bitmap above the two low bits).
+    update_va_mapping_otherdomain adds `foreigndom`: the domain whose frame the PTE maps (dom0 only)."""
     mm = domain.xen.mm
     mm.why = None
     rc = 0
+    foreign = _foreign(domain, foreigndom)
+    if foreign is None:
+        _refused(domain, 0, mm.why)
+        return -xen.ESRCH
     if va >= xen.HYPERVISOR_VIRT_START:
         mm.why = f"{va:#x} is in Xen's part of the address space"
         rc = -xen.EINVAL
@@ -553,7 +558,7 @@ def update_va_mapping(domain, va, val_lo, val_hi, flags):
         if found is None:
             mm.why = f"no L1 table maps {va:#x} (its PDE is not present)"
             rc = -xen.EINVAL
-        elif not mm.mod_l1_entry(found[0], val_lo & 0xFFFFFFFF, domain, domain):
+        elif not mm.mod_l1_entry(found[0], val_lo & 0xFFFFFFFF, domain, foreign):
             rc = -xen.EINVAL
         else:
             domain.stats["pt_updates"] += 1

@@ -61,6 +61,12 @@ PF_PRESENT, PF_WRITE, PF_USER = 1, 2, 4     # the page-fault error code
 CR0_PE_ET = 0x11
 
 
+def _ring1(selector):
+    """Xen raises a guest selector's RPL to the guest kernel's ring, 1 (fixup_guest_code_selector)."""
+    selector &= 0xFFFF
+    return selector | 1 if selector & 3 == 0 else selector
+
+
 class Paravirt(Machine):
     """One paravirtual domain on the vmkit PC: a vcpu in ring 1 and its own memory.
 
@@ -72,8 +78,10 @@ class Paravirt(Machine):
     watch_interrupt_window = False       # no PIC reaches a PV guest; events come through the hypervisor
 
     def __init__(self, image, memory=DEFAULT_MEMORY, *, hypercalls=None, modules=(), cmdline="",
-                 domid=0, hypervisor=None, **budgets):
+                 domid=0, hypervisor=None, built=True, **budgets):
         self.domid = domid
+        self.built = built           # False: an empty domain (createdomain), for dom0's builder to fill
+        self.initialised = built     # the vcpu has a context: until then the domain cannot run
         self.hypercalls = dict(HYPERCALLS) if hypercalls is None else dict(hypercalls)
         self.modules = [assemble(m) for m in modules]
         self.cmdline = cmdline.encode() if isinstance(cmdline, str) else bytes(cmdline)
@@ -98,26 +106,72 @@ class Paravirt(Machine):
 
     # --- boot: Xen's start of day for a PV guest ----------------------------------------------------
     def boot_state(self):
-        """The domain builder's work (vmkit.xen.domain_build): frames, kernel, start_info, page
-        tables; then the vcpu enters the kernel in ring 1 with paging on, on those tables."""
+        """Xen's start of day (vmkit.xen.domain_build): the domain's frames, then, for a domain built
+        here, its kernel, start_info and page tables, and the vcpu enters the kernel in ring 1 with
+        paging on, on those tables. An empty domain waits for its builder (set_vcpu_context)."""
         super().boot_state()
         mm = self.xen.mm
         self.uc.mem_unmap(0, self.memory)               # the RAM the machine loaded the image into: not ours
         self.uc.mem_map_ptr(0, mm.size, UC_PROT_ALL, mm.address)       # the CPU sees machine memory
         self.cpu.ram_size = mm.size
         self.cpu.regions = [(0, mm.size)]
-        flags = xen.SIF_PRIVILEGED | xen.SIF_INITDOMAIN if self.domid == 0 else 0
-        domain_build.build(self, mm, self.image, self.modules, self.cmdline, flags)
+        domain_build.populate(self, mm)
         domain_build.write_gdt(mm)
         self.uc.reg_write(X.UC_X86_REG_GDTR, domain_build.gdt_register())
+        if not self.built:
+            return
+        flags = xen.SIF_PRIVILEGED | xen.SIF_INITDOMAIN if self.domid == 0 else 0
+        domain_build.build(self, mm, self.image, self.modules, self.cmdline, flags)
+        stack = min(STACK_TOP, self.memory)
+        self._enter_kernel(self.image.entry, stack, xen.FLAT_RING1_CS, xen.FLAT_RING1_SS, xen.FLAT_RING1_DS,
+                           IF, {"esi": START_INFO})
+
+    def _enter_kernel(self, eip, esp, cs, ss, ds, eflags, registers):
+        """The vcpu starts: paging on, on the page directory in guest_table, in ring 1."""
         self.cpu["cr3"] = self.guest_table << 12
         self.cpu["cr0"] = CR0_PE_ET | CR0_WP | CR0_PG   # paging on; Xen keeps WP, so ring 1 cannot write read-only pages
-        stack = min(STACK_TOP, self.memory)
-        self.kernel_stack = (xen.FLAT_RING1_SS, stack)    # the builder's default, until stack_switch
-        self.cpu.far_transfer(1, xen.FLAT_RING1_CS, xen.FLAT_RING1_SS, stack, self.image.entry, 0x2 | IF)
+        self.kernel_stack = (ss, esp)                   # the builder's default, until stack_switch
+        self.cpu.far_transfer(1, cs, ss, esp, eip, 0x2 | IF | (eflags & ~(IF | 0x3000)))
         for segment in ("ds", "es", "fs", "gs"):
-            self.cpu[segment] = xen.FLAT_RING1_DS
-        self.cpu["esi"] = START_INFO
+            self.cpu[segment] = ds
+        for name, value in registers.items():
+            self.cpu[name] = value
+
+    def set_vcpu_context(self, context):
+        """XEN_DOMCTL_setvcpucontext with a vcpu_guest_context (`context`, its 2800 bytes): what Xen's
+        arch_set_info_guest does for a PV vcpu. The page directory in ctrlreg[3] (a machine address)
+        gets a typed reference as an L2 table, validated if it is not one yet; the registers, the
+        kernel stack, the callbacks and the trap table are the guest's; the domain can run once
+        unpaused. -EINVAL when the page directory does not validate or a selector is not one of Xen's
+        ring-1 flat segments; -EEXIST when the vcpu already runs. Returns (the result, what to note)."""
+        if self.initialised:
+            return -xen.EEXIST, {"refused": "the vcpu already has a context"}
+        regs = dict(zip(("ebx", "ecx", "edx", "esi", "edi", "ebp", "eax", "error_code", "entry_vector", "eip",
+                         "cs", "saved_upcall_mask", "eflags", "esp", "ss", "es", "ds", "fs", "gs"),
+                        xen.CPU_USER_REGS.unpack_from(context, xen.VGC_USER_REGS)))
+        cs, ss, ds = (_ring1(regs["cs"]), _ring1(regs["ss"]), _ring1(regs["ds"]))
+        if (cs, ss, ds) != (xen.FLAT_RING1_CS, xen.FLAT_RING1_SS, xen.FLAT_RING1_DS):
+            return -xen.EINVAL, {"refused": "the selectors are not Xen's flat ring-1 segments"}
+        mm = self.xen.mm
+        cr3 = struct.unpack_from("<I", context, xen.VGC_CTRLREG + 4 * 3)[0] >> 12
+        if not mm.get_page_and_type(cr3, self, frames.L2):
+            return -xen.EINVAL, {"refused": f"the page directory: {mm.why}"}
+        self.guest_table = cr3
+        kernel_ss, kernel_sp = struct.unpack_from("<II", context, xen.VGC_KERNEL_SS)
+        self._enter_kernel(regs["eip"], regs["esp"], cs, ss, ds, regs["eflags"],
+                           {r: regs[r] for r in ("eax", "ebx", "ecx", "edx", "esi", "edi", "ebp")})
+        self.kernel_stack = (_ring1(kernel_ss), kernel_sp)
+        event_cs, event_eip, failsafe_cs, failsafe_eip = struct.unpack_from("<4I", context, xen.VGC_EVENT_CALLBACK)
+        if event_eip:
+            self.event_callback = (_ring1(event_cs), event_eip)
+        if failsafe_eip:
+            self.failsafe_callback = (_ring1(failsafe_cs), failsafe_eip)
+        for index in range(256):
+            vector, flags, tcs, address = xen.TRAP_INFO.unpack_from(context, xen.VGC_TRAP_CTXT + 8 * index)
+            if address:
+                self.trap_table[vector] = xen.TrapInfo(vector, flags, _ring1(tcs), address)
+        self.initialised = True
+        return 0, {"cr3": cr3 << 12, "entry": regs["eip"]}
 
     def write_start_info(self, **fields):
         """Set start_info fields by name (magic, nr_pages, shared_info, flags, store_mfn, store_evtchn,
