@@ -214,6 +214,20 @@ def test_the_paging_guest_tells_its_story():
     assert_counts_consistent(m)
 
 
+def test_a_store_into_a_page_table_without_a_page_fault_handler_crashes_the_domain():
+    source = "mov edi, [esi + 60]\nmov dword [edi + 8], 0x12345007\nmov ebx, 2\nmov ecx, reason\nmov eax, 29\n" \
+             "int 0x82\nreason: dd 0"
+    m = vmkit.machine(source, PV)
+    before = m.xen.mm.read(m.guest_table << 12, 4096)
+    result = m.run()
+    assert result.exit_code == xen.SHUTDOWN_crash and result.shutdown
+    trap = result.of_kind("trap")[0]
+    assert (trap.detail["cause"], trap.detail["error_code"], trap.detail["address"]) == ("#PF", 3, PAGE_TABLES + 8)
+    assert "store to a page table" in trap.detail["why"]
+    assert m.xen.mm.read(m.guest_table << 12, 4096) == before
+    assert m.xen_u32(0x1000 + xen.VI_ARCH_CR2) == PAGE_TABLES + 8          # vcpu_info.arch.cr2
+
+
 # --- each rule, with a request it refuses -----------------------------------------------------------------------
 def test_a_page_table_may_not_be_mapped_writable(dom0):
     l1 = dom0.p2m[6]
