@@ -6,7 +6,7 @@ import pytest
 
 import vmkit
 import vmkit.guests
-from vmkit.xen import Paravirt
+from vmkit.xen import BadAddress, Paravirt
 from vmkit.xen import abi as xen
 from vmkit.xen import event_channels, grant_tables
 from vmkit.xen.io_ring import BlkRequest, BlkResponse, read_ring
@@ -22,10 +22,14 @@ def split_driver_run():
 
 # --- the whole story: dom0, a domU, a split block driver ---------------------------------------------------------
 def test_dom0_creates_a_domu_whose_split_driver_carries_data_both_ways_then_destroys_it():
-    result = split_driver_run()
+    m = vmkit.machine(vmkit.guests.image("pv_dom0"), PV, modules=[vmkit.guests.image("pv_domu")])
+    result = m.run()
+    domu = m.xen.every_domain[1]
     assert result.serial.splitlines() == [
-        "dom0: creating a domain from the boot module (3248 bytes)",
-        "dom0: created domain 1 (paused)",
+        "dom0: creating a domain from the boot module (3280 bytes)",
+        "dom0: created domain 1 (paused): 1024 pages, nothing in them",
+        "dom0: built it as Xen's toolstack does: its kernel, start_info, mfn_list and page tables",
+        f"dom0: Xen validated and pinned its page directory, machine frame {domu.p2m[5]:#x}",
         "dom0: unpaused it",
         "(d1) blkfront: granted the ring (ref 8) and a data page (ref 9) to dom0",
         "dom0: blkback connected: ring-ref 8, event channel 2",
@@ -39,7 +43,8 @@ def test_dom0_creates_a_domu_whose_split_driver_carries_data_both_ways_then_dest
     assert result.exit_code == 0
     calls = result.of_kind("hypercall")
     ops = [(e.detail["domain"], e.detail.get("op")) for e in calls if e.detail["name"] == "domctl"]
-    assert ops == [(0, "createdomain"), (0, "unpausedomain"), (0, "getdomaininfo"), (0, "destroydomain")]
+    assert ops == [(0, "createdomain"), (0, "getmemlist"), (0, "setvcpucontext"), (0, "unpausedomain"),
+                   (0, "getdomaininfo"), (0, "destroydomain")]
     domu = [e for e in calls if e.detail["domain"] == 1]
     assert {e.detail["name"] for e in domu} >= {"grant_table_op", "event_channel_op", "sched_op", "console_io"}
     assert result.stats["domain_switches"] > 4
@@ -172,19 +177,28 @@ def test_a_blocked_domain_wakes_on_its_timer_and_the_idle_time_is_counted():
 def test_a_granted_page_is_the_same_memory_in_both_domains_while_it_is_mapped():
     dom0 = Paravirt(YIELD_FOREVER)
     domu = dom0.xen.create_domain(SPIN.code)
-    grant_tables.grant(domu, 8, 0, 0x200)                        # domU page 0x200000, for dom0
+    frame = domu.pfn_to_mfn(0x200)                               # a grant names a machine frame
+    page = dom0.xen.mm.pages[frame]
+    assert (page.owner, page.count, page.type, page.type_count) == (domu, 2, "writable_page", 1)   # its PTE's
+    grant_tables.grant(domu, 8, 0, frame)                        # domU page 0x200000, for dom0
     dom0.write(0x300000, b"dom0's own")
-    status, handle, frame = grant_tables.map_grant_ref(dom0, 0x300000, xen.GNTMAP_host_map, 8, domu.domid)
-    assert (status, frame) == (xen.GNTST_okay, 0x200)
+    status, handle, mapped = grant_tables.map_grant_ref(dom0, 0x300000, xen.GNTMAP_host_map, 8, domu.domid)
+    assert (status, mapped) == (xen.GNTST_okay, frame)
+    assert dom0.mapped_frame(0x300000) == frame                  # dom0's PTE points at the domU's frame
     domu.write(0x200000, b"ping")
     assert dom0.read(0x300000, 4) == b"ping"
     dom0.write(0x300004, b"pong")
     assert domu.read(0x200004, 4) == b"pong"
     flags = grant_tables.read_entry(domu, 8)[0]
     assert flags == xen.GTF_permit_access | xen.GTF_reading | xen.GTF_writing      # in use: not to be reused
+    assert (page.count, page.type_count) == (3, 2)               # the grant holds a writable reference too
     assert grant_tables.unmap_grant_ref(dom0, 0x300000, handle) == xen.GNTST_okay
-    assert dom0.read(0x300000, 10) == b"dom0's own"                                # its own page is back
+    assert dom0.mapped_frame(0x300000) is None                   # Xen clears the PTE, as Xen's unmap does
+    with pytest.raises(BadAddress):
+        dom0.read(0x300000, 4)
+    assert dom0.xen_read(0x300000, 10) == b"dom0's own"          # dom0's own frame is untouched
     assert grant_tables.read_entry(domu, 8)[0] == xen.GTF_permit_access
+    assert (page.count, page.type_count) == (2, 1)
     assert grant_tables.unmap_grant_ref(dom0, 0x300000, handle) == xen.GNTST_bad_handle
 
 
@@ -192,8 +206,8 @@ def test_the_hypervisor_checks_every_grant_before_mapping_it():
     dom0 = Paravirt(YIELD_FOREVER)
     domu = dom0.xen.create_domain(SPIN.code)
     other = dom0.xen.create_domain(SPIN.code)
-    grant_tables.grant(domu, 8, other.domid, 0x200)              # granted to domain 2, not to dom0
-    grant_tables.grant(domu, 9, 0, 0x201, readonly=True)
+    grant_tables.grant(domu, 8, other.domid, domu.pfn_to_mfn(0x200))     # granted to domain 2, not to dom0
+    grant_tables.grant(domu, 9, 0, domu.pfn_to_mfn(0x201), readonly=True)
     host_map = xen.GNTMAP_host_map
 
     def status(*args):
@@ -259,21 +273,23 @@ def domctl(domain, cmd, domid=0, union=b""):
 def test_domctl_creates_pauses_reports_and_destroys_domains():
     dom0 = Paravirt(YIELD_FOREVER)
     dom0.write(0x200000, SPIN.code)
-    create = xen.CREATEDOMAIN.pack(0, b"\x11" * 16, 0, 0x200000, len(SPIN.code), 512, 0)
+    create = xen.CREATEDOMAIN.pack(0, b"\x11" * 16, 0, 0x200000, len(SPIN.code), 512)
     result, out = domctl(dom0, xen.XEN_DOMCTL_createdomain, 0, create)
     assert result == 0
     domid = struct.unpack_from("<H", out, 8)[0]
-    store_port = xen.CREATEDOMAIN.unpack_from(out, 16)[-1]
     domain = dom0.xen.domains[domid]
-    assert domain.memory == 512 * xen.PAGE_SIZE and domain.paused and store_port > 0
+    assert domain.memory == 512 * xen.PAGE_SIZE and domain.paused and xen.CREATEDOMAIN.unpack_from(out, 16)[-1] == 512
+    assert not domain.initialised and domain.guest_table == 0            # empty: dom0 builds it
+    assert dom0.xen.mm.read(domain.p2m[0x100] << 12, 16) == bytes(16)    # Xen loaded nothing
     info = xen.GETDOMAININFO.unpack_from(domctl(dom0, xen.XEN_DOMCTL_getdomaininfo, domid)[1], 16)
     assert info[0] == domid and info[1] & xen.XEN_DOMINF_paused and info[2] == 512 and info[-2] == b"\x11" * 16
     assert domctl(dom0, xen.XEN_DOMCTL_unpausedomain, domid)[0] == 0 and not domain.paused
+    assert not dom0.xen.runnable(domain)                                 # no vcpu context yet
     assert domctl(dom0, xen.XEN_DOMCTL_pausedomain, domid)[0] == 0 and domain.paused
     assert domctl(dom0, xen.XEN_DOMCTL_createdomain, domid, create)[0] == -xen.EEXIST
-    too_big = xen.CREATEDOMAIN.pack(0, bytes(16), 0, 0x200000, len(SPIN.code), 1 << 20, 0)
+    too_big = xen.CREATEDOMAIN.pack(0, bytes(16), 0, 0x200000, len(SPIN.code), 1 << 20)
     assert domctl(dom0, xen.XEN_DOMCTL_createdomain, 0, too_big)[0] == -xen.ENOMEM
-    unreadable = xen.CREATEDOMAIN.pack(0, bytes(16), 0, 0x7FFFF000, 100, 0, 0)
+    unreadable = xen.CREATEDOMAIN.pack(0, bytes(16), 0, 0x7FFFF000, 100, 0)
     assert domctl(dom0, xen.XEN_DOMCTL_createdomain, 0, unreadable)[0] == -xen.EFAULT
     assert domctl(dom0, 99, domid)[0] == -xen.ENOSYS
     assert domctl(dom0, xen.XEN_DOMCTL_destroydomain, 0)[0] == -xen.EINVAL        # not itself
@@ -281,6 +297,38 @@ def test_domctl_creates_pauses_reports_and_destroys_domains():
     assert domid not in dom0.xen.domains and domain.dying
     assert domctl(dom0, xen.XEN_DOMCTL_destroydomain, domid)[0] == -xen.ESRCH
     assert domctl(dom0, xen.XEN_DOMCTL_getdomaininfo, domid)[0] == -xen.ESRCH
+
+
+def test_getmemlist_gives_the_frames_and_setvcpucontext_wants_a_page_directory_that_validates():
+    dom0 = Paravirt(YIELD_FOREVER)
+    dom0.write(0x200000, SPIN.code)
+    create = xen.CREATEDOMAIN.pack(0, bytes(16), 0, 0x200000, len(SPIN.code), 512)
+    result, out = domctl(dom0, xen.XEN_DOMCTL_createdomain, 0, create)
+    domain = dom0.xen.domains[struct.unpack_from("<H", out, 8)[0]]
+    domid = domain.domid
+    assert result == 0 and domid == 1
+    dom0.write(0x302000, bytes(16 * 8))
+    result, out = domctl(dom0, xen.XEN_DOMCTL_getmemlist, domid, xen.GETMEMLIST.pack(16, 0, 0x302000, 0))
+    assert result == 0 and xen.GETMEMLIST.unpack_from(out, 16)[-1] == 16                  # the first 16 of 512
+    assert list(struct.unpack("<16Q", dom0.read(0x302000, 16 * 8))) == domain.p2m[:16]
+    assert domctl(dom0, xen.XEN_DOMCTL_getmemlist, 77, xen.GETMEMLIST.pack(16, 0, 0x302000, 0))[0] == -xen.EINVAL
+    context = bytearray(xen.VCPU_GUEST_CONTEXT_SIZE)
+    xen.CPU_USER_REGS.pack_into(context, xen.VGC_USER_REGS, 0, 0, 0, 0x2000, 0, 0, 0, 0, 0, 0x100000, xen.FLAT_RING1_CS,
+                                0, 0x200, 0x10000, xen.FLAT_RING1_SS, *[xen.FLAT_RING1_DS] * 4)
+    struct.pack_into("<I", context, xen.VGC_CTRLREG + 12, domain.p2m[5] << 12)     # an empty page: it validates
+    dom0.write(0x303000, bytes(context))
+    vcpu = xen.VCPUCONTEXT.pack(0, 0x303000)
+    dom0.write(0x302000, b"x")                                          # a frame of dom0's own: not the domU's
+    bad = bytearray(context)
+    struct.pack_into("<I", bad, xen.VGC_CTRLREG + 12, dom0.p2m[0x302] << 12)
+    dom0.write(0x304000, bytes(bad))
+    assert domctl(dom0, xen.XEN_DOMCTL_setvcpucontext, domid, xen.VCPUCONTEXT.pack(0, 0x304000))[0] == -xen.EINVAL
+    assert not domain.initialised
+    assert domctl(dom0, xen.XEN_DOMCTL_setvcpucontext, domid, vcpu)[0] == 0
+    assert domain.initialised and domain.guest_table == domain.p2m[5] and domain.cpu["cr3"] == domain.p2m[5] << 12
+    assert domain.cpu["eip"] == 0x100000 and domain.cpu["esi"] == 0x2000 and domain.cpu.cpl == 1
+    assert dom0.xen.mm.pages[domain.p2m[5]].type == "l2_page_table"
+    assert domctl(dom0, xen.XEN_DOMCTL_setvcpucontext, domid, vcpu)[0] == -xen.EEXIST
 
 
 def test_a_domu_that_shuts_down_raises_virq_dom_exc_in_dom0():

@@ -424,7 +424,7 @@ def test_touching_xens_memory_is_a_page_fault_with_the_address_in_cr2():
         mov eax, [esi + SI_SHARED_INFO]
         mov [shared], eax
         hypercall 0, traps
-        mov dword [0xf5800000], 1
+        mov dword [0xfc000000], 1      ; HYPERVISOR_VIRT_START: the machine-to-physical table, read-only
         shutdown 0
     pf:
         pop eax
@@ -488,14 +488,20 @@ def test_the_pv_ops_kernel_boots_natively_and_paravirtualized_with_the_same_outp
     image = vmkit.guests.image("pv_ops")
     native, para = vmkit.run(image), vmkit.run(image, PV)
     assert native.serial == para.serial == ("pv_ops kernel: up\ntimer: 3 ticks\ncritical sections: 1000\n"
+                                            "paging: the window shows page A\npaging: the window shows page B\n"
                                             "user: hello from ring 3\nkernel: the user program exited with 0\n")
     assert native.exit_code == 1 and para.exit_code == 0          # isa-debug-exit 0; SHUTDOWN_poweroff
     # natively: ring 0, the PIC's IRQ0, COM1; paravirtualized: ring 1, VIRQ_TIMER events, console_io
     assert native.stats["hypercalls"] == 0 and native.stats["irqs"] == 3 and native.of_kind("io")
     assert para.stats["irqs"] == 0 and not para.of_kind("io") and para.stats["upcalls"] == 3
     assert {e.cpl for e in para.of_kind("hypercall")} == {1}
+    # paging: natively the kernel's own tables and invlpg; on Xen, the builder's tables and a validated
+    # update_va_mapping for each change of the window
+    remaps = [e for e in para.of_kind("hypercall") if e.detail["name"] == "update_va_mapping"]
+    assert [e.detail["result"] for e in remaps] == [0, 0] and para.stats["pt_updates"] == 2
+    assert {e.detail["flush"] for e in remaps} == {"invlpg"}
     # a thousand critical sections: two traps each under trap-and-emulate, no hypercall at all here
-    assert para.stats["hypercalls"] < 20
+    assert para.stats["hypercalls"] < 30
     assert vmkit.run(image, "trap-and-emulate").stats["traps"] > 2000
 
 

@@ -2,8 +2,14 @@
 ;
 ; Xen boots dom0 with a domU kernel as its boot module (start_info mod_start, mod_len). dom0
 ;  1. binds VIRQ_DOM_EXC, so Xen tells it when a domain shuts down;
-;  2. creates the domU from the module with the management hypercall (domctl createdomain; the
-;     domain starts paused), binds the store event channel the builder offered it, unpauses it;
+;  2. creates the domU with the management hypercall (domctl createdomain: a paused domain with
+;     frames and nothing in them), then builds it, the work of Xen's toolstack (libxc's domain
+;     builder): it learns the domU's machine frames (getmemlist), maps them one at a time into its
+;     own address space (update_va_mapping_otherdomain: a PTE of dom0's that maps a frame of the
+;     domU's, which only dom0 may ask for), and writes the kernel, start_info, the mfn_list, the page
+;     tables and the store page's grant; it unmaps the last one, has Xen validate and pin the domU's
+;     page directory (mmuext_op on the domU's behalf), and gives the vcpu its registers and page
+;     directory (setvcpucontext). Then it binds the store event channel it opened and unpauses it;
 ;  3. waits for the frontend to publish its ring in the store page, maps the ring page the domU
 ;     granted it, binds the domU's event channel, and says it is connected;
 ;  4. serves the ring: for each request it maps the data page the request names, copies sectors
@@ -16,6 +22,8 @@ org 0x100000
 FLAT_RING1_CS  equ 0xe019
 __HYPERVISOR_set_callbacks    equ 4
 __HYPERVISOR_console_io       equ 18
+__HYPERVISOR_update_va_mapping_otherdomain equ 22
+__HYPERVISOR_mmuext_op        equ 26
 __HYPERVISOR_grant_table_op   equ 20
 __HYPERVISOR_sched_op         equ 29
 __HYPERVISOR_event_channel_op equ 32
@@ -27,6 +35,7 @@ SHUTDOWN_poweroff             equ 0
 EVTCHNOP_bind_interdomain     equ 0
 EVTCHNOP_bind_virq            equ 1
 EVTCHNOP_send                 equ 4
+EVTCHNOP_alloc_unbound        equ 6
 VIRQ_DOM_EXC                  equ 3
 GNTTABOP_map_grant_ref        equ 0
 GNTTABOP_unmap_grant_ref      equ 1
@@ -37,6 +46,13 @@ XEN_DOMCTL_createdomain       equ 1
 XEN_DOMCTL_destroydomain      equ 2
 XEN_DOMCTL_unpausedomain      equ 4
 XEN_DOMCTL_getdomaininfo      equ 5
+XEN_DOMCTL_getmemlist         equ 6
+XEN_DOMCTL_setvcpucontext     equ 12
+MMUEXT_PIN_L2_TABLE           equ 1
+UVMF_INVLPG                   equ 2
+GTF_permit_access             equ 1
+FLAT_RING1_SS  equ 0xe021
+FLAT_RING1_DS  equ 0xe021
 XEN_DOMINF_shutdown           equ 1 << 2
 
 SI_SHARED_INFO   equ 36
@@ -75,6 +91,39 @@ BLKIF_OP_WRITE   equ 1
 BLKIF_RSP_ERROR  equ -1
 SECTOR_SIZE      equ 512
 
+; the domU dom0 builds, in the layout of vmkit's domain builder (its pseudo-physical frames)
+DOMU_PAGES     equ 1024                ; 4 MiB
+PFN_SHARED     equ 1                   ; shared_info (Xen's: masked, nothing to write)
+PFN_START_INFO equ 2
+PFN_GRANT      equ 3                   ; its grant table
+PFN_STORE      equ 4
+PFN_PD         equ 5                   ; the page directory
+PFN_PT         equ 6                   ; the page table: 4 MiB
+PFN_MFN_LIST   equ 7
+PFN_KERNEL     equ 0x100
+DOMU_STACK     equ 0x400000
+PTE_RW         equ 0x27                ; present, writable, user, accessed
+PTE_RO         equ 0x25                ; ... read-only: the page-table frames
+PDE            equ 0x67                ; present, writable, user, accessed, dirty
+WINDOW_PTE     equ 0x23                ; dom0's mapping of a domU frame: present, writable, accessed
+; struct vcpu_guest_context (x86_32): flags at 512, user_regs at 516, kernel_ss/sp at 2708, ctrlreg at 2716
+VGC_FLAGS      equ 512
+VGC_ESI        equ 516 + 12
+VGC_EIP        equ 516 + 32
+VGC_CS         equ 516 + 36
+VGC_EFLAGS     equ 516 + 40
+VGC_ESP        equ 516 + 44
+VGC_SS         equ 516 + 48
+VGC_ES         equ 516 + 52            ; then ds, fs, gs, 4 bytes apart
+VGC_KERNEL_SS  equ 2708
+VGC_KERNEL_SP  equ 2712
+VGC_CR3        equ 2716 + 3 * 4
+VGC_EVENT_CS   equ 2780
+VGC_FAILSAFE_CS equ 2788
+VGCF_in_kernel equ 1 << 2
+VGCF_online    equ 1 << 5
+
+BUILD_WINDOW equ 0x3f0000              ; the page through which dom0 writes the domU's frames
 STORE_MAP  equ 0x300000                ; where dom0 maps the domU's pages in its own memory
 RING_MAP   equ 0x301000
 DATA_MAP   equ 0x302000
@@ -112,9 +161,9 @@ start:
     mov eax, [esi + SI_SHARED_INFO]
     mov [shared_info], eax
     mov eax, [esi + SI_MOD_START]
-    mov [createdomain.kernel], eax
+    mov [kernel_start], eax
     mov eax, [esi + SI_MOD_LEN]
-    mov [createdomain.kernel_len], eax
+    mov [kernel_len], eax
 
     mov ebx, FLAT_RING1_CS
     mov ecx, event_callback
@@ -137,12 +186,17 @@ start:
     mov ecx, disk_message_len
     rep movsb
 
-    ; 2. build the domU from the boot module, paused
+    ; 2. create the domU, paused and empty, then build it from the boot module
     print "dom0: creating a domain from the boot module ("
-    mov eax, [createdomain.kernel_len]
+    mov eax, [kernel_len]
     call print_decimal
     print " bytes)", 10
     mov word [domid], 0                 ; 0: let Xen choose the domain id
+    mov eax, [kernel_start]             ; vmkit's fields: the kernel its trace will watch,
+    mov [createdomain.kernel], eax
+    mov eax, [kernel_len]
+    mov [createdomain.kernel_len], eax
+    mov dword [createdomain.pages], DOMU_PAGES   ; and the domain's pages
     domctl XEN_DOMCTL_createdomain
     test eax, eax
     jnz fail
@@ -151,10 +205,19 @@ start:
     print "dom0: created domain "
     movzx eax, word [domid]
     call print_decimal
-    print " (paused)", 10
-    mov ax, [domid]                     ; bind the store channel the builder offered us
+    print " (paused): "
+    mov eax, DOMU_PAGES
+    call print_decimal
+    print " pages, nothing in them", 10
+    call build_domain
+    print "dom0: built it as Xen's toolstack does: its kernel, start_info, mfn_list and page tables", 10
+    print "dom0: Xen validated and pinned its page directory, machine frame 0x"
+    mov eax, [domu_mfns + PFN_PD * 4]
+    call print_hex
+    print 10
+    mov ax, [domid]                     ; bind the store channel we opened in the domU
     mov [bind_interdomain.remote_dom], ax
-    mov eax, [createdomain.store_port]
+    mov eax, [alloc_unbound.port]
     mov [bind_interdomain.remote_port], eax
     call bind
     mov [store_port], eax
@@ -249,6 +312,168 @@ shutdown:
     mov ecx, shutdown_reason
     hypercall __HYPERVISOR_sched_op
     jmp $
+
+; ---------------------------------------------------------------- building the domU (Xen's toolstack)
+build_domain:
+    ; its machine frames: the domain's page list, 64-bit entries
+    mov dword [getmemlist.max_pfns], DOMU_PAGES
+    mov dword [getmemlist.buffer], domu_frames
+    domctl XEN_DOMCTL_getmemlist
+    test eax, eax
+    jnz fail
+    mov esi, domu_frames                ; to 32-bit entries: the domU's mfn_list
+    mov edi, domu_mfns
+    mov ecx, DOMU_PAGES
+.narrow:
+    movsd
+    add esi, 4
+    loop .narrow
+    ; the store channel: a port of the domU's, offered to dom0
+    mov ax, [domid]
+    mov [alloc_unbound.dom], ax
+    mov word [alloc_unbound.remote_dom], 0
+    mov ebx, EVTCHNOP_alloc_unbound
+    mov ecx, alloc_unbound
+    hypercall __HYPERVISOR_event_channel_op
+    test eax, eax
+    jnz fail
+    ; the kernel, from pseudo-physical 0x100000 on, a page at a time through the window
+    mov esi, [kernel_start]
+    mov edx, [kernel_len]
+    mov ebx, PFN_KERNEL
+.kernel:
+    call map_frame
+    mov ecx, 4096
+    cmp edx, ecx
+    jae .whole
+    mov ecx, edx
+.whole:
+    sub edx, ecx
+    mov edi, BUILD_WINDOW
+    rep movsb
+    inc ebx
+    test edx, edx
+    jnz .kernel
+    ; start_info
+    mov ebx, PFN_START_INFO
+    call map_frame
+    mov esi, magic
+    mov edi, BUILD_WINDOW
+    mov ecx, magic_len
+    rep movsb
+    mov dword [BUILD_WINDOW + 32], DOMU_PAGES          ; nr_pages
+    mov dword [BUILD_WINDOW + 36], PFN_SHARED << 12    ; shared_info, where the domU finds it
+    mov eax, [domu_mfns + PFN_STORE * 4]
+    mov [BUILD_WINDOW + 44], eax                       ; store_mfn: a machine frame
+    mov eax, [alloc_unbound.port]
+    mov [BUILD_WINDOW + 48], eax                       ; store_evtchn
+    mov dword [BUILD_WINDOW + 60], PFN_PD << 12        ; pt_base
+    mov dword [BUILD_WINDOW + 64], 2                   ; nr_pt_frames
+    mov dword [BUILD_WINDOW + 68], PFN_MFN_LIST << 12  ; mfn_list
+    ; the mfn_list
+    mov ebx, PFN_MFN_LIST
+    call map_frame
+    mov esi, domu_mfns
+    mov edi, BUILD_WINDOW
+    mov ecx, DOMU_PAGES
+    rep movsd
+    ; the page table: every page but the first, the two page-table frames read-only
+    mov ebx, PFN_PT
+    call map_frame
+    mov edi, BUILD_WINDOW
+    mov dword [edi], 0
+    mov ecx, 1
+.pte:
+    mov eax, [domu_mfns + ecx * 4]
+    shl eax, 12
+    or eax, PTE_RW
+    cmp ecx, PFN_PD
+    je .read_only
+    cmp ecx, PFN_PT
+    jne .store
+.read_only:
+    and eax, ~2
+.store:
+    mov [edi + ecx * 4], eax
+    inc ecx
+    cmp ecx, DOMU_PAGES
+    jne .pte
+    ; the page directory: its first entry is the page table
+    mov ebx, PFN_PD
+    call map_frame
+    mov eax, [domu_mfns + PFN_PT * 4]
+    shl eax, 12
+    or eax, PDE
+    mov [BUILD_WINDOW], eax
+    ; its grant table: the store page, granted to dom0 (GNTTAB_RESERVED_XENSTORE)
+    mov ebx, PFN_GRANT
+    call map_frame
+    mov word [BUILD_WINDOW + GNTTAB_RESERVED_XENSTORE * 8 + 2], 0
+    mov eax, [domu_mfns + PFN_STORE * 4]
+    mov [BUILD_WINDOW + GNTTAB_RESERVED_XENSTORE * 8 + 4], eax
+    mov word [BUILD_WINDOW + GNTTAB_RESERVED_XENSTORE * 8], GTF_permit_access
+    ; no writable mapping of its frames left (a page table must have none), then Xen pins its
+    ; page directory, validating every entry of it and of its page table
+    mov ebx, BUILD_WINDOW
+    xor ecx, ecx
+    xor edx, edx
+    mov esi, UVMF_INVLPG
+    movzx edi, word [domid]
+    hypercall __HYPERVISOR_update_va_mapping_otherdomain
+    test eax, eax
+    jnz fail
+    mov eax, [domu_mfns + PFN_PD * 4]
+    mov [pin.mfn], eax
+    mov ebx, pin
+    mov ecx, 1
+    xor edx, edx
+    movzx esi, word [domid]             ; on the domU's behalf: its frame, its page table
+    hypercall __HYPERVISOR_mmuext_op
+    test eax, eax
+    jnz fail
+    ; its vcpu: enter the kernel in ring 1 at 0x100000, ESI = start_info, on that page directory
+    mov edi, vcpu_context
+    mov dword [edi + VGC_FLAGS], VGCF_in_kernel | VGCF_online
+    mov dword [edi + VGC_ESI], PFN_START_INFO << 12
+    mov dword [edi + VGC_EIP], 0x100000
+    mov dword [edi + VGC_CS], FLAT_RING1_CS
+    mov dword [edi + VGC_EFLAGS], 0x200
+    mov dword [edi + VGC_ESP], DOMU_STACK
+    mov dword [edi + VGC_SS], FLAT_RING1_SS
+    mov dword [edi + VGC_ES], FLAT_RING1_DS
+    mov dword [edi + VGC_ES + 4], FLAT_RING1_DS
+    mov dword [edi + VGC_ES + 8], FLAT_RING1_DS
+    mov dword [edi + VGC_ES + 12], FLAT_RING1_DS
+    mov dword [edi + VGC_KERNEL_SS], FLAT_RING1_SS
+    mov dword [edi + VGC_KERNEL_SP], DOMU_STACK
+    mov eax, [domu_mfns + PFN_PD * 4]
+    shl eax, 12
+    mov [edi + VGC_CR3], eax            ; a machine address
+    mov dword [edi + VGC_EVENT_CS], FLAT_RING1_CS
+    mov dword [edi + VGC_FAILSAFE_CS], FLAT_RING1_CS
+    mov dword [vcpucontext.vcpu], 0
+    mov dword [vcpucontext.ctxt], vcpu_context
+    domctl XEN_DOMCTL_setvcpucontext
+    test eax, eax
+    jnz fail
+    ret
+
+map_frame:                              ; EBX = a pseudo-physical frame of the domU: map it at BUILD_WINDOW
+    pushad
+    mov eax, [domu_mfns + ebx * 4]
+    shl eax, 12
+    or eax, WINDOW_PTE
+    mov ecx, eax                        ; the new PTE: the domU's machine frame
+    mov ebx, BUILD_WINDOW
+    xor edx, edx
+    mov esi, UVMF_INVLPG
+    movzx edi, word [domid]             ; whose frame it is
+    hypercall __HYPERVISOR_update_va_mapping_otherdomain
+    mov [map_result], eax
+    popad
+    cmp dword [map_result], 0
+    jne fail
+    ret
 
 ; serve_requests: every request between req_cons and req_prod gets a response
 serve_requests:
@@ -453,6 +678,24 @@ print_string:                           ; NUL-terminated, at most one sector
     popad
     ret
 
+print_hex:                              ; EAX in hex, without leading zeros
+    pushad
+    mov edi, digits_end
+.digit:
+    mov edx, eax
+    and edx, 0xf
+    mov dl, [hex_digits + edx]
+    dec edi
+    mov [edi], dl
+    shr eax, 4
+    jnz .digit
+    mov edx, edi
+    mov ecx, digits_end
+    sub ecx, edi
+    call console_write
+    popad
+    ret
+
 print_decimal:
     pushad
     mov edi, digits_end
@@ -486,14 +729,27 @@ createdomain:                           ; the union at +16: xen_domctl_createdom
     dd 0                                ; ssidref
     times 16 db 0                       ; handle
     dd 0                                ; flags
-.kernel:     dd 0                       ; vmkit's domain builder: the kernel in our memory,
+.kernel:     dd 0                       ; vmkit's fields: the kernel its trace watches in the domain,
 .kernel_len: dd 0
-.pages:      dd 1024                    ; the new domain's pages (4 MiB),
-.store_port: dd 0                       ; and (out) the store channel it offers us
-    times 128 - 40 db 0
+.pages:      dd 0                       ; and the new domain's pages
+    times 128 - 36 db 0
 getdomaininfo       equ createdomain    ; the same union read as xen_domctl_getdomaininfo
 GETDOMAININFO_FLAGS equ 4
+getmemlist:                             ; ... as xen_domctl_getmemlist
+.max_pfns equ createdomain
+.buffer   equ createdomain + 16
+vcpucontext:                            ; ... as xen_domctl_vcpucontext
+.vcpu equ createdomain
+.ctxt equ createdomain + 8
 
+
+alloc_unbound:                          ; evtchn_alloc_unbound { dom, remote_dom, port }
+.dom:        dw 0
+.remote_dom: dw 0
+.port:       dd 0
+pin:                                    ; mmuext_op { cmd, mfn, arg2 }
+    dd MMUEXT_PIN_L2_TABLE
+.mfn: dd 0, 0
 bind_virq:                              ; evtchn_bind_virq { virq, vcpu, port }
     dd 0, 0
 .port: dd 0
@@ -534,9 +790,20 @@ ring_handle:     dd 0
 req_cons:        dd 0
 rsp_prod_pvt:    dd 0
 shutdown_reason: dd 0
+kernel_start:    dd 0
+kernel_len:      dd 0
+map_result:      dd 0
+magic:           db "xen-3.0-x86_32"
+magic_len        equ $ - magic
+hex_digits:      db "0123456789abcdef"
 digits:          times 10 db 0
 digits_end:
 
 align 16
 times 2048 db 0
 stack_top:
+
+align 8
+domu_frames:  times DOMU_PAGES dq 0     ; getmemlist's answer: the domU's machine frames
+domu_mfns:    times DOMU_PAGES dd 0     ; the same, as the domU's mfn_list
+vcpu_context: times 2800 db 0           ; struct vcpu_guest_context

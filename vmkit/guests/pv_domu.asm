@@ -4,7 +4,10 @@
 ; two halves share one page, a ring of requests and responses in the layout of Xen's io/ring.h and
 ; io/blkif.h, which the frontend grants to dom0; they nudge each other through an event channel.
 ;
-;  1. grant the ring page and a data page to dom0 (grant table entries 8 and 9);
+;  1. grant the ring page and a data page to dom0 (grant table entries 8 and 9). A grant names a
+;     machine frame: the domU looks its pages up in its phys-to-machine list (start_info mfn_list),
+;     and the machine frames Xen gives it (the grant table's, the store page's) up in Xen's
+;     machine-to-physical table, mapped read-only at MACH2PHYS_VIRT_START in every domain;
 ;  2. offer dom0 an event channel (alloc_unbound);
 ;  3. tell the backend where both are: in Xen, through XenStore; here, through the store page the
 ;     domain builder shared with dom0 (start_info store_mfn), then an event on store_evtchn;
@@ -30,10 +33,12 @@ GNTTABOP_setup_table          equ 2
 GTF_permit_access             equ 1
 DOMID_SELF                    equ 0x7ff0
 DOM0                          equ 0
+MACH2PHYS_VIRT_START          equ 0xfc000000   ; machine_to_phys_mapping[mfn] = pfn, read-only
 
 SI_SHARED_INFO   equ 36                ; start_info fields
 SI_STORE_MFN     equ 44
 SI_STORE_EVTCHN  equ 48
+SI_MFN_LIST      equ 68                ; the phys-to-machine list: mfn_list[pfn] = mfn
 UPCALL_PENDING   equ 0                 ; shared_info fields
 UPCALL_MASK      equ 1
 PENDING_SEL      equ 4
@@ -97,8 +102,11 @@ start:
     mov esp, stack_top
     mov eax, [esi + SI_SHARED_INFO]
     mov [shared_info], eax
-    mov eax, [esi + SI_STORE_MFN]
-    shl eax, 12
+    mov eax, [esi + SI_MFN_LIST]
+    mov [mfn_list], eax
+    mov eax, [esi + SI_STORE_MFN]       ; a machine frame: which of our pages is it?
+    mov eax, [MACH2PHYS_VIRT_START + eax * 4]
+    shl eax, 12                         ; our pages are mapped at virtual = pseudo-physical
     mov [store], eax
     mov eax, [esi + SI_STORE_EVTCHN]
     mov [store_port], eax
@@ -114,7 +122,8 @@ start:
     mov ecx, setup_table
     mov edx, 1
     hypercall __HYPERVISOR_grant_table_op
-    mov eax, [grant_frame]
+    mov eax, [grant_frame]              ; a machine frame too
+    mov eax, [MACH2PHYS_VIRT_START + eax * 4]
     shl eax, 12
     mov [grant_table], eax
 
@@ -124,10 +133,13 @@ start:
     mov dword [RING_PAGE + SRING_RSP_PROD], 0
     mov dword [RING_PAGE + SRING_RSP_EVENT], 1
     mov edi, [grant_table]
+    mov esi, [mfn_list]
     mov word [edi + RING_REF * 8 + 2], DOM0
-    mov dword [edi + RING_REF * 8 + 4], RING_PAGE >> 12
+    mov eax, [esi + (RING_PAGE >> 12) * 4]             ; the ring's machine frame
+    mov [edi + RING_REF * 8 + 4], eax
     mov word [edi + DATA_REF * 8 + 2], DOM0
-    mov dword [edi + DATA_REF * 8 + 4], DATA_PAGE >> 12
+    mov eax, [esi + (DATA_PAGE >> 12) * 4]
+    mov [edi + DATA_REF * 8 + 4], eax
     mov word [edi + RING_REF * 8], GTF_permit_access
     mov word [edi + DATA_REF * 8], GTF_permit_access
     print "blkfront: granted the ring (ref 8) and a data page (ref 9) to dom0", 10
@@ -347,6 +359,7 @@ alloc_unbound:                          ; evtchn_alloc_unbound { dom, remote_dom
 send_port:        dd 0
 shared_info:      dd 0
 grant_table:      dd 0
+mfn_list:         dd 0
 store:            dd 0
 store_port:       dd 0
 port:             dd 0

@@ -23,9 +23,16 @@
 ;   power_off      isa-debug-exit                     SCHEDOP_shutdown(poweroff)
 ;   the timer      PIT -> PIC IRQ0 -> IDT vector 0x20 periodic timer -> VIRQ_TIMER -> event callback
 ;   int 0x80       IDT gate, TSS esp0 stack           trap table entry, stack_switch stack
+;   paging         its own page tables, CR3, CR0.PG   on from the start, on the domain builder's tables
+;   make_pte       a PTE of the page's address        of its machine frame (start_info's mfn_list)
+;   set_pte        a store into the page table, and   update_va_mapping(va, pte, UVMF_INVLPG): the
+;                  invlpg                             table is read-only, Xen checks the new entry
 ;
-; Everything above the table (kernel_main, the timer tick, the system calls, the user program) is
-; the same code on both, and prints the same lines.
+; Everything above the table (kernel_main, the timer tick, the system calls, the user program, the
+; window page it maps onto two pages in turn) is the same code on both, and prints the same lines.
+; Under Xen a page-table entry holds a machine frame, not the address the kernel thinks of as
+; physical; make_pte is where it translates, as Linux's xen_make_pte does. Linux's Xen port sets a
+; PTE of the current address space with update_va_mapping (xen_set_pte_at), as set_pte does here.
 bits 32
 org 0x100000
 
@@ -45,6 +52,7 @@ FLAT_RING3_CS  equ 0xe02b
 FLAT_RING3_DS  equ 0xe033
 __HYPERVISOR_set_trap_table   equ 0
 __HYPERVISOR_stack_switch     equ 3
+__HYPERVISOR_update_va_mapping equ 14
 __HYPERVISOR_set_callbacks    equ 4
 __HYPERVISOR_xen_version      equ 17
 __HYPERVISOR_console_io       equ 18
@@ -58,6 +66,8 @@ EVTCHNOP_bind_virq            equ 1
 VIRQ_TIMER                    equ 0
 VCPUOP_set_periodic_timer     equ 6
 SI_SHARED_INFO                equ 36
+SI_MFN_LIST                   equ 68
+UVMF_INVLPG                   equ 2
 UPCALL_PENDING                equ 0
 UPCALL_MASK                   equ 1
 PENDING_SEL                   equ 4
@@ -66,6 +76,8 @@ EVTCHN_MASK                   equ 2176
 
 SYS_WRITE      equ 1
 SYS_EXIT       equ 2
+PTE_FLAGS      equ 0x27                ; present, writable, user, accessed
+WINDOW         equ 0x3ff000            ; the page the kernel maps onto page_a, then page_b
 
 %macro print 1+                         ; through pv_ops.console_write; every register is kept
     jmp %%over
@@ -123,6 +135,11 @@ kernel_main:
     call print_decimal
     print 10
 
+    mov eax, page_a                     ; the window onto page_a, then onto page_b
+    call map_window
+    mov eax, page_b
+    call map_window
+
     push dword [pv_user_ds]             ; SS: into ring 3, with interrupts on
     push dword user_stack_top           ; ESP
     push dword 0x202                    ; EFLAGS
@@ -132,6 +149,22 @@ kernel_main:
     mov ds, ax
     mov es, ax
     iretd
+
+map_window:                             ; EAX = a page of the kernel: map WINDOW onto it, show it
+    or eax, PTE_FLAGS
+    call [pv_ops.make_pte]
+    mov edi, WINDOW
+    call [pv_ops.set_pte]
+    print "paging: the window shows "
+    push edx
+    push ecx
+    mov edx, WINDOW
+    mov ecx, 6
+    call [pv_ops.console_write]
+    pop ecx
+    pop edx
+    print 10
+    ret
 
 timer_tick:                             ; called by either platform's interrupt path
     inc dword [ticks]
@@ -234,6 +267,19 @@ native_setup:
     out 0x40, al
     mov al, ah
     out 0x40, al
+    mov edi, native_l1                  ; paging: the first 4 MiB mapped onto themselves
+    mov eax, PTE_FLAGS
+.pte:
+    stosd
+    add eax, 0x1000
+    cmp edi, native_l1 + 4096
+    jne .pte
+    mov dword [native_pd], native_l1 + PTE_FLAGS
+    mov eax, native_pd
+    mov cr3, eax
+    mov eax, cr0
+    or eax, 0x80000000
+    mov cr0, eax
     mov esi, native_ops
     call install_ops
     mov dword [pv_user_cs], USER_CS
@@ -287,6 +333,19 @@ native_power_off:
     cli
     hlt
 
+native_make_pte:                        ; EAX = physical address | flags: the PTE is that
+    ret
+
+native_set_pte:                         ; EDI = the virtual address, EAX = the new PTE
+    push ebx
+    mov ebx, edi
+    shr ebx, 12
+    and ebx, 0x3ff
+    mov [native_l1 + ebx * 4], eax
+    invlpg [edi]
+    pop ebx
+    ret
+
 native_timer_interrupt:
     pushad
     call timer_tick
@@ -301,6 +360,8 @@ xen_setup:
     mov esi, [boot_esi]
     mov eax, [esi + SI_SHARED_INFO]
     mov [shared_info], eax
+    mov eax, [esi + SI_MFN_LIST]
+    mov [mfn_list], eax
     mov ebx, FLAT_RING1_CS              ; the event callback: where the timer's events arrive
     mov ecx, xen_event_callback
     mov edx, FLAT_RING1_CS
@@ -368,6 +429,30 @@ xen_power_off:
     hypercall __HYPERVISOR_sched_op
     jmp $
 
+xen_make_pte:                           ; EAX = pseudo-physical address | flags -> machine frame | flags
+    push ebx
+    push ecx
+    mov ecx, eax
+    and ecx, 0xfff
+    shr eax, 12
+    mov ebx, [mfn_list]
+    mov eax, [ebx + eax * 4]
+    shl eax, 12
+    or eax, ecx
+    pop ecx
+    pop ebx
+    ret
+
+xen_set_pte:                            ; EDI = the virtual address, EAX = the new PTE
+    pushad
+    mov ebx, edi
+    mov ecx, eax
+    xor edx, edx                        ; the PTE's high word (none without PAE)
+    mov esi, UVMF_INVLPG
+    hypercall __HYPERVISOR_update_va_mapping
+    popad
+    ret
+
 xen_event_callback:                     ; every pending port; the timer's calls timer_tick
     pushad
     mov esi, [shared_info]
@@ -421,14 +506,19 @@ pv_ops:
 .safe_halt:     dd 0
 .console_write: dd 0
 .power_off:     dd 0
+.make_pte:      dd 0
+.set_pte:       dd 0
 PV_OPS_COUNT equ ($ - pv_ops) / 4
 native_ops: dd native_irq_disable, native_irq_enable, native_safe_halt, native_console_write, native_power_off
+            dd native_make_pte, native_set_pte
 xen_ops:    dd xen_irq_disable, xen_irq_enable, xen_safe_halt, xen_console_write, xen_power_off
+            dd xen_make_pte, xen_set_pte
 
 pv_user_cs:  dd 0
 pv_user_ds:  dd 0
 boot_esi:    dd 0
 shared_info: dd 0
+mfn_list:    dd 0
 timer_port:  dd 0
 ticks:       dd 0
 counter:     dd 0
@@ -478,3 +568,11 @@ times 2048 db 0
 kernel_stack_top:
 times 1024 db 0
 user_stack_top:
+
+align 4096
+native_pd: times 4096 db 0              ; the native kernel's page directory and page table
+native_l1: times 4096 db 0
+page_a:    db "page A"
+           times 4096 - 6 db 0
+page_b:    db "page B"
+           times 4096 - 6 db 0

@@ -221,7 +221,7 @@ def listing(image, eip, before=Stepper.BEFORE, after=Stepper.AFTER, memory=None)
 
 def code_html(m):
     rows = []
-    for insn, line, current in listing(m.image, m.cpu["eip"], memory=m.uc.mem_read):
+    for insn, line, current in listing(m.image, m.cpu["eip"], memory=lambda a, n: m.cpu.peek(a, n) or b""):
         source = highlight(m.image.source_line(line).strip()) if line else ""
         style = "background:#fff3b0;color:#000;font-weight:bold;" if current else ""
         arrow = "▶" if current else " "

@@ -1,9 +1,13 @@
 """Xen's x86_32 paravirtual ABI: the numbers and layouts a PV guest and the hypervisor agree on.
 
 Named after Xen's public headers (xen/include/public/): xen.h, arch-x86/xen-x86_32.h, sched.h,
-event_channel.h, grant_table.h, version.h, vcpu.h, domctl.h, io/ring.h and io/blkif.h. Offsets
-are those of the 32-bit structures (`unsigned long` is 4 bytes, a uint64_t is 4-byte aligned
-unless the header says uint64_aligned_t). The course's PV guests spell the same numbers as `equ`s
+event_channel.h, grant_table.h, version.h, vcpu.h, domctl.h, io/ring.h and io/blkif.h; the page-table
+bits after the hypervisor's own asm-x86/page.h and x86_32/page.h. Where the non-PAE and PAE x86_32
+ABIs differ, these are the non-PAE ones ("xen-3.0-x86_32", two-level paging, as vmkit's PC pages),
+from Xen's tree before the non-PAE hypervisor was removed (the parent of commit 84d54d5d8b, "i386:
+Remove non-PAE hypervisor build target", May 2008, in the 3.3-unstable tree). Offsets are those of
+the 32-bit structures (`unsigned long` is 4 bytes, a uint64_t is 4-byte aligned unless the header
+says uint64_aligned_t). The course's PV guests spell the same numbers as `equ`s
 of their own (vmkit/guests/pv_*.asm), so a student reads them where they are used. Where this
 hypervisor puts its pages in a domain's memory is vmkit's choice, not the ABI's: vmkit.xen.layout.
 """
@@ -16,7 +20,10 @@ HYPERVISOR_CS, HYPERVISOR_DS = 0xE008, 0xE010
 FLAT_RING1_CS, FLAT_RING1_DS, FLAT_RING1_SS = 0xE019, 0xE021, 0xE021
 FLAT_RING3_CS, FLAT_RING3_DS, FLAT_RING3_SS = 0xE02B, 0xE033, 0xE033
 FLAT_KERNEL_CS, FLAT_KERNEL_DS = FLAT_RING1_CS, FLAT_RING1_DS
-HYPERVISOR_VIRT_START = 0xF5800000     # Xen's own part of every address space (PAE layout)
+# Xen's own part of every address space, non-PAE: the top 64 MiB. Its first 4 MiB map the machine-to-
+# physical table read-only for the guest; the flat segments end there (GUEST_SEGMENT_MAX_ADDR).
+HYPERVISOR_VIRT_START = 0xFC000000
+MACH2PHYS_VIRT_START, MACH2PHYS_VIRT_END = 0xFC000000, 0xFC400000
 HYPERCALL_VECTOR = 0x82                # `int 0x82`, open to ring 1 only
 
 # --- xen.h: hypercall numbers ------------------------------------------------------------------
@@ -54,6 +61,32 @@ CONSOLEIO_write, CONSOLEIO_read = 0, 1
 # domain ids (xen.h)
 DOMID_FIRST_RESERVED = DOMID_SELF = 0x7FF0
 DOMID_IO, DOMID_XEN, DOMID_INVALID = 0x7FF1, 0x7FF2, 0x7FF4
+
+# --- direct paging (xen.h): mmu_update, update_va_mapping, mmuext_op ---------------------------------------
+MMU_NORMAL_PT_UPDATE, MMU_MACHPHYS_UPDATE, MMU_PT_UPDATE_PRESERVE_AD = 0, 1, 2     # ptr[1:0]
+MMU_UPDATE = struct.Struct("<QQ")                    # ptr (machine address of the PTE | command), val
+MMUEXT_PIN_L1_TABLE, MMUEXT_PIN_L2_TABLE, MMUEXT_PIN_L3_TABLE, MMUEXT_PIN_L4_TABLE = 0, 1, 2, 3
+MMUEXT_UNPIN_TABLE, MMUEXT_NEW_BASEPTR, MMUEXT_TLB_FLUSH_LOCAL, MMUEXT_INVLPG_LOCAL = 4, 5, 6, 7
+MMUEXT_NAMES = {0: "pin_l1_table", 1: "pin_l2_table", 2: "pin_l3_table", 3: "pin_l4_table", 4: "unpin_table",
+                5: "new_baseptr", 6: "tlb_flush_local", 7: "invlpg_local", 8: "tlb_flush_multi",
+                9: "invlpg_multi", 10: "tlb_flush_all", 11: "invlpg_all", 12: "flush_cache", 13: "set_ldt",
+                15: "new_user_baseptr", 16: "clear_page", 17: "copy_page", 18: "flush_cache_global",
+                19: "mark_super", 20: "unmark_super"}
+MMUEXT_OP = struct.Struct("<III")                    # cmd, arg1 (mfn or linear_addr), arg2
+UVMF_NONE, UVMF_TLB_FLUSH, UVMF_INVLPG, UVMF_FLUSHTYPE_MASK = 0, 1, 2, 3
+UVMF_LOCAL, UVMF_ALL = 0, 1 << 2
+MMU_UPDATE_PREEMPTED = 1 << 31                       # the count's top bit: a continuation (never set here)
+
+# 32-bit page-table entries, and what a PV guest may not set in them (asm-x86/page.h, x86_32/page.h;
+# Xen spells the bits _PAGE_PRESENT, _PAGE_RW, ...)
+PAGE_PRESENT, PAGE_RW, PAGE_USER, PAGE_PWT, PAGE_PCD = 0x001, 0x002, 0x004, 0x008, 0x010
+PAGE_ACCESSED, PAGE_DIRTY, PAGE_PSE, PAGE_GLOBAL = 0x020, 0x040, 0x080, 0x100
+PTE_FLAGS = 0xFFF                                    # 20-bit frame number, 12 bits of flags
+BASE_DISALLOW_MASK = 0xFFFFF198 & PTE_FLAGS          # PAT/PSE, PCD, PWT and GLOBAL
+L1_DISALLOW_MASK = L2_DISALLOW_MASK = BASE_DISALLOW_MASK   # (_PAGE_GNTTAB is 0 outside debug builds)
+L2_PAGETABLE_SHIFT = 22
+L2_PAGETABLE_FIRST_XEN_SLOT = HYPERVISOR_VIRT_START >> L2_PAGETABLE_SHIFT     # 1008: slots from here are Xen's
+INVALID_M2P_ENTRY = 0xFFFFFFFF
 
 # --- start_info (xen.h): where ESI points at entry -------------------------------------------------
 START_INFO_MAGIC = b"xen-3.0-x86_32"
@@ -158,15 +191,28 @@ GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE = 0, 1
 # --- domctl.h (interface version 8, Xen 4.2) --------------------------------------------------------------
 XEN_DOMCTL_INTERFACE_VERSION = 0x00000008
 XEN_DOMCTL_createdomain, XEN_DOMCTL_destroydomain, XEN_DOMCTL_pausedomain = 1, 2, 3
-XEN_DOMCTL_unpausedomain, XEN_DOMCTL_getdomaininfo = 4, 5
-DOMCTL_NAMES = {1: "createdomain", 2: "destroydomain", 3: "pausedomain", 4: "unpausedomain", 5: "getdomaininfo"}
+XEN_DOMCTL_unpausedomain, XEN_DOMCTL_getdomaininfo, XEN_DOMCTL_getmemlist = 4, 5, 6
+XEN_DOMCTL_setvcpucontext = 12
+DOMCTL_NAMES = {1: "createdomain", 2: "destroydomain", 3: "pausedomain", 4: "unpausedomain", 5: "getdomaininfo",
+                6: "getmemlist", 12: "setvcpucontext"}
 DOMCTL_HEADER = struct.Struct("<IIH6x")               # cmd, interface_version, domain; the union at +16
 DOMCTL_UNION = 16
 DOMCTL_SIZE = DOMCTL_UNION + 128
-# xen_domctl_createdomain: ssidref, handle[16], flags -- then vmkit's domain builder (see domains.py):
-# the kernel's address and length in the caller's memory, the new domain's pages, and (out) the
-# port of the store event channel the builder opened for dom0.
-CREATEDOMAIN = struct.Struct("<I16sI IIII")
+# xen_domctl_createdomain: ssidref, handle[16], flags -- then vmkit's own fields (see domains.py): the
+# new domain's kernel (address and length in the caller's memory), which vmkit's trace watches and
+# shows but Xen does not load, and the new domain's pages, which Xen gives it at once.
+CREATEDOMAIN = struct.Struct("<I16sI III")
+GETMEMLIST = struct.Struct("<QQQQ")                   # max_pfns, start_pfn, buffer (of uint64), num_pfns (out)
+VCPUCONTEXT = struct.Struct("<I4xQ")                  # vcpu, ctxt (a 64-bit guest handle)
+# struct vcpu_guest_context (arch-x86/xen.h, x86_32): fpu_ctxt[512], flags, user_regs (cpu_user_regs,
+# xen-x86_32.h), trap_ctxt[256], ldt_base, ldt_ents, gdt_frames[16], gdt_ents, kernel_ss, kernel_sp,
+# ctrlreg[8], debugreg[8], event and failsafe callback cs:eip, vm_assist: 2800 bytes
+VCPU_GUEST_CONTEXT_SIZE = 2800
+VGC_FLAGS, VGC_USER_REGS, VGC_TRAP_CTXT, VGC_KERNEL_SS, VGC_CTRLREG = 512, 516, 584, 2708, 2716
+VGC_EVENT_CALLBACK, VGC_FAILSAFE_CALLBACK = 2780, 2788
+CPU_USER_REGS = struct.Struct("<7IHHIHBxIIH2xH2xH2xH2xH2x")   # ebx..eax, error_code, entry_vector, eip, cs,
+                                                              # saved_upcall_mask, eflags, esp, ss, es, ds, fs, gs
+VGCF_in_kernel, VGCF_online = 1 << 2, 1 << 5
 GETDOMAININFO = struct.Struct("<H2xIQQQQQQIII16sI")  # domain, flags, tot_pages .. cpupool
 XEN_DOMINF_dying, XEN_DOMINF_shutdown, XEN_DOMINF_paused = 1 << 0, 1 << 2, 1 << 3
 XEN_DOMINF_blocked, XEN_DOMINF_running = 1 << 4, 1 << 5

@@ -12,31 +12,41 @@ jumps to the next timer, or the run ends if nothing can ever wake them), system 
 behind VIRQ_TIMER, grant mappings and the console. Time is one clock for the whole machine: one
 instruction of any domain is one cycle of the 100 MHz CPU.
 
-Two things that Xen's toolstack does in dom0 are done here by the hypervisor on dom0's behalf,
-because vmkit's Xen runs its domains with paging off and has no mmu_update with which dom0 could
-map a new domain's memory:
+Memory is one machine memory for all domains, with Xen's frame table (vmkit.xen.mm): dom0's
+frames are taken when the machine is built, a domU's when it is created, and they go back when it is
+destroyed (and no other domain maps them any more).
 
-* building the domain: XEN_DOMCTL_createdomain takes, after Xen's own fields, the address and
-  length of a kernel image in dom0's memory and the new domain's size in pages. The kernel is
-  loaded at 0x100000 and started like dom0 (ring 1, ESI = start_info), paused until dom0
-  unpauses it;
-* the store: where a frontend tells its backend which grant reference holds its ring and which
-  port to bind (XenStore, in Xen). The builder gives every domU a store page, granted to dom0 at
-  GNTTAB_RESERVED_XENSTORE, and an unbound event channel offered to dom0 (start_info store_mfn,
-  store_evtchn); the port is also returned to dom0 in createdomain's last field. The course's
-  frontend writes its ring-ref and event-channel there; see vmkit/guests/pv_domu.asm.
+Building a domU is dom0's work, as in Xen, where the toolstack in dom0 does it: XEN_DOMCTL_createdomain
+makes a paused, empty domain (after Xen's own fields its union carries vmkit's: the kernel's address
+and length in dom0's memory, which vmkit's trace watches and shows but Xen does not load, and the
+domain's pages, which Xen gives it at once, standing in for XENMEM_populate_physmap). dom0 then learns
+the frames (XEN_DOMCTL_getmemlist), maps them into its own address space (mmu_update or
+update_va_mapping_otherdomain with the domU as foreign domain), writes the kernel, start_info, the
+mfn_list and the page tables, has Xen pin the page directory (mmuext_op on the domU's behalf), and
+gives the vcpu its context (XEN_DOMCTL_setvcpucontext); see vmkit/guests/pv_dom0.asm. For tests that
+want a domU without a dom0 to build it, Xen.create_domain(code) runs vmkit's domain builder in Python.
+
+One thing Xen's toolstack does is done here by the builder: the store, where a frontend tells its
+backend which grant reference holds its ring and which port to bind (XenStore, in Xen). Every domU
+has a store page (start_info store_mfn), granted to dom0 at GNTTAB_RESERVED_XENSTORE, and an unbound
+event channel offered to dom0 (store_evtchn). The course's frontend writes its ring-ref and
+event-channel there; see vmkit/guests/pv_domu.asm.
 """
 from ..asm import Image
 from ..errors import GuestError
 from ..machine.platform import LOAD_ADDRESS
 from . import abi as xen
 from . import event_channels, grant_tables
+from .domain_build import OutOfMemory
 from .layout import SHARED_INFO, STORE_PAGE
+from .mm import FrameTable
 
 QUANTUM = 3_000_000             # cycles: the credit scheduler's 30 ms time slice at 100 MHz
 CYCLE_NS = 10                   # one instruction, one cycle of the 100 MHz CPU
 DEFAULT_DOMU_PAGES = 1024       # 4 MiB
 MAX_DOMU_PAGES = 8192
+FREE_MEMORY = 64 << 20          # machine memory beyond dom0's, for domUs (host memory only once used)
+XEN_MEMORY = 1 << 20            # Xen's own frames: the machine-to-physical table, its page tables, its GDT
 
 
 class Timers:
@@ -96,17 +106,19 @@ def update_time(domain, now):
     """vcpu_info[0].time: system time in ns and the TSC scale (10 ns a cycle = (delta << 4) * 0xA0000000 >> 32),
     written between two increments of `version`, as Xen does."""
     address = SHARED_INFO + xen.VI_TIME
-    version = domain.u32(address)
-    domain.put_u32(address, version + 1)
-    domain.pack(xen.VCPU_TIME_INFO, address, version + 1, 0, now, now * CYCLE_NS, 0xA0000000, 4)
-    domain.put_u32(address, version + 2)
+    version = domain.xen_u32(address)
+    domain.xen_put_u32(address, version + 1)
+    domain.xen_write(address, xen.VCPU_TIME_INFO.pack(version + 1, 0, now, now * CYCLE_NS, 0xA0000000, 4))
+    domain.xen_put_u32(address, version + 2)
 
 
 class Xen:
     """The hypervisor: the domains and the one CPU they share."""
 
-    def __init__(self, dom0):
+    def __init__(self, dom0, dom0_memory):
         self.dom0 = dom0
+        self.mm = FrameTable(XEN_MEMORY + dom0_memory + FREE_MEMORY)     # machine memory and its frame table
+        self.mm.flush = self._flush_tlb
         self.domains = {}            # domid -> Paravirt, the live ones
         self.every_domain = []       # every domain ever built, for the run's statistics
         self.now = 0                 # system time, in cycles
@@ -130,6 +142,13 @@ class Xen:
         self.timers.start(domain)
         update_time(domain, self.clock())
 
+    def _flush_tlb(self, domain):
+        """Xen changed `domain`'s page tables (or a frame's type): the CPU must not use a stale
+        translation (Unicorn's TLB, which vmkit keeps no copy of)."""
+        cpu = getattr(domain, "cpu", None)
+        if cpu is not None:
+            cpu.flush_tlb()
+
     # --- running -------------------------------------------------------------------------------------
     def clock(self):
         """System time, in cycles. Inside a slice (in a hypercall) the running domain's clock is ahead
@@ -138,7 +157,7 @@ class Xen:
         return max(self.now, current.clock) if current is not None else self.now
 
     def runnable(self, domain):
-        return (not domain.finished and not domain.blocked and not domain.paused
+        return (domain.initialised and not domain.finished and not domain.blocked and not domain.paused
                 and self.domains.get(domain.domid) is domain)
 
     def state(self, domain):
@@ -246,9 +265,13 @@ class Xen:
         self._line_start[domain.domid] = at_start
 
     # --- what dom0 asks for ---------------------------------------------------------------------------------
-    def create_domain(self, code, pages=DEFAULT_DOMU_PAGES, domid=0, handle=bytes(16)):
-        """Build a paused PV domain running `code` (vmkit's stand-in for the toolstack's domain builder).
-        The domain is a machine of dom0's kind (vmkit.xen.paravirt.Paravirt)."""
+    def create_domain(self, code, pages=DEFAULT_DOMU_PAGES, domid=0, handle=bytes(16), build=True):
+        """A paused PV domain of `pages` pages (a machine of dom0's kind, vmkit.xen.paravirt.Paravirt)
+        that will run `code`, or a negative errno. With `build` vmkit's domain builder, the one that
+        builds dom0, does the toolstack's work here: the kernel, start_info, page tables and vcpu, and
+        the store (a page granted to dom0, an unbound event channel for it). Without it the domain is
+        empty, as createdomain leaves it: frames and shared_info only, for dom0 to build (getmemlist,
+        mmu_update, mmuext_op, setvcpucontext); `code` is then what vmkit's trace watches in it."""
         if domid == 0:
             domid = next(d for d in range(1, xen.DOMID_FIRST_RESERVED) if d not in self.domains)
         elif domid >= xen.DOMID_FIRST_RESERVED:
@@ -262,14 +285,18 @@ class Xen:
         dom0 = self.dom0
         try:
             domain = type(dom0)(image, pages * xen.PAGE_SIZE, domid=domid, hypervisor=self, hypercalls=dom0.hypercalls,
-                              max_instructions=None, timeout=None)
+                              built=build, max_instructions=None, timeout=None)
+        except OutOfMemory:
+            return -xen.ENOMEM                        # machine memory has not that many free frames
         except GuestError:
             return -xen.EINVAL                        # the kernel does not fit the memory asked for
         domain.handle = bytes(handle)
         domain.paused = True                          # Xen creates domains paused; the toolstack unpauses them
-        domain.store_port = domain.ports.allocate(state=event_channels.UNBOUND, remote_domid=0)
-        domain.write_start_info(store_mfn=STORE_PAGE // xen.PAGE_SIZE, store_evtchn=domain.store_port)
-        grant_tables.grant(domain, xen.GNTTAB_RESERVED_XENSTORE, 0, STORE_PAGE // xen.PAGE_SIZE)
+        if build:
+            domain.store_port = domain.ports.allocate(state=event_channels.UNBOUND, remote_domid=0)
+            store_mfn = domain.pfn_to_mfn(STORE_PAGE // xen.PAGE_SIZE)
+            domain.write_start_info(store_mfn=store_mfn, store_evtchn=domain.store_port)
+            grant_tables.grant(domain, xen.GNTTAB_RESERVED_XENSTORE, 0, store_mfn)
         return domain
 
     def pause(self, domain):
@@ -287,6 +314,7 @@ class Xen:
             grant_tables.release(mapping)
         domain.dying = domain.finished = True
         domain.blocked = False
+        self.mm.relinquish(domain)
         del self.domains[domain.domid]
         self.timers.set_periodic(domain, None)
         self.timers.set_singleshot(domain, 0)
@@ -321,18 +349,37 @@ def domctl(caller, address):
     hypervisor = caller.xen
     u = address + xen.DOMCTL_UNION
     if cmd == xen.XEN_DOMCTL_createdomain:
-        ssidref, handle, flags, kernel, kernel_len, pages, _ = caller.unpack(xen.CREATEDOMAIN, u)
+        ssidref, handle, flags, kernel, kernel_len, pages = caller.unpack(xen.CREATEDOMAIN, u)
         if flags & 1:                                     # XEN_DOMCTL_CDF_hvm_guest: not this hypervisor
             return -xen.EINVAL
         code = caller.read(kernel, kernel_len)
-        domain = hypervisor.create_domain(code, pages or DEFAULT_DOMU_PAGES, domid, handle)
+        domain = hypervisor.create_domain(code, pages or DEFAULT_DOMU_PAGES, domid, handle, build=False)
         if isinstance(domain, int):
             return domain
-        caller.pack(xen.CREATEDOMAIN, u, ssidref, handle, flags, kernel, kernel_len,
-                    domain.memory // xen.PAGE_SIZE, domain.store_port)
+        caller.pack(xen.CREATEDOMAIN, u, ssidref, handle, flags, kernel, kernel_len, domain.memory // xen.PAGE_SIZE)
         caller.write(address + 8, domain.domid.to_bytes(2, "little"))
-        caller.note(created=domain.domid, store_port=domain.store_port)
+        caller.note(created=domain.domid, pages=domain.memory // xen.PAGE_SIZE)
         return 0
+    if cmd == xen.XEN_DOMCTL_getmemlist:
+        target = hypervisor.domains.get(domid)
+        if target is None:
+            return -xen.EINVAL
+        max_pfns, _, buffer, _ = caller.unpack(xen.GETMEMLIST, u)
+        frames = target.p2m[:max_pfns]                # the domain's page list: vmkit keeps it in pfn order
+        caller.write(buffer & 0xFFFFFFFF, b"".join(mfn.to_bytes(8, "little") for mfn in frames))
+        caller.pack(xen.GETMEMLIST, u, max_pfns, 0, buffer, len(frames))
+        caller.note(frames=len(frames))
+        return 0
+    if cmd == xen.XEN_DOMCTL_setvcpucontext:
+        target = hypervisor.domains.get(domid)
+        if target is None:
+            return -xen.ESRCH
+        vcpu, context = caller.unpack(xen.VCPUCONTEXT, u)
+        if vcpu != 0:
+            return -xen.EINVAL
+        result, detail = target.set_vcpu_context(caller.read(context & 0xFFFFFFFF, xen.VCPU_GUEST_CONTEXT_SIZE))
+        caller.note(**detail)
+        return result
     if cmd == xen.XEN_DOMCTL_getdomaininfo:
         found = [d for d in sorted(hypervisor.domains) if d >= domid]
         if not found:
@@ -365,5 +412,5 @@ def domain_info(hypervisor, domain):
     if domain.shutdown_code is not None:
         flags |= xen.XEN_DOMINF_shutdown | domain.shutdown_code << xen.XEN_DOMINF_shutdownshift
     pages = domain.memory // xen.PAGE_SIZE
-    return (domain.domid, flags, pages, pages, 0, 0, SHARED_INFO // xen.PAGE_SIZE,
+    return (domain.domid, flags, pages, pages, 0, 0, domain.pfn_to_mfn(SHARED_INFO // xen.PAGE_SIZE),
             domain.instructions * CYCLE_NS, 1, 0, 0, getattr(domain, "handle", bytes(16)), 0)

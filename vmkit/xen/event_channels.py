@@ -59,8 +59,8 @@ def _bit(domain, array, port):
 
 
 def _test_and_set(domain, address, bit):
-    value = domain.u32(address)
-    domain.put_u32(address, value | bit)
+    value = domain.xen_u32(address)
+    domain.xen_put_u32(address, value | bit)
     return bool(value & bit)
 
 
@@ -72,7 +72,7 @@ def set_pending(domain, port):
     if _test_and_set(domain, word, bit):
         return                                        # already pending: nothing new to say
     mask_word, mask_bit = _bit(domain, xen.SH_EVTCHN_MASK, port)
-    if domain.u32(mask_word) & mask_bit:
+    if domain.xen_u32(mask_word) & mask_bit:
         return                                        # masked: the guest will find it when it looks
     if _test_and_set(domain, SHARED_INFO + xen.VI_PENDING_SEL, 1 << (port // xen.BITS_PER_EVTCHN_WORD)):
         return
@@ -81,20 +81,20 @@ def set_pending(domain, port):
 
 def mark_events_pending(domain):
     pending = SHARED_INFO + xen.VI_UPCALL_PENDING
-    if domain.read(pending, 1)[0]:
+    if domain.xen_read(pending, 1)[0]:
         return
-    domain.write(pending, b"\x01")
+    domain.xen_write(pending, b"\x01")
     domain.kick()
 
 
 def clear_pending(domain, port):
     word, bit = _bit(domain, xen.SH_EVTCHN_PENDING, port)
-    domain.put_u32(word, domain.u32(word) & ~bit)
+    domain.xen_put_u32(word, domain.xen_u32(word) & ~bit)
 
 
 def pending_ports(domain):
     """The ports pending and unmasked now, as the guest's callback will find them."""
-    words = domain.read(SHARED_INFO + xen.SH_EVTCHN_PENDING, 2 * 32 * 4)
+    words = domain.xen_read(SHARED_INFO + xen.SH_EVTCHN_PENDING, 2 * 32 * 4)
     ports = []
     for index in range(32):
         pending = int.from_bytes(words[4 * index:4 * index + 4], "little")
@@ -208,10 +208,10 @@ def unmask(caller, port):
     if caller.ports.get(port) is None:
         return -xen.EINVAL
     mask_word, bit = _bit(caller, xen.SH_EVTCHN_MASK, port)
-    masked = caller.u32(mask_word)
-    caller.put_u32(mask_word, masked & ~bit)
+    masked = caller.xen_u32(mask_word)
+    caller.xen_put_u32(mask_word, masked & ~bit)
     word, _ = _bit(caller, xen.SH_EVTCHN_PENDING, port)
-    if masked & bit and caller.u32(word) & bit and not _test_and_set(
+    if masked & bit and caller.xen_u32(word) & bit and not _test_and_set(
             caller, SHARED_INFO + xen.VI_PENDING_SEL, 1 << (port // xen.BITS_PER_EVTCHN_WORD)):
         mark_events_pending(caller)
     return 0

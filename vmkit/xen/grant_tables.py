@@ -2,18 +2,21 @@
 
 A domain cannot touch another's memory, not even dom0 (short of being the domain builder). To
 share a page, the owner writes an entry in its grant table, a page it shares with the hypervisor:
-{flags = GTF_permit_access, domid = who may map it, frame = which page}; the index of the entry is
-the *grant reference* it then tells the other domain. The other domain asks the hypervisor to map
-(owner, reference) at an address of its own (GNTTABOP_map_grant_ref); the hypervisor checks the
-entry, points the mapper's page at the owner's frame, and marks the entry in use (GTF_reading,
-GTF_writing) so the owner knows not to take it back. This is how a split driver's ring is shared.
-
-Here each domain's memory is host memory vmkit owns, so "pointing the mapper's page at the owner's
-frame" is exactly that: Unicorn maps the same host page into both domains (Paravirt.map_foreign).
+{flags = GTF_permit_access, domid = who may map it, frame = which page, a machine frame number};
+the index of the entry is the *grant reference* it then tells the other domain. The other domain
+asks the hypervisor to map (owner, reference) at a virtual address of its own
+(GNTTABOP_map_grant_ref); the hypervisor checks the entry and that the owner owns the frame, takes
+references on it (a writable one unless the mapping is read-only: a page table cannot be granted
+writable), points the mapper's PTE for that address at the frame (the old entry goes), and marks
+the entry in use (GTF_reading, GTF_writing) so the owner knows not to take it back. Unmapping
+clears the PTE and lets the references go. This is how a split driver's ring is shared.
+(xen/common/grant_table.c, __gnttab_map_grant_ref and __gnttab_unmap_common; the PTE work is
+create_grant_va_mapping and destroy_grant_va_mapping in xen/arch/x86/mm.c.)
 """
 from dataclasses import dataclass
 
 from . import abi as xen
+from . import mm as frames
 from .layout import GRANT_TABLE, SHARED_INFO, START_INFO
 
 NR_GRANT_ENTRIES = xen.PAGE_SIZE // xen.GRANT_ENTRY.size      # one frame of version-1 entries: 512
@@ -28,6 +31,8 @@ class Mapping:
     ref: int
     host_addr: int
     readonly: bool
+    frame: int = 0               # the machine frame mapped
+    uses: int = 1                # host map, device map: the references held on the frame, a set each
 
 
 def entry_address(domain, ref):
@@ -35,22 +40,22 @@ def entry_address(domain, ref):
 
 
 def read_entry(domain, ref):
-    """(flags, domid, frame) of grant `ref` in `domain`'s table."""
-    return domain.unpack(xen.GRANT_ENTRY, entry_address(domain, ref))
+    """(flags, domid, frame) of grant `ref` in `domain`'s table (the hypervisor's own view of it)."""
+    return xen.GRANT_ENTRY.unpack(domain.xen_read(entry_address(domain, ref), xen.GRANT_ENTRY.size))
 
 
 def grant(domain, ref, domid, frame, readonly=False):
-    """Write a grant entry as the guest would (domid and frame first, then the flags): used by the
-    domain builder to seed the store page's grant, as Xen's toolstack does."""
+    """Write a grant entry as the guest would (domid and machine frame first, then the flags): used by
+    the domain builder to seed the store page's grant, as Xen's toolstack does."""
     address = entry_address(domain, ref)
-    domain.write(address + 2, xen.GRANT_ENTRY.pack(0, domid, frame)[2:])
-    domain.write(address, (xen.GTF_permit_access | (xen.GTF_readonly if readonly else 0)).to_bytes(2, "little"))
+    domain.xen_write(address + 2, xen.GRANT_ENTRY.pack(0, domid, frame)[2:])
+    domain.xen_write(address, (xen.GTF_permit_access | (xen.GTF_readonly if readonly else 0)).to_bytes(2, "little"))
 
 
 def _set_flags(domain, ref, set_bits=0, clear_bits=0):
     address = entry_address(domain, ref)
-    flags = int.from_bytes(domain.read(address, 2), "little")
-    domain.write(address, ((flags | set_bits) & ~clear_bits).to_bytes(2, "little"))
+    flags = int.from_bytes(domain.xen_read(address, 2), "little")
+    domain.xen_write(address, ((flags | set_bits) & ~clear_bits).to_bytes(2, "little"))
 
 
 def _hypervisor_page(address):
@@ -73,17 +78,34 @@ def map_grant_ref(mapper, host_addr, flags, ref, domid):
     readonly = bool(flags & xen.GNTMAP_readonly)
     if gflags & xen.GTF_readonly and not readonly:
         return xen.GNTST_permission_denied, 0, 0
-    if frame >= granter.memory // xen.PAGE_SIZE:
+    if flags & xen.GNTMAP_host_map and (
+            host_addr % xen.PAGE_SIZE or host_addr < xen.PAGE_SIZE or host_addr >= xen.HYPERVISOR_VIRT_START
+            or _hypervisor_page(host_addr) or any(m.host_addr == host_addr for m in xen_.mappings_of(mapper))):
+        return xen.GNTST_bad_virt_addr, 0, 0
+    mm = xen_.mm
+    uses = [flag for flag in (xen.GNTMAP_host_map, xen.GNTMAP_device_map) if flags & flag]
+    for taken, _ in enumerate(uses):           # a reference for each use, on a frame the granter owns
+        if not (mm.get_page(frame, granter) if readonly else mm.get_page_and_type(frame, granter, frames.WRITABLE)):
+            mapper.note(refused=mm.why)
+            for _ in range(taken):
+                _put(mm, frame, readonly)
+            return xen.GNTST_general_error, 0, 0
+    if flags & xen.GNTMAP_host_map and not mm.create_grant_va_mapping(mapper, host_addr, frame, readonly):
+        mapper.note(refused=mm.why)
+        for _ in uses:
+            _put(mm, frame, readonly)
         return xen.GNTST_general_error, 0, 0
-    if flags & xen.GNTMAP_host_map:
-        if (host_addr % xen.PAGE_SIZE or host_addr < xen.PAGE_SIZE or host_addr + xen.PAGE_SIZE > mapper.memory
-                or _hypervisor_page(host_addr) or any(m.host_addr == host_addr for m in xen_.mappings_of(mapper))):
-            return xen.GNTST_bad_virt_addr, 0, 0
-        mapper.map_foreign(host_addr, granter, frame)
     handle = xen_.new_mapping(Mapping(0, mapper, granter, ref, host_addr if flags & xen.GNTMAP_host_map else 0,
-                                      readonly))
+                                      readonly, frame, len(uses)))
     _set_flags(granter, ref, xen.GTF_reading | (0 if readonly else xen.GTF_writing))
     return xen.GNTST_okay, handle, frame
+
+
+def _put(mm, frame, readonly):
+    if readonly:
+        mm.put_page(frame)
+    else:
+        mm.put_page_and_type(frame)
 
 
 def unmap_grant_ref(mapper, host_addr, handle):
@@ -101,7 +123,9 @@ def release(mapping):
     xen_ = mapping.mapper.xen
     del xen_.maptrack[(mapping.mapper.domid, mapping.handle)]
     if mapping.host_addr:
-        mapping.mapper.unmap_foreign(mapping.host_addr)
+        xen_.mm.destroy_grant_va_mapping(mapping.mapper, mapping.host_addr, mapping.frame)
+    for _ in range(mapping.uses):
+        _put(xen_.mm, mapping.frame, mapping.readonly)
     granter = mapping.granter
     if not granter.dying and not any(m.granter is granter and m.ref == mapping.ref for m in xen_.maptrack.values()):
         _set_flags(granter, mapping.ref, clear_bits=xen.GTF_reading | xen.GTF_writing)
@@ -145,7 +169,8 @@ def grant_table_op(domain, cmd, uop, count):
             elif nr_frames > 1:
                 status = xen.GNTST_general_error          # this hypervisor's tables are one frame
             elif nr_frames == 1:
-                domain.put_u32(frame_list, GRANT_TABLE // xen.PAGE_SIZE)
+                target = domain if dom in (xen.DOMID_SELF, domain.domid) else domain.xen.domains[dom]
+                domain.put_u32(frame_list, target.pfn_to_mfn(GRANT_TABLE // xen.PAGE_SIZE))
             domain.pack(layout, address, dom, nr_frames, status, frame_list)
         return 0
     if cmd == xen.GNTTABOP_query_size:

@@ -15,6 +15,7 @@ what it did with domain.note(...), which lands in the hypercall's event. HYPERCA
 numbers to the handlers; a lab can pass its own table to Paravirt(hypercalls=...).
 """
 from . import abi as xen
+from . import mm as _mm
 from .abi import TrapInfo
 from .domains import domctl as _domctl
 from .event_channels import event_channel_op as _event_channel_op
@@ -24,8 +25,10 @@ from .grant_tables import grant_table_op as _grant_table_op
 class BadAddress(Exception):
     """A guest pointer the hypervisor cannot follow: the hypercall returns -EFAULT."""
 
-    def __init__(self, address, size):
-        super().__init__(f"{size} bytes at {address:#x} are not in the domain's memory"
+    def __init__(self, address, size, write=False):
+        where = "in Xen's part of the address space" if address + size > xen.HYPERVISOR_VIRT_START else \
+            "mapped writable in the domain's page tables" if write else "mapped in the domain's page tables"
+        super().__init__(f"{size} bytes at {address:#x} are not {where}"
                          + (" (the first page is never mapped)" if 0 <= address < 4096 else ""))
         self.address, self.size = address, size
 
@@ -201,7 +204,23 @@ def vcpu_op(domain, cmd, vcpu, arg, *_):
     return 0
 
 
-# --- event channels, grant tables, domains: in their own modules ---------------------------------------------
+# --- direct paging, event channels, grant tables, domains: in their own modules ---------------------------------
+def mmu_update(domain, reqs, count, done, foreigndom, *_):
+    return _mm.mmu_update(domain, reqs, count, done, foreigndom)
+
+
+def update_va_mapping(domain, va, val_lo, val_hi, flags, *_):
+    return _mm.update_va_mapping(domain, va, val_lo, val_hi, flags)
+
+
+def update_va_mapping_otherdomain(domain, va, val_lo, val_hi, flags, domid, *_):
+    return _mm.update_va_mapping(domain, va, val_lo, val_hi, flags, domid)
+
+
+def mmuext_op(domain, ops, count, done, foreigndom, *_):
+    return _mm.mmuext_op(domain, ops, count, done, foreigndom)
+
+
 def event_channel_op(domain, cmd, arg, *_):
     return _event_channel_op(domain, cmd, arg)
 
@@ -216,14 +235,18 @@ def domctl(domain, u_domctl, *_):
 
 HYPERCALLS = {
     0: set_trap_table,
+    1: mmu_update,
     3: stack_switch,
     4: set_callbacks,
     13: multicall,
+    14: update_va_mapping,
     15: set_timer_op,
     17: xen_version,
     18: console_io,
     20: grant_table_op,
+    22: update_va_mapping_otherdomain,
     24: vcpu_op,
+    26: mmuext_op,
     29: sched_op,
     32: event_channel_op,
     36: domctl,

@@ -10,59 +10,61 @@ at the price of a modified guest. This is Xen's x86_32 ABI as vmkit implements i
 docs/architecture.md has the whole contract and says where vmkit simplifies what Xen does:
 
 * entry at 0x100000 in ring 1, CS = FLAT_RING1_CS, data segments FLAT_RING1_DS, ESI = the
-  start_info page (magic, nr_pages, the shared_info address, flags), ESP = 0x400000;
+  start_info page (magic, nr_pages, the shared_info address, flags, the page tables and the
+  phys-to-machine list), ESP = 0x400000;
+* paging is on from the first instruction, on page tables the domain builder made
+  (vmkit.xen.domain_build) and mapped read-only: the guest changes them only through mmu_update,
+  update_va_mapping and mmuext_op, which Xen validates (vmkit.xen.mm); a store to one of them is a
+  page fault;
 * shared_info: vcpu_info[0].evtchn_upcall_pending at byte 0, evtchn_upcall_mask at byte 1, the
   event-channel pending and mask bitmaps at 2048 and 2176;
-* the hypervisor's flat segments live in its own GDT (the guest loads none), its own memory sits
-  at HYPERVISOR_VIRT_START, read-only to the guest;
+* the hypervisor's flat segments live in its own GDT (the guest loads none); its part of every
+  address space starts at HYPERVISOR_VIRT_START, with the machine-to-physical table there,
+  read-only to the guest;
 * ports, PIC, PIT and `hlt` are not the guest's: they fault (#GP) like any privileged instruction,
-  and the fault is bounced to the guest's own handler, or crashes the domain if it has none;
-  memory outside the domain's RAM, or Xen's own, is a page fault (#PF, the address in
-  vcpu_info.arch.cr2), bounced the same way.
+  and the fault is bounced to the guest's own handler, or crashes the domain if it has none; a page
+  fault is bounced the same way, with the address in vcpu_info.arch.cr2.
 
-`Paravirt` is one domain: its vcpu (a Unicorn CPU) and its memory. The first one built is dom0,
+`Paravirt` is one domain: its vcpu (a Unicorn CPU, whose physical memory is the machine's: every
+domain's CPU sees all of it, and reaches what its page tables map) and its frames. The first one built is dom0,
 and its machine also runs the hypervisor's scheduler (vmkit.xen.domains.Xen), so `vmkit.run(image,
 "paravirt")` boots `image` as dom0, and dom0 can build and run domUs. The hypercalls themselves are
 in vmkit.xen.hypercalls; a lab can pass its own table.
 """
-import ctypes
 import struct
 
-from unicorn import (UC_ERR_FETCH_UNMAPPED, UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_PROT, UC_ERR_WRITE_UNMAPPED,
-                     UC_HOOK_MEM_WRITE_PROT, UC_MEM_WRITE, UC_MEM_WRITE_PROT, UC_MEM_WRITE_UNMAPPED,
-                     UC_PROT_ALL, UC_PROT_READ)
+from unicorn import UC_ERR_FETCH_UNMAPPED, UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_UNMAPPED, UC_MEM_WRITE, UC_MEM_WRITE_UNMAPPED
+from unicorn import UC_PROT_ALL
 from unicorn import x86_const as X
 
 from ..asm import assemble, disassemble
 from ..errors import GuestError, GuestTimeout, VmkitError
-from ..machine.cpu import Fault
+from ..machine.cpu import CR0_PG, CR0_WP, Fault
 from ..machine.delivery import EXCEPTION, SOFTWARE
 from ..machine.machine import Machine
-from ..machine.platform import BOOT_GDT, BOOT_GDT_LIMIT, DEFAULT_MEMORY, STACK_TOP
-from ..machine.x86 import BP, GP, IF, NT, OF_, PF_, RF, TF, VM, encode_descriptor, frame_names, vector_name
+from ..machine.platform import DEFAULT_MEMORY, STACK_TOP
+from ..machine.x86 import BP, GP, IF, NT, OF_, PF_, RF, TF, VM, frame_names, vector_name
 from . import abi as xen
+from . import domain_build
+from . import mm as frames
 from .domains import Xen
 from .event_channels import pending_ports
 from .hypercalls import HYPERCALLS, BadAddress
-from .layout import MODULES, MODULES_END, SHARED_INFO, START_INFO, XEN_AREA, XEN_AREA_SIZE
-
-# The hypervisor's GDT, in its own memory (XEN_AREA) with the flat segments.
-XEN_GDT_LIMIT = xen.FLAT_RING3_DS | 7       # up to the last flat segment
-XEN_GDT = {
-    xen.HYPERVISOR_CS: encode_descriptor(0, 0xFFFFF, 0x9B),     # ring 0: the hypervisor (unused by guests)
-    xen.HYPERVISOR_DS: encode_descriptor(0, 0xFFFFF, 0x93),
-    xen.FLAT_RING1_CS: encode_descriptor(0, 0xFFFFF, 0xBB),     # ring 1: the guest kernel
-    xen.FLAT_RING1_DS: encode_descriptor(0, 0xFFFFF, 0xB3),
-    xen.FLAT_RING3_CS: encode_descriptor(0, 0xFFFFF, 0xFB),     # ring 3: its user programs
-    xen.FLAT_RING3_DS: encode_descriptor(0, 0xFFFFF, 0xF3),
-}                               # (accessed bits preset: the CPU never writes the read-only table)
+from .layout import SHARED_INFO, START_INFO
 
 CPUID_XEN_LEAF = 0x40000000     # Xen's CPUID leaves: the signature, the version, the hypercall page
 EVENT_CALLBACK = "event callback"
 TRAP_TABLE = "trap table"
-PV_STATS = ("upcalls", "bounces", "multicall_entries")
-MEMORY_FAULTS = (UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_UNMAPPED, UC_ERR_FETCH_UNMAPPED, UC_ERR_WRITE_PROT)
+PV_STATS = ("upcalls", "bounces", "multicall_entries", "pt_updates")
+MEMORY_FAULTS = (UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_UNMAPPED, UC_ERR_FETCH_UNMAPPED)
 PF_PRESENT, PF_WRITE, PF_USER = 1, 2, 4     # the page-fault error code
+CR0_PE_ET = 0x11
+
+
+def _ring1(selector):
+    """Xen raises a guest selector's RPL to the guest kernel's ring, 1 (fixup_guest_code_selector)."""
+    selector &= 0xFFFF
+    return selector | 1 if selector & 3 == 0 else selector
 
 
 class Paravirt(Machine):
@@ -76,8 +78,10 @@ class Paravirt(Machine):
     watch_interrupt_window = False       # no PIC reaches a PV guest; events come through the hypervisor
 
     def __init__(self, image, memory=DEFAULT_MEMORY, *, hypercalls=None, modules=(), cmdline="",
-                 domid=0, hypervisor=None, **budgets):
+                 domid=0, hypervisor=None, built=True, **budgets):
         self.domid = domid
+        self.built = built           # False: an empty domain (createdomain), for dom0's builder to fill
+        self.initialised = built     # the vcpu has a context: until then the domain cannot run
         self.hypercalls = dict(HYPERCALLS) if hypercalls is None else dict(hypercalls)
         self.modules = [assemble(m) for m in modules]
         self.cmdline = cmdline.encode() if isinstance(cmdline, str) else bytes(cmdline)
@@ -88,95 +92,125 @@ class Paravirt(Machine):
         self.shutdown_code = None                       # SCHEDOP_shutdown's reason once the domain is down
         self.ports = None                               # its event channels (vmkit.xen.event_channels)
         self.timers = None                              # its periodic and single-shot timers
+        self.p2m = []                                   # pseudo-physical frame -> machine frame (the builder's)
+        self.guest_table = 0                            # the machine frame of its page directory (CR3)
         self._entry = False          # the hypervisor has had control: deliver pending events before resuming
         self._exit_recorded = False
         self._in_hypercall = False
         self._notes = None                              # what the running hypercall's handler noted
-        self._protected_write = (None, None)            # (access, address) of the last write to Xen's pages
+        self.xen = Xen(self, memory) if hypervisor is None else hypervisor     # dom0 creates the hypervisor's state
         super().__init__(image, memory, counted=True, technique="paravirt", **budgets)
         for key in PV_STATS:
             self.stats[key] = 0
-        self.xen = Xen(self) if hypervisor is None else hypervisor     # dom0 creates the hypervisor's state
         self.xen.attach(self)
 
     # --- boot: Xen's start of day for a PV guest ----------------------------------------------------
     def boot_state(self):
+        """Xen's start of day (vmkit.xen.domain_build): the domain's frames, then, for a domain built
+        here, its kernel, start_info and page tables, and the vcpu enters the kernel in ring 1 with
+        paging on, on those tables. An empty domain waits for its builder (set_vcpu_context)."""
         super().boot_state()
-        self._ram_in_host_memory()
-        self.uc.mem_write(BOOT_GDT, bytes(BOOT_GDT_LIMIT + 1))      # the PV platform has no boot GDT in guest memory
-        self.uc.mem_map(XEN_AREA, XEN_AREA_SIZE, UC_PROT_READ)
-        self.cpu.regions.append((XEN_AREA, XEN_AREA_SIZE))
-        for selector, descriptor in XEN_GDT.items():
-            self.uc.mem_write(XEN_AREA + (selector & ~7), descriptor)
-        self.uc.reg_write(X.UC_X86_REG_GDTR, (0, XEN_AREA, XEN_GDT_LIMIT, 0))
-        self._load_modules()
-        self._write_start_info()
-        self.uc.mem_write(SHARED_INFO + xen.VI_UPCALL_MASK, b"\x01")   # events masked until the guest is ready
-        stack = min(STACK_TOP, self.memory)
-        self.kernel_stack = (xen.FLAT_RING1_SS, stack)    # the builder's default, until stack_switch
-        self.cpu.far_transfer(1, xen.FLAT_RING1_CS, xen.FLAT_RING1_SS, stack, self.image.entry, 0x2 | IF)
-        for segment in ("ds", "es", "fs", "gs"):
-            self.cpu[segment] = xen.FLAT_RING1_DS
-        self.cpu["esi"] = START_INFO
-
-    def _ram_in_host_memory(self):
-        """Back the guest's RAM with memory vmkit owns, so that a page can also be mapped into
-        another domain's address space: the grant mapping behind split drivers."""
-        contents = self.uc.mem_read(0, self.memory)
-        self.ram = (ctypes.c_char * self.memory).from_buffer_copy(contents)
-        self.uc.mem_unmap(0, self.memory)
-        self.uc.mem_map_ptr(0, self.memory, UC_PROT_ALL, ctypes.addressof(self.ram))
-
-    def _load_modules(self):
-        address = MODULES
-        for module in self.modules:
-            if address + len(module.code) > MODULES_END:
-                raise GuestError(f"the boot modules do not fit dom0's module area "
-                                 f"({MODULES:#x}-{MODULES_END:#x})", None)
-            self.uc.mem_write(address, module.code)
-            address = (address + len(module.code) + 0xFFF) & ~0xFFF
-
-    def _write_start_info(self):
+        mm = self.xen.mm
+        self.uc.mem_unmap(0, self.memory)               # the RAM the machine loaded the image into: not ours
+        self.uc.mem_map_ptr(0, mm.size, UC_PROT_ALL, mm.address)       # the CPU sees machine memory
+        self.cpu.ram_size = mm.size
+        self.cpu.regions = [(0, mm.size)]
+        domain_build.populate(self, mm)
+        domain_build.write_gdt(mm)
+        self.uc.reg_write(X.UC_X86_REG_GDTR, domain_build.gdt_register())
+        if not self.built:
+            return
         flags = xen.SIF_PRIVILEGED | xen.SIF_INITDOMAIN if self.domid == 0 else 0
-        first = self.modules[0] if self.modules else None
-        self.write_start_info(magic=xen.START_INFO_MAGIC, nr_pages=self.memory // xen.PAGE_SIZE,
-                              shared_info=SHARED_INFO, flags=flags, mod_start=MODULES if first else 0,
-                              mod_len=len(first.code) if first else 0)
-        self.uc.mem_write(START_INFO + xen.SI_CMD_LINE, self.cmdline[:xen.MAX_GUEST_CMDLINE - 1] + b"\0")
+        domain_build.build(self, mm, self.image, self.modules, self.cmdline, flags)
+        stack = min(STACK_TOP, self.memory)
+        self._enter_kernel(self.image.entry, stack, xen.FLAT_RING1_CS, xen.FLAT_RING1_SS, xen.FLAT_RING1_DS,
+                           IF, {"esi": START_INFO})
+
+    def _enter_kernel(self, eip, esp, cs, ss, ds, eflags, registers):
+        """The vcpu starts: paging on, on the page directory in guest_table, in ring 1."""
+        self.cpu["cr3"] = self.guest_table << 12
+        self.cpu["cr0"] = CR0_PE_ET | CR0_WP | CR0_PG   # paging on; Xen keeps WP, so ring 1 cannot write read-only pages
+        self.kernel_stack = (ss, esp)                   # the builder's default, until stack_switch
+        self.cpu.far_transfer(1, cs, ss, esp, eip, 0x2 | IF | (eflags & ~(IF | 0x3000)))
+        for segment in ("ds", "es", "fs", "gs"):
+            self.cpu[segment] = ds
+        for name, value in registers.items():
+            self.cpu[name] = value
+
+    def set_vcpu_context(self, context):
+        """XEN_DOMCTL_setvcpucontext with a vcpu_guest_context (`context`, its 2800 bytes): what Xen's
+        arch_set_info_guest does for a PV vcpu. The page directory in ctrlreg[3] (a machine address)
+        gets a typed reference as an L2 table, validated if it is not one yet; the registers, the
+        kernel stack, the callbacks and the trap table are the guest's; the domain can run once
+        unpaused. -EINVAL when the page directory does not validate or a selector is not one of Xen's
+        ring-1 flat segments; -EEXIST when the vcpu already runs. Returns (the result, what to note)."""
+        if self.initialised:
+            return -xen.EEXIST, {"refused": "the vcpu already has a context"}
+        regs = dict(zip(("ebx", "ecx", "edx", "esi", "edi", "ebp", "eax", "error_code", "entry_vector", "eip",
+                         "cs", "saved_upcall_mask", "eflags", "esp", "ss", "es", "ds", "fs", "gs"),
+                        xen.CPU_USER_REGS.unpack_from(context, xen.VGC_USER_REGS)))
+        cs, ss, ds = (_ring1(regs["cs"]), _ring1(regs["ss"]), _ring1(regs["ds"]))
+        if (cs, ss, ds) != (xen.FLAT_RING1_CS, xen.FLAT_RING1_SS, xen.FLAT_RING1_DS):
+            return -xen.EINVAL, {"refused": "the selectors are not Xen's flat ring-1 segments"}
+        mm = self.xen.mm
+        cr3 = struct.unpack_from("<I", context, xen.VGC_CTRLREG + 4 * 3)[0] >> 12
+        if not mm.get_page_and_type(cr3, self, frames.L2):
+            return -xen.EINVAL, {"refused": f"the page directory: {mm.why}"}
+        self.guest_table = cr3
+        kernel_ss, kernel_sp = struct.unpack_from("<II", context, xen.VGC_KERNEL_SS)
+        self._enter_kernel(regs["eip"], regs["esp"], cs, ss, ds, regs["eflags"],
+                           {r: regs[r] for r in ("eax", "ebx", "ecx", "edx", "esi", "edi", "ebp")})
+        self.kernel_stack = (_ring1(kernel_ss), kernel_sp)
+        event_cs, event_eip, failsafe_cs, failsafe_eip = struct.unpack_from("<4I", context, xen.VGC_EVENT_CALLBACK)
+        if event_eip:
+            self.event_callback = (_ring1(event_cs), event_eip)
+        if failsafe_eip:
+            self.failsafe_callback = (_ring1(failsafe_cs), failsafe_eip)
+        for index in range(256):
+            vector, flags, tcs, address = xen.TRAP_INFO.unpack_from(context, xen.VGC_TRAP_CTXT + 8 * index)
+            if address:
+                self.trap_table[vector] = xen.TrapInfo(vector, flags, _ring1(tcs), address)
+        self.initialised = True
+        return 0, {"cr3": cr3 << 12, "entry": regs["eip"]}
 
     def write_start_info(self, **fields):
         """Set start_info fields by name (magic, nr_pages, shared_info, flags, store_mfn, store_evtchn,
         console_mfn, console_evtchn, pt_base, nr_pt_frames, mfn_list, mod_start, mod_len)."""
         names = ("magic", "nr_pages", "shared_info", "flags", "store_mfn", "store_evtchn", "console_mfn",
                  "console_evtchn", "pt_base", "nr_pt_frames", "mfn_list", "mod_start", "mod_len")
-        current = dict(zip(names, xen.START_INFO.unpack(self.read(START_INFO, xen.START_INFO.size))))
+        current = dict(zip(names, xen.START_INFO.unpack(self.xen_read(START_INFO, xen.START_INFO.size))))
         current.update(fields)
-        self.write(START_INFO, xen.START_INFO.pack(*(current[n] for n in names)))
+        self.xen_write(START_INFO, xen.START_INFO.pack(*(current[n] for n in names)))
 
-    def install_hooks(self):
-        super().install_hooks()
-        self.uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._on_write_protected)     # a write to Xen's read-only memory
-
-    def _on_write_protected(self, uc, access, address, size, value, _):
-        self._protected_write = (access, address)
-        return False                                    # Unicorn stops with UC_ERR_WRITE_PROT: memory_fault
+    def load_page_directory(self, mfn):
+        """MMUEXT_NEW_BASEPTR has made machine frame `mfn` the page directory: load it into CR3."""
+        self.cpu["cr3"] = mfn << 12
+        self.cpu.flush_tlb()
 
     # --- guest memory, as the hypervisor's copy_from_guest / copy_to_guest see it ----------------------
-    # A pointer into the first page is refused like one outside RAM: no PV kernel maps page 0, so in
-    # Xen a null pointer faults (and a number passed where a pointer belongs usually does too).
+    # A guest pointer is a virtual address in the guest's own page tables, below HYPERVISOR_VIRT_START
+    # (Xen's access_ok); Xen follows it with the guest kernel's rights, so an unmapped page, or a write
+    # into a page mapped read-only (a page table), fails: BadAddress, -EFAULT. The first page is never
+    # mapped, so a null pointer (or a number passed where a pointer belongs) usually fails too.
     def read(self, address, size):
         if size == 0:
             return b""
-        if address < xen.PAGE_SIZE or size < 0 or address + size > self.memory:
+        if address < 0 or size < 0 or address + size > xen.HYPERVISOR_VIRT_START:
             raise BadAddress(address, size)
-        return self.cpu.read(address, size)
+        try:
+            return self.cpu.read(address, size)
+        except Fault:
+            raise BadAddress(address, size) from None
 
     def write(self, address, data):
         if not data:
             return
-        if address < xen.PAGE_SIZE or address + len(data) > self.memory:
-            raise BadAddress(address, len(data))
-        self.uc.mem_write(address, bytes(data))
+        if address < 0 or address + len(data) > xen.HYPERVISOR_VIRT_START:
+            raise BadAddress(address, len(data), write=True)
+        try:
+            self.cpu.write(address, bytes(data))
+        except Fault:
+            raise BadAddress(address, len(data), write=True) from None
 
     def unpack(self, layout, address):
         return layout.unpack(self.read(address, layout.size))
@@ -190,30 +224,53 @@ class Paravirt(Machine):
     def put_u32(self, address, value):
         self.write(address, struct.pack("<I", value & 0xFFFFFFFF))
 
-    def map_foreign(self, address, owner, frame):
-        """Point the page at `address` of this domain at `owner`'s page `frame`: what a grant
-        mapping does to the mapper's page tables. Both domains now see the same bytes."""
-        self.uc.mem_unmap(address, xen.PAGE_SIZE)
-        self.uc.mem_map_ptr(address, xen.PAGE_SIZE, UC_PROT_ALL, ctypes.addressof(owner.ram) + frame * xen.PAGE_SIZE)
+    # --- the domain's pages as Xen itself reaches them: by pseudo-physical address, through the p2m ---
+    # (shared_info, start_info, the grant table: Xen's own mapping of them does not depend on the
+    # guest's page tables)
+    def machine_address(self, address):
+        """The machine address of pseudo-physical `address` of this domain."""
+        pfn = address >> 12
+        if not 0 <= pfn < len(self.p2m):
+            raise BadAddress(address, 1)
+        return self.p2m[pfn] << 12 | address & 0xFFF
 
-    def unmap_foreign(self, address):
-        """Give the page at `address` its own memory back."""
-        self.uc.mem_unmap(address, xen.PAGE_SIZE)
-        self.uc.mem_map_ptr(address, xen.PAGE_SIZE, UC_PROT_ALL, ctypes.addressof(self.ram) + address)
+    def xen_read(self, address, size):
+        out = b""
+        while size > 0:
+            n = min(size, xen.PAGE_SIZE - (address & 0xFFF))
+            out += self.xen.mm.read(self.machine_address(address), n)
+            address, size = address + n, size - n
+        return out
+
+    def xen_write(self, address, data):
+        data = bytes(data)
+        while data:
+            n = min(len(data), xen.PAGE_SIZE - (address & 0xFFF))
+            self.xen.mm.write(self.machine_address(address), data[:n])
+            address, data = address + n, data[n:]
+
+    def xen_u32(self, address):
+        return self.xen.mm.u32(self.machine_address(address))
+
+    def xen_put_u32(self, address, value):
+        self.xen.mm.put_u32(self.machine_address(address), value)
+
+    def pfn_to_mfn(self, pfn):
+        return self.p2m[pfn]
 
     # --- the shared_info page: vcpu_info[0] and the event-channel bitmaps ------------------------------
     @property
     def upcall_pending(self):
-        return self.cpu.read(SHARED_INFO + xen.VI_UPCALL_PENDING, 1)[0]
+        return self.xen_read(SHARED_INFO + xen.VI_UPCALL_PENDING, 1)[0]
 
     @property
     def upcall_mask(self):
         """vcpu_info[0].evtchn_upcall_mask: the virtual interrupt flag, inverted (1 = events off)."""
-        return self.cpu.read(SHARED_INFO + xen.VI_UPCALL_MASK, 1)[0]
+        return self.xen_read(SHARED_INFO + xen.VI_UPCALL_MASK, 1)[0]
 
     @upcall_mask.setter
     def upcall_mask(self, value):
-        self.uc.mem_write(SHARED_INFO + xen.VI_UPCALL_MASK, bytes([value]))
+        self.xen_write(SHARED_INFO + xen.VI_UPCALL_MASK, bytes([value]))
 
     def events_need_delivery(self):
         return bool(self.upcall_pending) and not self.upcall_mask
@@ -279,8 +336,34 @@ class Paravirt(Machine):
         self.hypervisor_had_control()
         if vector == xen.HYPERCALL_VECTOR and source == SOFTWARE and ring == 1:
             self._hypercall()
+        elif vector == PF_ and source == EXCEPTION:
+            self._page_fault(error_code, ring)
         else:
             self._trap(vector, source, error_code, ring)
+
+    def _page_fault(self, error_code, ring):
+        """A #PF on the guest's own tables: Xen puts the address in vcpu_info.arch.cr2 and bounces it
+        (propagate_page_fault in xen/arch/x86/traps.c). A write to a page-table page is one of them:
+        Xen maps them read-only, and vmkit's Xen does not emulate the store (no writable page-table
+        assist), so the guest's handler is told."""
+        address = self.cpu["cr2"]
+        detail = {"address": address}
+        if error_code is not None and error_code & (PF_PRESENT | PF_WRITE) == PF_PRESENT | PF_WRITE:
+            found = self.mapped_frame(address)
+            if found is not None and self.xen.mm.pages[found].type in (frames.L1, frames.L2):
+                detail["why"] = (f"a store to a page table ({self.xen.mm.pages[found].type}, mfn {found:#x}): "
+                                 f"Xen maps page tables read-only; the guest must ask with mmu_update")
+        self.xen_put_u32(SHARED_INFO + xen.VI_ARCH_CR2, address)
+        self._trap(PF_, EXCEPTION, error_code, ring, **detail)
+
+    def mapped_frame(self, va):
+        """The machine frame the guest's current tables map at `va`, or None."""
+        mm = self.xen.mm
+        found = mm.guest_map_l1e(self, va) if va < xen.HYPERVISOR_VIRT_START else None
+        if found is None:
+            return None
+        pte = mm.u32(found[0])
+        return pte >> 12 if pte & frames.P else None
 
     def _hypercall(self):
         cpu = self.cpu
@@ -396,18 +479,15 @@ class Paravirt(Machine):
         return True
 
     def memory_fault(self, error, access, address):
-        """Memory the guest may not touch: outside its RAM, or Xen's own. Xen turns it into a page
-        fault for the guest (the address in vcpu_info.arch.cr2), bounced like any other exception."""
+        """Memory no page table can reach (Unicorn found no machine memory there): as Xen would, a
+        page fault for the guest, the address in vcpu_info.arch.cr2, bounced like any other."""
         if error.errno not in MEMORY_FAULTS:
             return super().memory_fault(error, access, address)
-        if error.errno == UC_ERR_WRITE_PROT:
-            access, address = self._protected_write
         address = 0 if address is None else address
-        write = access in (UC_MEM_WRITE, UC_MEM_WRITE_UNMAPPED, UC_MEM_WRITE_PROT)
-        code = (PF_PRESENT if error.errno == UC_ERR_WRITE_PROT else 0) | (PF_WRITE if write else 0) \
-            | (PF_USER if self.cpu.cpl == 3 else 0)
+        write = access in (UC_MEM_WRITE, UC_MEM_WRITE_UNMAPPED)
+        code = (PF_WRITE if write else 0) | (PF_USER if self.cpu.cpl == 3 else 0)
         self.fault_handled()
-        self.write(SHARED_INFO + xen.VI_ARCH_CR2, (address & 0xFFFFFFFF).to_bytes(4, "little"))
+        self.xen_put_u32(SHARED_INFO + xen.VI_ARCH_CR2, address)
         self.hypervisor_had_control()
         self._trap(PF_, EXCEPTION, code, self.cpu.cpl, address=address)
 
