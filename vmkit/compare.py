@@ -30,6 +30,16 @@ adaptive translation has turned it into a call-out). Each of these is also one o
 
     compare.measure("ptemod", "binary-translation", rounds=100, adaptive=False).trace_faults
 
+Under "paravirt" the same two workloads page as a Xen PV kernel does (direct paging): on the page
+tables the domain builder made, read-only to the kernel, which asks Xen to change them. ptemod's
+store becomes one mmu_update hypercall, which Xen validates (Linux's xen_set_pte); pgfault's fault
+is bounced by Xen to the kernel's handler, the address in vcpu_info.arch.cr2. The counts say so
+(PV_COUNTS): `bounces` (the traps Xen bounced to the kernel), `mmu_updates` (mmu_update hypercalls)
+and `pt_updates` (the page-table entries Xen changed for them). The column "paravirt/lazy-mmu",
+asked for by name, runs ptemod in lazy MMU mode, 32 stores an mmu_update:
+
+    compare.measure("ptemod", "paravirt/lazy-mmu", rounds=320).mmu_updates    # 10, 32 stores each
+
 The VT-x model runs every workload in its three memory modes (vmkit.vtx.VmcsControls), each a
 column of its own (VARIANTS): "hardware-assist" (the model's default: EPT, with the model's memory
 mapped from the start, so paging costs no exit and no walk is counted), "hardware-assist/no-ept"
@@ -75,7 +85,11 @@ MMU_COUNTS = ("hidden_faults", "true_faults", "trace_faults", "trace_callouts")
 # EXCEPTION exit is a #PF); EPT violations, TLB misses and the references of their two-dimensional
 # walks with EPT filled on demand. 0 wherever they do not apply.
 VTX_COUNTS = ("cr_exits", "invlpg_exits", "pf_exits", "ept_violations", "tlb_misses", "walk_references")
-COUNTS = COSTED + MMU_COUNTS + VTX_COUNTS
+# Xen's work for a paravirtual kernel, 0 under every other technique: the traps it bounced to the guest's
+# handlers (among the traps), its mmu_update hypercalls (among the hypercalls), and the page-table entries
+# they changed, each validated (vmkit.xen.mm).
+PV_COUNTS = ("bounces", "mmu_updates", "pt_updates")
+COUNTS = COSTED + MMU_COUNTS + VTX_COUNTS + PV_COUNTS
 EXACT = COUNTS + ("executed",)
 LESSON_ROUNDS = 50           # what a lesson runs: the whole suite in a few seconds
 # the same suite again with more rounds, so that the rounds and not the run's fixed part are most of
@@ -91,26 +105,23 @@ REPEAT = 3
 VARIANTS = {
     "hardware-assist/no-ept": ("hardware-assist", {"controls": VmcsControls(enable_ept=False)}),
     "hardware-assist/ept-on-demand": ("hardware-assist", {"controls": VmcsControls(ept_on_demand=True)}),
+    "paravirt/lazy-mmu": ("paravirt", {}),
 }
+# The guest's constants a column sets, in the workloads that have them (vmkit.guests.tunables): in
+# lazy MMU mode the paravirtual kernel queues ptemod's PTE writes and sends 32 in one mmu_update, as
+# Linux does in arch_enter_lazy_mmu_mode (vmkit/guests/cmp_kernel.asm). Not one of COLUMNS: it changes
+# no other workload, so it is measured where it is asked for (tests/benchmarks/memory.py).
+TUNABLES = {"paravirt/lazy-mmu": {"LAZY_MMU": 1}}
 # Every column run_suite() measures, in the order the tables show them: the VT-x model's three memory
 # modes in the order they came, first-generation VT-x (2005) before EPT.
 COLUMNS = tuple(c for t in TECHNIQUES for c in (
     ("hardware-assist/no-ept", t, "hardware-assist/ept-on-demand") if t == "hardware-assist" else (t,)))
 
-# A paravirtual kernel does not run its page tables as a bare machine's does: real Xen has the
-# guest map its page-table pages read-only and takes its updates through the mmu_update hypercall
-# (MMU_NORMAL_PT_UPDATE in Xen's xen/include/public/xen.h). vmkit's Xen models none of that: it runs
-# its domains with paging off (vmkit/xen/domains.py).
-NO_PV_PAGING = ("vmkit's Xen runs its domains with paging off and has no mmu_update, the hypercall with "
-                "which a Xen PV kernel has Xen update its page tables, so a paravirtual kernel here has no "
-                "page tables to write or to fault on")
 NOT_RUN = {
     ("in", "paravirt"):
         "a paravirtual domU has no I/O ports: its devices are split drivers (a ring in shared memory "
         "and an event channel to dom0's backend), and vmkit's Xen grants no I/O privilege (no "
         "physdev_op), so a ring-1 `in` would only be bounced back to the guest as a #GP",
-    ("pgfault", "paravirt"): NO_PV_PAGING,
-    ("ptemod", "paravirt"): NO_PV_PAGING,
 }
 
 
@@ -133,13 +144,15 @@ class Workload:
     paging: bool = False
     marker: str = None
 
-    def source(self, rounds=None):
-        """The NASM source of the guest with `rounds` loop rounds (default: self.rounds)."""
+    def source(self, rounds=None, **tunables):
+        """The NASM source of the guest with `rounds` loop rounds (default: self.rounds), and the
+        workload's tunable constants set as `tunables` says (vmkit.guests.tunables(self.file) lists
+        them: ptemod's LAZY_MMU=1, say)."""
         rounds = self.rounds if rounds is None else rounds
         if not isinstance(rounds, int) or not 1 <= rounds <= 10_000_000:
             raise VmkitError(f"rounds must be a whole number from 1 to 10,000,000, not {rounds!r}")
         return (f"; the {self.name} workload of vmkit.compare, {rounds} rounds\n"
-                f"ROUNDS equ {rounds}\n" + guests.source("cmp_kernel") + guests.source(self.file))
+                f"ROUNDS equ {rounds}\n" + guests.source("cmp_kernel") + guests.source(self.file, **tunables))
 
     def expected(self, rounds):
         """The line the guest prints when it ran correctly."""
@@ -230,6 +243,13 @@ CLAIMS = [
     Claim("ptemod", "hardware-assist/ept-on-demand", "hardware-assist/no-ept",
           "what EPT was built for: with it the guest's PTE store is a store, without it each is a #PF exit, a "
           "trace of the VMM's shadow page tables (Adams & Agesen's hardware VMM: ptemod 12,733 cycles)"),
+    Claim("ptemod", "paravirt", "trap-and-emulate",
+          "a PV kernel asks for the store: one mmu_update, whose one entry Xen validates and writes; on shadow "
+          "page tables the store is a trace fault, the #PF classified by a walk of the guest's tables, the store "
+          "run alone and the traced page compared"),
+    Claim("pgfault", "paravirt", "binary-translation",
+          "Xen bounces the #PF to the kernel's handler, which reads the address from vcpu_info and returns with "
+          "its own iretd: one trap a round against the translator's three"),
     # Adams & Agesen's order for pgfault (their software VMM 3,927 cycles, their hardware VMM without EPT
     # 11,242) does not hold here, and this is the claim that does, with the reason: measured, the VT-x
     # model without EPT took about half binary translation's time a round. Their order for ptemod (391
@@ -277,7 +297,10 @@ class Measurement:
     binary translation, among the #PF exits under the VT-x model without EPT (0 elsewhere, where no
     VMM sees the guest's paging). The VT-x model's memory work (VTX_COUNTS): `cr_exits`,
     `invlpg_exits` and `pf_exits` among its exits without EPT; `ept_violations` among its exits, and
-    `tlb_misses` and their `walk_references`, with EPT filled on demand. `seconds`: the median run
+    `tlb_misses` and their `walk_references`, with EPT filled on demand. Xen's work under paravirt
+    (PV_COUNTS): `bounces`, the traps it bounced to the kernel's handlers; `mmu_updates`, its
+    mmu_update hypercalls; `pt_updates`, the page-table entries those (and update_va_mapping) changed,
+    each validated (0 elsewhere). `seconds`: the median run
     time, `spread`: the median distance of the repeated runs' times from it (how much they typically
     disagreed). `options`: what measure() passed on to the machine (adaptive=False, say)."""
     workload: str
@@ -304,6 +327,9 @@ class Measurement:
     ept_violations: int = 0
     tlb_misses: int = 0
     walk_references: int = 0
+    bounces: int = 0
+    mmu_updates: int = 0
+    pt_updates: int = 0
     options: dict = field(default_factory=dict)
 
     @property
@@ -332,13 +358,21 @@ def workload(name):
 
 def technique_of(column):
     """(the vmkit technique, the options its machine gets) of a column of the comparison: a technique
-    is itself with no options, a VARIANTS name the VT-x model with its controls."""
+    is itself with no options, a VARIANTS name the VT-x model with its controls (or paravirt with its
+    guest's TUNABLES, which guest_tunables gives)."""
     if column in VARIANTS:
         technique, options = VARIANTS[column]
         return technique, dict(options)
     if column not in TECHNIQUES:
-        raise VmkitError(f"unknown technique {column!r}; vmkit.compare knows {', '.join(COLUMNS)}")
+        raise VmkitError(f"unknown technique {column!r}; vmkit.compare knows {', '.join((*COLUMNS, *VARIANTS))}")
     return column, {}
+
+
+def guest_tunables(name, column):
+    """The tunable constants column `column` sets in workload `name`'s guest: those of TUNABLES that
+    the workload has ({} for any other)."""
+    have = guests.tunables(workload(name).file)
+    return {k: v for k, v in TUNABLES.get(column, {}).items() if k in have}
 
 
 def why_not(name, technique):
@@ -364,30 +398,39 @@ def _one_run(image, w, technique, options):
     # - without EPT the model keeps shadow page tables, as KVM does with EPT off (vmx_need_pf_intercept
     #   in arch/x86/kvm/vmx/vmx.h is true whenever EPT is off): CR_ACCESS, INVLPG and #PF exits;
     # - KVM runs them where the probe finds that this machine's KVM can page (PVM cannot): why_not();
-    # - vmkit's Xen runs its domains with paging off (NOT_RUN).
+    # - under paravirt the kernel pages as a Xen PV kernel does (vmkit/guests/cmp_kernel.asm): on the
+    #   domain builder's tables, read-only to it, each PTE write an mmu_update that Xen validates
+    #   (vmkit.xen.mm), each #PF bounced by Xen with the address in vcpu_info.arch.cr2.
     return run(image, technique, **options)
 
 
-def _counts(stats):
-    """The counts of EXACT (but the guest's own instructions) from a machine's stats."""
+def _counts(stats, events=None):
+    """The counts of EXACT (but the guest's own instructions) from a machine's stats, and from its
+    `events` the mmu_update hypercalls (0 without them)."""
     s = stats
+    if events is not None and s.get("events_dropped"):
+        raise VmkitError(f"the run recorded too many events to count its mmu_update hypercalls "
+                         f"({s['events_dropped']} dropped): run fewer rounds")
     return dict(executed=s.get("instructions"), traps=s.get("traps", 0), exits=s.get("vmexits", 0),
                 hypercalls=s.get("hypercalls", 0), blocks=s.get("blocks_translated", 0),
                 **{k: s.get(k, 0) for k in MMU_COUNTS},
                 cr_exits=s.get("vmexit_CR_ACCESS", 0), invlpg_exits=s.get("vmexit_INVLPG", 0),
                 pf_exits=s.get("vmexit_EXCEPTION", 0), ept_violations=s.get("vmexit_EPT_VIOLATION", 0),
-                tlb_misses=s.get("tlb_misses", 0), walk_references=s.get("walk_references", 0))
+                tlb_misses=s.get("tlb_misses", 0), walk_references=s.get("walk_references", 0),
+                bounces=s.get("bounces", 0), pt_updates=s.get("pt_updates", 0),
+                mmu_updates=sum(1 for e in events or () if e.kind == "hypercall" and e.detail.get("name") == "mmu_update"))
 
 
 def measure(name, technique, rounds=None, repeat=1, **options):
-    """Run one workload under one technique (a column of COLUMNS) `repeat` times; a Measurement with
-    the exact counts (checked to be the same in every repeat) and the median time. `options` go to the
-    machine: measure("ptemod", "binary-translation", adaptive=False) runs it without adaptive
-    translation; measure("ptemod", "hardware-assist/no-ept") runs the VT-x model without EPT."""
+    """Run one workload under one technique (a column of COLUMNS, or of VARIANTS) `repeat` times; a
+    Measurement with the exact counts (checked to be the same in every repeat) and the median time.
+    `options` go to the machine: measure("ptemod", "binary-translation", adaptive=False) runs it
+    without adaptive translation; measure("ptemod", "hardware-assist/no-ept") runs the VT-x model
+    without EPT, measure("ptemod", "paravirt/lazy-mmu") the paravirtual kernel in lazy MMU mode."""
     w = workload(name)
     rounds = w.rounds if rounds is None else rounds
-    image = assemble(w.source(rounds))
     base, preset = technique_of(technique)
+    image = assemble(w.source(rounds, **guest_tunables(w, technique)))
     reason = why_not(w, technique)
     if reason is not None:
         return Measurement(w.name, technique, False, reason, rounds, options=options)
@@ -401,7 +444,7 @@ def measure(name, technique, rounds=None, repeat=1, **options):
         if serial != w.expected(rounds):
             return Measurement(w.name, technique, False, f"it went wrong: the guest printed {serial!r}, "
                                f"not {w.expected(rounds)!r}", rounds, serial=serial, options=options)
-        these = _counts(result.stats)
+        these = _counts(result.stats, result.events)
         if counts is not None and these != counts:
             raise VmkitError(f"{w.name} under {technique} counted {these} in one run and {counts} in another: "
                              f"the counts should be exact")
@@ -473,12 +516,14 @@ class Suite:
     def to_markdown(self):
         """The table in Markdown: µs per round, slowdown against native, the counts (the shadow MMU's
         four among the traps or the #PF exits, the VT-x model's CR, INVLPG, #PF exits and EPT violations
-        among the exits, then its TLB misses and walk references); cells that could not run say so,
-        with the reasons listed below the table."""
+        among the exits, then its TLB misses and walk references, then Xen's bounces among the traps,
+        its mmu_update hypercalls among the hypercalls and the page-table entries they changed); cells
+        that could not run say so, with the reasons listed below the table."""
         lines = ["| workload | technique | µs/round | × native | instructions | executed | traps | exits | hypercalls "
                  "| blocks | hidden faults | true faults | trace faults | trace call-outs | CR exits | INVLPG exits "
-                 "| #PF exits | EPT violations | TLB misses | walk references |",
-                 "|---|---|" + "--:|" * 18]
+                 "| #PF exits | EPT violations | TLB misses | walk references | bounces | mmu_update calls "
+                 "| PTEs updated |",
+                 "|---|---|" + "--:|" * 21]
         notes = []
         _, rows = self.rows()
         for m, row in zip(self.measurements, rows):
@@ -486,10 +531,10 @@ class Suite:
                 lines.append(f"| {m.workload} | {m.technique} | {m.us_per_round:.2f} | {row[-2] or '—'} | "
                              f"{m.instructions} | {'—' if m.executed is None else m.executed} | {m.traps} | {m.exits} | "
                              f"{m.hypercalls} | {m.blocks} | "
-                             + " | ".join(str(getattr(m, k)) for k in MMU_COUNTS + VTX_COUNTS) + " |")
+                             + " | ".join(str(getattr(m, k)) for k in MMU_COUNTS + VTX_COUNTS + PV_COUNTS) + " |")
             else:
                 notes.append(m)
-                lines.append(f"| {m.workload} | {m.technique} | not run [{len(notes)}] |" + " |" * 17)
+                lines.append(f"| {m.workload} | {m.technique} | not run [{len(notes)}] |" + " |" * 20)
         if notes:
             lines.append("")
             lines += [f"[{i}] {m.workload} under {m.technique}: {m.reason}" for i, m in enumerate(notes, 1)]
@@ -746,4 +791,5 @@ def fit_cost_model(suite, techniques=None):
 __all__ = ["TECHNIQUES", "COLUMNS", "VARIANTS", "technique_of", "WORKLOADS", "CLAIMS", "Claim", "check", "Workload",
            "Measurement", "Suite", "CostModel", "measure", "run_suite", "why_not", "fit_cost_model", "fit", "nnls",
            "RoundTime", "round_time", "round_times", "LESSON_ROUNDS", "LONG_ROUNDS", "COUNTS", "EXACT", "COSTED",
-           "COST_TERMS", "MMU_COUNTS", "VTX_COUNTS", "Round", "round_by_round", "SHADOW_TECHNIQUES"]
+           "COST_TERMS", "MMU_COUNTS", "VTX_COUNTS", "PV_COUNTS", "TUNABLES", "guest_tunables", "Round",
+           "round_by_round", "SHADOW_TECHNIQUES"]

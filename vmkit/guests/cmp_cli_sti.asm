@@ -17,5 +17,7 @@ section .text
 syscall_entry      equ unexpected_fault
 divide_error_entry equ unexpected_fault
 page_fault_entry   equ unexpected_fault
+xen_workload         equ workload
+xen_page_fault_entry equ page_fault_entry
 workload_title: db "critical sections: "
 workload_title_len equ $ - workload_title

@@ -26,5 +26,7 @@ divide_error_entry:                     ; #DE, from ring 0 (ring 1 under Xen): n
 
 syscall_entry    equ unexpected_fault
 page_fault_entry equ unexpected_fault
+xen_workload         equ workload
+xen_page_fault_entry equ page_fault_entry
 workload_title: db "divide errors fixed up: "
 workload_title_len equ $ - workload_title

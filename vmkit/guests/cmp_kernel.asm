@@ -17,6 +17,26 @@
 ;   console_write  out to COM1, byte by byte          console_io hypercall
 ;   power_off      isa-debug-exit                     SCHEDOP_shutdown(poweroff)
 ;   traps          IDT gates, TSS esp0 stack          set_trap_table, stack_switch
+;   paging         the workload's own tables, CR3,    on from the first instruction, on the domain
+;                  CR0.PG                             builder's tables (start_info's pt_base), read-only
+;   make_pte       the PTE is the physical address    of its machine frame (start_info's mfn_list)
+;   set_pte        a store into the page table        mmu_update: one request, or a batch in lazy mode
+;   flush_tlb_one  invlpg                             mmuext_op(MMUEXT_INVLPG_LOCAL)
+;   lazy_mmu       nothing                            enter: queue set_pte's requests; leave: send them
+;   #PF's address  CR2                                vcpu_info.arch.cr2 in shared_info
+;
+; The last five are pv_mmu_ops, a table of their own, as in Linux 2.6.23 (paravirt.h): it starts out
+; native, and only the Xen boot replaces it, so a native run never executes a line of it. Linux's
+; Xen port (arch/x86/xen/mmu_pv.c) sets a PTE with one mmu_update of one MMU_NORMAL_PT_UPDATE
+; request (__xen_set_pte: "a hypercall is much cheaper" than having Xen trap and emulate the
+; store), and in lazy MMU mode appends the request to the mmu_update it has queued instead
+; (xen_batched_set_pte, xen_extend_mmu_update), sent as one hypercall when the mode ends; a TLB
+; entry it flushes with mmuext_op INVLPG_LOCAL (xen_flush_tlb_one_user), and CR2 it reads from
+; vcpu_info (xen_read_cr2). The two workloads that page (cmp_pgfault, cmp_ptemod) build tables and
+; load CR3 natively, which a ring-1 kernel may not do: they give Xen a version of their own,
+; `xen_workload` and `xen_page_fault_entry`, that shares their loop and handler and goes through
+; pv_mmu_ops where they write a PTE. Every other workload names its own for both
+; (`xen_workload equ workload`).
 ;
 ; No timer is armed and every PIC line stays masked: nothing but the workload happens, so every
 ; count a run reports belongs to the workload and is the same run after run.
@@ -36,13 +56,26 @@ FLAT_RING1_SS  equ 0xe021
 FLAT_RING3_CS  equ 0xe02b
 FLAT_RING3_DS  equ 0xe033
 __HYPERVISOR_set_trap_table   equ 0
+__HYPERVISOR_mmu_update       equ 1
 __HYPERVISOR_stack_switch     equ 3
 __HYPERVISOR_console_io       equ 18
+__HYPERVISOR_mmuext_op        equ 26
 __HYPERVISOR_sched_op         equ 29
 CONSOLEIO_write               equ 0
 SCHEDOP_shutdown              equ 2
+DOMID_SELF                    equ 0x7ff0
+MMU_NORMAL_PT_UPDATE          equ 0    ; an mmu_update request's ptr, low two bits
+MMUEXT_INVLPG_LOCAL           equ 7
+MACH2PHYS_VIRT_START          equ 0xfc000000   ; Xen's machine-to-physical table, read-only to guests
 SI_SHARED_INFO                equ 36
+SI_PT_BASE                    equ 60
+SI_MFN_LIST                   equ 68
 UPCALL_MASK                   equ 1
+VCPU_CR2                      equ 8    ; vcpu_info[0].arch.cr2, in shared_info
+MMU_BATCH                     equ 32   ; lazy mode's queue, in requests: Linux's is its multicall
+                                       ; buffer, 512 bytes of arguments (MC_ARGS), which takes 31
+                                       ; requests of 16; 32 here, so that a store's share is 1/32
+PG_PRESENT                    equ 1
 
 DE_VECTOR      equ 0                   ; divide error
 GP_VECTOR      equ 13
@@ -179,12 +212,27 @@ native_power_off:
     cli
     hlt
 
+native_make_pte:                        ; EAX = a physical address | flags: the PTE is that
+    ret
+
+native_set_pte:                         ; EDI = the PTE, EAX = its new value
+    mov [edi], eax
+    ret
+
+native_flush_tlb_one:                   ; EDI = a virtual address
+    invlpg [edi]
+    ret
+
+native_lazy_mmu:                        ; nothing to batch: every store is already done
+    ret
+
 ; ---------------------------------------------------------------- Xen: ring 1, hypercalls
 xen_setup:
     mov esp, kernel_stack_top
     mov esi, [boot_esi]
     mov eax, [esi + SI_SHARED_INFO]
     mov [shared_info], eax
+    mov dword [trap_table.page_fault + 4], xen_page_fault_entry    ; it reads CR2 from vcpu_info
     mov ebx, trap_table                 ; the workload's handlers: the same ones the IDT gets
     hypercall __HYPERVISOR_set_trap_table
     mov ebx, FLAT_RING1_SS              ; the stack for traps from ring 3: the TSS's job natively
@@ -192,9 +240,17 @@ xen_setup:
     hypercall __HYPERVISOR_stack_switch
     mov esi, xen_ops
     call install_ops
+    mov esi, [boot_esi]                 ; paging: Xen's operations for it, and the mfn_list they need
+    mov eax, [esi + SI_MFN_LIST]
+    mov [mfn_list], eax
+    mov esi, xen_mmu_ops
+    mov edi, pv_mmu_ops
+    mov ecx, PV_MMU_OPS_COUNT
+    rep movsd
     mov dword [user_cs], FLAT_RING3_CS
     mov dword [user_ds], FLAT_RING3_DS
-    jmp kernel_main
+    call xen_workload                   ; the workload's version for Xen (the same, but for paging's)
+    jmp finish
 
 xen_irq_disable:                        ; the virtual IF is a byte in shared_info: no trap, no hypercall
     push eax
@@ -223,6 +279,125 @@ xen_power_off:
     hypercall __HYPERVISOR_sched_op
     jmp $
 
+xen_make_pte:                           ; EAX = a pseudo-physical address | flags -> its machine frame |
+    test eax, PG_PRESENT                ; flags; a PTE that is not present is left as it is (Linux's
+    jz .done                            ; pte_pfn_to_mfn)
+    push ebx
+    push ecx
+    mov ecx, eax
+    and ecx, 0xfff
+    shr eax, 12
+    mov ebx, [mfn_list]
+    mov eax, [ebx + eax * 4]
+    shl eax, 12
+    or eax, ecx
+    pop ecx
+    pop ebx
+.done:
+    ret
+
+xen_set_pte:                            ; EDI = the PTE (where the kernel sees it), EAX = its new value
+    pushad
+    mov ebx, edi                        ; the request's ptr: the PTE's machine address (virt_to_machine)
+    shr ebx, 12
+    mov ecx, [mfn_list]
+    mov ebx, [ecx + ebx * 4]
+    shl ebx, 12
+    and edi, 0xfff
+    or ebx, edi                         ; | MMU_NORMAL_PT_UPDATE
+    cmp byte [lazy_mmu], 0
+    jne .queue
+    push dword 0                        ; {u64 ptr, u64 val} on the stack, as Linux builds it
+    push eax
+    push dword 0
+    push ebx
+    mov ebx, esp
+    mov ecx, 1
+    xor edx, edx                        ; no count of the requests done
+    mov esi, DOMID_SELF
+    hypercall __HYPERVISOR_mmu_update
+    add esp, 16
+    test eax, eax
+    jnz xen_refused
+    popad
+    ret
+.queue:                                 ; lazy mode: one more request for the queued mmu_update
+    mov ecx, [mmu_queued]
+    shl ecx, 4
+    mov [mmu_queue + ecx], ebx
+    mov [mmu_queue + ecx + 8], eax
+    inc dword [mmu_queued]
+    cmp dword [mmu_queued], MMU_BATCH
+    jb .queued
+    call xen_flush_mmu_queue            ; the queue is full: send it now
+.queued:
+    popad
+    ret
+
+xen_flush_mmu_queue:                    ; the queued requests, in one mmu_update
+    pushad
+    mov ecx, [mmu_queued]
+    jecxz .empty
+    mov ebx, mmu_queue
+    xor edx, edx
+    mov esi, DOMID_SELF
+    hypercall __HYPERVISOR_mmu_update
+    test eax, eax
+    jnz xen_refused
+    mov dword [mmu_queued], 0
+.empty:
+    popad
+    ret
+
+xen_lazy_mmu_enter:
+    mov byte [lazy_mmu], 1
+    ret
+
+xen_lazy_mmu_leave:
+    call xen_flush_mmu_queue
+    mov byte [lazy_mmu], 0
+    ret
+
+xen_flush_tlb_one:                      ; EDI = a virtual address
+    pushad
+    push dword 0                        ; mmuext_op {cmd, arg1, arg2} on the stack
+    push edi
+    push dword MMUEXT_INVLPG_LOCAL
+    mov ebx, esp
+    mov ecx, 1
+    xor edx, edx
+    mov esi, DOMID_SELF
+    hypercall __HYPERVISOR_mmuext_op
+    add esp, 12
+    test eax, eax
+    jnz xen_refused
+    popad
+    ret
+
+xen_lookup_pte:                         ; EDI = a virtual address -> EDI = its PTE, where the kernel
+    push eax                            ; sees it: the page directory Xen started the kernel on names
+    push ebx                            ; the L1 table's machine frame, Xen's machine-to-physical table
+    mov eax, [boot_esi]                 ; its pseudo-physical one, and the kernel sees its memory at
+    mov eax, [eax + SI_PT_BASE]         ; virtual = pseudo-physical (mapped read-only: a page table)
+    mov ebx, edi
+    shr ebx, 22
+    mov eax, [eax + ebx * 4]
+    shr eax, 12
+    mov eax, [MACH2PHYS_VIRT_START + eax * 4]
+    shl eax, 12
+    shr edi, 12
+    and edi, 0x3ff
+    lea edi, [eax + edi * 4]
+    pop ebx
+    pop eax
+    ret
+
+xen_refused:                            ; Xen refused a page-table request: nothing here should ask
+    mov edx, refused_text               ; for one it refuses
+    mov ecx, refused_text_len
+    call [pv_ops.console_write]
+    call [pv_ops.power_off]
+
 install_ops:                            ; copy the table at ESI into pv_ops
     mov edi, pv_ops
     mov ecx, PV_OPS_COUNT
@@ -241,11 +416,20 @@ pv_ops:
 PV_OPS_COUNT equ ($ - pv_ops) / 4
 native_ops: dd native_irq_disable, native_irq_enable, native_console_write, native_power_off
 xen_ops:    dd xen_irq_disable, xen_irq_enable, xen_console_write, xen_power_off
+pv_mmu_ops:                             ; native until the Xen boot copies xen_mmu_ops over it
+.make_pte:        dd native_make_pte
+.set_pte:         dd native_set_pte
+.flush_tlb_one:   dd native_flush_tlb_one
+.lazy_mmu_enter:  dd native_lazy_mmu
+.lazy_mmu_leave:  dd native_lazy_mmu
+PV_MMU_OPS_COUNT equ ($ - pv_mmu_ops) / 4
+xen_mmu_ops: dd xen_make_pte, xen_set_pte, xen_flush_tlb_one, xen_lazy_mmu_enter, xen_lazy_mmu_leave
 
 user_cs:     dd 0
 user_ds:     dd 0
 boot_esi:    dd 0
 shared_info: dd 0
+mfn_list:    dd 0                       ; Xen: start_info's list, pseudo-physical frame -> machine frame
 shutdown_poweroff: dd 0                 ; struct sched_shutdown { SHUTDOWN_poweroff }
 trap_table:                             ; Xen's trap_info { vector, flags (DPL), cs, address }
     db DE_VECTOR, 0
@@ -254,6 +438,7 @@ trap_table:                             ; Xen's trap_info { vector, flags (DPL),
     db GP_VECTOR, 0
     dw FLAT_RING1_CS
     dd unexpected_fault
+.page_fault:
     db PF_VECTOR, 0
     dw FLAT_RING1_CS
     dd page_fault_entry
@@ -265,6 +450,8 @@ trap_table:                             ; Xen's trap_info { vector, flags (DPL),
 newline:     db 10
 fault_text:  db "kernel: unexpected fault", 10
 fault_text_len equ $ - fault_text
+refused_text: db "kernel: Xen refused a page-table request", 10
+refused_text_len equ $ - refused_text
 digits:      times 10 db 0
 digits_end:
 
@@ -295,6 +482,11 @@ times 2048 db 0
 kernel_stack_top:
 times 1024 db 0
 user_stack_top:
+
+lazy_mmu:    db 0                       ; Xen: set_pte queues its requests (lazy MMU mode)
+align 8
+mmu_queued:  dd 0
+mmu_queue:   times MMU_BATCH * 16 db 0  ; {u64 ptr, u64 val} each
 
 ; ---------------------------------------------------------------- the workload
 section .text

@@ -14,6 +14,15 @@
 ; faulting EIP) and resumes at the fixup its table names for that instruction, as Linux's exception
 ; tables do; the page stays not present, so the round's only memory-management work is the fault
 ; itself (no PTE store to trace, nothing for a VMM to fill).
+;
+; On Xen (xen_workload) paging is on from the first instruction, on the page tables the domain
+; builder made, which map the window; the kernel may not store into them (they are mapped
+; read-only) nor load CR3. It makes the window not present through pv_mmu_ops, the one page-table
+; write of the run: set_pte, one mmu_update, and a flush (mmuext_op INVLPG_LOCAL). Then the same
+; loop: each read faults, and Xen bounces the #PF to the kernel's handler with the same frame (the
+; error code, EIP, CS, EFLAGS), the address in vcpu_info.arch.cr2, since a ring-1 kernel may not
+; read CR2 (Linux's xen_read_cr2 reads it there too). xen_page_fault_entry reads it and goes on
+; with the native handler's checks.
 PTE_PRESENT   equ 1
 PTE_WRITABLE  equ 2
 CR0_PG        equ 1 << 31
@@ -42,6 +51,7 @@ workload:
     or eax, CR0_PG
     mov cr0, eax
 
+pgfault_loop:
     mov ecx, ROUNDS
     xor ebx, ebx
 pgfault_round:
@@ -58,6 +68,7 @@ pgfault_next:
 page_fault_entry:                       ; the error code, then the frame
     push eax
     mov eax, cr2                        ; the address that faulted: the window?
+page_fault_check:
     cmp eax, WINDOW
     jne unexpected_fault
     cmp dword [esp + 4], 0              ; the error code: a read (W = 0) of a not-present page
@@ -68,6 +79,22 @@ page_fault_entry:                       ; the error code, then the frame
     pop eax
     add esp, 4                          ; pop the error code
     iretd
+
+xen_workload:                           ; on Xen: the builder's page tables, read-only to the kernel
+    mov edi, WINDOW
+    call xen_lookup_pte                 ; EDI: the window's PTE, in the builder's L1 table
+    mov eax, WINDOW                     ; the window's frame, not present
+    call [pv_mmu_ops.make_pte]
+    call [pv_mmu_ops.set_pte]           ; one mmu_update
+    mov edi, WINDOW
+    call [pv_mmu_ops.flush_tlb_one]
+    jmp pgfault_loop
+
+xen_page_fault_entry:                   ; Xen's bounce: the same frame; the address in vcpu_info
+    push eax
+    mov eax, [shared_info]
+    mov eax, [eax + VCPU_CR2]
+    jmp page_fault_check
 
 syscall_entry      equ unexpected_fault
 divide_error_entry equ unexpected_fault

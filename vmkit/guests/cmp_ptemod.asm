@@ -15,6 +15,18 @@
 ; TLB entry for it, no invlpg, no page fault, just the stores. After the loop one invlpg and one
 ; read through the window check that the last store took effect (the shadow followed it), and the
 ; kernel reports the rounds, or 0 if the read found the wrong frame.
+;
+; On Xen (xen_workload) paging is on from the first instruction, on the page tables the domain
+; builder made, and the kernel may not store into them: they are mapped read-only. The round is the
+; same xor and a set_pte through pv_mmu_ops (cmp_kernel.asm): make_pte turns the frame into its
+; machine frame, and set_pte asks Xen with one mmu_update, which validates the new entry and writes
+; it, as Linux's xen_set_pte does (arch/x86/xen/mmu_pv.c). Assembled with LAZY_MMU=1 the loop runs in
+; lazy MMU mode instead: set_pte queues each request, and the kernel sends 32 of them in one
+; mmu_update (Linux's arch_enter_lazy_mmu_mode, around a loop of PTE writes such as mprotect's).
+; After the loop a flush (mmuext_op INVLPG_LOCAL) and the same check through the window.
+%ifndef LAZY_MMU
+%define LAZY_MMU 0
+%endif
 PTE_PRESENT   equ 1
 PTE_WRITABLE  equ 2
 CR0_PG        equ 1 << 31
@@ -55,6 +67,7 @@ pte_store:
     loop ptemod_round
 
     invlpg [WINDOW]
+ptemod_check:
     mov eax, [WINDOW]                   ; through the PTE the loop wrote last
     and esi, 0xfffff000
     cmp eax, [esi]                      ; the frame it names, through the identity map
@@ -65,8 +78,32 @@ pte_store:
     xor eax, eax
     ret
 
-syscall_entry      equ unexpected_fault
-divide_error_entry equ unexpected_fault
-page_fault_entry   equ unexpected_fault
+xen_workload:                           ; on Xen: the builder's page tables, read-only to the kernel
+    mov dword [FRAME_A], 1
+    mov dword [FRAME_B], 2
+    mov edi, WINDOW
+    call xen_lookup_pte                 ; EDI: the window's PTE, in the builder's L1 table
+    mov ecx, ROUNDS
+    mov esi, FRAME_A | PTE_PRESENT | PTE_WRITABLE
+%if LAZY_MMU
+    call [pv_mmu_ops.lazy_mmu_enter]
+%endif
+xen_ptemod_round:
+    xor esi, FRAME_A ^ FRAME_B          ; the other frame this time
+    mov eax, esi
+    call [pv_mmu_ops.make_pte]          ; its machine frame
+    call [pv_mmu_ops.set_pte]           ; the round: one mmu_update (in lazy mode: one request of one)
+    loop xen_ptemod_round
+%if LAZY_MMU
+    call [pv_mmu_ops.lazy_mmu_leave]
+%endif
+    mov edi, WINDOW
+    call [pv_mmu_ops.flush_tlb_one]
+    jmp ptemod_check
+
+syscall_entry        equ unexpected_fault
+divide_error_entry   equ unexpected_fault
+page_fault_entry     equ unexpected_fault
+xen_page_fault_entry equ unexpected_fault
 workload_title: db "page-table entry writes: "
 workload_title_len equ $ - workload_title

@@ -40,5 +40,7 @@ syscall_entry:                          ; from ring 3
 
 divide_error_entry equ unexpected_fault
 page_fault_entry   equ unexpected_fault
+xen_workload         equ workload
+xen_page_fault_entry equ page_fault_entry
 workload_title: db "system calls: "
 workload_title_len equ $ - workload_title
