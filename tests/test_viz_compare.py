@@ -249,7 +249,8 @@ def test_one_rounds_counts_are_the_difference_of_two_suites_divided_by_the_round
     assert vc.round_counts(small, suite, "syscall", "trap-and-emulate") == {
         "instructions": 10, "traps": 2, "exits": 0, "hypercalls": 0, "blocks": 0,
         "hidden_faults": 0, "true_faults": 0, "trace_faults": 0, "trace_callouts": 0,
-        "cr_exits": 0, "invlpg_exits": 0, "pf_exits": 0, "ept_violations": 0, "tlb_misses": 0, "walk_references": 0}
+        "cr_exits": 0, "invlpg_exits": 0, "pf_exits": 0, "ept_violations": 0, "tlb_misses": 0, "walk_references": 0,
+        "bounces": 0, "mmu_updates": 0, "pt_updates": 0}
     table = vc.round_counts_table(small, suite)
     assert table.rows[0] == ["syscall", "10", "none", "2 traps", "1 trap", "none", "—"]
     assert table.rows[1][2:] == ["—"] * 5          # not in the small suite: nothing to subtract
@@ -266,6 +267,33 @@ def test_one_rounds_shadow_mmu_events_show_among_its_traps(suite):
     # 90 more rounds: 90 more traps, each a trace fault (trap-and-emulate) or a call-out (binary translation)
     assert row["trap & emulate"] == "1 trap (1 trace fault)"
     assert row["binary transl."] == "1 trap (1 trace call-out)"
+
+
+def paravirt_paging(rounds, lazy=False):
+    """pgfault and ptemod as Xen counts them: the boot's cpuid trap and seven hypercalls, then a bounce
+    a round (pgfault, after one mmu_update) or an mmu_update a round (ptemod; in lazy MMU mode one for
+    every 32 rounds)."""
+    calls = -(-rounds // 32) if lazy else rounds
+    technique = "paravirt/lazy-mmu" if lazy else "paravirt"
+    return [cell("pgfault", technique, rounds=rounds, traps=rounds + 1, bounces=rounds, hypercalls=8, mmu_updates=1,
+                 pt_updates=1),
+            cell("ptemod", technique, rounds=rounds, traps=1, hypercalls=calls + 7, mmu_updates=calls, pt_updates=rounds)]
+
+
+def test_the_paravirt_cells_show_xens_bounces_and_mmu_updates():
+    small, large = (Suite(paravirt_paging(n) + paravirt_paging(n, lazy=True)) for n in (64, 320))
+    rows = {r[0]: dict(zip(vc.counts_table(large).header, r)) for r in vc.counts_table(large).rows}
+    assert rows["pgfault"]["paravirt"] == "321 traps (320 bounced) · 8 hypercalls (1 mmu_update: 1 PTE)"
+    assert rows["ptemod"]["paravirt"] == "1 trap · 327 hypercalls (320 mmu_updates: 320 PTEs)"
+    assert rows["ptemod"]["paravirt, lazy MMU"] == "1 trap · 17 hypercalls (10 mmu_updates: 320 PTEs)"
+    per = {r[0]: dict(zip(vc.round_counts_table(small, large).header, r)) for r in vc.round_counts_table(small, large).rows}
+    assert per["pgfault"]["paravirt"] == "1 trap (1 bounced)"
+    assert per["ptemod"]["paravirt"] == "1 hypercall (1 mmu_update: 1 PTE)"
+    assert per["ptemod"]["paravirt, lazy MMU"] == "0.03 hypercalls (0.03 mmu_updates: 1 PTE)"     # 8 in 256 rounds
+    assert vc.round_counts(small, large, "ptemod", "paravirt/lazy-mmu")["mmu_updates"] == 1 / 32
+    assert "Xen bounced" in vc.counts_table(large).caption and "mmu_updates" in vc.round_counts_table(small, large).caption
+    assert "paravirt: guest instructions run on the CPU; int 0x82 (mmu_update: a PTE)" in vc.cost_diagram().text
+    assert vc.COLOURS["paravirt/lazy-mmu"] != vc.COLOURS["paravirt"]
 
 
 def test_a_round_too_cheap_to_time_natively_shows_the_techniques_own_round(suite):
@@ -335,7 +363,8 @@ def test_the_vt_x_models_memory_modes_are_columns_of_their_own_first_generation_
     assert vc.TECHNIQUES == compare.COLUMNS
     assert [vc.SHORT[t] for t in ("hardware-assist/no-ept", "hardware-assist", "hardware-assist/ept-on-demand")] == \
         ["VT-x, no EPT", "VT-x, EPT", "VT-x, EPT on demand"]
-    assert set(vc.COLOURS) == set(vc.SHORT) == set(compare.COLUMNS) and len(set(vc.COLOURS.values())) == len(vc.COLOURS)
+    assert set(vc.COLOURS) == set(vc.SHORT) == set(compare.COLUMNS) | set(compare.VARIANTS)
+    assert len(set(vc.COLOURS.values())) == len(vc.COLOURS)
     suite = memory_cells(50, PER_ROUND)
     assert vc.counts_table(suite).header[3:] == ["native", "binary transl.", "VT-x, no EPT", "VT-x, EPT",
                                                  "VT-x, EPT on demand"]

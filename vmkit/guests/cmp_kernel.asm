@@ -25,18 +25,19 @@
 ;   lazy_mmu       nothing                            enter: queue set_pte's requests; leave: send them
 ;   #PF's address  CR2                                vcpu_info.arch.cr2 in shared_info
 ;
-; The last five are pv_mmu_ops, a table of their own, as in Linux 2.6.23 (paravirt.h): it starts out
-; native, and only the Xen boot replaces it, so a native run never executes a line of it. Linux's
-; Xen port (arch/x86/xen/mmu_pv.c) sets a PTE with one mmu_update of one MMU_NORMAL_PT_UPDATE
-; request (__xen_set_pte: "a hypercall is much cheaper" than having Xen trap and emulate the
-; store), and in lazy MMU mode appends the request to the mmu_update it has queued instead
-; (xen_batched_set_pte, xen_extend_mmu_update), sent as one hypercall when the mode ends; a TLB
-; entry it flushes with mmuext_op INVLPG_LOCAL (xen_flush_tlb_one_user), and CR2 it reads from
-; vcpu_info (xen_read_cr2). The two workloads that page (cmp_pgfault, cmp_ptemod) build tables and
-; load CR3 natively, which a ring-1 kernel may not do: they give Xen a version of their own,
-; `xen_workload` and `xen_page_fault_entry`, that shares their loop and handler and goes through
-; pv_mmu_ops where they write a PTE. Every other workload names its own for both
-; (`xen_workload equ workload`).
+; make_pte, set_pte, flush_tlb_one and lazy_mmu's enter and leave are pv_mmu_ops, a table of their
+; own like Linux's: it starts out native, and only the Xen boot puts Xen's in its place (Linux's
+; xen_start_kernel: `pv_mmu_ops = xen_mmu_ops`), so a native run never executes a line of it. Linux's
+; Xen port (arch/x86/xen/mmu_pv.c) sets a PTE with one mmu_update of one MMU_NORMAL_PT_UPDATE request
+; (__xen_set_pte: "a hypercall is much cheaper" than having Xen trap and emulate the store); in lazy
+; MMU mode it appends the request to the mmu_update it has queued instead (xen_batched_set_pte,
+; xen_extend_mmu_update), sent as one hypercall when the queue is full or the mode ends; it flushes a
+; TLB entry with mmuext_op INVLPG_LOCAL (xen_flush_tlb_one_user). The #PF handler reads CR2 from
+; vcpu_info, as Linux's xen_read_cr2 does (arch/x86/xen/xen-asm.S). The two workloads that page
+; (cmp_pgfault, cmp_ptemod) build tables and load CR3 natively, which a ring-1 kernel may not do:
+; they give Xen a version of their own, `xen_workload` and `xen_page_fault_entry`, that shares their
+; loop and handler and goes through pv_mmu_ops where they write a PTE. Every other workload names
+; its own for both (`xen_workload equ workload`).
 ;
 ; No timer is armed and every PIC line stays masked: nothing but the workload happens, so every
 ; count a run reports belongs to the workload and is the same run after run.

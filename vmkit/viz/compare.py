@@ -5,7 +5,8 @@ Nothing here measures or runs a guest by itself. Every function takes what vmkit
 
     time_table(suite)          a whole run's µs per round, workload x technique, with each slowdown
     counts_table(suite)        the exact counts: traps, exits, hypercalls, translated blocks, and the
-                               memory work among them (shadow page faults, the VT-x model's exits)
+                               memory work among them (shadow page faults, the VT-x model's exits,
+                               Xen's bounces and mmu_updates)
     round_counts_table(small, large)   the same for one loop round, from two suites
     round_time_table(shorter, longer), fixed_cost_table(shorter, longer)
                                a run's time split: what each round costs, what the run pays once
@@ -47,10 +48,11 @@ from .translation import ADAMS_AGESEN
 TECHNIQUES = compare.COLUMNS
 SHORT = {"native": "native", "trap-and-emulate": "trap & emulate", "binary-translation": "binary transl.",
          "paravirt": "paravirt", "hardware-assist/no-ept": "VT-x, no EPT", "hardware-assist": "VT-x, EPT",
-         "hardware-assist/ept-on-demand": "VT-x, EPT on demand", "kvm": "real KVM"}
+         "hardware-assist/ept-on-demand": "VT-x, EPT on demand", "kvm": "real KVM",
+         "paravirt/lazy-mmu": "paravirt, lazy MMU"}
 COLOURS = {"native": "#424242", "trap-and-emulate": "#c62828", "binary-translation": "#1565c0",
            "paravirt": "#2e7d32", "hardware-assist/no-ept": "#8d6e63", "hardware-assist": "#ef6c00",
-           "hardware-assist/ept-on-demand": "#ffb300", "kvm": "#6a1b9a"}
+           "hardware-assist/ept-on-demand": "#ffb300", "kvm": "#6a1b9a", "paravirt/lazy-mmu": "#81c784"}
 COUNTS = ("traps", "exits", "hypercalls", "blocks")       # the events the cost model charges for
 COST_TERMS = ("instruction", "trap", "exit", "hypercall", "block")
 # the shadow MMU's events (vmkit.compare.MMU_COUNTS), among the traps or the #PF exits, each named once and many times
@@ -60,6 +62,10 @@ MMU = {"hidden_faults": ("hidden fault", "hidden faults"), "true_faults": ("true
 EXITS = {"cr_exits": ("CR access", "CR accesses"), "invlpg_exits": ("INVLPG", "INVLPG"), "pf_exits": ("#PF", "#PF"),
          "ept_violations": ("EPT violation", "EPT violations")}
 WALKS = {"tlb_misses": ("TLB miss", "TLB misses"), "walk_references": ("walk reference", "walk references")}
+# Xen's work for the paravirtual kernel (vmkit.compare.PV_COUNTS): the traps it bounced to the kernel's
+# handlers, among the traps; its mmu_update hypercalls, among the hypercalls, and the PTEs they changed
+BOUNCES = {"bounces": ("bounced", "bounced")}
+UPDATES = {"mmu_updates": ("mmu_update", "mmu_updates"), "pt_updates": ("PTE", "PTEs")}
 
 # --- Adams & Agesen, ASPLOS 2006, Figure 4 ------------------------------------------------------------------
 # The nanobenchmarks in CPU cycles on their VT-x Pentium 4: native, VMware's software VMM (binary
@@ -207,9 +213,11 @@ def _describe(counts, number=None):
     """'145 traps (50 true faults, 4 hidden faults) · 40 blocks': the events of `counts` (a dict),
     the shadow MMU's in brackets after the traps they are part of, or, under the VT-x model without
     EPT, after the #PF exits they are; the VT-x model's memory exits in brackets after the exits, its
-    TLB misses last; 'none' when there are none."""
+    TLB misses last; under paravirt the traps Xen bounced after the traps, and its mmu_updates with
+    the PTEs they changed after the hypercalls ('12 hypercalls (10 mmu_updates: 10 PTEs)'); 'none'
+    when there are none."""
     number = number or _n
-    mmu = ", ".join(_named(counts, MMU, number))
+    mmu = ", ".join(_named(counts, MMU, number) + _named(counts, BOUNCES, number))
     parts = []
     for kind in COUNTS:
         value = counts.get(kind, 0)
@@ -218,6 +226,8 @@ def _describe(counts, number=None):
         text = f"{number(value)} {kind[:-1] if value == 1 else kind}"
         if kind == "traps" and mmu:
             text += f" ({mmu})"
+        if kind == "hypercalls" and counts.get("mmu_updates"):
+            text += f" ({': '.join(_named(counts, UPDATES, number))})"
         if kind == "exits":
             exits = _named(counts, EXITS, number)
             if mmu and not counts.get("traps") and counts.get("pf_exits"):
@@ -230,8 +240,11 @@ def _describe(counts, number=None):
     return " · ".join(parts) or "none"
 
 
+KINDS = COUNTS + tuple(MMU) + tuple(EXITS) + tuple(WALKS) + tuple(BOUNCES) + tuple(UPDATES)   # what _describe reads
+
+
 def _events(m):
-    return _describe({kind: getattr(m, kind, 0) for kind in COUNTS + tuple(MMU) + tuple(EXITS) + tuple(WALKS)})
+    return _describe({kind: getattr(m, kind, 0) for kind in KINDS})
 
 
 def counts_table(suite):
@@ -248,10 +261,11 @@ def counts_table(suite):
     return Table(["workload", "rounds", "instructions"] + [SHORT.get(t, t) for t in techniques], rows,
                  "exact counts for the whole run: guest instructions (counted natively), then per technique the "
                  "traps into the VMM (in brackets the page faults and call-outs of the shadow page tables among "
-                 "them), VM exits (in brackets the VT-x model's exits for memory: CR accesses, invlpgs, #PF, with "
-                 "the shadow page tables' faults among them, and EPT violations), hypercalls, blocks translated, "
-                 "and the VT-x model's TLB misses with the references of their two-dimensional walks (EPT on "
-                 "demand); none: the guest ran without the VMM's help")
+                 "them, or the traps Xen bounced to the kernel's handlers), VM exits (in brackets the VT-x model's "
+                 "exits for memory: CR accesses, invlpgs, #PF, with the shadow page tables' faults among them, and "
+                 "EPT violations), hypercalls (in brackets Xen's mmu_updates and the PTEs they changed), blocks "
+                 "translated, and the VT-x model's TLB misses with the references of their two-dimensional walks "
+                 "(EPT on demand); none: the guest ran without the VMM's help")
 
 
 def _per(value):
@@ -266,8 +280,7 @@ def round_counts(small, large, workload, technique):
     if not (_ran(a) and _ran(b)) or b.rounds == a.rounds:
         return None
     n = b.rounds - a.rounds
-    return {kind: (getattr(b, kind) - getattr(a, kind)) / n
-            for kind in ("instructions",) + COUNTS + tuple(MMU) + tuple(EXITS) + tuple(WALKS)}
+    return {kind: (getattr(b, kind) - getattr(a, kind)) / n for kind in ("instructions",) + KINDS}
 
 
 def round_counts_table(small, large):
@@ -283,9 +296,10 @@ def round_counts_table(small, large):
         rows.append(row)
     return Table(["workload", "instructions"] + [SHORT.get(t, t) for t in techniques], rows,
                  "per loop round, exact: the counts of two runs with different rounds, subtracted and divided; "
-                 "in brackets: the page faults and call-outs of the shadow page tables among the traps, the VT-x "
-                 "model's exits for memory among its exits; none: one round needs nothing from the VMM; —: could "
-                 "not run")
+                 "in brackets: the page faults and call-outs of the shadow page tables, or Xen's bounces, among "
+                 "the traps, the VT-x model's exits for memory among its exits, Xen's mmu_updates and the PTEs "
+                 "they changed among the hypercalls; none: one round needs nothing from the VMM; —: could not "
+                 "run")
 
 
 def _per_round(rt):
@@ -666,7 +680,8 @@ _PATHS = {
     "binary-translation": [("block", "new code: translate once", "translation cache"),
                            ("trap", "callout (in, faults)", "VMM emulates it"),
                            ("trap", "#PF on the shadow page tables", "shadow MMU: fill, reflect or trace")],
-    "paravirt": [("hypercall", "int 0x82", "Xen handles it"), ("trap", "what still traps", "Xen emulates it")],
+    "paravirt": [("hypercall", "int 0x82 (mmu_update: a PTE)", "Xen handles it (validates the PTE)"),
+                 ("trap", "a fault, int 0x80, cpuid", "Xen bounces it to the kernel (emulates cpuid)")],
     "hardware-assist/no-ept": [("exit", "VM exit (IO, HLT...)", "VMM handles it"),
                                ("exit", "#PF, CR3 load, invlpg", "shadow MMU: fill, reflect or trace")],
     "hardware-assist": [("exit", "VM exit (IO, HLT...)", "VMM handles it")],
