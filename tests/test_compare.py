@@ -316,7 +316,8 @@ def test_adams_and_agesens_order_for_pgfault_and_ptemod_in_counts(short, long):
     claimed = {(c.workload, c.faster, c.slower) for c in compare.CLAIMS}
     assert ("pgfault", "hardware-assist/no-ept", "binary-translation") in claimed
     assert ("ptemod", "hardware-assist/ept-on-demand", "hardware-assist/no-ept") in claimed
-    assert {("ptemod", "paravirt", "trap-and-emulate"), ("pgfault", "paravirt", "binary-translation")} <= claimed
+    assert ("pgfault", "paravirt", "binary-translation") in claimed                 # one trap a round against three
+    assert not {c for c in claimed if c[0] == "ptemod" and "paravirt" in c[1:]}      # one Python entry each: no order
     assert not {("pgfault", "binary-translation", "hardware-assist/no-ept"),
                 ("ptemod", "binary-translation", "hardware-assist/no-ept"),
                 ("ptemod", "hardware-assist/no-ept", "binary-translation")} & claimed

@@ -243,13 +243,12 @@ CLAIMS = [
     Claim("ptemod", "hardware-assist/ept-on-demand", "hardware-assist/no-ept",
           "what EPT was built for: with it the guest's PTE store is a store, without it each is a #PF exit, a "
           "trace of the VMM's shadow page tables (Adams & Agesen's hardware VMM: ptemod 12,733 cycles)"),
-    Claim("ptemod", "paravirt", "trap-and-emulate",
-          "a PV kernel asks for the store: one mmu_update, whose one entry Xen validates and writes; on shadow "
-          "page tables the store is a trace fault, the #PF classified by a walk of the guest's tables, the store "
-          "run alone and the traced page compared"),
     Claim("pgfault", "paravirt", "binary-translation",
           "Xen bounces the #PF to the kernel's handler, which reads the address from vcpu_info and returns with "
           "its own iretd: one trap a round against the translator's three"),
+    # ptemod under paravirt (one mmu_update a round) against the shadow-paging columns (one trace fault,
+    # call-out or #PF exit a round) is not claimed either way: each is one entry into Python a round, and
+    # measured, the hypercall took from about half to about as long as a trace fault, with the machine's load.
     # Adams & Agesen's order for pgfault (their software VMM 3,927 cycles, their hardware VMM without EPT
     # 11,242) does not hold here, and this is the claim that does, with the reason: measured, the VT-x
     # model without EPT took about half binary translation's time a round. Their order for ptemod (391
