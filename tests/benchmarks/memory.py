@@ -234,7 +234,7 @@ def plot(rounds_, s):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from vmkit.viz.compare import COLOURS
-    fig, axes = plt.subplots(1, 2, figsize=(14, 4.8), facecolor="white",
+    fig, axes = plt.subplots(1, 2, figsize=(15.5, 5), facecolor="white",
                              gridspec_kw={"width_ratios": [len(t) for t in CELLS.values()]})
     for ax, (name, techniques) in zip(axes, CELLS.items()):
         heights = []
