@@ -424,3 +424,169 @@ def test_without_dot_the_walk_is_its_text(kernel, monkeypatch, tmp_path):
     s = WalkStepper(m, HEAP)
     s.whole()
     assert "apt-get install graphviz" in s.picture.value
+
+
+# --- Xen's answer: direct paging ---------------------------------------------------------------------------------
+PV = "paravirt"
+# pv_paging's six refused requests, in its order: the word each request's row names, and the rule's key words
+PV_PAGING_REFUSALS = [("PIN_L2_TABLE", "one type at a time"), ("mod_l1_entry", "may not be mapped writable"),
+                      ("guest_map_l1e", "frames the domain owns"), ("mod_l2_entry", "Xen's part"),
+                      ("get_page_from_l2e", "4 MiB"), ("NEW_BASEPTR", "one type at a time"),
+                      ("UNPIN_TABLE", "only a pinned frame")]
+
+
+def refused_page_table_request(e):
+    return e.kind == "hypercall" and e.detail.get("name") in ("mmu_update", "update_va_mapping", "mmuext_op") \
+        and e.detail["result"] < 0
+
+
+def test_each_refusal_of_pv_paging_is_drawn_with_the_frames_xen_looked_at_and_the_rule():
+    """Stopped after each refused request: every frame the check names is described as Xen's frame table
+    holds it, the request's own numbers are in it, the answer is the hypercall's (-EINVAL and Xen's
+    reason), and the entry it would have changed still holds what memory holds."""
+    from vmkit.viz.paging import frame_check, frame_text
+    m = vmkit.machine(vmkit.guests.image("pv_paging"), PV)
+    seen = []
+    while True:
+        m.run_until(event=refused_page_table_request)
+        if m.finished:
+            break
+        t = frame_check(m)
+        d = t.event.detail
+        assert t.event is [e for e in m.events if refused_page_table_request(e)][-1]
+        found = " | ".join(str(c) for row in t.rows for c in row)
+        for mfn in t.frames:
+            assert frame_text(m.xen.mm, mfn) in found
+        assert t.rows[-1][2].startswith(f"-EINVAL ({d['result']}): {d['refused']}") and d["result"] == -22
+        if d["name"] == "mmu_update":
+            ptr, val = d["requests"][d["at"]]
+            assert f"ptr {ptr:#x}, val {val:#010x}" in found
+            assert f"still holds {u32(m, ptr & ~3):#010x}" in t.rows[-1][2]
+        if d["name"] == "update_va_mapping":
+            assert f"{d['va']:#x} := {d['val']:#010x}" in found
+            assert f"still holds {m.xen.mm.u32(m.xen.mm.guest_map_l1e(m, d['va'])[0]):#010x}" in t.rows[-1][2]
+        seen.append((found, t.rule, t.caption))
+    assert len(seen) == len(PV_PAGING_REFUSALS) == 7
+    for (found, rule, caption), (where, words) in zip(seen, PV_PAGING_REFUSALS):
+        assert where in found and words in rule and rule in caption, (where, rule)
+
+
+def test_the_check_of_a_writable_mapping_of_a_page_table_reads_the_frame_table():
+    """The L1 table that maps the window, mapped writable at the window: Xen saw an L1 table with its
+    references (the two page directories that point at it, and the one do_mmu_update holds)."""
+    from vmkit.viz.paging import frame_check
+    m = vmkit.machine(vmkit.guests.image("pv_paging"), PV)
+    m.run_until(event=lambda e: refused_page_table_request(e) and e.detail["name"] == "mmu_update")
+    t = frame_check(m)
+    ptr, val = t.event.detail["requests"][0]
+    l1 = ptr >> 12
+    assert val >> 12 == l1 and t.frames == [l1]                 # the request maps the table onto itself
+    page = m.xen.mm.pages[l1]
+    assert (page.type, page.type_count) == ("l1_page_table", 2)
+    assert f"2 references of that type, {page.count} in all, validated (one more while do_mmu_update" in t.rows[3][2]
+    assert "3 references" in t.event.detail["refused"]
+    assert [row[1] for row in t.rows] == ["do_mmu_update", "get_page, its type", "get_page_from_l1e",
+                                          "get_page, get_page_type", ""]
+
+
+BAD_REQUESTS = """
+    mov ebp, [esi + 68]                  ; start_info.mfn_list
+    mov eax, [ebp + 0x200 * 4]           ; the machine frame of pseudo-physical 0x200
+    shl eax, 12
+    or eax, 0x33                         ; P RW A and PCD, which is Xen's to set
+    mov ecx, eax
+    mov ebx, 0x3ff000
+    xor edx, edx
+    mov esi, 2
+    mov eax, 14                          ; update_va_mapping
+    int 0x82
+    mov ecx, (0xfeb00 << 12) | 0x21      ; an I/O frame, not RAM
+    mov ebx, 0x3ff000
+    xor edx, edx
+    mov esi, 2
+    mov eax, 14
+    int 0x82
+    mov eax, [ebp + 5 * 4]               ; the page directory (pseudo-physical 5), as a linear page table, writable
+    shl eax, 12
+    mov [request], eax
+    add dword [request], 4 * 2
+    or eax, 0x23
+    mov [request + 8], eax
+    mov ebx, request
+    mov ecx, 1
+    mov edx, done
+    mov esi, 0x7ff0
+    mov eax, 1                           ; mmu_update
+    int 0x82
+    mov ebx, 2
+    mov ecx, done
+    mov eax, 29
+    int 0x82
+align 8
+request: dq 0, 0
+done: dd 0
+"""
+
+
+def test_other_rules_flags_not_ram_and_a_writable_linear_page_table():
+    from vmkit.viz.paging import frame_check
+    m = vmkit.machine(BAD_REQUESTS, PV)
+    rules = []
+    for _ in range(3):
+        m.run_until(event=refused_page_table_request)
+        assert not m.finished
+        rules.append(frame_check(m).rule)
+    assert "flags Xen keeps for itself" in rules[0]
+    assert "only RAM" in rules[1]
+    assert "only read-only (a linear page table)" in rules[2]
+
+
+def test_without_a_refused_request_there_is_nothing_to_check():
+    from vmkit.viz.paging import frame_check
+    with pytest.raises(ValueError, match="no refused"):
+        frame_check(vmkit.machine(vmkit.guests.image("pv_paging"), PV))
+
+
+def test_the_p2m_table_is_each_domains_own_mfn_list_and_the_m2p_gives_it_back():
+    from vmkit.viz.paging import p2m_table
+    system = vmkit.machine(vmkit.guests.image("pv_dom0"), PV, modules=[vmkit.guests.image("pv_domu")])
+    system.run_until(event=lambda e: e.detail.get("domain") == 1)          # dom0 has built and started d1
+    domu = next(d for d in system.xen.every_domain if d.domid == 1)
+    t = p2m_table(system, pfns=(0x5, 0x100, 0x3FF))
+    assert t.map == {0: {p: system.p2m[p] for p in (0x5, 0x100, 0x3FF)}, 1: {p: domu.p2m[p] for p in (0x5, 0x100, 0x3FF)}}
+    assert all(mfn != pfn for mapping in t.map.values() for pfn, mfn in mapping.items())
+    for row, pfn in zip(t.rows, (0x5, 0x100, 0x3FF)):
+        assert row[0] == f"{pfn:#x} ({pfn << 12:#x})"
+        assert row[1] == f"{system.p2m[pfn]:#x} ({system.p2m[pfn] << 12:#x})" and row[2] == f"{pfn:#x}"
+        assert row[3] == f"{domu.p2m[pfn]:#x} ({domu.p2m[pfn] << 12:#x})" and row[4] == f"{pfn:#x}"
+    assert "dom0: 1024 frames" in t.caption and "one run upwards" in t.caption
+    assert f"d1: 1024 frames, machine {min(domu.p2m):#x}-{max(domu.p2m):#x}, from the top of machine memory down" \
+        in t.caption
+    assert "not its own" not in t.text
+    # lesson 06's self-check: a domU that names its pseudo-physical frame 0x100 as if it were machine
+    assert system.xen.mm.pages[0x100].owner is system
+    result, notes = domu.call(14, (0x3FF000, 0x100 << 12 | 0x23, 0, 2, 0))     # update_va_mapping
+    assert result == -22 and notes["refused"] == "mfn 0x100 belongs to domain 0, not to domain 1"
+
+
+def test_per_unit_counts_the_difference_of_two_runs_by_what_entered_the_hypervisor(workloads):
+    from vmkit.viz.paging import per_unit
+    batch = lambda **k: vmkit.guests.image("pv_mmu_batch", **k)
+    runs = {"trap-and-emulate": ("cmp_ptemod", vmkit.run(workloads["ptemod"][10], TE),
+                                 vmkit.run(workloads["ptemod"][30], TE), 20),
+            "VT-x without EPT": ("cmp_ptemod", vmkit.run(workloads["ptemod"][10], HA, controls=NO_EPT),
+                                 vmkit.run(workloads["ptemod"][30], HA, controls=NO_EPT), 20),
+            "Xen, one by one": ("pv_mmu_batch", vmkit.run(batch(BATCH=0, UPDATES=64), PV),
+                                vmkit.run(batch(BATCH=0, UPDATES=128), PV), 64),
+            "Xen, batches of 64": ("pv_mmu_batch", vmkit.run(batch(BATCH=64, UPDATES=64), PV),
+                                   vmkit.run(batch(BATCH=64, UPDATES=192), PV), 128)}
+    rows = {row[0]: row[1:] for row in per_unit(runs).rows}
+    assert rows["trap-and-emulate"] == ["cmp_ptemod", "1", "1 trace fault", "—", "0"]
+    assert rows["VT-x without EPT"] == ["cmp_ptemod", "1", "1 EXCEPTION exit", "—", "0"]
+    assert rows["Xen, one by one"] == ["pv_mmu_batch", "1", "1 update_va_mapping hypercall", "1", "0"]
+    assert rows["Xen, batches of 64"] == ["pv_mmu_batch", "1/64", "1/64 mmu_update hypercall", "1", "0"]
+    pgfault = {"trap-and-emulate": ("cmp_pgfault", vmkit.run(workloads["pgfault"][10], TE),
+                                    vmkit.run(workloads["pgfault"][30], TE), 20)}
+    table = per_unit(pgfault)
+    assert "updates Xen validated" not in table.header                  # no Xen run: no such column
+    assert table.rows[0][2:] == ["2", "1 #PF trap, 1 #GP trap (mov eax, cr2)", "1"]

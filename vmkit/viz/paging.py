@@ -14,19 +14,27 @@ the events a run recorded.
                                                  or VM exits (CR_ACCESS, INVLPG, EXCEPTION, EPT_VIOLATION)
     two_d_walk(machine, linear)                  a TLB miss under EPT: the EPT's four references for each
                                                  guest-physical address the guest's walk reads, numbered
+    frame_check(machine, event=)                 Xen's answer: how Xen checked one page-table request it
+                                                 refused, with the frame table's types and references
+    p2m_table(domains, pfns=)                    each PV domain's pseudo-physical frames and the machine
+                                                 frames its mfn_list says they are, and the M2P's way back
+    per_unit(runs)                               per page-table update or page fault: what entered the
+                                                 hypervisor (traps, VM exits, hypercalls), what Xen validated
 
 Nothing here pages or shadows: the guest's tables are read from its memory (guest-physical addresses
 are machine addresses on the vmkit PC), the shadow's through the machine's shadow MMU
-(vmkit.vmm.shadow_paging), and reading changes nothing, no accessed or dirty bit included. `walk`
+(vmkit.vmm.shadow_paging), and reading changes nothing, no accessed or dirty bit included. Under
+"paravirt" the guest's tables hold machine frames and the CPU walks them as they are, so `walk` reads
+them the same way; Xen's frame table is read from vmkit.xen.mm, which follows Xen's mm.c. `walk`
 applies the rules of the Intel SDM, vol. 3, 4.3 and 4.6, as vmkit.machine.cpu.Cpu.translate does;
 tests/test_viz_paging.py checks the two agree.
 
 Used by lesson 06.
 
 Long because: one picture per idea of lesson 06 (the walk and its stepper, the shadow beside the
-guest's tables, the stepper over the shadow MMU's events, the costs, the exits of first-generation VT-x
-and EPT's two-dimensional walk), and all of them read the same entries with the same rules; apart, they
-would share most of this module's helpers.
+guest's tables, the stepper over the shadow MMU's events, the costs, the exits of first-generation VT-x,
+EPT's two-dimensional walk, and Xen's validated updates and phys-to-machine map), and all of them read the
+same entries with the same rules; apart, they would share most of this module's helpers.
 """
 import html
 import re
@@ -937,3 +945,302 @@ def two_d_walk(m, linear):
     g.refs = [(n, what, gpa) for n, (what, gpa) in enumerate(refs, 1)]
     g.native = native
     return g
+
+
+# --- Xen's answer: direct paging, validated ----------------------------------------------------------------------
+# vmkit.xen.mm follows Xen's xen/arch/x86/mm.c (the non-PAE x86_32 tree of 2008) function by function; these
+# pictures read its frame table (struct page_info: owner, count, type, type count) and the hypercalls' events.
+PT_CALLS = ("mmu_update", "update_va_mapping", "mmuext_op")
+XEN_TYPES = {"none": "no type", "l1_page_table": "an L1 page table", "l2_page_table": "a page directory (L2)",
+             "writable_page": "mapped writable"}
+
+
+def _owner(page, domain):
+    owner = page.owner
+    if owner is None or page.count == 0:
+        return "free (nobody's)", False
+    if not hasattr(owner, "domid"):
+        return "Xen's own", False
+    name = "dom0" if owner.domid == 0 else f"d{owner.domid}"
+    return name + (", the caller's" if owner is domain else f", not the caller's (d{domain.domid})"), owner is domain
+
+
+def frame_text(mm, mfn):
+    """One frame-table entry in words: 'machine frame 0x1d: an L1 page table, 2 references of that type,
+    4 in all, validated, pinned'."""
+    if not mm.valid(mfn):
+        return f"machine frame {mfn:#x}: not RAM"
+    page = mm.pages[mfn]
+    typed = page.type_count > 0
+    what = XEN_TYPES.get(page.type, page.type) if typed else "no type"
+    refs = (f", {page.type_count} reference{'s' if page.type_count != 1 else ''} of that type" if typed else "")
+    flags = (", validated" if typed and page.validated and page.type != "writable_page" else "") + \
+        (", pinned" if page.pinned else "")
+    return f"machine frame {mfn:#x}: {what}{refs}, {page.count} in all{flags}"
+
+
+def _last_refused(machine):
+    for e in reversed(machine.events):
+        if e.kind == "hypercall" and e.detail.get("name") in PT_CALLS and e.detail.get("result", 0) < 0 \
+                and e.detail.get("domain", machine.domid) == machine.domid:
+            return e
+    raise ValueError("no refused mmu_update, update_va_mapping or mmuext_op in this machine's events yet: "
+                     "run it until one (run_until(event=...))")
+
+
+def frame_check(machine, event=None):
+    """How Xen checked one page-table request it refused, step by step: the request, the frames it names
+    and what Xen's frame table says of each (owner, type, references), the Xen function that looks at
+    each, and Xen's answer with the reason it gave. `machine` is the PV domain that asked, stopped after
+    the hypercall (a refused request changes nothing, so the frame table is as Xen saw it); `event` the
+    hypercall's event (by default the domain's last refused mmu_update, update_va_mapping or mmuext_op).
+    A Table, with `.rule` (the rule that refused it, in a sentence), `.frames` (the frames it names) and
+    `.event`."""
+    from ..xen import abi as xen
+    e = _last_refused(machine) if event is None else event
+    d, mm = e.detail, machine.xen.mm
+    rows, frames, rule = [], [], None
+
+    def row(step, function, found):
+        rows.append([step, function, found])
+
+    def new_entry(val, level, self_frame):
+        """The checks of a new L1 or L2 entry (get_page_from_l1e, get_page_from_l2e); the rule if one fails.
+        `self_frame`: the table do_mmu_update holds a type reference on while it changes it, or None."""
+        function = "get_page_from_l1e" if level == 1 else "get_page_from_l2e"
+        if not val & PTE_P:
+            row("the new entry", function, f"{val:#010x}: not present, so it takes no reference")
+            return None
+        bad = val & 0xFFF & (xen.L1_DISALLOW_MASK if level == 1 else xen.L2_DISALLOW_MASK)
+        mfn = val >> 12
+        row("the new entry", function, f"{val:#010x} ({bits(val, 'PTE' if level == 1 else 'PDE')}): maps machine "
+                                       f"frame {mfn:#x}" + (f"; flags {bad:#x} are not the guest's to set" if bad else ""))
+        if bad:
+            return ("no 4 MiB pages for a PV guest: PS is among the flags Xen refuses in a page directory"
+                    if level == 2 and bad & PDE_PS else "an entry may not set the flags Xen keeps for itself "
+                    "(PAT, PCD, PWT, GLOBAL)")
+        frames.append(mfn)
+        if not mm.valid(mfn):
+            row("the frame it maps", "get_page", f"machine frame {mfn:#x} is not RAM")
+            return "an entry may map only RAM the domain owns"
+        page = mm.pages[mfn]
+        held = " (one more while do_mmu_update changes it)" if mfn == self_frame else ""
+        owner, mine = _owner(page, machine)
+        need = ("an l1_page_table reference: it must be, or validate as, an L1 table" if level == 2 else
+                "a writable_page reference" if val & PTE_RW else "a plain reference: a read-only mapping of any "
+                                                                 "frame the domain owns")
+        row("the frame it maps", "get_page, get_page_type", f"{frame_text(mm, mfn)}{held}; {owner}; needs {need}")
+        if not mine:
+            return "an entry may map only frames the domain owns (get_page checks the owner)"
+        if level == 1 and val & PTE_RW and page.type_count and page.type != "writable_page":
+            return (f"a frame has one type at a time: this one is {XEN_TYPES[page.type]}, so it may not be mapped "
+                    "writable (a writable mapping of a page table would let the guest change it unchecked)")
+        if level == 2 and page.type == "l2_page_table" and page.type_count and val & PTE_RW:
+            return ("a page directory may point at a page directory only read-only (a linear page table): writable, "
+                    "it would let the guest change its tables unchecked")
+        if level == 2 and page.type_count and page.type != "l1_page_table":
+            return (f"a page-directory entry must point at an L1 table (or, read-only, at a page directory: a linear "
+                    f"page table); this frame is {XEN_TYPES[page.type]}")
+        return None
+
+    if d["name"] == "mmu_update":
+        ptr, val = d["requests"][d.get("at", 0)]
+        cmd, address = ptr & 3, ptr & 0xFFFFFFFC
+        row("the request", "do_mmu_update", f"request {d.get('at', 0)} of {d['count']}: {{ptr {ptr:#x}, val {val:#010x}}}; "
+                                            f"ptr's low bits {cmd}" + (" (MMU_NORMAL_PT_UPDATE): write val into the entry "
+                                            f"at machine address {address:#x}" if cmd == 0 else ""))
+        table = address >> 12
+        frames.append(table)
+        page = mm.pages[table] if mm.valid(table) else None
+        owner, mine = _owner(page, machine) if page else ("not RAM", False)
+        level = {"l1_page_table": 1, "l2_page_table": 2}.get(page.type) if page and page.type_count else None
+        index = (address & 0xFFF) // 4
+        then = (f"so mod_l{level}_entry, entry {index}" if level else "not a page table: a plain write, which needs a "
+                "writable_page reference")
+        row("the frame of that entry", "get_page, its type", f"{frame_text(mm, table)}; {owner}; {then}")
+        if not mine:
+            rule = "the guest may change only its own frames (get_page checks the owner)"
+        elif level == 2 and index >= xen.L2_PAGETABLE_FIRST_XEN_SLOT:
+            row("the entry", "mod_l2_entry", f"entry {index} maps {index << 22:#x} and up: Xen's part of every "
+                                             "address space (from HYPERVISOR_VIRT_START, 0xfc000000)")
+            rule = "the guest may not change Xen's part of its page directory"
+        elif level:
+            rule = new_entry(val, level, table)
+        elif page.type_count:
+            rule = f"that frame is {XEN_TYPES[page.type]}: a plain write needs it writable"
+    elif d["name"] == "update_va_mapping":
+        va, val = d["va"], d["val"]
+        row("the request", "do_update_va_mapping", f"the PTE that maps {va:#x} := {val:#010x}")
+        if va >= xen.HYPERVISOR_VIRT_START:
+            rule = "the guest may not change Xen's part of its address space"
+        else:
+            found = mm.guest_map_l1e(machine, va)
+            if found is None:
+                row("the PTE that maps it", "guest_map_l1e", f"PDE {va >> 22} of the page directory (machine frame "
+                                                             f"{machine.guest_table:#x}) maps no L1 table")
+                rule = "update_va_mapping needs an L1 table that covers the address"
+            else:
+                address, l1 = found
+                frames.append(l1)
+                row("the PTE that maps it", "guest_map_l1e", f"entry {(va >> 12) & 0x3FF} of an L1 table, at machine "
+                                                             f"{address:#x}; {frame_text(mm, l1)}; so mod_l1_entry")
+                rule = new_entry(val, 1, None)           # do_update_va_mapping holds no type reference on it
+    elif d["name"] == "mmuext_op":
+        at = d.get("at", 0)
+        cmd, arg1, _ = machine.unpack(xen.MMUEXT_OP, d["args"][0] + at * xen.MMUEXT_OP.size)
+        name = xen.MMUEXT_NAMES.get(cmd, str(cmd))
+        row("the request", "do_mmuext_op", f"op {at} of {len(d.get('ops', []))}: {name.upper()} on machine frame {arg1:#x}")
+        frames.append(arg1)
+        page = mm.pages[arg1] if mm.valid(arg1) else None
+        owner, mine = _owner(page, machine) if page else ("not RAM", False)
+        if cmd in (xen.MMUEXT_PIN_L2_TABLE, xen.MMUEXT_NEW_BASEPTR, xen.MMUEXT_PIN_L1_TABLE):
+            want = "l1_page_table" if cmd == xen.MMUEXT_PIN_L1_TABLE else "l2_page_table"
+            function = "new_guest_cr3, get_page_and_type" if cmd == xen.MMUEXT_NEW_BASEPTR else "get_page_and_type"
+            row("the frame", function, f"{frame_text(mm, arg1)}; {owner}; needs an {want} reference (validated "
+                                       f"entry by entry if it has none)")
+            if not mine:
+                rule = "the guest may use only its own frames as page tables"
+            elif page.type_count and page.type != want:
+                rule = (f"a frame has one type at a time: this one is {XEN_TYPES[page.type]}, so it cannot become "
+                        f"{XEN_TYPES[want]} until that type's references are gone")
+            elif page.pinned and cmd != xen.MMUEXT_NEW_BASEPTR:
+                rule = "a frame is pinned once"
+            else:
+                rule = "one of its entries does not validate"
+        elif cmd == xen.MMUEXT_UNPIN_TABLE:
+            row("the frame", "do_mmuext_op", f"{frame_text(mm, arg1)}; {owner}")
+            rule = "only a pinned frame can be unpinned" if mine and not page.pinned else \
+                "the guest may unpin only its own frames"
+    errno = d["result"]
+    name = xen.ERRNO_NAMES.get(-errno, str(-errno))
+    now = ""
+    if d["name"] == "mmu_update" and d.get("requests"):
+        address = d["requests"][d.get("at", 0)][0] & 0xFFFFFFFC
+        if mm.valid(address >> 12):
+            now = f" The entry still holds {mm.u32(address):#010x}."
+    elif d["name"] == "update_va_mapping":
+        found = mm.guest_map_l1e(machine, d["va"]) if d["va"] < xen.HYPERVISOR_VIRT_START else None
+        if found is not None:
+            now = f" The PTE still holds {mm.u32(found[0]):#010x}."
+    row("Xen's answer", "", f"-{name} ({errno}): {d.get('refused', '')}. Nothing changed.{now}")
+    t = Table(["step", "Xen's function (xen/arch/x86/mm.c)", "what Xen found"], rows,
+              f"one {d['name']} of d{machine.domid} that Xen refused, beside its frame table (vmkit.xen.mm) as Xen saw "
+              f"it; the rule: {rule or 'see the reason'}")
+    t.rule, t.frames, t.event = rule, list(dict.fromkeys(frames)), e
+    return t
+
+
+def p2m_table(domains, pfns=(0x5, 0x100, 0x101, 0x3FF)):
+    """Where each domain's pseudo-physical frames really are: for each frame number in `pfns` (what the
+    domain's kernel thinks of as physical address pfn << 12), the machine frame its mfn_list names (read
+    from the domain's own memory, at start_info.mfn_list, through its own page tables), the frame number
+    the machine-to-physical table at MACH2PHYS_VIRT_START gives back (read as the guest reads it), and
+    the owner Xen's frame table records. `domains`: PV domains (vmkit.xen.Paravirt), or a machine, for
+    every live domain of its hypervisor. A Table, with `.map` {domid: {pfn: mfn}}."""
+    from ..xen import abi as xen
+    from ..xen.layout import START_INFO
+    if hasattr(domains, "xen") and not isinstance(domains, (list, tuple)):
+        domains = [d for d in domains.xen.every_domain if not d.dying]
+    header, columns, found = ["pseudo-physical frame (the kernel's 'physical' address)"], [], {}
+    for dom in domains:
+        name = "dom0" if dom.domid == 0 else f"d{dom.domid}"
+        mfn_list = dom.u32(START_INFO + xen.SI_MFN_LIST)          # a virtual address in the domain's own tables
+        nr_pages = dom.u32(START_INFO + xen.SI_NR_PAGES)
+        mapping = {}
+        for pfn in pfns:
+            if pfn < nr_pages:
+                mapping[pfn] = dom.u32(mfn_list + 4 * pfn)
+        found[dom.domid] = mapping
+        header += [f"{name}: machine frame (mfn_list)", f"{name}: M2P gives back"]
+        columns.append((dom, mapping))
+    rows = []
+    for pfn in pfns:
+        row = [f"{pfn:#x} ({pfn << 12:#x})"]
+        for dom, mapping in columns:
+            mfn = mapping.get(pfn)
+            if mfn is None:
+                row += ["—", "—"]
+                continue
+            back = int.from_bytes(bytes(dom.cpu.read(xen.MACH2PHYS_VIRT_START + 4 * mfn, 4)), "little")
+            owner = dom.xen.mm.pages[mfn].owner
+            mine = "" if owner is dom else " (not its own!)"
+            row += [f"{mfn:#x} ({mfn << 12:#x}){mine}", f"{back:#x}"]
+        rows.append(row)
+    spans = []
+    for dom, mapping in columns:
+        every = [dom.u32(dom.u32(START_INFO + xen.SI_MFN_LIST) + 4 * pfn)
+                 for pfn in range(dom.u32(START_INFO + xen.SI_NR_PAGES))]
+        order = ("one run upwards" if every == list(range(every[0], every[0] + len(every))) else
+                 "from the top of machine memory down" if every == sorted(every, reverse=True) else "scattered")
+        spans.append(f"{'dom0' if dom.domid == 0 else f'd{dom.domid}'}: {len(every)} frames, machine "
+                     f"{min(every):#x}-{max(every):#x}, {order}")
+    t = Table(header, rows, "read from each domain's own mfn_list (start_info.mfn_list) and from the "
+                            "machine-to-physical table as the guest reads it, at " f"{xen.MACH2PHYS_VIRT_START:#x}; "
+                            + "; ".join(spans))
+    t.map = found
+    return t
+
+
+def _entries(result):
+    """The run's entries into the hypervisor, counted by what they were: traps by cause (and, for a
+    trap that is not a fault on memory, the instruction), VM exits by reason, hypercalls by name."""
+    from collections import Counter
+    counts = Counter()
+    for e in result.events:
+        d = e.detail
+        if e.kind == "trap":
+            cause = str(d.get("cause", "?"))
+            if cause == "write to a traced page table":
+                what = "trace fault"
+            elif cause.startswith("call-out: a store"):
+                what = "call-out (a page-table store)"
+            elif cause == "#PF":
+                what = "#PF trap"
+            else:
+                instruction = str(d.get("instruction", "")).split(" ptr ")[0]
+                what = f"{'call-out' if cause.startswith('call-out') else cause + ' trap'} ({instruction})"
+        elif e.kind == "vmexit":
+            what = f"{d.get('reason', '?')} exit"
+        elif e.kind == "hypercall":
+            what = f"{d.get('name', '?')} hypercall"
+        else:
+            continue
+        counts[what] += 1
+    return counts
+
+
+def _per(value, units):
+    """A count per unit, as a reader takes it in: 1, 2, 0.5, or 1/64 for one in every 64."""
+    per = value / units
+    if per == 0:
+        return "0"
+    if per < 0.5 and round(units / value) == units / value:
+        return f"1/{units // value}"
+    return f"{per:g}" if per == int(per) else f"{per:.2f}"
+
+
+def per_unit(runs):
+    """`runs` maps a setup's name to (guest, a short run, a long run, units): two runs of `guest` that
+    differ by `units` units of one kind of paging work (a page-table entry changed, a page fault taken),
+    so that what both runs share (the boot, the printing) drops out. Per unit, exact: the entries into the
+    hypervisor and what they were (traps by cause, VM exits by reason, hypercalls by name), the page-table
+    updates Xen validated (a column only when a run is under "paravirt"), and the #PFs the guest's own
+    handler ran. Say which guest each row ran: the rows need not share one."""
+    rows = []
+    for name, (guest, short, long, units) in runs.items():
+        a, b = _entries(short), _entries(long)
+        what = {k: b[k] - a.get(k, 0) for k in b if b[k] - a.get(k, 0)}
+        total = sum(what.values())
+        said = ", ".join(f"{_per(n, units)} {k}" for k, n in sorted(what.items(), key=lambda kv: -kv[1])) or "none"
+        validated = long.stats.get("pt_updates", 0) - short.stats.get("pt_updates", 0)
+        pf = lambda r: sum(1 for e in r.events if e.kind == "ring-transition" and e.detail.get("vector") == 14)
+        rows.append([name, guest, _per(total, units), said,
+                     _per(validated, units) if long.technique == "paravirt" else "—", _per(pf(long) - pf(short), units)])
+    header = ["setup", "guest", "entries into the hypervisor", "what they were", "updates Xen validated",
+              "#PFs the guest's handler ran"]
+    if not any(long.technique == "paravirt" for _, _, long, _ in runs.values()):
+        header.pop(4)                                  # no Xen among them: nothing validated, no column
+        rows = [row[:4] + row[5:] for row in rows]
+    return Table(header, rows,
+                 "per unit of the same paging work, from two runs of each guest that differ by whole units (exact "
+                 "counts, the same on every machine)")
