@@ -248,7 +248,7 @@ CLAIMS = [
           "its own iretd: one trap a round against the translator's three"),
     # ptemod under paravirt (one mmu_update a round) against the shadow-paging columns (one trace fault,
     # call-out or #PF exit a round) is not claimed either way: each is one entry into Python a round, and
-    # measured, the hypercall took from about half to about as long as a trace fault, with the machine's load.
+    # measured, the hypercall took from about a quarter to about as long as a trace fault, with the machine's load.
     # Adams & Agesen's order for pgfault (their software VMM 3,927 cycles, their hardware VMM without EPT
     # 11,242) does not hold here, and this is the claim that does, with the reason: measured, the VT-x
     # model without EPT took about half binary translation's time a round. Their order for ptemod (391
