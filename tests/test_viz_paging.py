@@ -579,14 +579,21 @@ def test_per_unit_counts_the_difference_of_two_runs_by_what_entered_the_hypervis
             "Xen, one by one": ("pv_mmu_batch", vmkit.run(batch(BATCH=0, UPDATES=64), PV),
                                 vmkit.run(batch(BATCH=0, UPDATES=128), PV), 64),
             "Xen, batches of 64": ("pv_mmu_batch", vmkit.run(batch(BATCH=64, UPDATES=64), PV),
-                                   vmkit.run(batch(BATCH=64, UPDATES=192), PV), 128)}
+                                   vmkit.run(batch(BATCH=64, UPDATES=192), PV), 128),
+            "Xen": ("cmp_ptemod", vmkit.run(workloads["ptemod"][10], PV), vmkit.run(workloads["ptemod"][30], PV), 20),
+            "Xen, lazy MMU mode": ("cmp_ptemod", vmkit.run(compare.WORKLOADS["ptemod"].source(64, LAZY_MMU=1), PV),
+                                   vmkit.run(compare.WORKLOADS["ptemod"].source(128, LAZY_MMU=1), PV), 64)}
     rows = {row[0]: row[1:] for row in per_unit(runs).rows}
     assert rows["trap-and-emulate"] == ["cmp_ptemod", "1", "1 trace fault", "—", "0"]
     assert rows["VT-x without EPT"] == ["cmp_ptemod", "1", "1 EXCEPTION exit", "—", "0"]
     assert rows["Xen, one by one"] == ["pv_mmu_batch", "1", "1 update_va_mapping hypercall", "1", "0"]
     assert rows["Xen, batches of 64"] == ["pv_mmu_batch", "1/64", "1/64 mmu_update hypercall", "1", "0"]
+    assert rows["Xen"] == ["cmp_ptemod", "1", "1 mmu_update hypercall", "1", "0"]        # the same guest as above
+    assert rows["Xen, lazy MMU mode"] == ["cmp_ptemod", "1/32", "1/32 mmu_update hypercall", "1", "0"]
     pgfault = {"trap-and-emulate": ("cmp_pgfault", vmkit.run(workloads["pgfault"][10], TE),
                                     vmkit.run(workloads["pgfault"][30], TE), 20)}
     table = per_unit(pgfault)
     assert "updates Xen validated" not in table.header                  # no Xen run: no such column
     assert table.rows[0][2:] == ["2", "1 #PF trap, 1 #GP trap (mov eax, cr2)", "1"]
+    pgfault["Xen"] = ("cmp_pgfault", vmkit.run(workloads["pgfault"][10], PV), vmkit.run(workloads["pgfault"][30], PV), 20)
+    assert per_unit(pgfault).rows[1][2:] == ["1", "1 #PF trap", "0", "1"]    # bounced, with CR2 in vcpu_info
