@@ -38,6 +38,7 @@ same entries with the same rules; apart, they would share most of this module's 
 """
 import html
 import re
+from collections import Counter
 
 import graphviz
 import ipywidgets as w
@@ -45,6 +46,8 @@ import ipywidgets as w
 from ..asm import assemble, disassemble
 from ..machine.cpu import CR0_PG, CR0_WP, CR4_PSE, PDE_PS, PTE_A, PTE_D, PTE_P, PTE_RW, PTE_US
 from ..run import machine as new_machine
+from ..xen import abi as xen
+from ..xen.layout import START_INFO
 from .diagram import NO_DOT, Diagram, Table
 from .stepper import Walker, button, titled
 
@@ -996,7 +999,6 @@ def frame_check(machine, event=None):
     hypercall's event (by default the domain's last refused mmu_update, update_va_mapping or mmuext_op).
     A Table, with `.rule` (the rule that refused it, in a sentence), `.frames` (the frames it names) and
     `.event`."""
-    from ..xen import abi as xen
     e = _last_refused(machine) if event is None else event
     d, mm = e.detail, machine.xen.mm
     rows, frames, rule = [], [], None
@@ -1137,8 +1139,6 @@ def p2m_table(domains, pfns=(0x5, 0x100, 0x101, 0x3FF)):
     the machine-to-physical table at MACH2PHYS_VIRT_START gives back (read as the guest reads it), and
     the owner Xen's frame table records. `domains`: PV domains (vmkit.xen.Paravirt), or a machine, for
     every live domain of its hypervisor. A Table, with `.map` {domid: {pfn: mfn}}."""
-    from ..xen import abi as xen
-    from ..xen.layout import START_INFO
     if hasattr(domains, "xen") and not isinstance(domains, (list, tuple)):
         domains = [d for d in domains.xen.every_domain if not d.dying]
     header, columns, found = ["pseudo-physical frame (the kernel's 'physical' address)"], [], {}
@@ -1184,7 +1184,6 @@ def p2m_table(domains, pfns=(0x5, 0x100, 0x101, 0x3FF)):
 def _entries(result):
     """The run's entries into the hypervisor, counted by what they were: traps by cause (and, for a
     trap that is not a fault on memory, the instruction), VM exits by reason, hypercalls by name."""
-    from collections import Counter
     counts = Counter()
     for e in result.events:
         d = e.detail
