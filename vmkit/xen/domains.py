@@ -115,9 +115,9 @@ def update_time(domain, now):
 class Xen:
     """The hypervisor: the domains and the one CPU they share."""
 
-    def __init__(self, dom0, dom0_memory):
+    def __init__(self, dom0, dom0_memory, page_table_rules=None):
         self.dom0 = dom0
-        self.mm = FrameTable(XEN_MEMORY + dom0_memory + FREE_MEMORY)     # machine memory and its frame table
+        self.mm = FrameTable(XEN_MEMORY + dom0_memory + FREE_MEMORY, page_table_rules)   # machine memory, frame table
         self.mm.flush = self._flush_tlb
         self.domains = {}            # domid -> Paravirt, the live ones
         self.every_domain = []       # every domain ever built, for the run's statistics

@@ -31,6 +31,11 @@ assist (VMASST_TYPE_writable_pagetables: a store to a page table is a page fault
 emulated), multi-vcpu flushes, and preemption. vmkit keeps no TLB of its own: after every change Xen
 makes to a domain's tables it flushes Unicorn's, so a guest that forgets UVMF_INVLPG is not caught.
 
+A lab replaces three of the rules with its own (PAGE_TABLE_RULES names them: get_page_type,
+get_page_from_l1e, mod_l1_entry): `Paravirt(image, page_table_rules={...})` hands them to this
+domain's Xen, whose frame table then calls them wherever it would call its own, each as rule(mm, ...)
+with the frame table first.
+
 Long because: the rules (references, types, validation) and the three hypercalls that apply them are
 one piece of Xen, and each rule is kept as one function named after Xen's, so that it can be read
 beside mm.c.
@@ -38,6 +43,7 @@ beside mm.c.
 import ctypes
 import mmap
 import struct
+import types
 
 from . import abi as xen
 from .layout import GDT_VIRT_START, PERDOMAIN_VIRT_START, RO_MPT
@@ -83,9 +89,10 @@ class FrameTable:
     Machine memory is one host buffer that every domain's CPU sees as its physical memory (the CPU
     walks the guests' tables, which name machine frames); what a domain can reach is what its
     validated page tables map. Xen's own frames come first: the machine-to-physical table, the page
-    tables of Xen's part of every address space, its GDT."""
+    tables of Xen's part of every address space, its GDT. `rules` ({name: rule(mm, ...)}, names from
+    PAGE_TABLE_RULES) take the place of this frame table's own methods of those names."""
 
-    def __init__(self, size):
+    def __init__(self, size, rules=None):
         self.size = size
         self.frames = size // PAGE
         self._buffer = mmap.mmap(-1, size)              # zero, and backed by the host only when touched
@@ -113,6 +120,10 @@ class FrameTable:
         self.xen_slots = {RO_MPT >> 22: (self.mpt_l1 << 12) | P | US | A,
                           PERDOMAIN_VIRT_START >> 22: (self.perdomain_l1 << 12) | P | RW | A}
         assert GDT_VIRT_START >> 22 in self.xen_slots
+        for name, rule in (rules or {}).items():       # a lab's rules, called wherever Xen's would be
+            if name not in PAGE_TABLE_RULES:
+                raise ValueError(f"no page-table rule {name!r}: a lab may replace {', '.join(PAGE_TABLE_RULES)}")
+            setattr(self, name, types.MethodType(rule, self))
 
     # --- machine memory ----------------------------------------------------------------------------
     def read(self, address, size):
@@ -228,7 +239,7 @@ class FrameTable:
             return self.refuse(f"mfn {mfn:#x} is being validated as {_a(type_)}: it cannot refer to itself")
         page.type_count += 1
         if not page.validated:
-            if not self._alloc_page_type(mfn, type_):
+            if not self.alloc_page_type(mfn, type_):
                 page.type, page.type_count = NONE, 0    # nothing kept: the frame is as if never typed
                 return False
             page.validated = True
@@ -254,7 +265,9 @@ class FrameTable:
         self.put_page(mfn)
 
     # --- validating a frame as a page table -------------------------------------------------------
-    def _alloc_page_type(self, mfn, type_):
+    def alloc_page_type(self, mfn, type_):
+        """Validate frame `mfn` as a page table of `type_` (L1 or L2): every entry is checked and takes
+        its references; when one fails, those taken are let go and the answer is False."""
         return self._alloc_l1_table(mfn) if type_ == L1 else self._alloc_l2_table(mfn)
 
     def _free_page_type(self, mfn, type_):
@@ -433,6 +446,12 @@ class FrameTable:
         self.put_u32(found[0], 0)
         self.flush(domain)
         return True
+
+
+# The rules a lab may replace (FrameTable(rules=...), Paravirt(page_table_rules=...)), each called as
+# rule(mm, ...) like the method it stands for.
+PAGE_TABLE_RULES = {"get_page_type": FrameTable.get_page_type, "get_page_from_l1e": FrameTable.get_page_from_l1e,
+                    "mod_l1_entry": FrameTable.mod_l1_entry}
 
 
 def _a(type_):

@@ -74,11 +74,13 @@ class Paravirt(Machine):
     vmkit.xen.hypercalls); a number without a handler returns -ENOSYS. `modules` are kernels for
     dom0 to build domUs from: they are loaded into dom0's memory and named in start_info's
     mod_start/mod_len (see domains.py). dom0 is privileged (SIF_PRIVILEGED | SIF_INITDOMAIN).
+    `page_table_rules` replaces some of the frame table's rules (vmkit.xen.mm.PAGE_TABLE_RULES) for
+    the hypervisor dom0 creates, from the start of day on.
     """
     watch_interrupt_window = False       # no PIC reaches a PV guest; events come through the hypervisor
 
     def __init__(self, image, memory=DEFAULT_MEMORY, *, hypercalls=None, modules=(), cmdline="",
-                 domid=0, hypervisor=None, built=True, **budgets):
+                 domid=0, hypervisor=None, built=True, page_table_rules=None, **budgets):
         self.domid = domid
         self.built = built           # False: an empty domain (createdomain), for dom0's builder to fill
         self.initialised = built     # the vcpu has a context: until then the domain cannot run
@@ -98,7 +100,7 @@ class Paravirt(Machine):
         self._exit_recorded = False
         self._in_hypercall = False
         self._notes = None                              # what the running hypercall's handler noted
-        self.xen = Xen(self, memory) if hypervisor is None else hypervisor     # dom0 creates the hypervisor's state
+        self.xen = Xen(self, memory, page_table_rules) if hypervisor is None else hypervisor   # dom0 creates it
         super().__init__(image, memory, counted=True, technique="paravirt", **budgets)
         for key in PV_STATS:
             self.stats[key] = 0
