@@ -11,7 +11,7 @@ Files, one idea each:
     checks.py  the checking API every lab shares: check, check_equal, check_cases, check_facts (two
                runs' facts compared, the first difference explained), visible_checks_passed
     runs.py    what the runners share: a run that goes wrong turned into a message that names it
-    lab1.py .. lab8.py
+    lab1.py .. lab9.py
                each lab's runners (a student's guest, handlers, rules, routines or loop run on a
                budget) and the facts its checks compare, as plain data
 
@@ -38,3 +38,6 @@ from .lab8 import (HANDLER_SECONDS, LAB_GUEST, SHADOW_COUNTS, SHADOW_FIELDS, SHA
                    SHADOW_MAX_INSTRUCTIONS, SHADOW_TIMEOUT, GuestTables, budget, check_shadow_facts,
                    check_shadow_native, check_walks, guest_tables, lab_guest, run_shadow, shadow_facts, tables_case,
                    walk_results)
+from .lab9 import (IDLE_DOM0, RULE_NAMES, RULE_SECONDS, XEN_HINTS, XEN_MAX_INSTRUCTIONS, XEN_TIMEOUT, LabXen,
+                   budgeted_rules, check_xen_facts, frame_states, kernel_facts, new_xen, request_facts, run_kernel,
+                   run_requests, table_entries)
