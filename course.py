@@ -6,6 +6,8 @@
     python3 course.py bench    run the benchmarks and print the ratios they measure
     python3 course.py speed    run every lesson and lab solution in a fresh kernel, time each notebook
     python3 course.py release  write the students' version of every lab (no solutions, no hidden tests) to release/
+    python3 course.py grade LAB DIR [--json PATH]
+                               autograde every DIR/<student>/LAB.ipynb through nbgrader, each in a sandbox
     python3 course.py doctor   say what this machine offers (nasm, dot, qemu, /dev/kvm)
 
 Python packages go into a virtual environment in .venv beside this file. System tools come from
@@ -28,6 +30,8 @@ FIRST_LESSON = os.path.join("lessons", "00_why_virtualize.ipynb")
 # program -> (Debian package, why the course needs it)
 COURSE_TOOLS = {"nasm": ("nasm", "assembles the guest kernels"),
                 "dot": ("graphviz", "draws the lessons' diagrams")}
+GRADE_TOOLS = {"bwrap": ("bubblewrap", "the sandbox `course.py grade` runs each submission in")}
+LINUX_ONLY = {"bubblewrap"}
 TEST_TOOLS = {"qemu-system-i386": ("qemu-system-x86", "the reference the differential tests compare against"),
               "chromium": ("chromium", "the browser the JupyterLab end-to-end tests drive")}
 
@@ -53,8 +57,9 @@ def system_tools(tools):
         subprocess.run(sudo + [apt, "install", "-y", "-qq", "--no-install-recommends"] + packages, env=env)
     for prog, (pkg, why) in missing.items():
         if not shutil.which(prog):
-            say(f"{prog} is missing ({why}). Install it with:  sudo apt-get install {pkg}"
-                f"   (conda: conda install -c conda-forge {pkg}; macOS: brew install {pkg})")
+            elsewhere = (f"conda: conda install -c conda-forge {pkg}; macOS: brew install {pkg}"
+                         if pkg not in LINUX_ONLY else "Linux only: it builds on Linux namespaces")
+            say(f"{prog} is missing ({why}). Install it with:  sudo apt-get install {pkg}   ({elsewhere})")
 
 
 def python_packages(extras):
@@ -67,6 +72,11 @@ def python_packages(extras):
     stamp = os.path.join(VENV, f".installed-{extras or 'course'}")
     if os.path.exists(stamp) and open(stamp).read() == want:
         return
+    with open(os.path.join(HERE, "pyproject.toml"), "rb") as f:
+        with_tests = hashlib.sha256(f.read() + b"test").hexdigest()
+    test_stamp = os.path.join(VENV, ".installed-test")
+    if not extras and os.path.exists(test_stamp) and open(test_stamp).read() == with_tests:
+        return                                      # the test tools' install holds the course's
     say("installing the Python packages (once; later runs skip this)")
     target = f"{HERE}[{extras}]" if extras else HERE
     subprocess.run([PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
@@ -75,9 +85,10 @@ def python_packages(extras):
         f.write(want)
 
 
-def run_in_venv(argv):
+def run_in_venv(argv, here=True):
     env = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
-    os.chdir(HERE)
+    if here:
+        os.chdir(HERE)
     os.execve(argv[0], argv, env)
 
 
@@ -106,7 +117,7 @@ def main(argv):
         extra = ["--allow-root"] if os.geteuid() == 0 else []
         run_in_venv([os.path.join(BIN, "jupyter"), "lab", FIRST_LESSON] + extra + rest)
     elif command == "test":
-        system_tools({**COURSE_TOOLS, **TEST_TOOLS})
+        system_tools({**COURSE_TOOLS, **GRADE_TOOLS, **TEST_TOOLS})
         python_packages("test")
         run_in_venv([PYTHON, "-m", "pytest"] + rest)
     elif command == "bench":
@@ -120,6 +131,11 @@ def main(argv):
     elif command == "release":
         python_packages("")
         release()
+    elif command == "grade":
+        system_tools({**COURSE_TOOLS, **GRADE_TOOLS})
+        if os.path.realpath(sys.prefix) != os.path.realpath(VENV):     # run by the course's Python: set up already
+            python_packages("")
+        run_in_venv([PYTHON, os.path.join(HERE, "autograde.py")] + rest, here=False)     # DIR as the user typed it
     elif command == "doctor":
         python_packages("")
         run_in_venv([PYTHON, "-c", "import vmkit; print(vmkit.doctor())"])

@@ -2,8 +2,9 @@
 
 For each lab, in a temporary course directory with the repository's nbgrader_config.py and graders/
 (the reference answers and facts, which the hidden tests load from the course directory):
-generate the students' version, validate it inverted (it must pass no test), then autograde, in
-one nbgrader run, six submissions and read their scores from nbgrader's gradebook:
+generate the students' version, validate it inverted (it must pass no test), then grade with
+`python3 course.py grade`, which autogrades each submission through nbgrader with its kernel in a
+sandbox (autograde.py), and read the scores from nbgrader's gradebook:
 
     solution      the source notebook itself                 -> full marks
     release       the students' version, untouched           -> 0
@@ -15,7 +16,18 @@ A fixture notebook holds a submission's answers: cells whose nbgrader grade_id n
 cell replace that cell's code; cells without one are added, before the next answer. Its metadata
 `grading_fixture.expected_score` is the exact score it must get. A new lab is covered as soon as
 it has labs/<lab>/<lab>.ipynb and these three fixtures.
+
+Then, into the same gradebook, a second `course.py grade` runs the attacks a sandbox must defeat
+(tests/attacks/, one cell each, put after the lab's set-up cell of the untouched release): writing
+the gradebook with sqlite3, rewriting vmkit and graders/ on disk, running the solution cells of the
+source notebook found through vmkit.__file__, allocating without bound; each scores 0, nothing is
+reported as tampering, a blank graded after them still scores 0, and the package, labs/, graders/
+and every gradebook row of the first round are byte-identical afterwards. A guest run with no
+budget at all, on the solution, costs the per-cell timeout, so it runs against the first lab only:
+interrupted, it leaves the solution its full marks.
 """
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -32,6 +44,12 @@ BIN = os.path.dirname(sys.executable)
 NBGRADER = os.path.join(BIN, "nbgrader")
 FIXTURES = ("wrong", "loops", "monkeypatch")
 HIDDEN = "### BEGIN HIDDEN TESTS"
+COURSE_PY = os.path.join(REPO, "course.py")
+ATTACKS = os.path.join(REPO, "tests", "attacks")
+# attack -> what it is put into; every one scores what that base earns without it
+ATTACKS_ON_EVERY_LAB = {"gradebook": "release", "package": "release", "source_notebook": "release",
+                        "memory": "release"}
+ATTACKS_ON_THE_FIRST_LAB = {"unbounded_guest": "solution"}
 
 
 def labs():
@@ -100,10 +118,22 @@ class Course:
         parts = [folder] + ([student] if student else []) + [self.lab, f"{self.lab}.ipynb"]
         return nbformat.read(self.path(*parts), as_version=4)
 
-    def submit(self, student, nb):
-        folder = self.path("submitted", student, self.lab)
-        os.makedirs(folder, exist_ok=True)
-        nbformat.write(nb, os.path.join(folder, f"{self.lab}.ipynb"))
+    def hand_in(self, folder, student, nb):
+        """Put `student`'s notebook where `course.py grade` takes it from: <folder>/<student>/<lab>.ipynb."""
+        os.makedirs(self.path(folder, student), exist_ok=True)
+        nbformat.write(nb, self.path(folder, student, f"{self.lab}.ipynb"))
+
+    def grade(self, folder):
+        """`python3 course.py grade` on <folder>: {student: result}, the lines it printed, and the seconds."""
+        env = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
+        results = self.path(f"{folder}.json")
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, COURSE_PY, "grade", self.lab, self.path(folder), "--course", self.root,
+                               "--json", results], env=env, capture_output=True, text=True, timeout=1200)
+        seconds = time.perf_counter() - start
+        assert done.returncode == 0, f"course.py grade {folder} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        with open(results) as f:
+            return {result["student"]: result for result in json.load(f)}, done.stdout, seconds
 
     def grades(self, student):
         """{grade_id: (score, max_score)} and the total, as the gradebook has them."""
@@ -119,6 +149,44 @@ class Course:
                 if cell.metadata.nbgrader.get("grade") and HIDDEN in cell.source}
 
 
+def attack_submission(base, attack):
+    """`base` with the attack's cell put right after its set-up cell (the first code cell)."""
+    nb = nbformat.from_dict(base)
+    setup = next(i for i, cell in enumerate(nb.cells) if cell.cell_type == "code")
+    with open(os.path.join(ATTACKS, f"{attack}.py")) as f:
+        nb.cells.insert(setup + 1, nbformat.v4.new_code_cell(f.read()))
+    return nb
+
+
+def untouchable(course):
+    """{path: sha256} of what no submission may change: the vmkit package (with its byte code), and
+    labs/ and graders/ of both the course and the repository (the attacks look for both)."""
+    import vmkit
+    hashes = {}
+    for top in (os.path.dirname(vmkit.__file__), course.path("labs"), course.path("graders"), LABS_DIR, GRADERS):
+        for folder, _, names in os.walk(top):
+            for name in names:
+                with open(os.path.join(folder, name), "rb") as f:
+                    hashes[os.path.join(folder, name)] = hashlib.sha256(f.read()).hexdigest()
+    return hashes
+
+
+def gradebook_rows(course, students):
+    """Every gradebook row that belongs to `students`' submissions (submission, notebooks, grades, comments)."""
+    import sqlite3
+    with sqlite3.connect(f"file:{course.path('gradebook.db')}?mode=ro", uri=True) as db:
+        marks = ",".join("?" * len(students))
+        rows = db.execute(f"select * from submitted_assignment where student_id in ({marks}) order by id", students).fetchall()
+        for table in ("submitted_notebook",):
+            rows += db.execute(f"select * from {table} where assignment_id in (select id from submitted_assignment "
+                               f"where student_id in ({marks})) order by id", students).fetchall()
+        for table in ("grade", "comment"):
+            rows += db.execute(f"select * from {table} where notebook_id in (select n.id from submitted_notebook n "
+                               f"join submitted_assignment a on n.assignment_id = a.id where a.student_id in ({marks})) "
+                               f"order by id", students).fetchall()
+        return rows
+
+
 @pytest.fixture(scope="module", params=labs())
 def course(request, tmp_path_factory):
     lab = request.param
@@ -128,18 +196,26 @@ def course(request, tmp_path_factory):
     nbgrader(root, "generate_assignment", lab, "--force")
     c.validate_log = nbgrader(root, "validate", "--invert", c.path("release", lab, f"{lab}.ipynb"))
 
-    release = c.notebook("release")
-    c.submit("solution", c.notebook("labs"))
-    c.submit("release", release)
+    release, solution = c.notebook("release"), c.notebook("labs")
+    c.hand_in("handed-in", "solution", solution)
+    c.hand_in("handed-in", "release", release)
     for name in FIXTURES:
         path = os.path.join(LABS_DIR, lab, "fixtures", f"{name}.ipynb")
         if os.path.exists(path):
             fixture = nbformat.read(path, as_version=4)
             c.fixtures[name] = fixture
-            c.submit(name, submission_from_fixture(release, fixture))
-    start = time.perf_counter()
-    nbgrader(root, "autograde", lab, "--force")
-    c.autograde_seconds = time.perf_counter() - start
+            c.hand_in("handed-in", name, submission_from_fixture(release, fixture))
+    c.results, c.printed, c.grade_seconds = c.grade("handed-in")
+    c.first_round = sorted(c.results)
+
+    bases = {"release": release, "solution": solution}
+    c.attacks = dict(ATTACKS_ON_EVERY_LAB, **(ATTACKS_ON_THE_FIRST_LAB if lab == labs()[0] else {}))
+    for attack, base in c.attacks.items():
+        c.hand_in("attacks", f"attack-{attack}", attack_submission(bases[base], attack))
+    c.hand_in("attacks", "blank-after-the-attacks", release)
+    c.before_attacks = untouchable(c), gradebook_rows(c, c.first_round)
+    c.attack_results, c.attack_printed, _ = c.grade("attacks")
+    c.after_attacks = untouchable(c), gradebook_rows(c, c.first_round)
     return c
 
 
@@ -161,6 +237,8 @@ def test_every_grade_cell_carries_points_and_schema_3(course):
             assert meta.get("points", 0) > 0, f"{meta['grade_id']}: a grade cell without points"
         if meta.get("solution") and cell.cell_type == "code":
             assert "### BEGIN SOLUTION" in cell.source, f"{meta['grade_id']}: no solution region"
+        assert any(meta.get(role) for role in ("grade", "solution", "locked", "task")), \
+            f"{meta.get('grade_id')}: nbgrader metadata with no role (nbgrader warns of every such cell: drop it)"
     assert course.hidden_cells(), "the lab has no hidden tests"
     assert not any(cell.get("outputs") for cell in source.cells if cell.cell_type == "code"), \
         "the source notebook is committed with outputs"
@@ -181,17 +259,35 @@ def test_release_passes_no_test(course):
 
 
 def test_solution_gets_full_marks(course):
-    """Does the source notebook, graded as a student's submission, get every point?"""
+    """Does the source notebook, graded as a student's submission by `course.py grade`, get every
+    point, in the gradebook, in what the command prints and in its JSON?"""
     cells, total = course.grades("solution")
     lost = {name: score for name, score in cells.items() if score[0] != score[1]}
     assert not lost, f"the solution loses points in {lost}"
     assert total == sum(max_score for _, max_score in cells.values())
+    result = course.results["solution"]
+    assert (result["score"], result["max_score"], result["tampering"]) == (total, total, [])
+    assert f"solution {total:g}/{total:g}" in course.printed.splitlines()
 
 
 def test_untouched_release_gets_zero(course):
     """Does a student who hands in the release untouched get nothing?"""
     cells, total = course.grades("release")
     assert total == 0, f"the untouched release scores {total}: {cells}"
+    assert course.results["release"]["score"] == 0
+
+
+def test_honest_submissions_are_graded_without_a_warning(course):
+    """Do the solution and the untouched release grade without a note (nbgrader's routine warnings
+    gone), so that the first note an instructor sees is a real one?"""
+    for student in ("solution", "release"):
+        assert course.results[student]["notes"] == [], f"{student}: {course.results[student]['notes']}"
+
+
+def test_one_submission_is_graded_in_the_sandbox_within_15_s(course):
+    """Does the solution, the slowest honest submission, take at most 15 s from copying it in to its
+    grade in the gradebook, its kernel in the sandbox?"""
+    assert course.results["solution"]["seconds"] <= 15, course.results["solution"]
 
 
 def test_wrong_answers_lose_exactly_the_hidden_points(course):
@@ -216,8 +312,10 @@ def test_looping_submission_is_stopped_and_the_rest_graded(course):
         out.get("ename") in ("CellTimeoutError", "KeyboardInterrupt") for out in cell.get("outputs", []))]
     assert timed_out, "no cell was stopped by the per-cell timeout"
     assert any(score == max_score > 0 for score, max_score in cells.values()), "nothing after the loop was graded"
-    # every submission ran in this one autograde; only the looping cell may wait for the timeout
-    assert course.autograde_seconds < 120, f"autograde took {course.autograde_seconds:.0f} s"
+    assert any("ran longer than 20 s" in note for note in course.results["loops"]["notes"]), course.results["loops"]
+    # only the looping cell may wait for the timeout
+    assert course.results["loops"]["seconds"] < 60, course.results["loops"]
+    assert course.grade_seconds < 150, f"grading the first round took {course.grade_seconds:.0f} s"
 
 
 def test_tampering_with_vmkit_does_not_fool_the_hidden_tests(course):
@@ -228,6 +326,55 @@ def test_tampering_with_vmkit_does_not_fool_the_hidden_tests(course):
     for name in course.hidden_cells():
         assert cells[name][0] == 0, f"{name}: the tampering earned {cells[name][0]} hidden points"
     assert total == want, f"scored {total}, expected {want}: {cells}"
+
+
+# --- what a sandbox defeats ---------------------------------------------------------------------------
+def test_an_attack_scores_only_what_its_honest_work_earns(course):
+    """Does each attack (writing the gradebook, rewriting vmkit and graders/, running the source
+    notebook's solutions, unbounded memory, a guest with no budget) score what the submission it was
+    put into earns without it, and is none of them reported as tampering, since none got through?"""
+    full = course.results["solution"]["max_score"]
+    for attack, base in course.attacks.items():
+        result = course.attack_results[f"attack-{attack}"]
+        assert result["score"] == (full if base == "solution" else 0), result
+        assert result["tampering"] == [], result
+    assert "TAMPERING" not in course.attack_printed, course.attack_printed
+
+
+def test_the_attacks_leave_the_disk_and_the_gradebook_as_they_were(course):
+    """After the attacks: are the vmkit package (byte code included), labs/ and graders/ byte-identical,
+    every gradebook row of the students graded before unchanged, no extra credit or manual score
+    anywhere, and a blank graded after them still worth 0?"""
+    (files_before, rows_before), (files_after, rows_after) = course.before_attacks, course.after_attacks
+    changed = sorted(path for path in set(files_before) | set(files_after) if files_before.get(path) != files_after.get(path))
+    assert not changed, f"changed by the attacks: {changed}"
+    assert rows_after == rows_before
+    import sqlite3
+    with sqlite3.connect(f"file:{course.path('gradebook.db')}?mode=ro", uri=True) as db:
+        assert db.execute("select count(*) from grade where extra_credit is not null or manual_score is not null"
+                          ).fetchone() == (0,)
+    assert course.attack_results["blank-after-the-attacks"]["score"] == 0
+
+
+def test_a_kernel_past_its_memory_limit_is_stopped_and_says_so(course):
+    """Is the submission that allocates without bound stopped at the memory limit, its line saying
+    so, and is the grading carried on with the next student?"""
+    result = course.attack_results["attack-memory"]
+    assert any("GiB of memory, over the limit" in note for note in result["notes"]), result
+    assert result["seconds"] < 60, result
+    assert "blank-after-the-attacks" in course.attack_results
+
+
+def test_a_guest_with_no_budget_costs_one_cell_not_the_notebook(course):
+    """Is a guest run with max_instructions=None and timeout=None interrupted at the per-cell
+    timeout, so that the solution it was put into keeps its full marks? (The first lab only: it
+    costs the timeout, and the sandbox stops it the same way in every lab.)"""
+    if "unbounded_guest" not in course.attacks:
+        pytest.skip("runs against the first lab only")
+    result = course.attack_results["attack-unbounded_guest"]
+    assert result["score"] == result["max_score"] > 0, result
+    assert any("ran longer than 20 s" in note for note in result["notes"]), result
+    assert result["seconds"] < 60, result
 
 
 # --- the messages a student reads ---------------------------------------------------------------------

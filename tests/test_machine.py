@@ -172,6 +172,21 @@ def test_timeout_stops_a_runaway_guest_in_time():
     assert info.value.result.exit_code is None
 
 
+def test_ctrl_c_stops_a_guest_that_runs_with_no_budget_at_all():
+    """max_instructions=None, timeout=None and a guest that never ends: Unicorn alone would never
+    come back to Python, so a Ctrl-C in JupyterLab (or a grader's interrupt of a cell) must still
+    stop it within about a slice of half a second."""
+    import os
+    import signal
+    import threading
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    t0 = time.perf_counter()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        vmkit.run("jmp $", max_instructions=None, timeout=None)
+    assert time.perf_counter() - t0 < 2
+
+
 def test_the_rings_guest_tells_its_story():
     """The lesson's kernel: ring 0 -> 3 by iret, system calls, timer preemption, #GP on cli."""
     result = vmkit.run(vmkit.guests.image("rings"))

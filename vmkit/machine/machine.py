@@ -44,6 +44,7 @@ CR0_PG = 1 << 31
 IRET, RETF, RETF_IMM, STI, POPF = 0xCF, 0xCB, 0xCA, 0xFB, 0x9D
 WATCHED = (IRET, RETF, RETF_IMM, STI, POPF)
 LONGEST_SLICE = 1 << 22           # counted instructions between two looks at the real-time budget
+LONGEST_UNCOUNTED_SLICE = 0.5     # seconds an uncounted slice may run before Python runs again
 
 
 class MustCount(Exception):
@@ -527,7 +528,12 @@ class Machine:
         self._running = True
         # Unicorn starts a watchdog thread for every timeout, which costs more than a system call
         # takes: a counted slice is kept short instead, and the budget is checked between slices.
-        watchdog = remaining is not None and not self.counted
+        # An uncounted slice has a watchdog even without a budget, so that Python runs at least
+        # every LONGEST_UNCOUNTED_SLICE: a Ctrl-C (or a grader's interrupt) of a guest that never
+        # ends then stops it, where Unicorn alone would never come back.
+        watchdog = not self.counted
+        if watchdog:
+            remaining = min(remaining or LONGEST_UNCOUNTED_SLICE, LONGEST_UNCOUNTED_SLICE)
         paging = self.cpu["cr0"] & CR0_PG
         cr2 = self.cpu["cr2"] if paging else None
         try:
