@@ -21,3 +21,21 @@ c.Execute.interrupt_on_timeout = True
 
 # What replaces a solution region in the students' version.
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+
+# Grading decides each graded cell in the grader's process, not in the student's kernel: after a
+# graded cell runs, graders/probing.py asks the kernel for the student's answers on the cell's cases
+# (graders/<lab>.py, PROBES) and compares them with the reference answers it computes itself.
+# nbgrader's own steps otherwise, in nbgrader's order (nbgrader/converters/autograde.py).
+import os  # noqa: E402
+import sys  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))      # the course directory: graders/
+c.Autograde.autograde_preprocessors = [
+    "graders.probing.ProbingExecute",
+    "nbgrader.preprocessors.IgnorePattern",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput",
+    "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]

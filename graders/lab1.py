@@ -1,8 +1,8 @@
 """Lab 1 (rings): what the machine does with each instruction in ring 3 (part 2's answer), how a
 guest ends and which ring transitions it made, and vmkit's decoding of selectors and descriptors."""
 import vmkit
-from vmkit.grading.lab1 import DESCRIPTOR_FIELDS, MAX_INSTRUCTIONS, TIMEOUT, interrupt_frames
-from vmkit.grading.runs import ending, guest_error_message
+import vmkit.guests
+from vmkit.grading.lab1 import DESCRIPTOR_FIELDS, guest_trace, interrupt_frames
 from vmkit.machine.x86 import decode_descriptor, decode_selector, vector_name
 
 
@@ -24,20 +24,6 @@ def ring3_census(template, instructions):
     return {instruction: outcome_in_ring3(template, instruction) for instruction in instructions}
 
 
-def guest_trace(source, max_instructions=MAX_INSTRUCTIONS, timeout=TIMEOUT):
-    """How a guest ends and the ring transitions it made, as plain data."""
-    try:
-        result = vmkit.run(source, max_instructions=max_instructions, timeout=timeout)
-    except vmkit.VmkitError as error:
-        return {"error": f"{type(error).__name__}: {guest_error_message(error)}"}
-    transitions = [{"cause": e.detail["cause"], "vector": e.detail.get("vector"),
-                    "from_ring": e.detail["from_ring"], "to_ring": e.detail["to_ring"],
-                    "stack_switch": e.detail.get("stack_switch"), "esp": e.detail.get("esp"),
-                    "ss": e.detail.get("ss"), "eip": e.eip}
-                   for e in result.events if e.kind == "ring-transition"]
-    return {**ending(result), "transitions": transitions}
-
-
 def selector_fields(values):
     """vmkit's decoding of each selector: [[index, ti, rpl], ...]."""
     return [[s.index, s.ti, s.rpl] for s in map(decode_selector, values)]
@@ -49,3 +35,105 @@ def descriptor_fields(raws):
 
 
 FACTS = {f.__name__: f for f in (selector_fields, descriptor_fields, ring3_census, guest_trace, interrupt_frames)}
+
+
+# --- the probes: each graded cell's cases, asked of the student's kernel and decided here -------------
+import random
+
+from .probing import Probe, all_of, lab_setup, same_answers
+
+SETUP = lab_setup("lab1_rings")         # RING3_TEST, SYSCALL_KERNEL: the grader's own copies
+
+_rng = random.Random(1)
+HIDDEN_SELECTORS = [0, 3, 4, 7, 0xFFFF, 0xFFF8, 0x8000] + [_rng.getrandbits(16) for _ in range(200)]
+HIDDEN_DESCRIPTORS = [0xFF00_0000_0000_0000, 0x00C0_9A00_0000_0000, 0x0080_9200_0000_FFFF, 0x00CF_9A12_3456_FFFF,
+                      0xC0CF_F200_0000_FFFF, 0x000F_1000_0000_0000] + [_rng.getrandbits(64) for _ in range(300)]
+LESSON_SELECTORS = [0x08, 0x10, 0x1b, 0x23, 0x28, 0x2b, 0x0f]
+LESSON_DESCRIPTORS = [0x00CF9A000000FFFF, 0x00CF92000000FFFF, 0x00CFFA000000FFFF, 0x00CFF2000000FFFF,
+                      0x0000891013100067, 0]
+CENSUS = ["sti", "lgdt [esp]", "lidt [esp]", "sgdt [esp-8]", "sidt [esp-8]", "sldt ax", "str ax", "smsw ax",
+          "lmsw ax", "mov eax, cr0", "mov cr3, eax", "mov eax, dr7", "clts", "wbinvd", "rdmsr", "wrmsr", "rdtsc",
+          "pushfd", "popfd", "in al, 0x60", "out 0x80, al", "ud2", "int3", "lar eax, eax", "lsl eax, eax",
+          "verr ax", "mov ax, cs", "ltr ax", "lldt ax", "invlpg [esp]"]
+SELECTORS_ASKED = "vmkit.grading.answer_cases(decode_selector, [[v] for v in cases])"
+DESCRIPTORS_ASKED = ("vmkit.grading.answer_cases(decode_descriptor, [[raw] for raw in cases], "
+                     "shape=lambda d: {k: d.get(k) for k in vmkit.grading.DESCRIPTOR_FIELDS})")
+
+
+def selectors_judge(what):
+    return same_answers(what, call="decode_selector", hint="a selector's fields, from bit 0 up: RPL (2 bits), "
+                        "TI (1 bit), index (the other 13)", describe=lambda value: f"decode_selector({value:#x})")
+
+
+def descriptors_judge(what):
+    return same_answers(what, describe=lambda raw: f"decode_descriptor({raw:#018x})",
+                        hint="the SDM's figure 3-8: every field, including base bits 31..24 and the limit "
+                             "with G = 0 and G = 1")
+
+
+def syscall_judge(answers, expected, values):
+    """Part 3: for each VALUE the guest prints 2 * VALUE, exits with 1, and goes ring 0 -> 3, then twice
+    through int 0x80 onto the TSS's stack (five dwords pushed), with an iretd between."""
+    from vmkit.grading.checks import check, check_equal
+    check(isinstance(answers, list) and len(answers) == len(values), "one run per VALUE", got=answers)
+    syscall = ["int 0x80", 3, 0, 0x80, True, 0x10, 0x3F0000 - 20]
+    for value, trace in zip(values, answers):
+        check(isinstance(trace, dict) and "error" not in trace, f"the guest with VALUE = {value:#x} runs",
+              got=trace.get("error") if isinstance(trace, dict) else trace)
+        check_equal(trace.get("serial"), f"{2 * value & 0xFFFFFFFF:08x}", what=f"the serial output with VALUE = {value:#x}",
+                    hint="SYS_DOUBLE's answer travels back in EAX; use the symbol VALUE; the result wraps at 32 bits")
+        check_equal(trace.get("exit_code"), 1, what=f"the exit code with VALUE = {value:#x}",
+                    hint="SYS_REPORT ends the run through exit_guest")
+        path = [[t["cause"], t["from_ring"], t["to_ring"]] + ([t["vector"], t["stack_switch"], t["ss"], t["esp"]]
+                if t["cause"] != "iret" else []) for t in trace.get("transitions", [])]
+        check_equal(path, [["iret", 0, 3], syscall, ["iret", 0, 3], syscall],
+                    what=f"the ring transitions with VALUE = {value:#x} (cause, from, to, and for int 0x80: vector, "
+                         f"stack switch, SS, ESP after the pushes)",
+                    hint="two system calls from ring 3, the first returning with iretd")
+
+
+def frames_expected(cases):
+    return [[c["esp"], c["frame"]] for c in cases]
+
+
+FRAME_ASKED = ("vmkit.grading.answer_cases(interrupt_frame, [[c['cpu'], c['event'], c['tss']] for c in cases], "
+               "shape=lambda r: [r[0], [list(p) for p in r[1]]])")
+
+
+def frames_judge(what):
+    return same_answers(what, hint="the stack switches only when the handler is more privileged than the code it "
+                                   "interrupts; which EIP is saved depends on the cause",
+                        describe=lambda c: f"{c['event']['cause']} at eip={c['cpu']['eip']:#x}, cs={c['cpu']['cs']:#x}")
+
+
+PROBES = {
+    "part1_selectors": Probe(SELECTORS_ASKED, LESSON_SELECTORS, selector_fields,
+                             selectors_judge("decode_selector on the lesson kernel's selectors")),
+    "part1_descriptors": Probe(DESCRIPTORS_ASKED, LESSON_DESCRIPTORS, descriptor_fields,
+                               descriptors_judge("decode_descriptor on the lesson kernel's GDT")),
+    "part1_hidden": Probe(
+        {"selectors": SELECTORS_ASKED, "descriptors": DESCRIPTORS_ASKED},
+        {"selectors": HIDDEN_SELECTORS, "descriptors": HIDDEN_DESCRIPTORS},
+        {"selectors": selector_fields, "descriptors": descriptor_fields},
+        all_of(selectors=selectors_judge("decode_selector on random selectors"),
+               descriptors=descriptors_judge("decode_descriptor on random descriptors"))),
+    "part2_visible": Probe("vmkit.grading.answer_cases(outcome_in_ring3, [[i] for i in cases])",
+                           ["nop", "cli", "cpuid", "hlt"],
+                           lambda cases: list(ring3_census(SETUP["RING3_TEST"], cases).values()),
+                           same_answers("outcome_in_ring3 on four instructions", call="outcome_in_ring3")),
+    "part2_hidden": Probe("vmkit.grading.answer_cases(outcome_in_ring3, [[i] for i in cases])", CENSUS,
+                          lambda cases: list(ring3_census(SETUP["RING3_TEST"], cases).values()),
+                          same_answers("outcome_in_ring3 on the census", call="outcome_in_ring3",
+                                       hint="an exception other than #GP must be named as the machine names it"),
+                          timeout=60),
+    "part3_visible": Probe(f"vmkit.grading.lab1.syscall_traces({SETUP['SYSCALL_KERNEL']!r}, cases, USER_PROGRAM, "
+                           f"SYSCALL_HANDLER)", [0x15], lambda values: None, syscall_judge),
+    "part3_hidden": Probe(f"vmkit.grading.lab1.syscall_traces({SETUP['SYSCALL_KERNEL']!r}, cases, USER_PROGRAM, "
+                          f"SYSCALL_HANDLER)", [0, 1, 0x7FFFFFFF, 0x80000001, 0x12345678], lambda values: None,
+                          syscall_judge),
+    "part4_visible": Probe(FRAME_ASKED, lambda: interrupt_frames(vmkit.guests.source("rings"))[:1], frames_expected,
+                           frames_judge("interrupt_frame on the first int 0x80 of the lesson's kernel")),
+    "part4_hidden": Probe(FRAME_ASKED, lambda: (interrupt_frames(vmkit.guests.source("rings")) +
+                                                interrupt_frames(vmkit.guests.source("same_ring"))),
+                          frames_expected, frames_judge("interrupt_frame on IRQs, faults and int n")),
+}

@@ -49,7 +49,20 @@ ATTACKS = os.path.join(REPO, "tests", "attacks")
 # attack -> what it is put into; every one scores what that base earns without it
 ATTACKS_ON_EVERY_LAB = {"gradebook": "release", "package": "release", "source_notebook": "release",
                         "memory": "release"}
+# the attacks from inside the kernel, which only a lab decided in the grader's process (PROBES) defeats
+ATTACKS_IN_THE_KERNEL = {"input_transformer": "release", "partial_credit": "release", "import_hook": "release",
+                         "builtins_import": "release", "always_equal": "release"}
 ATTACKS_ON_THE_FIRST_LAB = {"unbounded_guest": "solution"}
+
+
+def probes(lab):
+    """graders/<lab>.py's PROBES ({grade_id: Probe}), or None for a lab still decided in its kernel."""
+    sys.path.insert(0, REPO)
+    try:
+        import importlib
+        return getattr(importlib.import_module(f"graders.{lab.split('_')[0]}"), "PROBES", None)
+    finally:
+        sys.path.remove(REPO)
 
 
 def labs():
@@ -144,9 +157,14 @@ class Course:
             return cells, submission.score
 
     def hidden_cells(self):
+        """The graded cells whose cases the student has not seen: those named part<n>_hidden (their
+        cases live in graders/<lab>.py), or, in a lab still decided in its kernel, those with hidden tests."""
         source = nbformat.read(self.path("labs", self.lab, f"{self.lab}.ipynb"), as_version=4)
-        return {cell.metadata.nbgrader["grade_id"] for cell in nbgrader_cells(source)
-                if cell.metadata.nbgrader.get("grade") and HIDDEN in cell.source}
+        graded = [cell for cell in nbgrader_cells(source) if cell.metadata.nbgrader.get("grade")]
+        if probes(self.lab) is not None:
+            return {cell.metadata.nbgrader["grade_id"] for cell in graded
+                    if cell.metadata.nbgrader["grade_id"].endswith("_hidden")}
+        return {cell.metadata.nbgrader["grade_id"] for cell in graded if HIDDEN in cell.source}
 
 
 def attack_submission(base, attack):
@@ -209,7 +227,8 @@ def course(request, tmp_path_factory):
     c.first_round = sorted(c.results)
 
     bases = {"release": release, "solution": solution}
-    c.attacks = dict(ATTACKS_ON_EVERY_LAB, **(ATTACKS_ON_THE_FIRST_LAB if lab == labs()[0] else {}))
+    c.attacks = dict(ATTACKS_ON_EVERY_LAB, **(ATTACKS_IN_THE_KERNEL if probes(lab) is not None else {}),
+                     **(ATTACKS_ON_THE_FIRST_LAB if lab == labs()[0] else {}))
     for attack, base in c.attacks.items():
         c.hand_in("attacks", f"attack-{attack}", attack_submission(bases[base], attack))
     c.hand_in("attacks", "blank-after-the-attacks", release)
@@ -240,6 +259,12 @@ def test_every_grade_cell_carries_points_and_schema_3(course):
         assert any(meta.get(role) for role in ("grade", "solution", "locked", "task")), \
             f"{meta.get('grade_id')}: nbgrader metadata with no role (nbgrader warns of every such cell: drop it)"
     assert course.hidden_cells(), "the lab has no hidden tests"
+    found = probes(course.lab)
+    if found is not None:
+        graded = {cell.metadata.nbgrader["grade_id"] for cell in nbgrader_cells(source) if cell.metadata.nbgrader.get("grade")}
+        assert graded == set(found), f"graded cells without a probe: {graded - set(found)}; probes without a cell: {set(found) - graded}"
+        assert not any(HIDDEN in cell.source for cell in source.cells), \
+            "a hidden test region in a lab whose checks live in graders/ (they would run in the student's kernel)"
     assert not any(cell.get("outputs") for cell in source.cells if cell.cell_type == "code"), \
         "the source notebook is committed with outputs"
 

@@ -5,7 +5,7 @@ from unicorn import x86_const as X
 import vmkit
 from ..asm import disassemble
 from ..machine.x86 import TSS_ESP, TSS_SS
-from .runs import explained
+from .runs import ending, explained, guest_error_message
 
 # Budgets for a student's guest: generous for any lab program, short enough that a guest stuck in
 # `jmp $` ends in well under a second of a grader's time.
@@ -65,3 +65,26 @@ def _tss_base(machine):
     """The base of the TSS the guest loaded with ltr, or None before it loaded one."""
     _, base, _, _ = machine.uc.reg_read(X.UC_X86_REG_TR)
     return base or None
+
+
+def guest_trace(source, max_instructions=MAX_INSTRUCTIONS, timeout=TIMEOUT):
+    """How a guest ends and the ring transitions it made, as plain data ({"error": ...} if it could not run)."""
+    try:
+        result = vmkit.run(source, max_instructions=max_instructions, timeout=timeout)
+    except vmkit.VmkitError as error:
+        return {"error": f"{type(error).__name__}: {guest_error_message(error)}"}
+    transitions = [{"cause": e.detail["cause"], "vector": e.detail.get("vector"),
+                    "from_ring": e.detail["from_ring"], "to_ring": e.detail["to_ring"],
+                    "stack_switch": e.detail.get("stack_switch"), "esp": e.detail.get("esp"),
+                    "ss": e.detail.get("ss"), "eip": e.eip}
+                   for e in result.events if e.kind == "ring-transition"]
+    return {**ending(result), "transitions": transitions}
+
+
+def syscall_traces(kernel, values, user_program, syscall_handler):
+    """Part 3's guest, `kernel` (a template with {value}, {user_program} and {syscall_handler} slots)
+    around the student's two strings, run for each value: guest_trace of each."""
+    if not isinstance(user_program, str) or not isinstance(syscall_handler, str):
+        return [{"error": "USER_PROGRAM and SYSCALL_HANDLER must be strings of NASM"}] * len(values)
+    return [guest_trace(kernel.format(value=value, user_program=user_program, syscall_handler=syscall_handler))
+            for value in values]

@@ -1,0 +1,54 @@
+"""What a graded cell hands the grader: the student's answers on the grader's cases, as plain data.
+
+When a lab is graded, the grader asks the student's kernel, after each graded cell, for the answers
+that cell's checks need (`graders/probing.py`, in the course directory, sends the question and
+decides the points in its own process). This module is the kernel's side: it calls the student's
+code on each case and turns what came back into JSON-able data, so that nothing the notebook
+defined (an object that claims to equal anything, a patched comparison) reaches the decision.
+
+    answer_cases(decode_selector, [[0x2b], [0x08]])      # [[5, 0, 3], [1, 0, 0]]
+"""
+import math
+
+RAISED = "raised"           # {"raised": "ValueError: ..."} stands for a case the student's code raised on
+
+
+class NotPlain(TypeError):
+    """A value that is not plain data (numbers, text, lists, dicts with text keys, None, booleans)."""
+
+
+def plain(value, where="the answer"):
+    """`value` as JSON-able data: tuples become lists; anything else that is not plain data (an object
+    of the notebook's own class, a float that is not a number) raises NotPlain, naming where."""
+    if value is None or type(value) in (bool, int, str):
+        return value
+    if type(value) is float:
+        if not math.isfinite(value):
+            raise NotPlain(f"{where} is {value!r}, not a number")
+        return value
+    if type(value) in (list, tuple):
+        return [plain(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if type(value) is dict:
+        if not all(type(key) is str for key in value):
+            raise NotPlain(f"{where} has keys that are not text: {[k for k in value if type(k) is not str][:3]}")
+        return {key: plain(item, f"{where}[{key!r}]") for key, item in value.items()}
+    raise NotPlain(f"{where} is a {type(value).__name__}, not plain data (a number, text, tuple, list or dict)")
+
+
+def raised(error):
+    """A case the student's code raised on, as data."""
+    return {RAISED: f"{type(error).__name__}: {error}"}
+
+
+def answer_cases(function, cases, shape=None):
+    """`function(*case)` for each case (a list of arguments), each made plain, or raised(error) where
+    the call raised or its value was not plain data. `shape`, if given, turns each value into what
+    the checks compare (for example only some keys of a dict) before it is made plain."""
+    answers = []
+    for case in cases:
+        try:
+            value = function(*case)
+            answers.append(plain(shape(value) if shape else value))
+        except Exception as error:              # the student's code: its error is its answer
+            answers.append(raised(error))
+    return answers
