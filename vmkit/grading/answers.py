@@ -9,6 +9,8 @@ defined (an object that claims to equal anything, a patched comparison) reaches 
     answer_cases(decode_selector, [[0x2b], [0x08]])      # [[5, 0, 3], [1, 0, 0]]
 """
 import math
+import os
+import sys
 
 RAISED = "raised"           # {"raised": "ValueError: ..."} stands for a case the student's code raised on
 
@@ -52,3 +54,33 @@ def answer_cases(function, cases, shape=None):
         except Exception as error:              # the student's code: its error is its answer
             answers.append(raised(error))
     return answers
+
+
+class NotYours(Exception):
+    """An answer that is vmkit's own code: the package's function, class or table handed in as the student's."""
+
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))      # vmkit/
+
+
+def yours(answer, name):
+    """`answer`, unless it is vmkit's own (a function, method or class defined in the package, or a
+    dict or list holding one as a value): then NotYours, saying so. A lab asks for code the student
+    writes; the package's own, handed in, earns nothing."""
+    for value in (answer.values() if isinstance(answer, dict) else answer if isinstance(answer, (list, tuple))
+                  else [answer]):
+        where = defined_in(value)
+        if where and os.path.abspath(where).startswith(_PACKAGE + os.sep):
+            raise NotYours(f"{name} is vmkit's own {getattr(value, '__qualname__', value)!s} "
+                           f"(from {os.path.relpath(where, os.path.dirname(_PACKAGE))}): the lab asks for yours")
+    return answer
+
+
+def defined_in(value):
+    """The file a function, method or class was defined in (None for anything else)."""
+    code = getattr(getattr(value, "__func__", value), "__code__", None)
+    if code is not None:
+        return code.co_filename
+    if isinstance(value, type):
+        return getattr(sys.modules.get(value.__module__), "__file__", None)
+    return None
