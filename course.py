@@ -5,7 +5,8 @@
     python3 course.py test     install what is missing (and the test tools), then run every test
     python3 course.py bench    run the benchmarks and print the ratios they measure
     python3 course.py speed    run every lesson and lab solution in a fresh kernel, time each notebook
-    python3 course.py release  write the students' version of every lab (no solutions, no hidden tests) to release/
+    python3 course.py release  write the students' version of every lab (no solutions, no hidden tests) to release/,
+                               and the students' copy of the course (no answers, no grader) to vmkit-course-student/
     python3 course.py grade LAB DIR [--json PATH]
                                autograde every DIR/<student>/LAB.ipynb through nbgrader, each in a sandbox
     python3 course.py doctor   say what this machine offers (nasm, dot, qemu, /dev/kvm)
@@ -92,19 +93,46 @@ def run_in_venv(argv, here=True):
     os.execve(argv[0], argv, env)
 
 
-def release():
-    """nbgrader generate_assignment for every lab in labs/, into release/<lab>/<lab>.ipynb."""
-    labs = sorted(name for name in os.listdir(os.path.join(HERE, "labs"))
-                  if os.path.isfile(os.path.join(HERE, "labs", name, f"{name}.ipynb")))
+def release(course=HERE, bundle=None):
+    """nbgrader generate_assignment for every lab in labs/, into release/<lab>/<lab>.ipynb (nbgrader's
+    release folder), then the students' copy of the course: student_bundle()."""
+    labs = sorted(name for name in os.listdir(os.path.join(course, "labs"))
+                  if os.path.isfile(os.path.join(course, "labs", name, f"{name}.ipynb")))
     env = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
     with tempfile.TemporaryDirectory() as scratch:      # a throw-away gradebook: nothing is graded here
         for lab in labs:
             subprocess.run([os.path.join(BIN, "nbgrader"), "generate_assignment", lab, "--force",
                             f"--db=sqlite:///{os.path.join(scratch, 'gradebook.db')}", "--log-level=WARN"],
-                           cwd=HERE, env=env, check=True)
+                           cwd=course, env=env, check=True)
     for lab in labs:
         say(f"students' version: {os.path.join('release', lab, lab + '.ipynb')}")
-    say(f"hand out {os.path.join(HERE, 'release')} or open it in JupyterLab; labs/README.md says how to grade")
+    bundle = student_bundle(course, labs, bundle or os.path.join(course, STUDENT_BUNDLE))
+    say(f"the students' copy of the course: {bundle} (and {bundle}.zip): hand that out; "
+        f"labs/README.md says how to collect and grade")
+
+
+# What students get: the course without what grades it. Not graders/ (the reference answers and the
+# hidden cases), labs/'s sources and fixtures, tests/, autograde.py or nbgrader_config.py.
+STUDENT_BUNDLE = "vmkit-course-student"
+STUDENT_FILES = ("README.md", "course.py", "pyproject.toml", "environment.yml")
+STUDENT_FOLDERS = ("vmkit", "lessons", "docs")
+
+
+def student_bundle(course, labs, target):
+    """Copy the students' course to `target` (replacing it) and zip it beside: the files and folders
+    above, and each lab as released, labs/<lab>/<lab>.ipynb."""
+    shutil.rmtree(target, ignore_errors=True)
+    os.makedirs(target)
+    for name in STUDENT_FILES:
+        shutil.copy(os.path.join(course, name), target)
+    for name in STUDENT_FOLDERS:
+        shutil.copytree(os.path.join(course, name), os.path.join(target, name),
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints"))
+    for lab in labs:
+        os.makedirs(os.path.join(target, "labs", lab))
+        shutil.copy(os.path.join(course, "release", lab, f"{lab}.ipynb"), os.path.join(target, "labs", lab))
+    shutil.make_archive(target, "zip", os.path.dirname(target), os.path.basename(target))
+    return target
 
 
 def main(argv):
@@ -116,6 +144,10 @@ def main(argv):
         say(f"opening JupyterLab on {FIRST_LESSON}")
         extra = ["--allow-root"] if os.geteuid() == 0 else []
         run_in_venv([os.path.join(BIN, "jupyter"), "lab", FIRST_LESSON] + extra + rest)
+    elif command in ("test", "bench", "speed", "release", "grade") and not os.path.isdir(os.path.join(HERE, "graders")):
+        say(f"this is the students' copy of the course: `{command}` needs the instructor's (with tests/, graders/ "
+            f"and the labs' sources)")
+        return 2
     elif command == "test":
         system_tools({**COURSE_TOOLS, **GRADE_TOOLS, **TEST_TOOLS})
         python_packages("test")
@@ -144,4 +176,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv)
+    sys.exit(main(sys.argv))

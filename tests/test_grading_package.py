@@ -8,6 +8,7 @@ and try `import graders` from a student's folder with the course's Python.
 import ast
 import glob
 import importlib
+import importlib.util
 import os
 import pkgutil
 import shutil
@@ -83,3 +84,47 @@ def test_graders_cannot_be_imported_from_a_students_folder(tmp_path):
                               env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode != 0 and "No module named 'graders'" in done.stderr, \
             f"release/{lab}: import graders worked (or vmkit failed):\n{done.stdout}{done.stderr[-2000:]}"
+
+
+def test_the_students_copy_of_the_course_holds_no_answer(tmp_path):
+    """Does `course.py release` write a students' copy (and its zip) with the lessons, the package and
+    every lab as released, and nothing that grades: no graders/, no tests, no lab sources or fixtures,
+    no solution or hidden test in any notebook, no grading machinery; and does its course.py say so
+    when asked to test, while its vmkit imports and graders does not?"""
+    import zipfile
+    spec = importlib.util.spec_from_file_location("course", os.path.join(REPO, "course.py"))
+    course = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(course)
+    instructor = tmp_path / "course"
+    instructor.mkdir()
+    for name in (*course.STUDENT_FILES, "nbgrader_config.py", "autograde.py"):
+        shutil.copy(os.path.join(REPO, name), instructor)
+    for name in (*course.STUDENT_FOLDERS, "labs", "graders", "tests"):
+        shutil.copytree(os.path.join(REPO, name), instructor / name, ignore=shutil.ignore_patterns("__pycache__"))
+    bundle = tmp_path / "handout" / course.STUDENT_BUNDLE
+    course.release(str(instructor), str(bundle))
+
+    labs = sorted(os.listdir(instructor / "release"))
+    files = sorted(os.path.relpath(os.path.join(folder, name), bundle)
+                   for folder, _, names in os.walk(bundle) for name in names)
+    assert sorted(os.listdir(bundle)) == sorted([*course.STUDENT_FILES, *course.STUDENT_FOLDERS, "labs"])
+    assert [f for f in files if f.startswith("labs")] == [os.path.join("labs", lab, f"{lab}.ipynb") for lab in labs]
+    for path in files:
+        assert not path.startswith(("graders", "tests")) and "fixtures" not in path, path
+        if path.endswith(".ipynb"):
+            text = open(bundle / path).read()
+            for marker in ("BEGIN SOLUTION", "BEGIN HIDDEN TESTS", "import graders"):
+                assert marker not in text, f"{path} holds {marker!r}"
+    for path in [f for f in files if f.startswith("vmkit")]:
+        assert open(bundle / path, "rb").read() == open(os.path.join(REPO, path), "rb").read(), path
+    with zipfile.ZipFile(f"{bundle}.zip") as archive:
+        assert sorted(os.path.relpath(n, course.STUDENT_BUNDLE) for n in archive.namelist() if not n.endswith("/")) == files
+
+    done = subprocess.run([sys.executable, str(bundle / "course.py"), "test"], capture_output=True, text=True)
+    assert done.returncode == 2 and "students' copy" in done.stdout, done.stdout + done.stderr
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}
+    env["PYTHONPATH"] = str(bundle)
+    done = subprocess.run([sys.executable, "-c", "import vmkit; print(vmkit.__file__)\nimport graders"],
+                          cwd=bundle / "labs" / labs[0], env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.startswith(str(bundle / "vmkit")), done.stdout + done.stderr
+    assert "No module named 'graders'" in done.stderr, done.stderr
