@@ -55,9 +55,14 @@ CENSUS = ["sti", "lgdt [esp]", "lidt [esp]", "sgdt [esp-8]", "sidt [esp-8]", "sl
           "lmsw ax", "mov eax, cr0", "mov cr3, eax", "mov eax, dr7", "clts", "wbinvd", "rdmsr", "wrmsr", "rdtsc",
           "pushfd", "popfd", "in al, 0x60", "out 0x80, al", "ud2", "int3", "lar eax, eax", "lsl eax, eax",
           "verr ax", "mov ax, cs", "ltr ax", "lldt ax", "invlpg [esp]"]
-SELECTORS_ASKED = "vmkit.grading.answer_cases(decode_selector, [[v] for v in cases])"
-DESCRIPTORS_ASKED = ("vmkit.grading.answer_cases(decode_descriptor, [[raw] for raw in cases], "
-                     "shape=lambda d: {k: d.get(k) for k in vmkit.grading.DESCRIPTOR_FIELDS})")
+# The machine's own decoders are withheld while the student's run: calling them earns nothing.
+WITHHELD = ("vmkit.grading.withheld(__import__('importlib').import_module('vmkit.machine.x86'), "
+            "'decode_selector', 'decode_descriptor')")
+SELECTORS_ASKED = (f"vmkit.grading.answer_cases(vmkit.grading.yours(decode_selector, 'decode_selector'), "
+                   f"[[v] for v in cases], within={WITHHELD})")
+DESCRIPTORS_ASKED = (f"vmkit.grading.answer_cases(vmkit.grading.yours(decode_descriptor, 'decode_descriptor'), "
+                     f"[[raw] for raw in cases], shape=lambda d: {{k: d.get(k) for k in vmkit.grading.DESCRIPTOR_FIELDS}}, "
+                     f"within={WITHHELD})")
 
 
 def selectors_judge(what):

@@ -20,7 +20,7 @@ The reference answers and the facts the hidden checks expect are the course's, i
 package beside `labs/` (not installed with vmkit, so a student's notebook cannot import them): a
 hidden check computes them in a fresh Python interpreter, where nothing a notebook patched exists.
 """
-from .answers import NotPlain, NotYours, answer_cases, plain, raised, yours
+from .answers import NotPlain, NotYours, answer_cases, plain, raised, withheld, yours
 from .checks import (check, check_cases, check_equal, check_facts, fail_cases, first_difference, shown,
                      visible_checks_passed)
 from .runs import ending, explained, guest_error_message
