@@ -53,6 +53,7 @@ ATTACKS_ON_EVERY_LAB = {"gradebook": "release", "package": "release", "source_no
 ATTACKS_IN_THE_KERNEL = {"input_transformer": "release", "partial_credit": "release", "import_hook": "release",
                          "builtins_import": "release", "always_equal": "release"}
 ATTACKS_ON_THE_FIRST_LAB = {"unbounded_guest": "solution"}
+FIRST_LAB = "lab1_rings"
 
 
 def probes(lab):
@@ -228,7 +229,7 @@ def course(request, tmp_path_factory):
 
     bases = {"release": release, "solution": solution}
     c.attacks = dict(ATTACKS_ON_EVERY_LAB, **(ATTACKS_IN_THE_KERNEL if probes(lab) is not None else {}),
-                     **(ATTACKS_ON_THE_FIRST_LAB if lab == labs()[0] else {}))
+                     **(ATTACKS_ON_THE_FIRST_LAB if lab == FIRST_LAB else {}))
     for attack, base in c.attacks.items():
         c.hand_in("attacks", f"attack-{attack}", attack_submission(bases[base], attack))
     c.hand_in("attacks", "blank-after-the-attacks", release)
