@@ -43,3 +43,328 @@ def census_and_classes(measurements):
 
 
 FACTS = {f.__name__: f for f in (vmm_run, vmm_runs, census_rows, census_classes, census_and_classes)}
+
+
+def popf_critical_count(source):
+    """The updates popf_critical lost under vmkit's trap-and-emulate VMM, as the guest itself counts
+    and prints them."""
+    serial = vmkit.run(vmkit.assemble(source), "trap-and-emulate").serial
+    return int(serial.split("lost updates:")[1].split()[0])
+
+
+# --- the probes: each graded cell's cases, asked of the student's kernel and decided here -------------
+import itertools
+
+from vmkit.grading.checks import check, check_equal, check_facts, fail_cases
+from vmkit.grading.lab2 import VMM_HINTS, handler_runs, run_facts
+from .probing import Probe, lab_setup, same_answers
+
+SETUP = lab_setup("lab2_trap_emulate")          # GUEST (through guest()) and address_of: the grader's own
+guest, address_of = SETUP["guest"], SETUP["address_of"]
+REFERENCE_TIMEOUT = 30                          # vmkit's own VMM, in this process: never stopped by a busy machine
+FACT_FIELDS = tuple(VMM_HINTS)                  # what a hidden check compares with vmkit's own VMM
+
+
+def handlers_asked(names):
+    """The ask for a part's handlers: each guest under vmkit's VMM with the student's handlers (never
+    vmkit's own) in place of vmkit's."""
+    table = ", ".join(f"{name!r}: vmkit.grading.yours({python}, {python!r})"
+                      for name, python in ((name, "in_" if name == "in" else name) for name in names))
+    return f"vmkit.grading.lab2.vmm_cases(cases, {{{table}}})"
+
+
+def reference_runs(sources):
+    """run_facts of each guest under vmkit's own VMM, in this process."""
+    return handler_runs(sources, {}, timeout=REFERENCE_TIMEOUT)
+
+
+def ran(facts, what):
+    check(isinstance(facts, dict) and "error" not in facts, f"{what} runs to its end",
+          got=facts.get("error") if isinstance(facts, dict) else facts)
+
+
+def against_vmkit(names):
+    """A judge: each guest's run under the student's handlers against vmkit's own VMM, the first difference explained."""
+    def judge(answers, expected, sources):
+        check(isinstance(answers, list) and len(answers) == len(expected), "one run per guest", got=answers)
+        for what, got, want in zip(names, answers, expected):
+            ran(got, f"the guest ({what})")
+            check_facts(got, want, f"the guest ({what})", hints=VMM_HINTS, fields=FACT_FIELDS)
+    return judge
+
+
+# Part 1: cli, sti, hlt
+PART1_VISIBLE = [guest("sti\ncli\nhlt"), guest("call start_timer\n.wait:\nsti\ncmp dword [ticks], 3\njb .wait\ncli")]
+
+
+def part1_visible(answers, expected, sources):
+    check(isinstance(answers, list) and len(answers) == 2, "two runs", got=answers)
+    first, ticks = answers
+    ran(first, "sti, cli, hlt")
+    check_equal(first["emulated_instructions"][-3:], ["sti", "cli", "hlt"], what="the last three instructions emulated",
+                hint="each handler returns a string (None declines)")
+    check(first["halted"] and not first["vcpu"]["interrupt_flag"], "after sti, cli, hlt the virtual CPU has stopped",
+          expected="halted=True, interrupt_flag=False",
+          got=f"halted={first['halted']}, interrupt_flag={first['vcpu']['interrupt_flag']}",
+          hint="the part's spec: what cli does to the virtual CPU, and what hlt asks of the VMM")
+    check(first["real_if"], "the real IF is still on (it belongs to the VMM)", hint="a handler changes the virtual CPU only")
+    ran(ticks, "a guest that waits for three timer ticks")
+    check_equal(ticks["ticks"], 3, what="timer ticks the guest counted",
+                hint="the VMM injects IRQ0 only while the virtual IF is set")
+    check_equal(ticks["exit_code"], 1, what="the exit code")
+
+
+PART1_HIDDEN = {
+    "an IRQ held through cli, then sti; nop": "call start_timer\nmov ecx, 3000\n.spin: loop .spin\nsti\nnop\nnop\ncli",
+    "sti; hlt to wait for three ticks": "call start_timer\nmov ecx, 3000\n.spin: loop .spin\n.wait:\nsti\nhlt\n"
+                                        "cmp dword [ticks], 3\njb .wait\ncli\nhlt",
+    "cli after an interrupt, then hlt": "call start_timer\nsti\nhlt\ncli\nmov ecx, 4000\n.spin: loop .spin\nhlt",
+    "sti, sti, cli, sti, hlt": "call start_timer\nsti\nsti\ncli\nsti\nhlt\nmov eax, [ticks]\nmov ebx, [last_eip]",
+}
+
+# Part 2: mov crN, lgdt, lidt
+PART2_VISIBLE = [
+    guest("mov eax, cr0\nmov edi, eax\nmov ebx, eax\nor ebx, 8\nmov cr0, ebx\nmov ecx, 0x200000\nmov cr3, ecx"),
+    guest("mov eax, cr0\nor eax, 0x80000000\nmov cr0, eax"),
+    guest("lgdt [new_gdtr]\njmp 0x08:.reload\n.reload:\nmov ax, 0x10\nmov ds, ax",
+          data="align 8\nnew_gdt: dq 0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF\nnew_gdtr: dw 23\n dd new_gdt")]
+
+
+def part2_expected(sources):
+    image = vmkit.assemble(sources[2])
+    return {"new_gdt": image.symbols["new_gdt"], "idt": image.symbols["idt"]}
+
+
+def refused_paging(facts):
+    check(isinstance(facts, dict) and "paging" in facts.get("error", ""), "a write of CR0 with PG set stops the run",
+          expected="an error that names paging", got=facts.get("error", "the guest ran on") if isinstance(facts, dict) else facts,
+          hint="the part's spec: this VMM leaves paging out, and says so through the VMM")
+
+
+def part2_visible(answers, symbols, sources):
+    check(isinstance(answers, list) and len(answers) == 3, "three runs", got=answers)
+    crs, paging, tables = answers
+    ran(crs, "mov to and from CR0, mov to CR3")
+    check_equal(crs["regs"]["edi"], 0x11, what="EAX after `mov eax, cr0` at boot (kept in EDI)",
+                hint="mov r32, crN reads the virtual CPU's register (SDM vol. 2B, MOV—Move to/from Control Registers)")
+    check_equal([crs["vcpu"]["cr0"], crs["vcpu"]["cr3"]], [0x19, 0x200000], what="the virtual (CR0, CR3)",
+                hint="mov crN, r32 writes the virtual CPU's register, never the real one")
+    refused_paging(paging)
+    ran(tables, "lgdt [new_gdtr], then a far jump")
+    check_equal(tables["vcpu"]["gdtr"], [symbols["new_gdt"], 23], what="the virtual GDTR (base, limit)",
+                hint="the pseudo-descriptor is a 16-bit limit, then a 32-bit base (SDM vol. 2A, LGDT/LIDT)")
+    check_equal(tables["vcpu"]["idtr"], [symbols["idt"], 0x7FF], what="the virtual IDTR after lidt [idt_descriptor]")
+    check_equal(tables["exit_code"], 1, what="the exit code", hint="after lgdt the guest reloads CS and DS from its new GDT")
+
+
+PART2_DATA = ("align 8\nnew_gdt: dq 0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF, 0x00CFFA000000FFFF\n"
+              "pad: dw 0\nnew_gdtr: dw 31\n dd new_gdt\nother_idt: times 64 dq 0")
+PART2_HIDDEN = {
+    "CR0 written, then read into another register": "mov eax, cr0\nor eax, 0x8\nmov cr0, eax\nxor eax, eax\n"
+                                                    "mov esi, cr0\nand esi, ~0x8\nmov cr0, esi\nmov edi, cr0",
+    "CR2, CR3 and CR4 through several registers": "mov edx, 0x1234\nmov cr2, edx\nmov ecx, 0x345000\nmov cr3, ecx\n"
+                                                  "mov ebp, 0x10\nmov cr4, ebp\nmov ebx, cr2\nmov esi, cr3\nmov edi, cr4",
+    "lgdt [ebx + 2] and lidt [esp]": "mov ebx, pad\nlgdt [ebx + 2]\njmp 0x08:.r\n.r:\nmov ax, 0x10\nmov ss, ax\n"
+                                     "sub esp, 8\nmov word [esp], 64 * 8 - 1\nmov dword [esp + 2], other_idt\n"
+                                     "lidt [esp]\nadd esp, 8",
+    "lidt [esi * 2 + ...] and lgdt [new_gdtr]": "mov esi, 4\nlidt [esi * 2 + idt_descriptor - 8]\nlgdt [new_gdtr]",
+}
+PART2_PAGING = guest("mov eax, 0x80000011\nmov cr0, eax")
+
+
+def part2_hidden(answers, expected, sources):
+    check(isinstance(answers, list) and len(answers) == len(sources), "one run per guest", got=answers)
+    against_vmkit(list(PART2_HIDDEN))(answers[:-1], expected[:-1], sources[:-1])
+    refused_paging(answers[-1])
+
+
+# Part 3: out, in
+PART3_VISIBLE = [guest("mov dx, COM1\nmov al, 'o'\nout dx, al\nmov al, 'k'\nout dx, al\n"
+                       "mov al, 0xFB\nout 0x21, al\nin al, 0x21\nmov bl, al\nmov dx, COM1 + 5\nin al, dx\nmov cl, al")]
+
+
+def part3_visible(answers, expected, sources):
+    check(isinstance(answers, list) and len(answers) == 1, "one run", got=answers)
+    facts, = answers
+    ran(facts, "out and in with byte operands")
+    check_equal(facts["serial"], "ok", what="the serial output",
+                hint="out hands the device model the port, the access's size and the value")
+    check_equal(facts["io"][-6:], [["out", 0x3f8, 1, 0x6f], ["out", 0x3f8, 1, 0x6b], ["out", 0x21, 1, 0xfb],
+                                   ["in", 0x21, 1, 0xfb], ["in", 0x3fd, 1, 0x60], ["out", 0xf4, 1, 0]],
+                what="the port accesses (direction, port, size, value)",
+                hint="out port, acc has the port first; in acc, port has it second (SDM vol. 2A, IN and OUT)")
+    check_equal([facts["regs"]["ebx"] & 0xFF, facts["regs"]["ecx"] & 0xFF], [0xFB, 0x60],
+                what="(BL, CL): what `in` read from the PIC's mask and the serial status",
+                hint="in writes what the port gave into its register operand")
+    check_equal(facts["exit_code"], 1, what="the exit code", hint="the guest ends with out DEBUG_EXIT, al")
+
+
+PART3_HIDDEN = {
+    "out dx, ax and out dx, eax": "mov dx, COM1\nmov ax, 0x4948\nout dx, ax\nmov eax, 0x0a216948\nout dx, eax\n"
+                                  "mov dx, 0x80\nout dx, ax\nout 0x80, eax",
+    "in al, dx polling the serial status": "mov esi, 3\n.next:\nmov dx, COM1 + 5\n.wait:\nin al, dx\ntest al, 0x20\n"
+                                           "jz .wait\nmov dx, COM1\nmov al, '0'\nadd eax, esi\nout dx, al\ndec esi\njnz .next",
+    "in ax, dx and in eax, imm8 from ports nobody answers": "mov eax, 0x12345678\nmov dx, 0x300\nin ax, dx\nmov ebx, eax\n"
+                                                           "in eax, 0x80\nmov ecx, eax\nmov eax, 0xAABBCCDD\nin al, 0x80",
+    "in ax, dx from the PIC": "mov eax, 0xCAFE0000\nmov al, 0xFE\nout 0x21, al\nmov dx, 0x21\nin ax, dx",
+}
+
+# Part 4: the whole table, on whole kernels
+TABLE_ASKED = "vmkit.grading.lab2.table_cases(cases, TABLE)"
+
+
+def native_and_vmkit(sources):
+    """Each kernel natively (its serial output and exit code) and under vmkit's own VMM."""
+    return [{"native": [r["native"]["serial"], r["native"]["exit_code"]], "vmm": facts}
+            for r, facts in zip(vmm_runs(sources), reference_runs(sources))]
+
+
+def part4_visible(answers, expected, sources):
+    check(isinstance(answers, list) and len(answers) == 1, "one run", got=answers)
+    facts, = answers
+    ran(facts, "the rings kernel on your VMM")
+    check_equal([facts["serial"], facts["exit_code"]], expected[0]["native"],
+                what="the serial output and exit code of the rings kernel under your VMM, against the bare machine",
+                hint="parts 1 to 3 check each handler alone")
+    check(facts["traps"] > 100, "the kernel's privileged instructions trapped", expected="over 100 traps", got=facts["traps"])
+
+
+PART4_DEVICES = guest(r"""
+    mov ebx, new_gdtr - 4
+    lgdt [ebx + 4]
+    jmp 0x08:.r
+.r:
+    mov eax, cr0
+    or eax, 0x8
+    mov cr0, eax
+    call start_timer
+    mov esi, text
+.char:
+    mov dx, COM1 + 5
+.wait:
+    in al, dx
+    test al, 0x20
+    jz .wait
+    mov dx, COM1
+    lodsw
+    test al, al
+    jz .done
+    out dx, ax
+    jmp .char
+.done:
+    sti
+    hlt
+    cli
+    mov eax, cr0
+    mov edx, eax
+    and edx, ~0x8
+    mov cr0, edx
+    mov ax, 0x0A21
+    out dx, ax
+""", data="text: dw 'v', 'm', 'm', 0\nalign 8\nnew_gdt: dq 0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF\n"
+          "new_gdtr: dw 23\n dd new_gdt", divisor=120)
+PART4_WAITING = guest("call start_timer\nmov ecx, 3000\n.spin: loop .spin\n.again:\nsti\nhlt\nmov dx, COM1\n"
+                      "mov eax, [ticks]\nadd al, 'a'\nout dx, al\ncmp dword [ticks], 5\njb .again\ncli\nin ax, 0x21\n"
+                      "mov ebx, cr0", divisor=200)
+PART4_HIDDEN = {"the rings kernel": vmkit.guests.source("rings"), "a kernel that polls and prints words": PART4_DEVICES,
+                "a kernel that sleeps between ticks": PART4_WAITING}
+
+
+def part4_hidden(answers, expected, sources):
+    check(isinstance(answers, list) and len(answers) == len(expected), "one run per kernel", got=answers)
+    for what, got, want in zip(PART4_HIDDEN, answers, expected):
+        ran(got, what)
+        check_equal([got["serial"], got["exit_code"]], want["native"],
+                    what=f"{what}: serial output and exit code, against the bare machine")
+        check_facts(got, want["vmm"], what, hints=VMM_HINTS, fields=FACT_FIELDS)
+
+
+# Part 5: classify
+MEASUREMENT_KEYS = ("mnemonic", "faults", "trapped_under_vmm", "same_under_vmm")
+CLASSIFY_ASKED = "vmkit.grading.answer_cases(classify, [[m] for m in vmkit.grading.lab2.measurements(cases)])"
+
+
+def label(classes):
+    """The census's own class of a row, in classify's words."""
+    return ("hole" if classes["hole"] else "privileged" if classes["privileged"] else
+            "trapped" if classes["sensitive"] else "innocuous")
+
+
+def census_cases(names=None):
+    return [{key: row[key] for key in MEASUREMENT_KEYS} for row in census_rows(names)]
+
+
+MADE_UP = [{"mnemonic": f"made-up {i}", "faults": {"0": f0, "1": f1, "3": f3}, "trapped_under_vmm": t, "same_under_vmm": s}
+           for i, (f0, f1, f3, t, s) in enumerate(itertools.product((None, 13), (None, 13, 6), (None, 13, 0x80),
+                                                                    (False, True), (False, True)))]
+
+
+def classes_of(cases):
+    return [label(c) for c in census_classes(cases)]
+
+
+def classify_judge(what, hint):
+    return same_answers(what, hint=hint, describe=lambda m: f"classify({m['mnemonic']!r}: faults by ring {m['faults']}, "
+                        f"trapped under the VMM {m['trapped_under_vmm']}, same under the VMM {m['same_under_vmm']})")
+
+
+# Part 6: lost_updates
+LOST_ASKED = "vmkit.grading.lab2.lost_update_answers(cases, lost_updates)"
+
+
+def popf_cases(variants, techniques):
+    cases = []
+    for rounds, work, divisor in variants:
+        source = (vmkit.guests.source("popf_critical", ROUNDS=rounds, WORK=work, PIT_DIVISOR=divisor)
+                  if rounds else vmkit.guests.source("popf_critical"))
+        image = vmkit.assemble(source)
+        for technique in techniques:
+            cases.append({"source": source, "technique": technique, "what": f"ROUNDS={rounds}, a section of {work} "
+                          f"loop(s), timer divisor {divisor}, {technique}" if rounds else technique,
+                          "read_at": address_of(image, "mov eax, [shared]"),
+                          "write_at": address_of(image, "mov [shared], eax")})
+    return cases
+
+
+def popf_counts(cases):
+    counts = []
+    for case in cases:
+        serial = vmkit.run(vmkit.assemble(case["source"]), case["technique"]).serial
+        counts.append(int(serial.split("lost updates:")[1].split()[0]))
+    return counts
+
+
+def lost_judge(what, hint):
+    return same_answers(what, hint=hint, describe=lambda case: f"lost_updates on popf_critical ({case['what']})")
+
+
+PROBES = {
+    "part1_visible": Probe(handlers_asked(("cli", "sti", "hlt")), PART1_VISIBLE, lambda sources: None, part1_visible),
+    "part1_hidden": Probe(handlers_asked(("cli", "sti", "hlt")), [guest(body) for body in PART1_HIDDEN.values()],
+                          reference_runs, against_vmkit(list(PART1_HIDDEN))),
+    "part2_visible": Probe(handlers_asked(("mov", "lgdt", "lidt")), PART2_VISIBLE, part2_expected, part2_visible),
+    "part2_hidden": Probe(handlers_asked(("mov", "lgdt", "lidt")),
+                          [guest(body, data=PART2_DATA) for body in PART2_HIDDEN.values()] + [PART2_PAGING],
+                          lambda sources: reference_runs(sources[:-1]) + [None], part2_hidden),
+    "part3_visible": Probe(handlers_asked(("out", "in")), PART3_VISIBLE, lambda sources: None, part3_visible),
+    "part3_hidden": Probe(handlers_asked(("out", "in")), [guest(body) for body in PART3_HIDDEN.values()],
+                          reference_runs, against_vmkit(list(PART3_HIDDEN))),
+    "part4_visible": Probe(TABLE_ASKED, [vmkit.guests.source("rings")], native_and_vmkit, part4_visible),
+    "part4_hidden": Probe(TABLE_ASKED, list(PART4_HIDDEN.values()), native_and_vmkit, part4_hidden),
+    "part5_visible": Probe(CLASSIFY_ASKED, lambda: census_cases(["cli", "lgdt", "sgdt", "pushf", "nop"]), classes_of,
+                           classify_judge("classify on five census rows", "Popek and Goldberg's definitions, as the "
+                                          "part's spec gives them: privileged first, then sensitive")),
+    "part5_hidden": Probe(CLASSIFY_ASKED, lambda: census_cases() + MADE_UP, classes_of,
+                          classify_judge("classify on the census and on made-up measurements",
+                                         "an instruction that faults in ring 0 too is not privileged")),
+    "part6_visible": Probe(LOST_ASKED, lambda: popf_cases([(None, None, None)], ("trap-and-emulate", "native")),
+                           popf_counts, lost_judge("lost_updates on the course's popf_critical",
+                                                   "an update is lost when an interrupt lands between the section's "
+                                                   "read and its write (lesson 02)")),
+    "part6_hidden": Probe(LOST_ASKED, lambda: popf_cases(((3000, 1, 20), (3000, 2, 25), (1500, 5, 30), (600, 40, 300)),
+                                                         ("trap-and-emulate",)),
+                          popf_counts, lost_judge("lost_updates on popf_critical with other section lengths, timer "
+                                                  "rates and round counts",
+                                                  "only the interrupts inside the section count, and both of its "
+                                                  "ends matter"), timeout=120),
+}

@@ -1,6 +1,9 @@
 """Lab 2 (trap-and-emulate): a guest under a trap-and-emulate VMM whose emulation table a student wrote,
 and what the run did as plain data."""
+import importlib
 import json
+import sys
+from contextlib import contextmanager
 
 import vmkit
 from ..vmm import TrapAndEmulate
@@ -63,3 +66,91 @@ def vmm_facts(vmm, result):
 def check_vmm_facts(got, expected, what):
     """vmm_facts of a student's VMM against the reference VMM's, the first difference explained."""
     check_facts(got, expected, what, hints=VMM_HINTS)
+
+
+# --- the kernel's side of the grader's questions (graders/lab2.py asks them) ------------------------
+# Each runs the guests under vmkit as it is on disk (on_disk), so a notebook that patched the VMM or
+# the runner in its own vmkit (every VMM forced onto vmkit's handlers, say) answers with its own code.
+YOURS = ("cli", "sti", "hlt", "mov", "lgdt", "lidt", "out", "in")
+
+
+@contextmanager
+def on_disk():
+    """This module as imported afresh from disk, for the time of the with block; the notebook's own
+    vmkit modules are put back after."""
+    saved = {name: module for name, module in sys.modules.items() if name.split(".")[0] == "vmkit"}
+    for name in saved:
+        del sys.modules[name]
+    try:
+        yield importlib.import_module(__name__)
+    finally:
+        for name in [name for name in sys.modules if name.split(".")[0] == "vmkit"]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+
+
+def run_facts(source, table, timeout=VMM_TIMEOUT):
+    """vmm_facts of one run of `source` under TrapAndEmulate with `table`, and what a visible check
+    looks at besides (the instructions emulated, the real IF, the guest's `ticks`); {"error": ...}
+    if the run could not end (the message names why) or a handler raised."""
+    try:
+        vmm, result = run_vmm(source, table, timeout=timeout)
+        if any(vmm.emulators.get(name) is not handler for name, handler in table.items()):
+            return {"error": "the VMM did not run with the table it was given"}
+        facts = vmm_facts(vmm, result)
+    except Exception as error:                  # the student's handlers: their error is their answer
+        return {"error": f"{type(error).__name__}: {error}"}
+    ticks = vmm.image.symbols.get("ticks")
+    return {**facts, "emulated_instructions": [e.detail["instruction"] for e in result.of_kind("emulate")],
+            "real_if": bool(vmm.cpu["eflags"] & 0x200),
+            "ticks": int.from_bytes(vmm.cpu.read(ticks, 4), "little") if ticks is not None else None}
+
+
+def handler_runs(sources, handlers, timeout=VMM_TIMEOUT):
+    """run_facts of each guest under vmkit's table with `handlers` ({mnemonic: handler}) in place of
+    vmkit's own."""
+    from ..vmm import EMULATORS
+    return [run_facts(source, dict(EMULATORS, **handlers), timeout) for source in sources]
+
+
+def vmm_cases(sources, handlers):
+    """handler_runs under vmkit as on disk: a student's handlers, each guest's facts as plain data."""
+    with on_disk() as fresh:
+        return fresh.handler_runs(sources, handlers)
+
+
+def table_cases(sources, table):
+    """run_facts of each guest under a student's whole table (vmkit as on disk); {"error": ...} for
+    each if `table` is not a dict with a handler, the student's own, for each of YOURS."""
+    from .answers import yours
+    try:
+        if not isinstance(table, dict) or not all(name in table for name in YOURS):
+            raise ValueError(f"TABLE must be a dict with a handler for each of {YOURS}")
+        yours({name: table[name] for name in YOURS}, "TABLE")
+        table = dict(table)
+    except Exception as error:
+        return [{"error": f"{type(error).__name__}: {error}"}] * len(sources)
+    with on_disk() as fresh:
+        return [fresh.run_facts(source, table) for source in sources]
+
+
+def measurements(cases):
+    """Census measurements as the lab hands them to classify: JSON's text keys of faults back to rings."""
+    return [dict(m, faults={int(ring): vector for ring, vector in m["faults"].items()}) for m in cases]
+
+
+def lost_update_answers(cases, lost_updates):
+    """A student's lost_updates on runs of popf_critical: each case {"source", "technique", "read_at",
+    "write_at"} run (vmkit as on disk), the count it returns for that run, or raised(error). The run
+    handed over has no serial output: the count must come from its events, not from what the guest printed."""
+    from .answers import plain, raised
+    answers = []
+    with on_disk() as fresh:
+        for case in cases:
+            try:
+                result = fresh.vmkit.run(fresh.vmkit.assemble(case["source"]), case["technique"])
+                result.serial_bytes = b""
+                answers.append(plain(lost_updates(result, case["read_at"], case["write_at"])))
+            except Exception as error:
+                answers.append(raised(error))
+    return answers
