@@ -56,6 +56,13 @@ ATTACKS_ON_THE_FIRST_LAB = {"unbounded_guest": "solution"}
 FIRST_LAB = "lab1_rings"
 
 
+def other_fixtures(lab):
+    """A lab's fixtures beyond the three every lab has: attacks of its own, each with its expected score."""
+    folder = os.path.join(LABS_DIR, lab, "fixtures")
+    return tuple(sorted(name[:-len(".ipynb")] for name in os.listdir(folder)
+                        if name.endswith(".ipynb") and name[:-len(".ipynb")] not in FIXTURES))
+
+
 def probes(lab):
     """graders/<lab>.py's PROBES ({grade_id: Probe}), or None for a lab still decided in its kernel."""
     sys.path.insert(0, REPO)
@@ -218,7 +225,7 @@ def course(request, tmp_path_factory):
     release, solution = c.notebook("release"), c.notebook("labs")
     c.hand_in("handed-in", "solution", solution)
     c.hand_in("handed-in", "release", release)
-    for name in FIXTURES:
+    for name in FIXTURES + other_fixtures(lab):
         path = os.path.join(LABS_DIR, lab, "fixtures", f"{name}.ipynb")
         if os.path.exists(path):
             fixture = nbformat.read(path, as_version=4)
@@ -336,6 +343,19 @@ def test_looping_submission_is_stopped_and_the_rest_graded(course):
     # only the looping cell may wait for the timeout
     assert course.results["loops"]["seconds"] < 60, course.results["loops"]
     assert course.grade_seconds < 150, f"grading the first round took {course.grade_seconds:.0f} s"
+
+
+def test_a_labs_own_attacks_get_their_expected_scores(course):
+    """Does each of the lab's own attack fixtures (the package's answers called, the notebook's
+    templates redefined, ...) get exactly its expected score, nothing reported as tampering?"""
+    others = other_fixtures(course.lab)
+    if not others:
+        pytest.skip(f"labs/{course.lab}/fixtures has only the three every lab has")
+    for name in others:
+        want = expected_score(course, name)
+        cells, total = course.grades(name)
+        assert total == want, f"{name}: scored {total}, expected {want}: {cells}"
+        assert course.results[name]["tampering"] == [], course.results[name]
 
 
 def test_tampering_with_vmkit_does_not_fool_the_hidden_tests(course):

@@ -91,28 +91,47 @@ def defined_in(value):
 
 class withheld:
     """While the grader asks for answers, vmkit's own versions of what the lab asks for are withheld:
-    each named attribute of a vmkit module raises NotYours when called, so a student's function that
-    calls the package's (lab 1's `x86.decode_selector`) earns nothing. Put back afterwards.
+    each named function of a vmkit module raises NotYours when called, however the student reached
+    it (`x86.decode_selector`, or a name imported with `from ... import` before), so a student's
+    function that calls the package's (lab 1's decoders) earns nothing. Put back afterwards.
 
         with withheld(vmkit.machine.x86, "decode_selector", "decode_descriptor"):
-            answers = answer_cases(decode_selector, cases)"""
+            answers = answer_cases(decode_selector, cases)
+
+    A function's code is swapped, not the module's name for it, because every reference to the
+    function shares its code object; anything else (a class, a table) is replaced by name only."""
 
     def __init__(self, module, *names):
-        self.module, self.names, self.saved = module, names, {}
+        self.module, self.names, self.saved = module, names, []
 
     def __enter__(self):
         for name in self.names:
-            self.saved[name] = getattr(self.module, name)
-            setattr(self.module, name, self._refusal(name))
+            value = getattr(self.module, name)
+            code = getattr(value, "__code__", None)
+            if code is not None and not code.co_freevars:
+                self.saved.append((value, "__code__", code))
+                value.__code__ = _refused.__code__.replace(co_name=name, co_qualname=name)
+            else:
+                self.saved.append((self.module, name, value))
+                setattr(self.module, name, refuse(f"{self.module.__name__}.{name}"))
         return self
 
     def __exit__(self, *exc):
-        for name, value in self.saved.items():
-            setattr(self.module, name, value)
+        for owner, attribute, value in reversed(self.saved):
+            setattr(owner, attribute, value)
+        self.saved = []
         return False
 
-    def _refusal(self, name):
-        where = f"{self.module.__name__}.{name}"
-        def refused(*args, **kwargs):
-            raise NotYours(f"{where} is vmkit's own answer to this part: the lab asks for yours")
-        return refused
+
+def _refused(*args, **kwargs):
+    """The code a withheld function runs (named after it): no free variables, so any function can take it."""
+    import sys
+    from vmkit.grading.answers import NotYours
+    raise NotYours(f"vmkit's own {sys._getframe().f_code.co_name} is withheld while you are graded: "
+                   f"the lab asks for yours")
+
+
+def refuse(where):
+    def refused(*args, **kwargs):
+        raise NotYours(f"{where} is vmkit's own answer to this part: the lab asks for yours")
+    return refused
