@@ -56,13 +56,10 @@ CENSUS = ["sti", "lgdt [esp]", "lidt [esp]", "sgdt [esp-8]", "sidt [esp-8]", "sl
           "pushfd", "popfd", "in al, 0x60", "out 0x80, al", "ud2", "int3", "lar eax, eax", "lsl eax, eax",
           "verr ax", "mov ax, cs", "ltr ax", "lldt ax", "invlpg [esp]"]
 # The machine's own decoders are withheld while the student's run: calling them earns nothing.
-WITHHELD = ("vmkit.grading.withheld(__import__('importlib').import_module('vmkit.machine.x86'), "
-            "'decode_selector', 'decode_descriptor')")
-SELECTORS_ASKED = (f"vmkit.grading.answer_cases(vmkit.grading.yours(decode_selector, 'decode_selector'), "
-                   f"[[v] for v in cases], within={WITHHELD})")
-DESCRIPTORS_ASKED = (f"vmkit.grading.answer_cases(vmkit.grading.yours(decode_descriptor, 'decode_descriptor'), "
-                     f"[[raw] for raw in cases], shape=lambda d: {{k: d.get(k) for k in vmkit.grading.DESCRIPTOR_FIELDS}}, "
-                     f"within={WITHHELD})")
+DECODERS = {"vmkit.machine.x86": ["decode_selector", "decode_descriptor"]}
+SELECTORS_ASKED = "vmkit.grading.answer_cases(vmkit.grading.yours(decode_selector, 'decode_selector'), [[v] for v in cases])"
+DESCRIPTORS_ASKED = ("vmkit.grading.answer_cases(vmkit.grading.yours(decode_descriptor, 'decode_descriptor'), "
+                     "[[raw] for raw in cases], shape=lambda d: {k: d.get(k) for k in vmkit.grading.DESCRIPTOR_FIELDS})")
 
 
 def selectors_judge(what):
@@ -113,15 +110,15 @@ def frames_judge(what):
 
 PROBES = {
     "part1_selectors": Probe(SELECTORS_ASKED, LESSON_SELECTORS, selector_fields,
-                             selectors_judge("decode_selector on the lesson kernel's selectors")),
+                             selectors_judge("decode_selector on the lesson kernel's selectors"), withhold=DECODERS),
     "part1_descriptors": Probe(DESCRIPTORS_ASKED, LESSON_DESCRIPTORS, descriptor_fields,
-                               descriptors_judge("decode_descriptor on the lesson kernel's GDT")),
+                               descriptors_judge("decode_descriptor on the lesson kernel's GDT"), withhold=DECODERS),
     "part1_hidden": Probe(
         {"selectors": SELECTORS_ASKED, "descriptors": DESCRIPTORS_ASKED},
         {"selectors": HIDDEN_SELECTORS, "descriptors": HIDDEN_DESCRIPTORS},
         {"selectors": selector_fields, "descriptors": descriptor_fields},
         all_of(selectors=selectors_judge("decode_selector on random selectors"),
-               descriptors=descriptors_judge("decode_descriptor on random descriptors"))),
+               descriptors=descriptors_judge("decode_descriptor on random descriptors")), withhold=DECODERS),
     "part2_visible": Probe("vmkit.grading.answer_cases(outcome_in_ring3, [[i] for i in cases])",
                            ["nop", "cli", "cpuid", "hlt"],
                            lambda cases: list(ring3_census(SETUP["RING3_TEST"], cases).values()),

@@ -62,12 +62,16 @@ class Probe:
              a dict of such functions beside a dict of asks
     judge    judge(answers, expected, cases): raise AssertionError, with a message for the student,
              unless the answers are right
-    timeout  seconds the kernel may take to answer (default: nbgrader's per-cell timeout)"""
+    timeout  seconds the kernel may take to answer (default: nbgrader's per-cell timeout)
+    withhold {module: [names]}: vmkit's own versions of what the part asks for, withheld while the
+             kernel answers (vmkit.grading.withheld), so a student's code that calls them, however
+             it reached them, earns nothing"""
     ask: Union[str, dict]
     cases: object
     expect: Union[Callable, dict]
     judge: Callable
     timeout: Optional[int] = None
+    withhold: dict = field(default_factory=dict)
     _computed: tuple = field(default=None, repr=False)
 
     def computed(self):
@@ -140,12 +144,16 @@ def question(probe, lab, cases):
     Its one name starts with a double underscore and is deleted after, so no cell of the notebook sees it."""
     asks = probe.ask if isinstance(probe.ask, dict) else {None: probe.ask}
     lines = [f"def __vmkit_answers():",
-             f"    import json, vmkit, vmkit.grading, vmkit.grading.{lab}",
+             f"    import contextlib, importlib, json, vmkit, vmkit.grading, vmkit.grading.{lab}",
              f"    every = json.loads({json.dumps(json.dumps(cases))})",
-             f"    answers = {{}}"]
+             f"    answers = {{}}",
+             f"    with contextlib.ExitStack() as withholding:"]
+    for module, names in probe.withhold.items():
+        lines += [f"        withholding.enter_context(vmkit.grading.withheld(importlib.import_module({module!r}), "
+                  f"*{list(names)!r}))"]
     for key, ask in asks.items():
-        lines += [f"    cases = every" + (f"[{key!r}]" if key is not None else ""),
-                  f"    answers[{key!r}] = {ask}"]
+        lines += [f"        cases = every" + (f"[{key!r}]" if key is not None else ""),
+                  f"        answers[{key!r}] = {ask}"]
     lines += [f"    return json.dumps(answers[None] if {list(asks) == [None]} else answers)",
               f"print({MARK!r} + __vmkit_answers())",
               f"del __vmkit_answers"]
