@@ -57,3 +57,237 @@ def shadow_runs(cases):
 
 
 FACTS = {f.__name__: f for f in (cpu_walks, shadow_run, shadow_runs)}
+
+
+# --- the probes: each graded cell's cases, asked of the student's kernel and decided here -------------
+import vmkit.guests
+from vmkit.grading.checks import check, fail_cases, shown
+from vmkit.grading.lab8 import SHADOW_FIELDS, check_shadow_facts, check_shadow_native, lab_guest, tables_case
+from .probing import Probe
+
+P, RW, US, A, D, PS = 0x1, 0x2, 0x4, 0x20, 0x40, 0x80
+RELOAD = "mov eax, cr3\nmov cr3, eax"
+
+# Part 1: the guest's own walk
+PD, PT0, PT1 = 0x380000, 0x381000, 0x382000
+PART1_VISIBLE = {"one directory of 4 KiB pages": tables_case(
+    [[PD, PT0 | P | RW | US], [PD + 4, PT1 | P | RW | US], [PT0 + 0x100 * 4, 0x100000 | P | RW],
+     [PT0 + 0x101 * 4, 0x101000 | P], [PT1 + 1 * 4, 0x300000 | P | RW | US | A], [PT1 + 2 * 4, 0x301000 | P | US]],
+    [[0x100abc, False, False], [0x101004, True, False], [0x100000, False, True], [0x401234, True, True],
+     [0x402010, True, True], [0x402010, False, True], [0x403000, True, True], [0x800000, False, False],
+     [0x402ffc, True, False]], cr3=PD)}
+_cr3, _t0, _t1, _t2, _t3 = 0x2ff000, 0x381000, 0x382000, 0x383000, 0x384000
+PART1_HIDDEN = {
+    "4 MiB pages and PDEs that take rights away": tables_case(
+        [[_cr3, _t0 | P | RW | US], [_cr3 + 4, _t1 | P | US], [_cr3 + 8, 0x400000 | PS | P | RW | US],
+         [_cr3 + 12, 0x800000 | PS | P | A | D], [_cr3 + 16, _t2 | P | RW], [_cr3 + 0x300 * 4, PS | P | RW],
+         [_t0 + 0x100 * 4, 0x100000 | P | RW | US], [_t1 + 5 * 4, 0x305000 | P | RW | US],
+         [_t1 + 6 * 4, 0x306000 | P | RW | US | A | D], [_t2 + 7 * 4, 0x307000 | P | RW | US]],
+        [[0x100000, True, True], [0x405123, False, True], [0x405123, True, True], [0x405123, True, False],
+         [0x406ffc, True, True], [0x8abcde, True, True], [0xbfffff, False, True], [0xc12345, False, False],
+         [0xc12345, True, False], [0xc12345, False, True], [0x1007000, False, False], [0x1007000, False, True],
+         [0x1007004, True, True], [0xc0123456, True, False], [0xc0123456, False, True],
+         [0xc0400000, False, False], [0x1408000, True, True]], cr3=_cr3, pse=True),
+    "a PDE with PS set while CR4.PSE is clear, and CR0.WP clear": tables_case(
+        [[_cr3, _t0 | P | RW | US], [_cr3 + 8, _t2 | PS | P | RW | US], [_cr3 + 12, _t3 | P | RW | US],
+         [_t0 + 0x100 * 4, 0x100000 | P], [_t0 + 0x101 * 4, 0x101000 | P | US],
+         [_t0 + 0x102 * 4, 0x102000 | P | RW], [_t2 + 0x11 * 4, 0x311000 | P | RW | US],
+         [_t3 + 0x3ff * 4, 0x3ff000 | P | US]],
+        [[0x100010, True, False], [0x100010, True, True], [0x101020, True, False], [0x101020, True, True],
+         [0x101020, False, True], [0x102030, True, False], [0x102030, False, True], [0x811abc, True, True],
+         [0x811abc, False, False], [0x812000, False, False], [0x900000, True, True], [0xfff00c, True, False],
+         [0xfff00c, True, True], [0xfff00c, False, True], [0x400000, True, False]], cr3=_cr3, pse=False, wp=False),
+    # A directory elsewhere in memory, a user PDE over a supervisor PTE, and a read-only PDE over a
+    # writable PTE under CR0.WP, with 4 MiB pages in the same directory
+    "another directory, rights taken away by either level": tables_case(
+        [[0x1f0000, 0x1f1000 | P | RW | US], [0x1f0000 + 4, 0x1f2000 | P | US], [0x1f0000 + 0x10 * 4, 0x4000000 | PS | P | US],
+         [0x1f1000 + 0x20 * 4, 0x220000 | P | RW], [0x1f1000 + 0x21 * 4, 0x221000 | P | RW | US | A | D],
+         [0x1f2000 + 0x30 * 4, 0x330000 | P | RW | US], [0x1f2000 + 0x31 * 4, 0x331000 | RW | US]],
+        [[0x20123, False, True], [0x20123, True, False], [0x21fff, True, True], [0x430456, True, False],
+         [0x430456, False, True], [0x431000, False, False], [0x4012345, True, False], [0x4012345, False, True],
+         [0x4012345, True, True], [0x4412345, False, False]], cr3=0x1f0000, pse=True)}
+
+WALK_ASKED = "vmkit.grading.lab8.walk_cases(vmkit.grading.yours(guest_walk, 'guest_walk'), cases)"
+
+
+def walks_judge(names, hint):
+    """A judge: the student's walk on each case's accesses against the CPU's, the first misses listed."""
+    def judge(answers, expected, cases):
+        check(isinstance(answers, list) and len(answers) == len(cases), "one list of answers per set of tables",
+              got=shown(answers)[:200])
+        for what, case, want, got in zip(names, cases, expected, answers):
+            check(isinstance(got, list) and len(got) == len(want), f"one answer per access on {what}",
+                  got=shown(got)[:200])
+            wrong = [(f"guest_walk(mmu, {linear:#x}, write={write}, user={user})", e, g)
+                     for (linear, write, user), e, g in zip(case["accesses"], want, got) if g != e]
+            fail_cases(f"guest_walk on {what}", wrong, len(want), "accesses", hint)
+    return judge
+
+
+# Parts 2 to 4: the guests under the student's handlers, against the bare machine and vmkit's own VMM
+def handlers_asked(kind, name, withheld):
+    """The ask for one handler: each guest under vmkit's table with the student's `name` (never vmkit's
+    own) for `kind`."""
+    return (f"vmkit.grading.lab8.shadow_cases(cases, {{{kind!r}: vmkit.grading.yours({name}, {name!r})}}, "
+            f"{list(withheld)!r})")
+
+
+TABLE_ASKED = "vmkit.grading.lab8.table_cases(cases, SHADOW, fill, propagate)"
+
+
+def ran(facts, what):
+    check(isinstance(facts, dict) and "error" not in facts, f"{what} runs to its end",
+          got=facts.get("error") if isinstance(facts, dict) else shown(facts)[:200])
+
+
+def against_vmkit(names, fields=SHADOW_FIELDS):
+    """A judge: each guest's run under the student's handlers against the bare machine (its serial output
+    and exit code) and vmkit's own VMM (`fields` of shadow_facts), the first difference explained."""
+    def judge(answers, expected, cases):
+        check(isinstance(answers, list) and len(answers) == len(expected), "one run per guest",
+              got=shown(answers)[:200])
+        for what, got, want in zip(names, answers, expected):
+            ran(got, what)
+            check_shadow_native(got, want["native"], what=what)
+            check_shadow_facts(got, want["vmm"], what=f"{what}, against vmkit's own VMM", fields=fields)
+    return judge
+
+
+def trap_and_emulate(guests):
+    return [[source, "trap-and-emulate", True] for source in guests.values()]
+
+
+PART2_VISIBLE = {"the guest under your fill": lab_guest(
+    setup="mov dword [PTE(0x401000)], DATA | PG_P | PG_RW | PG_US\n"
+          "mov dword [PTE(0x402000)], (DATA + 0x1000) | PG_P | PG_US\n"
+          "mov dword [PTE(0x403000)], (DATA + 0x2000) | PG_P | PG_RW",
+    kernel="rd 0x403000\nwr 0x403000\nrd 0x404000",
+    user="rd 0x401000\nrd 0x401000\nwr 0x401000\nrd 0x402000\nwr 0x402000\nrd 0x403000",
+    after="show 0x401000\nshow 0x402000\nshow 0x403000")}
+PART2_HIDDEN = {
+    "a supervisor PDE over user pages, a read-only PDE over writable ones": lab_guest(
+        setup="mov dword [PDE(0x800000)], (PT + 0x2000) | PG_P | PG_RW\n"
+              "mov dword [PTE(0x801000)], (DATA + 0x3000) | PG_P | PG_RW | PG_US\n"
+              "mov dword [PDE(0xc00000)], (PT + 0x3000) | PG_P | PG_US\n"
+              "mov dword [PTE(0xc01000)], (DATA + 0x4000) | PG_P | PG_RW | PG_US\n"
+              "mov dword [PTE(0xc02000)], (DATA + 0x5000) | PG_P | PG_RW | PG_US",
+        kernel="rd 0x801000\nwr 0x801000\nrd 0xc01000\nrd 0xc02000\nwr 0xc02000",
+        user="rd 0x801000\nwr 0x801000\nrd 0xc01000\nwr 0xc01000\nrd 0xc02000",
+        after="showpde 0x800000\nshow 0x801000\nshowpde 0xc00000\nshow 0xc01000\nshow 0xc02000"),
+    "4 MiB pages": lab_guest(
+        setup="mov dword [PDE(0x800000)], 0 | PG_PS | PG_P | PG_RW | PG_US\n"
+              "mov dword [PDE(0xc00000)], 0 | PG_PS | PG_P | PG_US",
+        kernel="rd 0xb00000\nrd 0xf01000\nwr 0xf01000",
+        user="rd 0xb02000\nwr 0xb02000\nrd 0xf03000\nwr 0xf03000",
+        after="showpde 0x800000\nshowpde 0xc00000", pse=True),
+    "CR0.WP clear: the kernel writes read-only pages": lab_guest(
+        setup="mov dword [PTE(0x401000)], DATA | PG_P | PG_US\n"
+              "mov dword [PTE(0x403000)], (DATA + 0x2000) | PG_P\n"
+              "mov dword [PTE(0x404000)], (DATA + 0x3000) | PG_P | PG_RW | PG_US",
+        kernel="rd 0x403000\nwr 0x403000\nrd 0x404000",
+        user="rd 0x404000\nwr 0x404000\nrd 0x401000\nwr 0x401000",
+        after="show 0x401000\nshow 0x403000\nshow 0x404000", wp=False),
+    "pages read in one ring and written in the other": lab_guest(
+        setup="mov dword [PTE(0x401000)], DATA | PG_P | PG_RW | PG_US\n"
+              "mov dword [PTE(0x402000)], (DATA + 0x1000) | PG_P | PG_RW | PG_US\n"
+              "mov dword [PTE(0x403000)], (DATA + 0x2000) | PG_P | PG_RW | PG_US",
+        kernel="rd 0x401000\nrd 0x402000\nwr 0x402000\nrd 0x403000",
+        user="wr 0x401000\nrd 0x402000\nrd 0x403000\nrd 0x403000\nwr 0x403000",
+        after="showpde 0x400000\nshow 0x401000\nshow 0x402000\nshow 0x403000"),
+}
+
+PART3_VISIBLE = {"the guest under your trace handler": lab_guest(
+    setup="mov dword [PTE(0x401000)], DATA | PG_P | PG_RW | PG_US\n"
+          "mov dword [PTE(0x402000)], (DATA + 0x1000) | PG_P | PG_RW | PG_US",
+    kernel="rd 0x401000\nrd 0x402000\n"
+           "mov dword [PTE(0x401000)], (DATA + 0x5000) | PG_P | PG_RW | PG_US\n"
+           "mov dword [PTE(0x402000)], 0\n"
+           f"{RELOAD}\n"
+           "rd 0x401000\nrd 0x402000",
+    user="rd 0x401000",
+    after="show 0x401000\nshow 0x402000")}
+PART3_HIDDEN = {
+    "accessed and dirty bits cleared by the guest": lab_guest(
+        setup="mov dword [PTE(0x401000)], DATA | PG_P | PG_RW | PG_US\n"
+              "mov dword [PTE(0x402000)], (DATA + 0x1000) | PG_P | PG_RW | PG_US",
+        kernel=f"wr 0x401000\nrd 0x402000\nand dword [PTE(0x401000)], ~PG_D\nand dword [PTE(0x402000)], ~PG_A\n"
+               f"{RELOAD}\nwr 0x401000\nshow 0x401000\nshow 0x402000\nrd 0x402000",
+        user="wr 0x401000",
+        after="show 0x401000\nshow 0x402000"),
+    "accessed and dirty bits set by the guest": lab_guest(
+        setup="mov dword [PTE(0x401000)], DATA | PG_P | PG_RW | PG_US\n"
+              "mov dword [PTE(0x402000)], (DATA + 0x1000) | PG_P | PG_RW | PG_US",
+        kernel=f"rd 0x401000\nrd 0x402000\nor dword [PTE(0x401000)], PG_A | PG_D\nor dword [PTE(0x402000)], PG_A\n"
+               f"{RELOAD}\nrd 0x401000\nwr 0x401000\nrd 0x402000",
+        user="rd 0x402000\nwr 0x402000",
+        after="show 0x401000\nshow 0x402000"),
+    "a PDE pointed at another page table, then cleared": lab_guest(
+        setup="mov dword [PDE(0x800000)], (PT + 0x2000) | PG_P | PG_RW | PG_US\n"
+              "mov dword [PTE(0x801000)], (DATA + 0x6000) | PG_P | PG_RW | PG_US\n"
+              "mov dword [SPARE + 4], (DATA + 0x7000) | PG_P | PG_RW | PG_US",
+        kernel=f"rd 0x801000\nwr 0x801000\nmov dword [PDE(0x800000)], SPARE | PG_P | PG_RW | PG_US\n{RELOAD}\n"
+               "rd 0x801000",
+        user="rd 0x801000\nwr 0x801000",
+        after=f"mov dword [PDE(0x800000)], 0\n{RELOAD}\nrd 0x801000\nshowpde 0x800000"),
+    "rights taken away, then given back": lab_guest(
+        setup="mov dword [PTE(0x401000)], DATA | PG_P | PG_RW | PG_US\n"
+              "mov dword [PTE(0x402000)], (DATA + 0x1000) | PG_P | PG_RW | PG_US",
+        kernel=f"wr 0x401000\nrd 0x402000\nand dword [PTE(0x401000)], ~PG_RW\nand dword [PTE(0x402000)], ~PG_US\n"
+               f"{RELOAD}",
+        user="rd 0x401000\nwr 0x401000\nrd 0x402000",
+        after=f"or dword [PTE(0x401000)], PG_RW\nor dword [PTE(0x402000)], PG_US\n{RELOAD}\nwr 0x401000\n"
+              "show 0x401000\nshow 0x402000"),
+}
+
+PART4_VISIBLE = {f"the paging kernel under {technique}": [vmkit.guests.source("paging_kernel"), technique, True]
+                 for technique in ("trap-and-emulate", "binary-translation")}
+PART4_DAEMON = lab_guest(
+    setup="mov dword [PDE(0x800000)], (PT + 0x2000) | PG_P | PG_RW\n"
+          "mov dword [PTE(0x801000)], (DATA + 0x1000) | PG_P | PG_RW | PG_US\n"
+          "mov dword [PTE(0x802000)], (DATA + 0x2000) | PG_P | PG_RW | PG_US\n"
+          "mov dword [PTE(0x401000)], (DATA + 0x3000) | PG_P | PG_RW | PG_US",
+    kernel="rd 0x801000\nwr 0x802000\nrd 0x401000",
+    user="rd 0x801000\nwr 0x401000\nrd 0x401000",
+    after=f"show 0x401000\nand dword [PTE(0x401000)], ~(PG_A | PG_D)\n{RELOAD}\nwr 0x401000\nrd 0x802000\n"
+          "show 0x401000\nshow 0x801000\nshow 0x802000")
+PART4_HIDDEN = {
+    "the paging kernel, 3 heap pages, 2 rounds, under trap-and-emulate":
+        [vmkit.guests.source("paging_kernel", HEAP_PAGES=3, ROUNDS=2), "trap-and-emulate", True],
+    "the paging kernel, 12 heap pages, 4 rounds, under binary translation":
+        [vmkit.guests.source("paging_kernel", HEAP_PAGES=12, ROUNDS=4), "binary-translation", True],
+    "the paging kernel under binary translation, adaptive translation off":
+        [vmkit.guests.source("paging_kernel"), "binary-translation", False],
+    "a kernel with a page-out daemon's pass, under binary translation": [PART4_DAEMON, "binary-translation", True],
+}
+
+# vmkit's own handlers, withheld while the kernel answers: a student's handler that calls one (through
+# SHADOW_HANDLERS or by name) earns nothing; the part's other handler stays vmkit's.
+FILL_WITHHELD, PROPAGATE_WITHHELD = ["shadow_fill"], ["shadow_propagate"]
+HANDLERS = "vmkit.vmm.shadow_paging"
+
+PROBES = {
+    "part1_visible": Probe(WALK_ASKED, list(PART1_VISIBLE.values()), cpu_walks,
+                           walks_judge(list(PART1_VISIBLE),
+                                       "the walk of 32-bit paging and its checks: the Intel SDM, vol. 3, 4.3 (which "
+                                       "entries, figure 4-2), 4.6 (the rights; CR0.WP) and 4.7 (the error code)")),
+    "part1_hidden": Probe(WALK_ASKED, list(PART1_HIDDEN.values()), cpu_walks,
+                          walks_judge(list(PART1_HIDDEN),
+                                      "a 4 MiB page only with CR4.PSE (mmu.large_pages); the rights of the PDE and "
+                                      "of the PTE both count; the kernel may write read-only pages while CR0.WP is "
+                                      "clear, ring 3 never")),
+    "part2_visible": Probe(handlers_asked("hidden-fault", "fill", FILL_WITHHELD), trap_and_emulate(PART2_VISIBLE),
+                           shadow_runs, against_vmkit(list(PART2_VISIBLE), fields=("hidden", "fills")),
+                           withhold={HANDLERS: FILL_WITHHELD}),
+    "part2_hidden": Probe(handlers_asked("hidden-fault", "fill", FILL_WITHHELD), trap_and_emulate(PART2_HIDDEN),
+                          shadow_runs, against_vmkit(list(PART2_HIDDEN)), withhold={HANDLERS: FILL_WITHHELD}),
+    "part3_visible": Probe(handlers_asked("trace", "propagate", PROPAGATE_WITHHELD), trap_and_emulate(PART3_VISIBLE),
+                           shadow_runs, against_vmkit(list(PART3_VISIBLE), fields=("hidden", "traces")),
+                           withhold={HANDLERS: PROPAGATE_WITHHELD}),
+    "part3_hidden": Probe(handlers_asked("trace", "propagate", PROPAGATE_WITHHELD), trap_and_emulate(PART3_HIDDEN),
+                          shadow_runs, against_vmkit(list(PART3_HIDDEN)), withhold={HANDLERS: PROPAGATE_WITHHELD}),
+    "part4_visible": Probe(TABLE_ASKED, list(PART4_VISIBLE.values()), shadow_runs,
+                           against_vmkit(list(PART4_VISIBLE), fields=("counts",)),
+                           withhold={HANDLERS: FILL_WITHHELD + PROPAGATE_WITHHELD}),
+    "part4_hidden": Probe(TABLE_ASKED, list(PART4_HIDDEN.values()), shadow_runs, against_vmkit(list(PART4_HIDDEN)),
+                          withhold={HANDLERS: FILL_WITHHELD + PROPAGATE_WITHHELD}),
+}

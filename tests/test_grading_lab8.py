@@ -114,3 +114,32 @@ def test_a_fill_that_fills_nothing_or_raises_fails_with_a_message():
         run_shadow(ACCESSES, dict(SHADOW_HANDLERS, **{"hidden-fault": raises}))
     with pytest.raises(AssertionError, match="the shadow MMU's handler table"):
         run_shadow(ACCESSES, {"hidden-fault": forgets})
+
+
+def test_the_kernel_answers_with_plain_data_and_refuses_vmkits_own_handlers():
+    """Do the grader's questions get a walk's answers as plain data (an error as raised), a run under a
+    student's handler as shadow facts, and nothing from a handler that is, or calls, vmkit's own?"""
+    import vmkit.grading.lab8 as lab8
+    from vmkit.grading import NotYours, withheld, yours
+    from vmkit.vmm import shadow_paging
+
+    def walk(mmu, linear, write, user):
+        if linear == 0x2000:
+            raise KeyError(linear)
+        return ("true", 0)
+    assert lab8.walk_cases(walk, [tables_case([], [[0x1000, False, False], [0x2000, True, True]])]) == \
+        [[["true", 0], {"raised": "KeyError: 8192"}]]
+    cases = [[ACCESSES, "trap-and-emulate", True]]
+    facts, = lab8.shadow_cases(cases, {"trace": lambda mmu, entry, old, new: "kept"}, ["shadow_propagate"])
+    assert facts["serial"] and "error" not in facts
+
+    def calls_vmkits(mmu, linear, write, user):
+        return shadow_paging.shadow_fill(mmu, linear, write, user)
+    with withheld(shadow_paging, "shadow_fill"):          # as the probe withholds it in the notebook's vmkit
+        facts, = lab8.shadow_cases(cases, {"hidden-fault": calls_vmkits}, ["shadow_fill"])
+    assert "NotYours" in facts["error"], facts
+    assert shadow_paging.SHADOW_HANDLERS["hidden-fault"] is shadow_paging.shadow_fill      # put back after
+    with pytest.raises(NotYours):
+        yours(shadow_paging.shadow_fill, "fill")
+    table = dict(SHADOW_HANDLERS)
+    assert "vmkit's own" in lab8.table_cases(cases, table, *table.values())[0]["error"]

@@ -490,3 +490,85 @@ def check_shadow_native(got, native, what):
                 hints={"serial": "the bare machine walks the guest's own tables: under your VMM the guest must see "
                                  "the same faults and the same accessed and dirty bits",
                        "exit_code": SHADOW_HINTS["exit_code"]})
+
+
+# --- the kernel's side of the grader's questions (graders/lab8.py asks them) ------------------------------
+# The runs use vmkit as it is on disk (on_disk), so a notebook that patched the shadow MMU, the CPU's walk
+# or vmkit's own handler table in its own vmkit answers with its own handlers all the same.
+@contextmanager
+def on_disk():
+    """This module as imported afresh from disk, for the time of the with block; the notebook's own
+    vmkit modules are put back after."""
+    import importlib
+    import sys
+    saved = {name: module for name, module in sys.modules.items() if name.split(".")[0] == "vmkit"}
+    for name in saved:
+        del sys.modules[name]
+    try:
+        yield importlib.import_module(__name__)
+    finally:
+        for name in [name for name in sys.modules if name.split(".")[0] == "vmkit"]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+
+
+def walk_cases(walk, cases):
+    """A student's walk on each part 1 case (tables_case): one answer per access, each on fresh
+    GuestTables and on a budget, as plain data, or raised(error)."""
+    from .answers import plain, raised
+    answers = []
+    for case in cases:
+        found = []
+        for linear, write, user in case["accesses"]:
+            mmu = GuestTables(case["memory"], case["cr0"], case["cr3"], case["cr4"])
+            try:
+                with budget(f"guest_walk(mmu, {linear:#x}, write={write}, user={user})"):
+                    found.append(plain(walk(mmu, linear, write, user)))
+            except Exception as error:              # the student's code: its error is its answer
+                found.append(raised(error))
+        answers.append(found)
+    return answers
+
+
+def shadow_case(table, source, technique="trap-and-emulate", adaptive=True):
+    """shadow_facts of one run of `source` under `technique` on shadow tables with `table`, or
+    {"error": ...} when it could not end (the message names why)."""
+    try:
+        return shadow_facts(*run_shadow(source, table, technique, adaptive=adaptive, what="the guest under your VMM"))
+    except Exception as error:                      # the student's handlers: their error is their answer
+        return {"error": f"{type(error).__name__}: {error}"}
+
+
+def handler_runs(cases, handlers, withhold=()):
+    """shadow_case of each [source, technique, adaptive] with vmkit's handler table and `handlers` ({kind:
+    handler}) in place of vmkit's own, whose versions named in `withhold` (shadow_fill, shadow_propagate)
+    refuse to run meanwhile."""
+    from ..vmm import shadow_paging
+    from .answers import withheld
+    table = dict(shadow_paging.SHADOW_HANDLERS, **handlers)
+    with withheld(shadow_paging, *withhold):
+        return [shadow_case(table, *case) for case in cases]
+
+
+def shadow_cases(cases, handlers, withhold=()):
+    """handler_runs under vmkit as on disk: a student's handlers, each guest's shadow_facts as plain data."""
+    with on_disk() as fresh:
+        return fresh.handler_runs(cases, handlers, withhold)
+
+
+def table_cases(cases, table, fill=None, propagate=None):
+    """shadow_case of each [source, technique, adaptive] under a student's whole table (vmkit as on disk);
+    {"error": ...} for each unless `table` is a dict with the student's own `fill` under "hidden-fault"
+    and `propagate` under "trace"."""
+    from .answers import yours
+    try:
+        if not isinstance(table, dict) or sorted(table) != sorted(SHADOW_KINDS):
+            raise ValueError(f"SHADOW must be a dict with a handler for each of {SHADOW_KINDS}")
+        yours(table, "SHADOW")
+        if table["hidden-fault"] is not fill or table["trace"] is not propagate:
+            raise ValueError("SHADOW must hold your fill under 'hidden-fault' and your propagate under 'trace'")
+        table = {kind: table[kind] for kind in SHADOW_KINDS}
+    except Exception as error:
+        return [{"error": f"{type(error).__name__}: {error}"}] * len(cases)
+    with on_disk() as fresh:
+        return fresh.handler_runs(cases, table, ("shadow_fill", "shadow_propagate"))

@@ -515,7 +515,9 @@ def _changed_words(before, after, chunk=64):
 
 
 # --- the handlers a lab writes -----------------------------------------------------------------------
-def fill(mmu, linear, write, user):
+# Named shadow_ here: the VMMs reach them through SHADOW_HANDLERS, by kind, and a notebook's fill and
+# propagate stay its own.
+def shadow_fill(mmu, linear, write, user):
     """The hidden-fault handler: walk the guest's tables for `linear` as the CPU would for this
     access. Refused: return False (a true fault). Allowed: set the guest's accessed bit (and dirty
     bit, for a write) and make the shadow PTE, with the guest's frame and the rights of its PDE and
@@ -544,7 +546,7 @@ def fill(mmu, linear, write, user):
     return True
 
 
-def propagate(mmu, entry, old, new):
+def shadow_propagate(mmu, entry, old, new):
     """The trace handler: the guest changed the page-table entry at guest-physical `entry` from `old`
     to `new`. A change of accessed or dirty bits alone leaves the shadow as it is; any other change
     drops every shadow entry made from it (a PTE: refilled at the next access; a PDE: the shadow
@@ -557,4 +559,4 @@ def propagate(mmu, entry, old, new):
     return f"{len(shadows)} shadow entr{'y' if len(shadows) == 1 else 'ies'} dropped" if shadows else "no shadow entry made from it"
 
 
-SHADOW_HANDLERS = {"hidden-fault": fill, "trace": propagate}
+SHADOW_HANDLERS = {"hidden-fault": shadow_fill, "trace": shadow_propagate}

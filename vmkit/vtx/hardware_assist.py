@@ -92,7 +92,7 @@ from ..machine.machine import Machine
 from ..machine.platform import DEFAULT_MEMORY
 from ..machine.x86 import PF_, vector_name
 from ..vmm.emulate import decode, effective_address, read_register, write_register
-from ..vmm.shadow_paging import ShadowPageTables, fill
+from ..vmm.shadow_paging import ShadowPageTables, shadow_fill
 from ..vmm.vcpu import VCpu
 
 HYPERVISOR_PRESENT = 1 << 31          # CPUID.1:ECX bit 31, set by every hypervisor, clear on bare metal
@@ -349,7 +349,7 @@ class HardwareAssist(Machine):
         if not self.vcpu.cr0 & CR0_PG:
             self.shadow.set_shadow(linear, (linear & ~0xFFF) | PTE_P | PTE_RW | PTE_US, linear & ~0xFFF)
             return True
-        return fill(self.shadow, linear, write, user)
+        return shadow_fill(self.shadow, linear, write, user)
 
     def trace_fault(self, linear, error_code):
         """A guest store to one of its page tables, taken as a #PF exit: carried out, and the shadow follows."""
