@@ -30,7 +30,7 @@ FACTS = {f.__name__: f for f in (bt_run, bt_runs, chain_bytes)}
 
 # --- the probes: each graded cell's cases, asked of the student's kernel and decided here -------------
 from vmkit.asm import disassemble
-from vmkit.grading.checks import check, check_equal
+from vmkit.grading.checks import check, check_equal, check_facts
 from vmkit.grading.lab3 import check_like_native
 from .probing import Probe, all_of, lab_setup, same_answers
 
@@ -260,12 +260,14 @@ POPF_VARIANTS = ((3000, 1, 40), (1500, 5, 60), (600, 40, 300))
 POPF_HIDDEN = [f"popf_critical with ROUNDS={r}, a section of {w} loop(s), timer divisor {d}" for r, w, d in POPF_VARIANTS]
 
 # Part 3: chain
-CHAIN_ASKED = {"bytes": "vmkit.grading.answer_cases(chain, cases, shape=lambda code: list(bytes(code)))",
+CHAIN_ASKED = {"bytes": "vmkit.grading.lab3.chain_cases(chain, cases)",
                "runs": "vmkit.grading.lab3.bt_cases(cases, {}, vmkit.grading.yours(chain, 'chain'))"}
-CHAIN_VISIBLE = [[0xFFD00100, 0xFFD00180], [0xFFD00000, 0xFFD00005], [0xFFD01234, 0xFFD40000]]
+CHAIN_VISIBLE = [[0xFFD00100, 0xFFD00180], [0xFFD00000, 0xFFD00005], [0xFFD01234, 0xFFD40000],
+                 [0xFFD00200, 0xFFD00100], [0xFFD2F000, 0xFFD00010], [0xFFD00777, 0xFFD00777]]
 CHAIN_HIDDEN = [[0xFFD00200, 0xFFD00100], [0xFFD00040, 0xFFD00040 - 0x25], [0xFFD2F000, 0xFFD00010],
                 [0xFFD00010, 0xFFFFF000], [0xFFEFFFF0, 0xFFD00000], [0xFFD00100, 0xFFD00105], [0xFFD00777, 0xFFD00777]]
 FORWARDS = guest("mov eax, 3\njmp .a\n.b:\nadd eax, eax\njmp .c\n.a:\nadd eax, 4\njmp .b\n.c:\nout DEBUG_EXIT, al")
+BACKWARDS = guest("xor eax, eax\nmov ecx, 50\n.again:\nadd eax, ecx\nloop .again\nreport 'sum', eax")
 
 
 def decoded(code, site):
@@ -280,137 +282,149 @@ def decoded(code, site):
 
 def chain_visible(answers, expected, cases):
     same_answers("chain(site, target) decoded at site", describe=lambda c: f"chain({c[0]:#x}, {c[1]:#x})",
-                 hint="the part's spec: JMP rel32 in the SDM (vol. 2A): the displacement counts from the next "
-                      "instruction")([decoded(code, site) for code, (site, _) in zip(answers["bytes"], cases["bytes"])],
-                                    expected["bytes"], cases["bytes"])
-    check(isinstance(answers["runs"], list) and len(answers["runs"]) == 1, "one run", got=answers["runs"])
-    got, = answers["runs"]
-    ran(got, "a kernel that jumps forwards")
-    check_equal(got["exit_code"], expected["runs"][0]["native"]["exit_code"], what="the exit code, against the bare machine")
-    check(got["chained_exits"] >= 3, "its exits were chained", expected="3 or more chained exits", got=got["chained_exits"])
+                 hint="the part's spec: JMP rel32 in the SDM (vol. 2A, JMP): where the displacement counts from, "
+                      "how it is stored, and what a target before the site makes of it")(
+        [decoded(code, site) for code, (site, _) in zip(answers["bytes"], cases["bytes"])],
+        expected["bytes"], cases["bytes"])
+    check(isinstance(answers["runs"], list) and len(answers["runs"]) == 2, "two runs", got=answers["runs"])
+    forwards, backwards = answers["runs"]
+    ran(forwards, "a kernel that jumps forwards")
+    check_equal(forwards["exit_code"], expected["runs"][0]["native"]["exit_code"],
+                what="a kernel that jumps forwards: the exit code, against the bare machine")
+    check(forwards["chained_exits"] >= 3, "its exits were chained", expected="3 or more chained exits",
+          got=forwards["chained_exits"])
+    like_native(backwards, expected["runs"][1], "a loop whose back edge is chained", misses=True)
 
 
-PART3_HIDDEN = {
-        "nested loops": ("a loop's back edge is a jump backwards in the cache", """
-            xor eax, eax
-            mov ebx, 20
-        .outer:
-            mov ecx, 30
-        .inner:
-            add eax, ecx
-            loop .inner
-            dec ebx
-            jnz .outer
-            report "sum", eax"""),
-        "a sieve of Eratosthenes": ("every exit, forwards or backwards, must land on the first byte of its target's "
-                                    "translation", """
-            mov edi, sieve
-            mov ecx, 1000
-            xor eax, eax
-            rep stosb
-            mov ebx, 2
-            xor esi, esi
-        .next:
-            cmp byte [sieve + ebx], 0
-            jne .composite
-            inc esi
-            mov edx, ebx
-            add edx, ebx
-        .mark:
-            cmp edx, 1000
-            jae .composite
-            mov byte [sieve + edx], 1
-            add edx, ebx
-            jmp .mark
-        .composite:
-            inc ebx
-            cmp ebx, 1000
-            jb .next
-            report "primes below 1000", esi"""),
-        "calls in a loop": ("a call is an exit too: it pushes the guest's return address, then jumps", """
-            mov ecx, 200
-            xor eax, eax
-        .again:
-            call .twice
-            test ecx, 1
-            jz .even
-            inc eax
-        .even:
-            loop .again
-            report "result", eax
-            jmp .done
-        .twice:
-            add eax, eax
-            and eax, 0xFFFF
-            ret
-        .done:"""),
-}
-
-
-def chain_hidden(answers, expected, cases):
-    same_answers("chain(site, target)", describe=lambda c: f"chain({c[0]:#x}, {c[1]:#x})",
-                 hint="a jump backwards has a negative displacement: 32-bit two's complement")(
-        answers["bytes"], expected["bytes"], cases["bytes"])
-    runs_judge(list(PART3_HIDDEN), {what: hint for what, (hint, _) in PART3_HIDDEN.items()}, misses=True)(
-        answers["runs"], expected["runs"], cases["runs"])
-
-
-# Part 4: the whole table
-IRQSAVE = guest("""
-        call start_timer
-        mov ecx, 20000
-    .spin:
-        loop .spin                 ; the timer's interrupt now waits for the IF
-        mov ebx, 1
-        sti                        ; it comes after the next instruction
-        nop
-        mov esi, [ticks]
-        report "ticks after sti; nop", esi
-        cmp ebx, 2                 ; CF 1, ZF 0, SF 1
-        pushf                      ; local_irq_save with IF 1
+# Part 4: adaptive translation (the open part)
+HOT_AFTER_VISIBLE = 4
+ADAPT_VISIBLE = guest("""
+        cli                        ; boot: each of these runs once (cold)
+        pushf
+        pop ebx
+        push ebx
+        popf
+        mov ecx, 200
+    .round:                        ; a hot loop: local_irq_save, work, local_irq_restore
+        pushf
         cli
-        je .wrong                  ; the flags of the cmp survive the rewritten pushf and cli
-        jnc .wrong
-        pop edx
-        and edx, 0x32C1
-        report "the saved IOPL, IF, SF, ZF, CF", edx
-        mov ecx, 20000
-    .spin2:
-        loop .spin2                ; another interrupt waits
-        push 0x202                 ; local_irq_restore: IF 1 again
+        add eax, ecx
         popf
-        nop
-        nop
-        mov esi, [ticks]
-        report "ticks after the restore", esi
-        push 0x3002                ; IOPL 3, interrupts off
-        popf
+        loop .round
+        sti
+        report "sum", eax
+        cli""")
+ADAPT_HIDDEN = {
+    "the same mnemonic hot in a loop and cold after it": (3, """
+        mov ecx, 100
+    .round:
+        cli
+        inc eax
+        sti
+        loop .round
+        cli                        ; the same mnemonics at other sites: each runs once
+        pushf
+        pop ebx
         sti
         cli
+        and ebx, 0x200
+        report "IF in the flags after the loop", ebx
+        report "rounds", eax"""),
+    "a hot site reached through two translations": (2, """
+        mov ecx, 60
+        xor eax, eax
+        jmp .middle                ; the first round enters the loop in its middle: two units hold the sites
+    .top:
+        inc eax
+    .middle:
         pushf
-        pop eax
-        and eax, 0x3200
-        report "IOPL and IF after popf 0x3002; sti; cli", eax
-        push 0x8C3                 ; the arithmetic flags through popf
-        popf
-        setc al
-        setz ah
-        report "CF, ZF after popf 0x8c3", eax
-        jmp .done
-    .wrong:
-        report "a branch after pushf and cli went the wrong way", ebx
-    .done:
         cli
-    """)
-PART4_VISIBLE = {"the holes kernel": vmkit.guests.source("holes"), "the rings kernel": vmkit.guests.source("rings")}
-PART4_HIDDEN = {"the holes kernel": vmkit.guests.source("holes"), "the rings kernel": vmkit.guests.source("rings"),
-                "the same_ring kernel": vmkit.guests.source("same_ring"),
-                "the trap_density kernel": vmkit.guests.source("trap_density"),
-                "a kernel that saves and restores its flags around critical sections": IRQSAVE}
-PART4_HINTS = {"a kernel that saves and restores its flags around critical sections":
-               "each line is one of your rules at work: the ticks are the interrupt windows of sti and popf, the branch "
-               "is pushf and cli leaving the flags alone, IOPL and IF are the virtual flags, CF and ZF a popf's "
-               "arithmetic flags"}
+        add eax, 2
+        popf
+        loop .top
+        report "eax", eax"""),
+    "every rule hot, IOPL and the arithmetic flags kept": (5, """
+        push 0x3002
+        popf
+        mov ecx, 80
+        xor esi, esi
+    .round:
+        cmp ecx, 40                ; CF while ecx < 40
+        pushf
+        cli
+        pop ebx
+        push ebx
+        popf
+        sti
+        adc esi, 0
+        loop .round
+        and ebx, 0x3200
+        report "IOPL and IF saved in the last round", ebx
+        report "carries", esi
+        cli"""),
+    "sites that stay cold": (7, """
+        mov ecx, 6                 ; six rounds, fewer than it takes to get hot
+    .round:
+        cli
+        pushf
+        popf
+        sti
+        loop .round
+        report "ecx", ecx
+        cli"""),
+}
+ADAPT_ASKED = "vmkit.grading.lab3.adaptive_cases(cases, vmkit.grading.yours(adaptive, 'adaptive')"
+
+
+def callouts_expected(cases):
+    """Each guest on the bare machine, and its cli, sti, pushfd and popfd counted by site under vmkit's translator
+    with no rule at all (each one a call-out every time it runs): {"native", "ran"}."""
+    from vmkit.grading.lab3 import site_counts
+    facts = []
+    for source in cases["guests"]:
+        native = vmkit.run(source, max_instructions=BT_MAX_INSTRUCTIONS, timeout=30)
+        machine = BinaryTranslation(vmkit.assemble(source), rules={}, max_instructions=BT_MAX_INSTRUCTIONS, timeout=30)
+        facts.append({"native": ending(native), "ran": site_counts(machine.run())})
+    return facts
+
+
+def adapted(whats):
+    """A judge: each guest like the bare machine, and each site's call-outs min(times it ran, hot_after)."""
+    def judge(answers, expected, cases):
+        check(isinstance(answers, list) and len(answers) == len(expected), "one run per guest", got=answers)
+        hot_after = cases["hot_after"] if isinstance(cases, dict) else None
+        for what, got, want, after in zip(whats, answers, expected, hot_after if isinstance(hot_after, list)
+                                           else [hot_after] * len(whats)):
+            ran(got, what)
+            check_facts(got, want["native"], f"{what}, against the bare machine",
+                        fields=("serial", "exit_code", "halted", "shutdown"),
+                        hints={"serial": "a call-out and its retranslation must do what the instruction does on the "
+                                         "bare machine"})
+            wanted = {site: min(times, after) for site, times in want["ran"].items()}
+            got_counts = got.get("callouts", {})
+            wrong = {site: [got_counts.get(site, 0), wanted[site], want["ran"][site]] for site in wanted
+                     if got_counts.get(site, 0) != wanted[site]}
+            wrong.update({site: [n, 0, 0] for site, n in got_counts.items() if site not in wanted})
+            check(not wrong, f"{what}, hot_after={after}: each site's call-outs",
+                  expected="min(times it ran, hot_after) call-outs for each site",
+                  got="; ".join(f"{site}: {n} call-outs, expected {w} (it ran {r} times)"
+                                for site, (n, w, r) in list(wrong.items())[:4]),
+                  hint="the policy is per site (a guest address): every site calls out until it has called out "
+                       "hot_after times, then never again, however many translations hold it; a site that called "
+                       "out fewer times is left as it was")
+    return judge
+
+
+def adapt_cases(pairs):
+    return {"hot_after": [after for after, _ in pairs], "guests": [guest(body) for _, body in pairs]}
+
+
+PROBES_PART4 = {
+    "part4_visible": Probe(ADAPT_ASKED + ")", {"hot_after": HOT_AFTER_VISIBLE, "guests": [ADAPT_VISIBLE]},
+                           callouts_expected, adapted(["the visible kernel"])),
+    "part4_hidden": Probe(ADAPT_ASKED + ", vmkit.grading.yours(chain, 'chain'))", adapt_cases(list(ADAPT_HIDDEN.values())),
+                          callouts_expected, adapted(list(ADAPT_HIDDEN)), timeout=120),
+}
 
 
 def popf_sources(variants):
@@ -430,20 +444,10 @@ PROBES = {
                           lambda sources: natively(sources[:len(PART2_HIDDEN)]),
                           runs_judge(list(PART2_HIDDEN), {what: hint for what, (hint, _) in PART2_HIDDEN.items()},
                                      popf=POPF_HIDDEN), timeout=120),
-    "part3_visible": Probe(CHAIN_ASKED, {"bytes": CHAIN_VISIBLE, "runs": [FORWARDS]},
+    "part3_visible": Probe(CHAIN_ASKED, {"bytes": CHAIN_VISIBLE, "runs": [FORWARDS, BACKWARDS]},
                            {"bytes": lambda cases: [["jmp", 5, target] for _, target in cases], "runs": natively},
                            chain_visible),
-    "part3_hidden": Probe(CHAIN_ASKED, {"bytes": CHAIN_HIDDEN,
-                                        "runs": [guest(body, data="sieve: times 1000 db 0")
-                                                 for _, body in PART3_HIDDEN.values()]},
-                          {"bytes": chain_bytes, "runs": natively}, chain_hidden),
-    "part4_visible": Probe("vmkit.grading.lab3.table_cases(cases, RULES)", list(PART4_VISIBLE.values()), natively,
-                           runs_judge(list(PART4_VISIBLE))),
-    "part4_hidden": Probe("vmkit.grading.lab3.table_cases(cases, RULES, vmkit.grading.yours(chain, 'chain'))",
-                          list(PART4_HIDDEN.values()) + [vmkit.guests.source("popf_critical")],
-                          lambda sources: natively(sources[:-1]),
-                          runs_judge(list(PART4_HIDDEN), PART4_HINTS, misses=True, popf=["popf_critical"]),
-                          timeout=120),
+    **PROBES_PART4,
 }
 
 # vmkit's own rewrite rules and chain, withheld while the kernel answers: a student's rule that

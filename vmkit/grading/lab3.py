@@ -144,3 +144,67 @@ def table_cases(sources, rules, chain=None):
     except Exception as error:
         return [{"error": f"{type(error).__name__}: {error}"}] * len(sources)
     return bt_cases(sources, rules, chain)
+
+
+# --- part 4: adaptive translation ---------------------------------------------------------------------
+def site_counts(result):
+    """The kernel's cli, sti, pushfd and popfd that called out (or trapped), counted by site:
+    {"cli at 0x100034": n, ...}."""
+    counts = {}
+    for address, name in ((e.eip, e.detail.get("instruction", "").split(" ")[0]) for e in result.of_kind("trap")
+                          if e.cpl != 3):
+        if name in REWRITTEN:
+            key = f"{name} at {address:#x}"
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def run_adaptive(source, adaptive, hot_after, chain=None, timeout=BT_TIMEOUT):
+    """The guest under binary translation with a translator `adaptive(hot_after)` made afresh for this run:
+    its (rules, handlers), the handlers put over vmkit's own for the instructions they name. (machine, result)."""
+    from ..vmm.emulate import EMULATORS, FLAGS, SENSITIVE_READS
+    from .answers import yours
+    design = adaptive(hot_after)
+    if not (isinstance(design, tuple) and len(design) == 2 and all(isinstance(part, dict) for part in design)):
+        raise ValueError(f"adaptive({hot_after}) must return (rules, handlers), two dicts; it returned {design!r:.100}")
+    rules, handlers = (dict(yours(part, name)) for part, name in zip(design, ("its rules", "its handlers")))
+    if chain is not None:
+        chain = _named_chain(chain)
+    with explained("the guest under your adaptive translator", BT_MAX_INSTRUCTIONS, timeout,
+                   look="a handler that does not emulate its instruction, or translated code that spins",
+                   astray=lambda error: f"went astray: {error}\n  where to look: your handlers and your rules"):
+        machine = BinaryTranslation(vmkit.assemble(source), rules={n: _named_rule(r, n) for n, r in rules.items()},
+                                    chain=chain, emulators={**EMULATORS, **SENSITIVE_READS, **FLAGS, **handlers},
+                                    max_instructions=BT_MAX_INSTRUCTIONS, timeout=timeout)
+        return machine, machine.run()
+
+
+def adaptive_facts(sources, adaptive, hot_after, chain=None):
+    """run_adaptive of each guest: how it ended, what it printed, and its call-outs by site; {"error": ...}
+    for a run that could not end."""
+    facts = []
+    for source in sources:
+        try:
+            machine, result = run_adaptive(source, adaptive, hot_after, chain)
+            facts.append(json.loads(json.dumps({**ending(result), "callouts": site_counts(result)})))
+        except Exception as error:          # the student's design: its error is its answer
+            facts.append({"error": f"{type(error).__name__}: {error}"})
+    return facts
+
+
+def adaptive_cases(cases, adaptive, chain=None):
+    """adaptive_facts under vmkit as on disk, for cases {"hot_after": n, "guests": [source, ...]} (hot_after
+    a number, or one for each guest)."""
+    after = cases["hot_after"]
+    afters = after if isinstance(after, list) else [after] * len(cases["guests"])
+    with on_disk() as fresh:
+        return [fact for source, n in zip(cases["guests"], afters)
+                for fact in fresh.adaptive_facts([source], adaptive, n, chain)]
+
+
+def chain_cases(chain, cases):
+    """chain(site, target) for each case, as lists of numbers, with vmkit's own jmp encoder withheld
+    (the translator's, not the student's)."""
+    from ..vmm import emit as emitter
+    from .answers import answer_cases, withheld
+    return answer_cases(chain, cases, shape=lambda code: list(bytes(code)), within=withheld(emitter, "jmp"))
