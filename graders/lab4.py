@@ -53,3 +53,312 @@ def pv_runs(cases):
 
 
 FACTS = {f.__name__: f for f in (pv_run, pv_runs)}
+
+
+# --- the probes: each graded cell's cases, asked of the student's kernel and decided here -------------
+import vmkit.guests
+from vmkit.grading.checks import check, check_equal, check_facts
+from vmkit.grading.lab4 import PV_HINTS, ROUTINES, YOURS, run_facts
+from .probing import Probe, lab_setup
+
+SETUP = lab_setup("lab4_paravirt")              # GUEST (through guest()): the grader's own
+guest = SETUP["guest"]
+REFERENCE_TIMEOUT = 30                          # vmkit's own hypervisor, in this process: never stopped by a busy machine
+HYPERCALLS = "vmkit.xen.hypercalls"
+
+
+def handlers_asked(*names):
+    """The ask for a part's handlers: each run on vmkit's hypercalls with the student's (never vmkit's
+    own) in their numbers' places."""
+    numbers = {"console_io": 18, "multicall": 13}
+    table = ", ".join(f"{numbers[name]}: vmkit.grading.yours({name}, {name!r})" for name in names)
+    return f"vmkit.grading.lab4.hypercall_cases(cases, {{{table}}})"
+
+
+def withhold(*numbers):
+    """vmkit's own handlers for `numbers`, withheld while the kernel answers."""
+    return {HYPERCALLS: [YOURS[number] for number in numbers]}
+
+
+def on_xen(cases):
+    """run_facts of each [source, modules] on vmkit's own hypervisor and hypercalls, in this process."""
+    return [run_facts(source, None, modules, timeout=REFERENCE_TIMEOUT) for source, modules in cases]
+
+
+def with_routine(routine):
+    """expect() for a guest with ROUTINES in it: each run with the reference's routine put there."""
+    return lambda sources: [run_facts(source.replace(ROUTINES, routine), timeout=REFERENCE_TIMEOUT)
+                            for source in sources]
+
+
+def ran(facts, what):
+    check(isinstance(facts, dict) and "error" not in facts, f"{what} runs to its end",
+          got=facts.get("error") if isinstance(facts, dict) else facts)
+
+
+def against_xen(whats, hints=None):
+    """A judge: each run against the same run on vmkit's own code, the first difference explained."""
+    def judge(answers, expected, cases):
+        check(isinstance(answers, list) and len(answers) == len(expected), "one run per guest", got=answers)
+        for what, got, want in zip(whats, answers, expected):
+            ran(got, what)
+            check_facts(got, want, what, hints=dict(PV_HINTS, **(hints or {})))
+    return judge
+
+
+
+def runs_of(answers, count):
+    check(isinstance(answers, list) and len(answers) == count, f"{count} runs", got=answers)
+    return answers
+
+
+# Part 1: console_io
+PART1_VISIBLE = [[vmkit.guests.source("pv_hello"), []],
+                 [guest('say "console_io: hello", 10\nmov ebx, CONSOLEIO_write\nxor ecx, ecx\nmov edx, 0x100000\n'
+                        'hypercall __HYPERVISOR_console_io'), []]]
+
+
+def part1_visible(answers, expected, cases):
+    hello, empty = runs_of(answers, 2)
+    ran(hello, "pv_hello on your console_io")
+    check_equal(hello["serial"], expected[0]["serial"], what="what pv_hello printed",
+                hint="CONSOLEIO_write copies `count` bytes from the guest's `buffer` to the console "
+                     "(Xen's do_console_io, xen/drivers/char/console.c)")
+    ran(empty, "a write of 12 bytes, then one of 0 bytes")
+    check_equal(empty["serial"], "console_io: hello\n", what="the console after a write of 0 bytes",
+                hint="count == 0 writes nothing")
+    check_equal(empty["exit_code"], 0, what="the exit code", hint="the kernel shuts down with reason 0 at the end")
+
+
+CONSOLE_TEXT = 'text: db "vmkit ", 0xe9, "t", 0xe9, " ", 0xff, 0x00, "xen-3.0-x86_32 console", 10\ntext_len equ $ - text'
+WRITE = "mov ebx, CONSOLEIO_write\nmov ecx, {}\nmov edx, {}\nhypercall __HYPERVISOR_console_io\n"
+PART1_HIDDEN = {
+    "writes of 0, 1 and 40 bytes, some above 0x7f": WRITE.format(0, "text") + WRITE.format(1, "text")
+                                                     + WRITE.format("text_len", "text"),
+    "CONSOLEIO_read, and a command Xen does not have": "mov ebx, CONSOLEIO_read\nmov ecx, 16\nmov edx, text\n"
+                                                       "hypercall __HYPERVISOR_console_io\nmov ebx, 7\nmov ecx, 4\n"
+                                                       "mov edx, text\nhypercall __HYPERVISOR_console_io\n"
+                                                       + WRITE.format(4, "text"),
+    "pointers Xen cannot follow, and counts that are negative ints": WRITE.format(4, 0) + WRITE.format(0x100, 0x3fff80)
+                                                                     + WRITE.format(0x80000000, "text")
+                                                                     + WRITE.format(-1, "text") + WRITE.format(3, "text + 4"),
+}
+
+# Part 2: multicall
+PART2_VISIBLE = [[vmkit.guests.source("pv_events"), []]]
+
+
+def part2_visible(answers, expected, cases):
+    events, = runs_of(answers, 1)
+    ran(events, "pv_events on your multicall")
+    check_equal(events["serial"], expected[0]["serial"], what="what pv_events printed",
+                hint="each entry's hypercall runs through the domain's table, in order (Xen's do_multicall, "
+                     "xen/common/multicall.c)")
+    check_equal([result for _, name, result in events["hypercalls"] if name == "multicall"], [0],
+                what="what the multicall returned in EAX", hint="the results go into the entries; the multicall returns 0")
+    check_equal(events["stats"]["multicall_entries"], 3, what="multicall entries counted",
+                hint="the part's spec: every entry run is counted in the domain's stats")
+    check_equal(events["exit_code"], 7, what="the exit code of pv_events")
+
+
+BATCHES = r"""
+align 4
+batch:                                  ; multicall_entry: op, result, args[6]
+    dd __HYPERVISOR_console_io, 0x55555555, CONSOLEIO_write, 3, word_a, 0, 0, 0
+    dd 99, 0x55555555, 1, 2, 3, 4, 5, 0
+    dd __HYPERVISOR_xen_version, 0x55555555, XENVER_version, 0, 0, 0, 0, 0
+    dd __HYPERVISOR_console_io, 0x55555555, CONSOLEIO_write, 4, 0, 0, 0, 0
+nested:
+    dd __HYPERVISOR_multicall, 0x55555555, batch, 1, 0, 0, 0, 0
+    dd __HYPERVISOR_console_io, 0x55555555, CONSOLEIO_write, 3, word_b, 0, 0, 0
+stopping:
+    dd __HYPERVISOR_console_io, 0x55555555, CONSOLEIO_write, 7, before, 0, 0, 0
+    dd __HYPERVISOR_sched_op, 0x55555555, SCHEDOP_shutdown, reason, 0, 0, 0, 0
+    dd __HYPERVISOR_console_io, 0x55555555, CONSOLEIO_write, 6, after, 0, 0, 0
+reason: dd 5
+word_a: db "ab", 10
+word_b: db "cd", 10
+before: db "before", 10
+after:  db "after", 10
+"""
+
+
+def entry_results(label, n):
+    """Guest code that prints the result field of the first `n` entries at `label`, in hex."""
+    return "".join(f"mov eax, [{label} + {i * 32 + 4}]\ncall print_hex\nsay 10\n" for i in range(n))
+
+
+PART2_HIDDEN = {
+    "every entry's result written back into it": "mov ebx, batch\nmov ecx, 4\nhypercall __HYPERVISOR_multicall\n"
+                                                 "call print_hex\nsay 10\n" + entry_results("batch", 4),
+    "a multicall inside a multicall": "mov ebx, nested\nmov ecx, 2\nhypercall __HYPERVISOR_multicall\n"
+                                      + entry_results("nested", 2) + entry_results("batch", 1),
+    "a batch that shuts the domain down in its second entry": "mov ebx, stopping\nmov ecx, 3\n"
+                                                              "hypercall __HYPERVISOR_multicall\nsay \"not reached\", 10",
+    "an empty batch, and a list Xen cannot read": "mov ebx, batch\nxor ecx, ecx\nhypercall __HYPERVISOR_multicall\n"
+                                                  "call print_hex\nsay 10\nmov ebx, 0x10\nmov ecx, 2\n"
+                                                  "hypercall __HYPERVISOR_multicall\ncall print_hex\nsay 10\n"
+                                                  + entry_results("batch", 1),
+}
+PART2_HINTS = {"serial": "the guest prints what your multicall returned and each entry's result field, in hex "
+                         "(ffffffea is -22, -EINVAL); 55555555 is a field nobody wrote"}
+
+# Part 3: the whole table
+TABLE_ASKED = "vmkit.grading.lab4.table_cases(cases, TABLE)"
+PART3_VISIBLE = {name: [vmkit.guests.source(name), []] for name in ("pv_hello", "pv_events")}
+
+
+def part3_visible(answers, expected, cases):
+    runs_of(answers, len(PART3_VISIBLE))
+    for name, got, want in zip(PART3_VISIBLE, answers, expected):
+        ran(got, f"{name} on your table")
+        check_equal(got["serial"], want["serial"], what=f"what {name} printed on your table",
+                    hint="the part's spec: vmkit's table, with your console_io under 18 and your multicall under 13")
+        check_equal(got["exit_code"], want["exit_code"], what=f"the exit code of {name}")
+
+
+PART3_HIDDEN = {"pv_hello": [vmkit.guests.source("pv_hello"), []], "pv_ops": [vmkit.guests.source("pv_ops"), []],
+                "pv_events": [vmkit.guests.source("pv_events"), []],
+                "pv_dom0 with pv_domu": [vmkit.guests.source("pv_dom0"), [vmkit.guests.source("pv_domu")]]}
+
+# Part 4: console_write, NASM run in the kernel
+CONSOLE_WRITE_ASKED = "vmkit.grading.lab4.routine_cases(cases, CONSOLE_WRITE)"
+PART4_VISIBLE = [guest("mov esi, greeting\nmov ecx, greeting_len\ncall console_write\n"
+                       "mov esi, greeting\nmov ecx, 5\ncall console_write\nsay 10",
+                       data='greeting: db "hello from the paravirtual console_write", 10\n'
+                            'greeting_len equ $ - greeting', routines=ROUTINES)]
+
+
+def part4_visible(answers, expected, sources):
+    facts, = runs_of(answers, 1)
+    ran(facts, "the kernel with your console_write")
+    check_equal(facts["serial"], "hello from the paravirtual console_write\nhello\n", what="what the kernel printed",
+                hint="one console_io hypercall for the whole message, its arguments as part 1's spec lists them")
+    check_equal(facts["stats"]["traps"], 0, what="traps into Xen", hint="in and out fault in ring 1: use console_io")
+    check(not facts["shutdown"] and facts["exit_code"] == 0, "the kernel shut down normally",
+          got=f"shutdown={facts['shutdown']}, exit_code={facts['exit_code']}", hint="a crash means a fault with no handler")
+
+
+PART4_BODIES = {
+    "every register after a call": "mov eax, 0x11111111\nmov ebx, 0x22222222\nmov edx, 0x44444444\nmov edi, 0x55555555\n"
+                                   "mov ebp, 0x66666666\nmov esi, text\nmov ecx, 10\ncall console_write\n"
+                                   "say 10\nsub esi, text\ncall show_registers",
+    "twenty calls in a loop": "mov ebx, 20\n.again:\nmov esi, text\nmov ecx, ebx\ncall console_write\nsay 10\n"
+                              "dec ebx\njnz .again",
+    "a 3000-byte message and a 1-byte one": "mov esi, many\nmov ecx, 3000\ncall console_write\nmov esi, text\n"
+                                            "mov ecx, 1\ncall console_write\nsub esi, text\ncall show_registers",
+}
+PART4_DATA = 'text: db "abcdefghijklmnopqrstuvwxyz"\nmany: times 3000 db "z"'
+PART4_HIDDEN = [guest(body, PART4_DATA, routines=ROUTINES) for body in PART4_BODIES.values()]
+PART4_HINTS = {"hypercalls": "one console_io for the whole message, whatever its length, and nothing else",
+               "serial": "the registers are printed after the call (EAX EBX ECX EDX ESI EDI EBP; ESI less the message's "
+                         "address): keep every one"}
+
+# Part 5: log_append, NASM run in the kernel
+LOG_APPEND_ASKED = "vmkit.grading.lab4.routine_cases(cases, LOG_APPEND)"
+PART5_VISIBLE = [guest('append "first record"\nappend "second"\ncall report', routines=ROUTINES, period=1000000),
+                 guest(f'mov ebp, 600\n.again:\nappend "{"x" * 200}"\ndec ebp\njnz .again\ncall report',
+                       routines=ROUTINES, period=1000000)]
+
+
+def report_numbers(serial):
+    """records, ticks, head and expected head from the kernel's last `report` line."""
+    line = [line for line in serial.split("\n") if line.startswith("log: ")][-1]
+    words = line.replace(",", "").split()
+    return {"records": int(words[1]), "ticks": int(words[3]), "head": int(words[7]), "expected": int(words[9])}
+
+
+def part5_visible(answers, expected, sources):
+    two, many = runs_of(answers, 2)
+    ran(two, "two appends with your log_append")
+    check_equal(two["serial"], "log: 2 records, 0 ticks, head at 18, expected 18\n", what="the report after two appends",
+                hint="the copy itself is the native one: only cli and sti change")
+    check_equal(two["stats"]["traps"], 0, what="traps into Xen", hint="cli and sti fault in ring 1: write the mask byte")
+    check_equal(two["upcall_mask"], 0, what="the mask byte at the end", hint="log_append turns events back on, as sti did")
+    ran(many, "600 appends of 200 bytes, the timer at 1 ms")
+    check("log: " in many["serial"], "the kernel reported its log", got=many["serial"][-300:])
+    numbers = report_numbers(many["serial"])
+    check(numbers["records"] == 600 and numbers["ticks"] >= 1, "600 records and at least one tick",
+          got=numbers, hint="events must be delivered once the mask byte is 0 again")
+    check_equal(numbers["head"], numbers["expected"], what="the log's head, against the bytes appended and the ticks",
+                hint="a tick inside the copy: the timer's '|' is overwritten and log_head goes back. The mask byte is 1 "
+                     "during the copy?")
+
+
+PART5_CASES = {
+    "600 appends of 200 bytes, the timer at 1 ms": (f'mov ebp, 600\n.again:\nappend "{"x" * 200}"\ndec ebp\njnz .again\n'
+                                                    "call report", 1000000),
+    "800 appends of 3 to 250 bytes, the timer at 2 ms": ("mov ebp, 800\n.again:\nmov ecx, ebp\nand ecx, 0xff\ncmp ecx, 3\n"
+                                                         "jae .long_enough\nmov ecx, 3\n.long_enough:\ncmp ecx, 250\n"
+                                                         "jbe .short_enough\nmov ecx, 250\n.short_enough:\n"
+                                                         "add [appended], ecx\nmov esi, text\ncall log_append\ndec ebp\n"
+                                                         "jnz .again\ncall report", 2000000),
+    "short messages, ticks mostly outside the copy": ('mov ebp, 20000\n.again:\nappend "ab"\nmov ecx, 30\n.spin: loop .spin\n'
+                                                      "dec ebp\njnz .again\ncall report", 1000000),
+    "every register after a call, with a tick in the copy": (f'mov ebp, 2000\n.again:\nappend "{"y" * 100}"\ndec ebp\n'
+                                                             "jnz .again\nmov eax, 0x11111111\nmov ebx, 0x22222222\n"
+                                                             "mov ecx, 250\nmov edx, 0x44444444\nmov esi, text\n"
+                                                             "mov edi, 0x55555555\nmov ebp, 0x66666666\ncall log_append\n"
+                                                             "add dword [appended], 250\nsub esi, text\n"
+                                                             "call show_registers\ncall report",
+                                                             1000000),
+}
+PART5_HIDDEN = [guest(body, "text: times 256 db 't'", routines=ROUTINES, period=period)
+                for body, period in PART5_CASES.values()]
+PART5_HINTS = {"serial": "the report: ticks counted by the timer's callback, and the log's head against what was put in. "
+                         "Fewer ticks than expected: events that stayed pending after the copy (the pending check)",
+               "hypercalls": "after the copy: a xen_version hypercall when an event is pending, and none otherwise",
+               "stats": "upcalls are the events delivered; traps must stay 0",
+               "upcall_mask": "log_append turns events back on, as sti did"}
+
+TICKS_WITHIN = (0.75, 1.33)     # the timer ticks in guest instructions: a routine longer or shorter than the
+                                # reference's sees a few more or fewer ticks in the same run, never far fewer
+
+
+def part5_hidden(answers, expected, sources):
+    """Each run against the reference routine's, on what does not depend on the routine's length: the
+    records and the log's head (nothing lost), the registers after a call, ticks delivered about as
+    often (events pending after the copy are delivered then, not at the next hypercall), no trap, the
+    mask byte 0 at the end, and a xen_version only for an event that was pending."""
+    check(isinstance(answers, list) and len(answers) == len(expected), "one run per guest", got=answers)
+    for what, got, want in zip(PART5_CASES, answers, expected):
+        what = f"your log_append ({what})"
+        ran(got, what)
+        check("log: " in got["serial"], f"{what}: the kernel reported its log", got=got["serial"][-300:])
+        mine, theirs = report_numbers(got["serial"]), report_numbers(want["serial"])
+        check_equal(mine["records"], theirs["records"], what=f"{what}: records in the log")
+        check_equal(mine["head"], mine["expected"], what=f"{what}: the log's head, against the bytes appended and "
+                                                         f"the ticks", hint="the mask byte is 1 during the copy?")
+        registers = [line for line in want["serial"].split("\n") if line and not line.startswith("log: ")]
+        check_equal([line for line in got["serial"].split("\n") if line and not line.startswith("log: ")], registers,
+                    what=f"{what}: the registers after the call (EAX EBX ECX EDX ESI EDI EBP; ESI less the "
+                         f"message's address)", hint="log_append keeps every register")
+        low, high = (round(theirs["ticks"] * bound) for bound in TICKS_WITHIN)
+        check(low <= mine["ticks"] <= max(high, theirs["ticks"] + 1), f"{what}: timer ticks delivered",
+              expected=f"about {theirs['ticks']} (from {low} to {high}), as with the reference's log_append",
+              got=mine["ticks"], hint=PART5_HINTS["serial"])
+        check_equal(got["stats"]["traps"], 0, what=f"{what}: traps into Xen", hint=PART5_HINTS["stats"])
+        check_equal(got["upcall_mask"], 0, what=f"{what}: the mask byte at the end", hint=PART5_HINTS["upcall_mask"])
+        versions = sum(name == "xen_version" for _, name, _ in got["hypercalls"])
+        check(versions <= got["stats"]["upcalls"], f"{what}: xen_version hypercalls, one for each event pending",
+              expected=f"at most {got['stats']['upcalls']} (the events delivered)", got=versions,
+              hint=PART5_HINTS["hypercalls"])
+
+
+PROBES = {
+    "part1_visible": Probe(handlers_asked("console_io"), PART1_VISIBLE, on_xen, part1_visible, withhold=withhold(18)),
+    "part1_hidden": Probe(handlers_asked("console_io"), [[guest(body, CONSOLE_TEXT), []] for body in PART1_HIDDEN.values()],
+                          on_xen, against_xen([f"the guest ({what})" for what in PART1_HIDDEN]), withhold=withhold(18)),
+    "part2_visible": Probe(handlers_asked("multicall"), PART2_VISIBLE, on_xen, part2_visible, withhold=withhold(13)),
+    "part2_hidden": Probe(handlers_asked("multicall"), [[guest(body, BATCHES), []] for body in PART2_HIDDEN.values()],
+                          on_xen, against_xen([f"the guest ({what})" for what in PART2_HIDDEN], PART2_HINTS),
+                          withhold=withhold(13)),
+    "part3_visible": Probe(TABLE_ASKED, list(PART3_VISIBLE.values()), on_xen, part3_visible, withhold=withhold(18, 13)),
+    "part3_hidden": Probe(TABLE_ASKED, list(PART3_HIDDEN.values()), on_xen,
+                          against_xen([f"{what} on your table" for what in PART3_HIDDEN]), withhold=withhold(18, 13)),
+    "part4_visible": Probe(CONSOLE_WRITE_ASKED, PART4_VISIBLE, lambda sources: None, part4_visible),
+    "part4_hidden": Probe(CONSOLE_WRITE_ASKED, PART4_HIDDEN, with_routine(PV_CONSOLE_WRITE),
+                          against_xen([f"your console_write ({what})" for what in PART4_BODIES], PART4_HINTS)),
+    "part5_visible": Probe(LOG_APPEND_ASKED, PART5_VISIBLE, lambda sources: None, part5_visible),
+    "part5_hidden": Probe(LOG_APPEND_ASKED, PART5_HIDDEN, with_routine(PV_LOG_APPEND), part5_hidden),
+}

@@ -69,3 +69,66 @@ def check_pv_facts(got, expected, what, hints=None):
     """pv_facts of a run on a student's handlers (or routines) against the reference run's, the first
     difference explained. `hints` adds to or replaces PV_HINTS for this comparison."""
     check_facts(got, expected, what, hints=dict(PV_HINTS, **(hints or {})))
+
+
+# --- the kernel's side of the grader's questions (graders/lab4.py asks them) ------------------------
+# Each runs the guests under vmkit as it is on disk (answers.on_disk), so a notebook that patched the
+# hypervisor in its own vmkit (every domain forced onto vmkit's hypercalls, say) answers with its own code.
+ROUTINES = ";@ the routines under test @"     # where a grader's guest takes the student's NASM routine
+YOURS = {18: "do_console_io", 13: "do_multicall"}  # the handlers the lab asks for, by number: vmkit's own names
+
+
+def run_facts(source, hypercalls=None, modules=(), timeout=PV_TIMEOUT):
+    """pv_facts of one run (on `hypercalls`, None: vmkit's own), with the mask byte at the end;
+    {"error": ...} if the run could not end (the message names why) or a handler raised."""
+    try:
+        dom0, result = run_pv(source, hypercalls, modules, timeout=timeout)
+        return {**pv_facts(result), "upcall_mask": dom0.upcall_mask}
+    except Exception as error:                  # the student's code: its error is its answer
+        return {"error": f"{type(error).__name__}: {error}"}
+
+
+def handler_runs(cases, handlers, timeout=PV_TIMEOUT):
+    """run_facts of each [source, modules] on vmkit's hypercalls with `handlers` ({number: handler}) in
+    place of vmkit's own, which are withheld meanwhile (a handler that calls them earns nothing)."""
+    from ..xen import hypercalls
+    from .answers import withheld
+    table = {**hypercalls.HYPERCALLS, **{int(number): handler for number, handler in handlers.items()}}
+    with withheld(hypercalls, *(YOURS[int(number)] for number in handlers if int(number) in YOURS)):
+        return [run_facts(source, table, modules, timeout) for source, modules in cases]
+
+
+def hypercall_cases(cases, handlers):
+    """handler_runs under vmkit as on disk: a student's handlers, each run's facts as plain data."""
+    from .answers import on_disk
+    with on_disk(__name__) as fresh:
+        return fresh.handler_runs(cases, handlers)
+
+
+def table_cases(cases, table):
+    """hypercall_cases with a student's whole table; {"error": ...} for each run if `table` is not a
+    dict with the student's own console_io under 18 and multicall under 13."""
+    from .answers import yours
+    try:
+        if not isinstance(table, dict) or not all(number in table for number in YOURS):
+            raise ValueError("TABLE must be a dict with a handler under 18 (console_io) and 13 (multicall)")
+        yours({str(number): table[number] for number in YOURS}, "TABLE")
+        table = dict(table)
+    except Exception as error:
+        return [{"error": f"{type(error).__name__}: {error}"}] * len(cases)
+    return hypercall_cases(cases, table)
+
+
+def routine_runs(sources, routine, timeout=PV_TIMEOUT):
+    """run_facts of each guest (a source with ROUTINES where its routines go) with `routine`, NASM
+    text, put there, on vmkit's own hypercalls."""
+    if not isinstance(routine, str):
+        return [{"error": f"the routine is a {type(routine).__name__}, not a string of NASM"}] * len(sources)
+    return [run_facts(source.replace(ROUTINES, routine), timeout=timeout) for source in sources]
+
+
+def routine_cases(sources, routine):
+    """routine_runs under vmkit as on disk: the student's routine assembled and run here, in the kernel."""
+    from .answers import on_disk
+    with on_disk(__name__) as fresh:
+        return fresh.routine_runs(sources, routine)

@@ -74,7 +74,10 @@ def set_callbacks(domain, event_selector, event_address, failsafe_selector, fail
     return 0
 
 
-def multicall(domain, call_list, nr_calls, *_):
+# The two handlers lab 4 asks students to write carry the names of Xen's own (do_multicall in
+# xen/common/multicall.c, do_console_io in xen/drivers/char/console.c): the hypervisor reaches them
+# through HYPERCALLS, by number, and a notebook's console_io and multicall stay its own.
+def do_multicall(domain, call_list, nr_calls, *_):
     """Run `nr_calls` hypercalls from an array of multicall_entry {op, result, args[6]} for the price
     of one trap into the hypervisor. Each entry's result is written back into it."""
     calls = []
@@ -123,7 +126,7 @@ def xen_version(domain, cmd, arg, *_):
     return 0
 
 
-def console_io(domain, cmd, count, buffer, *_):
+def do_console_io(domain, cmd, count, buffer, *_):
     """CONSOLEIO_write: `count` bytes from `buffer` to the hypervisor's console (the serial output;
     a domU's lines are prefixed "(dN) " as Xen's debug builds do). CONSOLEIO_read: no input here."""
     if cmd == xen.CONSOLEIO_write:
@@ -238,11 +241,11 @@ HYPERCALLS = {
     1: mmu_update,
     3: stack_switch,
     4: set_callbacks,
-    13: multicall,
+    13: do_multicall,
     14: update_va_mapping,
     15: set_timer_op,
     17: xen_version,
-    18: console_io,
+    18: do_console_io,
     20: grant_table_op,
     22: update_va_mapping_otherdomain,
     24: vcpu_op,
