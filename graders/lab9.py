@@ -19,3 +19,221 @@ def guest_runs(cases):
 
 
 FACTS = {f.__name__: f for f in (requests, requests_many, guest_runs)}
+
+
+# --- the probes: each graded cell's cases, asked of the student's kernel and decided here -------------
+from vmkit.grading.checks import check, check_equal, shown
+from vmkit.grading.lab9 import RULE_NAMES, check_xen_facts, new_xen
+from vmkit.xen.mm import L1, L2, WRITABLE
+from .probing import Probe
+
+P, RW, US, PWT, PCD, A, D, PAT, G = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20, 0x40, 0x80, 0x100
+PIN_L1_TABLE, PIN_L2_TABLE, PRESERVE_AD, UNPIN_TABLE, NEW_BASEPTR = 0, 1, 2, 4, 5
+WINDOW = 0x3FF000                      # a page of dom0's that the checks remap at will
+X = new_xen()                          # Xen's own rules: the machine frames the requests name
+mfn = X.mfn
+DOMU = X.create_domain()               # the same domain a script's create_domain makes: its frames
+
+
+def domu(pfn):
+    return X.mfn(pfn, DOMU)
+
+
+def rules_asked(*names):
+    """The ask for some of the rules: each script on a fresh dom0 with the student's rules (never Xen's own)."""
+    table = ", ".join(f"{name!r}: {name}" for name in names)
+    return f"vmkit.grading.lab9.request_cases(cases, {{{table}}})"
+
+
+def visible(hints):
+    """A judge for a visible cell's script: each step's result (a request's, or what a look saw) against
+    what it is on Xen's own rules, in order; `hints` by the step's words."""
+    def judge(answers, expected, scripts):
+        check(isinstance(answers, list) and len(answers) == len(scripts), "one run per script", got=shown(answers)[:200])
+        for steps, got, want in zip(scripts, answers, expected):
+            check(isinstance(got, dict) and "error" not in got, "dom0 on your rules makes every request of the check",
+                  got=got.get("error") if isinstance(got, dict) else shown(got)[:200])
+            results = got.get("results")
+            check(isinstance(results, list) and len(results) == len(steps), "one result per request", got=shown(results)[:200])
+            for step, result, reference in zip(steps, results, want["results"]):
+                check_equal(result, reference, what=step[0], hint=hints.get(step[0]))
+    return judge
+
+
+def against_xen(what, fields=None):
+    """A judge for hidden scripts or kernels: the run's facts against Xen's own rules, the first difference
+    explained (a request named by its words)."""
+    def judge(answers, expected, cases):
+        check(isinstance(answers, list) and len(answers) == len(cases), "one run per case", got=shown(answers)[:200])
+        names = what if isinstance(what, list) else [what] * len(cases)
+        for name, case, got, want in zip(names, cases, answers, expected):
+            check(isinstance(got, dict) and "error" not in got, f"{name} runs to its end",
+                  got=got.get("error") if isinstance(got, dict) else shown(got)[:200])
+            check_xen_facts(got, want, what=f"{name}, against Xen's own rules", fields=fields,
+                            steps=case if fields is None and "results" in want else None)
+    return judge
+
+
+# Part 1: get_page_type
+_data, _spare = mfn(0x200), mfn(0x3F0)
+_HINT1 = "the domain builder validates the page directory as L2 (which validates its L1), pins it and loads it in CR3"
+PART1_VISIBLE = [[
+    ["dom0's page directory after the start of day", "frame", X.pd],
+    ["dom0's L1 table after the start of day", "frame", X.l1],
+    ["the type of the frame dom0 has at 0x200000", "frame", _data, "type"],
+    ["pinning, as an L1 table, a frame mapped writable", "mmuext_op", [[PIN_L1_TABLE, _data]]],
+    ["that frame after the refused pin", "frame", _data],
+    ["mapping that frame writable a second time, at 0x3ff000", "update_va_mapping", WINDOW, _data << 12 | P | RW | A],
+    ["its typed references after the second writable mapping", "frame", _data, "type_count"],
+    ["making the spare frame read-only", "update_va_mapping", 0x3F0000, _spare << 12 | P | A],
+    ["pinning the spare frame, now read-only", "mmuext_op", [[PIN_L1_TABLE, _spare]]],
+    ["the spare frame after the pin", "frame", _spare]]]
+PART1_HINTS = {
+    "dom0's page directory after the start of day": _HINT1 + ": two typed references",
+    "dom0's L1 table after the start of day": _HINT1 + ": one PDE points at it",
+    "the type of the frame dom0 has at 0x200000": "every present, writable PTE of a table being validated asks for a "
+                                                   "WRITABLE reference",
+    "pinning, as an L1 table, a frame mapped writable": "a frame in use as another type is refused",
+    "that frame after the refused pin": "a refused request changes nothing",
+    "mapping that frame writable a second time, at 0x3ff000": "in use as this type: one more",
+    "pinning the spare frame, now read-only": "no typed reference left: it may take the type L1, once its entries "
+                                              "are checked"}
+PART1_HIDDEN = [
+    ["map the page directory writable", "update_va_mapping", WINDOW, X.pd << 12 | P | RW | A],
+    ["map the L1 table writable, with mmu_update", "mmu_update", [[X.pte(WINDOW), X.l1 << 12 | P | RW | A]]],
+    ["map the L1 table read-only", "update_va_mapping", WINDOW, X.l1 << 12 | P | A],
+    ["make frame 0x3f0 read-only", "update_va_mapping", 0x3F0000, mfn(0x3F0) << 12 | P | A],
+    ["write into frame 0x3f0 a PTE that maps frame 0x3f1 writable", "mmu_update",
+     [[mfn(0x3F0) << 12, mfn(0x3F1) << 12 | P | RW | A]]],
+    ["pin frame 0x3f0 as an L1 table", "mmuext_op", [[PIN_L1_TABLE, mfn(0x3F0)]]],
+    ["pin frame 0x3f1, which that table maps writable", "mmuext_op", [[PIN_L1_TABLE, mfn(0x3F1)]]],
+    ["unpin frame 0x3f0", "mmuext_op", [[UNPIN_TABLE, mfn(0x3F0)]]],
+    ["pin frame 0x3f0 again", "mmuext_op", [[PIN_L1_TABLE, mfn(0x3F0)]]],
+    ["make frame 0x3f1 read-only", "update_va_mapping", 0x3F1000, mfn(0x3F1) << 12 | P | A],
+    ["pin frame 0x3f1 while the pinned table still maps it writable", "mmuext_op", [[PIN_L1_TABLE, mfn(0x3F1)]]],
+    ["make frame 0x3f2 read-only", "update_va_mapping", 0x3F2000, mfn(0x3F2) << 12 | P | A],
+    ["write into frame 0x3f2 a PTE that maps frame 0x3f2 itself writable", "mmu_update",
+     [[mfn(0x3F2) << 12 | 0x10, mfn(0x3F2) << 12 | P | RW | A]]],
+    ["pin frame 0x3f2, a table that would map itself writable", "mmuext_op", [[PIN_L1_TABLE, mfn(0x3F2)]]],
+    ["map frame 0x3f2 writable again", "update_va_mapping", 0x3F2000, mfn(0x3F2) << 12 | P | RW | A],
+    ["make frame 0x3f3 read-only", "update_va_mapping", 0x3F3000, mfn(0x3F3) << 12 | P | A],
+    ["write into frame 0x3f3 a PTE that maps frame 0x201 writable", "mmu_update",
+     [[mfn(0x3F3) << 12, mfn(0x201) << 12 | P | RW | A | US]]],
+    ["point the page directory in use at frame 0x3f3, for 0x400000", "mmu_update",
+     [[X.pde(0x400000), mfn(0x3F3) << 12 | P | RW | A | US]]],
+    ["point the page directory in use at frame 0x200, mapped writable, for 0x800000", "mmu_update",
+     [[X.pde(0x800000), mfn(0x200) << 12 | P | RW | A]]],
+    ["load frame 0x3f0, an L1 table, as the page directory", "mmuext_op", [[NEW_BASEPTR, mfn(0x3F0)]]],
+    ["unpin frame 0x3f0", "mmuext_op", [[UNPIN_TABLE, mfn(0x3F0)]]],
+    ["map frame 0x3f0 writable again", "update_va_mapping", 0x3F0000, mfn(0x3F0) << 12 | P | RW | A],
+]
+
+# Part 2: get_page_from_l1e
+PART2_VISIBLE = [[["the type of the frame dom0 has at 0x200000", "frame", mfn(0x200), "type"]]]
+for _pfn, _flags, _what in [(0x200, P | RW | A, "frame 0x200, writable"), (0x201, P | A, "frame 0x201, read-only")]:
+    PART2_VISIBLE[0] += [[f"update_va_mapping: dom0's window page onto its own {_what}", "update_va_mapping", WINDOW,
+                          mfn(_pfn) << 12 | _flags],
+                         [f"what dom0 reads through the window ({_what})", "read", WINDOW, 16],
+                         [f"what dom0 reads at {_pfn << 12:#x}", "read", _pfn << 12, 16]]
+for _what, _pte in [("a PTE with PCD, for dom0's own frame", mfn(0x202) << 12 | P | RW | A | PCD),
+                    ("Xen's GDT frame, writable", X.xen_frame << 12 | P | RW | A),
+                    ("a frame past the end of machine memory, writable", X.not_ram << 12 | P | RW | A)]:
+    PART2_VISIBLE[0] += [[f"update_va_mapping: the window onto {_what}", "update_va_mapping", WINDOW, _pte],
+                         [f"what the window maps after {_what} was refused", "mapped", WINDOW]]
+PART2_HINTS = {step[0]: "caching flags are Xen's; a frame must be RAM, and the domain's own"
+               for step in PART2_VISIBLE[0] if step[0].startswith("update_va_mapping: the window onto")}
+PART2_HINTS["the type of the frame dom0 has at 0x200000"] = ("the builder's L1 table maps it writable: a writable PTE "
+                                                             "takes a WRITABLE reference")
+PART2_HIDDEN = [
+    ["create domain 1", "create_domain"],
+    ["map a frame of domain 1, read-only", "update_va_mapping", WINDOW, domu(0x100) << 12 | P | A],
+    ["map a frame of domain 1, writable", "update_va_mapping", WINDOW, domu(0x100) << 12 | P | RW | A],
+    ["map a frame of Xen's, read-only", "update_va_mapping", WINDOW, X.xen_frame << 12 | P | A],
+    ["map a free frame, read-only", "update_va_mapping", WINDOW, X.free_frame << 12 | P | A],
+    ["map I/O space, read-only", "update_va_mapping", WINDOW, X.not_ram << 12 | P | A],
+    ["map domain 1's page directory, read-only", "update_va_mapping", WINDOW, domu(5) << 12 | P | A],
+    ["map the L1 table writable", "update_va_mapping", WINDOW, X.l1 << 12 | P | RW | A],
+    ["map the page directory writable, with mmu_update", "mmu_update", [[X.pte(WINDOW), X.pd << 12 | P | RW | A]]],
+    ["a PTE with GLOBAL", "update_va_mapping", WINDOW, mfn(0x200) << 12 | P | A | G],
+    ["a PTE with PAT", "update_va_mapping", WINDOW, mfn(0x200) << 12 | P | RW | A | PAT],
+    ["a PTE with PWT and PCD", "update_va_mapping", WINDOW, mfn(0x200) << 12 | P | RW | A | PWT | PCD],
+    ["map frame 0x200, read-only", "update_va_mapping", WINDOW, mfn(0x200) << 12 | P | A],
+    ["map frame 0x200, writable", "update_va_mapping", WINDOW, mfn(0x200) << 12 | P | RW | A],
+    ["unmap it", "update_va_mapping", WINDOW, 0],
+    ["make frame 0x3f0 read-only", "update_va_mapping", 0x3F0000, mfn(0x3F0) << 12 | P | A],
+    ["write into frame 0x3f0 a read-only PTE for a frame of domain 1", "mmu_update",
+     [[mfn(0x3F0) << 12 | 0x14, domu(0x100) << 12 | P | A]]],
+    ["pin frame 0x3f0 as an L1 table", "mmuext_op", [[PIN_L1_TABLE, mfn(0x3F0)]]],
+    ["clear that PTE", "mmu_update", [[mfn(0x3F0) << 12 | 0x14, 0]]],
+    ["pin frame 0x3f0 as an L1 table", "mmuext_op", [[PIN_L1_TABLE, mfn(0x3F0)]]],
+    ["map a frame of domain 1 writable, naming domain 1 as the foreign domain", "update_va_mapping", WINDOW,
+     domu(0x100) << 12 | P | RW | A, 1],
+    ["map it read-only, naming domain 1", "update_va_mapping", WINDOW, domu(0x100) << 12 | P | A, 1],
+    ["unmap it", "update_va_mapping", WINDOW, 0],
+]
+
+# Part 3: mod_l1_entry
+_a, _b = mfn(0x200), mfn(0x201)
+PART3_VISIBLE = [[
+    ["mmu_update: the window's PTE onto frame 0x200", "mmu_update", [[X.pte(WINDOW), _a << 12 | P | RW | A | US]]],
+    ["what dom0 reads through the window", "read", WINDOW, 16],
+    ["what dom0 reads at 0x200000", "read", 0x200000, 16],
+    ["update_va_mapping: the window onto frame 0x201", "update_va_mapping", WINDOW, _b << 12 | P | RW | A | US],
+    ["the frame the window maps", "mapped", WINDOW],
+    ["a PTE with PCD for the window", "update_va_mapping", WINDOW, _a << 12 | P | RW | A | PCD],
+    ["the window's PTE after the refusal", "entry", X.pte(WINDOW)],
+    ["mmu_update: the window's PTE cleared", "mmu_update", [[X.pte(WINDOW), 0]]],
+    ["the frame the window maps once its PTE is clear", "mapped", WINDOW]]]
+PART3_HINTS = {"a PTE with PCD for the window": "the flags of L1_DISALLOW_MASK are refused before anything else",
+               "the window's PTE after the refusal": "a refused request writes nothing"}
+PART3_HIDDEN = [
+    ["create domain 1", "create_domain"],
+    ["map the window onto frame 0x200, with mmu_update", "mmu_update", [[X.pte(WINDOW), mfn(0x200) << 12 | P | RW | A | US]]],
+    ["map the window onto frame 0x201, with update_va_mapping", "update_va_mapping", WINDOW,
+     mfn(0x201) << 12 | P | RW | A | US],
+    ["pin frame 0x3ff, which nothing maps any more, as an L1 table", "mmuext_op", [[PIN_L1_TABLE, mfn(0x3FF)]]],
+    ["in that pinned table, map frame 0x202 writable", "mmu_update", [[mfn(0x3FF) << 12 | 8, mfn(0x202) << 12 | P | RW | A]]],
+    ["in that pinned table, map the L1 table writable", "mmu_update", [[mfn(0x3FF) << 12 | 12, X.l1 << 12 | P | RW | A]]],
+    ["in that pinned table, map frame 0x202 read-only", "mmu_update", [[mfn(0x3FF) << 12 | 8, mfn(0x202) << 12 | P | A]]],
+    ["make frame 0x203 read-only", "update_va_mapping", 0x203000, mfn(0x203) << 12 | P | A],
+    ["pin frame 0x203, which nothing maps writable any more", "mmuext_op", [[PIN_L1_TABLE, mfn(0x203)]]],
+    ["a PTE with GLOBAL for 0x200000", "mmu_update", [[X.pte(0x200000), mfn(0x200) << 12 | P | RW | A | G]]],
+    ["dom0 writes at 0x200000", "write", 0x200000, "766d6b6974"],
+    ["remap 0x200000, keeping its accessed and dirty bits", "mmu_update",
+     [[X.pte(0x200000) | PRESERVE_AD, mfn(0x200) << 12 | P | RW]]],
+    ["remap 0x204000, not keeping them", "mmu_update", [[X.pte(0x204000), mfn(0x204) << 12 | P | RW]]],
+    ["map a frame of domain 1 at the window, naming domain 1 as the foreign domain", "update_va_mapping", WINDOW,
+     domu(0x100) << 12 | P | RW | A, 1],
+    ["set the dirty bit of that PTE", "mmu_update", [[X.pte(WINDOW), domu(0x100) << 12 | P | RW | A | D]]],
+    ["unmap the window", "mmu_update", [[X.pte(WINDOW), 0]]],
+    ["unmap 0x205000 and map 0x206000 onto its frame, in one batch", "mmu_update",
+     [[X.pte(0x205000), 0], [X.pte(0x206000), mfn(0x205) << 12 | P | RW | A]]],
+]
+
+# Part 4: the whole table, on the course's PV kernels
+TABLE_ASKED = f"vmkit.grading.lab9.table_cases(cases, RULES, {', '.join(RULE_NAMES)})"
+PART4_VISIBLE = {"pv_mmu_batch (batches of 16) on your RULES": ["pv_mmu_batch", {"BATCH": 16}, []]}
+PART4_HIDDEN = {
+    "pv_paging": ["pv_paging", {}, []],
+    "pv_dom0 building, running and destroying a domU": ["pv_dom0", {}, ["pv_domu"]],
+    "pv_ops on Xen": ["pv_ops", {}, []],
+    "pv_mmu_batch, in batches of 16": ["pv_mmu_batch", {"BATCH": 16}, []],
+    "pv_mmu_batch, one update_va_mapping each": ["pv_mmu_batch", {"BATCH": 0, "UPDATES": 256}, []],
+    "pv_mmu_batch, in multicalls of 64": ["pv_mmu_batch", {"BATCH": 64, "MULTICALL": 1, "UPDATES": 256}, []],
+}
+
+PROBES = {
+    "part1_visible": Probe(rules_asked("get_page_type"), PART1_VISIBLE, requests_many, visible(PART1_HINTS)),
+    "part1_hidden": Probe(rules_asked("get_page_type"), [PART1_HIDDEN], requests_many,
+                          against_xen("requests you have not seen, on your get_page_type")),
+    "part2_visible": Probe(rules_asked("get_page_from_l1e"), PART2_VISIBLE, requests_many, visible(PART2_HINTS)),
+    "part2_hidden": Probe(rules_asked("get_page_from_l1e"), [PART2_HIDDEN], requests_many,
+                          against_xen("requests you have not seen, on your get_page_from_l1e")),
+    "part3_visible": Probe(rules_asked("mod_l1_entry"), PART3_VISIBLE, requests_many, visible(PART3_HINTS)),
+    "part3_hidden": Probe(rules_asked("mod_l1_entry"), [PART3_HIDDEN], requests_many,
+                          against_xen("requests you have not seen, on your mod_l1_entry")),
+    "part4_visible": Probe(TABLE_ASKED, list(PART4_VISIBLE.values()), guest_runs,
+                           against_xen(list(PART4_VISIBLE), fields=("serial", "exit_code", "hypercalls", "pt_updates"))),
+    "part4_hidden": Probe(TABLE_ASKED, list(PART4_HIDDEN.values()), guest_runs,
+                          against_xen([f"{what}, on your RULES" for what in PART4_HIDDEN])),
+}

@@ -192,3 +192,40 @@ def test_the_reference_facts_are_the_same_in_a_fresh_interpreter(graders):
     assert graders.reference("lab9.guest_runs", cases) == here
     assert here[0]["exit_code"] == 0 and here[1]["pt_updates"] == 1024
     assert not any(key.startswith("mfn") and "domain 1" in key for key in here[0]["frames"])   # all came back
+
+
+def test_the_kernel_answers_with_plain_data_and_refuses_xens_own_rules():
+    """Do the grader's questions get a script's results, looks included, as plain data, and nothing from
+    rules that are, or call, Xen's own (the frame table's methods, withheld while they run)?"""
+    import vmkit.grading.lab9 as lab9
+    lab = new_xen()
+    data = lab.mfn(0x200)
+    steps = [["pin a writable frame", "mmuext_op", [[0, data]]], ["that frame", "frame", data],
+             ["its type", "frame", data, "type"], ["the window", "mapped", W], ["read", "read", W, 4],
+             ["the window's PTE", "entry", lab.pte(W)]]
+
+    def get_page_type(mm, mfn, type_):
+        return frames.FrameTable.get_page_type(mm, mfn, type_)
+    def mine(mm, mfn, type_):                  # Xen's rule, written out as a student would
+        page = mm.pages[mfn]
+        if page.type_count:
+            if page.type != type_:
+                return mm.refuse("in use as another type")
+            page.type_count += 1
+            return True
+        page.type, page.type_count = type_, 1
+        if type_ != frames.WRITABLE and not mm.alloc_page_type(mfn, type_):
+            page.type, page.type_count, page.validated = frames.NONE, 0, False
+            return False
+        page.validated = True
+        return True
+    mine = {"get_page_type": mine}
+    facts, = lab9.request_cases([steps], mine)
+    assert facts["results"][:3] == [[-22, 0], {"owner": 0, "count": 2, "type": "writable_page", "type_count": 1,
+                                               "pinned": False}, "writable_page"]
+    assert facts["results"][3] == lab.mapped(W) and facts["results"][4] == lab.read(W, 4).hex()
+    assert "withheld" in lab9.request_cases([steps], {"get_page_type": get_page_type})[0]["error"]
+    assert "vmkit's own" in lab9.request_cases([steps], {"get_page_type": xens_own("get_page_type")})[0]["error"]
+    assert frames.FrameTable.get_page_type(lab.mm, lab.mfn(0x201), frames.WRITABLE)        # put back after
+    table = {name: xens_own(name) for name in lab9.RULE_NAMES}
+    assert "vmkit's own" in lab9.table_cases([["pv_ops", {}, []]], table, *table.values())[0]["error"]

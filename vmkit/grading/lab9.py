@@ -256,13 +256,16 @@ def new_xen(rules=None, what="dom0 on your rules"):
 
 # --- scripts of requests, as plain data ------------------------------------------------------------------
 STEPS = ("mmu_update", "update_va_mapping", "mmuext_op", "create_domain", "write")
+LOOKS = ("frame", "read", "mapped", "entry")      # steps that only look: their result is what they saw
 
 
 def run_requests(rules, steps, what="your rules"):
     """A fresh dom0 on `rules` (None: Xen's), and each step of `steps` made in order: [what it is, "mmu_update",
     [[ptr, val], ...] (, foreigndom)], [what, "update_va_mapping", va, pte (, foreigndom)], [what,
     "mmuext_op", [[cmd, arg1], ...] (, foreigndom)], [what, "create_domain"] or [what, "write", va, hex
-    bytes]. Returns (the LabXen, each step's result: [result, done] for a batch, the result otherwise)."""
+    bytes]; or a look, whose result is what it saw: [what, "frame", mfn (, one of its fields)], [what,
+    "read", va, size] (hex bytes, or None), [what, "mapped", va], [what, "entry", machine address].
+    Returns (the LabXen, each step's result: [result, done] for a batch, the result otherwise)."""
     lab = new_xen(rules, what)
     results = []
     for step in steps:
@@ -278,9 +281,23 @@ def run_requests(rules, steps, what="your rules"):
         elif op == "write":
             lab.write(args[0], bytes.fromhex(args[1]))
             results.append(0)
+        elif op in LOOKS:
+            results.append(_look(lab, op, *args))
         else:
             raise ValueError(f"no step {op!r}; the steps are {', '.join(STEPS)}")
     return lab, results
+
+
+def _look(lab, op, *args):
+    if op == "frame":
+        state = lab.frame(args[0])
+        return state[args[1]] if args[1:] else state
+    if op == "read":
+        data = lab.read(args[0], args[1])
+        return None if data is None else bytes(data).hex()
+    if op == "mapped":
+        return lab.mapped(args[0])
+    return lab.entry(args[0])
 
 
 def _foreign(rest):
@@ -400,3 +417,98 @@ def _frame(state):
 
 def _entry(value):
     return "0 (not present)" if value is None else shown(value)
+
+
+# --- the kernel's side of the grader's questions (graders/lab9.py asks them) ------------------------------
+# The runs use vmkit as it is on disk (on_disk), so a notebook that patched Xen, its frame table or the
+# runners in its own vmkit answers with its own rules all the same. Xen's own versions of the rules a
+# student hands in are withheld meanwhile (the frame table's methods, in the notebook's vmkit and in the
+# fresh one), so a rule that calls them earns nothing; the rules the student does not hand in stay Xen's.
+@contextmanager
+def on_disk():
+    """This module as imported afresh from disk, for the time of the with block; the notebook's own
+    vmkit modules are put back after."""
+    import importlib
+    import sys
+    saved = {name: module for name, module in sys.modules.items() if name.split(".")[0] == "vmkit"}
+    for name in saved:
+        del sys.modules[name]
+    try:
+        yield importlib.import_module(__name__)
+    finally:
+        for name in [name for name in sys.modules if name.split(".")[0] == "vmkit"]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+
+
+@contextmanager
+def xens_withheld(names):
+    """Xen's own rules named in `names` withheld, in this vmkit's frame table."""
+    from ..xen.mm import FrameTable
+    from .answers import withheld
+    with withheld(FrameTable, *names):
+        yield
+
+
+def _rules_of(rules):
+    """A student's rules as a plain dict, the student's own (vmkit.grading.yours), or raise."""
+    from .answers import yours
+    if not isinstance(rules, dict) or not rules or not set(rules) <= set(RULE_NAMES):
+        raise ValueError(f"the rules must be a dict of functions, named from {', '.join(RULE_NAMES)}")
+    for name in rules:
+        yours(rules[name], name)
+    return {name: rules[name] for name in rules}
+
+
+def _error(error):
+    return {"error": f"{type(error).__name__}: {error}"}
+
+
+def scripts_facts(scripts, rules):
+    """request_facts of each script on a fresh dom0 on `rules`, or {"error": ...} (the message names why)."""
+    answers = []
+    with xens_withheld(list(rules)):
+        for steps in scripts:
+            try:
+                answers.append(request_facts(*run_requests(rules, steps)))
+            except Exception as error:          # the student's rules: their error is their answer
+                answers.append(_error(error))
+    return answers
+
+
+def request_cases(scripts, rules):
+    """scripts_facts under vmkit as on disk: a student's rules ({name: rule}) on each script, as plain data."""
+    try:
+        rules = _rules_of(rules)
+    except Exception as error:
+        return [_error(error)] * len(scripts)
+    with xens_withheld(list(rules)), on_disk() as fresh:
+        return fresh.scripts_facts(scripts, rules)
+
+
+def kernels_facts(cases, rules):
+    """kernel_facts of each [guest, options, modules] on `rules`, or {"error": ...}."""
+    answers = []
+    with xens_withheld(list(rules)):
+        for guest, options, modules in cases:
+            try:
+                answers.append(kernel_facts(*run_kernel(rules, guest, options, modules)))
+            except Exception as error:          # the student's rules: their error is their answer
+                answers.append(_error(error))
+    return answers
+
+
+def table_cases(cases, table, *named):
+    """kernels_facts of each [guest, options, modules] under a student's whole table (vmkit as on disk);
+    {"error": ...} for each unless `table` holds the student's own three rules, `named` in RULE_NAMES's
+    order, each under its name."""
+    try:
+        if not isinstance(table, dict) or sorted(table) != sorted(RULE_NAMES):
+            raise ValueError(f"RULES must be a dict with a rule for each of {', '.join(RULE_NAMES)}")
+        if any(table[name] is not rule for name, rule in zip(RULE_NAMES, named)):
+            raise ValueError(f"RULES must hold your {', '.join(RULE_NAMES)}, each under its name")
+        table = _rules_of(table)
+    except Exception as error:
+        return [_error(error)] * len(cases)
+    with xens_withheld(list(table)), on_disk() as fresh:
+        return fresh.kernels_facts(cases, table)
