@@ -146,3 +146,183 @@ def check_loop_facts(got, expected, what):
     difference explained, with where in the guest each exit happened."""
     check_facts(got, expected, what, hints=LOOP_HINTS, fields=LOOP_FIELDS, unit="exit", end="(no more exits)",
                 notes={"exits": got.get("instructions") or []})
+
+
+# --- the kernel's side of the grader's questions (graders/lab5.py asks them) ------------------------
+# Each runs under vmkit as it is on disk (answers.on_disk), so a notebook that patched vmkit's devices
+# or its vCPU (answers cut to size, the MMIO device decoding like a wrong answer) answers with its own
+# code. While a student's device handler answers, vmkit's own model of that device is withheld.
+ENGINES = ("hardware-assist", "kvm")
+WITHHELD = {"io": (("kvm.devices", "DeviceModel", "port_access"),),
+            "mmio": (("kvm.devices", "DeviceModel", "mmio_access"), ("machine.devices", "MmioDevice", "read"),
+                     ("machine.devices", "MmioDevice", "write"))}
+
+
+def _model_io(model, exit):
+    return model.port_access(exit.port, exit.size, exit.value, exit.direction)
+
+
+def _model_mmio(model, exit):
+    return model.mmio_access(exit.address, exit.size, exit.value, exit.direction)
+
+
+class withheld_devices:
+    """vmkit's own model of the devices of `kinds` ("io", "mmio"), in the vmkit modules now imported:
+    each method raises NotYours while the with block runs (its code swapped, so an instance made before
+    is refused too), and is put back after."""
+
+    def __init__(self, *kinds):
+        self.methods, self.saved = [m for kind in kinds for m in WITHHELD[kind]], []
+
+    def __enter__(self):
+        import importlib
+        from .answers import _refused
+        for module, cls, name in self.methods:
+            function = getattr(getattr(importlib.import_module(f"vmkit.{module}"), cls), name)
+            self.saved.append((function, function.__code__))
+            function.__code__ = _refused.__code__.replace(co_name=f"{cls}.{name}", co_qualname=f"{cls}.{name}")
+        return self
+
+    def __exit__(self, *exc):
+        for function, code in reversed(self.saved):
+            function.__code__ = code
+        self.saved = []
+        return False
+
+
+def _error(error):
+    return {"error": f"{type(error).__name__}: {error}"}
+
+
+def handler_runs(sources, on_io=None, on_mmio=None):
+    """loop_facts of each guest run through run_handlers with a student's handler for one kind of exit
+    (on a fresh lab_devices()) and vmkit's device model for the other; {"error": ...} for a run that failed."""
+    from ..kvm.devices import DeviceModel
+    facts = []
+    for source in sources:
+        devices, model = lab_devices(), DeviceModel()
+        io = (lambda e: on_io(devices, e)) if on_io else (lambda e: _model_io(model, e))
+        mmio = (lambda e: on_mmio(devices, e)) if on_mmio else (lambda e: _model_mmio(model, e))
+        try:
+            vcpu, ended = run_handlers(source, io, mmio, what="the guest")
+            facts.append(loop_facts(ended, vcpu, devices if on_io else model, devices if on_mmio else model))
+        except Exception as error:              # the student's code: its error is its answer
+            facts.append(_error(error))
+    return facts
+
+
+def script_answers(handler, script):
+    """handler(devices, exit) for each access of `script` ([reason, port or address, size, direction,
+    value]) on one fresh lab_devices(): each read's value (None for a write), raised(error) where it
+    raised, then the devices' state."""
+    from ..kvm.userspace import UserExit
+    from .answers import plain, raised
+    devices, answers = lab_devices(), []
+    for reason, where, size, direction, value in script:
+        exit = UserExit(reason, {"port" if reason == "IO" else "address": where, "size": size,
+                                 "direction": direction, "value": value})
+        try:
+            got = handler(devices, exit)
+            answers.append(plain(got) if exit.reads else None)
+        except Exception as error:              # the student's code: its error is its answer
+            answers.append(raised(error))
+    state = loop_facts(None, None, devices)
+    return {"answers": answers, **{field: state[field] for field in ("serial", "exit_code", "mmio")}}
+
+
+def handler_cases(cases, kind, handler):
+    """A student's device handler for `kind` ("io" or "mmio"), vmkit as on disk and vmkit's own model
+    of that device withheld: {"runs": handler_runs of cases["runs"], "scripts": script_answers of each
+    of cases["scripts"]}."""
+    from .answers import on_disk
+    with withheld_devices(kind), on_disk(__name__) as fresh, fresh.withheld_devices(kind):
+        runs = fresh.handler_runs(cases["runs"], **{f"on_{kind}": handler})
+        scripts = []
+        for script in cases["scripts"]:
+            try:
+                scripts.append(fresh.script_answers(handler, script))
+            except Exception as error:
+                scripts.append(_error(error))
+        return {"runs": runs, "scripts": scripts}
+
+
+def _engines():
+    """The engines a run is asked on here: the model, and the real KVM where it runs the lab's guests."""
+    why = kvm_why_not()
+    return {"hardware-assist": None, "kvm": why}
+
+
+def loop_runs(sources, run_loop):
+    """loop_facts of each guest under a student's run_loop with vmkit's device model, on the model and
+    (where it runs) on KVM: {engine: [facts, ...]} or {"kvm": why it was not asked}."""
+    from ..kvm.devices import DeviceModel
+    runs = {}
+    for engine, why in _engines().items():
+        if why:
+            runs[engine] = why
+            continue
+        runs[engine] = []
+        for source in sources:
+            model = DeviceModel()
+            try:
+                vcpu, ended = run_user_loop(source, lambda v: run_loop(v, model, _model_io, _model_mmio), engine)
+                runs[engine].append(loop_facts(ended, vcpu, model))
+            except Exception as error:          # the student's code: its error is its answer
+                runs[engine].append(_error(error))
+    return runs
+
+
+def scripted_loop(scripts, run_loop):
+    """A student's run_loop on ScriptedVcpus (each a list of [reason, details]) with vmkit's device model:
+    {"returned", "answers"}, or {"raised": the exception's name, "run_loop_error": whether the vCPU
+    raised it (the loop ran it again)}."""
+    from ..kvm.devices import DeviceModel
+    from ..kvm.userspace import RunLoopError, ScriptedVcpu, UserExit
+    from .answers import plain
+    outcomes = []
+    for script in scripts:
+        vcpu = ScriptedVcpu([UserExit(reason, dict(details)) for reason, details in script])
+        try:
+            returned = run_loop(vcpu, DeviceModel(), _model_io, _model_mmio)
+            outcomes.append({"returned": plain(returned), "answers": plain(vcpu.answers)})
+        except Exception as error:              # the student's code: its error is its answer
+            outcomes.append({"raised": type(error).__name__, "message": str(error)[:300],
+                             "run_loop_error": isinstance(error, RunLoopError)})
+    return outcomes
+
+
+def loop_cases(cases, run_loop):
+    """loop_runs of cases["runs"] and scripted_loop of cases["scripts"], vmkit as on disk."""
+    from .answers import on_disk
+    with on_disk(__name__) as fresh:
+        return {"runs": fresh.loop_runs(cases["runs"], run_loop), "scripts": fresh.scripted_loop(cases["scripts"], run_loop)}
+
+
+def vm_runs(sources, run_vm):
+    """A student's run_vm on a fresh vCPU for each guest, on the model and (where it runs) on KVM: what it
+    returned (ended, serial, exit_code) with the vCPU's exits; {engine: [facts, ...]} or {"kvm": why not}."""
+    from .answers import plain
+    runs = {}
+    for engine, why in _engines().items():
+        if why:
+            runs[engine] = why
+            continue
+        runs[engine] = []
+        for source in sources:
+            try:
+                vcpu, outcome = run_user_loop(source, run_vm, engine)
+                if not isinstance(outcome, dict):
+                    raise TypeError(f"run_vm returned {type(outcome).__name__}, not a dict")
+                runs[engine].append({**{key: plain(outcome.get(key), f"run_vm's {key!r}")
+                                        for key in ("ended", "serial", "exit_code")},
+                                     "exits": exits_of(vcpu)["exits"]})
+            except Exception as error:          # the student's code: its error is its answer
+                runs[engine].append(_error(error))
+    return runs
+
+
+def vm_cases(sources, run_vm):
+    """vm_runs, vmkit as on disk."""
+    from .answers import on_disk
+    with on_disk(__name__) as fresh:
+        return fresh.vm_runs(sources, run_vm)
