@@ -64,7 +64,7 @@ from .probing import Probe, lab_setup
 SETUP = lab_setup("lab4_paravirt")              # GUEST (through guest()): the grader's own
 guest = SETUP["guest"]
 REFERENCE_TIMEOUT = 30                          # vmkit's own hypervisor, in this process: never stopped by a busy machine
-HYPERCALLS = "vmkit.xen.hypercalls"
+HANDLERS_MODULE = "vmkit.xen.hypercalls"
 
 
 def handlers_asked(*names):
@@ -77,7 +77,7 @@ def handlers_asked(*names):
 
 def withhold(*numbers):
     """vmkit's own handlers for `numbers`, withheld while the kernel answers."""
-    return {HYPERCALLS: [YOURS[number] for number in numbers]}
+    return {HANDLERS_MODULE: [YOURS[number] for number in numbers]}
 
 
 def on_xen(cases):

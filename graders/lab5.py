@@ -50,7 +50,7 @@ SETUP = lab_setup("lab5_kvm_run_loop")          # GUEST (through guest()): the g
 guest = SETUP["guest"]
 COM1, LSR, DEBUG_EXIT = 0x3F8, 0x3FD, 0xF4
 ID, SCRATCH, TICKS, DOORBELL = (MMIO_BASE + offset for offset in (0x0, 0x4, 0x8, 0xC))
-MMIO_ID = int.from_bytes(b"vmk1", "little")
+ID_READS = int.from_bytes(b"vmk1", "little")
 DEVICES = vmkit.guests.source("devices")
 
 
@@ -168,7 +168,7 @@ def part2_visible(answers, expected, cases):
     script, = answers["scripts"]
     check(isinstance(script, dict) and "error" not in script, "handle_mmio answers the accesses", got=script)
     got = script["answers"]
-    check_equal(got[0], MMIO_ID, what="a dword read of ID", hint='the bytes "vmk1", little-endian: 0x316b6d76')
+    check_equal(got[0], ID_READS, what="a dword read of ID", hint='the bytes "vmk1", little-endian: 0x316b6d76')
     check_equal(got[3], 0x123456AB, what="SCRATCH after a dword write of 0x12345678 and a byte write of 0xab",
                 hint="a byte write replaces one byte and keeps the other three")
     check_equal(got[4:7], [1, 2, 3], what="three reads of TICKS", hint="each read counts itself")
