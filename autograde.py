@@ -118,8 +118,8 @@ def sandbox_command(course, python, workdir, runtime):
         path = os.path.realpath(path) if path else ""
         if (not path or not os.path.exists(path) or inside(path, "/usr") or inside(course, path)
                 or (inside(path, course) and not any(inside(path, folder) for folder in allowed))
-                or any(inside(path, kept) for kept in read_only)):
-            continue            # nothing, the system's, the course or a folder above it, or bound already
+                or any(inside(path, kept) for kept in read_only) or holds_a_course(path)):
+            continue            # nothing, the system's, the course or a folder above it, bound already, or a course
         read_only = [kept for kept in read_only if not inside(kept, path)] + [path]
     read_only.append(os.path.join(course, "graders"))
     # --disable-userns (bubblewrap 0.8) and --size (0.7) where this bwrap has them and is not setuid
@@ -149,6 +149,12 @@ def sandbox_command(course, python, workdir, runtime):
                        "PYTHONDONTWRITEBYTECODE": "1", "NBGRADER_EXECUTION": "autograde"}.items():
         command += ["--setenv", key, value]
     return command + ["--", python["executable"]]
+
+
+def holds_a_course(path):
+    """Is `path` a course checkout (a folder with labs/ or graders/ in it), for example the course's own
+    folder on PYTHONPATH? Its answers must stay out of the sandbox: only the vmkit package is bound."""
+    return any(os.path.isdir(os.path.join(path, name)) for name in ("labs", "graders"))
 
 
 def bwrap_options():

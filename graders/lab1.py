@@ -108,6 +108,29 @@ def frames_judge(what):
                         describe=lambda c: f"{c['event']['cause']} at eip={c['cpu']['eip']:#x}, cs={c['cpu']['cs']:#x}")
 
 
+PILL_VERDICTS = {"native": 0, "hardware-assist": 0, "trap-and-emulate": 1, "binary-translation": 1}
+PILL_ASKED = f"vmkit.grading.lab1.pill_traces({SETUP['PILL_KERNEL']!r}, cases, PILL)"
+
+
+def pill_judge(answers, expected, cases):
+    """Part 5: under each technique the pill reports the verdict (1 where a VMM deprivileged the
+    kernel, 0 on the bare machine and under hardware assist), ends through SYS_REPORT, and leaves ring
+    3 only through that int 0x80: no exception."""
+    from vmkit.grading.checks import check, check_equal
+    check(isinstance(answers, list) and len(answers) == len(cases), "one run per case", got=answers)
+    for (gdt_at, technique), trace in zip(cases, answers):
+        case = f"under {technique}, the GDT at {gdt_at:#x}"
+        check(isinstance(trace, dict) and "error" not in trace, f"the pill runs {case}",
+              got=trace.get("error") if isinstance(trace, dict) else trace)
+        left = [[t["cause"], t["from_ring"]] for t in trace.get("transitions", []) if t["from_ring"] == 3]
+        check_equal(left, [["int 0x80", 3]], what=f"how the pill leaves ring 3 {case}",
+                    hint="once, through SYS_REPORT's int 0x80: an exception means the pill crashed the program")
+        check_equal(trace.get("serial"), f"{PILL_VERDICTS[technique]:08x}", what=f"what the pill reports {case}",
+                    hint="1 where a VMM runs the guest's kernel deprivileged on tables of its own, 0 where the CPU "
+                         "holds the guest's own; the kernel's GDT is somewhere else in every run")
+        check_equal(trace.get("exit_code"), 1, what=f"the exit code {case}", hint="end with SYS_REPORT")
+
+
 PROBES = {
     "part1_selectors": Probe(SELECTORS_ASKED, LESSON_SELECTORS, selector_fields,
                              selectors_judge("decode_selector on the lesson kernel's selectors"), withhold=DECODERS),
@@ -135,6 +158,10 @@ PROBES = {
                           syscall_judge),
     "part4_visible": Probe(FRAME_ASKED, lambda: interrupt_frames(vmkit.guests.source("rings"))[:1], frames_expected,
                            frames_judge("interrupt_frame on the first int 0x80 of the lesson's kernel")),
+    "part5_visible": Probe(PILL_ASKED, [[0x200000, "native"], [0x200000, "trap-and-emulate"]], lambda cases: None,
+                           pill_judge),
+    "part5_hidden": Probe(PILL_ASKED, [[at, technique] for at in (0x12340, 0x2A0010, 0x3A0008) for technique in PILL_VERDICTS],
+                          lambda cases: None, pill_judge, timeout=60),
     "part4_hidden": Probe(FRAME_ASKED, lambda: (interrupt_frames(vmkit.guests.source("rings")) +
                                                 interrupt_frames(vmkit.guests.source("same_ring"))),
                           frames_expected, frames_judge("interrupt_frame on IRQs, faults and int n")),

@@ -5,6 +5,7 @@ from unicorn import x86_const as X
 import vmkit
 from ..asm import disassemble
 from ..machine.x86 import TSS_ESP, TSS_SS
+from .answers import on_disk
 from .runs import ending, explained, guest_error_message
 
 # Budgets for a student's guest: generous for any lab program, short enough that a guest stuck in
@@ -15,12 +16,13 @@ TIMEOUT = 5.0
 DESCRIPTOR_FIELDS = ("base", "limit", "type", "s", "dpl", "present")     # what decode_descriptor returns
 
 
-def run_guest(source, what="your guest", max_instructions=MAX_INSTRUCTIONS, timeout=TIMEOUT):
-    """vmkit.run with a budget, every way a guest can go wrong turned into a message that names it."""
+def run_guest(source, what="your guest", max_instructions=MAX_INSTRUCTIONS, timeout=TIMEOUT, technique="native"):
+    """vmkit.run with a budget (under `technique`), every way a guest can go wrong turned into a
+    message that names it."""
     with explained(what, max_instructions, timeout,
                    look="a loop that never ends (`jmp $`, a `loop` whose ECX never reaches 0) or a "
                         "handler that never reaches `out 0xf4, al`"):
-        return vmkit.run(source, max_instructions=max_instructions, timeout=timeout)
+        return vmkit.run(source, technique=technique, max_instructions=max_instructions, timeout=timeout)
 
 
 def interrupt_frames(source):
@@ -67,10 +69,10 @@ def _tss_base(machine):
     return base or None
 
 
-def guest_trace(source, max_instructions=MAX_INSTRUCTIONS, timeout=TIMEOUT):
+def guest_trace(source, max_instructions=MAX_INSTRUCTIONS, timeout=TIMEOUT, technique="native"):
     """How a guest ends and the ring transitions it made, as plain data ({"error": ...} if it could not run)."""
     try:
-        result = vmkit.run(source, max_instructions=max_instructions, timeout=timeout)
+        result = vmkit.run(source, technique=technique, max_instructions=max_instructions, timeout=timeout)
     except vmkit.VmkitError as error:
         return {"error": f"{type(error).__name__}: {guest_error_message(error)}"}
     transitions = [{"cause": e.detail["cause"], "vector": e.detail.get("vector"),
@@ -86,5 +88,16 @@ def syscall_traces(kernel, values, user_program, syscall_handler):
     around the student's two strings, run for each value: guest_trace of each."""
     if not isinstance(user_program, str) or not isinstance(syscall_handler, str):
         return [{"error": "USER_PROGRAM and SYSCALL_HANDLER must be strings of NASM"}] * len(values)
-    return [guest_trace(kernel.format(value=value, user_program=user_program, syscall_handler=syscall_handler))
-            for value in values]
+    with on_disk(__name__) as fresh:                # vmkit as installed, whatever the notebook replaced
+        return [fresh.guest_trace(kernel.format(value=value, user_program=user_program,
+                                                syscall_handler=syscall_handler)) for value in values]
+
+
+def pill_traces(kernel, cases, pill):
+    """Part 5's guest, `kernel` (a template with {gdt_at} and {pill} slots) around the student's red
+    pill, for each case [gdt_at, technique]: guest_trace of each, run under that technique."""
+    if not isinstance(pill, str):
+        return [{"error": "PILL must be a string of NASM"}] * len(cases)
+    with on_disk(__name__) as fresh:                # vmkit as installed, whatever the notebook replaced
+        return [fresh.guest_trace(kernel.format(gdt_at=gdt_at, pill=pill), technique=technique)
+                for gdt_at, technique in cases]
