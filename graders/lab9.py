@@ -30,13 +30,13 @@ from .probing import Probe
 P, RW, US, PWT, PCD, A, D, PAT, G = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20, 0x40, 0x80, 0x100
 PIN_L1_TABLE, PIN_L2_TABLE, PRESERVE_AD, UNPIN_TABLE, NEW_BASEPTR = 0, 1, 2, 4, 5
 WINDOW = 0x3FF000                      # a page of dom0's that the checks remap at will
-X = new_xen()                          # Xen's own rules: the machine frames the requests name
-mfn = X.mfn
-DOMU = X.create_domain()               # the same domain a script's create_domain makes: its frames
+REFERENCE_XEN = new_xen()                          # Xen's own rules: the machine frames the requests name
+mfn = REFERENCE_XEN.mfn
+DOMU = REFERENCE_XEN.create_domain()               # the same domain a script's create_domain makes: its frames
 
 
 def domu(pfn):
-    return X.mfn(pfn, DOMU)
+    return REFERENCE_XEN.mfn(pfn, DOMU)
 
 
 def rules_asked(*names):
@@ -78,8 +78,8 @@ def against_xen(what, fields=None):
 _data, _spare = mfn(0x200), mfn(0x3F0)
 _HINT1 = "the domain builder validates the page directory as L2 (which validates its L1), pins it and loads it in CR3"
 PART1_VISIBLE = [[
-    ["dom0's page directory after the start of day", "frame", X.pd],
-    ["dom0's L1 table after the start of day", "frame", X.l1],
+    ["dom0's page directory after the start of day", "frame", REFERENCE_XEN.pd],
+    ["dom0's L1 table after the start of day", "frame", REFERENCE_XEN.l1],
     ["the type of the frame dom0 has at 0x200000", "frame", _data, "type"],
     ["pinning, as an L1 table, a frame mapped writable", "mmuext_op", [[PIN_L1_TABLE, _data]]],
     ["that frame after the refused pin", "frame", _data],
@@ -99,9 +99,9 @@ PART1_HINTS = {
     "pinning the spare frame, now read-only": "no typed reference left: it may take the type L1, once its entries "
                                               "are checked"}
 PART1_HIDDEN = [
-    ["map the page directory writable", "update_va_mapping", WINDOW, X.pd << 12 | P | RW | A],
-    ["map the L1 table writable, with mmu_update", "mmu_update", [[X.pte(WINDOW), X.l1 << 12 | P | RW | A]]],
-    ["map the L1 table read-only", "update_va_mapping", WINDOW, X.l1 << 12 | P | A],
+    ["map the page directory writable", "update_va_mapping", WINDOW, REFERENCE_XEN.pd << 12 | P | RW | A],
+    ["map the L1 table writable, with mmu_update", "mmu_update", [[REFERENCE_XEN.pte(WINDOW), REFERENCE_XEN.l1 << 12 | P | RW | A]]],
+    ["map the L1 table read-only", "update_va_mapping", WINDOW, REFERENCE_XEN.l1 << 12 | P | A],
     ["make frame 0x3f0 read-only", "update_va_mapping", 0x3F0000, mfn(0x3F0) << 12 | P | A],
     ["write into frame 0x3f0 a PTE that maps frame 0x3f1 writable", "mmu_update",
      [[mfn(0x3F0) << 12, mfn(0x3F1) << 12 | P | RW | A]]],
@@ -120,9 +120,9 @@ PART1_HIDDEN = [
     ["write into frame 0x3f3 a PTE that maps frame 0x201 writable", "mmu_update",
      [[mfn(0x3F3) << 12, mfn(0x201) << 12 | P | RW | A | US]]],
     ["point the page directory in use at frame 0x3f3, for 0x400000", "mmu_update",
-     [[X.pde(0x400000), mfn(0x3F3) << 12 | P | RW | A | US]]],
+     [[REFERENCE_XEN.pde(0x400000), mfn(0x3F3) << 12 | P | RW | A | US]]],
     ["point the page directory in use at frame 0x200, mapped writable, for 0x800000", "mmu_update",
-     [[X.pde(0x800000), mfn(0x200) << 12 | P | RW | A]]],
+     [[REFERENCE_XEN.pde(0x800000), mfn(0x200) << 12 | P | RW | A]]],
     ["load frame 0x3f0, an L1 table, as the page directory", "mmuext_op", [[NEW_BASEPTR, mfn(0x3F0)]]],
     ["unpin frame 0x3f0", "mmuext_op", [[UNPIN_TABLE, mfn(0x3F0)]]],
     ["map frame 0x3f0 writable again", "update_va_mapping", 0x3F0000, mfn(0x3F0) << 12 | P | RW | A],
@@ -136,8 +136,8 @@ for _pfn, _flags, _what in [(0x200, P | RW | A, "frame 0x200, writable"), (0x201
                          [f"what dom0 reads through the window ({_what})", "read", WINDOW, 16],
                          [f"what dom0 reads at {_pfn << 12:#x}", "read", _pfn << 12, 16]]
 for _what, _pte in [("a PTE with PCD, for dom0's own frame", mfn(0x202) << 12 | P | RW | A | PCD),
-                    ("Xen's GDT frame, writable", X.xen_frame << 12 | P | RW | A),
-                    ("a frame past the end of machine memory, writable", X.not_ram << 12 | P | RW | A)]:
+                    ("Xen's GDT frame, writable", REFERENCE_XEN.xen_frame << 12 | P | RW | A),
+                    ("a frame past the end of machine memory, writable", REFERENCE_XEN.not_ram << 12 | P | RW | A)]:
     PART2_VISIBLE[0] += [[f"update_va_mapping: the window onto {_what}", "update_va_mapping", WINDOW, _pte],
                          [f"what the window maps after {_what} was refused", "mapped", WINDOW]]
 PART2_HINTS = {step[0]: "caching flags are Xen's; a frame must be RAM, and the domain's own"
@@ -148,12 +148,12 @@ PART2_HIDDEN = [
     ["create domain 1", "create_domain"],
     ["map a frame of domain 1, read-only", "update_va_mapping", WINDOW, domu(0x100) << 12 | P | A],
     ["map a frame of domain 1, writable", "update_va_mapping", WINDOW, domu(0x100) << 12 | P | RW | A],
-    ["map a frame of Xen's, read-only", "update_va_mapping", WINDOW, X.xen_frame << 12 | P | A],
-    ["map a free frame, read-only", "update_va_mapping", WINDOW, X.free_frame << 12 | P | A],
-    ["map I/O space, read-only", "update_va_mapping", WINDOW, X.not_ram << 12 | P | A],
+    ["map a frame of Xen's, read-only", "update_va_mapping", WINDOW, REFERENCE_XEN.xen_frame << 12 | P | A],
+    ["map a free frame, read-only", "update_va_mapping", WINDOW, REFERENCE_XEN.free_frame << 12 | P | A],
+    ["map I/O space, read-only", "update_va_mapping", WINDOW, REFERENCE_XEN.not_ram << 12 | P | A],
     ["map domain 1's page directory, read-only", "update_va_mapping", WINDOW, domu(5) << 12 | P | A],
-    ["map the L1 table writable", "update_va_mapping", WINDOW, X.l1 << 12 | P | RW | A],
-    ["map the page directory writable, with mmu_update", "mmu_update", [[X.pte(WINDOW), X.pd << 12 | P | RW | A]]],
+    ["map the L1 table writable", "update_va_mapping", WINDOW, REFERENCE_XEN.l1 << 12 | P | RW | A],
+    ["map the page directory writable, with mmu_update", "mmu_update", [[REFERENCE_XEN.pte(WINDOW), REFERENCE_XEN.pd << 12 | P | RW | A]]],
     ["a PTE with GLOBAL", "update_va_mapping", WINDOW, mfn(0x200) << 12 | P | A | G],
     ["a PTE with PAT", "update_va_mapping", WINDOW, mfn(0x200) << 12 | P | RW | A | PAT],
     ["a PTE with PWT and PCD", "update_va_mapping", WINDOW, mfn(0x200) << 12 | P | RW | A | PWT | PCD],
@@ -175,39 +175,39 @@ PART2_HIDDEN = [
 # Part 3: mod_l1_entry
 _a, _b = mfn(0x200), mfn(0x201)
 PART3_VISIBLE = [[
-    ["mmu_update: the window's PTE onto frame 0x200", "mmu_update", [[X.pte(WINDOW), _a << 12 | P | RW | A | US]]],
+    ["mmu_update: the window's PTE onto frame 0x200", "mmu_update", [[REFERENCE_XEN.pte(WINDOW), _a << 12 | P | RW | A | US]]],
     ["what dom0 reads through the window", "read", WINDOW, 16],
     ["what dom0 reads at 0x200000", "read", 0x200000, 16],
     ["update_va_mapping: the window onto frame 0x201", "update_va_mapping", WINDOW, _b << 12 | P | RW | A | US],
     ["the frame the window maps", "mapped", WINDOW],
     ["a PTE with PCD for the window", "update_va_mapping", WINDOW, _a << 12 | P | RW | A | PCD],
-    ["the window's PTE after the refusal", "entry", X.pte(WINDOW)],
-    ["mmu_update: the window's PTE cleared", "mmu_update", [[X.pte(WINDOW), 0]]],
+    ["the window's PTE after the refusal", "entry", REFERENCE_XEN.pte(WINDOW)],
+    ["mmu_update: the window's PTE cleared", "mmu_update", [[REFERENCE_XEN.pte(WINDOW), 0]]],
     ["the frame the window maps once its PTE is clear", "mapped", WINDOW]]]
 PART3_HINTS = {"a PTE with PCD for the window": "the flags of L1_DISALLOW_MASK are refused before anything else",
                "the window's PTE after the refusal": "a refused request writes nothing"}
 PART3_HIDDEN = [
     ["create domain 1", "create_domain"],
-    ["map the window onto frame 0x200, with mmu_update", "mmu_update", [[X.pte(WINDOW), mfn(0x200) << 12 | P | RW | A | US]]],
+    ["map the window onto frame 0x200, with mmu_update", "mmu_update", [[REFERENCE_XEN.pte(WINDOW), mfn(0x200) << 12 | P | RW | A | US]]],
     ["map the window onto frame 0x201, with update_va_mapping", "update_va_mapping", WINDOW,
      mfn(0x201) << 12 | P | RW | A | US],
     ["pin frame 0x3ff, which nothing maps any more, as an L1 table", "mmuext_op", [[PIN_L1_TABLE, mfn(0x3FF)]]],
     ["in that pinned table, map frame 0x202 writable", "mmu_update", [[mfn(0x3FF) << 12 | 8, mfn(0x202) << 12 | P | RW | A]]],
-    ["in that pinned table, map the L1 table writable", "mmu_update", [[mfn(0x3FF) << 12 | 12, X.l1 << 12 | P | RW | A]]],
+    ["in that pinned table, map the L1 table writable", "mmu_update", [[mfn(0x3FF) << 12 | 12, REFERENCE_XEN.l1 << 12 | P | RW | A]]],
     ["in that pinned table, map frame 0x202 read-only", "mmu_update", [[mfn(0x3FF) << 12 | 8, mfn(0x202) << 12 | P | A]]],
     ["make frame 0x203 read-only", "update_va_mapping", 0x203000, mfn(0x203) << 12 | P | A],
     ["pin frame 0x203, which nothing maps writable any more", "mmuext_op", [[PIN_L1_TABLE, mfn(0x203)]]],
-    ["a PTE with GLOBAL for 0x200000", "mmu_update", [[X.pte(0x200000), mfn(0x200) << 12 | P | RW | A | G]]],
+    ["a PTE with GLOBAL for 0x200000", "mmu_update", [[REFERENCE_XEN.pte(0x200000), mfn(0x200) << 12 | P | RW | A | G]]],
     ["dom0 writes at 0x200000", "write", 0x200000, "766d6b6974"],
     ["remap 0x200000, keeping its accessed and dirty bits", "mmu_update",
-     [[X.pte(0x200000) | PRESERVE_AD, mfn(0x200) << 12 | P | RW]]],
-    ["remap 0x204000, not keeping them", "mmu_update", [[X.pte(0x204000), mfn(0x204) << 12 | P | RW]]],
+     [[REFERENCE_XEN.pte(0x200000) | PRESERVE_AD, mfn(0x200) << 12 | P | RW]]],
+    ["remap 0x204000, not keeping them", "mmu_update", [[REFERENCE_XEN.pte(0x204000), mfn(0x204) << 12 | P | RW]]],
     ["map a frame of domain 1 at the window, naming domain 1 as the foreign domain", "update_va_mapping", WINDOW,
      domu(0x100) << 12 | P | RW | A, 1],
-    ["set the dirty bit of that PTE", "mmu_update", [[X.pte(WINDOW), domu(0x100) << 12 | P | RW | A | D]]],
-    ["unmap the window", "mmu_update", [[X.pte(WINDOW), 0]]],
+    ["set the dirty bit of that PTE", "mmu_update", [[REFERENCE_XEN.pte(WINDOW), domu(0x100) << 12 | P | RW | A | D]]],
+    ["unmap the window", "mmu_update", [[REFERENCE_XEN.pte(WINDOW), 0]]],
     ["unmap 0x205000 and map 0x206000 onto its frame, in one batch", "mmu_update",
-     [[X.pte(0x205000), 0], [X.pte(0x206000), mfn(0x205) << 12 | P | RW | A]]],
+     [[REFERENCE_XEN.pte(0x205000), 0], [REFERENCE_XEN.pte(0x206000), mfn(0x205) << 12 | P | RW | A]]],
 ]
 
 # Part 4: the whole table, on the course's PV kernels

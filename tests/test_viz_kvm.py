@@ -56,7 +56,7 @@ def test_the_guest_meets_every_control_once_or_more(model_run):
 # --- the run loop ---------------------------------------------------------------------------------------
 
 def test_the_run_loop_carries_the_runs_counts(model_run):
-    d = kviz.run_loop(model_run, controls=VmcsControls())
+    d = kviz.run_loop_diagram(model_run, controls=VmcsControls())
     total = model_run.stats["vmexits"]
     io = model_run.stats["vmexit_IO"]
     assert f'label=" VM exit ×{total} "' in edge(d, "handler", "guest")[0]
@@ -77,24 +77,24 @@ def test_the_run_loop_carries_the_runs_counts(model_run):
 
 def test_the_last_exits_edge_is_highlighted(model_run):
     mmio = next(e for e in model_run.of_kind("vmexit") if e.detail["reason"] == "MMIO")
-    d = kviz.run_loop(model_run, highlight=mmio)
+    d = kviz.run_loop_diagram(model_run, highlight=mmio)
     (up,) = edge(d, "device", "handler")
     assert kviz.HOT in up and f'<font color="{kviz.HOT}"><b>KVM_EXIT_MMIO ×1</b></font>' in up
     assert "<b>KVM_EXIT_IO" not in up
     assert kviz.HOT not in edge(d, "handler", "entry")[0]
-    cpuid = kviz.run_loop(model_run, highlight="CPUID")
+    cpuid = kviz.run_loop_diagram(model_run, highlight="CPUID")
     assert kviz.HOT in edge(cpuid, "handler", "entry")[0] and kviz.HOT not in edge(cpuid, "device", "handler")[0]
-    plain = kviz.run_loop(model_run)
+    plain = kviz.run_loop_diagram(model_run)
     assert kviz.HOT not in plain.source
 
 
 def test_a_live_machine_shows_the_counts_so_far(vmexits):
     m = vmkit.machine(vmexits, HA)
-    d = kviz.run_loop(m)
+    d = kviz.run_loop_diagram(m)
     assert "nothing yet" in d.source and "the run goes on" in d.source and "0 VM exits" in d.caption
     m.run_until(event="vmexit")
     m.run_until(event="vmexit")
-    d = kviz.run_loop(m)
+    d = kviz.run_loop_diagram(m)
     assert "KVM_EXIT_IO ×2" in edge(d, "device", "handler")[0]
     assert "answer, run again ×2" in edge(d, "device", "run")[0]          # not ended: both go round again
     assert "The run has not ended yet." in d.text
@@ -103,7 +103,7 @@ def test_a_live_machine_shows_the_counts_so_far(vmexits):
 def test_the_run_loop_on_real_kvm_takes_the_kernels_count(vmexits):
     need_kvm()
     result = vmkit.run(vmexits, "kvm")
-    d = kviz.run_loop(result)
+    d = kviz.run_loop_diagram(result)
     s = result.stats
     kernel = s["kernel_exits"] - s["vmexits"]
     assert kernel >= 1                                     # CPUID at least never left the kernel

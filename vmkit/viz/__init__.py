@@ -22,7 +22,7 @@ moment), so `viz.compare` costs nothing to a lesson that never draws a plot.
     vmm          vmm_loop(), shadow_tables(): a trap-and-emulate VMM's loop and its shadow tables
     translation  side_by_side(), cache_graph(), TranslationStepper: a binary translator's units
     paravirt     HypercallStepper, xen_structure(), multicalls, a split driver's ring
-    kvm          run_loop(), ExitStepper, VmcsExplorer: VT-x and KVM's run loop
+    kvm          run_loop_diagram(), ExitStepper, VmcsExplorer: VT-x and KVM's run loop
     paging       walk(), WalkStepper, shadow_beside_guest(), ShadowStepper, paging_exits(), two_d_walk(): 32-bit
                  paging, shadow page tables, EPT
     migration    timeline(), rounds_table(), RoundStepper: pre-copy live migration

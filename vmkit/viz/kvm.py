@@ -1,7 +1,7 @@
 """Pictures of hardware-assisted virtualization and KVM at work, drawn from what a run recorded.
 
     banner(report, technique)      which engine the lesson runs on: the real /dev/kvm, or the model and why
-    run_loop(run)                  KVM's run loop as a state diagram across VMX root and non-root mode,
+    run_loop_diagram(run)          KVM's run loop as a state diagram across VMX root and non-root mode,
                                    every edge carrying how often this run took it
     exit_reasons(run)              each exit reason: VT-x's number, what KVM does with it, how often here
     exit_split(run)                exits that reached user space against exits the kernel counted
@@ -135,7 +135,7 @@ def banner(report, technique, needs=("protected-mode",)):
 
 
 # --- the run loop --------------------------------------------------------------------------------------
-def run_loop(run, highlight=None, controls=None):
+def run_loop_diagram(run, highlight=None, controls=None):
     """KVM's run loop as a state diagram: the VMM's thread in ring 3 calls KVM_RUN, kvm.ko enters
     the guest, the guest runs in VMX non-root mode until an exit, and kvm.ko either handles the exit
     itself and re-enters, or returns to user space, where the device model answers. Every edge
@@ -393,7 +393,7 @@ class VmcsExplorer:
                               f"the guest's port accesses: {s['io']}; the guest ended: {_ending(self.result)}</div>"
                               + _serial_html(self.result.serial))
         self.table.value = controls_table(controls, self.result)._repr_html_()
-        self.diagram.value = _svg(run_loop(self.result, controls=controls))
+        self.diagram.value = _svg(run_loop_diagram(self.result, controls=controls))
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
@@ -470,7 +470,7 @@ class ExitStepper(Walker):
                                 f"{html.escape(self.message)}</div>" if self.message else ""))
         self.exit.value = exit_html(last, self.technique)
         self.code.value = code_html(self.image, last.eip if last else self.image.entry)
-        self.diagram.value = _svg(run_loop(result, highlight=last, controls=getattr(m, "controls", None)))
+        self.diagram.value = _svg(run_loop_diagram(result, highlight=last, controls=getattr(m, "controls", None)))
         fresh = {id(e) for e in self.last_events}
         shown = m.events[-self.LOG_LINES:]
         rows = [f"<b>{html.escape(str(e))}</b>" if id(e) in fresh else html.escape(str(e)) for e in shown]

@@ -339,7 +339,7 @@ def verw(vmm, insn):
     return f"{selector:#x} writable at CPL 0: {ok}"
 
 
-def pushfd(vmm, insn):
+def emulate_pushfd(vmm, insn):
     """pushf without a rewrite rule: the guest's flags, its virtual IF and IOPL among them."""
     cpu = vmm.cpu
     value = vmm.vcpu.flags_view(cpu["eflags"])
@@ -349,7 +349,7 @@ def pushfd(vmm, insn):
     return f"pushed the virtual flags {value:#x}"
 
 
-def popfd(vmm, insn):
+def emulate_popfd(vmm, insn):
     """popf without a rewrite rule, at the guest kernel's virtual CPL 0: IF and IOPL go to the
     virtual CPU, the arithmetic flags to the real ones."""
     cpu = vmm.cpu
@@ -367,4 +367,4 @@ ZF_BIT = 1 << 6
 SENSITIVE_READS = {"sgdt": sgdt, "sidt": sidt, "sldt": sldt, "str": str_, "smsw": smsw,
                    "lar": lar, "lsl": lsl, "verr": verr, "verw": verw}
 # pushf and popf, for a translator that has no rewrite rule for them
-FLAGS = {"pushfd": pushfd, "popfd": popfd}
+FLAGS = {"pushfd": emulate_pushfd, "popfd": emulate_popfd}
