@@ -102,7 +102,8 @@ def same_scripts(answers, expected, scripts, name, hint):
 
 # Part 1: handle_io
 PART1_SCRIPT = [["IO", LSR, 1, "in", None], ["IO", COM1, 1, "out", ord("h")], ["IO", COM1, 1, "out", ord("i")],
-                ["IO", 0x80, 1, "in", None], ["IO", DEBUG_EXIT, 1, "out", 2]]
+                ["IO", COM1, 2, "out", 0x0A21], ["IO", 0x80, 1, "in", None], ["IO", 0x80, 2, "in", None],
+                ["IO", DEBUG_EXIT, 1, "out", 2]]
 PART1_VISIBLE = {"runs": [guest("mov esi, hello\ncall puts\nin al, 0x80\nmovzx eax, al\ncall hex32\nmov al, 2\n"
                                 "out DEBUG_EXIT, al", data='hello: db "hello from the guest", 10, 0')],
                  "scripts": [PART1_SCRIPT]}
@@ -112,14 +113,17 @@ def part1_visible(answers, expected, cases):
     answers = parts(answers, cases)
     script, = answers["scripts"]
     check(isinstance(script, dict) and "error" not in script, "handle_io answers the accesses", got=script)
-    lsr, _, _, floating, _ = script["answers"]
+    lsr, _, _, _, floating, floating_word, _ = script["answers"]
     check_equal(lsr, 0x60, what="an in al from COM1's line status (0x3fd)",
-                hint="bit 5 (ready for a byte) and bit 6 (idle): 0x60")
-    check_equal(script["serial"], "hi", what="devices.serial after out 'h' and out 'i' to 0x3f8",
-                hint="the part's spec: each out to COM1 sends one byte")
-    check_equal(floating, 0xFF, what="an in al from port 0x80, where nothing answers", hint="the bus floats high: all ones")
+                hint="the spec's rule for the line status register: which bits the guests wait for")
+    check_equal(script["serial"], "hi!", what="devices.serial after out 'h', out 'i' (al) and out 0x0a21 (ax) to 0x3f8",
+                hint="the spec's rule for COM1's transmit register, whatever the width of the access")
+    check_equal(floating, 0xFF, what="an in al from port 0x80, where nothing answers",
+                hint="the spec's rule for a port where nothing is")
+    check_equal(floating_word, 0xFFFF, what="an in ax from port 0x80", hint="the spec's rule for a port where nothing "
+                "is, at the access's size")
     check_equal(script["exit_code"], 5, what="devices.exit_code after an out of 2 to 0xf4",
-                hint="QEMU's isa-debug-exit: the exit code is (v << 1) | 1")
+                hint="the spec's rule for isa-debug-exit (QEMU's hw/misc/debugexit.c)")
     run, = answers["runs"]
     ran(run, "a guest that prints")
     check_equal(run["serial"], "hello from the guest\n000000ff ", what="what the guest printed",
@@ -159,7 +163,10 @@ def part1_hidden(answers, expected, cases):
 PART2_SCRIPT = [["MMIO", ID, 4, "read", None], ["MMIO", SCRATCH, 4, "write", 0x12345678],
                 ["MMIO", SCRATCH, 1, "write", 0xAB], ["MMIO", SCRATCH, 4, "read", None]] + \
                [["MMIO", TICKS, 4, "read", None]] * 3 + \
-               [["MMIO", DOORBELL, 4, "write", 1], ["MMIO", DOORBELL, 4, "write", 2], ["MMIO", DOORBELL, 4, "read", None]]
+               [["MMIO", DOORBELL, 4, "write", 1], ["MMIO", DOORBELL, 4, "write", 2], ["MMIO", DOORBELL, 4, "read", None],
+                ["MMIO", ID + 1, 1, "read", None], ["MMIO", ID, 4, "write", 0], ["MMIO", ID, 4, "read", None],
+                ["MMIO", SCRATCH + 2, 2, "write", 0xBEEF], ["MMIO", SCRATCH + 3, 1, "read", None],
+                ["MMIO", TICKS + 1, 1, "read", None], ["MMIO", MMIO_BASE + 0x40, 4, "read", None]]
 PART2_VISIBLE = {"runs": [DEVICES], "scripts": [PART2_SCRIPT]}
 
 
@@ -168,12 +175,19 @@ def part2_visible(answers, expected, cases):
     script, = answers["scripts"]
     check(isinstance(script, dict) and "error" not in script, "handle_mmio answers the accesses", got=script)
     got = script["answers"]
-    check_equal(got[0], ID_READS, what="a dword read of ID", hint='the bytes "vmk1", little-endian: 0x316b6d76')
+    check_equal(got[0], ID_READS, what="a dword read of ID", hint="the spec's table: ID, little-endian")
     check_equal(got[3], 0x123456AB, what="SCRATCH after a dword write of 0x12345678 and a byte write of 0xab",
-                hint="a byte write replaces one byte and keeps the other three")
-    check_equal(got[4:7], [1, 2, 3], what="three reads of TICKS", hint="each read counts itself")
-    check_equal(got[9], 2, what="a read of DOORBELL after two rings", hint="a read says how often it rang, not what was written")
-    check_equal(script["mmio"], {"scratch": 0x123456AB, "ticks": 3, "rings": 2},
+                hint="the spec: an access of 1 or 2 bytes lands inside a register")
+    check_equal(got[4:7], [1, 2, 3], what="three reads of TICKS", hint="the spec's table: TICKS")
+    check_equal(got[9], 2, what="a read of DOORBELL after two rings", hint="the spec's table: DOORBELL")
+    check_equal(got[10], ord("m"), what="a byte read at ID + 1", hint="the spec: where in its register an access falls")
+    check_equal(got[12], ID_READS, what="a read of ID after a write of 0 to it", hint="the spec's table: ID")
+    check_equal(got[14], 0xBE, what="a byte read at SCRATCH + 3 after a word write of 0xbeef at SCRATCH + 2",
+                hint="the spec: an access of 1 or 2 bytes lands inside a register")
+    check_equal(got[15], 0, what="a byte read at TICKS + 1, the fourth read of TICKS",
+                hint="the spec: a read of TICKS counts at any size and offset inside it")
+    check_equal(got[16], 0, what="a read at +0x40", hint="the spec: the device decodes the whole offset")
+    check_equal(script["mmio"], {"scratch": 0xBEEF56AB, "ticks": 4, "rings": 2},
                 what="(devices.scratch, devices.ticks, devices.rings)")
     run, = answers["runs"]
     ran(run, "the devices guest")
@@ -234,7 +248,11 @@ PART3_VISIBLE = {"runs": [DEVICES, guest("mov esi, bye\ncall puts\nmov eax, [TIC
                                          data='bye: db "bye", 10, 0')],
                  "scripts": [[["IO", {"port": LSR, "size": 1, "direction": "in", "value": None}],
                               ["MMIO", {"address": TICKS, "size": 4, "direction": "read", "value": None}],
-                              ["HLT", {"interrupts": False}]]]}
+                              ["HLT", {"interrupts": False}]],
+                             [["IO", {"port": DEBUG_EXIT, "size": 1, "direction": "in", "value": None}],
+                              ["HLT", {"interrupts": False}]],
+                             [["SHUTDOWN", {}]],
+                             [["INTERNAL_ERROR", {"eip": 0x100010}]]]}
 
 
 def part3_visible(answers, expected, cases):
@@ -252,11 +270,20 @@ def part3_visible(answers, expected, cases):
     check_equal([bye["ended"], bye["exit_code"], bye["serial"]], ["exit", 0x55, "bye\n"],
                 what="(how it ended, the exit code, what it printed)",
                 hint="the part's spec: an out to isa-debug-exit ends the run")
-    script, = answers["scripts"]
-    check_equal(script.get("returned", got_shown({RAISED: f"{script.get('raised')}: {script.get('message')}"})), "halted",
-                what="a scripted in, MMIO read, HLT")
+    script, debug_read, shutdown, error = answers["scripts"]
+
+    def returned(outcome):
+        return outcome.get("returned", got_shown({RAISED: f"{outcome.get('raised')}: {outcome.get('message')}"}))
+    check_equal(returned(script), "halted", what="a scripted in, MMIO read, HLT")
     check_equal(script["answers"], [0x60, 1], what="the answers your loop gave the two scripted reads",
-                hint="after an in and after an MMIO read the vCPU waits for its answer")
+                hint="KVM's API: KVM_EXIT_IO and KVM_EXIT_MMIO, a read completed at the next KVM_RUN")
+    check_equal([returned(debug_read), debug_read.get("answers")], ["halted", [0xFF]],
+                what="a scripted in al from 0xf4, then HLT", hint="the spec: which access to isa-debug-exit ends the run")
+    check_equal(returned(shutdown), "shutdown", what="a scripted SHUTDOWN", hint="the spec's list of exits")
+    check("raised" in error and not error.get("run_loop_error"), "a scripted INTERNAL_ERROR",
+          expected="your loop raises an exception that names it",
+          got=f"it returned {error.get('returned')!r}" if "returned" in error else error.get("message"),
+          hint="the spec's list of exits: one the loop does not understand")
 
 
 PART3_TEXT = 'text: db "on its way", 10, 0\nnever: db "this must never print", 10, 0\nalign 8\nno_idt: dw 0\n dd 0'
@@ -297,37 +324,75 @@ def part3_hidden(answers, expected, cases):
               hint="only HLT and SHUTDOWN (and the debug exit) end a run normally")
 
 
-# Part 4: run_vm
-VM_ASKED = "vmkit.grading.lab5.vm_cases(cases, vmkit.grading.yours(run_vm, 'run_vm'))"
+# Part 4: coalesced MMIO, the student's design
+from vmkit.grading.lab5 import judge_coalesced_run, judge_coalesced_script, script_reference
 
-
-def part4_visible(answers, expected, sources):
-    runs = answers.get("hardware-assist") if isinstance(answers, dict) else None
-    check(isinstance(runs, list) and len(runs) == 1, "one run on the model", got=answers)
-    run, = runs
-    check(isinstance(run, dict) and "error" not in run, "run_vm returns a dict with ended, serial and exit_code",
-          got=run.get("error") if isinstance(run, dict) else run)
-    check_equal(run["serial"], expected[0]["serial"], what="what the devices guest printed under your VMM",
-                hint="parts 1 to 3 check each piece alone")
-    check_equal([run["ended"], run["exit_code"]], ["halted", None], what="(how it ended, the exit code)")
-
-
-PART4_DATA = 'text: db "one VM of several", 10, 0\nalign 8\nno_idt: dw 0\n dd 0'
-PART4_RUNS = {
-    "the course's devices guest": DEVICES,
-    "a guest that prints and exits": guest("mov esi, text\ncall puts\nmov eax, [TICKS]\nmov [SCRATCH], eax\nmov al, 3\n"
-                                           "out DEBUG_EXIT, al", data=PART4_DATA),
-    "a guest that prints words and reads every size": guest(
-        "mov eax, 0x12345678\nmov dx, 0x300\nin ax, dx\ncall hex32\nmovzx eax, byte [ID + 2]\ncall hex32\n"
-        "mov dx, COM1\nmov ax, 0x0a4b\nout dx, ax\nmov dword [DOORBELL], 1\nmov eax, [DOORBELL]\ncall hex32",
-        data=PART4_DATA),
-    "a guest that triple-faults": guest("mov esi, text\ncall puts\nlidt [no_idt]\nud2", data=PART4_DATA),
+COALESCED_ASKED = "vmkit.grading.lab5.coalesced_cases(cases, vmkit.grading.yours(run_coalesced, 'run_coalesced'))"
+_DATA = 'text: db "rung", 10, 0\nalign 8\nno_idt: dw 0\n dd 0'
+PART4_VISIBLE_RUNS = {
+    "rings, bytes of SCRATCH, two reads, writes left at the end": guest(
+        "mov ecx, 12\n.ring:\nmov [DOORBELL], ecx\nloop .ring\nmov byte [SCRATCH + 1], 0x5a\n"
+        "mov word [SCRATCH + 2], 0x1234\nmov eax, [SCRATCH]\ncall hex32\nmov eax, [DOORBELL]\ncall hex32\n"
+        "mov dword [SCRATCH], 0x600d\nmov dword [DOORBELL], 0"),
 }
+_B = MMIO_BASE
+PART4_VISIBLE_SCRIPTS = [
+    [["MMIO", _B + 4, 4, "write", 0x11223344], ["MMIO", _B + 0xC, 4, "write", 1], ["MMIO", _B + 5, 1, "write", 0xAA],
+     ["INTERNAL_ERROR"]],
+    [["MMIO", _B + 0xC, 4, "write", 1], ["MMIO", _B + 0xC, 1, "write", 0], ["MMIO", _B + 0xC, 4, "read", None],
+     ["MMIO", _B + 0xC, 2, "write", 0], ["SHUTDOWN"]],
+]
+PART4_VISIBLE = {"runs": list(PART4_VISIBLE_RUNS.values()), "scripts": PART4_VISIBLE_SCRIPTS}
+PART4_RUNS = {
+    "writes, then the debug exit": guest(
+        "mov dword [SCRATCH], 0xcafe\nmov byte [SCRATCH + 3], 0x7f\nmov esi, text\ncall puts\nmov ecx, 5\n"
+        ".ring:\nmov [DOORBELL], cl\nloop .ring\nmov word [SCRATCH], 0x4242\nmov al, 9\nout DEBUG_EXIT, al", data=_DATA),
+    "writes, then a triple fault": guest(
+        "mov dword [DOORBELL], 1\nmov dword [SCRATCH], 0x01020304\nmov eax, [TICKS]\nmov word [SCRATCH + 2], 0xffff\n"
+        "mov byte [DOORBELL + 3], 1\nlidt [no_idt]\nud2", data=_DATA),
+    "bytes of SCRATCH between reads of other registers": guest(
+        "mov byte [SCRATCH], 1\nmov eax, [TICKS]\nmov byte [SCRATCH + 1], 2\nmov eax, [ID]\nmov byte [SCRATCH + 2], 3\n"
+        "movzx eax, byte [TICKS + 3]\nmov byte [SCRATCH + 3], 4\nmov eax, [SCRATCH]\ncall hex32\n"
+        "mov word [SCRATCH + 2], 0x5566\nmovzx eax, word [SCRATCH + 2]\ncall hex32", data=_DATA),
+    "thirty rings, a line printed after every fifth": guest(
+        "mov ecx, 30\n.ring:\nmov [DOORBELL], ecx\nmov eax, ecx\nxor edx, edx\nmov ebx, 5\ndiv ebx\ntest edx, edx\n"
+        "jnz .next\nmov esi, text\ncall puts\n.next:\nloop .ring\nmov eax, [DOORBELL]\ncall hex32\n"
+        "mov [SCRATCH], eax\nmov dword [MMIO + 0x20], 5", data=_DATA),
+    "the course's devices guest": DEVICES,
+}
+PART4_SCRIPTS = {
+    "writes, then FAIL_ENTRY": [["MMIO", _B + 4, 2, "write", 0x1234], ["MMIO", _B + 0xC, 4, "write", 0],
+                                ["MMIO", _B + 6, 2, "write", 0x5678], ["FAIL_ENTRY"]],
+    "twenty rings, then HLT": [["MMIO", _B + 0xC, 4, "write", n] for n in range(20)] + [["HLT"]],
+    "writes around an in and a read of TICKS, then SYSTEM_EVENT": [
+        ["MMIO", _B + 4, 4, "write", 7], ["IO", LSR, 1, "in", None], ["MMIO", _B + 7, 1, "write", 0x80],
+        ["MMIO", _B + 8, 4, "read", None], ["MMIO", _B + 0xC, 1, "write", 1], ["SYSTEM_EVENT"]],
+}
+PART4_HIDDEN = {"runs": list(PART4_RUNS.values()), "scripts": list(PART4_SCRIPTS.values())}
 
 
-def part4_hidden(answers, expected, sources):
-    every_engine(answers, expected, [f"{what}, under your VMM" for what in PART4_RUNS],
-                 fields=("exits", "serial", "exit_code", "ended"))
+def coalesced_expected(cases):
+    """vmkit's device model behind the uncoalesced loop on each guest, and on each script's accesses."""
+    return {"runs": user_space_runs(cases["runs"]), "scripts": [script_reference(script) for script in cases["scripts"]]}
+
+
+def judge_coalesced(runs_named, scripts_named):
+    def judge(answers, expected, cases):
+        answers = parts(answers, cases)
+        runs = answers["runs"]
+        check(isinstance(runs, dict), "runs on each engine", got=runs)
+        for engine in ("hardware-assist", "kvm"):
+            if engine == "kvm" and not isinstance(runs.get("kvm"), list):
+                continue
+            got = runs.get(engine)
+            check(isinstance(got, list) and len(got) == len(runs_named), f"one run per guest on {engine}", got=got)
+            for what, run, want in zip(runs_named, got, expected["runs"]):
+                judge_coalesced_run(run, want, f"the guest ({what}) under your loop on {engine}")
+        check(isinstance(answers["scripts"], list) and len(answers["scripts"]) == len(scripts_named),
+              "one outcome per script", got=answers["scripts"])
+        for what, got, want in zip(scripts_named, answers["scripts"], expected["scripts"]):
+            judge_coalesced_script(got, want, f"a scripted vCPU ({what})")
+    return judge
 
 
 PROBES = {
@@ -337,6 +402,9 @@ PROBES = {
     "part2_hidden": Probe(handler_asked("mmio", "handle_mmio"), PART2_HIDDEN, handler_expected, part2_hidden),
     "part3_visible": Probe(LOOP_ASKED, PART3_VISIBLE, loop_expected, part3_visible),
     "part3_hidden": Probe(LOOP_ASKED, PART3_HIDDEN, loop_expected, part3_hidden),
-    "part4_visible": Probe(VM_ASKED, [DEVICES], user_space_runs, part4_visible),
-    "part4_hidden": Probe(VM_ASKED, list(PART4_RUNS.values()), user_space_runs, part4_hidden),
+    "part4_visible": Probe(COALESCED_ASKED, PART4_VISIBLE, coalesced_expected,
+                           judge_coalesced(list(PART4_VISIBLE_RUNS), ["writes, then INTERNAL_ERROR",
+                                                                      "rings around a read, then SHUTDOWN"])),
+    "part4_hidden": Probe(COALESCED_ASKED, PART4_HIDDEN, coalesced_expected,
+                          judge_coalesced(list(PART4_RUNS), list(PART4_SCRIPTS))),
 }

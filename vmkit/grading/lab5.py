@@ -326,3 +326,236 @@ def vm_cases(sources, run_vm):
     from .answers import on_disk
     with on_disk(__name__) as fresh:
         return fresh.vm_runs(sources, run_vm)
+
+
+# --- coalesced MMIO (the lab's open part) --------------------------------------------------------
+# vmkit's vCPUs have no KVM_REGISTER_COALESCED_MMIO: on both engines every MMIO write leaves the guest.
+# The student's loop therefore plays both sides of the API: KVM's ring (a write it keeps runs the vCPU
+# again without reaching the device model) and user space (the exits after which it calls the device
+# model, draining what it kept). What the design costs is measured here, around the loop.
+RING_SIZE = 8                                       # writes the student's ring may hold at one time
+
+
+def trip_bound(exits, ring_size=RING_SIZE):
+    """The most trips to the device model a coalescing loop may take on a run with these exits
+    ([reason, where, size, direction, value] records): one per IO exit, one per MMIO read, one at the
+    end, and for each stretch of k MMIO writes with no MMIO read between them, (k - 1) // ring_size
+    (the writes that found the ring full)."""
+    bound, stretch = 1, 0
+    for record in list(exits) + [["MMIO", None, None, "read", None]]:
+        if record[0] == "IO":
+            bound += 1
+        elif record[0] == "MMIO" and record[3] == "write":
+            stretch += 1
+        elif record[0] == "MMIO":
+            bound += 1 + (max(stretch, 1) - 1) // ring_size
+            stretch = 0
+    return bound - 1                                # the sentinel read above is not the guest's
+
+
+class _Devices:
+    """What a coalescing loop is handed as `devices`: a token for the handlers, with nothing inside."""
+
+    def __repr__(self):
+        return "<the device model's state>"
+
+
+class CountingVcpu:
+    """The vCPU as a coalescing loop sees it, counting what the loop does with it: the exits after which
+    the loop reached the device model (its trips), and the guest's MMIO writes not yet handed to the
+    device model each time the vCPU runs (what the loop's ring held)."""
+
+    def __init__(self, vcpu):
+        self._vcpu = vcpu
+        self._run = 0                                # how many times the vCPU has run
+        self._trips = set()                          # the runs after which the device model was reached
+        self.writes, self.delivered, self.most_waiting = 0, 0, 0
+
+    def run(self):
+        self.most_waiting = max(self.most_waiting, self.writes - self.delivered)
+        exit = self._vcpu.run()
+        self._run += 1
+        if exit.reason == "MMIO" and exit.detail.get("direction") == "write":
+            self.writes += 1
+        return exit
+
+    def answer(self, value):
+        self._vcpu.answer(value)
+
+    @property
+    def exits(self):
+        return self._vcpu.exits
+
+    def handler(self, device, model):
+        """device(model, exit), counted: the trip it belongs to, and a write it delivers."""
+        def call(devices, exit):
+            self._trips.add(self._run)
+            if getattr(exit, "reason", None) == "MMIO" and getattr(exit, "direction", None) == "write":
+                self.delivered += 1
+            return device(model, exit)
+        return call
+
+    def counts(self):
+        return {"trips": len(self._trips), "most_waiting": max(self.most_waiting, self.writes - self.delivered),
+                "waiting_at_end": self.writes - self.delivered}
+
+
+def coalesced_run(source, run_coalesced, engine="hardware-assist"):
+    """A student's run_coalesced(vcpu, devices, on_io, on_mmio) on the guest, with vmkit's device model
+    behind the handlers: loop_facts, with its counts (trips, most_waiting, waiting_at_end)."""
+    from ..kvm.devices import DeviceModel
+    model, counted = DeviceModel(), []
+
+    def loop(vcpu):
+        counted.append(CountingVcpu(vcpu))
+        watched = counted[0]
+        return run_coalesced(watched, _Devices(), watched.handler(_model_io, model), watched.handler(_model_mmio, model))
+    vcpu, ended = run_user_loop(source, loop, engine)
+    return {**loop_facts(ended, vcpu, model), **counted[0].counts()}
+
+
+def reference_run(source, engine="hardware-assist"):
+    """vmkit's device model behind an uncoalesced loop: the run a coalescing loop must reproduce."""
+    from ..kvm.devices import DeviceModel
+    model = DeviceModel()
+    vcpu, ended = run_handlers(source, lambda e: _model_io(model, e), lambda e: _model_mmio(model, e), engine)
+    return loop_facts(ended, vcpu, model)
+
+
+def _scripted_exit(record):
+    from ..kvm.userspace import UserExit
+    reason = record[0]
+    if reason in ("IO", "MMIO"):
+        return UserExit(reason, {"port" if reason == "IO" else "address": record[1], "size": record[2],
+                                 "direction": record[3], "value": record[4]})
+    return UserExit(reason, {"interrupts": False} if reason == "HLT" else {"eip": 0x100010})
+
+
+def coalesced_script(script, run_coalesced):
+    """A student's run_coalesced on a ScriptedVcpu playing `script` (exit records; the last ends the run),
+    vmkit's device model behind it: {"returned" or "raised", "mmio", "answers", counts, "exits"}."""
+    from ..kvm.devices import DeviceModel
+    from ..kvm.userspace import ScriptedVcpu
+    from .answers import plain
+    model, vcpu = DeviceModel(), ScriptedVcpu([_scripted_exit(record) for record in script])
+    watched = CountingVcpu(vcpu)
+    try:
+        outcome = {"returned": plain(run_coalesced(watched, _Devices(), watched.handler(_model_io, model),
+                                                   watched.handler(_model_mmio, model)))}
+    except Exception as error:                  # the student's code: its error is its answer
+        outcome = {"raised": type(error).__name__, "message": str(error)[:300]}
+    state = loop_facts(None, vcpu, model)
+    return {**outcome, "mmio": state["mmio"], "answers": plain(vcpu.answers), "exits": state["exits"],
+            **watched.counts()}
+
+
+def coalesced_runs(sources, run_coalesced):
+    """coalesced_run of each guest on the model and (where it runs) on KVM: {engine: [facts, ...]} or
+    {"kvm": why it was not asked}."""
+    runs = {}
+    for engine, why in _engines().items():
+        if why:
+            runs[engine] = why
+            continue
+        runs[engine] = []
+        for source in sources:
+            try:
+                runs[engine].append(coalesced_run(source, run_coalesced, engine))
+            except Exception as error:          # the student's code: its error is its answer
+                runs[engine].append(_error(error))
+    return runs
+
+
+def coalesced_cases(cases, run_coalesced):
+    """coalesced_runs of cases["runs"] and coalesced_script of each of cases["scripts"], vmkit as on disk."""
+    from .answers import on_disk
+    with on_disk(__name__) as fresh:
+        scripts = []
+        for script in cases["scripts"]:
+            try:
+                scripts.append(fresh.coalesced_script(script, run_coalesced))
+            except Exception as error:
+                scripts.append(_error(error))
+        return {"runs": fresh.coalesced_runs(cases["runs"], run_coalesced), "scripts": scripts}
+
+
+COALESCED_HINTS = {
+    "same": "the run must be the uncoalesced loop's: every read answered as if each write had reached the "
+            "device at its exit, and the device's final state the same",
+    "ring": f"the ring holds at most RING_SIZE ({RING_SIZE}) writes; KVM's coalesced_mmio_write sends a write "
+            f"that finds it full to user space (virt/kvm/coalesced_mmio.c)",
+    "end": "by the time the loop returns or raises, the device model has had every write the guest made",
+    "trips": "the part's bound on trips (trip_bound): writes in the zone must not each cost a trip",
+}
+
+
+def judge_coalesced_run(got, want, what, ring_size=RING_SIZE):
+    """A coalescing loop's run (coalesced_run) against the uncoalesced reference (reference_run)."""
+    from .checks import check
+    check(isinstance(got, dict) and "error" not in got, f"{what} runs to its end",
+          got=got.get("error") if isinstance(got, dict) else got)
+    check_loop_facts(got, want, what)
+    check(got["waiting_at_end"] == 0, f"{what}: writes the device model never got",
+          expected=0, got=got["waiting_at_end"], hint=COALESCED_HINTS["end"])
+    check(got["most_waiting"] <= ring_size, f"{what}: the most writes your ring held at one time",
+          expected=f"at most {ring_size}", got=got["most_waiting"], hint=COALESCED_HINTS["ring"])
+    bound = trip_bound(want["exits"], ring_size)
+    check(got["trips"] <= bound, f"{what}: trips to the device model",
+          expected=f"at most {bound} (of {len(want['exits'])} exits)", got=f"{got['trips']} trips",
+          hint=COALESCED_HINTS["trips"])
+
+
+def judge_coalesced_script(got, want, what, ring_size=RING_SIZE):
+    """A coalescing loop on a script against vmkit's device model on the same accesses: want is
+    {"ends": "returned" or "raised", "returned", "mmio", "answers", "exits"}."""
+    from .checks import check
+    check(isinstance(got, dict) and "error" not in got, f"{what} runs", got=got)
+    if want["ends"] == "raised":
+        check("raised" in got, f"{what}: the loop at the last exit", expected="an exception that names it",
+              got=f"it returned {got.get('returned')!r}", hint="an exit the loop does not understand ends it with an error")
+    else:
+        check_equal(got.get("returned", got_raised(got)), want["returned"], what=f"{what}: what the loop returned")
+    check_equal(got["answers"], want["answers"], what=f"{what}: the answers the loop gave the reads",
+                hint=COALESCED_HINTS["same"])
+    check_equal(got["mmio"], want["mmio"], what=f"{what}: the MMIO device at the end", hint=COALESCED_HINTS["end"])
+    check(got["most_waiting"] <= ring_size, f"{what}: the most writes your ring held at one time",
+          expected=f"at most {ring_size}", got=got["most_waiting"], hint=COALESCED_HINTS["ring"])
+    bound = trip_bound(got["exits"], ring_size)
+    check(got["trips"] <= bound, f"{what}: trips to the device model", expected=f"at most {bound}",
+          got=f"{got['trips']} trips", hint=COALESCED_HINTS["trips"])
+
+
+def got_raised(outcome):
+    return f"it raised {outcome.get('raised')}: {outcome.get('message')}" if "raised" in outcome else outcome
+
+
+def script_reference(script):
+    """vmkit's device model on the accesses of `script`, the uncoalesced way: what a coalescing loop's
+    scripted run must end with."""
+    from ..kvm.devices import DeviceModel
+    model, answers = DeviceModel(), []
+    for record in script[:-1]:
+        exit = _scripted_exit(record)
+        value = (_model_io if record[0] == "IO" else _model_mmio)(model, exit)
+        if exit.reads:
+            answers.append(value)
+    last = script[-1][0]
+    return {"ends": "returned" if last in ("HLT", "SHUTDOWN") else "raised",
+            "returned": {"HLT": "halted", "SHUTDOWN": "shutdown"}.get(last),
+            "answers": answers, "mmio": {name: getattr(model.mmio, name) for name in MMIO_REGISTERS}}
+
+
+def check_coalesced(run_coalesced, sources, scripts):
+    """The visible checks of a coalescing loop, in the notebook: each guest on the model against the
+    uncoalesced loop with vmkit's device model, and each script against vmkit's device model; prints
+    each run's trips against its bound."""
+    for number, source in enumerate(sources, 1):
+        want = reference_run(source)
+        got = coalesced_run(source, run_coalesced)
+        print(f"guest {number}: {len(want['exits'])} exits, {sum(r[0] == 'MMIO' and r[3] == 'write' for r in want['exits'])} "
+              f"of them MMIO writes; your loop: {got['trips']} trips to the device model (at most "
+              f"{trip_bound(want['exits'])}), its ring held at most {got['most_waiting']} writes")
+        judge_coalesced_run(got, want, f"guest {number} under your loop")
+    for number, script in enumerate(scripts, 1):
+        judge_coalesced_script(coalesced_script(script, run_coalesced), script_reference(script),
+                               f"script {number} (ending at {script[-1][0]})")
