@@ -1,14 +1,17 @@
 """Lab 6 (live migration): a student's pre-copy loop on a migration that stops a loop that never ends,
-and what the migration did as plain data."""
+what the migration did as plain data, and the kernel's answers to the grader's cases."""
+import importlib
 import json
+import sys
+from contextlib import ExitStack, contextmanager
 
 from ..errors import VmkitError
-from ..migration import Link, Migration, MigrationAborted, MigrationResult, sequence, workload
+from ..migration import Link, Migration, MigrationAborted, MigrationResult, Round, sequence, workload
 from .checks import check, check_facts
 
 MIGRATION_WARMUP = 0.002                            # guest seconds before the migration and after it
 MIGRATION_MAX_ROUNDS = 40                           # past Xen's 30: a loop that never stops ends here
-MIGRATION_MAX_SECONDS = 0.25                        # guest seconds on the link; the lab's loops need under 0.1
+MIGRATION_MAX_SECONDS = 0.15                        # guest seconds on the link; the lab's loops need under 0.1
 MIGRATION_FIELDS = ("rounds", "stop_reason", "downtime", "pages_sent", "memory_verified", "output_continuous")
 MIGRATION_HINTS = {
     "rounds": "each round as [pages sent, pages skipped, pages dirty at its end, Mbit/s]: the first difference is "
@@ -103,3 +106,158 @@ def check_migration_facts(got, expected, what, fields=MIGRATION_FIELDS):
     (a downtime within rounding of the reference's counts as equal)."""
     check_facts(got, expected, what, hints=MIGRATION_HINTS, fields=fields, unit="round", end="(no more rounds)",
                 tolerance=1e-9)
+
+
+
+# --- the kernel's side of grading: a student's functions on the grader's cases, as plain data ----------
+# They run on the notebook's vmkit (a student's loop catches, or lets through, the notebook's own
+# MigrationAborted); while they run, vmkit's own versions of what the lab asks for are withheld: Xen's
+# conditions (StopConditions.reason) while should_stop answers, the package's loop (migrate) while a
+# student's loop runs. The conditions a loop is handed come from vmkit as on disk, so a notebook that
+# replaced Xen's conditions with its own is not graded on them.
+
+
+@contextmanager
+def withholding(*names):
+    """vmkit's own `names` ("reason": Xen's, Clark's and QEMU's conditions; "migrate": the package's
+    loop) withheld for the time of the with block."""
+    from ..migration import precopy
+    from .answers import withheld
+    with ExitStack() as stack:
+        if "reason" in names:
+            stack.enter_context(withheld(precopy.StopConditions, "reason"))
+        if "migrate" in names:
+            stack.enter_context(withheld(precopy, "migrate"))
+        yield
+
+
+def presets_on_disk():
+    """vmkit.migration's PRESETS (Xen's, Clark's and QEMU's conditions) as on disk, whatever the notebook
+    did to its own."""
+    saved = {name: module for name, module in sys.modules.items() if name.split(".")[0] == "vmkit"}
+    for name in saved:
+        del sys.modules[name]
+    try:
+        return importlib.import_module("vmkit.migration.precopy").PRESETS
+    finally:
+        for name in [name for name in sys.modules if name.split(".")[0] == "vmkit"]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+
+
+def answered(call):
+    """call()'s value as plain data, or raised(error): the student's code's error is its answer."""
+    from .answers import plain, raised
+    try:
+        return plain(call())
+    except Exception as error:
+        return raised(error)
+
+
+def history_args(history):
+    """should_stop's arguments for a history as plain data {"rounds": [[number, sent, dirtied, seconds, mbit,
+    start, skipped]], "sent_total", "memory_pages", "link": Link's arguments}."""
+    return [Round(*r) for r in history["rounds"]], history["sent_total"], history["memory_pages"], Link(**history["link"])
+
+
+def stop_cases(should_stop, histories):
+    """A student's should_stop on each history: the reason it gives, or raised(error); vmkit's own
+    conditions withheld."""
+    with withholding("reason"):
+        return [answered(lambda: should_stop(*history_args(h))) for h in histories]
+
+
+def stop_after(rounds):
+    """A should_stop of the grader's own: stop once `rounds` rounds have been sent, whatever they were."""
+    def should_stop(done, sent_total, memory_pages, link):
+        return f"after {rounds} rounds" if len(done) >= rounds else None
+    return should_stop
+
+
+def aborted_facts(error):
+    """What a migration that failed left: the rounds before, and whether the source runs on with nothing
+    lost (its peer's output continues, seq 1, 2, 3, ...)."""
+    source = error.migration.source
+    before = len(sequence(source.output))
+    source.run_for(2 * MIGRATION_WARMUP)
+    lines = sequence(source.output)
+    return {"rounds": round_facts(error.migration.rounds),
+            "source_runs_on": len(lines) > before and lines == list(range(1, len(lines) + 1))}
+
+
+def loop_answer(loop, case, *args):
+    """A loop on a case, as plain data: {"facts": migration_facts} if it returned a migration's result,
+    {"aborted": aborted_facts} if the migration's own MigrationAborted reached its caller, raised(error)
+    otherwise."""
+    from .answers import raised
+    try:
+        m, result = run_precopy(loop, case, *args)
+        return {"facts": migration_facts(result)}
+    except MigrationAborted as error:
+        if not isinstance(getattr(error, "migration", None), Migration) or error.migration.state != "aborted":
+            return raised(error)
+        return {"aborted": aborted_facts(error)}
+    except Exception as error:
+        return raised(error)
+
+
+def precopy_cases(precopy, cases):
+    """A student's precopy(m, should_stop) on each case {"workload", "params", "link", "dies_at", "stop"},
+    should_stop being vmkit's "xen" or "clark" conditions as on disk or {"after": n} (stop_after):
+    loop_answer of each; vmkit's own loop withheld."""
+    presets = presets_on_disk()
+    with withholding("migrate"):
+        return within_budget(cases, lambda case: loop_answer(
+            precopy, case, stop_after(case["stop"]["after"]) if isinstance(case.get("stop"), dict)
+            else presets[case.get("stop", "xen")].reason))
+
+
+def within_budget(cases, answer):
+    """answer(case) for each case, until a loop runs past its budget (MigrationBudget): the cases after
+    are not run (a loop that never stops costs one budget, not one per case), each answered so."""
+    answers = []
+    for case in cases:
+        if answers and str(answers[-1].get("raised", "")).startswith(MigrationBudget.__name__):
+            answers.append({"raised": "not run: your loop ran past its budget on an earlier case"})
+        else:
+            answers.append(answer(case))
+    return answers
+
+
+class Unforeseen(AssertionError):
+    """A loop asked the grader's estimate about a state the reference loop never reached."""
+
+
+def scripted_estimate(script):
+    """The grader's downtime estimate, as data: for each state the reference loop asked about, [rounds
+    sent, the dirty pages' count, their sum, the estimate]. A loop that asks about another state is told so."""
+    known = {(rounds, count, total): value for rounds, count, total, value in script}
+    def estimate(m, pages):
+        pages = sorted(set(pages))
+        key = (len(m.rounds), len(pages), sum(pages))
+        if key not in known:
+            raise Unforeseen(f"the grader's estimate was asked about {len(pages)} pages after {len(m.rounds)} "
+                             f"rounds, a state the reference loop never reached (it asks after each round, "
+                             f"about the pages m.dirty_pages() gave)")
+        return known[key]
+    return estimate
+
+
+def target_cases(precopy_to_target, cases, estimate=None):
+    """A student's precopy_to_target(m, target, estimate) on each case [case, target, script]: loop_answer
+    of each, with `estimate` (the student's own) or else the grader's, scripted_estimate(script); vmkit's
+    own loop withheld."""
+    with withholding("migrate"):
+        return within_budget(cases, lambda c: loop_answer(precopy_to_target, c[0], c[1],
+                                                          estimate or scripted_estimate(c[2])))
+
+
+def downtime_cases(estimated_downtime, cases):
+    """For each [case, rounds] (after_rounds): a student's estimated_downtime of no page and of the dirty
+    pages, then the downtime m.stop_and_copy(those pages) took: each a number or raised(error)."""
+    answers = []
+    for case, rounds in cases:
+        m, pages = after_rounds(case, rounds)
+        answers.append([answered(lambda: estimated_downtime(m, [])), answered(lambda: estimated_downtime(m, pages)),
+                        answered(lambda: m.stop_and_copy(pages).downtime)])
+    return answers
