@@ -19,7 +19,7 @@ import subprocess
 import sys
 
 COURSE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))     # the course directory
-LABS = ("lab1", "lab2", "lab3", "lab4", "lab5", "lab6", "lab7", "lab8", "lab9")
+LABS = ("lab1", "lab2", "lab3", "lab4", "lab5", "lab6", "lab7", "lab8", "lab9", "lab10")
 
 # -I: isolated mode, so neither the notebook's folder nor PYTHON* variables it may have set can put
 # another vmkit or another graders first; the course directory comes after the installed packages.
