@@ -1,16 +1,18 @@
-"""The course's reference answers and the facts the labs' hidden checks expect, one module per lab.
+"""The course's reference answers and the facts the labs' checks expect, one module per lab, and
+the grading that decides every graded cell with them (probing.py).
 
 This package sits beside `labs/` in the course directory and is not part of vmkit (pyproject.toml
-installs `vmkit*` only), so a student's notebook, which imports vmkit, cannot import it. The
-hidden checks, which nbgrader puts back only when it grades, load it from the course directory
-and ask it for facts:
+installs `vmkit*` only), so a student's notebook, which imports vmkit, cannot import it; the
+students' copy of the course leaves it out, and the grading sandbox does not show it. It runs in
+the grader's process: each lab module's `PROBES` says what to ask a student's kernel after each
+graded cell and how to decide (probing.py), with the lab's reference answers and facts (`FACTS`).
+
+`reference` computes a fact in a new Python interpreter that imports vmkit and this package from
+disk, for a caller that wants a fact computed away from its own process (the tests compare the two):
 
     graders.reference("lab1.ring3_census", RING3_TEST, ["nop", "cli"])     # {"nop": "runs", "cli": "#GP"}
 
-`reference` computes a fact in a new Python interpreter that imports vmkit and this package from
-disk: nothing a notebook changed in its own vmkit (replacing vmkit.run, editing a result, patching
-a decoder or vmkit.grading) exists there. Each lab module lists its facts in `FACTS`; arguments
-and results travel as JSON.
+Arguments and results travel as JSON.
 """
 import importlib
 import json
