@@ -339,11 +339,6 @@ class Policy:
 POLICY = Policy()
 
 
-def decide(scontext, tcontext, tclass, perms):
-    """POLICY.decide as plain data: {permission: "allowed" | "te" | "mcs"}."""
-    return dict(POLICY.decide(scontext, tcontext, tclass, perms).verdicts)
-
-
 # --- libvirt's category allocator -------------------------------------------------------------------
 class McsAllocator:
     """Unique category pairs, the way libvirt's SELinux driver picks them (virSecuritySELinuxMCSFind):
@@ -380,12 +375,6 @@ class McsAllocator:
 
     def release(self, level):
         self.in_use.discard(Level.parse(level) if isinstance(level, str) else level)
-
-
-def allocations(seed, count, first=0, last=CATEGORIES - 1):
-    """`count` labels from a fresh allocator, as strings ("s0:c3,c71", ...)."""
-    allocator = McsAllocator(seed, first, last)
-    return [str(allocator.allocate()) for _ in range(count)]
 
 
 # --- processes, files, Unix permissions ---------------------------------------------------------------
