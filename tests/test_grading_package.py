@@ -63,7 +63,7 @@ def test_no_name_graders_defines_is_an_attribute_of_a_vmkit_module():
     for module in vmkit_modules():
         for name, value in vars(module).items():
             origin = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
-            if name in defined:
+            if name in defined and not isinstance(value, types.ModuleType):     # a submodule is no answer
                 reachable.append(f"{module.__name__}.{name} (graders/{defined[name]} defines {name})")
             elif isinstance(origin, str) and origin.split(".")[0] == "graders":
                 reachable.append(f"{module.__name__}.{name} (from {origin})")
@@ -128,3 +128,53 @@ def test_the_students_copy_of_the_course_holds_no_answer(tmp_path):
                           cwd=bundle / "labs" / labs[0], env=env, capture_output=True, text=True, timeout=120)
     assert done.stdout.startswith(str(bundle / "vmkit")), done.stdout + done.stderr
     assert "No module named 'graders'" in done.stderr, done.stderr
+
+
+# Names a lab asks for that vmkit must keep, because the engine itself needs them, and how grading
+# keeps them from earning points: {(lab, name): why}.
+KEPT_FOR_THE_ENGINE = {
+    ("lab1_rings", "decode_selector"): "the machine's decoder, which every ring-transition event uses; "
+                                       "withheld while the grader asks for answers, refused if handed in",
+    ("lab1_rings", "decode_descriptor"): "the machine's decoder; withheld while the grader asks, refused if handed in",
+    ("lab3_binary_translation", "pushfd"): "vmkit.vmm.emit's encoder of the instruction's bytes, which the rules "
+                                           "emit code with; not a rewrite rule",
+    ("lab3_binary_translation", "popfd"): "vmkit.vmm.emit's encoder of the instruction's bytes; not a rewrite rule",
+    ("lab9_direct_paging", "RULES"): "vmkit.vmm.translator's RULES is the binary translator's rewrite rules, "
+                                     "another table under the same name; handed in, it is refused",
+}
+
+
+def graded_names(lab):
+    """The names a lab's solution cells define at the top (functions, classes, tables, strings): what
+    a student writes and the grader asks for."""
+    import nbformat
+    nb = nbformat.read(os.path.join(REPO, "labs", lab, f"{lab}.ipynb"), as_version=4)
+    names = set()
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("solution"):
+            for node in ast.parse(cell.source).body:
+                if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                    names.add(node.name)
+                elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                    names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
+
+
+def test_no_vmkit_module_provides_what_a_lab_asks_for():
+    """Does any module of vmkit offer, under the name a lab's solution defines, a function, class or
+    table a student could hand in or call as the answer (outside the few the engine needs, which
+    grading withholds)?"""
+    labs = sorted(name for name in os.listdir(os.path.join(REPO, "labs"))
+                  if os.path.isfile(os.path.join(REPO, "labs", name, f"{name}.ipynb")))
+    modules = vmkit_modules()
+    provided = []
+    for lab in labs:
+        names = graded_names(lab)
+        assert names, f"{lab}: no name defined in a solution cell"
+        for name in sorted(names):
+            where = [m.__name__ for m in modules                  # a submodule of that name is no answer
+                     if name in vars(m) and not isinstance(vars(m)[name], types.ModuleType)]
+            if where and (lab, name) not in KEPT_FOR_THE_ENGINE:
+                provided.append(f"{lab}: {name} is in {', '.join(where)}")
+    assert not provided, "vmkit provides what a lab asks for:\n  " + "\n  ".join(provided)

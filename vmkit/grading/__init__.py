@@ -4,21 +4,25 @@ A test cell in a lab reads like the idea it checks:
 
     from vmkit.grading import check, check_equal, run_guest, visible_checks_passed
     check_equal(decode_selector(0x2b), (5, 0, 3), what="decode_selector(0x2b)",
-                hint="the RPL is the low two bits; the index starts at bit 3")
+                hint="a selector's fields: the SDM vol. 3A, 3.4.2")
     visible_checks_passed("selectors")
 
 Files, one idea each:
     checks.py  the checking API every lab shares: check, check_equal, check_cases, check_facts (two
                runs' facts compared, the first difference explained), visible_checks_passed
     runs.py    what the runners share: a run that goes wrong turned into a message that names it
-    lab1.py .. lab9.py
+    answers.py the kernel's side of grading: the student's answers on the grader's cases as plain
+               data (answer_cases, plain), vmkit's own code refused (yours) or withheld while the
+               kernel answers (withheld), runs made with vmkit as installed (on_disk)
+    lab1.py .. lab10.py
                each lab's runners (a student's guest, handlers, rules, routines or loop run on a
-               budget) and the facts its checks compare, as plain data
+               budget), the facts its checks compare, as plain data, and what its probes ask
 
 Everything here runs the student's code or describes what it did; nothing here knows an answer.
-The reference answers and the facts the hidden checks expect are the course's, in the `graders`
-package beside `labs/` (not installed with vmkit, so a student's notebook cannot import them): a
-hidden check computes them in a fresh Python interpreter, where nothing a notebook patched exists.
+The reference answers, the cases of the hidden checks and the decisions are the course's, in the
+`graders` package beside `labs/` (not installed with vmkit, not in the students' copy, not in the
+grading sandbox): after each graded cell the grader asks the student's kernel for its answers,
+through the functions here, and decides in its own process (graders/probing.py).
 """
 from .answers import NotPlain, NotYours, answer_cases, plain, raised, withheld, yours
 from .checks import (check, check_cases, check_equal, check_facts, fail_cases, first_difference, shown,
