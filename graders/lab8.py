@@ -62,7 +62,8 @@ FACTS = {f.__name__: f for f in (cpu_walks, shadow_run, shadow_runs)}
 # --- the probes: each graded cell's cases, asked of the student's kernel and decided here -------------
 import vmkit.guests
 from vmkit.grading.checks import check, fail_cases, shown
-from vmkit.grading.lab8 import SHADOW_FIELDS, check_shadow_facts, check_shadow_native, lab_guest, tables_case
+from vmkit.grading.lab8 import (SHADOW_FIELDS, check_prefetch, check_shadow_facts, check_shadow_native, lab_guest,
+                                prefetch_reference, tables_case)
 from .probing import Probe
 
 P, RW, US, A, D, PS = 0x1, 0x2, 0x4, 0x20, 0x40, 0x80
@@ -132,7 +133,6 @@ def handlers_asked(kind, name, withheld):
             f"{list(withheld)!r})")
 
 
-TABLE_ASKED = "vmkit.grading.lab8.table_cases(cases, SHADOW, fill, propagate)"
 
 
 def ran(facts, what):
@@ -239,26 +239,98 @@ PART3_HIDDEN = {
               "show 0x401000\nshow 0x402000"),
 }
 
-PART4_VISIBLE = {f"the paging kernel under {technique}": [vmkit.guests.source("paging_kernel"), technique, True]
-                 for technique in ("trap-and-emulate", "binary-translation")}
-PART4_DAEMON = lab_guest(
-    setup="mov dword [PDE(0x800000)], (PT + 0x2000) | PG_P | PG_RW\n"
-          "mov dword [PTE(0x801000)], (DATA + 0x1000) | PG_P | PG_RW | PG_US\n"
-          "mov dword [PTE(0x802000)], (DATA + 0x2000) | PG_P | PG_RW | PG_US\n"
-          "mov dword [PTE(0x401000)], (DATA + 0x3000) | PG_P | PG_RW | PG_US",
-    kernel="rd 0x801000\nwr 0x802000\nrd 0x401000",
-    user="rd 0x801000\nwr 0x401000\nrd 0x401000",
-    after=f"show 0x401000\nand dword [PTE(0x401000)], ~(PG_A | PG_D)\n{RELOAD}\nwr 0x401000\nrd 0x802000\n"
-          "show 0x401000\nshow 0x801000\nshow 0x802000")
+# Part 4: a fill that prefetches, against the bare machine (output, exit code, the page tables at the end)
+# and within a bound of vmkit's own fill's hidden faults: [source, technique, adaptive, ratio]
+FLUSH = "mov eax, cr4\nxor eax, 0x10\nmov cr4, eax\nxor eax, 0x10\nmov cr4, eax"   # CR4.PSE off and on: the shadow goes
+
+
+def pages(first, n, what, step=1):
+    """`what` (a line with {a} for the address and {i} for the index) for n pages from `first`."""
+    return "\n".join(what.format(a=f"{first + i * 0x1000:#x}", i=i) for i in range(0, n, step))
+
+
+def mapped(first, n, flags, frame0=0):
+    return pages(first, n, "mov dword [PTE({a})], (DATA + ((" + str(frame0) + " + {i}) % 16) * 0x1000) | " + flags)
+
+
+PREFETCH_GUEST = lab_guest(
+    setup="%assign i 0\n%rep 8\n"
+          "    mov dword [PTE(0x410000 + i * 0x1000)], (DATA + i * 0x1000) | PG_P | PG_RW | PG_US | PG_A\n"
+          "%assign i i + 1\n%endrep\n"
+          "or dword [PTE(0x414000)], PG_D\nor dword [PTE(0x416000)], PG_D\n"
+          "mov dword [PTE(0x418000)], (DATA + 0x8000) | PG_P | PG_RW | PG_US\n"
+          "mov dword [PTE(0x419000)], (DATA + 0x9000) | PG_P | PG_RW | PG_US\n"
+          "mov dword [PTE(0x41a000)], (DATA + 0xa000) | PG_P | PG_RW | PG_US",
+    kernel="%assign i 0\n%rep 8\n    rd 0x410000 + i * 0x1000\n%assign i i + 1\n%endrep\n"
+           "wr 0x410000\nwr 0x414000\nrd 0x418000",
+    user="rd 0x419000\nwr 0x416000\nrd 0x411000",
+    after="show 0x410000\nshow 0x411000\nshow 0x414000\nshow 0x416000\nshow 0x418000\nshow 0x419000\nshow 0x41a000")
+PART4_VISIBLE = {
+    "a kernel whose tables come with accessed bits set": [PREFETCH_GUEST, "trap-and-emulate", True, 0.6],
+    "the paging kernel under binary translation": [vmkit.guests.source("paging_kernel"), "binary-translation", True, 1.0]}
 PART4_HIDDEN = {
-    "the paging kernel, 3 heap pages, 2 rounds, under trap-and-emulate":
-        [vmkit.guests.source("paging_kernel", HEAP_PAGES=3, ROUNDS=2), "trap-and-emulate", True],
-    "the paging kernel, 12 heap pages, 4 rounds, under binary translation":
-        [vmkit.guests.source("paging_kernel", HEAP_PAGES=12, ROUNDS=4), "binary-translation", True],
+    "pages read, the shadow flushed (CR4.PSE off and on), read and written again":
+        [lab_guest(setup=mapped(0x401000, 15, "PG_P | PG_RW | PG_US"),
+                   kernel=pages(0x401000, 12, "rd {a}") + "\nwr 0x402000\nwr 0x405000\n" + FLUSH + "\n"
+                          + pages(0x401000, 12, "rd {a}") + "\n" + pages(0x401000, 12, "wr {a}", 2),
+                   user=pages(0x401000, 12, "rd {a}"), after=pages(0x401000, 15, "show {a}"), pse=True),
+         "trap-and-emulate", True, 0.85],
+    "accessed user PTEs under a supervisor PDE, and under a read-only one":
+        [lab_guest(setup="mov dword [PDE(0x800000)], (PT + 0x2000) | PG_P | PG_RW\n"
+                         + mapped(0x800000, 16, "PG_P | PG_RW | PG_US | PG_A")
+                         + "\nmov dword [PDE(0xc00000)], (PT + 0x3000) | PG_P | PG_US\n"
+                         + mapped(0xc00000, 16, "PG_P | PG_RW | PG_US | PG_A | PG_D", 3),
+                   kernel=pages(0x800000, 16, "rd {a}", 2) + "\n" + pages(0xc00000, 16, "rd {a}", 2) + "\n"
+                          + pages(0xc01000, 8, "wr {a}", 2),
+                   user=pages(0x800000, 4, "rd {a}") + "\n" + pages(0xc00000, 16, "rd {a}") + "\n"
+                        + pages(0xc00000, 4, "wr {a}"),
+                   after=pages(0x800000, 16, "show {a}", 5) + "\n" + pages(0xc00000, 16, "show {a}", 5)),
+         "binary-translation", True, 0.6],
+    "accessed but clean pages, writable and read-only, written after they were prefetched":
+        [lab_guest(setup=mapped(0x401000, 15, "PG_P | PG_RW | PG_US | PG_A") + "\n"
+                         + mapped(0x440000, 16, "PG_P | PG_A", 4),
+                   kernel="rd 0x401000\n" + pages(0x402000, 14, "wr {a}", 2) + "\nrd 0x440000\n"
+                          + pages(0x441000, 8, "wr {a}", 2),
+                   user="rd 0x440000\n" + pages(0x401000, 15, "rd {a}", 2) + "\n" + pages(0x403000, 12, "wr {a}", 3),
+                   after=pages(0x401000, 15, "show {a}") + "\n" + pages(0x440000, 9, "show {a}"), wp=False),
+         "trap-and-emulate", True, 0.85],
+    "paged-out entries that keep their accessed and dirty bits":
+        [lab_guest(setup=mapped(0x401000, 15, "PG_P | PG_RW | PG_US | PG_A | PG_D") + "\n"
+                         + "\n".join(f"and dword [PTE({a:#x})], ~PG_P" for a in (0x402000, 0x405000, 0x406000, 0x40b000)),
+                   kernel=pages(0x401000, 15, "rd {a}") + "\n" + pages(0x401000, 15, "wr {a}", 2),
+                   user=pages(0x401000, 15, "rd {a}", 3), after=pages(0x401000, 15, "show {a}", 2)),
+         "trap-and-emulate", True, 0.6],
+    "a page-out daemon's pass: accessed and dirty bits cleared, the shadow flushed, a few pages touched":
+        [lab_guest(setup=mapped(0x401000, 15, "PG_P | PG_RW | PG_US"),
+                   kernel=pages(0x401000, 15, "rd {a}") + "\n" + pages(0x401000, 15, "wr {a}", 3) + "\n"
+                          + pages(0x401000, 15, "and dword [PTE({a})], ~(PG_A | PG_D)", 2) + f"\n{RELOAD}\n{FLUSH}\n"
+                          + "rd 0x402000\nwr 0x404000\nrd 0x407000\n" + pages(0x401000, 15, "show {a}") + "\n"
+                          + pages(0x401000, 15, "rd {a}", 4),
+                   user=pages(0x401000, 15, "rd {a}", 2), after=pages(0x401000, 15, "show {a}"), pse=True),
+         "binary-translation", True, 1.0],
+    "the paging kernel, 12 heap pages, 4 rounds, under trap-and-emulate":
+        [vmkit.guests.source("paging_kernel", HEAP_PAGES=12, ROUNDS=4), "trap-and-emulate", True, 1.0],
     "the paging kernel under binary translation, adaptive translation off":
-        [vmkit.guests.source("paging_kernel"), "binary-translation", False],
-    "a kernel with a page-out daemon's pass, under binary translation": [PART4_DAEMON, "binary-translation", True],
+        [vmkit.guests.source("paging_kernel"), "binary-translation", False, 1.0],
 }
+PREFETCH_ASKED = "vmkit.grading.lab8.prefetch_cases([case[:3] for case in cases], SHADOW, fill_ahead, propagate)"
+
+
+def prefetch_references(cases):
+    """For each case, the bare machine's run and vmkit's own hidden faults (prefetch_reference)."""
+    return [prefetch_reference(*case[:3]) for case in cases]
+
+
+def within_bound(names):
+    """A judge: each guest under the student's prefetching fill against the bare machine (output, exit code,
+    page tables at the end) and its hidden faults within its bound of vmkit's own."""
+    def judge(answers, expected, cases):
+        check(isinstance(answers, list) and len(answers) == len(expected), "one run per guest",
+              got=shown(answers)[:200])
+        for what, got, want, case in zip(names, answers, expected, cases):
+            check_prefetch(got, want["native"], want["vmkit_hidden"], case[3], what)
+    return judge
+
 
 # vmkit's own handlers, withheld while the kernel answers: a student's handler that calls one (through
 # SHADOW_HANDLERS or by name) earns nothing; the part's other handler stays vmkit's.
@@ -285,9 +357,8 @@ PROBES = {
                            withhold={HANDLERS: PROPAGATE_WITHHELD}),
     "part3_hidden": Probe(handlers_asked("trace", "propagate", PROPAGATE_WITHHELD), trap_and_emulate(PART3_HIDDEN),
                           shadow_runs, against_vmkit(list(PART3_HIDDEN)), withhold={HANDLERS: PROPAGATE_WITHHELD}),
-    "part4_visible": Probe(TABLE_ASKED, list(PART4_VISIBLE.values()), shadow_runs,
-                           against_vmkit(list(PART4_VISIBLE), fields=("counts",)),
-                           withhold={HANDLERS: FILL_WITHHELD + PROPAGATE_WITHHELD}),
-    "part4_hidden": Probe(TABLE_ASKED, list(PART4_HIDDEN.values()), shadow_runs, against_vmkit(list(PART4_HIDDEN)),
-                          withhold={HANDLERS: FILL_WITHHELD + PROPAGATE_WITHHELD}),
+    "part4_visible": Probe(PREFETCH_ASKED, list(PART4_VISIBLE.values()), prefetch_references,
+                           within_bound(list(PART4_VISIBLE)), withhold={HANDLERS: FILL_WITHHELD + PROPAGATE_WITHHELD}),
+    "part4_hidden": Probe(PREFETCH_ASKED, list(PART4_HIDDEN.values()), prefetch_references,
+                          within_bound(list(PART4_HIDDEN)), withhold={HANDLERS: FILL_WITHHELD + PROPAGATE_WITHHELD}),
 }

@@ -251,10 +251,10 @@ hex32:
 align 8
 gdt:
     dq 0
-    dq 0x00cf9a000000ffff               ; 0x08 kernel code
-    dq 0x00cf92000000ffff               ; 0x10 kernel data
-    dq 0x00cffa000000ffff               ; 0x18 user code
-    dq 0x00cff2000000ffff               ; 0x20 user data
+    dq 0x00cf9b000000ffff               ; 0x08 kernel code (accessed already: the CPU never
+    dq 0x00cf93000000ffff               ; 0x10 kernel data  writes the GDT, so its page's PTE stays
+    dq 0x00cffb000000ffff               ; 0x18 user code    clean on the bare machine too)
+    dq 0x00cff3000000ffff               ; 0x20 user data
     dw tss_end - tss - 1, 0             ; 0x28 the TSS
     db 0, 0x89, 0, 0
 gdt_end:
@@ -433,7 +433,12 @@ def guest_tables(machine):
     vcpu = machine.vcpu
     if not vcpu.cr0 & CR0_PG:
         return {}
-    directories = sorted({vcpu.cr3 & ~0xFFF, *machine.shadow.roots})
+    return tables_at(machine, sorted({vcpu.cr3 & ~0xFFF, *machine.shadow.roots}), bool(vcpu.cr4 & CR4_PSE))
+
+
+def tables_at(machine, directories, pse):
+    """Every non-zero entry of the page directories at `directories` in `machine`'s memory and of the page
+    tables they point to (a PDE with PS set maps 4 MiB when `pse`): {"0x<physical address>": value}."""
     entries = {}
     for directory in directories:
         pdes = _page(machine, directory)
@@ -441,7 +446,7 @@ def guest_tables(machine):
             if not pde:
                 continue
             entries[f"{directory + index * 4:#x}"] = pde
-            if pde & 1 and not (pde & 0x80 and vcpu.cr4 & CR4_PSE) and (pde & ~0xFFF) < machine.cpu.ram_size:
+            if pde & 1 and not (pde & 0x80 and pse) and (pde & ~0xFFF) < machine.cpu.ram_size:
                 table = pde & ~0xFFF
                 entries.update({f"{table + i * 4:#x}": pte for i, pte in enumerate(_page(machine, table)) if pte})
     return entries
@@ -556,19 +561,72 @@ def shadow_cases(cases, handlers, withhold=()):
         return fresh.handler_runs(cases, handlers, withhold)
 
 
-def table_cases(cases, table, fill=None, propagate=None):
+def table_cases(cases, table, fill=None, propagate=None, fill_name="fill"):
     """shadow_case of each [source, technique, adaptive] under a student's whole table (vmkit as on disk);
-    {"error": ...} for each unless `table` is a dict with the student's own `fill` under "hidden-fault"
-    and `propagate` under "trace"."""
+    {"error": ...} for each unless `table` is a dict with the student's own `fill` (the function the lab
+    names `fill_name`) under "hidden-fault" and `propagate` under "trace"."""
     from .answers import yours
     try:
         if not isinstance(table, dict) or sorted(table) != sorted(SHADOW_KINDS):
             raise ValueError(f"SHADOW must be a dict with a handler for each of {SHADOW_KINDS}")
         yours(table, "SHADOW")
         if table["hidden-fault"] is not fill or table["trace"] is not propagate:
-            raise ValueError("SHADOW must hold your fill under 'hidden-fault' and your propagate under 'trace'")
+            raise ValueError(f"SHADOW must hold your {fill_name} under 'hidden-fault' and your propagate under 'trace'")
         table = {kind: table[kind] for kind in SHADOW_KINDS}
     except Exception as error:
         return [{"error": f"{type(error).__name__}: {error}"}] * len(cases)
     with on_disk() as fresh:
         return fresh.handler_runs(cases, table, ("shadow_fill", "shadow_propagate"))
+
+
+# --- part 4: a fill that prefetches -----------------------------------------------------------------------
+PREFETCH_HINT = ("a prefetched shadow entry is one the CPU uses without asking the VMM: it must allow nothing the "
+                 "guest's tables refuse (present, the rights of the PDE and of the PTE), and no access through it "
+                 "may skip an accessed or dirty bit the bare machine would set then (KVM's FNAME(prefetch_gpte) "
+                 "and FNAME(prefetch_invalid_gpte) in arch/x86/kvm/mmu/paging_tmpl.h)")
+
+
+def native_tables(source, directories, max_instructions=SHADOW_MAX_INSTRUCTIONS):
+    """The guest run on the bare machine: its ending and its page tables at the end, read at the page
+    directories `directories` (the guest-physical CR3 pages a shadow run kept roots for)."""
+    machine = vmkit.machine(source, max_instructions=max_instructions, timeout=30)
+    result = machine.run()
+    pse = bool(machine.cpu["cr4"] & CR4_PSE)
+    return {**ending(result), "tables": tables_at(machine, sorted(directories), pse)}
+
+
+def prefetch_reference(source, technique="trap-and-emulate", adaptive=True):
+    """What a run under a prefetching fill is judged against: {"native": the bare machine's ending and page
+    tables (native_tables, read at the page directories vmkit's own VMM kept roots for), "vmkit_hidden":
+    the hidden faults vmkit's own fill takes}."""
+    from ..vmm.shadow_paging import SHADOW_HANDLERS
+    machine, result = run_shadow(source, SHADOW_HANDLERS, technique, adaptive=adaptive, what="vmkit's own VMM")
+    directories = {machine.vcpu.cr3 & ~0xFFF, *machine.shadow.roots} if machine.vcpu.cr0 & CR0_PG else set()
+    return {"native": native_tables(source, directories), "vmkit_hidden": result.stats.get("hidden_faults", 0)}
+
+
+def prefetch_bound(vmkit_hidden, ratio):
+    """The hidden faults a prefetching fill may take on a guest where vmkit's own fill takes `vmkit_hidden`."""
+    return int(vmkit_hidden * ratio)
+
+
+def check_prefetch(got, native, vmkit_hidden, ratio, what):
+    """A run under a prefetching fill against the bare machine (output, exit code, the guest's page tables
+    at the end, accessed and dirty bits included), and its hidden faults within the bound."""
+    check(isinstance(got, dict) and "error" not in got, f"{what} runs to its end",
+          got=got.get("error") if isinstance(got, dict) else shown(got)[:200])
+    check_facts(got, native, f"{what}, against the bare machine", fields=("serial", "exit_code", "tables"),
+                hints={"serial": PREFETCH_HINT, "exit_code": SHADOW_HINTS["exit_code"],
+                       "tables": "the guest's page tables at the end, by guest-physical address; " + PREFETCH_HINT},
+                unit="item", end="(no more)")
+    hidden, bound = got["counts"]["hidden_faults"], prefetch_bound(vmkit_hidden, ratio)
+    check(hidden <= bound, f"{what}: hidden faults within the bound", expected=f"at most {bound} ({ratio:g} of the "
+          f"{vmkit_hidden} vmkit's own fill takes)", got=f"{hidden} hidden faults",
+          hint="a prefetch that makes the entries this guest goes on to use: which of its neighbours are safe, and "
+               "how many of them")
+
+
+def prefetch_cases(cases, table, fill_ahead=None, propagate=None):
+    """table_cases for part 4: each [source, technique, adaptive] under a student's table holding their
+    `fill_ahead` and `propagate` (vmkit as on disk, vmkit's own handlers withheld)."""
+    return table_cases(cases, table, fill_ahead, propagate, fill_name="fill_ahead")
