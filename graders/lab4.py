@@ -1,21 +1,10 @@
-"""Lab 4 (paravirtualization): guests under vmkit's own hypervisor and hypercalls, and the
-paravirtualized routines of parts 4 and 5 as the reference writes them."""
+"""Lab 4 (paravirtualization): guests under vmkit's own hypervisor and hypercalls, the paravirtualized
+log_append of part 3 as the reference writes it, and part 4's console scripts, judged by their rules."""
 from vmkit.asm import assemble
 from vmkit.grading.lab4 import PV_MAX_INSTRUCTIONS, pv_facts
 from vmkit.xen import Paravirt
 
-# Part 4: console_write on Xen's console, one console_io for the whole message.
-PV_CONSOLE_WRITE = r"""
-console_write:
-    pushad
-    mov ebx, CONSOLEIO_write
-    mov edx, esi
-    hypercall __HYPERVISOR_console_io
-    popad
-    ret
-"""
-
-# Part 5: log_append with the mask byte for cli and sti, and the pending check after the copy.
+# Part 3: log_append with the mask byte for cli and sti, and the pending check after the copy.
 PV_LOG_APPEND = r"""
 log_append:
     pushad
@@ -58,11 +47,11 @@ FACTS = {f.__name__: f for f in (pv_run, pv_runs)}
 # --- the probes: each graded cell's cases, asked of the student's kernel and decided here -------------
 import vmkit.guests
 from vmkit.grading.checks import check, check_equal, check_facts
-from vmkit.grading.lab4 import PV_HINTS, ROUTINES, YOURS, run_facts
+from vmkit.grading.lab4 import PV_HINTS, ROUTINES, YOURS, check_console, run_facts
 from .probing import Probe, lab_setup
 
-SETUP = lab_setup("lab4_paravirt")              # GUEST (through guest()): the grader's own
-guest = SETUP["guest"]
+SETUP = lab_setup("lab4_paravirt")              # GUEST (through guest() and console_guest()): the grader's own
+guest, console_guest = SETUP["guest"], SETUP["console_guest"]
 REFERENCE_TIMEOUT = 30                          # vmkit's own hypervisor, in this process: never stopped by a busy machine
 HANDLERS_MODULE = "vmkit.xen.hypercalls"
 
@@ -113,21 +102,24 @@ def runs_of(answers, count):
 
 
 # Part 1: console_io
-PART1_VISIBLE = [[vmkit.guests.source("pv_hello"), []],
-                 [guest('say "console_io: hello", 10\nmov ebx, CONSOLEIO_write\nxor ecx, ecx\nmov edx, 0x100000\n'
-                        'hypercall __HYPERVISOR_console_io'), []]]
+RESULTS = guest("".join(f"mov ebx, {cmd}\nmov ecx, {count}\nmov edx, text\nhypercall __HYPERVISOR_console_io\n"
+                        "call print_hex\nsay 10\n" for cmd, count in
+                        (("CONSOLEIO_write", 5), ("CONSOLEIO_write", 0), ("CONSOLEIO_write", -16),
+                         ("CONSOLEIO_read", 8), (5, 3))), data='text: db "hello", 10')
+PART1_VISIBLE = [[vmkit.guests.source("pv_hello"), []], [RESULTS, []]]
 
 
 def part1_visible(answers, expected, cases):
-    hello, empty = runs_of(answers, 2)
+    hello, results = runs_of(answers, 2)
     ran(hello, "pv_hello on your console_io")
     check_equal(hello["serial"], expected[0]["serial"], what="what pv_hello printed",
-                hint="CONSOLEIO_write copies `count` bytes from the guest's `buffer` to the console "
+                hint="CONSOLEIO_write: the guest's `count` bytes at `buffer`, on the console "
                      "(Xen's do_console_io, xen/drivers/char/console.c)")
-    ran(empty, "a write of 12 bytes, then one of 0 bytes")
-    check_equal(empty["serial"], "console_io: hello\n", what="the console after a write of 0 bytes",
-                hint="count == 0 writes nothing")
-    check_equal(empty["exit_code"], 0, what="the exit code", hint="the kernel shuts down with reason 0 at the end")
+    ran(results, "writes of 5, 0 and -16 bytes, a read, command 5")
+    check_equal(results["serial"], expected[1]["serial"], what="what each console_io returned, in hex, after what it wrote",
+                hint="the part's spec, a rule for each line: a write succeeds with 0; a negative count is a bad argument "
+                     "(EINVAL, ffffffea) and writes nothing; a read succeeds; a command Xen does not have is ENOSYS "
+                     "(ffffffda)")
 
 
 CONSOLE_TEXT = 'text: db "vmkit ", 0xe9, "t", 0xe9, " ", 0xff, 0x00, "xen-3.0-x86_32 console", 10\ntext_len equ $ - text'
@@ -145,20 +137,41 @@ PART1_HIDDEN = {
 }
 
 # Part 2: multicall
-PART2_VISIBLE = [[vmkit.guests.source("pv_events"), []]]
+VISIBLE_BATCHES = r"""
+align 4
+mixed:                                  ; multicall_entry: op, result, args[6]
+    dd __HYPERVISOR_xen_version, 0x55555555, XENVER_version, 0, 0, 0, 0, 0
+    dd 77, 0x55555555, 0, 0, 0, 0, 0, 0
+    dd __HYPERVISOR_multicall, 0x55555555, mixed, 1, 0, 0, 0, 0
+    dd __HYPERVISOR_console_io, 0x55555555, CONSOLEIO_write, 3, hi, 0, 0, 0
+ending:
+    dd __HYPERVISOR_sched_op, 0x55555555, SCHEDOP_shutdown, reason, 0, 0, 0, 0
+    dd __HYPERVISOR_console_io, 0x55555555, CONSOLEIO_write, 3, hi, 0, 0, 0
+reason: dd 4
+hi: db "hi", 10"""
+VISIBLE_BODY = ("mov ebx, mixed\nmov ecx, 4\nhypercall __HYPERVISOR_multicall\ncall print_hex\nsay 10\n"
+                + "".join(f"mov eax, [mixed + {32 * i + 4}]\ncall print_hex\nsay 10\n" for i in range(4))
+                + "mov ebx, ending\nmov ecx, 2\nhypercall __HYPERVISOR_multicall\nsay \"not reached\", 10")
+PART2_VISIBLE = [[vmkit.guests.source("pv_events"), []], [guest(VISIBLE_BODY, data=VISIBLE_BATCHES), []]]
 
 
 def part2_visible(answers, expected, cases):
-    events, = runs_of(answers, 1)
+    events, batches = runs_of(answers, 2)
     ran(events, "pv_events on your multicall")
     check_equal(events["serial"], expected[0]["serial"], what="what pv_events printed",
                 hint="each entry's hypercall runs through the domain's table, in order (Xen's do_multicall, "
                      "xen/common/multicall.c)")
-    check_equal([result for _, name, result in events["hypercalls"] if name == "multicall"], [0],
-                what="what the multicall returned in EAX", hint="the results go into the entries; the multicall returns 0")
     check_equal(events["stats"]["multicall_entries"], 3, what="multicall entries counted",
                 hint="the part's spec: every entry run is counted in the domain's stats")
-    check_equal(events["exit_code"], 7, what="the exit code of pv_events")
+    ran(batches, "two batches on your multicall")
+    check_equal(batches["serial"], expected[1]["serial"],
+                what="what the multicall returned, then each entry's result field, in hex",
+                hint="the part's spec, a rule for each line: the multicall returns 0; each entry's result in its own "
+                     "field (ffffffda is -ENOSYS, ffffffea -EINVAL: no nesting); no entry after a shutdown")
+    check_equal((batches["exit_code"], batches["stats"]["multicall_entries"]),
+                (expected[1]["exit_code"], expected[1]["stats"]["multicall_entries"]),
+                what="the exit code, and the entries counted", hint="the second batch shuts the domain down in its "
+                                                                     "first entry: its second is not run, nor counted")
 
 
 BATCHES = r"""
@@ -175,6 +188,10 @@ stopping:
     dd __HYPERVISOR_console_io, 0x55555555, CONSOLEIO_write, 7, before, 0, 0, 0
     dd __HYPERVISOR_sched_op, 0x55555555, SCHEDOP_shutdown, reason, 0, 0, 0, 0
     dd __HYPERVISOR_console_io, 0x55555555, CONSOLEIO_write, 6, after, 0, 0, 0
+yielding:
+    dd __HYPERVISOR_console_io, 0x55555555, CONSOLEIO_write, 3, word_a, 0, 0, 0
+    dd __HYPERVISOR_sched_op, 0x55555555, 0, 0, 0, 0, 0, 0     ; SCHEDOP_yield
+    dd __HYPERVISOR_console_io, 0x55555555, CONSOLEIO_write, 3, word_b, 0, 0, 0
 reason: dd 5
 word_a: db "ab", 10
 word_b: db "cd", 10
@@ -195,6 +212,8 @@ PART2_HIDDEN = {
                                       + entry_results("nested", 2) + entry_results("batch", 1),
     "a batch that shuts the domain down in its second entry": "mov ebx, stopping\nmov ecx, 3\n"
                                                               "hypercall __HYPERVISOR_multicall\nsay \"not reached\", 10",
+    "a batch that yields half-way, and carries on": "mov ebx, yielding\nmov ecx, 3\nhypercall __HYPERVISOR_multicall\n"
+                                                    "call print_hex\nsay 10\n" + entry_results("yielding", 3),
     "an empty batch, and a list Xen cannot read": "mov ebx, batch\nxor ecx, ecx\nhypercall __HYPERVISOR_multicall\n"
                                                   "call print_hex\nsay 10\nmov ebx, 0x10\nmov ecx, 2\n"
                                                   "hypercall __HYPERVISOR_multicall\ncall print_hex\nsay 10\n"
@@ -203,62 +222,14 @@ PART2_HIDDEN = {
 PART2_HINTS = {"serial": "the guest prints what your multicall returned and each entry's result field, in hex "
                          "(ffffffea is -22, -EINVAL); 55555555 is a field nobody wrote"}
 
-# Part 3: the whole table
-TABLE_ASKED = "vmkit.grading.lab4.table_cases(cases, TABLE)"
-PART3_VISIBLE = {name: [vmkit.guests.source(name), []] for name in ("pv_hello", "pv_events")}
-
-
-def part3_visible(answers, expected, cases):
-    runs_of(answers, len(PART3_VISIBLE))
-    for name, got, want in zip(PART3_VISIBLE, answers, expected):
-        ran(got, f"{name} on your table")
-        check_equal(got["serial"], want["serial"], what=f"what {name} printed on your table",
-                    hint="the part's spec: vmkit's table, with your console_io under 18 and your multicall under 13")
-        check_equal(got["exit_code"], want["exit_code"], what=f"the exit code of {name}")
-
-
-PART3_HIDDEN = {"pv_hello": [vmkit.guests.source("pv_hello"), []], "pv_ops": [vmkit.guests.source("pv_ops"), []],
-                "pv_events": [vmkit.guests.source("pv_events"), []],
-                "pv_dom0 with pv_domu": [vmkit.guests.source("pv_dom0"), [vmkit.guests.source("pv_domu")]]}
-
-# Part 4: console_write, NASM run in the kernel
-CONSOLE_WRITE_ASKED = "vmkit.grading.lab4.routine_cases(cases, CONSOLE_WRITE)"
-PART4_VISIBLE = [guest("mov esi, greeting\nmov ecx, greeting_len\ncall console_write\n"
-                       "mov esi, greeting\nmov ecx, 5\ncall console_write\nsay 10",
-                       data='greeting: db "hello from the paravirtual console_write", 10\n'
-                            'greeting_len equ $ - greeting', routines=ROUTINES)]
-
-
-def part4_visible(answers, expected, sources):
-    facts, = runs_of(answers, 1)
-    ran(facts, "the kernel with your console_write")
-    check_equal(facts["serial"], "hello from the paravirtual console_write\nhello\n", what="what the kernel printed",
-                hint="one console_io hypercall for the whole message, its arguments as part 1's spec lists them")
-    check_equal(facts["stats"]["traps"], 0, what="traps into Xen", hint="in and out fault in ring 1: use console_io")
-    check(not facts["shutdown"] and facts["exit_code"] == 0, "the kernel shut down normally",
-          got=f"shutdown={facts['shutdown']}, exit_code={facts['exit_code']}", hint="a crash means a fault with no handler")
-
-
-PART4_BODIES = {
-    "every register after a call": "mov eax, 0x11111111\nmov ebx, 0x22222222\nmov edx, 0x44444444\nmov edi, 0x55555555\n"
-                                   "mov ebp, 0x66666666\nmov esi, text\nmov ecx, 10\ncall console_write\n"
-                                   "say 10\nsub esi, text\ncall show_registers",
-    "twenty calls in a loop": "mov ebx, 20\n.again:\nmov esi, text\nmov ecx, ebx\ncall console_write\nsay 10\n"
-                              "dec ebx\njnz .again",
-    "a 3000-byte message and a 1-byte one": "mov esi, many\nmov ecx, 3000\ncall console_write\nmov esi, text\n"
-                                            "mov ecx, 1\ncall console_write\nsub esi, text\ncall show_registers",
-}
-PART4_DATA = 'text: db "abcdefghijklmnopqrstuvwxyz"\nmany: times 3000 db "z"'
-PART4_HIDDEN = [guest(body, PART4_DATA, routines=ROUTINES) for body in PART4_BODIES.values()]
-PART4_HINTS = {"hypercalls": "one console_io for the whole message, whatever its length, and nothing else",
-               "serial": "the registers are printed after the call (EAX EBX ECX EDX ESI EDI EBP; ESI less the message's "
-                         "address): keep every one"}
-
-# Part 5: log_append, NASM run in the kernel
+# Part 3: log_append, NASM run in the kernel
 LOG_APPEND_ASKED = "vmkit.grading.lab4.routine_cases(cases, LOG_APPEND)"
-PART5_VISIBLE = [guest('append "first record"\nappend "second"\ncall report', routines=ROUTINES, period=1000000),
+PART3_VISIBLE = [guest('append "first record"\nappend "second"\ncall report', routines=ROUTINES, period=1000000),
                  guest(f'mov ebp, 600\n.again:\nappend "{"x" * 200}"\ndec ebp\njnz .again\ncall report',
-                       routines=ROUTINES, period=1000000)]
+                       routines=ROUTINES, period=1000000),
+                 guest("mov eax, 0x11111111\nmov ebx, 0x22222222\nmov edx, 0x44444444\nmov edi, 0x55555555\n"
+                       "mov ebp, 0x66666666\nmov esi, text\nmov ecx, 3\ncall log_append\nsub esi, text\n"
+                       "call show_registers", data='text: db "abc"', routines=ROUTINES)]
 
 
 def report_numbers(serial):
@@ -268,8 +239,8 @@ def report_numbers(serial):
     return {"records": int(words[1]), "ticks": int(words[3]), "head": int(words[7]), "expected": int(words[9])}
 
 
-def part5_visible(answers, expected, sources):
-    two, many = runs_of(answers, 2)
+def part3_visible(answers, expected, sources):
+    two, many, registers = runs_of(answers, 3)
     ran(two, "two appends with your log_append")
     check_equal(two["serial"], "log: 2 records, 0 ticks, head at 18, expected 18\n", what="the report after two appends",
                 hint="the copy itself is the native one: only cli and sti change")
@@ -283,9 +254,20 @@ def part5_visible(answers, expected, sources):
     check_equal(numbers["head"], numbers["expected"], what="the log's head, against the bytes appended and the ticks",
                 hint="a tick inside the copy: the timer's '|' is overwritten and log_head goes back. The mask byte is 1 "
                      "during the copy?")
+    check(numbers["ticks"] >= 5, "a tick delivered when the copy it arrived in ends",
+          expected="5 ticks or more (the kernel runs for about 6 ms)", got=numbers["ticks"],
+          hint="an event that arrived during the copy is delivered before log_append returns, not at the next hypercall")
+    versions = sum(name == "xen_version" for _, name, _ in many["hypercalls"])
+    check(versions <= many["stats"]["upcalls"], "xen_version hypercalls, only for an event that arrived",
+          expected=f"at most {many['stats']['upcalls']} (the events delivered)", got=versions,
+          hint="when no event arrived, log_append makes no hypercall")
+    ran(registers, "a call with every register set")
+    check_equal(registers["serial"], "11111111 22222222 00000003 44444444 00000000 55555555 66666666\n",
+                what="EAX EBX ECX EDX, ESI less the message's address, EDI EBP after the call",
+                hint="log_append keeps every register")
 
 
-PART5_CASES = {
+PART3_CASES = {
     "600 appends of 200 bytes, the timer at 1 ms": (f'mov ebp, 600\n.again:\nappend "{"x" * 200}"\ndec ebp\njnz .again\n'
                                                     "call report", 1000000),
     "800 appends of 3 to 250 bytes, the timer at 2 ms": ("mov ebp, 800\n.again:\nmov ecx, ebp\nand ecx, 0xff\ncmp ecx, 3\n"
@@ -302,10 +284,24 @@ PART5_CASES = {
                                                              "add dword [appended], 250\nsub esi, text\n"
                                                              "call show_registers\ncall report",
                                                              1000000),
+    "every register after every call, ticks in some copies": ("mov ebp, 1500\n.again:\nmov eax, 0x11111111\n"
+                                                              "mov ebx, 0x22222222\nmov ecx, 200\nmov edx, 0x44444444\n"
+                                                              "mov esi, text\nmov edi, 0x55555555\npush ebp\n"
+                                                              "mov ebp, 0x66666666\ncall log_append\n"
+                                                              "add dword [appended], 200\n"
+                                                              + "".join(f"cmp {r}, {v}\njne .changed\n" for r, v in
+                                                                        (("eax", "0x11111111"), ("ebx", "0x22222222"),
+                                                                         ("ecx", "200"), ("edx", "0x44444444"),
+                                                                         ("esi", "text"), ("edi", "0x55555555"),
+                                                                         ("ebp", "0x66666666")))
+                                                              + "jmp .kept\n.changed:\ninc dword [changed]\n.kept:\n"
+                                                                "pop ebp\ndec ebp\njnz .again\nmov eax, [changed]\n"
+                                                                'say "calls that changed a register: "\n'
+                                                                "call print_decimal\nsay 10\ncall report", 700000),
 }
-PART5_HIDDEN = [guest(body, "text: times 256 db 't'", routines=ROUTINES, period=period)
-                for body, period in PART5_CASES.values()]
-PART5_HINTS = {"serial": "the report: ticks counted by the timer's callback, and the log's head against what was put in. "
+PART3_HIDDEN = [guest(body, "text: times 256 db 't'\nchanged: dd 0", routines=ROUTINES, period=period)
+                for body, period in PART3_CASES.values()]
+PART3_HINTS = {"serial": "the report: ticks counted by the timer's callback, and the log's head against what was put in. "
                          "Fewer ticks than expected: events that stayed pending after the copy (the pending check)",
                "hypercalls": "after the copy: a xen_version hypercall when an event is pending, and none otherwise",
                "stats": "upcalls are the events delivered; traps must stay 0",
@@ -315,13 +311,13 @@ TICKS_WITHIN = (0.75, 1.33)     # the timer ticks in guest instructions: a routi
                                 # reference's sees a few more or fewer ticks in the same run, never far fewer
 
 
-def part5_hidden(answers, expected, sources):
+def part3_hidden(answers, expected, sources):
     """Each run against the reference routine's, on what does not depend on the routine's length: the
     records and the log's head (nothing lost), the registers after a call, ticks delivered about as
     often (events pending after the copy are delivered then, not at the next hypercall), no trap, the
     mask byte 0 at the end, and a xen_version only for an event that was pending."""
     check(isinstance(answers, list) and len(answers) == len(expected), "one run per guest", got=answers)
-    for what, got, want in zip(PART5_CASES, answers, expected):
+    for what, got, want in zip(PART3_CASES, answers, expected):
         what = f"your log_append ({what})"
         ran(got, what)
         check("log: " in got["serial"], f"{what}: the kernel reported its log", got=got["serial"][-300:])
@@ -336,13 +332,38 @@ def part5_hidden(answers, expected, sources):
         low, high = (round(theirs["ticks"] * bound) for bound in TICKS_WITHIN)
         check(low <= mine["ticks"] <= max(high, theirs["ticks"] + 1), f"{what}: timer ticks delivered",
               expected=f"about {theirs['ticks']} (from {low} to {high}), as with the reference's log_append",
-              got=mine["ticks"], hint=PART5_HINTS["serial"])
-        check_equal(got["stats"]["traps"], 0, what=f"{what}: traps into Xen", hint=PART5_HINTS["stats"])
-        check_equal(got["upcall_mask"], 0, what=f"{what}: the mask byte at the end", hint=PART5_HINTS["upcall_mask"])
+              got=mine["ticks"], hint=PART3_HINTS["serial"])
+        check_equal(got["stats"]["traps"], 0, what=f"{what}: traps into Xen", hint=PART3_HINTS["stats"])
+        check_equal(got["upcall_mask"], 0, what=f"{what}: the mask byte at the end", hint=PART3_HINTS["upcall_mask"])
         versions = sum(name == "xen_version" for _, name, _ in got["hypercalls"])
         check(versions <= got["stats"]["upcalls"], f"{what}: xen_version hypercalls, one for each event pending",
               expected=f"at most {got['stats']['upcalls']} (the events delivered)", got=versions,
-              hint=PART5_HINTS["hypercalls"])
+              hint=PART3_HINTS["hypercalls"])
+
+
+# Part 4: the console driver, an open part: NASM run in the kernel, each run judged by the part's rules
+CONSOLE_ASKED = "vmkit.grading.lab4.console_cases(cases, CONSOLE_DRIVER)"
+EXAMPLE = ([["write", f"boot: step {n}\n"] for n in range(1, 12)]
+           + [["reuse", "irq 1\n"], ["reuse", "irq 14\n"], ["reuse", "x\n"], ["write", "\x00 a NUL, 256 bytes: " + "y" * 234 + "\n"],
+              ["flush"], ["flush"], ["registers", 7]]
+           + [["write", f"shutting down {n}\n"] for n in range(3)])
+CONSOLE_SCRIPTS = {
+    "120 short messages, one flush at the end": [["write", f"[{n:3}] " + "ok " * (n % 5) + "\n"] for n in range(120)],
+    "30 long messages in one reused buffer": [["reuse", chr(65 + n % 26) * (200 + n * 7 % 56) + "\n"] for n in range(30)],
+    "runs of 1 to 17 messages, each ended by a flush (twice, now and then)":
+        [step for run in range(1, 18) for step in
+         [["write", f"run {run}, message {n}: \xff\x00{'.' * (run * n % 40)}\n"] for n in range(run)]
+         + [["flush"]] * (1 + (run % 3 == 0))],
+    "registers after a call that flushes, one that buffers, and messages of 1 and 256 bytes":
+        [["write", f"w{n}\n"] for n in range(7)] + [["registers", 100]] + [["write", "z"]] * 8 + [["registers", 1]]
+        + [["reuse", "q" * 255 + "\n"], ["registers", 256], ["write", "end\n"]],
+}
+def console_judge(scripts):
+    def judge(answers, expected, cases):
+        check(isinstance(answers, list) and len(answers) == len(scripts), "one run per script", got=answers)
+        for (what, script), facts in zip(scripts.items(), answers):
+            check_console(script, facts, what=f"your console driver ({what})")
+    return judge
 
 
 PROBES = {
@@ -353,12 +374,10 @@ PROBES = {
     "part2_hidden": Probe(handlers_asked("multicall"), [[guest(body, BATCHES), []] for body in PART2_HIDDEN.values()],
                           on_xen, against_xen([f"the guest ({what})" for what in PART2_HIDDEN], PART2_HINTS),
                           withhold=withhold(13)),
-    "part3_visible": Probe(TABLE_ASKED, list(PART3_VISIBLE.values()), on_xen, part3_visible, withhold=withhold(18, 13)),
-    "part3_hidden": Probe(TABLE_ASKED, list(PART3_HIDDEN.values()), on_xen,
-                          against_xen([f"{what} on your table" for what in PART3_HIDDEN]), withhold=withhold(18, 13)),
-    "part4_visible": Probe(CONSOLE_WRITE_ASKED, PART4_VISIBLE, lambda sources: None, part4_visible),
-    "part4_hidden": Probe(CONSOLE_WRITE_ASKED, PART4_HIDDEN, with_routine(PV_CONSOLE_WRITE),
-                          against_xen([f"your console_write ({what})" for what in PART4_BODIES], PART4_HINTS)),
-    "part5_visible": Probe(LOG_APPEND_ASKED, PART5_VISIBLE, lambda sources: None, part5_visible),
-    "part5_hidden": Probe(LOG_APPEND_ASKED, PART5_HIDDEN, with_routine(PV_LOG_APPEND), part5_hidden),
+    "part3_visible": Probe(LOG_APPEND_ASKED, PART3_VISIBLE, lambda sources: None, part3_visible),
+    "part3_hidden": Probe(LOG_APPEND_ASKED, PART3_HIDDEN, with_routine(PV_LOG_APPEND), part3_hidden),
+    "part4_visible": Probe(CONSOLE_ASKED, [console_guest(EXAMPLE, ROUTINES)], lambda sources: None,
+                           console_judge({"the example script": EXAMPLE})),
+    "part4_hidden": Probe(CONSOLE_ASKED, [console_guest(script, ROUTINES) for script in CONSOLE_SCRIPTS.values()],
+                          lambda sources: None, console_judge(CONSOLE_SCRIPTS)),
 }

@@ -5,7 +5,7 @@ import json
 import vmkit
 from ..xen import BadAddress, Paravirt
 from ..xen import abi as xen
-from .checks import check_facts
+from .checks import check, check_equal, check_facts
 from .runs import explained
 
 PV_MAX_INSTRUCTIONS = 3_000_000
@@ -132,3 +132,134 @@ def routine_cases(sources, routine):
     from .answers import on_disk
     with on_disk(__name__) as fresh:
         return fresh.routine_runs(sources, routine)
+
+
+# --- the open part: a console driver that batches (the kernel's side, and how a run is judged) -----------
+# A grader's kernel for the console driver is a script of steps (console_guest in the notebook builds
+# it): ["write", text] and ["reuse", text] call console_write, ["flush"] calls console_flush,
+# ["registers", n] calls both with every register set and prints them. The kernel executes a cpuid, a
+# trap into Xen that makes no hypercall, right after each call returns: the run's events then say what
+# the console held at that moment. The routines sit between the labels YOURS_BEGIN and YOURS_END.
+MAX_WAITING = 8                 # messages written that may wait, not yet on the console, when console_write returns
+MAX_MESSAGE = 256               # bytes in a message, at most (1 at least)
+YOURS_BEGIN, YOURS_END = "your_routines", "your_routines_end"
+
+
+def console_marks(result):
+    """Bytes on the console at each cpuid (a call of the script returned), from the run's events: the
+    text of every console_io, alone or in a multicall, up to that moment."""
+    written, marks = 0, []
+    for event in result.events:
+        detail = event.detail
+        if event.kind == "hypercall":
+            calls = detail.get("calls", []) if detail.get("name") == "multicall" else [detail]
+            written += sum(len(call.get("text", "")) for call in calls if call.get("name") == "console_io")
+        elif event.kind == "trap" and detail.get("cause") == "cpuid":
+            marks.append(written)
+    return marks
+
+
+def console_run(source, timeout=PV_TIMEOUT):
+    """run_facts of a console script's kernel on vmkit's own hypercalls, with `marks` (console_marks)
+    and `yours`: the hypercalls made from the routines' own code (between YOURS_BEGIN and YOURS_END),
+    as [name, result]."""
+    try:
+        image = vmkit.assemble(source)
+        begin, end = image.symbols[YOURS_BEGIN], image.symbols[YOURS_END]
+        dom0, result = run_pv(source, None, (), timeout=timeout)
+        facts = {**pv_facts(result), "upcall_mask": dom0.upcall_mask, "marks": console_marks(result),
+                 "yours": [[e.detail["name"], e.detail["result"]] for e in result.of_kind("hypercall")
+                           if begin <= e.eip < end]}
+        return json.loads(json.dumps(facts))
+    except Exception as error:                  # the student's code: its error is its answer
+        return {"error": f"{type(error).__name__}: {error}"}
+
+
+def console_runs(sources, routines, timeout=PV_TIMEOUT):
+    """console_run of each kernel (a source with ROUTINES where the routines go) with `routines` there."""
+    if not isinstance(routines, str):
+        return [{"error": f"the routines are a {type(routines).__name__}, not a string of NASM"}] * len(sources)
+    return [console_run(source.replace(ROUTINES, routines), timeout) for source in sources]
+
+
+def console_cases(sources, routines):
+    """console_runs under vmkit as on disk: the student's routines assembled and run here, in the kernel."""
+    from .answers import on_disk
+    with on_disk(__name__) as fresh:
+        return fresh.console_runs(sources, routines)
+
+
+def registers_line(length):
+    """What a ["registers", length] step prints: EAX EBX ECX EDX, ESI less the message's address, EDI EBP."""
+    return " ".join(f"{v:08x}" for v in (0x11111111, 0x22222222, length, 0x44444444, 0, 0x55555555, 0x66666666)) + "\n"
+
+
+def console_expected(script):
+    """What a script's kernel must do, from its steps alone (the kernel calls console_flush once more
+    before it shuts down): {"serial": the console at the end, exactly as with one console_io per
+    message; "marks": for each call, [bytes that must be on the console when it returns, the call];
+    "bound": the most hypercalls console_write and console_flush may make, ceil(m / MAX_WAITING) for
+    each run of m messages that ends at a console_flush; "messages"; "ends": where each message ends
+    on the console}."""
+    serial, ends, marks, bound, run = b"", [], [], 0, 0
+    for step in [*script, ["flush"]]:
+        if step[0] in ("write", "reuse", "registers"):
+            serial += step[1].encode("latin-1") if step[0] != "registers" else b"r" * step[1]
+            ends.append(len(serial))
+            run += 1
+            late = len(ends) - MAX_WAITING      # a message is out before MAX_WAITING more are written
+            marks.append([ends[late - 1] if late > 0 else 0, f"console_write of message {len(ends)}"])
+        if step[0] in ("flush", "registers"):
+            bound += -(-run // MAX_WAITING)
+            run = 0
+            marks.append([len(serial), f"console_flush after message {len(ends)}"])
+            if step[0] == "registers":
+                serial += registers_line(step[1]).encode()
+    return {"serial": serial.decode("utf-8", errors="replace"), "marks": marks, "bound": bound,
+            "messages": len(ends), "ends": ends}
+
+
+def check_console(script, facts, what="the kernel"):
+    """A run of a console script's kernel (console_run's facts), judged: it ended as the script's
+    kernel ends, with the console exactly as with one console_io per message; no trap but the script's
+    own cpuids; after each console_write returned at most MAX_WAITING messages waited, after each
+    console_flush none; and the routines made at most the bound's hypercalls."""
+    check_facts_ran(facts, what)
+    expected = console_expected(script)
+    check_facts({"serial": facts["serial"], "exit_code": facts["exit_code"], "shutdown": bool(facts["shutdown"])},
+                {"serial": expected["serial"], "exit_code": 0, "shutdown": False}, what,
+                hints={"serial": "the console at the end must be exactly what one console_io per message "
+                                 "writes: every byte of every message, in order, once (the caller may reuse a "
+                                 "message's memory as soon as console_write returns)",
+                       "exit_code": "the kernel ends with reason 0; 3 is a crash (a fault in your routines?)",
+                       "shutdown": "a crash: a fault with no handler (an in, an out, a bad address?)"})
+    marks = facts["marks"]
+    check_equal(len(marks), len(expected["marks"]), what=f"{what}: cpuids (one after each call of the script)",
+                hint="the kernel executes a cpuid after each call returns: your routines must not")
+    ends = expected["ends"]
+    for (need, call), got in zip(expected["marks"], marks):
+        if got < need:
+            written = int(call.split()[-1])
+            waiting = written - sum(end <= got for end in ends[:written])
+            limit = 0 if call.startswith("console_flush") else MAX_WAITING
+            check(False, f"{what}: at most {limit} message(s) waiting when {call} returned",
+                  expected=f"at least {need} bytes on the console", got=f"{got} bytes: {waiting} messages waiting",
+                  hint="the delay rule: a message may wait while at most "
+                       f"{MAX_WAITING} messages are waiting when console_write returns, none when console_flush "
+                       "returns")
+    check_equal(facts["stats"]["traps"], len(expected["marks"]), what=f"{what}: traps into Xen",
+                hint="only the kernel's own cpuids trap: no in, no out, no cli in your routines")
+    made = len(facts["yours"])
+    check(made <= expected["bound"], f"{what}: hypercalls made by console_write and console_flush",
+          expected=f"at most {expected['bound']} for {expected['messages']} messages (ceil(m / {MAX_WAITING}) for "
+                   f"each run of m messages up to a console_flush)", got=f"{made}",
+          hint="the bound: the console is written once for each run of messages that may wait together")
+    failed = [call for call in facts["yours"] if call[1] != 0]
+    check(not failed, f"{what}: every hypercall of your routines succeeded", got=failed,
+          hint="console_io returns 0, or a negative errno for a bad argument (part 1's rules)")
+    return {"hypercalls": made, "bound": expected["bound"], "messages": expected["messages"]}
+
+
+def check_facts_ran(facts, what):
+    check(isinstance(facts, dict) and "error" not in facts, f"{what} runs to its end",
+          got=facts.get("error") if isinstance(facts, dict) else facts)
