@@ -11,7 +11,8 @@ under it where something changed that no submission may change, and the same is 
 with --json. The course directory is the instructor's own (the folder of this file, or --course):
 the one `nbgrader generate_feedback` and `nbgrader export` read afterwards.
 
-How the sandbox fits nbgrader. nbgrader, its gradebook and the hidden tests stay in this process,
+How the sandbox fits nbgrader. nbgrader, its gradebook, graders/ (the reference answers, the hidden
+cases and the probes that decide every graded cell: graders/probing.py) stay in this process,
 outside the sandbox; only the kernel that runs the notebook's code goes in. nbgrader's autograde
 executes a notebook by starting the kernel named by `Execute.kernel_name` from its kernel spec
 (nbclient's NotebookClient, through jupyter_client), so this module writes a kernel spec whose argv
@@ -25,13 +26,13 @@ nbgrader's per-cell timeout (`c.Execute.timeout` in nbgrader_config.py) interrup
 before. The other design, running all of `nbgrader autograde` for one submission inside a sandbox
 with a copy of the notebook with its hidden tests and a throw-away gradebook, would put both in
 reach of the student's code and make this process trust scores computed in there; here a
-submission's code never sees the hidden tests before the cell that holds them runs, never sees a
-gradebook, and nbgrader writes the scores itself, as it always does.
+submission's code sees a hidden case only when the grader asks for its answer on it, never sees a
+reference answer or a gradebook, and nbgrader writes the scores itself, as it always does.
 
 What the kernel sees: the system's /usr (and /bin, /lib, ... as on the host), a few files of /etc,
-the Python installation and virtual environment, the vmkit package and the course's graders/ (the
-hidden tests import it), all read-only; an empty course directory (read-only) around them, so the
-gradebook, labs/ (solutions and hidden tests), the fixtures, submitted/, autograded/ and every
+the Python installation and virtual environment and the vmkit package, all read-only; an empty
+course directory (read-only) around them, so the gradebook, graders/ (the reference answers and
+the hidden cases), labs/ (the solutions), the fixtures, submitted/, autograded/ and every
 other submission are not there; its own working folder autograded/<student>/<LAB>/, empty and
 writable, like /tmp (both small tmpfs that vanish with the sandbox); no /dev/kvm (lab 5's checks
 on a real KVM then skip, as on a CI runner: the model decides every point). Limits: CPU time per
@@ -121,7 +122,6 @@ def sandbox_command(course, python, workdir, runtime):
                 or any(inside(path, kept) for kept in read_only) or holds_a_course(path)):
             continue            # nothing, the system's, the course or a folder above it, bound already, or a course
         read_only = [kept for kept in read_only if not inside(kept, path)] + [path]
-    read_only.append(os.path.join(course, "graders"))
     # --disable-userns (bubblewrap 0.8) and --size (0.7) where this bwrap has them and is not setuid
     has = bwrap_options()
     size = (lambda: ["--size", str(FILE_BYTES)]) if "--size" in has else (lambda: [])
@@ -176,9 +176,10 @@ def sandbox_problem(course, python):
         workdir = os.path.join(course, "autograded", "probe", "probe")
         check = ("import os, socket, sys, vmkit, ipykernel\n"
                  f"course = {course!r}\n"
-                 "seen = [n for n in ('gradebook.db', 'labs', 'submitted', 'nbgrader_config.py') if os.path.exists(os.path.join(course, n))]\n"
+                 "seen = [n for n in ('gradebook.db', 'graders', 'labs', 'submitted', 'nbgrader_config.py')\n"
+                 "        if os.path.exists(os.path.join(course, n))]\n"
                  "assert not seen, f'the sandbox shows {seen}'\n"
-                 "for folder in (os.path.dirname(vmkit.__file__), os.path.join(course, 'graders')):\n"
+                 "for folder in (os.path.dirname(vmkit.__file__),):\n"
                  "    try:\n"
                  "        open(os.path.join(folder, 'probe'), 'w')\n"
                  "    except OSError:\n"
