@@ -1,6 +1,6 @@
 """Lab 9 (direct paging): what vmkit's Xen, on its own page-table rules (vmkit.xen.mm, after Xen's
 mm.c), answers to scripts of page-table requests, and how the course's PV kernels run on them."""
-from vmkit.grading.lab9 import kernel_facts, request_facts, run_kernel, run_requests
+from vmkit.grading.lab9 import kernel_facts, lazy_facts, request_facts, run_kernel, run_requests, run_unbatched
 
 
 def requests(steps):
@@ -18,12 +18,51 @@ def guest_runs(cases):
     return [kernel_facts(*run_kernel(None, guest, options, modules, timeout=30)) for guest, options, modules in cases]
 
 
-FACTS = {f.__name__: f for f in (requests, requests_many, guest_runs)}
+def hypercall_bound(steps, batch, results):
+    """The hypercalls a lazy section of `steps` needs at most, given each step's result made one request per
+    hypercall (`results`): updates wait in a queue of at most `batch`, which is sent when it is full, before
+    a read of an entry it holds, before any mmuext_op (a TLB flush, a CR3 load, a pin: each a hypercall
+    of its own), and at the end; a refused update ends its batch, and the rest of the queue goes again."""
+    calls, queue = 0, []
+
+    def flush():
+        nonlocal calls
+        while queue:
+            sent, calls = queue[:batch], calls + 1
+            refused = next((k for k, (i, _) in enumerate(sent) if results[i] != 0), None)
+            del queue[:len(sent) if refused is None else refused + 1]
+    for i, (kind, *args) in enumerate(steps):
+        if kind == "set_pte":
+            queue.append((i, args[0]))
+            if len(queue) == batch:
+                flush()
+        elif kind == "get_pte":
+            if any(ptr == args[0] for _, ptr in queue):
+                flush()
+        else:
+            flush()
+            calls += 1
+    flush()
+    return calls
+
+
+def unbatched(cases):
+    """For each [steps, batch], the script one request per hypercall on Xen's own rules (lazy_facts), with
+    the hypercall bound of a lazy section of it in batches of `batch`."""
+    answers = []
+    for steps, batch in cases:
+        facts = lazy_facts(*run_unbatched(steps))
+        facts["bound"] = hypercall_bound(steps, batch, facts["results"])
+        answers.append(facts)
+    return answers
+
+
+FACTS = {f.__name__: f for f in (requests, requests_many, guest_runs, unbatched)}
 
 
 # --- the probes: each graded cell's cases, asked of the student's kernel and decided here -------------
 from vmkit.grading.checks import check, check_equal, shown
-from vmkit.grading.lab9 import RULE_NAMES, check_xen_facts, new_xen
+from vmkit.grading.lab9 import RULE_NAMES, check_lazy, check_xen_facts, new_xen
 from vmkit.xen.mm import L1, L2, WRITABLE
 from .probing import Probe
 
@@ -210,17 +249,75 @@ PART3_HIDDEN = [
      [[REFERENCE_XEN.pte(0x205000), 0], [REFERENCE_XEN.pte(0x206000), mfn(0x205) << 12 | P | RW | A]]],
 ]
 
-# Part 4: the whole table, on the course's PV kernels
-TABLE_ASKED = f"vmkit.grading.lab9.table_cases(cases, RULES, {', '.join(RULE_NAMES)})"
-PART4_VISIBLE = {"pv_mmu_batch (batches of 16) on your RULES": ["pv_mmu_batch", {"BATCH": 16}, []]}
-PART4_HIDDEN = {
-    "pv_paging": ["pv_paging", {}, []],
-    "pv_dom0 building, running and destroying a domU": ["pv_dom0", {}, ["pv_domu"]],
-    "pv_ops on Xen": ["pv_ops", {}, []],
-    "pv_mmu_batch, in batches of 16": ["pv_mmu_batch", {"BATCH": 16}, []],
-    "pv_mmu_batch, one update_va_mapping each": ["pv_mmu_batch", {"BATCH": 0, "UPDATES": 256}, []],
-    "pv_mmu_batch, in multicalls of 64": ["pv_mmu_batch", {"BATCH": 64, "MULTICALL": 1, "UPDATES": 256}, []],
-}
+# Part 4: lazy MMU mode, a design of the student's
+TLB_FLUSH_LOCAL = 6
+pte = REFERENCE_XEN.pte
+
+
+def _set(va, pfn, flags, frame=None):
+    return ["set_pte", pte(va), (mfn(pfn) if frame is None else frame) << 12 | flags if flags else 0]
+
+
+LAZY_VISIBLE = [[[_set(0x210000, 0x211, P | RW | A), _set(0x211000, 0x210, P | RW | A),
+                  ["get_pte", pte(0x220000)],
+                  _set(0x212000, 0x212, P | RW | A | PCD), _set(0x213000, 0x214, P | A),
+                  _set(0x218000, 0x218, P | A), ["get_pte", pte(0x213000)],
+                  _set(0x214000, 0x213, P | RW | A), ["get_pte", pte(0x214000)],
+                  _set(0x215000, 0, 0), ["mmuext_op", TLB_FLUSH_LOCAL, 0],
+                  _set(0x3F0000, 0x3F0, P | A), ["mmuext_op", PIN_L1_TABLE, mfn(0x3F0)],
+                  _set(0x217000, 0x217, P | RW | A | US)], 4]]
+
+
+def _hidden_lazy():
+    # batches of 8: a region remapped, refusals of every kind, reads of queued and unqueued entries, a CR3 load
+    one = []
+    for k in range(20):
+        va = 0x230000 + k * 0x1000
+        if k == 5:
+            one.append(["set_pte", pte(va), REFERENCE_XEN.xen_frame << 12 | P | A])
+        elif k == 12:
+            one.append(["set_pte", pte(va), REFERENCE_XEN.not_ram << 12 | P | RW | A])
+        else:
+            one.append(_set(va, 0x260 + (k * 7) % 20, P | RW | A | (US if k % 3 else 0)))
+        if k in (3, 9, 15):
+            one.append(["get_pte", pte(0x230000 + (k - 2) * 0x1000)])
+        if k in (6, 14):
+            one.append(["get_pte", pte(0x300000 + k * 0x1000)])
+        if k == 10:
+            one.append(["mmuext_op", NEW_BASEPTR, REFERENCE_XEN.pd])
+    # batches of 3: refusals side by side, a refused update read back while it waits, a pin, an unpin
+    two = [_set(0x240000, 0x240, P | RW | A | G), _set(0x241000, 0x241, P | RW | A | PWT),
+           ["get_pte", pte(0x241000)], _set(0x242000, 0x242, P | RW | A | PAT),
+           ["set_pte", pte(0x243000), REFERENCE_XEN.l1 << 12 | P | RW | A], ["get_pte", pte(0x243000)],
+           _set(0x3F1000, 0x3F1, P | A), _set(0x244000, 0x3F1, P | A),
+           ["mmuext_op", PIN_L1_TABLE, mfn(0x3F1)], _set(0x245000, 0x3F1, P | RW | A),
+           ["get_pte", pte(0x245000)], ["mmuext_op", UNPIN_TABLE, mfn(0x3F1)],
+           _set(0x246000, 0x3F1, P | RW | A), _set(0x247000, 0x247, 0x0), ["get_pte", pte(0x246000)],
+           _set(0x248000, 0x249, P | A), _set(0x249000, 0x248, P | A)]
+    # batches of 32: 40 updates that swap pages pairwise, a TLB flush, 8 more left queued at the end
+    three = [_set(0x280000 + k * 0x1000, 0x280 + (k ^ 1), P | RW | A) for k in range(40)]
+    three += [["mmuext_op", TLB_FLUSH_LOCAL, 0]] + [_set(0x2C0000 + k * 0x1000, 0x2C0 + k, P | A) for k in range(8)]
+    # batches of 1
+    four = [_set(0x250000, 0x251, P | RW | A), ["get_pte", pte(0x250000)], _set(0x251000, 0x251, P | RW | A | PCD),
+            _set(0x252000, 0x250, P | A)]
+    return [[one, 8], [two, 3], [three, 32], [four, 1]]
+
+
+LAZY_HIDDEN = _hidden_lazy()
+LAZY_ASKED = "vmkit.grading.lab9.lazy_cases(cases, lazy_updates)"
+
+
+def lazy_judge(what):
+    """A judge for lazy sections: each against the same script one request per hypercall, and its bound."""
+    def judge(answers, expected, cases):
+        check(isinstance(answers, list) and len(answers) == len(cases), "one run per script", got=shown(answers)[:200])
+        for n, ((steps, batch), got, want) in enumerate(zip(cases, answers, expected), 1):
+            name = f"{what}, script {n} of {len(cases)} (batches of {batch})"
+            check(isinstance(got, dict) and "error" not in got, f"{name} runs to its end",
+                  got=got.get("error") if isinstance(got, dict) else shown(got)[:200])
+            check_lazy(got, want, steps, batch, want["bound"], name)
+    return judge
+
 
 PROBES = {
     "part1_visible": Probe(rules_asked("get_page_type"), PART1_VISIBLE, requests_many, visible(PART1_HINTS)),
@@ -232,8 +329,7 @@ PROBES = {
     "part3_visible": Probe(rules_asked("mod_l1_entry"), PART3_VISIBLE, requests_many, visible(PART3_HINTS)),
     "part3_hidden": Probe(rules_asked("mod_l1_entry"), [PART3_HIDDEN], requests_many,
                           against_xen("requests you have not seen, on your mod_l1_entry")),
-    "part4_visible": Probe(TABLE_ASKED, list(PART4_VISIBLE.values()), guest_runs,
-                           against_xen(list(PART4_VISIBLE), fields=("serial", "exit_code", "hypercalls", "pt_updates"))),
-    "part4_hidden": Probe(TABLE_ASKED, list(PART4_HIDDEN.values()), guest_runs,
-                          against_xen([f"{what}, on your RULES" for what in PART4_HIDDEN])),
+    "part4_visible": Probe(LAZY_ASKED, LAZY_VISIBLE, unbatched, lazy_judge("your lazy_updates")),
+    "part4_hidden": Probe(LAZY_ASKED, LAZY_HIDDEN, unbatched, lazy_judge("your lazy_updates on scripts you have not seen")),
+
 }

@@ -141,6 +141,9 @@ class LabXen:
                              page_table_rules=None if rules is None else budgeted_rules(rules))
         self.mm = self.dom0.xen.mm
         self.why = None                                 # why Xen refused the last request (its MEM_LOG)
+        self.hypercalls = 0                             # hypercalls made through this object
+        self.decided = []                               # each request Xen decided, in order: [kind, ...]
+        self.largest = 0                                # the most requests one hypercall carried
 
     # the numbers a request needs
     def mfn(self, pfn, domain=None):
@@ -212,16 +215,25 @@ class LabXen:
 
     # the hypercalls
     def _hypercall(self, number, args):
+        self.hypercalls += 1
         result, notes = self.dom0.call(number, args)
         self.why = notes.get("refused")
         return result
+
+    def _decided(self, kind, items, result, done):
+        """Note the requests of a batch Xen decided: those that went through, and the one that ended it."""
+        decided = items[:done + (result != 0 and done < len(items))]
+        self.decided += [[kind, *item] for item in decided]
+        self.largest = max(self.largest, len(items))
 
     def mmu_update(self, *requests, foreigndom=xen.DOMID_SELF):
         """mmu_update with `requests` (ptr, val): (the result, how many went through)."""
         self.dom0.write(REQUESTS, b"".join(xen.MMU_UPDATE.pack(ptr, val) for ptr, val in requests) or bytes(16))
         self.dom0.put_u32(DONE, 0)
         result = self._hypercall(1, (REQUESTS, len(requests), DONE, foreigndom, 0))
-        return result, self.dom0.u32(DONE)
+        done = self.dom0.u32(DONE)
+        self._decided("set_pte", [list(r) for r in requests], result, done)
+        return result, done
 
     def update_va_mapping(self, va, pte, flags=xen.UVMF_INVLPG, foreigndom=None):
         """update_va_mapping(va, pte, flags); with `foreigndom`, update_va_mapping_otherdomain."""
@@ -234,7 +246,9 @@ class LabXen:
         self.dom0.write(REQUESTS, b"".join(xen.MMUEXT_OP.pack(cmd, arg1, 0) for cmd, arg1 in ops) or bytes(12))
         self.dom0.put_u32(DONE, 0)
         result = self._hypercall(26, (REQUESTS, len(ops), DONE, foreigndom, 0))
-        return result, self.dom0.u32(DONE)
+        done = self.dom0.u32(DONE)
+        self._decided("mmuext_op", [list(op) for op in ops], result, done)
+        return result, done
 
     def create_domain(self, pages=1024):
         """A domU of `pages` frames, built by vmkit's domain builder on these rules: its Paravirt."""
@@ -366,6 +380,81 @@ def kernel_facts(dom0, result):
              "pt_updates": result.stats.get("pt_updates", 0),
              "frames": frame_states(dom0.xen.mm), "tables": table_entries(dom0.xen.mm)}
     return json.loads(json.dumps(facts))
+
+
+# --- lazy MMU mode: a kernel's page-table updates queued and sent in batches ------------------------------
+LAZY_SECONDS = 1.0                 # a whole script of a student's lazy mode; the reference's takes milliseconds
+LAZY_STEPS = ("set_pte", "get_pte", "mmuext_op")
+LAZY_HINTS = {
+    "results": "each step's result, as when every request is its own hypercall: a set_pte's is mmu_update's (0, or "
+               "-22 when Xen refused it), a get_pte's the entry's value then, an mmuext_op's its own; a refused "
+               "update ends Xen's batch, and the ones after it in the batch are not made at all",
+    "decided": "the requests Xen decided, in order: every set_pte and mmuext_op of the script exactly once, each "
+               "after everything the script asked for before it (a read, a TLB flush or a CR3 load must find the "
+               "updates before it made)",
+    "largest": "the most requests one hypercall carried: a batch holds at most `batch` updates",
+    "pt_updates": "page-table entries Xen changed: every update it allows is made by a hypercall",
+    "hypercalls": "the hypercalls of the run: one per batch, not one per update, so a batch is sent only when "
+                  "something needs what it holds (or it is full, or the lazy section ends)",
+    "frames": XEN_HINTS["frames"], "tables": XEN_HINTS["tables"],
+}
+
+
+def run_unbatched(steps):
+    """The script `steps` on a fresh dom0 on Xen's own rules with no lazy mode, one hypercall per request:
+    (the LabXen, each step's result). Steps: ["set_pte", ptr, val] (one mmu_update; its result),
+    ["get_pte", ptr] (the entry's value), ["mmuext_op", cmd, arg1] (one mmuext_op; its result)."""
+    lab = new_xen(None, "dom0 on Xen's own rules")
+    results = []
+    for kind, *args in steps:
+        if kind == "set_pte":
+            results.append(lab.mmu_update(tuple(args))[0])
+        elif kind == "get_pte":
+            results.append(lab.entry(args[0]))
+        elif kind == "mmuext_op":
+            results.append(lab.mmuext_op(tuple(args))[0])
+        else:
+            raise ValueError(f"no step {kind!r}; the steps are {', '.join(LAZY_STEPS)}")
+    return lab, results
+
+
+def run_lazy(lazy, steps, batch, what=None):
+    """A student's `lazy(xen, steps, batch)` (a lazy MMU section: the script's steps, each step's result
+    returned in a list) on a fresh dom0 on Xen's own rules, on a budget: (the LabXen, what it returned)."""
+    what = what or f"your {getattr(lazy, '__name__', 'lazy mode')} on {len(steps)} steps, batches of {batch}"
+    lab = new_xen(None, "dom0 on Xen's own rules")
+    with budget(what, LAZY_SECONDS):
+        try:
+            results = lazy(lab, [list(step) for step in steps], batch)
+        except AssertionError:
+            raise
+        except Exception as error:              # the student's code: say where it failed
+            raise AssertionError(f"{what} raised {type(error).__name__}: {error}") from error
+    return lab, results
+
+
+def lazy_facts(lab, results):
+    """What a script did, as plain data: each step's result, the requests Xen decided in order, the biggest
+    batch, the hypercalls made, the entries changed, then the frame table and the page tables in use."""
+    facts = {"results": results if isinstance(results, list) else shown(results), "decided": lab.decided,
+             "largest": lab.largest, "pt_updates": lab.dom0.stats.get("pt_updates", 0),
+             "hypercalls": lab.hypercalls, "frames": frame_states(lab.mm), "tables": table_entries(lab.mm)}
+    return json.loads(json.dumps(facts, default=shown))
+
+
+def check_lazy(got, expected, steps, batch, bound, what):
+    """A lazy section's facts against the same script made one request per hypercall (`expected`, with
+    Xen's own rules): the same results, requests decided, entries changed, frames and tables; no batch over
+    `batch`; and at most `bound` hypercalls."""
+    check_facts(got, expected, what, hints=LAZY_HINTS, fields=["results", "decided", "pt_updates"],
+                unit="step", end="(no more)", notes={"results": [f" ({step[0]} {', '.join(map(hex, step[1:]))})"
+                                                                 for step in steps]})
+    check(got.get("largest", 0) <= batch, f"{what}: the most updates in one hypercall",
+          expected=f"at most {batch}", got=got.get("largest"), hint=LAZY_HINTS["largest"])
+    for field in ("frames", "tables"):
+        _check_mapping(got.get(field) or {}, expected[field], what, field)
+    check(got.get("hypercalls", bound + 1) <= bound, f"{what}: hypercalls", expected=f"at most {bound}",
+          got=got.get("hypercalls"), hint=LAZY_HINTS["hypercalls"])
 
 
 # --- comparisons -------------------------------------------------------------------------------------------
@@ -512,3 +601,25 @@ def table_cases(cases, table, *named):
         return [_error(error)] * len(cases)
     with xens_withheld(list(table)), on_disk() as fresh:
         return fresh.kernels_facts(cases, table)
+
+
+def lazies_facts(cases, lazy):
+    """lazy_facts of each [steps, batch] with the student's `lazy`, or {"error": ...}."""
+    answers = []
+    for steps, batch in cases:
+        try:
+            answers.append(lazy_facts(*run_lazy(lazy, steps, batch)))
+        except Exception as error:              # the student's code: their error is their answer
+            answers.append(_error(error))
+    return answers
+
+
+def lazy_cases(cases, lazy):
+    """lazies_facts under vmkit as on disk: a student's lazy MMU section on each [steps, batch], plain data."""
+    try:
+        from .answers import yours
+        yours(lazy, "lazy_updates")
+    except Exception as error:
+        return [_error(error)] * len(cases)
+    with on_disk() as fresh:
+        return fresh.lazies_facts(cases, lazy)
