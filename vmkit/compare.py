@@ -403,7 +403,7 @@ def _one_run(image, w, technique, options):
     return run(image, technique, **options)
 
 
-def _counts(stats, events=None):
+def counts_of(stats, events=None):
     """The counts of EXACT (but the guest's own instructions) from a machine's stats, and from its
     `events` the mmu_update hypercalls (0 without them)."""
     s = stats
@@ -443,7 +443,7 @@ def measure(name, technique, rounds=None, repeat=1, **options):
         if serial != w.expected(rounds):
             return Measurement(w.name, technique, False, f"it went wrong: the guest printed {serial!r}, "
                                f"not {w.expected(rounds)!r}", rounds, serial=serial, options=options)
-        these = _counts(result.stats, result.events)
+        these = counts_of(result.stats, result.events)
         if counts is not None and these != counts:
             raise VmkitError(f"{w.name} under {technique} counted {these} in one run and {counts} in another: "
                              f"the counts should be exact")
@@ -665,7 +665,7 @@ def round_by_round(name, technique="binary-translation", rounds=None, **options)
         if m.finished:
             raise VmkitError(f"{w.name} under {technique} finished after {number - 1} of {rounds} rounds' "
                              f"{w.marker!r} events: {m.result().serial!r}")
-        counts = _counts(m.stats)
+        counts = counts_of(m.stats)
         after = {k: counts[k] for k in ROUND_COUNTS}
         out.append(Round(number, now - started, {k: after[k] - before[k] for k in ROUND_COUNTS}))
         before, started = after, now

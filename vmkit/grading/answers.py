@@ -111,7 +111,7 @@ class withheld:
             code = getattr(value, "__code__", None)
             if code is not None and not code.co_freevars:
                 self.saved.append((value, "__code__", code))
-                value.__code__ = _refused.__code__.replace(co_name=name, co_qualname=name)
+                value.__code__ = refusal.__code__.replace(co_name=name, co_qualname=name)
             else:
                 self.saved.append((self.module, name, value))
                 setattr(self.module, name, refuse(f"{self.module.__name__}.{name}"))
@@ -124,12 +124,13 @@ class withheld:
         return False
 
 
-def _refused(*args, **kwargs):
-    """The code a withheld function runs (named after it): no free variables, so any function can take it."""
-    import sys
-    from vmkit.grading.answers import NotYours
-    raise NotYours(f"vmkit's own {sys._getframe().f_code.co_name} is withheld while you are graded: "
-                   f"the lab asks for yours")
+def refusal(*args, **kwargs):
+    """The code a withheld function runs, named after it: no free variables, so any function can take
+    it. It runs with the withheld function's module globals, not this module's, so it reaches NotYours
+    and its own frame through builtins only."""
+    answers = __import__("vmkit.grading.answers", fromlist=["NotYours"])
+    name = __import__("inspect").currentframe().f_code.co_name
+    raise answers.NotYours(f"vmkit's own {name} is withheld while you are graded: the lab asks for yours")
 
 
 def refuse(where):

@@ -11,6 +11,8 @@ import vmkit
 from .. import guests
 from .answers import on_disk
 from .runs import explained, guest_error_message
+import copy
+from .answers import answer_cases
 
 # Budgets for one run of a student's workload: a thousand rounds of a few system calls and port
 # reads take a few hundred thousand instructions; a workload stuck in `jmp $` ends well under a second.
@@ -31,7 +33,7 @@ def run_workload(workload, technique="native", rounds=10, max_instructions=WORKL
                  timeout=WORKLOAD_TIMEOUT):
     """Run `workload` with `rounds` under `technique` (a column of vmkit.compare: "hardware-assist/no-ept"
     too) on a budget; the RunResult, or an AssertionError that says what went wrong."""
-    from .. import compare
+    from .. import compare  # here, not at the top: called under on_disk, this is vmkit as installed
     base, options = compare.technique_of(technique)
     with explained(f"your workload under {technique} with ROUNDS = {rounds}", max_instructions, timeout,
                    look=WORKLOAD_LOOK):
@@ -45,8 +47,9 @@ def system_calls(result):
                and e.detail.get("cause") == "int 0x80")
 
 
-def _facts(workload, techniques, rounds):
-    from .. import compare
+def run_facts(workload, techniques, rounds):
+    """workload_facts, in this module as it is imported (workload_facts calls it in a fresh copy)."""
+    from .. import compare  # here, not at the top: called under on_disk, this is vmkit as installed
     try:
         native = vmkit.run(workload_source(workload, rounds), "native", max_instructions=WORKLOAD_MAX_INSTRUCTIONS,
                            timeout=WORKLOAD_TIMEOUT)
@@ -59,7 +62,7 @@ def _facts(workload, techniques, rounds):
             result = native if technique == "native" else vmkit.run(
                 workload_source(workload, rounds), base, max_instructions=WORKLOAD_MAX_INSTRUCTIONS,
                 timeout=WORKLOAD_TIMEOUT, **options)
-            counts = compare._counts(result.stats, result.events)
+            counts = compare.counts_of(result.stats, result.events)
         except vmkit.VmkitError as error:
             runs[technique] = {"error": f"{type(error).__name__}: {guest_error_message(error)}"}
             continue
@@ -74,15 +77,13 @@ def workload_facts(workload, techniques, rounds):
     installed: {"rounds", "system_calls" (int 0x80 from ring 3, counted natively), "runs": {technique:
     {"serial", "exit_code", "counts"} or {"error"}}}, or {"error"} if it does not even run natively."""
     with on_disk(__name__) as fresh:                # vmkit as installed, whatever the notebook replaced
-        return fresh._facts(workload, list(techniques), rounds)
+        return fresh.run_facts(workload, list(techniques), rounds)
 
 
 def answers_on_runs(function, workload, rounds, priced):
     """`workload` run with `rounds` under each technique of `priced` ({technique: prices}), and
     `function(counts, prices)` asked of each run's counts (a copy): {"facts": workload_facts(...),
     "answers": {technique: [its answer, as answer_cases gives it]}}."""
-    import copy
-    from .answers import answer_cases
     if not callable(function):
         raise TypeError(f"{function!r} is not a function")
     facts = workload_facts(workload, list(priced), rounds)

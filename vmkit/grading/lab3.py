@@ -9,6 +9,8 @@ import vmkit
 from ..vmm import BinaryTranslation
 from .checks import check_equal, check_facts
 from .runs import ending, explained
+from .answers import yours
+from .answers import answer_cases, withheld
 
 BT_MAX_INSTRUCTIONS = 3_000_000
 BT_TIMEOUT = 3.0                                    # a guest that never ends is stopped within this
@@ -113,7 +115,7 @@ def on_disk():
 def rule_facts(sources, rules, chain=None, timeout=BT_TIMEOUT):
     """bt_facts of each guest under vmkit's rules with `rules` in place of some, and `chain` (None: vmkit's
     chain rule), with the number of exits chained; {"error": ...} for a run that could not end."""
-    from ..vmm import translator
+    from ..vmm import translator  # here, not at the top: called under on_disk, this is vmkit as installed
     table = dict(translator.RULES, **rules)
     facts = []
     for source in sources:
@@ -136,7 +138,6 @@ def bt_cases(sources, rules, chain=None):
 def table_cases(sources, rules, chain=None):
     """bt_cases with a student's whole table; {"error": ...} for each guest if `rules` is not a dict
     of the student's own rules for cli, sti, pushfd and popfd."""
-    from .answers import yours
     try:
         if not isinstance(rules, dict) or sorted(rules) != sorted(REWRITTEN):
             raise ValueError(f"RULES must be a dict with a rule for each of {REWRITTEN}, and nothing else")
@@ -162,8 +163,7 @@ def site_counts(result):
 def run_adaptive(source, adaptive, hot_after, chain=None, timeout=BT_TIMEOUT):
     """The guest under binary translation with a translator `adaptive(hot_after)` made afresh for this run:
     its (rules, handlers), the handlers put over vmkit's own for the instructions they name. (machine, result)."""
-    from ..vmm.emulate import EMULATORS, FLAGS, SENSITIVE_READS
-    from .answers import yours
+    from ..vmm.emulate import EMULATORS, FLAGS, SENSITIVE_READS  # here, not at the top: called under on_disk, this is vmkit as installed
     design = adaptive(hot_after)
     if not (isinstance(design, tuple) and len(design) == 2 and all(isinstance(part, dict) for part in design)):
         raise ValueError(f"adaptive({hot_after}) must return (rules, handlers), two dicts; it returned {design!r:.100}")
@@ -205,6 +205,5 @@ def adaptive_cases(cases, adaptive, chain=None):
 def chain_cases(chain, cases):
     """chain(site, target) for each case, as lists of numbers, with vmkit's own jmp encoder withheld
     (the translator's, not the student's)."""
-    from ..vmm import emit as emitter
-    from .answers import answer_cases, withheld
+    from ..vmm import emit as emitter  # here, not at the top: called under on_disk, this is vmkit as installed
     return answer_cases(chain, cases, shape=lambda code: list(bytes(code)), within=withheld(emitter, "jmp"))

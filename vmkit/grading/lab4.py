@@ -7,6 +7,9 @@ from ..xen import BadAddress, Paravirt
 from ..xen import abi as xen
 from .checks import check, check_equal, check_facts
 from .runs import explained
+from .answers import withheld
+from .answers import on_disk
+from .answers import yours
 
 PV_MAX_INSTRUCTIONS = 3_000_000
 PV_TIMEOUT = 3.0
@@ -91,8 +94,7 @@ def run_facts(source, hypercalls=None, modules=(), timeout=PV_TIMEOUT):
 def handler_runs(cases, handlers, timeout=PV_TIMEOUT):
     """run_facts of each [source, modules] on vmkit's hypercalls with `handlers` ({number: handler}) in
     place of vmkit's own, which are withheld meanwhile (a handler that calls them earns nothing)."""
-    from ..xen import hypercalls
-    from .answers import withheld
+    from ..xen import hypercalls  # here, not at the top: called under on_disk, this is vmkit as installed
     table = {**hypercalls.HYPERCALLS, **{int(number): handler for number, handler in handlers.items()}}
     with withheld(hypercalls, *(YOURS[int(number)] for number in handlers if int(number) in YOURS)):
         return [run_facts(source, table, modules, timeout) for source, modules in cases]
@@ -100,7 +102,6 @@ def handler_runs(cases, handlers, timeout=PV_TIMEOUT):
 
 def hypercall_cases(cases, handlers):
     """handler_runs under vmkit as on disk: a student's handlers, each run's facts as plain data."""
-    from .answers import on_disk
     with on_disk(__name__) as fresh:
         return fresh.handler_runs(cases, handlers)
 
@@ -108,7 +109,6 @@ def hypercall_cases(cases, handlers):
 def table_cases(cases, table):
     """hypercall_cases with a student's whole table; {"error": ...} for each run if `table` is not a
     dict with the student's own console_io under 18 and multicall under 13."""
-    from .answers import yours
     try:
         if not isinstance(table, dict) or not all(number in table for number in YOURS):
             raise ValueError("TABLE must be a dict with a handler under 18 (console_io) and 13 (multicall)")
@@ -129,7 +129,6 @@ def routine_runs(sources, routine, timeout=PV_TIMEOUT):
 
 def routine_cases(sources, routine):
     """routine_runs under vmkit as on disk: the student's routine assembled and run here, in the kernel."""
-    from .answers import on_disk
     with on_disk(__name__) as fresh:
         return fresh.routine_runs(sources, routine)
 
@@ -184,7 +183,6 @@ def console_runs(sources, routines, timeout=PV_TIMEOUT):
 
 def console_cases(sources, routines):
     """console_runs under vmkit as on disk: the student's routines assembled and run here, in the kernel."""
-    from .answers import on_disk
     with on_disk(__name__) as fresh:
         return fresh.console_runs(sources, routines)
 

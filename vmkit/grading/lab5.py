@@ -7,6 +7,12 @@ from ..errors import GuestError, GuestTimeout
 from ..kvm.probe import probe
 from ..kvm.userspace import RunLoopError, UserExit, exit_record, user_vcpu
 from .checks import check_equal, check_facts, fail_cases
+import importlib
+from .answers import refusal
+from .answers import plain, raised
+from .answers import on_disk
+from .answers import plain
+from .checks import check
 
 LOOP_TIMEOUT = 5.0                                  # seconds; a guest stuck in `jmp $` on KVM costs this
 LOOP_MAX_EXITS = 5_000                              # a guest polling a status that never comes stops here
@@ -175,12 +181,10 @@ class withheld_devices:
         self.methods, self.saved = [m for kind in kinds for m in WITHHELD[kind]], []
 
     def __enter__(self):
-        import importlib
-        from .answers import _refused
         for module, cls, name in self.methods:
             function = getattr(getattr(importlib.import_module(f"vmkit.{module}"), cls), name)
             self.saved.append((function, function.__code__))
-            function.__code__ = _refused.__code__.replace(co_name=f"{cls}.{name}", co_qualname=f"{cls}.{name}")
+            function.__code__ = refusal.__code__.replace(co_name=f"{cls}.{name}", co_qualname=f"{cls}.{name}")
         return self
 
     def __exit__(self, *exc):
@@ -197,7 +201,7 @@ def _error(error):
 def handler_runs(sources, on_io=None, on_mmio=None):
     """loop_facts of each guest run through run_handlers with a student's handler for one kind of exit
     (on a fresh lab_devices()) and vmkit's device model for the other; {"error": ...} for a run that failed."""
-    from ..kvm.devices import DeviceModel
+    from ..kvm.devices import DeviceModel  # here, not at the top: called under on_disk, this is vmkit as installed
     facts = []
     for source in sources:
         devices, model = lab_devices(), DeviceModel()
@@ -215,8 +219,7 @@ def script_answers(handler, script):
     """handler(devices, exit) for each access of `script` ([reason, port or address, size, direction,
     value]) on one fresh lab_devices(): each read's value (None for a write), raised(error) where it
     raised, then the devices' state."""
-    from ..kvm.userspace import UserExit
-    from .answers import plain, raised
+    from ..kvm.userspace import UserExit  # here, not at the top: called under on_disk, this is vmkit as installed
     devices, answers = lab_devices(), []
     for reason, where, size, direction, value in script:
         exit = UserExit(reason, {"port" if reason == "IO" else "address": where, "size": size,
@@ -234,7 +237,6 @@ def handler_cases(cases, kind, handler):
     """A student's device handler for `kind` ("io" or "mmio"), vmkit as on disk and vmkit's own model
     of that device withheld: {"runs": handler_runs of cases["runs"], "scripts": script_answers of each
     of cases["scripts"]}."""
-    from .answers import on_disk
     with withheld_devices(kind), on_disk(__name__) as fresh, fresh.withheld_devices(kind):
         runs = fresh.handler_runs(cases["runs"], **{f"on_{kind}": handler})
         scripts = []
@@ -255,7 +257,7 @@ def _engines():
 def loop_runs(sources, run_loop):
     """loop_facts of each guest under a student's run_loop with vmkit's device model, on the model and
     (where it runs) on KVM: {engine: [facts, ...]} or {"kvm": why it was not asked}."""
-    from ..kvm.devices import DeviceModel
+    from ..kvm.devices import DeviceModel  # here, not at the top: called under on_disk, this is vmkit as installed
     runs = {}
     for engine, why in _engines().items():
         if why:
@@ -276,9 +278,8 @@ def scripted_loop(scripts, run_loop):
     """A student's run_loop on ScriptedVcpus (each a list of [reason, details]) with vmkit's device model:
     {"returned", "answers"}, or {"raised": the exception's name, "run_loop_error": whether the vCPU
     raised it (the loop ran it again)}."""
-    from ..kvm.devices import DeviceModel
-    from ..kvm.userspace import RunLoopError, ScriptedVcpu, UserExit
-    from .answers import plain
+    from ..kvm.devices import DeviceModel  # here, not at the top: called under on_disk, this is vmkit as installed
+    from ..kvm.userspace import RunLoopError, ScriptedVcpu, UserExit  # here, not at the top: called under on_disk, this is vmkit as installed
     outcomes = []
     for script in scripts:
         vcpu = ScriptedVcpu([UserExit(reason, dict(details)) for reason, details in script])
@@ -293,7 +294,6 @@ def scripted_loop(scripts, run_loop):
 
 def loop_cases(cases, run_loop):
     """loop_runs of cases["runs"] and scripted_loop of cases["scripts"], vmkit as on disk."""
-    from .answers import on_disk
     with on_disk(__name__) as fresh:
         return {"runs": fresh.loop_runs(cases["runs"], run_loop), "scripts": fresh.scripted_loop(cases["scripts"], run_loop)}
 
@@ -301,7 +301,6 @@ def loop_cases(cases, run_loop):
 def vm_runs(sources, run_vm):
     """A student's run_vm on a fresh vCPU for each guest, on the model and (where it runs) on KVM: what it
     returned (ended, serial, exit_code) with the vCPU's exits; {engine: [facts, ...]} or {"kvm": why not}."""
-    from .answers import plain
     runs = {}
     for engine, why in _engines().items():
         if why:
@@ -323,7 +322,6 @@ def vm_runs(sources, run_vm):
 
 def vm_cases(sources, run_vm):
     """vm_runs, vmkit as on disk."""
-    from .answers import on_disk
     with on_disk(__name__) as fresh:
         return fresh.vm_runs(sources, run_vm)
 
@@ -403,7 +401,7 @@ class CountingVcpu:
 def coalesced_run(source, run_coalesced, engine="hardware-assist"):
     """A student's run_coalesced(vcpu, devices, on_io, on_mmio) on the guest, with vmkit's device model
     behind the handlers: loop_facts, with its counts (trips, most_waiting, waiting_at_end)."""
-    from ..kvm.devices import DeviceModel
+    from ..kvm.devices import DeviceModel  # here, not at the top: called under on_disk, this is vmkit as installed
     model, counted = DeviceModel(), []
 
     def loop(vcpu):
@@ -416,14 +414,14 @@ def coalesced_run(source, run_coalesced, engine="hardware-assist"):
 
 def reference_run(source, engine="hardware-assist"):
     """vmkit's device model behind an uncoalesced loop: the run a coalescing loop must reproduce."""
-    from ..kvm.devices import DeviceModel
+    from ..kvm.devices import DeviceModel  # here, not at the top: called under on_disk, this is vmkit as installed
     model = DeviceModel()
     vcpu, ended = run_handlers(source, lambda e: _model_io(model, e), lambda e: _model_mmio(model, e), engine)
     return loop_facts(ended, vcpu, model)
 
 
 def _scripted_exit(record):
-    from ..kvm.userspace import UserExit
+    from ..kvm.userspace import UserExit  # here, not at the top: called under on_disk, this is vmkit as installed
     reason = record[0]
     if reason in ("IO", "MMIO"):
         return UserExit(reason, {"port" if reason == "IO" else "address": record[1], "size": record[2],
@@ -434,9 +432,8 @@ def _scripted_exit(record):
 def coalesced_script(script, run_coalesced):
     """A student's run_coalesced on a ScriptedVcpu playing `script` (exit records; the last ends the run),
     vmkit's device model behind it: {"returned" or "raised", "mmio", "answers", counts, "exits"}."""
-    from ..kvm.devices import DeviceModel
-    from ..kvm.userspace import ScriptedVcpu
-    from .answers import plain
+    from ..kvm.devices import DeviceModel  # here, not at the top: called under on_disk, this is vmkit as installed
+    from ..kvm.userspace import ScriptedVcpu  # here, not at the top: called under on_disk, this is vmkit as installed
     model, vcpu = DeviceModel(), ScriptedVcpu([_scripted_exit(record) for record in script])
     watched = CountingVcpu(vcpu)
     try:
@@ -468,7 +465,6 @@ def coalesced_runs(sources, run_coalesced):
 
 def coalesced_cases(cases, run_coalesced):
     """coalesced_runs of cases["runs"] and coalesced_script of each of cases["scripts"], vmkit as on disk."""
-    from .answers import on_disk
     with on_disk(__name__) as fresh:
         scripts = []
         for script in cases["scripts"]:
@@ -491,7 +487,6 @@ COALESCED_HINTS = {
 
 def judge_coalesced_run(got, want, what, ring_size=RING_SIZE):
     """A coalescing loop's run (coalesced_run) against the uncoalesced reference (reference_run)."""
-    from .checks import check
     check(isinstance(got, dict) and "error" not in got, f"{what} runs to its end",
           got=got.get("error") if isinstance(got, dict) else got)
     check_loop_facts(got, want, what)
@@ -508,7 +503,6 @@ def judge_coalesced_run(got, want, what, ring_size=RING_SIZE):
 def judge_coalesced_script(got, want, what, ring_size=RING_SIZE):
     """A coalescing loop on a script against vmkit's device model on the same accesses: want is
     {"ends": "returned" or "raised", "returned", "mmio", "answers", "exits"}."""
-    from .checks import check
     check(isinstance(got, dict) and "error" not in got, f"{what} runs", got=got)
     if want["ends"] == "raised":
         check("raised" in got, f"{what}: the loop at the last exit", expected="an exception that names it",
@@ -532,7 +526,7 @@ def got_raised(outcome):
 def script_reference(script):
     """vmkit's device model on the accesses of `script`, the uncoalesced way: what a coalescing loop's
     scripted run must end with."""
-    from ..kvm.devices import DeviceModel
+    from ..kvm.devices import DeviceModel  # here, not at the top: called under on_disk, this is vmkit as installed
     model, answers = DeviceModel(), []
     for record in script[:-1]:
         exit = _scripted_exit(record)

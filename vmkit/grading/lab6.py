@@ -8,6 +8,9 @@ from contextlib import ExitStack, contextmanager
 from ..errors import VmkitError
 from ..migration import Link, Migration, MigrationAborted, MigrationResult, Round, sequence, workload
 from .checks import check, check_facts
+from .answers import withheld
+from .answers import plain, raised
+from .answers import raised
 
 MIGRATION_WARMUP = 0.002                            # guest seconds before the migration and after it
 MIGRATION_MAX_ROUNDS = 40                           # past Xen's 30: a loop that never stops ends here
@@ -121,8 +124,7 @@ def check_migration_facts(got, expected, what, fields=MIGRATION_FIELDS):
 def withholding(*names):
     """vmkit's own `names` ("reason": Xen's, Clark's and QEMU's conditions; "migrate": the package's
     loop) withheld for the time of the with block."""
-    from ..migration import precopy
-    from .answers import withheld
+    from ..migration import precopy  # here, not at the top: called under on_disk, this is vmkit as installed
     with ExitStack() as stack:
         if "reason" in names:
             stack.enter_context(withheld(precopy.StopConditions, "reason"))
@@ -147,7 +149,6 @@ def presets_on_disk():
 
 def answered(call):
     """call()'s value as plain data, or raised(error): the student's code's error is its answer."""
-    from .answers import plain, raised
     try:
         return plain(call())
     except Exception as error:
@@ -189,7 +190,6 @@ def loop_answer(loop, case, *args):
     """A loop on a case, as plain data: {"facts": migration_facts} if it returned a migration's result,
     {"aborted": aborted_facts} if the migration's own MigrationAborted reached its caller, raised(error)
     otherwise."""
-    from .answers import raised
     try:
         m, result = run_precopy(loop, case, *args)
         return {"facts": migration_facts(result)}

@@ -4,7 +4,7 @@ with vmkit.isolation's own versions of them withheld while they answer."""
 import random
 from contextlib import contextmanager
 
-from .answers import answer_cases, plain, raised
+from .answers import answer_cases, plain, raised, refusal
 
 # vmkit.isolation's own answers to the lab's parts, by class (None: the module's own functions). The
 # lessons and the scenario need them, so they stay in the package, and are withheld while graded.
@@ -12,19 +12,11 @@ WITHHELD = {"Level": ("parse", "dominates"), "MlsRange": ("parse",), "Context": 
             "Constraint": ("holds",), "Policy": ("decide",), "McsAllocator": ("allocate",), None: ("_category",)}
 
 
-def _withheld(*args, **kwargs):
-    """The code a withheld function runs: no free variables, so any function can take it."""
-    import sys
-    from vmkit.grading.answers import NotYours
-    raise NotYours(f"vmkit's own {sys._getframe().f_code.co_name} is withheld while you are graded: "
-                   f"the lab asks for yours")
-
-
 @contextmanager
 def withholding():
     """vmkit.isolation's own parsing, dominance, allocator and decision raise NotYours for the time of
     the with block, however a student's code reached them; put back after."""
-    from .. import isolation
+    from .. import isolation  # here, not at the top: called under on_disk, this is vmkit as installed
     saved = []
     try:
         for owner, names in WITHHELD.items():
@@ -33,7 +25,7 @@ def withholding():
                 function = getattr(where[name], "__func__", where[name])      # a classmethod's function
                 saved.append((function, function.__code__))
                 qualname = name if owner is None else f"isolation.{owner}.{name}"
-                function.__code__ = _withheld.__code__.replace(co_name=qualname, co_qualname=qualname)
+                function.__code__ = refusal.__code__.replace(co_name=qualname, co_qualname=qualname)
         yield
     finally:
         for function, code in reversed(saved):

@@ -2,6 +2,9 @@
 hidden-fault and trace handlers in a trap-and-emulate or binary-translation VMM, each call on a budget,
 and what a run did as plain data.
 
+Long because: the runners, the facts of a run and the kernel's side of every probe (walks, fills,
+traces, prefetch) belong to one lab, and a split would scatter what its checks compare.
+
 The lab's guests are LAB_GUEST with the check's own lines in it (lab_guest): a kernel that builds
 page tables, turns paging on, makes accesses in ring 0 and in ring 3, prints every #PF it gets (CR2
 and error code) and the page-table entries it is asked to show, and exits.
@@ -19,6 +22,11 @@ from ..machine.cpu import CR0_PG, CR0_WP, CR4_PSE
 from ..vmm import BinaryTranslation, TrapAndEmulate
 from .checks import check, check_facts, fail_cases, shown
 from .runs import ending, explained
+import importlib
+import sys
+from .answers import plain, raised
+from .answers import withheld
+from .answers import yours
 
 SHADOW_MAX_INSTRUCTIONS = 2_000_000
 SHADOW_TIMEOUT = 5.0                                # seconds for a whole run; the lab's guests need well under 1
@@ -504,8 +512,6 @@ def check_shadow_native(got, native, what):
 def on_disk():
     """This module as imported afresh from disk, for the time of the with block; the notebook's own
     vmkit modules are put back after."""
-    import importlib
-    import sys
     saved = {name: module for name, module in sys.modules.items() if name.split(".")[0] == "vmkit"}
     for name in saved:
         del sys.modules[name]
@@ -520,7 +526,6 @@ def on_disk():
 def walk_cases(walk, cases):
     """A student's walk on each part 1 case (tables_case): one answer per access, each on fresh
     GuestTables and on a budget, as plain data, or raised(error)."""
-    from .answers import plain, raised
     answers = []
     for case in cases:
         found = []
@@ -548,8 +553,7 @@ def handler_runs(cases, handlers, withhold=()):
     """shadow_case of each [source, technique, adaptive] with vmkit's handler table and `handlers` ({kind:
     handler}) in place of vmkit's own, whose versions named in `withhold` (shadow_fill, shadow_propagate)
     refuse to run meanwhile."""
-    from ..vmm import shadow_paging
-    from .answers import withheld
+    from ..vmm import shadow_paging  # here, not at the top: called under on_disk, this is vmkit as installed
     table = dict(shadow_paging.SHADOW_HANDLERS, **handlers)
     with withheld(shadow_paging, *withhold):
         return [shadow_case(table, *case) for case in cases]
@@ -565,7 +569,6 @@ def table_cases(cases, table, fill=None, propagate=None, fill_name="fill"):
     """shadow_case of each [source, technique, adaptive] under a student's whole table (vmkit as on disk);
     {"error": ...} for each unless `table` is a dict with the student's own `fill` (the function the lab
     names `fill_name`) under "hidden-fault" and `propagate` under "trace"."""
-    from .answers import yours
     try:
         if not isinstance(table, dict) or sorted(table) != sorted(SHADOW_KINDS):
             raise ValueError(f"SHADOW must be a dict with a handler for each of {SHADOW_KINDS}")
@@ -599,7 +602,7 @@ def prefetch_reference(source, technique="trap-and-emulate", adaptive=True):
     """What a run under a prefetching fill is judged against: {"native": the bare machine's ending and page
     tables (native_tables, read at the page directories vmkit's own VMM kept roots for), "vmkit_hidden":
     the hidden faults vmkit's own fill takes}."""
-    from ..vmm.shadow_paging import SHADOW_HANDLERS
+    from ..vmm.shadow_paging import SHADOW_HANDLERS  # here, not at the top: called under on_disk, this is vmkit as installed
     machine, result = run_shadow(source, SHADOW_HANDLERS, technique, adaptive=adaptive, what="vmkit's own VMM")
     directories = {machine.vcpu.cr3 & ~0xFFF, *machine.shadow.roots} if machine.vcpu.cr0 & CR0_PG else set()
     return {"native": native_tables(source, directories), "vmkit_hidden": result.stats.get("hidden_faults", 0)}

@@ -2,6 +2,9 @@
 requests a PV kernel makes tried on them, the course's PV kernels booted on them, and what the frame
 table and the page tables hold afterwards as plain data.
 
+Long because: the rules' budget, the request scripts, the kernel runs, the facts of the frame table
+and the kernel's side of every probe (lazy MMU mode included) belong to one lab.
+
 The rules are the ones vmkit.xen.mm.PAGE_TABLE_RULES names (get_page_type, get_page_from_l1e,
 mod_l1_entry); `Paravirt(page_table_rules=...)` puts them in the hypervisor's frame table from the
 start of day on, so the domain builder's tables are validated with them too.
@@ -19,6 +22,10 @@ from ..xen import abi as xen
 from ..xen.mm import ENTRIES, L1, L2, PAGE_TABLE_RULES, XEN
 from .checks import check, check_facts, shown
 from .runs import explained
+import importlib
+import sys
+from .answers import withheld
+from .answers import yours
 
 RULE_SECONDS = 1.0                 # one outermost call of a student's rule; the reference's take milliseconds
 XEN_MAX_INSTRUCTIONS = 3_000_000
@@ -517,8 +524,6 @@ def _entry(value):
 def on_disk():
     """This module as imported afresh from disk, for the time of the with block; the notebook's own
     vmkit modules are put back after."""
-    import importlib
-    import sys
     saved = {name: module for name, module in sys.modules.items() if name.split(".")[0] == "vmkit"}
     for name in saved:
         del sys.modules[name]
@@ -533,15 +538,13 @@ def on_disk():
 @contextmanager
 def xens_withheld(names):
     """Xen's own rules named in `names` withheld, in this vmkit's frame table."""
-    from ..xen.mm import FrameTable
-    from .answers import withheld
+    from ..xen.mm import FrameTable  # here, not at the top: called under on_disk, this is vmkit as installed
     with withheld(FrameTable, *names):
         yield
 
 
 def _rules_of(rules):
     """A student's rules as a plain dict, the student's own (vmkit.grading.yours), or raise."""
-    from .answers import yours
     if not isinstance(rules, dict) or not rules or not set(rules) <= set(RULE_NAMES):
         raise ValueError(f"the rules must be a dict of functions, named from {', '.join(RULE_NAMES)}")
     for name in rules:
@@ -617,7 +620,6 @@ def lazies_facts(cases, lazy):
 def lazy_cases(cases, lazy):
     """lazies_facts under vmkit as on disk: a student's lazy MMU section on each [steps, batch], plain data."""
     try:
-        from .answers import yours
         yours(lazy, "lazy_updates")
     except Exception as error:
         return [_error(error)] * len(cases)
