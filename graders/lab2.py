@@ -94,24 +94,44 @@ def against_vmkit(names):
 
 
 # Part 1: cli, sti, hlt
-PART1_VISIBLE = [guest("sti\ncli\nhlt"), guest("call start_timer\n.wait:\nsti\ncmp dword [ticks], 3\njb .wait\ncli")]
+PART1_VISIBLE = [guest("sti\ncli\nhlt"), guest("call start_timer\n.wait:\nsti\ncmp dword [ticks], 3\njb .wait\ncli"),
+                 guest("cli\ncall start_timer\nmov ecx, 3000\n.spin: loop .spin\nsti\nnop\nnop\ncli"),
+                 guest("cli\ncli\nsti\nsti\ncli\nhlt"), guest("call start_timer\nsti\nhlt\nnop\nnop\ncli\nmov ebx, [ticks]")]
+
+
+def part1_expected(sources):
+    return {"after_sti": address_of(vmkit.assemble(sources[2]), "sti") + 1}
 
 
 def part1_visible(answers, expected, sources):
-    check(isinstance(answers, list) and len(answers) == 2, "two runs", got=answers)
-    first, ticks = answers
+    check(isinstance(answers, list) and len(answers) == len(sources), "one run per guest", got=answers)
+    first, ticks, waiting, again, sleep = answers
     ran(first, "sti, cli, hlt")
     check_equal(first["emulated_instructions"][-3:], ["sti", "cli", "hlt"], what="the last three instructions emulated",
                 hint="each handler returns a string (None declines)")
     check(first["halted"] and not first["vcpu"]["interrupt_flag"], "after sti, cli, hlt the virtual CPU has stopped",
           expected="halted=True, interrupt_flag=False",
           got=f"halted={first['halted']}, interrupt_flag={first['vcpu']['interrupt_flag']}",
-          hint="the part's spec: what cli does to the virtual CPU, and what hlt asks of the VMM")
-    check(first["real_if"], "the real IF is still on (it belongs to the VMM)", hint="a handler changes the virtual CPU only")
+          hint="the part's spec: what cli does to the virtual CPU, and what hlt asks of the VMM (SDM vol. 2A, CLI and HLT)")
+    check(first["real_if"], "the real IF is still on (it belongs to the VMM)",
+          hint="a handler changes the virtual CPU only: the real IF is the VMM's")
     ran(ticks, "a guest that waits for three timer ticks")
     check_equal(ticks["ticks"], 3, what="timer ticks the guest counted",
-                hint="the VMM injects IRQ0 only while the virtual IF is set")
+                hint="the VMM injects IRQ0 only while the virtual IF is set (SDM vol. 2B, STI)")
     check_equal(ticks["exit_code"], 1, what="the exit code")
+    ran(waiting, "an IRQ waiting when sti runs")
+    check_equal([eip for cause, eip in waiting["irqs"]][:1], [expected["after_sti"] + 1],
+                what="where the waiting IRQ landed (the interrupted EIP)",
+                hint="the interrupt shadow: the instruction after sti runs first (SDM vol. 2B, STI)")
+    ran(again, "cli, cli, sti, sti, cli, hlt")
+    check(again["halted"] and not again["vcpu"]["interrupt_flag"], "cli and sti set the virtual IF whatever it was before",
+          expected="halted=True, interrupt_flag=False",
+          got=f"halted={again['halted']}, interrupt_flag={again['vcpu']['interrupt_flag']}, "
+              f"trapped: {again['trapped'][-6:]}", hint="the part's first rule")
+    ran(sleep, "sti, then hlt until the timer's interrupt")
+    check_equal([sleep["regs"]["ebx"], sleep["exit_code"]], [1, 1],
+                what="(EBX, the exit code) after sti; hlt; nop; nop; cli; mov ebx, [ticks]",
+                hint="the part's third rule: hlt with the virtual IF 1 sleeps until the next interrupt (SDM vol. 2A, HLT)")
 
 
 PART1_HIDDEN = {
@@ -126,7 +146,7 @@ PART1_HIDDEN = {
 PART2_VISIBLE = [
     guest("mov eax, cr0\nmov edi, eax\nmov ebx, eax\nor ebx, 8\nmov cr0, ebx\nmov ecx, 0x200000\nmov cr3, ecx"),
     guest("mov eax, cr0\nor eax, 0x80000000\nmov cr0, eax"),
-    guest("lgdt [new_gdtr]\njmp 0x08:.reload\n.reload:\nmov ax, 0x10\nmov ds, ax",
+    guest("mov ebx, new_gdtr - 2\nlgdt [ebx + 2]\njmp 0x08:.reload\n.reload:\nmov ax, 0x10\nmov ds, ax",
           data="align 8\nnew_gdt: dq 0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF\nnew_gdtr: dw 23\n dd new_gdt")]
 
 
@@ -149,8 +169,10 @@ def part2_visible(answers, symbols, sources):
                 hint="mov r32, crN reads the virtual CPU's register (SDM vol. 2B, MOV—Move to/from Control Registers)")
     check_equal([crs["vcpu"]["cr0"], crs["vcpu"]["cr3"]], [0x19, 0x200000], what="the virtual (CR0, CR3)",
                 hint="mov crN, r32 writes the virtual CPU's register, never the real one")
+    check_equal(crs["real_cr0"], 0x11, what="the real CR0 after the guest wrote its CR0",
+                hint="the part's second rule: the real control registers are the VMM's")
     refused_paging(paging)
-    ran(tables, "lgdt [new_gdtr], then a far jump")
+    ran(tables, "lgdt [ebx + 2], then a far jump")
     check_equal(tables["vcpu"]["gdtr"], [symbols["new_gdt"], 23], what="the virtual GDTR (base, limit)",
                 hint="the pseudo-descriptor is a 16-bit limit, then a 32-bit base (SDM vol. 2A, LGDT/LIDT)")
     check_equal(tables["vcpu"]["idtr"], [symbols["idt"], 0x7FF], what="the virtual IDTR after lidt [idt_descriptor]")
@@ -180,12 +202,14 @@ def part2_hidden(answers, expected, sources):
 
 # Part 3: out, in
 PART3_VISIBLE = [guest("mov dx, COM1\nmov al, 'o'\nout dx, al\nmov al, 'k'\nout dx, al\n"
-                       "mov al, 0xFB\nout 0x21, al\nin al, 0x21\nmov bl, al\nmov dx, COM1 + 5\nin al, dx\nmov cl, al")]
+                       "mov al, 0xFB\nout 0x21, al\nin al, 0x21\nmov bl, al\nmov dx, COM1 + 5\nin al, dx\nmov cl, al"),
+                 guest("mov dx, COM1\nmov ax, 0x6968\nout dx, ax\nmov eax, 0xCAFE0000\nmov al, 0xFE\nout 0x21, al\n"
+                       "mov dx, 0x21\nin ax, dx\nmov esi, eax")]
 
 
 def part3_visible(answers, expected, sources):
-    check(isinstance(answers, list) and len(answers) == 1, "one run", got=answers)
-    facts, = answers
+    check(isinstance(answers, list) and len(answers) == 2, "two runs", got=answers)
+    facts, wide = answers
     ran(facts, "out and in with byte operands")
     check_equal(facts["serial"], "ok", what="the serial output",
                 hint="out hands the device model the port, the access's size and the value")
@@ -197,6 +221,11 @@ def part3_visible(answers, expected, sources):
                 what="(BL, CL): what `in` read from the PIC's mask and the serial status",
                 hint="in writes what the port gave into its register operand")
     check_equal(facts["exit_code"], 1, what="the exit code", hint="the guest ends with out DEBUG_EXIT, al")
+    ran(wide, "16-bit out and in")
+    check_equal(wide["io"][:1], [["out", 0x3f8, 2, 0x6968]], what="the access of out dx, ax (direction, port, size, value)",
+                hint="the part's second rule (SDM vol. 2B, OUT)")
+    check_equal(wide["regs"]["esi"], 0xCAFE00FE, what="EAX after in ax, dx from the PIC's mask (0xFE; port 0x22 reads 0)",
+                hint="the part's third rule: in writes its accumulator's bytes only (SDM vol. 2A, IN)")
 
 
 PART3_HIDDEN = {
@@ -209,24 +238,154 @@ PART3_HIDDEN = {
     "in ax, dx from the PIC": "mov eax, 0xCAFE0000\nmov al, 0xFE\nout 0x21, al\nmov dx, 0x21\nin ax, dx",
 }
 
-# Part 4: the whole table, on whole kernels
-TABLE_ASKED = "vmkit.grading.lab2.table_cases(cases, TABLE)"
+# Part 4: iretd under ring compression (the open part)
+YOUR_TABLE = ("cli", "sti", "hlt", "mov", "lgdt", "lidt", "out", "in", "iretd")
+IF_BIT, GUEST_OWNED_FLAGS = 0x200, 0x244DD5     # the flags a guest owns: not IF, IOPL, VM, RF (as vmkit's translator)
+
+
+def reference_iretd(vmm, insn):
+    """The grader's own iretd: the guest kernel's return through a frame it built for ring 0 (which
+    #GPs in ring 1 only because of ring compression) carried out as the bare machine would (SDM vol.
+    2A, IRET: PROTECTED-MODE-RETURN, RETURN-TO-SAME-PRIVILEGE-LEVEL), its IF and IOPL into the
+    virtual CPU; any other frame left to the CPU's own fault, or given the fault the bare machine
+    raises where ring compression changed it. After vmkit's binary translator's _far_return_to."""
+    from vmkit.machine.cpu import Fault
+    from vmkit.vmm.emulate import guest_descriptor
+    cpu = vmm.cpu
+    raw = cpu.read(cpu.segment_base(cpu["ss"]) + cpu["esp"], 12)
+    eip, cs, eflags = (int.from_bytes(raw[i:i + 4], "little") for i in (0, 4, 8))
+    cs &= 0xFFFF
+    if cs & 3 or cs & ~3 == 0:
+        return None
+    d = guest_descriptor(vmm, cs)
+    if d is None or not d.is_code or (d.conforming and d.dpl > 0) or (not d.conforming and d.dpl != 0):
+        return None
+    if not d.present:
+        raise Fault(11, cs & ~3)
+    vmm.vcpu.interrupt_flag, vmm.vcpu.iopl = bool(eflags & IF_BIT), (eflags >> 12) & 3
+    cpu["esp"] = (cpu["esp"] + 12) & 0xFFFFFFFF
+    cpu["eflags"] = (eflags & GUEST_OWNED_FLAGS) | IF_BIT | 2
+    cpu["cs"], cpu["eip"] = cs | 1, eip
+    return f"iretd to {cs:#x}:{eip:#x}"
+
+
+def iret_reference_runs(sources):
+    """run_facts of each guest under vmkit's own VMM with the grader's iretd added, in this process."""
+    return handler_runs(sources, {"iretd": reference_iretd}, timeout=REFERENCE_TIMEOUT)
+
+
+def native_facts(sources):
+    """Each guest on the bare machine: how it ended, what it printed, its registers at the end."""
+    facts = []
+    for source in sources:
+        result = vmkit.run(source, max_instructions=VMM_MAX_INSTRUCTIONS, timeout=30)
+        facts.append({**ending(result), "regs": {name: result.regs[name] for name in
+                                                ("eax", "ebx", "ecx", "edx", "esi", "edi", "esp")}})
+    return facts
+
+
+def native_and_reference(sources):
+    return [{"native": n, "vmm": v} for n, v in zip(native_facts(sources), iret_reference_runs(sources))]
+
+
+BARE_FIELDS = ("shutdown", "serial", "exit_code", "halted", "regs")
+BARE_HINTS = {"shutdown": "a frame your handler left to fault that the bare machine returns through, or one it "
+                          "returned through that the bare machine refuses",
+              "serial": "what the guest printed", "exit_code": "how the guest ended (port 0xf4)",
+              "halted": "hlt with the IF the frame gave: the bare machine stops when it is 0",
+              "regs": "the registers at the end: the return address, the flags the frame held (CF, ZF, SF, OF, "
+                      "DF), ESP past the frame, and each fault's vector and error code as the bare machine "
+                      "gives them (SDM vol. 2A, IRET, its Protected Mode Exceptions)"}
+STATE_FIELDS = ("traps", "trapped", "irqs", "vcpu")
+STATE_HINTS = {"traps": "one trap for each iretd the CPU refused, and none more: a frame your handler fixed must "
+                        "not trap again, and a return the CPU can carry out never reaches it",
+               "trapped": VMM_HINTS["trapped"],
+               "irqs": "where each timer interrupt landed: an interrupt the frame's IF lets in is taken after the "
+                       "iretd, at the return address",
+               "vcpu": "the virtual CPU: its IF and IOPL are the frame's after a return to the kernel"}
+
+
+def iret_judge(names):
+    """A judge: each guest under the student's iretd against the bare machine (what the guest sees) and
+    vmkit's VMM with the grader's iretd (the VMM's state: traps, IRQs, the virtual CPU)."""
+    def judge(answers, expected, sources):
+        check(isinstance(answers, list) and len(answers) == len(expected), "one run per guest", got=answers)
+        for what, got, want in zip(names, answers, expected):
+            ran(got, f"the guest ({what})")
+            check_facts(got, want["native"], f"the guest ({what}) against the bare machine", hints=BARE_HINTS,
+                        fields=BARE_FIELDS)
+            check_facts(got, want["vmm"], f"the guest ({what}): the VMM's state", hints=STATE_HINTS,
+                        fields=STATE_FIELDS)
+    return judge
+
+
+IRET_FRAME = "push dword {flags}\npush dword {cs}\npush dword {to}\niretd\n{to}:\n"
+PART4_VISIBLE = [guest("call start_timer\nmov ecx, 3000\n.spin: loop .spin\n" +
+                       IRET_FRAME.format(flags="0x8C3 | 0x200", cs="0x08", to=".back") +
+                       "setc bl\nseto bh\n.wait:\ncmp dword [ticks], 1\njb .wait\nmov eax, [last_eip]"),
+                 guest(IRET_FRAME.format(flags="0x202", cs="0", to=".x"))]
+PART4_VISIBLE_NAMES = ["an iretd into the kernel with IF and CF, OF set in its frame",
+                       "an iretd through a null CS (this guest has no #GP handler: it shuts down)"]
+
+
+def fault_frames(frames, data=""):
+    """A guest that returns through each (EFLAGS, CS) frame in turn, with handlers for #GP and #NP that
+    record the vector and error code ((vector << 20) | error code, in `faults`) and carry on."""
+    body = ["".join(f"    mov eax, {handler}\n    mov [idt + {vector} * 8], ax\n    mov word [idt + {vector} * 8 + 2], 0x08\n"
+                    f"    mov word [idt + {vector} * 8 + 4], 0x8E00\n    shr eax, 16\n    mov [idt + {vector} * 8 + 6], ax\n"
+                    for vector, handler in ((13, "fault_gp"), (11, "fault_np"))),
+            "lgdt [new_gdtr]\njmp 0x08:.reload\n.reload:\nmov [saved_esp], esp\n"]
+    for i, (flags, cs) in enumerate(frames):
+        body.append(f"mov dword [resume], .r{i}\n" + IRET_FRAME.format(flags=flags, cs=cs, to=f".r{i}"))
+    body.append("mov eax, [faults]\nmov ebx, [faults + 4]\nmov ecx, [faults + 8]\nmov edx, [faults + 12]\n"
+                "mov edi, [faults + 16]\nmov esi, [nfaults]")
+    return guest("\n".join(body), data=FAULT_DATA + data)
+
+
+FAULT_DATA = r"""
+fault_gp:
+    pop eax
+    or eax, 13 << 20
+    jmp fault_common
+fault_np:
+    pop eax
+    or eax, 11 << 20
+fault_common:
+    mov ebx, [nfaults]
+    mov [faults + ebx * 4], eax
+    inc dword [nfaults]
+    mov esp, [saved_esp]
+    jmp [resume]
+saved_esp: dd 0
+resume: dd 0
+nfaults: dd 0
+faults: times 8 dd 0
+align 8
+new_gdt: dq 0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF, 0x00CF1A000000FFFF, 0x00CFFA000000FFFF, 0x00CF9E000000FFFF
+new_gdtr: dw 47
+ dd new_gdt
+"""
+PART4_HIDDEN = {
+    "three returns into the kernel with IF set, each then waiting in hlt":
+        guest("call start_timer\nmov ebx, 3\n.again:\n" + IRET_FRAME.format(flags="0x202", cs="0x08", to=".on")
+              + "hlt\ncli\ndec ebx\njnz .again\nmov eax, [ticks]"),
+    "flags and IOPL from the frame, then IF off and hlt":
+        guest("sti\n" + IRET_FRAME.format(flags="0x3CD5 & ~0x200", cs="0x08", to=".x") + "setc bl\nseto bh\nsetz cl\n"
+              "sets ch\npushfd\npop edx\nand edx, 0xCD5\ncall start_timer\nmov ecx, 3000\n.spin: loop .spin\nhlt"),
+    "an IRQ waiting when the frame turns IF on":
+        guest("call start_timer\nmov ecx, 3000\n.spin: loop .spin\n" + IRET_FRAME.format(flags="0x246", cs="0x08",
+              to=".in") + "mov eax, [last_eip]\nmov ebx, [ticks]\ncli\nhlt"),
+    "frames the bare machine refuses: a null CS, a data segment, a code segment not present, one of DPL 3":
+        fault_frames([("0x202", "0"), ("0x202", "0x10"), ("0x202", "0x18"), ("0x202", "0x20")]),
+    "a return into a conforming code segment of DPL 0 with IF off, then into the kernel's own":
+        fault_frames([("0x002", "0x28"), ("0x202", "0x08")]),
+}
 
 
 def native_and_vmkit(sources):
     """Each kernel natively (its serial output and exit code) and under vmkit's own VMM."""
     return [{"native": [r["native"]["serial"], r["native"]["exit_code"]], "vmm": facts}
             for r, facts in zip(vmm_runs(sources), reference_runs(sources))]
-
-
-def part4_visible(answers, expected, sources):
-    check(isinstance(answers, list) and len(answers) == 1, "one run", got=answers)
-    facts, = answers
-    ran(facts, "the rings kernel on your VMM")
-    check_equal([facts["serial"], facts["exit_code"]], expected[0]["native"],
-                what="the serial output and exit code of the rings kernel under your VMM, against the bare machine",
-                hint="parts 1 to 3 check each handler alone")
-    check(facts["traps"] > 100, "the kernel's privileged instructions trapped", expected="over 100 traps", got=facts["traps"])
 
 
 PART4_DEVICES = guest(r"""
@@ -266,17 +425,24 @@ PART4_DEVICES = guest(r"""
 PART4_WAITING = guest("call start_timer\nmov ecx, 3000\n.spin: loop .spin\n.again:\nsti\nhlt\nmov dx, COM1\n"
                       "mov eax, [ticks]\nadd al, 'a'\nout dx, al\ncmp dword [ticks], 5\njb .again\ncli\nin ax, 0x21\n"
                       "mov ebx, cr0", divisor=200)
-PART4_HIDDEN = {"the rings kernel": vmkit.guests.source("rings"), "a kernel that polls and prints words": PART4_DEVICES,
-                "a kernel that sleeps between ticks": PART4_WAITING}
+PART4_KERNELS = {"the rings kernel (into ring 3 and back)": vmkit.guests.source("rings"),
+                 "a kernel that raises int 0x80 in ring 0 and returns through the CPU's frame":
+                     vmkit.guests.source("same_ring"),
+                 "a kernel that polls and prints words": PART4_DEVICES,
+                 "a kernel that sleeps between ticks": PART4_WAITING}
 
 
-def part4_hidden(answers, expected, sources):
+def part4_kernels(answers, expected, sources):
     check(isinstance(answers, list) and len(answers) == len(expected), "one run per kernel", got=answers)
-    for what, got, want in zip(PART4_HIDDEN, answers, expected):
+    for what, got, want in zip(PART4_KERNELS, answers, expected):
         ran(got, what)
         check_equal([got["serial"], got["exit_code"]], want["native"],
                     what=f"{what}: serial output and exit code, against the bare machine")
         check_facts(got, want["vmm"], what, hints=VMM_HINTS, fields=FACT_FIELDS)
+
+
+def part4_visible(answers, expected, sources):
+    iret_judge(PART4_VISIBLE_NAMES)(answers, expected, sources)
 
 
 # Part 5: classify
@@ -339,7 +505,7 @@ def lost_judge(what, hint):
 
 
 PROBES = {
-    "part1_visible": Probe(handlers_asked(("cli", "sti", "hlt")), PART1_VISIBLE, lambda sources: None, part1_visible),
+    "part1_visible": Probe(handlers_asked(("cli", "sti", "hlt")), PART1_VISIBLE, part1_expected, part1_visible),
     "part1_hidden": Probe(handlers_asked(("cli", "sti", "hlt")), [guest(body) for body in PART1_HIDDEN.values()],
                           reference_runs, against_vmkit(list(PART1_HIDDEN))),
     "part2_visible": Probe(handlers_asked(("mov", "lgdt", "lidt")), PART2_VISIBLE, part2_expected, part2_visible),
@@ -349,9 +515,13 @@ PROBES = {
     "part3_visible": Probe(handlers_asked(("out", "in")), PART3_VISIBLE, lambda sources: None, part3_visible),
     "part3_hidden": Probe(handlers_asked(("out", "in")), [guest(body) for body in PART3_HIDDEN.values()],
                           reference_runs, against_vmkit(list(PART3_HIDDEN))),
-    "part4_visible": Probe(TABLE_ASKED, [vmkit.guests.source("rings")], native_and_vmkit, part4_visible),
-    "part4_hidden": Probe(TABLE_ASKED, list(PART4_HIDDEN.values()), native_and_vmkit, part4_hidden),
-    "part5_visible": Probe(CLASSIFY_ASKED, lambda: census_cases(["cli", "lgdt", "sgdt", "pushf", "nop"]), classes_of,
+    "part4_visible": Probe(handlers_asked(("iretd",)), PART4_VISIBLE, native_and_reference, part4_visible),
+    "part4_hidden": Probe(handlers_asked(("iretd",)), list(PART4_HIDDEN.values()), native_and_reference,
+                          iret_judge(list(PART4_HIDDEN))),
+    "part4_kernels_hidden": Probe(handlers_asked(YOUR_TABLE), list(PART4_KERNELS.values()), native_and_vmkit, part4_kernels),
+    "part5_visible": Probe(CLASSIFY_ASKED, lambda: census_cases(["cli", "lgdt", "sgdt", "pushf", "nop"]) + [
+                               {"mnemonic": "made up: faults everywhere, trapped, not the same", "faults": {"0": 13, "1": 13,
+                                "3": 13}, "trapped_under_vmm": True, "same_under_vmm": False}], classes_of,
                            classify_judge("classify on five census rows", "Popek and Goldberg's definitions, as the "
                                           "part's spec gives them: privileged first, then sensitive")),
     "part5_hidden": Probe(CLASSIFY_ASKED, lambda: census_cases() + MADE_UP, classes_of,
@@ -374,6 +544,6 @@ PROBES = {
 # mov hand the forms it does not ask for (to SS, to a debug register) to vmkit's.
 HANDLERS_WITHHELD = {"vmkit.vmm.emulate": ["emulate_cli", "emulate_sti", "emulate_hlt", "emulate_lgdt", "emulate_lidt",
                                            "emulate_out", "emulate_in"]}
-for _part in ("part1", "part2", "part3", "part4"):
-    for _cell in ("visible", "hidden"):
-        PROBES[f"{_part}_{_cell}"].withhold = HANDLERS_WITHHELD
+for _grade_id, _probe in PROBES.items():
+    if _grade_id.startswith(("part1", "part2", "part3", "part4")):
+        _probe.withhold = HANDLERS_WITHHELD

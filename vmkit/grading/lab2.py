@@ -9,11 +9,13 @@ import vmkit
 from ..vmm import TrapAndEmulate
 from .checks import check_facts
 from .runs import ending, explained
+from .answers import yours
+from .answers import plain, raised
 
 VMM_MAX_INSTRUCTIONS = 2_000_000
 VMM_TIMEOUT = 3.0                                   # a trap costs tens of µs: a guest that traps in a loop
                                                     # is stopped by the clock before the instruction budget
-VCPU_FIELDS = ("interrupt_flag", "cr0", "cr2", "cr3", "cr4", "gdtr", "idtr", "tr")
+VCPU_FIELDS = ("interrupt_flag", "iopl", "cr0", "cr2", "cr3", "cr4", "gdtr", "idtr", "tr")
 VMM_HINTS = {
     "serial": "what the guest printed: your out handler (port, size, value) and your in handler (the value "
               "read goes into the right part of the register)",
@@ -24,8 +26,9 @@ VMM_HINTS = {
     "emulated": "every handler that did its work returns a string",
     "io": "each access as (direction, port, size, value): the size comes from the register operand "
           "(al 1, ax 2, eax 4), the port from an imm8 or from dx",
-    "irqs": "where each timer interrupt landed: after sti, one more instruction runs first (vmm.interrupt_shadow())",
-    "vcpu": "the virtual CPU: IF, CR0-CR4, GDTR and IDTR as (base, limit), TR",
+    "irqs": "where each timer interrupt landed: after a sti that sets IF from 0, the next instruction runs first "
+            "(SDM vol. 2B, STI)",
+    "vcpu": "the virtual CPU: IF, IOPL, CR0-CR4, GDTR and IDTR as (base, limit), TR",
     "real_cr0": "the real CR0 belongs to the VMM: write the virtual one (vmm.vcpu.cr0) only",
     "regs": "the guest's registers at the end: mov from a control register and in write a register",
 }
@@ -109,7 +112,7 @@ def run_facts(source, table, timeout=VMM_TIMEOUT):
 def handler_runs(sources, handlers, timeout=VMM_TIMEOUT):
     """run_facts of each guest under vmkit's table with `handlers` ({mnemonic: handler}) in place of
     vmkit's own."""
-    from ..vmm import EMULATORS
+    from ..vmm import EMULATORS  # here, not at the top: called under on_disk, this is vmkit as installed
     return [run_facts(source, dict(EMULATORS, **handlers), timeout) for source in sources]
 
 
@@ -122,7 +125,6 @@ def vmm_cases(sources, handlers):
 def table_cases(sources, table):
     """run_facts of each guest under a student's whole table (vmkit as on disk); {"error": ...} for
     each if `table` is not a dict with a handler, the student's own, for each of YOURS."""
-    from .answers import yours
     try:
         if not isinstance(table, dict) or not all(name in table for name in YOURS):
             raise ValueError(f"TABLE must be a dict with a handler for each of {YOURS}")
@@ -143,7 +145,6 @@ def lost_update_answers(cases, lost_updates):
     """A student's lost_updates on runs of popf_critical: each case {"source", "technique", "read_at",
     "write_at"} run (vmkit as on disk), the count it returns for that run, or raised(error). The run
     handed over has no serial output: the count must come from its events, not from what the guest printed."""
-    from .answers import plain, raised
     answers = []
     with on_disk() as fresh:
         for case in cases:
