@@ -17,14 +17,17 @@ cell replace that cell's code; cells without one are added, before the next answ
 `grading_fixture.expected_score` is the exact score it must get. A new lab is covered as soon as
 it has labs/<lab>/<lab>.ipynb and these three fixtures.
 
-Then, into the same gradebook, a second `course.py grade` runs the attacks a sandbox must defeat
-(tests/attacks/, one cell each, put after the lab's set-up cell of the untouched release): writing
-the gradebook with sqlite3, rewriting vmkit and graders/ on disk, running the solution cells of the
-source notebook found through vmkit.__file__, allocating without bound; each scores 0, nothing is
-reported as tampering, a blank graded after them still scores 0, and the package, labs/, graders/
-and every gradebook row of the first round are byte-identical afterwards. A guest run with no
-budget at all, on the solution, costs the per-cell timeout, so it runs against the first lab only:
-interrupted, it leaves the solution its full marks.
+Then, into the same gradebook, a second `course.py grade` runs the attacks (tests/attacks/, one cell
+each, put after the lab's set-up cell of the untouched release). On every lab, stubs that return an
+object equal to anything (each lab's runners must hand back plain data). On the first lab, the
+attacks on what every lab shares: from inside the kernel, on the grader's executor, an input
+transformer, a value before every cell, an import hook, `builtins.__import__` replaced; on the
+sandbox, writing the gradebook with sqlite3, rewriting vmkit and graders/ on disk, running the solution cells of the
+source notebook found through vmkit.__file__, allocating without bound, and a guest run with no
+budget at all on the solution (it costs the per-cell timeout; interrupted, it leaves the solution
+its full marks). Each scores 0, nothing is reported as tampering, a blank graded after them still
+scores 0, and the package, labs/, graders/ and every gradebook row of the first round are
+byte-identical afterwards.
 """
 import hashlib
 import json
@@ -47,12 +50,14 @@ HIDDEN = "### BEGIN HIDDEN TESTS"
 COURSE_PY = os.path.join(REPO, "course.py")
 ATTACKS = os.path.join(REPO, "tests", "attacks")
 # attack -> what it is put into; every one scores what that base earns without it
-ATTACKS_ON_EVERY_LAB = {"gradebook": "release", "package": "release", "source_notebook": "release",
-                        "memory": "release"}
-# the attacks from inside the kernel, which only a lab decided in the grader's process (PROBES) defeats
+# the attacks on the sandbox, which every lab's kernel shares: tried on the first lab, by name
+ATTACKS_ON_THE_SANDBOX = {"gradebook": "release", "package": "release", "source_notebook": "release",
+                          "memory": "release", "unbounded_guest": "solution"}
+# the attacks from inside the kernel on the grader's executor, which every lab shares: the first lab
 ATTACKS_IN_THE_KERNEL = {"input_transformer": "release", "partial_credit": "release", "import_hook": "release",
-                         "builtins_import": "release", "always_equal": "release"}
-ATTACKS_ON_THE_FIRST_LAB = {"unbounded_guest": "solution"}
+                         "builtins_import": "release"}
+# the attack that reaches each lab's own answers (its runners must hand back plain data): every lab
+ATTACKS_ON_EVERY_LAB = {"always_equal": "release"}
 FIRST_LAB = "lab1_rings"
 
 
@@ -235,8 +240,8 @@ def course(request, tmp_path_factory):
     c.first_round = sorted(c.results)
 
     bases = {"release": release, "solution": solution}
-    c.attacks = dict(ATTACKS_ON_EVERY_LAB, **(ATTACKS_IN_THE_KERNEL if probes(lab) is not None else {}),
-                     **(ATTACKS_ON_THE_FIRST_LAB if lab == FIRST_LAB else {}))
+    c.attacks = dict(ATTACKS_ON_EVERY_LAB, **(dict(ATTACKS_IN_THE_KERNEL, **ATTACKS_ON_THE_SANDBOX)
+                                              if lab == FIRST_LAB else {}))
     for attack, base in c.attacks.items():
         c.hand_in("attacks", f"attack-{attack}", attack_submission(bases[base], attack))
     c.hand_in("attacks", "blank-after-the-attacks", release)
@@ -398,7 +403,10 @@ def test_the_attacks_leave_the_disk_and_the_gradebook_as_they_were(course):
 
 def test_a_kernel_past_its_memory_limit_is_stopped_and_says_so(course):
     """Is the submission that allocates without bound stopped at the memory limit, its line saying
-    so, and is the grading carried on with the next student?"""
+    so, and is the grading carried on with the next student? (The first lab only: the sandbox is the
+    same for every lab.)"""
+    if "memory" not in course.attacks:
+        pytest.skip("the attacks on the sandbox run against the first lab only")
     result = course.attack_results["attack-memory"]
     assert any("GiB of memory, over the limit" in note for note in result["notes"]), result
     assert result["seconds"] < 60, result
