@@ -1,14 +1,12 @@
 """Lab 2 (trap-and-emulate): a guest under a trap-and-emulate VMM whose emulation table a student wrote,
 and what the run did as plain data."""
-import importlib
 import json
-import sys
-from contextlib import contextmanager
 
 import vmkit
 from ..vmm import TrapAndEmulate
 from .checks import check_facts
 from .runs import ending, explained
+from . import answers
 from .answers import yours
 from .answers import plain, raised
 
@@ -77,19 +75,9 @@ def check_vmm_facts(got, expected, what):
 YOURS = ("cli", "sti", "hlt", "mov", "lgdt", "lidt", "out", "in")
 
 
-@contextmanager
 def on_disk():
-    """This module as imported afresh from disk, for the time of the with block; the notebook's own
-    vmkit modules are put back after."""
-    saved = {name: module for name, module in sys.modules.items() if name.split(".")[0] == "vmkit"}
-    for name in saved:
-        del sys.modules[name]
-    try:
-        yield importlib.import_module(__name__)
-    finally:
-        for name in [name for name in sys.modules if name.split(".")[0] == "vmkit"]:
-            del sys.modules[name]
-        sys.modules.update(saved)
+    """This module as imported afresh from disk, for the time of the with block (answers.on_disk)."""
+    return answers.on_disk(__name__)
 
 
 def run_facts(source, table, timeout=VMM_TIMEOUT):

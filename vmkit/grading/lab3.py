@@ -1,14 +1,12 @@
 """Lab 3 (binary translation): a guest under binary translation with rewrite rules and a chain rule a
 student wrote, and what the run did as plain data."""
-import importlib
 import json
-import sys
-from contextlib import contextmanager
 
 import vmkit
 from ..vmm import BinaryTranslation
 from .checks import check_equal, check_facts
 from .runs import ending, explained
+from . import answers
 from .answers import yours
 from .answers import answer_cases, withheld
 
@@ -97,19 +95,9 @@ def check_like_native(got, native, what, hint=None):
 # --- the kernel's side of the grader's questions (graders/lab3.py asks them) ------------------------
 # Each runs the guests under vmkit as it is on disk (on_disk), so a notebook that patched the
 # translator in its own vmkit answers with its own rules all the same.
-@contextmanager
 def on_disk():
-    """This module as imported afresh from disk, for the time of the with block; the notebook's own
-    vmkit modules are put back after."""
-    saved = {name: module for name, module in sys.modules.items() if name.split(".")[0] == "vmkit"}
-    for name in saved:
-        del sys.modules[name]
-    try:
-        yield importlib.import_module(__name__)
-    finally:
-        for name in [name for name in sys.modules if name.split(".")[0] == "vmkit"]:
-            del sys.modules[name]
-        sys.modules.update(saved)
+    """This module as imported afresh from disk, for the time of the with block (answers.on_disk)."""
+    return answers.on_disk(__name__)
 
 
 def rule_facts(sources, rules, chain=None, timeout=BT_TIMEOUT):

@@ -22,8 +22,7 @@ from ..machine.cpu import CR0_PG, CR0_WP, CR4_PSE
 from ..vmm import BinaryTranslation, TrapAndEmulate
 from .checks import check, check_facts, fail_cases, shown
 from .runs import ending, explained
-import importlib
-import sys
+from . import answers
 from .answers import plain, raised
 from .answers import withheld
 from .answers import yours
@@ -508,19 +507,9 @@ def check_shadow_native(got, native, what):
 # --- the kernel's side of the grader's questions (graders/lab8.py asks them) ------------------------------
 # The runs use vmkit as it is on disk (on_disk), so a notebook that patched the shadow MMU, the CPU's walk
 # or vmkit's own handler table in its own vmkit answers with its own handlers all the same.
-@contextmanager
 def on_disk():
-    """This module as imported afresh from disk, for the time of the with block; the notebook's own
-    vmkit modules are put back after."""
-    saved = {name: module for name, module in sys.modules.items() if name.split(".")[0] == "vmkit"}
-    for name in saved:
-        del sys.modules[name]
-    try:
-        yield importlib.import_module(__name__)
-    finally:
-        for name in [name for name in sys.modules if name.split(".")[0] == "vmkit"]:
-            del sys.modules[name]
-        sys.modules.update(saved)
+    """This module as imported afresh from disk, for the time of the with block (answers.on_disk)."""
+    return answers.on_disk(__name__)
 
 
 def walk_cases(walk, cases):

@@ -22,8 +22,7 @@ from ..xen import abi as xen
 from ..xen.mm import ENTRIES, L1, L2, PAGE_TABLE_RULES, XEN
 from .checks import check, check_facts, shown
 from .runs import explained
-import importlib
-import sys
+from . import answers
 from .answers import withheld
 from .answers import yours
 
@@ -520,19 +519,9 @@ def _entry(value):
 # runners in its own vmkit answers with its own rules all the same. Xen's own versions of the rules a
 # student hands in are withheld meanwhile (the frame table's methods, in the notebook's vmkit and in the
 # fresh one), so a rule that calls them earns nothing; the rules the student does not hand in stay Xen's.
-@contextmanager
 def on_disk():
-    """This module as imported afresh from disk, for the time of the with block; the notebook's own
-    vmkit modules are put back after."""
-    saved = {name: module for name, module in sys.modules.items() if name.split(".")[0] == "vmkit"}
-    for name in saved:
-        del sys.modules[name]
-    try:
-        yield importlib.import_module(__name__)
-    finally:
-        for name in [name for name in sys.modules if name.split(".")[0] == "vmkit"]:
-            del sys.modules[name]
-        sys.modules.update(saved)
+    """This module as imported afresh from disk, for the time of the with block (answers.on_disk)."""
+    return answers.on_disk(__name__)
 
 
 @contextmanager
