@@ -20,9 +20,9 @@ from test_qemu_differential import GUEST_ENDINGS, guest_source          # noqa: 
 BT = "binary-translation"
 
 
-def same_as_native(source):
-    native, bt = vmkit.run(source), vmkit.run(source, BT)
-    assert bt.serial == native.serial
+def same_as_native(source, technique=BT):
+    native, bt = vmkit.run(source), vmkit.run(source, technique)
+    assert bt.serial_bytes == native.serial_bytes
     assert (bt.exit_code, bt.halted, bt.shutdown) == (native.exit_code, native.halted, native.shutdown)
     return native, bt
 
@@ -255,12 +255,17 @@ WINDOW_CASES = {
     "sti then hlt": "sti\nhlt\nnop\n",
     "sti then a taken branch": "xor eax, eax\nsti\njz far_away\nnop\nfar_away: nop\n",
     "sti then a call": "sti\ncall far_away\nfar_away: nop\nnop\n",
+    "sti twice": "sti\nsti\nnop\nnop\n",      # only the sti that sets IF from 0 holds it off (SDM, STI)
 }
 
 
+@pytest.mark.parametrize("technique", [BT, "trap-and-emulate"])
 @pytest.mark.parametrize("case", sorted(WINDOW_CASES))
-def test_a_waiting_timer_interrupt_arrives_at_the_native_instruction(case):
-    """The timer fires while IF is off; the handler prints the address it interrupted."""
+def test_a_waiting_timer_interrupt_arrives_at_the_native_instruction(case, technique):
+    """The timer fires while IF is off; the handler prints the address it interrupted. (popf in ring
+    1 leaves IF alone without a trap: trap-and-emulate's hole, tests/test_trap_emulate.py.)"""
+    if technique != BT and "popf" in case:
+        pytest.skip("popf turning IF on is trap-and-emulate's hole")
     sys.path.insert(0, str(Path(__file__).parent))
     from guestkit import PIC_IRQ0_ONLY, kernel
     body = PIC_IRQ0_ONLY + """
@@ -284,7 +289,7 @@ def test_a_waiting_timer_interrupt_arrives_at_the_native_instruction(case):
         mov al, 2
         out 0xf4, al
     """
-    native, _ = same_as_native(kernel(body=body, gates={0x20: ("tick", 0x8E)}, handlers={"tick": handler}))
+    native, _ = same_as_native(kernel(body=body, gates={0x20: ("tick", 0x8E)}, handlers={"tick": handler}), technique)
     assert native.exit_code == (2 << 1) | 1 and len(native.serial_bytes) == 4     # the handler ran
 
 

@@ -80,7 +80,8 @@ def emulate_cli(vmm, insn):
 
 def emulate_sti(vmm, insn):
     before, vmm.vcpu.interrupt_flag = vmm.vcpu.interrupt_flag, True
-    vmm.interrupt_shadow()                   # like the CPU: no interrupt before the next instruction
+    if not before:      # SDM Vol. 2B, STI: only an STI that sets IF from 0 holds interrupts off one instruction
+        vmm.interrupt_shadow()
     return f"virtual IF {int(before)} -> 1"
 
 

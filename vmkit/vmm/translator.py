@@ -306,10 +306,12 @@ class Translator:
             u.window_at_exits = False
             unit.pieces.append(Piece(address, insn.size, text, start, bytes(unit.code[start - cache:]), how))
             address += insn.size
-            if u.opened_window == "now" or (window and u.opened_window is None):
+            # an sti in the shadow of the sti before it runs with IF already 1, so it holds nothing
+            # off: the check comes right after it (SDM Vol. 2B, STI: only an STI that sets IF from 0)
+            if u.opened_window == "now" or (window and u.opened_window in (None, "next")):
                 self._window(u, address)
                 window = False
-            if u.opened_window == "next":
+            elif u.opened_window == "next":
                 window = True
             u.opened_window = None
             if ended:
