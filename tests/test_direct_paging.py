@@ -468,3 +468,13 @@ def test_only_dom0_maps_another_domains_frames_and_never_a_page_table_writable()
 
 def mm_word(m, mfn):
     return m.xen.mm.read(mfn << 12, 4)
+
+
+def test_a_page_table_rule_that_says_yes_without_validating_is_a_teaching_error_not_a_crash():
+    """A lab's get_page_type that returns True without typing the frame leaves the page directory
+    without Xen's slots; the CPU could not load a segment from it (Unicorn would crash the process),
+    so Xen refuses to run on it and says which rule to mend."""
+    def says_yes(mm, mfn, type_):
+        return True
+    with pytest.raises(vmkit.GuestError, match="get_page_type.*validate"):
+        Paravirt(vmkit.guests.image("pv_hello"), page_table_rules={"get_page_type": says_yes}).run()

@@ -45,6 +45,7 @@ import mmap
 import struct
 import types
 
+from ..errors import GuestError
 from . import abi as xen
 from .layout import GDT_VIRT_START, PERDOMAIN_VIRT_START, RO_MPT
 
@@ -416,6 +417,22 @@ class FrameTable:
         if old:
             self.put_page_and_type(old)
         return True
+
+    def check_page_directory(self, mfn):
+        """Before the CPU runs on page directory `mfn`: it must be a validated L2 table, which holds
+        Xen's own slots (the GDT, the machine-to-physical table), copied in when it was validated
+        (`_alloc_l2_table`). A page-table rule that says yes without typing and validating the frame
+        leaves them out, and the CPU could not even load a segment: a GuestError that says so."""
+        page = self.pages[mfn]
+        missing = [slot for slot, entry in self.xen_slots.items() if self.u32((mfn << 12) + 4 * slot) != entry]
+        wrong = ([] if page.type == L2 else [f"it is typed as {_a(page.type)}"]) + \
+                ([] if page.validated else ["it was never validated"]) + \
+                ([f"Xen's own slots {', '.join(map(str, missing))} are missing"] if missing else [])
+        if wrong:
+            raise GuestError(
+                f"the page directory in mfn {mfn:#x} cannot be run on: {'; '.join(wrong)} (Xen's GDT is mapped "
+                f"through those slots). get_page_type(mfn, L2) must give the frame its type and validate it "
+                f"(alloc_page_type, which copies Xen's slots in) before it says yes (Xen's xen/arch/x86/mm.c)", None)
 
     def guest_map_l1e(self, domain, va):
         """The machine address of the PTE for `va` in the domain's current tables, and its L1's mfn;

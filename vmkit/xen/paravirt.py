@@ -130,6 +130,7 @@ class Paravirt(Machine):
 
     def _enter_kernel(self, eip, esp, cs, ss, ds, eflags, registers):
         """The vcpu starts: paging on, on the page directory in guest_table, in ring 1."""
+        self.xen.mm.check_page_directory(self.guest_table)
         self.cpu["cr3"] = self.guest_table << 12
         self.cpu["cr0"] = CR0_PE_ET | CR0_WP | CR0_PG   # paging on; Xen keeps WP, so ring 1 cannot write read-only pages
         self.kernel_stack = (ss, esp)                   # the builder's default, until stack_switch
@@ -186,6 +187,7 @@ class Paravirt(Machine):
 
     def load_page_directory(self, mfn):
         """MMUEXT_NEW_BASEPTR has made machine frame `mfn` the page directory: load it into CR3."""
+        self.xen.mm.check_page_directory(mfn)
         self.cpu["cr3"] = mfn << 12
         self.cpu.flush_tlb()
 
