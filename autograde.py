@@ -240,35 +240,55 @@ def kernel(spec_path, kernel_args):
     with open(spec_path) as f:
         spec = json.load(f)
 
+    def stopped(why):
+        with open(spec["verdict"], "w") as f:
+            f.write(f"its kernel was stopped {why}: nbgrader records no grade for it")
+    with open(spec["log"], "ab") as log:     # the kernel's own stderr (the notebook's goes to the notebook)
+        code = supervised(spec, ["-m", "ipykernel_launcher", *kernel_args], stopped, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=log, kill_on_signals=True)
+    sys.exit(code if code >= 0 else 128 - code)
+
+
+def clean_run(spec_path, python_args):
+    """A fresh process in a sandbox like the kernel's, for the grader's own runs of a student's text
+    answers (graders/probing.py, a Probe's `clean`): its standard input and output are this
+    process's; a limit it crosses is said on standard error."""
+    with open(spec_path) as f:
+        spec = json.load(f)
+    code = supervised(spec, python_args, lambda why: print(f"the grader's run of your answers was stopped {why}",
+                                                           file=sys.stderr, flush=True))
+    sys.exit(code if code >= 0 else 128 - code)
+
+
+def supervised(spec, python_args, stopped, stdin=None, stdout=None, stderr=None, kill_on_signals=False):
+    """Run the spec's Python (in its sandbox) with `python_args` within the spec's limits, and its exit
+    code; past a limit, `stopped(why)` is called, then the process is killed."""
     def limits():
         resource.setrlimit(resource.RLIMIT_CPU, (spec["cpu"] + 10, spec["cpu"] + 10))
         resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_BYTES, FILE_BYTES))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     env = None if spec["sandbox"] else dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-    with open(spec["log"], "ab") as log:     # the kernel's own stderr (the notebook's goes to the notebook)
-        child = subprocess.Popen(spec["command"] + ["-m", "ipykernel_launcher"] + kernel_args, preexec_fn=limits,
-                                 env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda number, frame: child.kill())
+    child = subprocess.Popen(spec["command"] + python_args, preexec_fn=limits, env=env, stdin=stdin, stdout=stdout,
+                             stderr=stderr)
+    if kill_on_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda number, frame: child.kill())
     while child.poll() is None:
         resident, cpu, processes = sandbox_usage(child.pid)
-        verdict = None
+        why = None
         if resident > spec["memory"]:
-            verdict = (f"its kernel was stopped at {resident / 2**30:.1f} GiB of memory, over the limit of "
-                       f"{spec['memory'] / 2**30:.1f} GiB (--memory): nbgrader records no grade for it")
+            why = (f"at {resident / 2**30:.1f} GiB of memory, over the limit of {spec['memory'] / 2**30:.1f} GiB "
+                   f"(--memory)")
         elif cpu > spec["cpu"]:
-            verdict = (f"its kernel was stopped after {cpu:.1f} s of CPU time, over the limit of {spec['cpu']} s "
-                       f"(--cpu): nbgrader records no grade for it")
+            why = f"after {cpu:.1f} s of CPU time, over the limit of {spec['cpu']} s (--cpu)"
         elif processes > MAX_PROCESSES:
-            verdict = f"its kernel was stopped with {processes} processes, over the limit of {MAX_PROCESSES}"
-        if verdict:
-            with open(spec["verdict"], "w") as f:
-                f.write(verdict)
+            why = f"with {processes} processes, over the limit of {MAX_PROCESSES}"
+        if why:
+            stopped(why)
             child.kill()
             break
-        time.sleep(0.2)
-    code = child.wait()
-    sys.exit(code if code >= 0 else 128 - code)
+        time.sleep(0.2 if kill_on_signals else 0.05)
+    return child.wait()
 
 
 # --- what no submission may change ----------------------------------------------------------------
@@ -601,9 +621,9 @@ def size(text):
 
 
 def main(argv):
-    if argv[1:2] == ["kernel"]:
+    if argv[1:2] in (["kernel"], ["clean"]):
         split = argv.index("--")
-        return kernel(argv[2], argv[split + 1:])
+        return (kernel if argv[1] == "kernel" else clean_run)(argv[2], argv[split + 1:])
     parser = argparse.ArgumentParser(prog="course.py grade", description=__doc__.split("\n\n")[0])
     parser.add_argument("lab", help="the lab, as in labs/<lab>/<lab>.ipynb")
     parser.add_argument("directory", help="the submissions: DIR/<student>/<lab>.ipynb")

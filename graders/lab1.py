@@ -152,16 +152,17 @@ PROBES = {
                                        hint="an exception other than #GP must be named as the machine names it"),
                           timeout=60),
     "part3_visible": Probe(f"vmkit.grading.lab1.syscall_traces({SETUP['SYSCALL_KERNEL']!r}, cases, USER_PROGRAM, "
-                           f"SYSCALL_HANDLER)", [0x15], lambda values: None, syscall_judge),
+                           f"SYSCALL_HANDLER)", [0x15], lambda values: None, syscall_judge,
+                           clean=("USER_PROGRAM", "SYSCALL_HANDLER")),
     "part3_hidden": Probe(f"vmkit.grading.lab1.syscall_traces({SETUP['SYSCALL_KERNEL']!r}, cases, USER_PROGRAM, "
                           f"SYSCALL_HANDLER)", [0, 1, 0x7FFFFFFF, 0x80000001, 0x12345678], lambda values: None,
-                          syscall_judge),
+                          syscall_judge, clean=("USER_PROGRAM", "SYSCALL_HANDLER")),
     "part4_visible": Probe(FRAME_ASKED, lambda: interrupt_frames(vmkit.guests.source("rings"))[:1], frames_expected,
                            frames_judge("interrupt_frame on the first int 0x80 of the lesson's kernel")),
     "part5_visible": Probe(PILL_ASKED, [[0x200000, "native"], [0x200000, "trap-and-emulate"]], lambda cases: None,
-                           pill_judge),
+                           pill_judge, clean=("PILL",)),
     "part5_hidden": Probe(PILL_ASKED, [[at, technique] for at in (0x12340, 0x2A0010, 0x3A0008) for technique in PILL_VERDICTS],
-                          lambda cases: None, pill_judge, timeout=60),
+                          lambda cases: None, pill_judge, timeout=60, clean=("PILL",)),
     "part4_hidden": Probe(FRAME_ASKED, lambda: (interrupt_frames(vmkit.guests.source("rings")) +
                                                 interrupt_frames(vmkit.guests.source("same_ring"))),
                           frames_expected, frames_judge("interrupt_frame on IRQs, faults and int n")),

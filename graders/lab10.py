@@ -281,8 +281,9 @@ PROBES = {
         lambda: {"cost": _cost_cases(), "ranking": _ranking_cases()},
         {"cost": _expected_costs, "ranking": _expected_rankings},
         all_of(cost=cost_judge, ranking=ranking_judge), timeout=60),
-    "part2_visible": Probe(WORKLOAD_ASKED, [20], lambda cases: None, workload_judge),
-    "part2_hidden": Probe(WORKLOAD_ASKED, [10, 100, 333, 1000], lambda cases: None, workload_judge, timeout=60),
+    "part2_visible": Probe(WORKLOAD_ASKED, [20], lambda cases: None, workload_judge, clean=("WORKLOAD",)),
+    "part2_hidden": Probe(WORKLOAD_ASKED, [10, 100, 333, 1000], lambda cases: None, workload_judge, timeout=60,
+                          clean=("WORKLOAD",)),
     "part3_visible": Probe(
         {"own": OWN_ASKED, "course": DOMINANT_ASKED},
         lambda: {"own": {"rounds": 50, "prices": {SLOWER: LAB_PRICES[SLOWER]}}, "course": _course_dominant_visible()},

@@ -34,10 +34,14 @@ scores 0, with a message for the instructor.
 import importlib
 import json
 import os
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
 import nbformat
+from jupyter_client.kernelspec import KernelSpecManager
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
 from nbgrader.utils import is_grade
@@ -65,13 +69,18 @@ class Probe:
     timeout  seconds the kernel may take to answer (default: nbgrader's per-cell timeout)
     withhold {module: [names]}: vmkit's own versions of what the part asks for, withheld while the
              kernel answers (vmkit.grading.withheld), so a student's code that calls them, however
-             it reached them, earns nothing"""
+             it reached them, earns nothing
+    clean    names of the notebook's text answers (NASM source): the kernel is asked for their values
+             only, and `ask` is evaluated by the grader in a fresh process of its own (`clean_run`),
+             with just those names, `cases` and `vmkit` in scope, so the runs it reports are runs of
+             the student's text on vmkit as installed, whatever the notebook replaced in its kernel"""
     ask: Union[str, dict]
     cases: object
     expect: Union[Callable, dict]
     judge: Callable
     timeout: Optional[int] = None
     withhold: dict = field(default_factory=dict)
+    clean: tuple = ()
     _computed: tuple = field(default=None, repr=False)
 
     def computed(self):
@@ -160,6 +169,42 @@ def question(probe, lab, cases):
     return "\n".join(lines) + "\n"
 
 
+def texts_asked(names):
+    """The probe that asks the kernel for the values of `names` (a clean probe's text answers)."""
+    return Probe({name: f"vmkit.grading.plain({name}, {name!r})" for name in names}, {name: None for name in names},
+                 {}, None)
+
+
+def clean_run(probe, lab, cases, texts, timeout, kernel_name):
+    """`probe`'s answers, evaluated in a fresh Python process with the student's `texts`
+    ({name: value}) as its only notebook names: sandboxed like the kernel when the course's grader
+    (autograde.py) made the kernel spec, else a plain process of this Python."""
+    prelude = "".join(f"{name} = json.loads({json.dumps(json.dumps(value))})\n" for name, value in texts.items())
+    source = f"import json\n{prelude}" + question(probe, lab, cases)
+    try:
+        done = subprocess.run(clean_command(kernel_name) + ["-"], input=source, capture_output=True, text=True,
+                              timeout=timeout, cwd=tempfile.gettempdir())
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"The grader ran your answers ({', '.join(texts)}) and they did not finish within "
+                             f"{timeout} s") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise AssertionError(f"The grader's run of your answers ({', '.join(texts)}) failed: {last[-400:]}")
+    return read_answers([{"output_type": "stream", "name": "stdout", "text": done.stdout}])
+
+
+def clean_command(kernel_name):
+    """How to start the clean process: through autograde.py's `clean`, in a sandbox with the limits of
+    the kernel, when the kernel spec is the one autograde.py wrote; else this Python."""
+    try:
+        argv = KernelSpecManager().get_kernel_spec(kernel_name).argv
+    except Exception:           # no such spec (nbgrader's own default kernel): a plain process
+        argv = []
+    if len(argv) > 4 and os.path.basename(argv[1]) == "autograde.py" and argv[2] == "kernel":
+        return [argv[0], argv[1], "clean", argv[3], "--"]
+    return [sys.executable]
+
+
 def read_answers(outputs):
     """The answers in the kernel's reply to a question, or raise AssertionError saying why there are none."""
     for output in outputs:
@@ -202,7 +247,9 @@ class ProbingExecute(Execute):
             return fail(cell, f"The grader has no probe for the graded cell {grade_id!r}: it is not graded "
                               f"(graders/ needs a PROBES entry for it)")
         cases, expected = probe.computed()
-        asked = NotebookNode(cell_type="code", source=question(probe, self.lab, cases), metadata={}, outputs=[])
+        asking = texts_asked(probe.clean) if probe.clean else probe
+        asked = NotebookNode(cell_type="code", source=question(asking, self.lab, asking.computed()[0]), metadata={},
+                             outputs=[])
         timeout = self.timeout
         try:
             self.timeout = probe.timeout or timeout
@@ -212,6 +259,8 @@ class ProbingExecute(Execute):
             self.nb["cells"][index] = cell          # execute_cell put the question in the cell's place
         try:
             answers = read_answers(asked.outputs)
+            if probe.clean:
+                answers = clean_run(probe, self.lab, cases, answers, probe.timeout or timeout, self.kernel_name)
             probe.judge(answers, expected, cases)
         except AssertionError as error:
             return fail(cell, str(error))

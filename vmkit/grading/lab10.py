@@ -7,12 +7,12 @@ through vmkit as installed (answers.on_disk), whatever the notebook replaced in 
 counts are vmkit.compare's (Measurement.counts(): COUNTS and `executed`), with `instructions` the
 guest's own as the bare machine counts them.
 """
+import copy
+
 import vmkit
 from .. import guests
-from .answers import on_disk
+from .answers import answer_cases, on_disk
 from .runs import explained, guest_error_message
-import copy
-from .answers import answer_cases
 
 # Budgets for one run of a student's workload: a thousand rounds of a few system calls and port
 # reads take a few hundred thousand instructions; a workload stuck in `jmp $` ends well under a second.

@@ -7,8 +7,7 @@ from ..vmm import TrapAndEmulate
 from .checks import check_facts
 from .runs import ending, explained
 from . import answers
-from .answers import yours
-from .answers import plain, raised
+from .answers import plain, raised, yours
 
 VMM_MAX_INSTRUCTIONS = 2_000_000
 VMM_TIMEOUT = 3.0                                   # a trap costs tens of µs: a guest that traps in a loop

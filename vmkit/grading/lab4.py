@@ -7,9 +7,7 @@ from ..xen import BadAddress, Paravirt
 from ..xen import abi as xen
 from .checks import check, check_equal, check_facts
 from .runs import explained
-from .answers import withheld
-from .answers import on_disk
-from .answers import yours
+from .answers import on_disk, withheld, yours
 
 PV_MAX_INSTRUCTIONS = 3_000_000
 PV_TIMEOUT = 3.0

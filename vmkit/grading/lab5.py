@@ -1,18 +1,14 @@
 """Lab 5 (a KVM VMM's run loop): a student's device handlers and run loop on vmkit's model of VT-x and
 on the real KVM, with budgets, and what the run did as plain data."""
+import importlib
 import json
 from types import SimpleNamespace
 
 from ..errors import GuestError, GuestTimeout
 from ..kvm.probe import probe
 from ..kvm.userspace import RunLoopError, UserExit, exit_record, user_vcpu
-from .checks import check_equal, check_facts, fail_cases
-import importlib
-from .answers import refusal
-from .answers import plain, raised
-from .answers import on_disk
-from .answers import plain
-from .checks import check
+from .answers import on_disk, plain, raised, refusal
+from .checks import check, check_equal, check_facts, fail_cases
 
 LOOP_TIMEOUT = 5.0                                  # seconds; a guest stuck in `jmp $` on KVM costs this
 LOOP_MAX_EXITS = 5_000                              # a guest polling a status that never comes stops here
@@ -202,17 +198,13 @@ def handler_runs(sources, on_io=None, on_mmio=None):
     """loop_facts of each guest run through run_handlers with a student's handler for one kind of exit
     (on a fresh lab_devices()) and vmkit's device model for the other; {"error": ...} for a run that failed."""
     from ..kvm.devices import DeviceModel  # here, not at the top: called under on_disk, this is vmkit as installed
-    facts = []
-    for source in sources:
+    def run(source):
         devices, model = lab_devices(), DeviceModel()
         io = (lambda e: on_io(devices, e)) if on_io else (lambda e: _model_io(model, e))
         mmio = (lambda e: on_mmio(devices, e)) if on_mmio else (lambda e: _model_mmio(model, e))
-        try:
-            vcpu, ended = run_handlers(source, io, mmio, what="the guest")
-            facts.append(loop_facts(ended, vcpu, devices if on_io else model, devices if on_mmio else model))
-        except Exception as error:              # the student's code: its error is its answer
-            facts.append(_error(error))
-    return facts
+        vcpu, ended = run_handlers(source, io, mmio, what="the guest")
+        return loop_facts(ended, vcpu, devices if on_io else model, devices if on_mmio else model)
+    return each(sources, run)
 
 
 def script_answers(handler, script):
@@ -239,13 +231,7 @@ def handler_cases(cases, kind, handler):
     of cases["scripts"]}."""
     with withheld_devices(kind), on_disk(__name__) as fresh, fresh.withheld_devices(kind):
         runs = fresh.handler_runs(cases["runs"], **{f"on_{kind}": handler})
-        scripts = []
-        for script in cases["scripts"]:
-            try:
-                scripts.append(fresh.script_answers(handler, script))
-            except Exception as error:
-                scripts.append(_error(error))
-        return {"runs": runs, "scripts": scripts}
+        return {"runs": runs, "scripts": fresh.each(cases["scripts"], lambda script: fresh.script_answers(handler, script))}
 
 
 def _engines():
@@ -254,24 +240,40 @@ def _engines():
     return {"hardware-assist": None, "kvm": why}
 
 
-def loop_runs(sources, run_loop):
-    """loop_facts of each guest under a student's run_loop with vmkit's device model, on the model and
-    (where it runs) on KVM: {engine: [facts, ...]} or {"kvm": why it was not asked}."""
-    from ..kvm.devices import DeviceModel  # here, not at the top: called under on_disk, this is vmkit as installed
+def on_each_engine(sources, run):
+    """run(source, engine) for each guest, on the model and (where it runs) on KVM: {engine: [what it
+    returned, or {"error": ...} where it raised, ...]}, or {"kvm": why it was not asked}."""
     runs = {}
     for engine, why in _engines().items():
         if why:
             runs[engine] = why
             continue
-        runs[engine] = []
-        for source in sources:
-            model = DeviceModel()
-            try:
-                vcpu, ended = run_user_loop(source, lambda v: run_loop(v, model, _model_io, _model_mmio), engine)
-                runs[engine].append(loop_facts(ended, vcpu, model))
-            except Exception as error:          # the student's code: its error is its answer
-                runs[engine].append(_error(error))
+        runs[engine] = each(sources, lambda source: run(source, engine))
     return runs
+
+
+def each(items, answer):
+    """answer(item) for each item, or {"error": ...} where it raised (the student's code: its error is
+    its answer)."""
+    answers = []
+    for item in items:
+        try:
+            answers.append(answer(item))
+        except Exception as error:              # the student's code: its error is its answer
+            answers.append(_error(error))
+    return answers
+
+
+def loop_runs(sources, run_loop):
+    """loop_facts of each guest under a student's run_loop with vmkit's device model, on the model and
+    (where it runs) on KVM: {engine: [facts, ...]} or {"kvm": why it was not asked}."""
+    from ..kvm.devices import DeviceModel  # here, not at the top: called under on_disk, this is vmkit as installed
+
+    def run(source, engine):
+        model = DeviceModel()
+        vcpu, ended = run_user_loop(source, lambda v: run_loop(v, model, _model_io, _model_mmio), engine)
+        return loop_facts(ended, vcpu, model)
+    return on_each_engine(sources, run)
 
 
 def scripted_loop(scripts, run_loop):
@@ -301,23 +303,13 @@ def loop_cases(cases, run_loop):
 def vm_runs(sources, run_vm):
     """A student's run_vm on a fresh vCPU for each guest, on the model and (where it runs) on KVM: what it
     returned (ended, serial, exit_code) with the vCPU's exits; {engine: [facts, ...]} or {"kvm": why not}."""
-    runs = {}
-    for engine, why in _engines().items():
-        if why:
-            runs[engine] = why
-            continue
-        runs[engine] = []
-        for source in sources:
-            try:
-                vcpu, outcome = run_user_loop(source, run_vm, engine)
-                if not isinstance(outcome, dict):
-                    raise TypeError(f"run_vm returned {type(outcome).__name__}, not a dict")
-                runs[engine].append({**{key: plain(outcome.get(key), f"run_vm's {key!r}")
-                                        for key in ("ended", "serial", "exit_code")},
-                                     "exits": exits_of(vcpu)["exits"]})
-            except Exception as error:          # the student's code: its error is its answer
-                runs[engine].append(_error(error))
-    return runs
+    def run(source, engine):
+        vcpu, outcome = run_user_loop(source, run_vm, engine)
+        if not isinstance(outcome, dict):
+            raise TypeError(f"run_vm returned {type(outcome).__name__}, not a dict")
+        return {**{key: plain(outcome.get(key), f"run_vm's {key!r}") for key in ("ended", "serial", "exit_code")},
+                "exits": exits_of(vcpu)["exits"]}
+    return on_each_engine(sources, run)
 
 
 def vm_cases(sources, run_vm):
@@ -449,29 +441,13 @@ def coalesced_script(script, run_coalesced):
 def coalesced_runs(sources, run_coalesced):
     """coalesced_run of each guest on the model and (where it runs) on KVM: {engine: [facts, ...]} or
     {"kvm": why it was not asked}."""
-    runs = {}
-    for engine, why in _engines().items():
-        if why:
-            runs[engine] = why
-            continue
-        runs[engine] = []
-        for source in sources:
-            try:
-                runs[engine].append(coalesced_run(source, run_coalesced, engine))
-            except Exception as error:          # the student's code: its error is its answer
-                runs[engine].append(_error(error))
-    return runs
+    return on_each_engine(sources, lambda source, engine: coalesced_run(source, run_coalesced, engine))
 
 
 def coalesced_cases(cases, run_coalesced):
     """coalesced_runs of cases["runs"] and coalesced_script of each of cases["scripts"], vmkit as on disk."""
     with on_disk(__name__) as fresh:
-        scripts = []
-        for script in cases["scripts"]:
-            try:
-                scripts.append(fresh.coalesced_script(script, run_coalesced))
-            except Exception as error:
-                scripts.append(_error(error))
+        scripts = fresh.each(cases["scripts"], lambda script: fresh.coalesced_script(script, run_coalesced))
         return {"runs": fresh.coalesced_runs(cases["runs"], run_coalesced), "scripts": scripts}
 
 
