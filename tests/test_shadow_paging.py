@@ -196,3 +196,28 @@ def test_a_loop_that_refaults_the_same_access_each_time_round_is_not_mistaken_fo
             "    mov [PT + 0x201 * 4], eax\n    mov eax, [0x201000]\n    loop .again\n")
     result = vmkit.run(source().replace("begin:\n", "begin:\n" + loop), "trap-and-emulate")
     assert result.exit_code == 0x63 and result.stats["hidden_faults"] >= 20
+
+
+@pytest.mark.parametrize("technique", SHADOWING)
+@pytest.mark.parametrize("flush", ["", "invlpg [0x200000]"])
+def test_a_pte_whose_accessed_bit_is_cleared_gets_it_back_as_on_the_bare_machine(technique, flush):
+    """A PTE rewritten from A set, D clear to D set, A clear. Without invlpg the CPU may go on using
+    its TLB entry, and the bare machine does: the next read leaves A clear, and so does the shadow,
+    which stays like that TLB entry. After invlpg the next read walks the tables and sets A again."""
+    body = f"""begin:
+    mov eax, [0x200000]                         ; A set: a hidden fault, filled read-only
+    mov dword [PT + 0x200 * 4], 0x200000 | 0x43 ; D set and A clear: a trace
+    {flush}
+    mov eax, [0x200000]
+    mov eax, [PT + 0x200 * 4]
+    show "pte", eax
+    exit 0x31
+
+pf_handler:
+    hlt
+"""
+    guest = source()
+    guest = guest[:guest.index("begin:")] + body
+    native = vmkit.run(guest)
+    assert native.serial == ("pte=00200063 " if flush else "pte=00200043 ")
+    assert vmkit.run(guest, technique).serial == native.serial

@@ -550,7 +550,9 @@ def shadow_propagate(mmu, entry, old, new):
     """The trace handler: the guest changed the page-table entry at guest-physical `entry` from `old`
     to `new`. A change of accessed or dirty bits alone leaves the shadow as it is; any other change
     drops every shadow entry made from it (a PTE: refilled at the next access; a PDE: the shadow
-    page table under it)."""
+    page table under it). A change that clears A or D while it sets the other keeps the shadow too,
+    as the CPU keeps its TLB entry until invlpg (SDM vol. 3, 4.10.4): the bare machine then sets
+    neither bit again at the next access either."""
     if (old ^ new) & ~(PTE_A | PTE_D) == 0 and new & (old ^ new):
         return "only A/D bits set: the shadow stays"
     shadows = mmu.shadows_of(entry)
