@@ -2,12 +2,12 @@
 
 Each function returns the bytes of one x86 instruction (Intel SDM vol. 2 gives every encoding;
 the opcode is named in the comment). A translator rewrites guest instructions with them, so none
-of them may need an assembler at run time, and most of them leave EFLAGS alone: the guest's
-arithmetic flags are live across a rewritten `cli` or `sti`.
+of them may need an assembler at run time. Which of them change EFLAGS is the SDM's to say (vol. 2,
+each instruction's "Flags Affected").
 
 Addresses in the VMM's data page are reached through GS, which the translator reserves for the
-VMM while the guest kernel runs (VMware's translator did the same): `gs_store(VFLAGS, 0)` is
-`mov dword [gs:VFLAGS], 0`. tests/test_binary_translation.py checks every encoding against NASM.
+VMM while the guest kernel runs (VMware's translator did the same): `gs_store(0x10, 0)` is
+`mov dword [gs:0x10], 0`. tests/test_binary_translation.py checks every encoding against NASM.
 """
 GS = b"\x65"                         # segment-override prefix: the VMM's data page
 OPERAND_16 = b"\x66"

@@ -132,8 +132,8 @@ class Builder:
         self.unit.exits.append(way)
 
     def interrupt_window(self, shadow=True):
-        """The virtual IF may have just turned on: check for a waiting interrupt, after the next
-        instruction (the CPU's interrupt shadow after sti) or, with shadow=False (popf), at once."""
+        """The virtual IF may have just turned on: check for a waiting interrupt after the next guest
+        instruction (shadow=True) or right after this one (shadow=False)."""
         self.opened_window = "next" if shadow else "now"
 
     def check_pending(self, guest):
