@@ -36,7 +36,7 @@ from .probing import Probe, all_of, lab_setup, same_answers
 
 SETUP = lab_setup("lab3_binary_translation")    # GUEST (through guest()): the grader's own
 guest = SETUP["guest"]
-WAITING = "call start_timer\nmov ecx, 20000\n.spin: loop .spin\n"       # IRQ0 waits for the IF
+WAITING = SETUP["WAITING"]                      # starts the timer; IRQ0 then waits for the IF
 
 
 def rules_asked(names, chain=False):
@@ -89,25 +89,45 @@ def runs_judge(whats, hints=None, misses=False, popf=()):
 
 
 # Part 1: cli, sti
+# what -> (hint, source): each rule of the part's spec has a visible case; the hints name the rule
+FLAGS_AFTER = "lahf\nseto al\nand eax, 0xFFFF\n"       # AH: SF, ZF, AF, PF, CF; AL: OF
 PART1_VISIBLE = {
-    "3 rounds of cli; sti": guest("mov ecx, 3\n.again:\ncli\nsti\nloop .again\ncli\nreport 'ecx', ecx"),
-    "1000 rounds of cli; sti": guest("mov ecx, 1000\n.again:\ncli\nsti\nloop .again\ncli\nreport 'ecx', ecx"),
-    "pushf after cli and after sti": guest("cli\npushf\npop ebx\nsti\npushf\npop esi\ncli\nand ebx, 0x200\n"
-                                           "and esi, 0x200\nreport 'IF after cli', ebx\nreport 'IF after sti', esi"),
-    "a kernel that waits for three timer ticks": guest("call start_timer\n.wait:\nsti\ncmp dword [ticks], 3\njb .wait\n"
-                                                       "cli\nreport 'ticks', dword [ticks]", divisor=24)}
+    "3 rounds of cli; sti": (None, guest("mov ecx, 3\n.again:\ncli\nsti\nloop .again\ncli\nreport 'ecx', ecx")),
+    "1000 rounds of cli; sti": (None, guest("mov ecx, 1000\n.again:\ncli\nsti\nloop .again\ncli\nreport 'ecx', ecx")),
+    "pushf after cli and after sti": (None, guest(
+        "cli\npushf\npop ebx\nsti\npushf\npop esi\ncli\nand ebx, 0x200\nand esi, 0x200\n"
+        "report 'IF after cli', ebx\nreport 'IF after sti', esi")),
+    "a kernel that waits for three timer ticks": (None, guest(
+        "call start_timer\n.wait:\nsti\ncmp dword [ticks], 3\njb .wait\ncli\nreport 'ticks', dword [ticks]", divisor=24)),
+    "the flags after cmp, then cli": (
+        "CLI changes no flag but IF (SDM vol. 2A, CLI): your cli runs between the guest's cmp and what reads "
+        "its flags, so every real flag must come out of it as it went in",
+        guest("mov eax, 1\ncmp eax, 2\ncli\n" + FLAGS_AFTER + "report 'cmp 1, 2; cli; lahf, seto', eax\n"
+              "mov eax, 0x80000000\ncmp eax, 1\ncli\n" + FLAGS_AFTER + "report 'cmp 0x80000000, 1; cli; lahf, seto', eax")),
+    "IOPL 3 kept across cli": (
+        "cli changes the virtual IF only: every other field of the data page (VIOPL beside VIF holds the guest's "
+        "IOPL) stays as it was",
+        guest("push 0x3202\npopf\ncli\npushf\npop eax\nand eax, 0x3200\n"
+              "report 'IOPL and IF after popf 0x3202; cli', eax")),
+    "sti while the timer's interrupt waits": (
+        "STI (SDM vol. 2B): with IF 0 before it, a waiting interrupt is taken after the instruction that follows "
+        "sti, neither before that instruction nor later; u.interrupt_window says where the test goes",
+        guest(WAITING + "sti\nmov ebx, [ticks]\nmov esi, [ticks]\ncli\n"
+              "report 'ticks right after sti', ebx\nreport 'ticks one instruction later', esi")),
+}
 
 
 def part1_visible(answers, expected, sources):
-    runs_judge(list(PART1_VISIBLE))(answers, expected, sources)
+    runs_judge(list(PART1_VISIBLE), {what: hint for what, (hint, _) in PART1_VISIBLE.items() if hint})(
+        answers, expected, sources)
     check(answers[1]["traps"] == answers[0]["traps"], "1000 rounds of cli; sti cost the VMM no more traps than 3 rounds",
           expected=f"{answers[0]['traps']} traps (lidt and the out instructions)", got=f"{answers[1]['traps']} traps",
           hint="a rule emits in-cache code; a call-out is a trap")
 
 
 PART1_HIDDEN = {
-        "cmp, then cli or sti, then a branch": ("cli and sti must leave the guest's flags alone: a mov to the data page "
-                                                "does, and, or, btr and bts do not", """
+        "cmp, then cli or sti, then a branch": ("CLI and STI change no flag but IF (SDM vol. 2A, CLI; vol. 2B, STI): "
+                                                "the guest branches on flags set before them", """
             mov eax, 1
             cmp eax, 2
             cli
@@ -136,80 +156,109 @@ PART1_HIDDEN = {
             report "jo after sti not taken", edx
         .overflow:
             cli"""),
-        "IOPL 3 kept across cli and sti": ("cli and sti change the virtual IF only; VIOPL beside it holds the guest's IOPL", """
-            push 0x3002
+        "IOPL 1 kept across sti and cli": ("cli and sti change the virtual IF only; VIOPL beside it holds the guest's "
+                                           "IOPL", """
+            push 0x1002
             popf
-            cli
             sti
             cli
-            pushf
-            pop eax
-            and eax, 0x3200
-            report "IOPL and IF after popf 0x3002; cli; sti; cli", eax
             sti
             pushf
             pop eax
             and eax, 0x3200
-            report "then sti", eax
-            cli"""),
-        "sti while the timer's interrupt waits": ("after sti, u.interrupt_window(): the waiting interrupt comes right after the "
-                                                  "next instruction, not at the VMM's next timer tick", WAITING + """
+            report "IOPL and IF after popf 0x1002; sti; cli; sti", eax
+            cli
+            pushf
+            pop eax
+            and eax, 0x3200
+            report "then cli", eax"""),
+        "sti, then a jump, while the timer's interrupt waits": ("STI (SDM vol. 2B): with IF 0 before it, a waiting "
+                                                               "interrupt is taken after the next instruction, even "
+                                                               "when that instruction is a jump", WAITING + """
             sti
-            mov ebx, [ticks]
+            jmp .on
+            nop
+        .on:
             mov esi, [ticks]
             cli
-            report "ticks right after sti", ebx
-            report "ticks one instruction later", esi
+            report "ticks after sti; jmp", esi
             mov eax, [first_eip]
             sub eax, start
             report "the interrupt came at start +", eax"""),
+        "sti; cli while the timer's interrupt waits": ("STI (SDM vol. 2B): no interrupt can be recognized if CLI "
+                                                       "immediately follows STI", WAITING + """
+            sti
+            cli
+            mov ebx, [ticks]
+            sti
+            nop
+            cli
+            mov esi, [ticks]
+            report "ticks after sti; cli", ebx
+            report "ticks after sti; nop; cli", esi"""),
 }
 
 # Part 2: pushfd, popfd
 PART2_VISIBLE = {
-    "pushf after cli and after sti": guest("mov eax, 1\ncmp eax, 2\ncli\npushf\npop ebx\nsti\nxor eax, eax\npushf\n"
-                                           "pop esi\ncli\nand ebx, 0x0ED5\nand esi, 0x0ED5\n"
-                                           "report 'cmp 1, 2; cli; pushf', ebx\nreport 'xor; sti; pushf', esi"),
-    "popf with IF off, then on": guest("mov edi, esp\npush 0x2\npopf\npushf\npop ebx\npush 0x202\npopf\npushf\n"
-                                       "pop esi\ncli\nand ebx, 0x200\nand esi, 0x200\nsub edi, esp\n"
-                                       "report 'IF after popf 0x2', ebx\nreport 'IF after popf 0x202', esi\n"
-                                       "report 'esp moved by', edi")}
+    "pushf after cli and after sti": (None, guest(
+        "mov eax, 1\ncmp eax, 2\ncli\npushf\npop ebx\nsti\nxor eax, eax\npushf\npop esi\ncli\nand ebx, 0x0ED5\n"
+        "and esi, 0x0ED5\nreport 'cmp 1, 2; cli; pushf', ebx\nreport 'xor; sti; pushf', esi")),
+    "popf with IF off, then on": (None, guest(
+        "mov edi, esp\npush 0x2\npopf\npushf\npop ebx\npush 0x202\npopf\npushf\npop esi\ncli\nand ebx, 0x200\n"
+        "and esi, 0x200\nsub edi, esp\nreport 'IF after popf 0x2', ebx\nreport 'IF after popf 0x202', esi\n"
+        "report 'esp moved by', edi")),
+    "IOPL through popf, then pushf": (
+        "PUSHF pushes EFLAGS as the guest's own machine holds them (SDM vol. 2B, PUSHF), with the guest's IOPL and "
+        "IF; a popfd at the guest's CPL 0 sets both from the word (SDM vol. 2B, POPF)",
+        guest("push 0x3202\npopf\npushf\npop eax\nand eax, 0x3200\nreport 'pushf after popf 0x3202: IOPL and IF', eax\n"
+              "push 0x2\npopf\npushf\npop eax\nand eax, 0x3200\nreport 'pushf after popf 0x2: IOPL and IF', eax")),
+    "the arithmetic flags through popf": (
+        "a popfd at CPL 0 sets every flag but RF, VIP, VIF and VM from the word (SDM vol. 2B, POPF): CF, PF, AF, "
+        "ZF, SF and OF included",
+        guest("xor eax, eax\npush 0x8D7\npopf\n" + FLAGS_AFTER + "report 'popf 0x8d7; lahf, seto', eax\n"
+              "mov eax, -1\npush 0x2\npopf\n" + FLAGS_AFTER + "report 'popf 0x2; lahf, seto', eax")),
+}
 PART2_HIDDEN = {
-        "IOPL through popf and pushf": ("popf puts the word's IOPL bits in VIOPL; pushf puts VIOPL into the pushed word", """
-            push 0x3202
+        "IOPL through popf and pushf": ("PUSHF shows the guest's IOPL and IF; a popfd at CPL 0 sets both from the "
+                                        "word (SDM vol. 2B, PUSHF and POPF)", """
+            push 0x1202
             popf
             pushf
             pop eax
             and eax, 0x3200
-            report "pushf after popf 0x3202: IOPL and IF", eax
-            push 0x1002
+            report "pushf after popf 0x1202: IOPL and IF", eax
+            push 0x2002
             popf
+            cli
             pushf
             pop eax
             and eax, 0x3200
-            report "pushf after popf 0x1002: IOPL and IF", eax"""),
-        "the arithmetic flags through popf": ("popf must set the real arithmetic flags from the word: a real popfd does", """
+            report "pushf after popf 0x2002; cli: IOPL and IF", eax"""),
+        "the arithmetic flags through popf": ("a popfd at CPL 0 sets the arithmetic flags from the word (SDM vol. 2B, "
+                                              "POPF)", """
             xor eax, eax
-            push 0x8D7
+            push 0x893
             popf
             setc bl
             setz bh
             sets cl
             seto ch
-            report "after popf 0x8d7: CF, ZF", ebx
-            report "after popf 0x8d7: SF, OF", ecx
+            report "after popf 0x893: CF, ZF", ebx
+            report "after popf 0x893: SF, OF", ecx
             pushf
             pop eax
             and eax, 0xFD5
-            report "pushf after popf 0x8d7", eax
+            report "pushf after popf 0x893", eax
             mov eax, 1
+            cmp eax, 1
             push 0x202
             popf
             jz .zero
             report "popf 0x202 cleared ZF", eax
         .zero:
             cli"""),
-        "the flags after pushf": ("the real flags after pushf must be those before it: keep them around the and/or", """
+        "the flags after pushf": ("PUSHF changes no flag (SDM vol. 2B, PUSHF): the guest may branch after it on "
+                                  "flags set before it", """
             mov eax, 1
             cmp eax, 2
             pushf
@@ -225,8 +274,8 @@ PART2_HIDDEN = {
             report "after xor; pushf: jnz not taken", eax
         .nonzero:
             popf"""),
-        "registers and the stack across pushf and popf": ("keep EAX in SAVED_EAX while you use it; pushf moves ESP down by 4, "
-                                                          "popf up by 4, no more", """
+        "registers and the stack across pushf and popf": ("pushfd and popfd change no register but ESP, which moves "
+                                                          "by 4, down for pushfd and up for popfd", """
             mov eax, 0x12345678
             mov ebx, esp
             cli
@@ -246,15 +295,17 @@ PART2_HIDDEN = {
             popf
             report "eax after popf", eax
             cli"""),
-        "popf turns interrupts on while the timer's interrupt waits": ("a popf that turns the IF on calls u.interrupt_window(), "
-                                                                       "as sti does", WAITING + """
+        "popf turns interrupts on while the timer's interrupt waits": ("a popfd that sets IF lets a waiting interrupt "
+                                                                       "in as soon as it is done: the delay of one "
+                                                                       "instruction is STI's (SDM vol. 2B, STI), "
+                                                                       "POPF has none", WAITING + """
             push 0x202
             popf
-            nop
-            nop
+            mov ebx, [ticks]
             mov esi, [ticks]
             cli
-            report "ticks two instructions after popf 0x202", esi"""),
+            report "ticks right after popf 0x202", ebx
+            report "ticks one instruction later", esi"""),
 }
 POPF_VARIANTS = ((3000, 1, 40), (1500, 5, 60), (600, 40, 300))
 POPF_HIDDEN = [f"popf_critical with ROUNDS={r}, a section of {w} loop(s), timer divisor {d}" for r, w, d in POPF_VARIANTS]
@@ -432,13 +483,15 @@ def popf_sources(variants):
 
 
 PROBES = {
-    "part1_visible": Probe(rules_asked(("cli", "sti")), list(PART1_VISIBLE.values()), natively, part1_visible),
+    "part1_visible": Probe(rules_asked(("cli", "sti")), [source for _, source in PART1_VISIBLE.values()], natively,
+                           part1_visible),
     "part1_hidden": Probe(rules_asked(("cli", "sti")), [guest(body) for _, body in PART1_HIDDEN.values()], natively,
                           runs_judge(list(PART1_HIDDEN), {what: hint for what, (hint, _) in PART1_HIDDEN.items()})),
     "part2_visible": Probe(rules_asked(("pushfd", "popfd")),
-                           list(PART2_VISIBLE.values()) + [vmkit.guests.source("popf_critical")],
+                           [source for _, source in PART2_VISIBLE.values()] + [vmkit.guests.source("popf_critical")],
                            lambda sources: natively(sources[:-1]),
-                           runs_judge(list(PART2_VISIBLE), popf=["popf_critical under your rules"])),
+                           runs_judge(list(PART2_VISIBLE), {what: hint for what, (hint, _) in PART2_VISIBLE.items() if hint},
+                                      popf=["popf_critical under your rules"])),
     "part2_hidden": Probe(rules_asked(("pushfd", "popfd")),
                           [guest(body) for _, body in PART2_HIDDEN.values()] + popf_sources(POPF_VARIANTS),
                           lambda sources: natively(sources[:len(PART2_HIDDEN)]),

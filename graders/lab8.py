@@ -71,20 +71,34 @@ RELOAD = "mov eax, cr3\nmov cr3, eax"
 
 # Part 1: the guest's own walk
 PD, PT0, PT1 = 0x380000, 0x381000, 0x382000
-PART1_VISIBLE = {"one directory of 4 KiB pages": tables_case(
-    [[PD, PT0 | P | RW | US], [PD + 4, PT1 | P | RW | US], [PT0 + 0x100 * 4, 0x100000 | P | RW],
-     [PT0 + 0x101 * 4, 0x101000 | P], [PT1 + 1 * 4, 0x300000 | P | RW | US | A], [PT1 + 2 * 4, 0x301000 | P | US]],
-    [[0x100abc, False, False], [0x101004, True, False], [0x100000, False, True], [0x401234, True, True],
-     [0x402010, True, True], [0x402010, False, True], [0x403000, True, True], [0x800000, False, False],
-     [0x402ffc, True, False]], cr3=PD)}
+PT2, PT3 = 0x383000, 0x384000
+PAT = 0x1000                                        # a 4 MiB PDE's bit 12: a memory type, not an address bit
+PART1_VISIBLE = {
+    "one directory of 4 KiB pages": tables_case(
+        [[PD, PT0 | P | RW | US], [PD + 4, PT1 | P | RW | US], [PT0 + 0x100 * 4, 0x100000 | P | RW],
+         [PT0 + 0x101 * 4, 0x101000 | P], [PT1 + 1 * 4, 0x300000 | P | RW | US | A], [PT1 + 2 * 4, 0x301000 | P | US]],
+        [[0x100abc, False, False], [0x101004, True, False], [0x100000, False, True], [0x401234, True, True],
+         [0x402010, True, True], [0x402010, False, True], [0x403000, True, True], [0x800000, False, False],
+         [0x402ffc, True, False]], cr3=PD),
+    "4 MiB pages, and PDEs that take rights away": tables_case(
+        [[PD + 8, 0x400000 | PS | P | RW | US], [PD + 12, 0xc00000 | PS | P], [PD + 16, PT2 | P | RW],
+         [PD + 20, PT3 | P | US], [PT2 + 1 * 4, 0x201000 | P | RW | US], [PT3 + 2 * 4, 0x202000 | P | RW | US]],
+        [[0x8abcde, False, True], [0xbff004, True, True], [0xc01234, False, True], [0xc01234, True, False],
+         [0xc01234, False, False], [0x1001008, False, True], [0x1001008, True, False], [0x1402ffc, True, True],
+         [0x1402ffc, False, True]], cr3=PD, pse=True),
+    "a PDE with PS set while CR4.PSE is clear, and CR0.WP clear": tables_case(
+        [[PD, PT0 | P | RW | US], [PD + 8, PT2 | PS | P | RW | US], [PT0 + 0x100 * 4, 0x100000 | P],
+         [PT0 + 0x101 * 4, 0x101000 | P | US], [PT2 + 0x11 * 4, 0x311000 | P | RW | US]],
+        [[0x811abc, True, True], [0x812000, False, True], [0x100010, True, False], [0x100010, False, True],
+         [0x101020, True, True], [0x101020, True, False]], cr3=PD, pse=False, wp=False)}
 _cr3, _t0, _t1, _t2, _t3 = 0x2ff000, 0x381000, 0x382000, 0x383000, 0x384000
 PART1_HIDDEN = {
     "4 MiB pages and PDEs that take rights away": tables_case(
-        [[_cr3, _t0 | P | RW | US], [_cr3 + 4, _t1 | P | US], [_cr3 + 8, 0x400000 | PS | P | RW | US],
+        [[_cr3, _t0 | P | RW | US], [_cr3 + 4, _t1 | P | US], [_cr3 + 8, 0x400000 | PAT | PS | P | RW | US],
          [_cr3 + 12, 0x800000 | PS | P | A | D], [_cr3 + 16, _t2 | P | RW], [_cr3 + 0x300 * 4, PS | P | RW],
          [_t0 + 0x100 * 4, 0x100000 | P | RW | US], [_t1 + 5 * 4, 0x305000 | P | RW | US],
          [_t1 + 6 * 4, 0x306000 | P | RW | US | A | D], [_t2 + 7 * 4, 0x307000 | P | RW | US]],
-        [[0x100000, True, True], [0x405123, False, True], [0x405123, True, True], [0x405123, True, False],
+        [[0x100000, True, True], [0x802345, True, True], [0x405123, False, True], [0x405123, True, True], [0x405123, True, False],
          [0x406ffc, True, True], [0x8abcde, True, True], [0xbfffff, False, True], [0xc12345, False, False],
          [0xc12345, True, False], [0xc12345, False, True], [0x1007000, False, False], [0x1007000, False, True],
          [0x1007004, True, True], [0xc0123456, True, False], [0xc0123456, False, True],
@@ -101,7 +115,7 @@ PART1_HIDDEN = {
     # A directory elsewhere in memory, a user PDE over a supervisor PTE, and a read-only PDE over a
     # writable PTE under CR0.WP, with 4 MiB pages in the same directory
     "another directory, rights taken away by either level": tables_case(
-        [[0x1f0000, 0x1f1000 | P | RW | US], [0x1f0000 + 4, 0x1f2000 | P | US], [0x1f0000 + 0x10 * 4, 0x4000000 | PS | P | US],
+        [[0x1f0000, 0x1f1000 | P | RW | US], [0x1f0000 + 4, 0x1f2000 | P | US], [0x1f0000 + 0x10 * 4, 0x4000000 | PAT | PS | P | US],
          [0x1f1000 + 0x20 * 4, 0x220000 | P | RW], [0x1f1000 + 0x21 * 4, 0x221000 | P | RW | US | A | D],
          [0x1f2000 + 0x30 * 4, 0x330000 | P | RW | US], [0x1f2000 + 0x31 * 4, 0x331000 | RW | US]],
         [[0x20123, False, True], [0x20123, True, False], [0x21fff, True, True], [0x430456, True, False],
@@ -111,8 +125,21 @@ PART1_HIDDEN = {
 WALK_ASKED = "vmkit.grading.lab8.walk_cases(vmkit.grading.yours(guest_walk, 'guest_walk'), cases)"
 
 
-def walks_judge(names, hint):
-    """A judge: the student's walk on each case's accesses against the CPU's, the first misses listed."""
+WALK_HINT = ("the walk of 32-bit paging and its checks: the Intel SDM, vol. 3, 4.3 (which entries, figure 4-2), "
+             "4.6 (the rights; CR0.WP) and 4.7 (the error code)")
+PART1_HINTS = {
+    "4 MiB pages, and PDEs that take rights away":
+        "with CR4.PSE set, a PDE with PS set maps a 4 MiB page by itself (SDM vol. 3, 4.3 and table 4-4: which "
+        "address bits come from the PDE, which from the linear address); the PDE's rights count as much as the "
+        "PTE's (4.6)",
+    "a PDE with PS set while CR4.PSE is clear, and CR0.WP clear":
+        "with CR4.PSE clear, the PS bit of a PDE is not looked at: the PDE names a page table (SDM vol. 3, 4.3); "
+        "with CR0.WP clear the kernel may write read-only pages, ring 3 never (4.6)"}
+
+
+def walks_judge(names, hint, hints=None):
+    """A judge: the student's walk on each case's accesses against the CPU's, the first misses listed
+    (`hints`: the hint of each case that has its own)."""
     def judge(answers, expected, cases):
         check(isinstance(answers, list) and len(answers) == len(cases), "one list of answers per set of tables",
               got=shown(answers)[:200])
@@ -121,7 +148,7 @@ def walks_judge(names, hint):
                   got=shown(got)[:200])
             wrong = [(f"guest_walk(mmu, {linear:#x}, write={write}, user={user})", e, g)
                      for (linear, write, user), e, g in zip(case["accesses"], want, got) if g != e]
-            fail_cases(f"guest_walk on {what}", wrong, len(want), "accesses", hint)
+            fail_cases(f"guest_walk on {what}", wrong, len(want), "accesses", (hints or {}).get(what, hint))
     return judge
 
 
@@ -157,13 +184,36 @@ def trap_and_emulate(guests):
     return [[source, "trap-and-emulate", True] for source in guests.values()]
 
 
-PART2_VISIBLE = {"the guest under your fill": lab_guest(
-    setup="mov dword [PTE(0x401000)], DATA | PG_P | PG_RW | PG_US\n"
-          "mov dword [PTE(0x402000)], (DATA + 0x1000) | PG_P | PG_US\n"
-          "mov dword [PTE(0x403000)], (DATA + 0x2000) | PG_P | PG_RW",
-    kernel="rd 0x403000\nwr 0x403000\nrd 0x404000",
-    user="rd 0x401000\nrd 0x401000\nwr 0x401000\nrd 0x402000\nwr 0x402000\nrd 0x403000",
-    after="show 0x401000\nshow 0x402000\nshow 0x403000")}
+PART2_VISIBLE = {
+    "pages read, then written, by the kernel and by ring 3": lab_guest(
+        setup="mov dword [PTE(0x401000)], DATA | PG_P | PG_RW | PG_US\n"
+              "mov dword [PTE(0x402000)], (DATA + 0x1000) | PG_P | PG_US\n"
+              "mov dword [PTE(0x403000)], (DATA + 0x2000) | PG_P | PG_RW",
+        kernel="rd 0x403000\nwr 0x403000\nrd 0x404000",
+        user="rd 0x401000\nrd 0x401000\nwr 0x401000\nrd 0x402000\nwr 0x402000\nrd 0x403000",
+        after="show 0x401000\nshow 0x402000\nshow 0x403000"),
+    "a supervisor PDE over a user page, a read-only PDE over a writable one": lab_guest(
+        setup="mov dword [PDE(0x800000)], (PT + 0x2000) | PG_P | PG_RW\n"
+              "mov dword [PTE(0x801000)], (DATA + 0x3000) | PG_P | PG_RW | PG_US\n"
+              "mov dword [PDE(0xc00000)], (PT + 0x3000) | PG_P | PG_US\n"
+              "mov dword [PTE(0xc01000)], (DATA + 0x4000) | PG_P | PG_RW | PG_US",
+        kernel="rd 0x801000\nwr 0x801000\nwr 0xc01000",
+        user="rd 0x801000\nrd 0xc01000\nwr 0xc01000",
+        after="showpde 0x800000\nshow 0x801000\nshowpde 0xc00000\nshow 0xc01000"),
+    "4 MiB pages (CR4.PSE set)": lab_guest(
+        setup="mov dword [PDE(0x800000)], 0 | PG_PS | PG_P | PG_RW | PG_US\n"
+              "mov dword [PDE(0xc00000)], 0 | PG_PS | PG_P",
+        kernel="rd 0xf03000\nwr 0xf03000",
+        user="rd 0xb01000\nwr 0xb01000\nrd 0xb02000\nrd 0xf03000",
+        after="showpde 0x800000\nshowpde 0xc00000", pse=True),
+    "a PDE with PS set while CR4.PSE is clear, and CR0.WP clear": lab_guest(
+        setup="mov dword [PDE(0x800000)], (PT + 0x2000) | PG_PS | PG_P | PG_RW | PG_US\n"
+              "mov dword [PTE(0x801000)], (DATA + 0x5000) | PG_P | PG_RW | PG_US\n"
+              "mov dword [PTE(0x401000)], DATA | PG_P | PG_US\n"
+              "mov dword [PTE(0x403000)], (DATA + 0x2000) | PG_P",
+        kernel="rd 0x403000\nwr 0x403000\nrd 0x403000",
+        user="rd 0x801000\nwr 0x801000\nrd 0x401000\nwr 0x401000",
+        after="showpde 0x800000\nshow 0x801000\nshow 0x401000\nshow 0x403000", wp=False)}
 PART2_HIDDEN = {
     "a supervisor PDE over user pages, a read-only PDE over writable ones": lab_guest(
         setup="mov dword [PDE(0x800000)], (PT + 0x2000) | PG_P | PG_RW\n"
@@ -174,8 +224,8 @@ PART2_HIDDEN = {
         kernel="rd 0x801000\nwr 0x801000\nrd 0xc01000\nrd 0xc02000\nwr 0xc02000",
         user="rd 0x801000\nwr 0x801000\nrd 0xc01000\nwr 0xc01000\nrd 0xc02000",
         after="showpde 0x800000\nshow 0x801000\nshowpde 0xc00000\nshow 0xc01000\nshow 0xc02000"),
-    "4 MiB pages": lab_guest(
-        setup="mov dword [PDE(0x800000)], 0 | PG_PS | PG_P | PG_RW | PG_US\n"
+    "4 MiB pages, one with its PAT bit set": lab_guest(
+        setup="mov dword [PDE(0x800000)], 0x1000 | PG_PS | PG_P | PG_RW | PG_US\n"
               "mov dword [PDE(0xc00000)], 0 | PG_PS | PG_P | PG_US",
         kernel="rd 0xb00000\nrd 0xf01000\nwr 0xf01000",
         user="rd 0xb02000\nwr 0xb02000\nrd 0xf03000\nwr 0xf03000",
@@ -196,16 +246,32 @@ PART2_HIDDEN = {
         after="showpde 0x400000\nshow 0x401000\nshow 0x402000\nshow 0x403000"),
 }
 
-PART3_VISIBLE = {"the guest under your trace handler": lab_guest(
-    setup="mov dword [PTE(0x401000)], DATA | PG_P | PG_RW | PG_US\n"
-          "mov dword [PTE(0x402000)], (DATA + 0x1000) | PG_P | PG_RW | PG_US",
-    kernel="rd 0x401000\nrd 0x402000\n"
-           "mov dword [PTE(0x401000)], (DATA + 0x5000) | PG_P | PG_RW | PG_US\n"
-           "mov dword [PTE(0x402000)], 0\n"
-           f"{RELOAD}\n"
-           "rd 0x401000\nrd 0x402000",
-    user="rd 0x401000",
-    after="show 0x401000\nshow 0x402000")}
+PART3_VISIBLE = {
+    "the kernel remaps one page and unmaps another": lab_guest(
+        setup="mov dword [PTE(0x401000)], DATA | PG_P | PG_RW | PG_US\n"
+              "mov dword [PTE(0x402000)], (DATA + 0x1000) | PG_P | PG_RW | PG_US",
+        kernel="rd 0x401000\nrd 0x402000\n"
+               "mov dword [PTE(0x401000)], (DATA + 0x5000) | PG_P | PG_RW | PG_US\n"
+               f"mov dword [PTE(0x402000)], 0\n{RELOAD}\nrd 0x401000\nrd 0x402000",
+        user="rd 0x401000",
+        after="show 0x401000\nshow 0x402000"),
+    "the kernel sets a dirty bit, then clears the accessed and dirty bits": lab_guest(
+        setup="mov dword [PTE(0x401000)], DATA | PG_P | PG_RW | PG_US",
+        kernel=f"rd 0x401000\nor dword [PTE(0x401000)], PG_D\n{RELOAD}\nwr 0x401000\nshow 0x401000\n"
+               f"and dword [PTE(0x401000)], ~(PG_A | PG_D)\n{RELOAD}\nwr 0x401000\nshow 0x401000",
+        user="rd 0x401000",
+        after="show 0x401000"),
+    "a 4 MiB page's PDE pointed at a page table, a PDE pointed at another page table": lab_guest(
+        setup="mov dword [PDE(0x800000)], 0 | PG_PS | PG_P | PG_RW | PG_US\n"
+              "mov dword [PTE(0xb00000)], (DATA + 0x5000) | PG_P | PG_RW | PG_US\n"
+              "mov dword [PDE(0xc00000)], (PT + 0x3000) | PG_P | PG_RW | PG_US\n"
+              "mov dword [PTE(0xc01000)], (DATA + 0x8000) | PG_P | PG_RW | PG_US\n"
+              "mov dword [SPARE + 4], (DATA + 0x9000) | PG_P | PG_RW | PG_US",
+        kernel="rd 0xb00000\nrd 0xb01000\nrd 0xc01000\n"
+               "mov dword [PDE(0x800000)], (PT + 0x2000) | PG_P | PG_RW | PG_US\n"
+               f"mov dword [PDE(0xc00000)], SPARE | PG_P | PG_RW | PG_US\n{RELOAD}\n"
+               "rd 0xb00000\nrd 0xb01000\nrd 0xc01000",
+        after="showpde 0x800000\nshow 0xb00000\nshowpde 0xc00000", pse=True)}
 PART3_HIDDEN = {
     "accessed and dirty bits cleared by the guest": lab_guest(
         setup="mov dword [PTE(0x401000)], DATA | PG_P | PG_RW | PG_US\n"
@@ -339,14 +405,12 @@ HANDLERS = "vmkit.vmm.shadow_paging"
 
 PROBES = {
     "part1_visible": Probe(WALK_ASKED, list(PART1_VISIBLE.values()), cpu_walks,
-                           walks_judge(list(PART1_VISIBLE),
-                                       "the walk of 32-bit paging and its checks: the Intel SDM, vol. 3, 4.3 (which "
-                                       "entries, figure 4-2), 4.6 (the rights; CR0.WP) and 4.7 (the error code)")),
+                           walks_judge(list(PART1_VISIBLE), WALK_HINT, PART1_HINTS)),
     "part1_hidden": Probe(WALK_ASKED, list(PART1_HIDDEN.values()), cpu_walks,
                           walks_judge(list(PART1_HIDDEN),
-                                      "a 4 MiB page only with CR4.PSE (mmu.large_pages); the rights of the PDE and "
-                                      "of the PTE both count; the kernel may write read-only pages while CR0.WP is "
-                                      "clear, ring 3 never")),
+                                      "a 4 MiB page only with CR4.PSE (mmu.large_pages), its frame from the PDE as "
+                                      "the SDM's table 4-4 gives it; the rights of the PDE and of the PTE both count; "
+                                      "the kernel may write read-only pages while CR0.WP is clear, ring 3 never")),
     "part2_visible": Probe(handlers_asked("hidden-fault", "fill", FILL_WITHHELD), trap_and_emulate(PART2_VISIBLE),
                            shadow_runs, against_vmkit(list(PART2_VISIBLE), fields=("hidden", "fills")),
                            withhold={HANDLERS: FILL_WITHHELD}),

@@ -114,7 +114,7 @@ def against_xen(what, fields=None):
 
 
 # Part 1: get_page_type
-_data, _spare = mfn(0x200), mfn(0x3F0)
+_data, _spare, _mapped, _bad, _me = mfn(0x200), mfn(0x3F0), mfn(0x3F1), mfn(0x3F2), mfn(0x3F3)
 _HINT1 = "the domain builder validates the page directory as L2 (which validates its L1), pins it and loads it in CR3"
 PART1_VISIBLE = [[
     ["dom0's page directory after the start of day", "frame", REFERENCE_XEN.pd],
@@ -125,8 +125,27 @@ PART1_VISIBLE = [[
     ["mapping that frame writable a second time, at 0x3ff000", "update_va_mapping", WINDOW, _data << 12 | P | RW | A],
     ["its typed references after the second writable mapping", "frame", _data, "type_count"],
     ["making the spare frame read-only", "update_va_mapping", 0x3F0000, _spare << 12 | P | A],
+    ["writing into the spare frame (no page table yet) a PTE that maps frame 0x3f1 read-only", "mmu_update",
+     [[_spare << 12, _mapped << 12 | P | A]]],
+    ["the references of frame 0x3f1 before the pin", "frame", _mapped, "count"],
     ["pinning the spare frame, now read-only", "mmuext_op", [[PIN_L1_TABLE, _spare]]],
-    ["the spare frame after the pin", "frame", _spare]]]
+    ["the spare frame after the pin", "frame", _spare],
+    ["the references of frame 0x3f1 once the table that maps it is pinned", "frame", _mapped, "count"],
+    ["unpinning the spare frame", "mmuext_op", [[UNPIN_TABLE, _spare]]],
+    ["the references of frame 0x3f1 once that table is unpinned", "frame", _mapped, "count"],
+    ["pinning the spare frame again", "mmuext_op", [[PIN_L1_TABLE, _spare]]],
+    ["the references of frame 0x3f1 once the table is pinned again", "frame", _mapped, "count"],
+    ["making frame 0x3f2 read-only", "update_va_mapping", 0x3F2000, _bad << 12 | P | A],
+    ["writing into frame 0x3f2 a PTE that maps a frame of Xen's", "mmu_update",
+     [[_bad << 12 | 8, REFERENCE_XEN.xen_frame << 12 | P | A]]],
+    ["pinning frame 0x3f2 as an L1 table", "mmuext_op", [[PIN_L1_TABLE, _bad]]],
+    ["frame 0x3f2 after the refused pin", "frame", _bad],
+    ["making frame 0x3f3 read-only", "update_va_mapping", 0x3F3000, _me << 12 | P | A],
+    ["writing into frame 0x3f3 a PTE that maps frame 0x3f3 itself writable", "mmu_update",
+     [[_me << 12 | 4, _me << 12 | P | RW | A]]],
+    ["pinning frame 0x3f3, a table that would map itself writable", "mmuext_op", [[PIN_L1_TABLE, _me]]],
+    ["the typed references of frame 0x3f3 after the refused pin", "frame", _me, "type_count"]]]
+_VALIDATED = "a page table is validated when it gets its first typed reference: every present entry then holds its references"
 PART1_HINTS = {
     "dom0's page directory after the start of day": _HINT1 + ": two typed references",
     "dom0's L1 table after the start of day": _HINT1 + ": one PDE points at it",
@@ -136,9 +155,21 @@ PART1_HINTS = {
     "that frame after the refused pin": "a refused request changes nothing",
     "mapping that frame writable a second time, at 0x3ff000": "in use as this type: one more",
     "pinning the spare frame, now read-only": "no typed reference left: it may take the type L1, once its entries "
-                                              "are checked"}
+                                              "are checked",
+    "the references of frame 0x3f1 once the table that maps it is pinned": _VALIDATED,
+    "the references of frame 0x3f1 once that table is unpinned": "a table's last typed reference gone, its entries "
+                                                                 "let theirs go (Xen's put_page_type)",
+    "the references of frame 0x3f1 once the table is pinned again": "a page table is validated every time it gets its "
+                                                                    "first typed reference, not only when its type changes",
+    "pinning frame 0x3f2 as an L1 table": "a frame whose entries do not all validate does not become a page table",
+    "frame 0x3f2 after the refused pin": "a failed validation leaves the frame in no use: no type, no typed reference "
+                                         "(Xen's validate_page)",
+    "pinning frame 0x3f3, a table that would map itself writable": "while its entries are checked, the frame is already "
+                                                                   "in use as its new type, with its one typed reference",
+    "the typed references of frame 0x3f3 after the refused pin": "a failed validation leaves the frame in no use"}
 PART1_HIDDEN = [
     ["map the page directory writable", "update_va_mapping", WINDOW, REFERENCE_XEN.pd << 12 | P | RW | A],
+    ["pin the L1 table in use as a page directory", "mmuext_op", [[PIN_L2_TABLE, REFERENCE_XEN.l1]]],
     ["map the L1 table writable, with mmu_update", "mmu_update", [[REFERENCE_XEN.pte(WINDOW), REFERENCE_XEN.l1 << 12 | P | RW | A]]],
     ["map the L1 table read-only", "update_va_mapping", WINDOW, REFERENCE_XEN.l1 << 12 | P | A],
     ["make frame 0x3f0 read-only", "update_va_mapping", 0x3F0000, mfn(0x3F0) << 12 | P | A],
@@ -169,20 +200,53 @@ PART1_HIDDEN = [
 
 # Part 2: get_page_from_l1e
 PART2_VISIBLE = [[["the type of the frame dom0 has at 0x200000", "frame", mfn(0x200), "type"]]]
+_HOLDS = "a present PTE holds a general reference on its frame, and a writable one a WRITABLE reference too"
+PART2_HINTS = {"the type of the frame dom0 has at 0x200000": "the builder's L1 table maps it writable: a writable PTE "
+                                                             "takes a WRITABLE reference"}
 for _pfn, _flags, _what in [(0x200, P | RW | A, "frame 0x200, writable"), (0x201, P | A, "frame 0x201, read-only")]:
-    PART2_VISIBLE[0] += [[f"update_va_mapping: dom0's window page onto its own {_what}", "update_va_mapping", WINDOW,
+    PART2_VISIBLE[0] += [[f"{_what}, before the window maps it", "frame", mfn(_pfn)],
+                         [f"update_va_mapping: dom0's window page onto its own {_what}", "update_va_mapping", WINDOW,
                           mfn(_pfn) << 12 | _flags],
                          [f"what dom0 reads through the window ({_what})", "read", WINDOW, 16],
-                         [f"what dom0 reads at {_pfn << 12:#x}", "read", _pfn << 12, 16]]
-for _what, _pte in [("a PTE with PCD, for dom0's own frame", mfn(0x202) << 12 | P | RW | A | PCD),
-                    ("Xen's GDT frame, writable", REFERENCE_XEN.xen_frame << 12 | P | RW | A),
-                    ("a frame past the end of machine memory, writable", REFERENCE_XEN.not_ram << 12 | P | RW | A)]:
+                         [f"what dom0 reads at {_pfn << 12:#x}", "read", _pfn << 12, 16],
+                         [f"{_what}, once the window maps it", "frame", mfn(_pfn)]]
+    PART2_HINTS[f"{_what}, once the window maps it"] = _HOLDS
+PART2_VISIBLE[0].append(["dom0's L1 table before the refusals", "frame", REFERENCE_XEN.l1])
+for _what, _pte, _hint in [
+        ("a PTE with PCD, for dom0's own frame", mfn(0x202) << 12 | P | RW | A | PCD,
+         "the flags of L1_DISALLOW_MASK are Xen's to set"),
+        ("Xen's GDT frame, writable", REFERENCE_XEN.xen_frame << 12 | P | RW | A, "a frame must be the domain's own"),
+        ("Xen's GDT frame, read-only", REFERENCE_XEN.xen_frame << 12 | P | A,
+         "a frame must be the domain's own, read-only too"),
+        ("a frame past the end of machine memory, writable", REFERENCE_XEN.not_ram << 12 | P | RW | A,
+         "a frame must be RAM"),
+        ("dom0's L1 table, writable", REFERENCE_XEN.l1 << 12 | P | RW | A,
+         "a frame in use as a page table is never mapped writable")]:
     PART2_VISIBLE[0] += [[f"update_va_mapping: the window onto {_what}", "update_va_mapping", WINDOW, _pte],
                          [f"what the window maps after {_what} was refused", "mapped", WINDOW]]
-PART2_HINTS = {step[0]: "caching flags are Xen's; a frame must be RAM, and the domain's own"
-               for step in PART2_VISIBLE[0] if step[0].startswith("update_va_mapping: the window onto")}
-PART2_HINTS["the type of the frame dom0 has at 0x200000"] = ("the builder's L1 table maps it writable: a writable PTE "
-                                                             "takes a WRITABLE reference")
+    PART2_HINTS[f"update_va_mapping: the window onto {_what}"] = _hint
+PART2_VISIBLE[0] += [
+    ["dom0's L1 table after it was refused as the window's frame, writable", "frame", REFERENCE_XEN.l1],
+    ["making frame 0x3f0 read-only", "update_va_mapping", 0x3F0000, mfn(0x3F0) << 12 | P | A],
+    ["writing into frame 0x3f0 (no page table yet) a PTE with PCD", "mmu_update",
+     [[mfn(0x3F0) << 12, mfn(0x201) << 12 | P | A | PCD]]],
+    ["pinning frame 0x3f0, whose entry has PCD, as an L1 table", "mmuext_op", [[PIN_L1_TABLE, mfn(0x3F0)]]],
+    ["create domain 1", "create_domain"],
+    ["the window onto a frame of domain 1, read-only, not naming domain 1", "update_va_mapping", WINDOW,
+     domu(0x100) << 12 | P | A],
+    ["the window onto a frame of domain 1, read-only, naming domain 1", "update_va_mapping", WINDOW,
+     domu(0x100) << 12 | P | A, 1]]
+PART2_HINTS.update({
+    "dom0's L1 table after it was refused as the window's frame, writable": "a refused entry holds nothing: let go of "
+                                                                            "what you took",
+    "the window onto a frame of domain 1, read-only, not naming domain 1": "the frames an entry may map are those of "
+                                                                           "`domain`: dom0's own unless it names a "
+                                                                           "foreign domain",
+    "the window onto a frame of domain 1, read-only, naming domain 1": "dom0 may map a frame of the foreign domain it "
+                                                                       "names",
+    "pinning frame 0x3f0, whose entry has PCD, as an L1 table": "validating a table checks every entry with "
+                                                                "get_page_from_l1e: the flags of L1_DISALLOW_MASK "
+                                                                "are Xen's to set"})
 PART2_HIDDEN = [
     ["create domain 1", "create_domain"],
     ["map a frame of domain 1, read-only", "update_va_mapping", WINDOW, domu(0x100) << 12 | P | A],
@@ -209,22 +273,64 @@ PART2_HIDDEN = [
      domu(0x100) << 12 | P | RW | A, 1],
     ["map it read-only, naming domain 1", "update_va_mapping", WINDOW, domu(0x100) << 12 | P | A, 1],
     ["unmap it", "update_va_mapping", WINDOW, 0],
+    # the flags once more, in tables being validated (mod_l1_entry checks them itself before it asks)
+    ["make frame 0x3f2 read-only", "update_va_mapping", 0x3F2000, mfn(0x3F2) << 12 | P | A],
+    ["write into frame 0x3f2 a PTE with GLOBAL", "mmu_update", [[mfn(0x3F2) << 12 | 0x20, mfn(0x203) << 12 | P | A | G]]],
+    ["pin frame 0x3f2 as an L1 table", "mmuext_op", [[PIN_L1_TABLE, mfn(0x3F2)]]],
+    ["make frame 0x3f3 read-only", "update_va_mapping", 0x3F3000, mfn(0x3F3) << 12 | P | A],
+    ["write into frame 0x3f3 a writable PTE with PAT", "mmu_update",
+     [[mfn(0x3F3) << 12 | 0x40, mfn(0x204) << 12 | P | RW | A | PAT]]],
+    ["pin frame 0x3f3 as an L1 table", "mmuext_op", [[PIN_L1_TABLE, mfn(0x3F3)]]],
 ]
 
 # Part 3: mod_l1_entry
-_a, _b = mfn(0x200), mfn(0x201)
+_a, _b, _first = mfn(0x200), mfn(0x201), REFERENCE_XEN.mapped(WINDOW)
+
+
+def _frames(when):
+    return [[f"the frame the window mapped first, {when}", "frame", _first], [f"frame 0x200, {when}", "frame", _a],
+            [f"frame 0x201, {when}", "frame", _b]]
+
+
+_PCD_PTE, _XEN_PTE = "a PTE with PCD for the window", "a PTE for Xen's GDT frame for the window"
 PART3_VISIBLE = [[
+    *_frames("at the start"),
     ["mmu_update: the window's PTE onto frame 0x200", "mmu_update", [[REFERENCE_XEN.pte(WINDOW), _a << 12 | P | RW | A | US]]],
     ["what dom0 reads through the window", "read", WINDOW, 16],
     ["what dom0 reads at 0x200000", "read", 0x200000, 16],
-    ["update_va_mapping: the window onto frame 0x201", "update_va_mapping", WINDOW, _b << 12 | P | RW | A | US],
+    *_frames("after the remap"),
+    ["update_va_mapping: the window onto frame 0x201, read-only", "update_va_mapping", WINDOW, _b << 12 | P | A | US],
     ["the frame the window maps", "mapped", WINDOW],
-    ["a PTE with PCD for the window", "update_va_mapping", WINDOW, _a << 12 | P | RW | A | PCD],
-    ["the window's PTE after the refusal", "entry", REFERENCE_XEN.pte(WINDOW)],
+    *_frames("after the second remap"),
+    [_PCD_PTE, "update_va_mapping", WINDOW, _a << 12 | P | RW | A | PCD],
+    [f"the window's PTE after {_PCD_PTE} was refused", "entry", REFERENCE_XEN.pte(WINDOW)],
+    *_frames(f"after {_PCD_PTE} was refused"),
+    [_XEN_PTE, "update_va_mapping", WINDOW, REFERENCE_XEN.xen_frame << 12 | P | A],
+    [f"the window's PTE after {_XEN_PTE} was refused", "entry", REFERENCE_XEN.pte(WINDOW)],
+    *_frames(f"after {_XEN_PTE} was refused"),
+    ["dom0 writes at 0x201000", "write", 0x201000, b"dirty".hex()],
+    ["remapping 0x201000 with MMU_PT_UPDATE_PRESERVE_AD", "mmu_update",
+     [[REFERENCE_XEN.pte(0x201000) | PRESERVE_AD, _b << 12 | P | RW]]],
+    ["the PTE of 0x201000 after it", "entry", REFERENCE_XEN.pte(0x201000)],
+    ["create domain 1", "create_domain"],
+    ["the window onto a frame of domain 1, naming domain 1", "update_va_mapping", WINDOW,
+     domu(0x100) << 12 | P | RW | A, 1],
+    ["the same mapping with U/S set and A clear, not naming domain 1", "mmu_update",
+     [[REFERENCE_XEN.pte(WINDOW), domu(0x100) << 12 | P | RW | US]]],
     ["mmu_update: the window's PTE cleared", "mmu_update", [[REFERENCE_XEN.pte(WINDOW), 0]]],
     ["the frame the window maps once its PTE is clear", "mapped", WINDOW]]]
-PART3_HINTS = {"a PTE with PCD for the window": "the flags of L1_DISALLOW_MASK are refused before anything else",
-               "the window's PTE after the refusal": "a refused request writes nothing"}
+_MOVED = "the new entry holds its references (a read-only one a general reference only), and the old entry's are gone"
+_UNCHANGED = "a refused request changes nothing: not the entry, not a count"
+PART3_HINTS = {**{step[0]: _MOVED for step in _frames("after the remap") + _frames("after the second remap")},
+               **{step[0]: _UNCHANGED for step in _frames(f"after {_PCD_PTE} was refused")
+                  + _frames(f"after {_XEN_PTE} was refused")},
+               _PCD_PTE: "the flags of L1_DISALLOW_MASK are refused",
+               _XEN_PTE: "an entry whose references get_page_from_l1e refuses is refused",
+               f"the window's PTE after {_PCD_PTE} was refused": "a refused request writes nothing",
+               f"the window's PTE after {_XEN_PTE} was refused": "a refused request writes nothing",
+               "the PTE of 0x201000 after it": "with preserve_ad the new entry keeps the old one's accessed and dirty bits",
+               "the same mapping with U/S set and A clear, not naming domain 1":
+                   "an entry that keeps its frame, P and R/W holds the references it needs: it is not checked again"}
 PART3_HIDDEN = [
     ["create domain 1", "create_domain"],
     ["map the window onto frame 0x200, with mmu_update", "mmu_update", [[REFERENCE_XEN.pte(WINDOW), mfn(0x200) << 12 | P | RW | A | US]]],
