@@ -48,7 +48,7 @@ LONG = 600
 LONG_MARKER = "Long because:"
 
 LAYERS = {
-    "vmkit.errors": 0, "vmkit.trace": 0, "vmkit.asm": 0, "vmkit.guests": 0, "vmkit.machine": 0,
+    "vmkit.errors": 0, "vmkit.arguments": 0, "vmkit.trace": 0, "vmkit.asm": 0, "vmkit.guests": 0, "vmkit.machine": 0,
     "vmkit.vmm": 1, "vmkit.xen": 1, "vmkit.vtx": 1, "vmkit.kvm": 1,
     "vmkit": 2, "vmkit.run": 2, "vmkit.doctor": 2,
     "vmkit.migration": 3, "vmkit.compare": 3, "vmkit.census": 3, "vmkit.isolation": 3, "vmkit.consolidation": 3,

@@ -114,6 +114,9 @@ def assemble(source):
     """Assemble NASM source into an Image. Raises AsmError naming the offending line."""
     if isinstance(source, Image):
         return source
+    if not isinstance(source, str):
+        raise TypeError(f"a guest is NASM source (a str) or an Image from vmkit.assemble, not "
+                        f"{type(source).__name__} {source!r:.60}")
     key = hashlib.sha256(source.encode()).hexdigest()
     if key not in _cache:
         _cache[key] = _assemble(source)

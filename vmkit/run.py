@@ -1,4 +1,5 @@
 """vmkit.run: one guest, one technique, one result."""
+from .arguments import DefaultBudget, check_budgets, check_options
 from .asm import assemble
 from .errors import VmkitError
 from .kvm import KvmMachine
@@ -16,14 +17,22 @@ def machine(image_or_source, technique="native", *, memory=DEFAULT_MEMORY,
             max_instructions=DEFAULT_MAX_INSTRUCTIONS, timeout=DEFAULT_TIMEOUT, **options):
     """A machine ready to step through a guest under `technique` (see Machine.step, run_until).
     `options` go to the technique: controls= for hardware-assist, vcpus= and path= for kvm."""
-    return _machine_class(technique)(assemble(image_or_source), memory, max_instructions=max_instructions,
-                                     timeout=timeout, **options)
+    cls = _checked(technique, max_instructions, timeout, options)
+    return cls(assemble(image_or_source), memory, max_instructions=max_instructions, timeout=timeout, **options)
 
 
 def _machine_class(technique):
     if technique not in MACHINES:
         raise VmkitError(f"unknown technique {technique!r}; vmkit knows {', '.join(TECHNIQUES)}")
     return MACHINES[technique]
+
+
+def _checked(technique, max_instructions, timeout, options):
+    """The technique's machine class, once the arguments are ones it takes."""
+    cls = _machine_class(technique)
+    check_options(technique, cls, options, MACHINES)
+    check_budgets(max_instructions, timeout)
+    return cls
 
 
 def run(image_or_source, technique="native", *, memory=DEFAULT_MEMORY,
@@ -39,10 +48,10 @@ def run(image_or_source, technique="native", *, memory=DEFAULT_MEMORY,
     `options` go to the technique: hardware-assist takes controls=vmkit.vtx.VmcsControls(...); kvm
     takes vcpus= and path= (the KVM device), counts no instructions and stops a guest only by timeout.
     """
-    cls = _machine_class(technique)
+    cls = _checked(technique, max_instructions, timeout, options)
     image = assemble(image_or_source)
     if technique == "kvm":
-        with cls(image, memory, timeout=timeout, **options) as vm:     # its file descriptors closed after
+        with cls(image, memory, max_instructions=max_instructions, timeout=timeout, **options) as vm:     # its file descriptors closed after
             return vm.run()
     if cls is not Machine:
         return cls(image, memory, max_instructions=max_instructions, timeout=timeout, **options).run()

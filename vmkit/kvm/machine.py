@@ -24,6 +24,7 @@ import os
 import threading
 import time
 
+from ..arguments import DefaultBudget, check_budgets
 from ..asm import assemble, disassemble
 from ..errors import GuestError, GuestTimeout, VmkitError
 from ..machine.machine import DEFAULT_TIMEOUT, MAX_EVENTS
@@ -56,6 +57,13 @@ class KvmMachine:
 
     def __init__(self, image, memory=DEFAULT_MEMORY, *, max_instructions=None, timeout=DEFAULT_TIMEOUT,
                  vcpus=1, path=DEVICE):
+        check_budgets(None, timeout)
+        if max_instructions is not None and not isinstance(max_instructions, DefaultBudget):
+            raise ValueError(f"kvm cannot count a guest's instructions (the host CPU runs them, and KVM reports "
+                             f"only exits), so max_instructions={max_instructions!r} cannot be kept: give a timeout "
+                             f"instead, or run the model of VT-x, 'hardware-assist', which counts")
+        if isinstance(vcpus, bool) or not isinstance(vcpus, int) or vcpus < 1:
+            raise ValueError(f"vcpus must be a whole number of virtual CPUs, 1 or more, not {vcpus!r}")
         self.image = assemble(image)
         check_fits(self.image, memory)
         self.memory, self.timeout = memory, timeout

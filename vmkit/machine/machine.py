@@ -24,6 +24,7 @@ from unicorn import (Uc, UcError, UC_ARCH_X86, UC_MODE_32, UC_HOOK_CODE, UC_HOOK
                      UC_HOOK_MEM_UNMAPPED, UC_QUERY_TIMEOUT, UC_ERR_INSN_INVALID)
 from unicorn import x86_const as X
 
+from ..arguments import DefaultBudget, check_budgets
 from ..asm import assemble, disassemble
 from ..errors import GuestError, GuestTimeout
 from ..trace import Event, RunResult
@@ -35,7 +36,7 @@ from .devices import DebugExit, Pit8254, PicPair, Serial
 from .platform import BOOT_CS, BOOT_DS, BOOT_GDT, BOOT_GDT_LIMIT, DEFAULT_MEMORY, STACK_TOP, boot_gdt, check_fits
 from .x86 import DF_, GP, HAS_ERROR_CODE, IF, PF_, UD, vector_name
 
-DEFAULT_MAX_INSTRUCTIONS = 100_000_000
+DEFAULT_MAX_INSTRUCTIONS = DefaultBudget(100_000_000)
 DEFAULT_TIMEOUT = 20.0             # seconds of real time
 NEVER = 1 << 32                    # an `until` address EIP can never reach
 BIG_SLICE = 1 << 40
@@ -78,6 +79,7 @@ class Machine:
 
     def __init__(self, image, memory=DEFAULT_MEMORY, *, max_instructions=DEFAULT_MAX_INSTRUCTIONS,
                  timeout=DEFAULT_TIMEOUT, counted=True, technique="native"):
+        check_budgets(max_instructions, timeout)
         self.image = assemble(image)
         self.memory = memory
         self.max_instructions = max_instructions
