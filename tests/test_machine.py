@@ -286,3 +286,34 @@ def test_a_guest_may_turn_paging_on_and_cr2_outlives_the_slice():
 def test_the_machine_has_no_paging_switch():
     with pytest.raises(TypeError):
         vmkit.machine(PAGING_CR2_GUEST, paging=True)
+
+
+RAN_OFF = {"an empty guest": "", "a guest without hlt": "mov eax, 1\nmov ebx, 2\n",
+           "a jump into nothing": "jmp 0x300000\n"}
+
+
+@pytest.mark.parametrize("technique", ["native", "trap-and-emulate", "binary-translation", "hardware-assist"])
+@pytest.mark.parametrize("case", sorted(RAN_OFF))
+def test_a_guest_that_runs_off_the_end_of_its_code_is_stopped_at_once_and_told_so(case, technique):
+    """Zeroed memory reads as `add [eax], al`: run as code, megabytes of it would take seconds to
+    reach the end of RAM; the machine stops at the first block of it instead."""
+    start = time.perf_counter()
+    with pytest.raises(vmkit.GuestError, match="ran off the end of its code.*missing hlt"):
+        vmkit.run(RAN_OFF[case], technique)
+    assert time.perf_counter() - start < 2
+
+
+@pytest.mark.parametrize("technique", ["native", "trap-and-emulate", "binary-translation", "hardware-assist"])
+def test_a_guest_that_jumps_to_code_it_wrote_itself_still_runs(technique):
+    source = """
+        mov esi, code
+        mov edi, 0x300000
+        mov ecx, code_end - code
+        rep movsb
+        jmp 0x300000
+    code:
+        mov al, 7
+        out 0xf4, al
+    code_end:
+    """
+    assert vmkit.run(source, technique).exit_code == (7 << 1) | 1

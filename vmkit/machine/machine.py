@@ -20,8 +20,8 @@ interface says when it is called and what it may do.
 import contextlib
 import time
 
-from unicorn import (Uc, UcError, UC_ARCH_X86, UC_MODE_32, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR,
-                     UC_HOOK_MEM_UNMAPPED, UC_QUERY_TIMEOUT, UC_ERR_INSN_INVALID)
+from unicorn import (Uc, UcError, UC_ARCH_X86, UC_MODE_32, UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INSN,
+                     UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_QUERY_TIMEOUT, UC_ERR_INSN_INVALID)
 from unicorn import x86_const as X
 
 from ..arguments import DefaultBudget, check_budgets
@@ -76,6 +76,7 @@ class Machine:
     """
 
     watch_interrupt_window = True      # stop in front of sti/popf/iret when an interrupt waits for IF
+    watch_code_outside_image = True    # stop a guest that runs zeroed memory outside its image as code
 
     def __init__(self, image, memory=DEFAULT_MEMORY, *, max_instructions=DEFAULT_MAX_INSTRUCTIONS,
                  timeout=DEFAULT_TIMEOUT, counted=True, technique="native"):
@@ -229,6 +230,14 @@ class Machine:
             if byte in WATCHED:
                 address = self.image.linked(self.image.origin + offset)   # where it runs
                 uc.hook_add(UC_HOOK_CODE, self._on_watched, None, address, address)
+        # Code outside the image is rare (code a guest wrote itself); zeroed memory run as code is a
+        # guest that ran off the end of its own (00 00 is `add [eax], al`, harmless for megabytes).
+        # A block hook outside the image sees it at its first block; code in the image costs nothing.
+        if self.watch_code_outside_image:
+            end = self.image.origin + len(self.image.code)
+            for begin, stop in ((0, self.image.origin), (end, self.memory)):
+                if begin < stop:
+                    uc.hook_add(UC_HOOK_BLOCK, self._on_block_outside_image, None, begin, stop - 1)
 
     # --- told: running -------------------------------------------------------------------------------
     def advance(self, limit, until=None):
@@ -597,12 +606,33 @@ class Machine:
             self.finish(self.debug_exit.exit_code)
         elif stop.kind == "must-count":
             raise MustCount(stop.detail["why"])
+        elif stop.kind == "ran-off":
+            self.ran_off_the_end(stop.detail["address"])
         else:
             self.other_stop(stop)
         if self.cpu.cpl != self._slice_cpl and not self._slice_traced and not any(
                 e.kind == "ring-transition" for e in self.events[self._slice_events:]):
             self.record("ring-transition", from_ring=self._slice_cpl, to_ring=self.cpu.cpl,
                         cause="far transfer outside the traced code")
+
+    def _on_block_outside_image(self, uc, address, size, _):
+        """A block of code outside the image is about to run: the guest's own, or zeroed memory."""
+        if self.runs_zeros(address, size):
+            self.stop("ran-off", address=address)
+
+    def runs_zeros(self, address, size=16):
+        """Is the code at physical `address` (paging off), outside the image, zeroed memory?"""
+        if self.cpu["cr0"] & CR0_PG or self.image.origin <= address < self.image.origin + len(self.image.code):
+            return False                    # with paging on, addresses are virtual: the image's bounds say nothing
+        size = max(2, min(size, 16, self.memory - address))
+        return 0 <= address < self.memory and not any(self.uc.mem_read(address, size))
+
+    def ran_off_the_end(self, address):
+        """The guest is about to run zeroed memory at `address` as code: a GuestError that says so."""
+        raise GuestError(f"the guest ran off the end of its code: it is running memory nothing was ever written "
+                         f"to, at {address:#x} (its image ends at {self.image.origin + len(self.image.code):#x}; "
+                         f"zeroed memory reads as `add [eax], al` over and over). A missing hlt or exit at the "
+                         f"end, or a jump or return to an address with no code?", self.result())
 
     def _check_budget(self):
         if self.max_instructions is not None and self.instructions >= self.max_instructions:

@@ -221,6 +221,8 @@ class BinaryTranslation(TrapAndEmulate):
             self.cache.flush()                # translations show the old CS to the guest
 
     def _translate(self, guest):
+        if self.runs_zeros(guest):
+            self.ran_off_the_end(guest)
         unit, flushed = self.cache.translate(guest, self.vcpu.cs)
         self.stats["blocks_translated"] += 1
         if flushed:
