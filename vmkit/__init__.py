@@ -5,13 +5,13 @@
     result.serial, result.exit_code, result.events, result.stats, result.regs
 """
 from .asm import Image, Instruction, assemble, disassemble
-from .errors import AsmError, GuestError, GuestTimeout, KvmUnavailable, ToolMissing, VmkitError
+from .errors import AsmError, GuestError, GuestInterrupted, GuestTimeout, KvmUnavailable, ToolMissing, VmkitError
 from .machine import Machine
 from .run import TECHNIQUES, machine, run
 from .trace import EVENT_KINDS, Event, RunResult
 from .doctor import doctor
 from . import guests, kvm              # vmkit.guests.image(name); vmkit.kvm.probe(): no device is opened on import
 
-__all__ = ["Image", "Instruction", "assemble", "disassemble", "AsmError", "GuestError", "GuestTimeout",
-           "KvmUnavailable", "ToolMissing", "VmkitError", "Machine", "TECHNIQUES",
+__all__ = ["Image", "Instruction", "assemble", "disassemble", "AsmError", "GuestError", "GuestInterrupted",
+           "GuestTimeout", "KvmUnavailable", "ToolMissing", "VmkitError", "Machine", "TECHNIQUES",
            "machine", "run", "EVENT_KINDS", "Event", "RunResult", "doctor"]

@@ -40,6 +40,15 @@ class GuestError(VmkitError):
         super().__init__(message)
 
 
+class GuestInterrupted(KeyboardInterrupt):
+    """The run was interrupted (Ctrl-C, JupyterLab's stop button, a grader's cell timeout). Still a
+    KeyboardInterrupt, so nothing that catches Exception swallows it; `result` is the run so far."""
+
+    def __init__(self, message, result):
+        self.result = result
+        super().__init__(message)
+
+
 class KvmUnavailable(VmkitError):
     """Real KVM cannot be used here. `reason` says why, `fix` what to do about it (may be empty)."""
 

@@ -26,8 +26,8 @@ import time
 
 from ..arguments import DefaultBudget, check_budgets
 from ..asm import assemble, disassemble
-from ..errors import GuestError, GuestTimeout, VmkitError
-from ..machine.machine import DEFAULT_TIMEOUT, MAX_EVENTS
+from ..errors import GuestError, GuestInterrupted, GuestTimeout, VmkitError
+from ..machine.machine import DEFAULT_TIMEOUT, MAX_EVENTS, interruptible
 from ..machine.platform import (BOOT_CS, BOOT_DS, BOOT_GDT, BOOT_GDT_LIMIT, DEFAULT_MEMORY, STACK_TOP, boot_gdt,
                                check_fits)
 from ..machine.x86 import IF
@@ -161,6 +161,12 @@ class KvmMachine:
             self._stop_requested = False
         return self.events[first:]
 
+    def _interrupt(self):
+        """Ctrl-C: every vCPU out of KVM_RUN, and the run loop ends at its next look."""
+        self._stop_requested = True
+        for vcpu in self.vcpus:
+            vcpu.kick()
+
     def _pause(self, vcpu):
         self._stop_requested = True
         vcpu.kick()
@@ -184,14 +190,19 @@ class KvmMachine:
         self._check_budget()
         watchdog = self._watchdog()
         started = time.perf_counter()
+        interrupted = interruptible(self._interrupt)
         try:
-            body()
+            with interrupted:
+                body()
         except _Expired:
             pass
         finally:
             self.elapsed += time.perf_counter() - started
             if watchdog is not None:
                 watchdog.cancel()
+        if interrupted:
+            raise GuestInterrupted(f"the run was interrupted after {self.elapsed:.1f} s: the run so far is this "
+                                   f"exception's .result", self.result())
         if not self.finished:
             self._check_budget()
 

@@ -18,6 +18,8 @@ Long because: the run loop and the VMM interface it calls are one class, and eac
 interface says when it is called and what it may do.
 """
 import contextlib
+import signal
+import threading
 import time
 
 from unicorn import (Uc, UcError, UC_ARCH_X86, UC_MODE_32, UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INSN,
@@ -26,7 +28,7 @@ from unicorn import x86_const as X
 
 from ..arguments import DefaultBudget, check_budgets
 from ..asm import assemble, disassemble
-from ..errors import GuestError, GuestTimeout
+from ..errors import GuestError, GuestInterrupted, GuestTimeout
 from ..trace import Event, RunResult
 from . import quirks
 from .cpu import Cpu, Fault, GENERAL
@@ -51,6 +53,36 @@ LONGEST_UNCOUNTED_SLICE = 0.5     # seconds an uncounted slice may run before Py
 class MustCount(Exception):
     """An uncounted run met something only a counted run can model exactly (see Machine.counted)."""
 
+
+
+class interruptible:
+    """While a run goes on, Ctrl-C (SIGINT: JupyterLab's stop button, a grader's cell timeout) stops
+    it at its next look instead of raising KeyboardInterrupt wherever Python happens to be: inside a
+    Unicorn hook, where the binding would drop it, or between two steps of the machine's state. The
+    `with` value is true once that happened (then `stop()` has been called). Only the main thread
+    gets signals; elsewhere, and inside a run already interruptible, it changes nothing."""
+
+    def __init__(self, stop):
+        self.stop, self.happened, self.installed, self.previous = stop, False, False, None
+
+    def __bool__(self):
+        return self.happened
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread() and \
+                not isinstance(getattr(signal.getsignal(signal.SIGINT), "__self__", None), interruptible):
+            self.previous = signal.signal(signal.SIGINT, self.on_sigint)
+            self.installed = True
+        return self
+
+    def on_sigint(self, signum, frame):
+        self.happened = True
+        self.stop()
+
+    def __exit__(self, *exc):
+        if self.installed:
+            signal.signal(signal.SIGINT, signal.default_int_handler if self.previous is None else self.previous)
+        return False
 
 class Stop:
     """Why a hook asked Unicorn to stop, and how many instructions had started by then.
@@ -116,6 +148,7 @@ class Machine:
         self._pass_once = None             # (address, icount) of a watched instruction to let run
         self._slice_n = 0                  # the length the running slice was given
         self._in_access = False            # inside a technique's hook on a memory access
+        self._slice_started = time.perf_counter()
         self._unmapped = None              # (access, address, size) of the last access outside memory
 
     def map_ram(self, memory):
@@ -141,18 +174,24 @@ class Machine:
         self._stop_requested = False
         target = None if instructions is None else self.instructions + instructions
         try:
-            if eip is not None and self.cpu["eip"] == eip:
-                self.advance(1)
-            while not self.finished and not self._stop_requested:
+            with interruptible(self.request_stop) as interrupted:
                 if eip is not None and self.cpu["eip"] == eip:
-                    break
-                limit = BIG_SLICE if target is None else target - self.instructions
-                if limit <= 0:
-                    break
-                self.advance(limit, until=eip)
-            if self._stop_requested and self._stop is not None and self._stop.kind == "before":
-                self._stop_when = None
-                self.advance(1)                  # carry out the iret the event was about
+                    self.advance(1)
+                while not self.finished and not self._stop_requested:
+                    if eip is not None and self.cpu["eip"] == eip:
+                        break
+                    limit = BIG_SLICE if target is None else target - self.instructions
+                    if limit <= 0:
+                        break
+                    self.advance(limit, until=eip)
+                if self._stop_requested and self._stop is not None and self._stop.kind == "before" \
+                        and not interrupted:
+                    self._stop_when = None
+                    self.advance(1)                  # carry out the iret the event was about
+            if interrupted:
+                raise GuestInterrupted(f"the run was interrupted after {self.instructions:,} instructions, at "
+                                       f"eip {self.cpu['eip']:#x} in ring {self.cpu.cpl}: the run so far is this "
+                                       f"exception's .result", self.result())
         finally:
             self._stop_when = None
         return self.events[first:]
@@ -412,6 +451,8 @@ class Machine:
             self.events_dropped += 1
         if kind == "ring-transition":
             self._slice_traced = True      # the slice's change of ring is accounted for
+        if self._running and self.timeout is not None and not self._in_access and self.seconds_so_far() >= self.timeout:
+            self.stop("time-budget")       # a slice full of exits or traps is slow: the budget holds in it too
         if self._stop_when is not None and self._stop_when(event):
             self._stop_requested = True
             if self._stop is None:
@@ -479,7 +520,7 @@ class Machine:
             return
         if self.finished:
             return
-        started = time.perf_counter()
+        started = self._slice_started = time.perf_counter()
         try:
             self._slice(limit, until)
         finally:
@@ -606,6 +647,8 @@ class Machine:
             self.finish(self.debug_exit.exit_code)
         elif stop.kind == "must-count":
             raise MustCount(stop.detail["why"])
+        elif stop.kind == "time-budget":
+            pass                                       # the budget check will report it
         elif stop.kind == "ran-off":
             self.ran_off_the_end(stop.detail["address"])
         else:
@@ -633,6 +676,10 @@ class Machine:
                          f"to, at {address:#x} (its image ends at {self.image.origin + len(self.image.code):#x}; "
                          f"zeroed memory reads as `add [eax], al` over and over). A missing hlt or exit at the "
                          f"end, or a jump or return to an address with no code?", self.result())
+
+    def seconds_so_far(self):
+        """The real time the run has taken against its `timeout`, the running slice included."""
+        return self.elapsed + (time.perf_counter() - self._slice_started if self._running else 0.0)
 
     def _check_budget(self):
         if self.max_instructions is not None and self.instructions >= self.max_instructions:

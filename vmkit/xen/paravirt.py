@@ -568,6 +568,10 @@ class Paravirt(Machine):
             raise GuestTimeout(f"the domains ran for {elapsed:.1f} s of real time without dom0 shutting down "
                                f"(timeout={self.timeout} s).", self.result())
 
+    def seconds_so_far(self):
+        """The system's: the hypervisor's scheduling and every domain's slices, as the caller's clock sees them."""
+        return self.xen.elapsed()
+
     def record(self, kind, eip=None, cpl=None, **detail):
         """As the machine's, with the domain's id: every domain records into dom0's one event log."""
         detail.setdefault("domain", self.domid)
