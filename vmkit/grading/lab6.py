@@ -8,9 +8,7 @@ from contextlib import ExitStack, contextmanager
 from ..errors import VmkitError
 from ..migration import Link, Migration, MigrationAborted, MigrationResult, Round, sequence, workload
 from .checks import check, check_facts
-from .answers import withheld
-from .answers import plain, raised
-from .answers import raised
+from .answers import plain, raised, withheld
 
 MIGRATION_WARMUP = 0.002                            # guest seconds before the migration and after it
 MIGRATION_MAX_ROUNDS = 40                           # past Xen's 30: a loop that never stops ends here
@@ -19,12 +17,13 @@ MIGRATION_FIELDS = ("rounds", "stop_reason", "downtime", "pages_sent", "memory_v
 MIGRATION_HINTS = {
     "rounds": "each round as [pages sent, pages skipped, pages dirty at its end, Mbit/s]: the first difference is "
               "the round where your loop and the reference part (which pages it sent, or whether it went on at all)",
-    "stop_reason": "the name of the condition that ended the pre-copy, passed to m.stop_and_copy(pages, stop_reason=...)",
-    "downtime": "the stop-and-copy sends what is still dirty, and the vCPU and device state, at the link's full rate",
+    "stop_reason": "the reason the stop condition gave is the migration's stop reason",
+    "downtime": "the pause carries what is still dirty, and the vCPU and device state, at the link's full rate",
     "pages_sent": "every round and the stop-and-copy: a page sent twice in a round, or a round that sends pages "
                   "nobody dirtied, shows here",
-    "memory_verified": "the destination's memory must equal the source's at the switch-over: the stop-and-copy "
-                       "sends m.dirty_pages() (called once: it clears the log)",
+    "memory_verified": "the destination's memory must equal the source's at the switch-over: every page dirtied "
+                       "since it last crossed crosses while the guest is paused (the dirty log forgets what it "
+                       "has handed over)",
     "output_continuous": "the peer must see seq 1, 2, 3, ... with no gap or repeat across the switch-over",
 }
 
@@ -81,7 +80,7 @@ def run_precopy(loop, case, *args, what="your loop"):
                              f"{error}") from None
     check(isinstance(result, MigrationResult), f"{what} returns what m.stop_and_copy(...) returned",
           expected="a MigrationResult", got=type(result).__name__,
-          hint="end with `return m.stop_and_copy(pages, stop_reason=...)`")
+          hint="the part's spec: what the function returns")
     return m, result
 
 
@@ -224,32 +223,21 @@ def within_budget(cases, answer):
     return answers
 
 
-class Unforeseen(AssertionError):
-    """A loop asked the grader's estimate about a state the reference loop never reached."""
-
-
-def scripted_estimate(script):
-    """The grader's downtime estimate, as data: for each state the reference loop asked about, [rounds
-    sent, the dirty pages' count, their sum, the estimate]. A loop that asks about another state is told so."""
-    known = {(rounds, count, total): value for rounds, count, total, value in script}
+def given_estimate(fixed, per_page):
+    """A downtime estimate handed over as data: `fixed` seconds plus `per_page` seconds for each distinct
+    page, whatever the migration (the grader computes the two numbers for each case)."""
     def estimate(m, pages):
-        pages = sorted(set(pages))
-        key = (len(m.rounds), len(pages), sum(pages))
-        if key not in known:
-            raise Unforeseen(f"the grader's estimate was asked about {len(pages)} pages after {len(m.rounds)} "
-                             f"rounds, a state the reference loop never reached (it asks after each round, "
-                             f"about the pages m.dirty_pages() gave)")
-        return known[key]
+        return fixed + len(set(pages)) * per_page
     return estimate
 
 
 def target_cases(precopy_to_target, cases, estimate=None):
-    """A student's precopy_to_target(m, target, estimate) on each case [case, target, script]: loop_answer
-    of each, with `estimate` (the student's own) or else the grader's, scripted_estimate(script); vmkit's
-    own loop withheld."""
+    """A student's precopy_to_target(m, target, estimate) on each case [case, target, [fixed, per_page]]:
+    loop_answer of each, with `estimate` (the student's own) or else given_estimate(fixed, per_page);
+    vmkit's own loop withheld."""
     with withholding("migrate"):
         return within_budget(cases, lambda c: loop_answer(precopy_to_target, c[0], c[1],
-                                                          estimate or scripted_estimate(c[2])))
+                                                          estimate or given_estimate(*c[2])))
 
 
 def downtime_cases(estimated_downtime, cases):
