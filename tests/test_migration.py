@@ -338,3 +338,40 @@ def test_any_schedule_that_resends_what_was_dirtied_arrives_whole(seed, data):
         owed = (owed - chosen) | set(m.dirty_pages())
     result = m.stop_and_copy(owed)
     assert result.memory_verified, result.summary()
+
+
+# --- edge cases: nothing crosses a dead link, and every argument is checked ---------------------------------
+
+def test_the_vcpu_and_device_state_cross_the_link_too():
+    """A stop-and-copy with no page left over a link that is down: the state cannot cross, so the
+    switch-over aborts and the source runs on."""
+    m = M.Migration(M.workload("steady", wws_pages=8), link=M.Link(mbit=1000), warmup=0.001)
+    m.send(m.all_pages())
+    m.link.fail_after_pages = m.link.pages_carried              # the link goes down now
+    with pytest.raises(M.MigrationAborted, match="before the vCPU and device state crossed"):
+        m.stop_and_copy([])
+    assert m.state == "aborted"
+
+
+@pytest.mark.parametrize("link", [dict(mbit=float("nan")), dict(mbit=float("inf")), dict(mbit=0), dict(mbit=-5),
+                                  dict(start_mbit=float("nan")), dict(latency_ms=float("nan")),
+                                  dict(latency_ms=-1), dict(fail_after_pages=-1), dict(fail_after_pages=2.5)])
+def test_a_link_with_no_finite_positive_rate_is_refused(link):
+    with pytest.raises(VmkitError, match="a link needs|fail_after_pages"):
+        M.Link(**link)
+
+
+@pytest.mark.parametrize("dies_at", ["activate", 0, -1, 1.5, True, "round 2"])
+def test_every_value_of_destination_dies_at_is_checked(dies_at):
+    with pytest.raises(VmkitError, match="destination_dies_at is a round number"):
+        M.Migration(M.workload("steady", wws_pages=8), destination_dies_at=dies_at)
+
+
+def test_a_migration_that_would_take_forever_is_stopped_by_its_guest_time_limit():
+    """1,024 pages at 1 kbit/s would take hours of guest time, all of it simulated: the round is
+    refused before it starts, and the source runs on."""
+    m = M.Migration(M.workload("steady", wws_pages=8), link=M.Link(mbit=0.001))
+    with pytest.raises(M.MigrationAborted, match="max_guest_seconds"):
+        m.send(m.all_pages())
+    with pytest.raises(M.MigrationAborted, match="max_guest_seconds"):
+        M.migrate(M.workload("steady", wws_pages=8), link=M.Link(mbit=0.001))

@@ -5,6 +5,7 @@ the rate follows Clark et al.'s dynamic rate limiting: the first round goes at `
 later round at the dirty rate of the round before plus 50 Mbit/s, never above `mbit`. The link can
 be told to fail after a number of pages, to test what a dropped connection does to a migration.
 """
+import math
 from dataclasses import dataclass
 
 from ..errors import VmkitError
@@ -26,9 +27,14 @@ class Link:
     fail_after_pages: int = None      # fault injection: the link drops after this many pages
 
     def __post_init__(self):
-        if self.mbit <= 0 or self.start_mbit <= 0 or self.latency_ms < 0:
-            raise VmkitError(f"a link needs a positive bandwidth and a latency >= 0 (got mbit={self.mbit}, "
-                             f"start_mbit={self.start_mbit}, latency_ms={self.latency_ms})")
+        numbers = (self.mbit, self.start_mbit, self.latency_ms)
+        if not all(isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n) for n in numbers) \
+                or self.mbit <= 0 or self.start_mbit <= 0 or self.latency_ms < 0:
+            raise VmkitError(f"a link needs a positive, finite bandwidth and a finite latency >= 0 (got "
+                             f"mbit={self.mbit!r}, start_mbit={self.start_mbit!r}, latency_ms={self.latency_ms!r})")
+        if self.fail_after_pages is not None and (isinstance(self.fail_after_pages, bool) or
+                                                  not isinstance(self.fail_after_pages, int) or self.fail_after_pages < 0):
+            raise VmkitError(f"fail_after_pages is a number of pages, 0 or more, or None; got {self.fail_after_pages!r}")
         self.pages_carried = 0
         self.rate_mbit = None             # the rate of the latest round, once one has been sent
 

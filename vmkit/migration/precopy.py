@@ -42,6 +42,8 @@ from .vms import make_vm
 
 XEN_MAX_BATCH = 1024        # MAX_BATCH_SIZE, tools/libxc/xg_save_restore.h: pages between two peeks in Xen
 PEEK_EVERY = 64             # vmkit's batch: Xen's proportion for guests of 1,024 pages
+MAX_GUEST_SECONDS = 30.0    # guest time a migration may take: the model runs the guest for all of it
+DIES_AT = "a round number (1, 2, ...), or 'stop-and-copy'"
 
 
 class MigrationAborted(VmkitError):
@@ -177,7 +179,14 @@ class Migration:
     """One migration of a running guest from a source VM to a fresh destination VM, step by step."""
 
     def __init__(self, guest, where="model", link=None, warmup=0.0, destination_dies_at=None, on_round=None,
-                 peek_every=PEEK_EVERY):
+                 peek_every=PEEK_EVERY, max_guest_seconds=MAX_GUEST_SECONDS):
+        if destination_dies_at is not None and destination_dies_at != "stop-and-copy" and (
+                isinstance(destination_dies_at, bool) or not isinstance(destination_dies_at, int)
+                or destination_dies_at < 1):
+            raise VmkitError(f"destination_dies_at is {DIES_AT}, or None; got {destination_dies_at!r}")
+        if not (isinstance(max_guest_seconds, (int, float)) and max_guest_seconds > 0):
+            raise VmkitError(f"max_guest_seconds is a number of seconds above 0; got {max_guest_seconds!r}")
+        self.max_guest_seconds = max_guest_seconds
         self.image = assemble(guest)
         self.where = where
         self.link = link if link is not None else Link()
@@ -226,8 +235,12 @@ class Migration:
                         break
             if not batch:
                 break
-            self._deliver(batch, f"round {number}")
             took = self.link.transfer_seconds(len(batch), mbit)
+            if self.clock + seconds + took > self.max_guest_seconds:
+                self._abort(f"round {number} would run past {self.max_guest_seconds:g} s of guest time "
+                            f"(max_guest_seconds): at {mbit:g} Mbit/s a batch of {len(batch)} pages takes {took:.3g} s, "
+                            f"and the guest runs all that time")
+            self._deliver(batch, f"round {number}")
             self.source.run_for(took)                # the guest keeps running while the pages travel
             seconds += took
             sent += len(batch)
@@ -274,6 +287,10 @@ class Migration:
         switch_eip, switch_output = self.source.eip, self.source.output
         self._deliver(pages, "the stop-and-copy")
         cpu, devices = self.source.cpu_state(), self.source.device_state()
+        # the vCPU's and the devices' state cross the same link, after the last pages
+        state_pages = -(-(len(cpu) + len(devices)) // PAGE_SIZE)
+        if self.link.carry(state_pages) < state_pages:
+            self._abort(f"the link went down during the stop-and-copy, before the vCPU and device state crossed")
         # The guest is paused: nothing is gained by holding back, so the rest goes at the link's
         # full rate (QEMU, too, lifts its bandwidth limit for the switch-over).
         mbit = self.link.rate_mbit = self.link.mbit
