@@ -160,6 +160,7 @@ KVM_SET_CPUID2 = _IOW(0x90, kvm_cpuid2)
 KVM_GET_SUPPORTED_CPUID = _IOC(_IOC_READ | _IOC_WRITE, 0x05, ctypes.sizeof(kvm_cpuid2))
 
 # --- capabilities (KVM_CHECK_EXTENSION) ------------------------------------------------------------
+KVM_CAP_IRQCHIP = 0                   # KVM_CREATE_IRQCHIP: the PIC, IOAPIC and local APIC in the kernel
 KVM_CAP_USER_MEMORY = 3
 KVM_CAP_SET_TSS_ADDR = 4
 KVM_CAP_SYNC_REGS = 74
