@@ -399,6 +399,27 @@ def test_the_interrupt_window_opens_after_sti_where_the_probe_says_kvm_can():
     assert [e.eip for e in result.of_kind("interrupt")] == [window]
 
 
+def test_with_the_in_kernel_irqchip_the_pic_and_hlt_stay_in_the_kernel():
+    need_kvm("irqchip")
+    from test_qemu_differential import guest_source
+    image = vmkit.assemble(guest_source("hlt_irq"))
+    model = vmkit.run(image, "hardware-assist")                  # the model's default: no exit for it
+    kvm = vmkit.run(image, "kvm", timeout=10, irqchip="kernel")
+    assert (kvm.serial, kvm.exit_code) == (model.serial, model.exit_code)
+    assert "isr=00000001" in kvm.serial                          # the kernel's PIC, read by the guest
+    reasons = {e.detail["reason"] for e in kvm.of_kind("vmexit")}
+    assert reasons == {"IO"} and kvm.stats["irqs"] >= 1          # no HLT exit, no injection seen
+    assert not [e for e in kvm.of_kind("io") if e.detail["port"] in (0x20, 0x21, 0xA0, 0xA1)]
+    assert not kvm.of_kind("interrupt")
+    model_io = [e.detail["port"] for e in model.of_kind("io") if e.detail["port"] not in (0x20, 0x21, 0xA0, 0xA1)]
+    assert [e.detail["port"] for e in kvm.of_kind("io")] == model_io
+
+
+def test_irqchip_is_user_or_kernel():
+    with pytest.raises(vmkit.VmkitError, match="irqchip"):
+        KvmMachine("hlt", irqchip="split")
+
+
 def test_whether_the_host_offers_an_in_kernel_irqchip_is_asked_not_assumed():
     need_kvm()
     from vmkit.kvm.interrupts import irqchip_in_kernel

@@ -33,12 +33,17 @@ the PIT's next tick and kicks vCPU 0 then. How many ticks fall into a stretch of
 depends on the host: a guest that prints only what does not depend on it (that ticks come, where the
 interrupt is taken, what the PIC says) prints the same under "kvm" and under the model.
 
-The other way, KVM_CREATE_IRQCHIP (KVM_CAP_IRQCHIP): the PIC, IOAPIC and local APIC in the kernel, with
-the device model raising lines with KVM_IRQ_LINE. Then the guest's PIC ports and its hlt no longer
-leave the kernel (no IO exits for the PIC, no HLT exits: KVM halts the vCPU itself when an in-kernel
-local APIC is there), which is the model's default, silent delivery. vmkit drives the user-space PIC
-only, the way this course shows the handshake; `irqchip_in_kernel(kvm)` says whether the host offers
-the other.
+The other way, `KernelPic` (`KvmMachine(..., irqchip="kernel")`, where the host has KVM_CAP_IRQCHIP):
+KVM_CREATE_IRQCHIP puts a PIC pair, an IOAPIC and a local APIC per vCPU in the kernel, and the device
+model only sets the PIT's line with KVM_IRQ_LINE, level 1 then 0 for an edge (api.rst: "edge-triggered
+interrupts require the level to be set to 1 and then back to 0"), from the ticker's own thread: the
+kernel wakes or interrupts the vCPU itself, with no kick. User space then never sees an interrupt
+being taken: the guest's PIC ports no longer exit (no IO exits for 0x20, 0x21, 0xa0, 0xa1), nor does
+hlt (with the local APIC in the kernel, KVM halts the vCPU itself), so a guest that ends in `hlt`
+with IF = 0 sleeps until `timeout=`. That is the default of vmkit's model, the silent delivery of
+KVM's in-kernel PIC. The kernel's PIC starts as the 8259's reset leaves it, not masked as the
+vmkit PC's is. `irqchip_in_kernel(kvm)` says whether the host offers it; the probe's `irqchip`
+feature whether it delivers (PVM does).
 """
 import threading
 import time
@@ -56,14 +61,12 @@ def irqchip_in_kernel(kvm):
 
 
 class Ticker(threading.Thread):
-    """Kicks a vCPU out of KVM_RUN when the PIT's next tick is due (the device model's timer). `arm`
-    with the tick's deadline (time.perf_counter seconds) or None; `ticked` tells the vCPU thread
-    whether its last KVM_EXIT_INTR was this kick."""
+    """The device model's timer: at each deadline (time.perf_counter seconds) it calls `fire()`, which
+    returns the next deadline or None. `arm` sets a new deadline (None: no tick to wait for)."""
 
-    def __init__(self, vcpu):
+    def __init__(self, fire):
         super().__init__(name="vmkit PIT", daemon=True)
-        self.vcpu = vcpu
-        self.ticked = False
+        self.fire = fire
         self._deadline = None
         self._stopped = False
         self._wake = threading.Condition()
@@ -89,18 +92,19 @@ class Ticker(threading.Thread):
                 if delay > 0:
                     self._wake.wait(delay)
                     continue
-                self._deadline = None
-                self.ticked = True
-                self.vcpu.kick()
+                self._deadline = self.fire()
 
 
 class UserspacePic:
     """QEMU's side of the handshake for one vCPU, with the device model's PIC and PIT. `record(event
     kind, **detail)` is the machine's way of recording what it did."""
 
+    in_kernel = False
+
     def __init__(self, devices, vcpu, record):
         self.devices, self.vcpu, self.record = devices, vcpu, record
         self.ticker = None
+        self.ticked = False                   # the ticker kicked the vCPU since the last look
 
     def catch_up(self):
         """Bring the PIT up to now; each tick raises IRQ0 at the PIC. Call with the device lock held."""
@@ -129,17 +133,21 @@ class UserspacePic:
             run.request_interrupt_window = 1 if pic.pending() is not None else 0
             deadline = self.deadline()
         if deadline is not None and self.ticker is None:
-            self.ticker = Ticker(self.vcpu)
+            self.ticker = Ticker(self._kick)
             self.ticker.start()
         if self.ticker is not None:
             self.ticker.arm(deadline)
         return vector
 
+    def _kick(self):
+        """The tick: get the vCPU out of the guest; the next KVM_RUN's before_run raises IRQ0."""
+        self.ticked = True
+        self.vcpu.kick()
+        return None                           # before_run arms the next one
+
     def took_tick(self):
         """Whether the last KVM_EXIT_INTR was the ticker's kick (and forget it)."""
-        ticked = self.ticker is not None and self.ticker.ticked
-        if ticked:
-            self.ticker.ticked = False
+        ticked, self.ticked = self.ticked, False
         return ticked
 
     def wait_for_interrupt(self, expired):
@@ -168,3 +176,46 @@ class UserspacePic:
             self.ticker.stop()
             self.ticker.join()
             self.ticker = None
+
+
+class KernelPic:
+    """The in-kernel irqchip (KVM_CREATE_IRQCHIP, made by the caller before the vCPUs): the PIT's tick
+    is an edge on GSI 0 with KVM_IRQ_LINE, from the ticker's thread. `raised` counts the edges."""
+
+    in_kernel = True
+
+    def __init__(self, devices, vm):
+        self.devices, self.vm = devices, vm
+        self.raised = 0
+        self.ticker = Ticker(self._tick)
+        self.ticker.start()
+
+    def deadline(self):
+        """The PIT's next tick (perf_counter seconds); the kernel's PIC decides whether it is masked."""
+        pit = self.devices.pit
+        return self.devices.started + pit.next_tick() / CPU_HZ if pit.armed() else None
+
+    def _tick(self):
+        with self.devices.lock:
+            fired = self.devices.pit.advance(self.devices.clock())
+            for _ in range(fired):
+                self.vm.irq_line(PIT_IRQ, 1)
+                self.vm.irq_line(PIT_IRQ, 0)
+            self.raised += fired
+            return self.deadline()
+
+    def before_run(self):
+        """Only the timer's next deadline: the guest may have reprogrammed the PIT at its last exit."""
+        with self.devices.lock:
+            deadline = self.deadline()
+        self.ticker.arm(deadline)
+
+    def took_tick(self):
+        return False                          # the ticker never kicks: the kernel delivers
+
+    def wait_for_interrupt(self, expired):
+        return None                           # hlt never leaves the kernel
+
+    def close(self):
+        self.ticker.stop()
+        self.ticker.join()

@@ -22,6 +22,9 @@ request_interrupt_window; the PIT's tick kicks the vCPU out of the guest (an INT
 window is an IRQ_WINDOW_OPEN exit, and a hlt with IF = 1 waits in user space for the next tick.
 Each injection is an "interrupt" event (`injected`: "KVM_INTERRUPT"), as under the model with
 `VmcsControls(external_interrupt_exiting=True)`. Only vCPU 0 takes the PIC's interrupts.
+`irqchip="kernel"` uses KVM's in-kernel PIC instead (KVM_CREATE_IRQCHIP, the tick raised with
+KVM_IRQ_LINE), where the host has it: the PIC's ports and hlt then stay in the kernel, and user space
+sees neither an injection nor an interrupt window (stats "irqs" counts the edges raised).
 
 Several vCPUs run as threads of this process, named "CPU n/KVM" as QEMU names its vCPU threads
 (see start(), vcpu_threads()); vCPU n starts at the entry like vCPU 0, with ESP 64 KiB lower per
@@ -33,7 +36,7 @@ import threading
 import time
 
 from ..asm import assemble, disassemble
-from ..errors import GuestError, GuestTimeout, VmkitError
+from ..errors import GuestError, GuestTimeout, KvmUnavailable, VmkitError
 from ..machine.machine import DEFAULT_TIMEOUT, MAX_EVENTS
 from ..machine.platform import (BOOT_CS, BOOT_DS, BOOT_GDT, BOOT_GDT_LIMIT, DEFAULT_MEMORY, STACK_TOP, boot_gdt,
                                check_fits)
@@ -42,7 +45,7 @@ from ..trace import Event, RunResult
 from . import api
 from .devices import MMIO_BASE, DeviceModel, MmioDevice
 from .exits import ExitLocator, decode
-from .interrupts import UserspacePic
+from .interrupts import KernelPic, UserspacePic, irqchip_in_kernel
 from .vm import DEVICE, Kvm
 
 VCPU_STACK_GAP = 0x10000             # vCPU n starts with ESP = STACK_TOP - n * this
@@ -65,7 +68,10 @@ class KvmMachine:
     technique = "kvm"
 
     def __init__(self, image, memory=DEFAULT_MEMORY, *, max_instructions=None, timeout=DEFAULT_TIMEOUT,
-                 vcpus=1, path=DEVICE):
+                 vcpus=1, path=DEVICE, irqchip="user"):
+        if irqchip not in ("user", "kernel"):
+            raise VmkitError(f"irqchip is 'user' (the device model's PIC, as QEMU's without an in-kernel "
+                             f"irqchip) or 'kernel' (KVM_CREATE_IRQCHIP), not {irqchip!r}")
         self.image = assemble(image)
         check_fits(self.image, memory)
         self.memory, self.timeout = memory, timeout
@@ -86,6 +92,11 @@ class KvmMachine:
         self.kvm = Kvm(path)
         try:
             self.vm = self.kvm.create_vm()
+            if irqchip == "kernel":
+                if not irqchip_in_kernel(self.kvm):
+                    raise KvmUnavailable(f"the KVM at {path} has no in-kernel irqchip (KVM_CAP_IRQCHIP)",
+                                         "use irqchip='user', the device model's PIC")
+                self.vm.create_irqchip()              # before the vCPUs: each gets a local APIC
             self.ram = self.vm.add_memory(0, memory)
             self._load()
             self._locator = ExitLocator(self._read, self.image.lines)
@@ -94,8 +105,9 @@ class KvmMachine:
                 self._create_vcpu(n, cpuid)
             self._kernel_stats = [vcpu.stats() for vcpu in self.vm.vcpus]
             vcpu0 = self.vm.vcpus[0]
-            self.pic = UserspacePic(self.devices, vcpu0, lambda kind, **detail: self._event(
-                kind, vcpu0.synced_regs.rip, vcpu0.synced_cs.selector & 3, vcpu0, **detail))
+            self.pic = KernelPic(self.devices, self.vm) if irqchip == "kernel" else UserspacePic(
+                self.devices, vcpu0, lambda kind, **detail: self._event(
+                    kind, vcpu0.synced_regs.rip, vcpu0.synced_cs.selector & 3, vcpu0, **detail))
         except BaseException:
             self.close()
             raise
@@ -452,6 +464,8 @@ class KvmMachine:
         for counts in self._counts:
             for key, value in counts.items():
                 totals[key] = totals.get(key, 0) + value
+        if getattr(self, "pic", None) is not None and self.pic.in_kernel:
+            totals["irqs"] += self.pic.raised
         return totals
 
     def kernel_counters(self):

@@ -16,6 +16,8 @@ fresh VM each, and remembers the answers for the rest of the process:
                      instruction after sti's shadow, and is injected there. PVM exits for the window
                      only later, at its own next exit, so a guest that masks interrupts again right
                      after `sti; nop` never takes it there
+    irqchip          KVM_CREATE_IRQCHIP: the guest programs the kernel's PIC, user space raises IRQ0 with
+                     KVM_IRQ_LINE, and the kernel delivers it to the guest sleeping in hlt
     paging           CR0.PG with a 4 MiB page identity-mapping the guest
 
 `probe()` never raises: when KVM is unusable its report says why and how to fix it, and
@@ -69,6 +71,11 @@ FEATURES = {
     "interrupt-window": ("an interrupt window exit right after sti's shadow (KVM_EXIT_IRQ_WINDOW_OPEN)",
                          _GATE.format(handler="success", vector=0x20)
                          + "out 0x80, al\nsti\nnop\nwindow:\ncli\nout 0x81, al\nhlt\n" + _TAIL),
+    "irqchip": ("the in-kernel PIC (KVM_CREATE_IRQCHIP, IRQ0 raised with KVM_IRQ_LINE)",
+                _GATE.format(handler="success", vector=0x20)
+                + "".join(f"mov al, {v:#x}\nout {port:#x}, al\n" for port, v in
+                          ((0x20, 0x11), (0x21, 0x20), (0x21, 4), (0x21, 1), (0x21, 0xFE)))
+                + "out 0x80, al\nsti\nhlt\njmp $\n" + _TAIL),
     "paging": ("paging (CR0.PG, one 4 MiB page)",
                "mov dword [0x1000], 0x83\nmov eax, 0x1000\nmov cr3, eax\nmov eax, cr4\nor eax, 0x10\nmov cr4, eax\n"
                "mov eax, cr0\nor eax, 0x80000000\nmov cr0, eax\njmp success\n" + _TAIL),
@@ -173,6 +180,11 @@ def _try(kvm, source, name):
         ram[image.origin:image.end] = image.code
         gdt = boot_gdt()
         ram[BOOT_GDT:BOOT_GDT + len(gdt)] = gdt
+        if name == "irqchip":
+            try:
+                vm.create_irqchip()                   # before the vCPU, which gets a local APIC
+            except OSError as e:
+                return False, f"KVM_CREATE_IRQCHIP failed: {e.strerror}"
         vcpu = vm.create_vcpu()
         vcpu.enter_protected_mode(image.entry, STACK_TOP, BOOT_GDT)
         watchdog = threading.Timer(PROBE_SECONDS, vcpu.kick)
@@ -181,6 +193,8 @@ def _try(kvm, source, name):
         try:
             if name == "interrupt-window":
                 return _drive_window(vcpu, image.symbols["window"])
+            if name == "irqchip":
+                return _drive_irqchip(vm, vcpu)
             return _drive(vcpu, name == "interrupts")
         finally:
             watchdog.cancel()
@@ -209,6 +223,24 @@ def _drive_window(vcpu, window):
             return (True, "ok") if value == SUCCESS else (False, f"the guest got through with {value:#x}")
         elif reason == api.KVM_EXIT_INTR:
             return False, f"the guest had not finished after {PROBE_SECONDS:g} s"
+        elif reason != api.KVM_EXIT_IO:
+            return False, f"it ended in KVM_EXIT_{decode(vcpu, reason).reason}"
+    return False, f"no result after {MAX_EXITS} exits"
+
+
+def _drive_irqchip(vm, vcpu):
+    """The in-kernel PIC probe: raise IRQ0 (an edge) at the guest's `out 0x80`; the kernel does the rest."""
+    run = vcpu.kvm_run
+    for _ in range(MAX_EXITS):
+        reason = vcpu.run()
+        if reason == api.KVM_EXIT_IO and run.u.io.port == 0x80:
+            vm.irq_line(0, 1)
+            vm.irq_line(0, 0)
+        elif reason == api.KVM_EXIT_IO and run.u.io.port == 0xF4:
+            value = vcpu.io_data()[0]
+            return (True, "ok") if value == SUCCESS else (False, f"the guest got through with {value:#x}")
+        elif reason == api.KVM_EXIT_INTR:
+            return False, f"the interrupt never came: the guest still slept after {PROBE_SECONDS:g} s"
         elif reason != api.KVM_EXIT_IO:
             return False, f"it ended in KVM_EXIT_{decode(vcpu, reason).reason}"
     return False, f"no result after {MAX_EXITS} exits"
