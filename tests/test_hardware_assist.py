@@ -305,6 +305,35 @@ def test_external_interrupt_exiting_changes_when_the_vmm_is_told_not_when_the_gu
     assert s["vmexits"] == quiet.stats["vmexits"] + s.get("vmexit_INTR", 0) + s.get("vmexit_IRQ_WINDOW_OPEN", 0)
 
 
+# (INTR exits, IRQ_WINDOW_OPEN exits, injections) of each timer guest, and where each window opened:
+# its label, or the source line's instruction
+IRQ_EXITS_OF = {
+    "hlt_wake": (0, 0, 3, []),              # every tick wakes a HLT exit: the vCPU was not in the guest
+    "irq_ring3": (3, 0, 3, []),             # ticks in ring 3 with IF=1: injected at once
+    "timer": (6, 1, 7, ["cli"]),            # the tick after EOI waits for `sti; nop`, taken before the cli
+    "popf_critical": (2, 2, 2, ["round"]),  # ticks in the popf critical section wait for `sti; loop round`
+    "rings": (5, 0, 5, []),
+    "hlt_irq": (0, 0, 1, []),
+    "irq_window": (1, 1, 1, ["window"]),
+}
+
+
+@pytest.mark.parametrize("name", TIMER_GUESTS)
+def test_each_timer_guest_exits_and_is_injected_exactly(name):
+    image = timer_guest(name)
+    result = vmkit.run(image, HA, controls=KVM_WITHOUT_IRQCHIP)
+    s = result.stats
+    intr, window, injected, where = IRQ_EXITS_OF[name]
+    assert (s.get("vmexit_INTR", 0), s.get("vmexit_IRQ_WINDOW_OPEN", 0), s["irqs"]) == (intr, window, injected)
+    lines = image.source.splitlines()
+    for event in exits(result, "IRQ_WINDOW_OPEN"):
+        label = next((k for k, v in image.symbols.items() if v == event.eip), None)
+        text = lines[image.lines[event.eip] - 1].split(";")[0].strip()
+        assert label in where or text in where, f"a window opened at {event.eip:#x} ({label}: {text})"
+        after = [e for e in result.events if e.icount == event.icount and e.kind == "interrupt"]
+        assert after and after[0].eip == event.eip                  # injected at the entry that follows
+
+
 def test_a_tick_with_interrupts_masked_exits_then_waits_for_the_window_after_sti():
     image = timer_guest("irq_window")
     result = vmkit.run(image, HA, controls=KVM_WITHOUT_IRQCHIP)
