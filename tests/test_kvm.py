@@ -428,3 +428,26 @@ def test_whether_the_host_offers_an_in_kernel_irqchip_is_asked_not_assumed():
         assert irqchip_in_kernel(kvm) == (kvm.check_extension(api.KVM_CAP_IRQCHIP) > 0)
     finally:
         kvm.close()
+
+
+def test_the_handshake_before_kvm_run_without_kvm():
+    """UserspacePic.before_run against a stand-in vCPU: inject when kvm_run says the guest can take
+    the interrupt, else ask for the window; clear the request when nothing waits."""
+    from types import SimpleNamespace
+    from vmkit.kvm.interrupts import UserspacePic
+    devices = DeviceModel()
+    for port, value in ((0x20, 0x11), (0x21, 0x20), (0x21, 4), (0x21, 1), (0x21, 0xFE)):
+        devices.port_access(port, 1, value, "out")               # ICW1-4: vectors from 0x20, only IRQ0
+    injected = []
+    vcpu = SimpleNamespace(kvm_run=SimpleNamespace(ready_for_interrupt_injection=0, if_flag=0,
+                                                   request_interrupt_window=0),
+                           interrupt=injected.append, kick=lambda: None)
+    pic = UserspacePic(devices, vcpu)
+    assert pic.before_run() is None and vcpu.kvm_run.request_interrupt_window == 0   # nothing waits
+    devices.pic.raise_irq(0)
+    assert pic.before_run() is None and vcpu.kvm_run.request_interrupt_window == 1   # IF = 0: the window
+    vcpu.kvm_run.ready_for_interrupt_injection, vcpu.kvm_run.if_flag = 1, 1
+    assert pic.before_run() == (0, 0x20) and injected == [0x20]                       # KVM_INTERRUPT
+    assert vcpu.kvm_run.request_interrupt_window == 0
+    assert devices.pic.master.isr == 1                                                # acknowledged
+    pic.close()

@@ -53,6 +53,7 @@ from . import api
 
 PIT_IRQ = 0
 WAIT_SLICE = 0.05                    # seconds a halted vCPU sleeps at most before it looks again
+IDLE = 1.0                           # seconds a ticker with nothing to time waits before it ends
 
 
 def irqchip_in_kernel(kvm):
@@ -62,7 +63,8 @@ def irqchip_in_kernel(kvm):
 
 class Ticker(threading.Thread):
     """The device model's timer: at each deadline (time.perf_counter seconds) it calls `fire()`, which
-    returns the next deadline or None. `arm` sets a new deadline (None: no tick to wait for)."""
+    returns the next deadline or None. Left without a deadline for IDLE seconds, the thread ends;
+    `arm` then returns False and the caller starts a new one (see `rearm`)."""
 
     def __init__(self, fire):
         super().__init__(name="vmkit PIT", daemon=True)
@@ -72,10 +74,14 @@ class Ticker(threading.Thread):
         self._wake = threading.Condition()
 
     def arm(self, deadline):
+        """The next deadline (None: no tick to wait for). False if this ticker has ended."""
         with self._wake:
+            if self._stopped:
+                return False
             if deadline != self._deadline:
                 self._deadline = deadline
                 self._wake.notify()
+            return True
 
     def stop(self):
         with self._wake:
@@ -86,7 +92,8 @@ class Ticker(threading.Thread):
         with self._wake:
             while not self._stopped:
                 if self._deadline is None:
-                    self._wake.wait()
+                    if not self._wake.wait(IDLE) and self._deadline is None:
+                        self._stopped = True              # nothing to time: end the thread
                     continue
                 delay = self._deadline - time.perf_counter()
                 if delay > 0:
@@ -95,14 +102,25 @@ class Ticker(threading.Thread):
                 self._deadline = self.fire()
 
 
+def rearm(ticker, fire, deadline):
+    """Give `ticker` its next deadline; a new Ticker if there is none or it has ended. Returns it."""
+    if ticker is not None and ticker.arm(deadline):
+        return ticker
+    if deadline is None:
+        return None
+    ticker = Ticker(fire)
+    ticker.start()
+    ticker.arm(deadline)
+    return ticker
+
+
 class UserspacePic:
-    """QEMU's side of the handshake for one vCPU, with the device model's PIC and PIT. `record(event
-    kind, **detail)` is the machine's way of recording what it did."""
+    """QEMU's side of the handshake for one vCPU, with the device model's PIC and PIT."""
 
     in_kernel = False
 
-    def __init__(self, devices, vcpu, record):
-        self.devices, self.vcpu, self.record = devices, vcpu, record
+    def __init__(self, devices, vcpu):
+        self.devices, self.vcpu = devices, vcpu
         self.ticker = None
         self.ticked = False                   # the ticker kicked the vCPU since the last look
 
@@ -121,23 +139,19 @@ class UserspacePic:
 
     def before_run(self):
         """kvm_arch_pre_run without an in-kernel PIC: inject what the PIC offers if the guest can take
-        it, and ask for the interrupt window while something still waits. Returns the injected vector."""
-        run, vector = self.vcpu.kvm_run, None
+        it, and ask for the interrupt window while something still waits. Returns (irq, vector) of
+        the interrupt injected with KVM_INTERRUPT, or None."""
+        run, injected = self.vcpu.kvm_run, None
         with self.devices.lock:
             self.catch_up()
             pic = self.devices.pic
             if pic.pending() is not None and run.ready_for_interrupt_injection and run.if_flag:
-                irq, vector = pic.acknowledge()
-                self.vcpu.interrupt(vector)
-                self.record("interrupt", irq=irq, vector=vector, injected="KVM_INTERRUPT")
+                injected = pic.acknowledge()
+                self.vcpu.interrupt(injected[1])
             run.request_interrupt_window = 1 if pic.pending() is not None else 0
             deadline = self.deadline()
-        if deadline is not None and self.ticker is None:
-            self.ticker = Ticker(self._kick)
-            self.ticker.start()
-        if self.ticker is not None:
-            self.ticker.arm(deadline)
-        return vector
+        self.ticker = rearm(self.ticker, self._kick, deadline)
+        return injected
 
     def _kick(self):
         """The tick: get the vCPU out of the guest; the next KVM_RUN's before_run raises IRQ0."""
@@ -187,8 +201,7 @@ class KernelPic:
     def __init__(self, devices, vm):
         self.devices, self.vm = devices, vm
         self.raised = 0
-        self.ticker = Ticker(self._tick)
-        self.ticker.start()
+        self.ticker = None
 
     def deadline(self):
         """The PIT's next tick (perf_counter seconds); the kernel's PIC decides whether it is masked."""
@@ -208,7 +221,7 @@ class KernelPic:
         """Only the timer's next deadline: the guest may have reprogrammed the PIT at its last exit."""
         with self.devices.lock:
             deadline = self.deadline()
-        self.ticker.arm(deadline)
+        self.ticker = rearm(self.ticker, self._tick, deadline)
 
     def took_tick(self):
         return False                          # the ticker never kicks: the kernel delivers
@@ -217,5 +230,7 @@ class KernelPic:
         return None                           # hlt never leaves the kernel
 
     def close(self):
-        self.ticker.stop()
-        self.ticker.join()
+        if self.ticker is not None:
+            self.ticker.stop()
+            self.ticker.join()
+            self.ticker = None

@@ -104,10 +104,8 @@ class KvmMachine:
             for n in range(vcpus):
                 self._create_vcpu(n, cpuid)
             self._kernel_stats = [vcpu.stats() for vcpu in self.vm.vcpus]
-            vcpu0 = self.vm.vcpus[0]
-            self.pic = KernelPic(self.devices, self.vm) if irqchip == "kernel" else UserspacePic(
-                self.devices, vcpu0, lambda kind, **detail: self._event(
-                    kind, vcpu0.synced_regs.rip, vcpu0.synced_cs.selector & 3, vcpu0, **detail))
+            self.pic = (KernelPic(self.devices, self.vm) if irqchip == "kernel"
+                        else UserspacePic(self.devices, self.vm.vcpus[0]))
         except BaseException:
             self.close()
             raise
@@ -197,8 +195,10 @@ class KvmMachine:
 
     def _run(self, vcpu):
         """One KVM_RUN, with the PIC's side of the interrupt handshake before it on vCPU 0."""
-        if vcpu.index == 0 and self.pic.before_run() is not None:
+        if vcpu.index == 0 and (injected := self.pic.before_run()) is not None:
             self._counts[0]["irqs"] = self._counts[0].get("irqs", 0) + 1
+            self._event("interrupt", vcpu.synced_regs.rip, vcpu.synced_cs.selector & 3, vcpu, irq=injected[0],
+                        vector=injected[1], injected="KVM_INTERRUPT")
         return vcpu.run()
 
     def _advance(self, body):
