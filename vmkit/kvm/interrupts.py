@@ -21,14 +21,18 @@ KVM's side of the handshake (struct kvm_run in linux/kvm.h and Documentation/vir
 request_interrupt_window asks that KVM_RUN return as soon as an external interrupt can be injected,
 "useful in conjunction with KVM_INTERRUPT"; ready_for_interrupt_injection, once the window was
 requested, says an interrupt can be injected now with KVM_INTERRUPT; if_flag is the guest's IF (valid
-without an in-kernel local APIC). KVM_INTERRUPT without an in-kernel irqchip queues the vector
-(arch/x86/kvm/x86.c, kvm_vcpu_ioctl_interrupt: kvm_queue_interrupt), and every return from KVM_RUN
-fills the two flags in (post_kvm_run_save). vmkit's model of VT-x plays the same handshake with its VMCS controls
-(vmkit.vtx.hardware_assist, `VmcsControls(external_interrupt_exiting=True)`).
+without an in-kernel local APIC). In arch/x86/kvm/x86.c: KVM_INTERRUPT without an in-kernel
+irqchip queues the vector (kvm_vcpu_ioctl_interrupt: kvm_queue_interrupt); vcpu_run returns
+KVM_EXIT_IRQ_WINDOW_OPEN when user space asked (dm_request_for_irq_injection) and the vCPU is ready
+(kvm_vcpu_ready_for_interrupt_injection); every return from KVM_RUN fills if_flag and
+ready_for_interrupt_injection in (post_kvm_run_save); and a hlt exits to user space only when the
+local APIC is not in the kernel (__kvm_emulate_halt). vmkit's model of VT-x plays the same handshake
+with its VMCS controls (vmkit.vtx.hardware_assist, `VmcsControls(external_interrupt_exiting=True)`).
 
 Time. KVM counts no instructions, so the PIT cannot count them as the emulated machine's does: it
 counts the host's time since the VM started, scaled to the platform's 100 MHz clock (DeviceModel.clock),
-as QEMU's PIT follows its virtual clock, which under KVM is the host's. A `Ticker` thread sleeps until
+as QEMU's PIT follows its virtual clock, which under KVM runs with the host's time (there is no
+instruction count to follow). A `Ticker` thread sleeps until
 the PIT's next tick and kicks vCPU 0 then. How many ticks fall into a stretch of guest code therefore
 depends on the host: a guest that prints only what does not depend on it (that ticks come, where the
 interrupt is taken, what the PIC says) prints the same under "kvm" and under the model.
@@ -41,8 +45,8 @@ kernel wakes or interrupts the vCPU itself, with no kick. User space then never 
 being taken: the guest's PIC ports no longer exit (no IO exits for 0x20, 0x21, 0xa0, 0xa1), nor does
 hlt (with the local APIC in the kernel, KVM halts the vCPU itself), so a guest that ends in `hlt`
 with IF = 0 sleeps until `timeout=`. That is the default of vmkit's model, the silent delivery of
-KVM's in-kernel PIC. The kernel's PIC starts as the 8259's reset leaves it, not masked as the
-vmkit PC's is. `irqchip_in_kernel(kvm)` says whether the host offers it; the probe's `irqchip`
+KVM's in-kernel PIC. The kernel's PIC starts with every line unmasked (arch/x86/kvm/i8259.c, kvm_pic_reset:
+imr = 0), not masked as the vmkit PC's is; the course's guests program it first. `irqchip_in_kernel(kvm)` says whether the host offers it; the probe's `irqchip`
 feature whether it delivers (PVM does).
 """
 import threading
