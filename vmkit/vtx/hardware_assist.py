@@ -36,7 +36,8 @@ that may have interrupts masked:
     ticks while the guest runs and the PIC then offers an interrupt, the guest exits. The run loop
     sees it as KVM reports it to user space, `INTR` (KVM_EXIT_INTR): the device model's timer kicks
     the vCPU thread with a signal, the CPU exits with basic reason 1 (EXTERNAL_INTERRUPT) for the
-    host's interrupt, and KVM, finding the signal pending, returns to user space with KVM_EXIT_INTR.
+    host's interrupt, and KVM, finding the signal pending, returns to user space with KVM_EXIT_INTR
+    (-EINTR; include/linux/kvm_host.h, kvm_handle_signal_exit).
     The event's `hardware` detail names the SDM's reason. A tick that wakes a vCPU halted in user
     space (a HLT exit) is no exit: the vCPU is not in the guest (QEMU's kvm_handle_halt).
   - Event injection (SDM vol. 3C, 24.8.3, the VM-entry interruption-information field: vector in bits
@@ -47,11 +48,12 @@ that may have interrupts masked:
     The "interrupt" event then carries `injected` (how) and the field's value,
     `entry_interruption_info` (0x80000020 for vector 0x20).
   - Otherwise the VMM sets interrupt-window exiting (primary processor-based control bit 2, 24.6.2,
-    table 24-6: a VM exit "at the beginning of any instruction if RFLAGS.IF = 1 and there are no
-    other blocking of interrupts"); QEMU sets kvm_run.request_interrupt_window. The guest runs on
-    until it can take the interrupt, exits with `IRQ_WINDOW_OPEN` (KVM_EXIT_IRQ_WINDOW_OPEN = 7; basic
-    reason 7, INTERRUPT_WINDOW) at that instruction (after `sti` and the instruction in its shadow),
-    and is injected at the entry that follows. When another exit gives the VMM control first at an
+    table 24-6: a VM exit at the beginning of any instruction at which RFLAGS.IF = 1 and nothing
+    else blocks interrupts; table 20-6 in the first VT-x editions); QEMU sets
+    kvm_run.request_interrupt_window. The guest runs on until it can take the interrupt, exits
+    with `IRQ_WINDOW_OPEN` (KVM_EXIT_IRQ_WINDOW_OPEN = 7; basic reason 7, INTERRUPT_WINDOW) at that
+    instruction (after `sti` and the instruction in its shadow), and is injected at the entry that
+    follows. When another exit gives the VMM control first at an
     instruction where the window is open (an `out` in the sti shadow), it injects there, with no
     window exit, as QEMU does at every KVM_RUN.
 
