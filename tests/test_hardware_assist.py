@@ -269,3 +269,149 @@ def test_with_ept_a_guest_page_fault_is_delivered_without_an_exit():
     assert result.serial == vmkit.run(source).serial
     faults = [e for e in result.of_kind("ring-transition") if e.detail.get("cause") == "#PF"]
     assert len(faults) == 17 and "vmexit_EXCEPTION" not in result.stats
+
+
+# --- interrupts: external-interrupt exiting, event injection and the interrupt window --------------
+IRQ_EXITS = ("INTR", "IRQ_WINDOW_OPEN")
+KVM_WITHOUT_IRQCHIP = VmcsControls(external_interrupt_exiting=True)
+TIMER_GUESTS = ["hlt_wake", "irq_ring3", "timer", "popf_critical", "rings", "hlt_irq", "irq_window"]
+
+
+def timer_guest(name):
+    from test_qemu_differential import guest_source
+    return vmkit.guests.image(name) if name in ("popf_critical", "rings") else vmkit.assemble(guest_source(name))
+
+
+def interrupts_and_irq_exits(result):
+    return [(e.kind, e.eip, e.icount, e.detail.get("reason"), e.detail.get("vector")) for e in result.events
+            if e.kind == "interrupt" or (e.kind == "vmexit" and e.detail["reason"] in IRQ_EXITS)]
+
+
+@pytest.mark.parametrize("name", TIMER_GUESTS)
+def test_external_interrupt_exiting_changes_when_the_vmm_is_told_not_when_the_guest_is_interrupted(name):
+    image = timer_guest(name)
+    quiet, told = vmkit.run(image, HA), vmkit.run(image, HA, controls=KVM_WITHOUT_IRQCHIP)
+    assert (told.serial, told.exit_code, told.stats["instructions"]) == (quiet.serial, quiet.exit_code,
+                                                                          quiet.stats["instructions"])
+    where = lambda r: [(e.eip, e.icount, e.detail["vector"]) for e in r.of_kind("interrupt")]
+    assert where(told) == where(quiet) and where(told)
+    others = lambda r: [(e.eip, e.detail) for e in exits(r) if e.detail["reason"] not in IRQ_EXITS]
+    assert others(told) == others(quiet)
+    assert not exits(quiet, *IRQ_EXITS)                        # the default: the in-kernel PIC's silence
+    for event in told.of_kind("interrupt"):
+        assert event.detail["injected"] == "VM-entry interruption-information"
+        assert event.detail["entry_interruption_info"] == 0x80000000 | event.detail["vector"]   # valid, type 0
+    s = told.stats
+    assert s["vmexits"] == quiet.stats["vmexits"] + s.get("vmexit_INTR", 0) + s.get("vmexit_IRQ_WINDOW_OPEN", 0)
+
+
+# (INTR exits, IRQ_WINDOW_OPEN exits, injections) of each timer guest, and where each window opened:
+# its label, or the source line's instruction
+IRQ_EXITS_OF = {
+    "hlt_wake": (0, 0, 3, []),              # every tick wakes a HLT exit: the vCPU was not in the guest
+    "irq_ring3": (3, 0, 3, []),             # ticks in ring 3 with IF=1: injected at once
+    "timer": (6, 1, 7, ["cli"]),            # the tick after EOI waits for `sti; nop`, taken before the cli
+    "popf_critical": (2, 2, 2, ["round"]),  # ticks in the popf critical section wait for `sti; loop round`
+    "rings": (5, 0, 5, []),
+    "hlt_irq": (0, 0, 1, []),
+    "irq_window": (1, 1, 1, ["window"]),
+}
+
+
+@pytest.mark.parametrize("name", TIMER_GUESTS)
+def test_each_timer_guest_exits_and_is_injected_exactly(name):
+    image = timer_guest(name)
+    result = vmkit.run(image, HA, controls=KVM_WITHOUT_IRQCHIP)
+    s = result.stats
+    intr, window, injected, where = IRQ_EXITS_OF[name]
+    assert (s.get("vmexit_INTR", 0), s.get("vmexit_IRQ_WINDOW_OPEN", 0), s["irqs"]) == (intr, window, injected)
+    lines = image.source.splitlines()
+    for event in exits(result, "IRQ_WINDOW_OPEN"):
+        label = next((k for k, v in image.symbols.items() if v == event.eip), None)
+        text = lines[image.lines[event.eip] - 1].split(";")[0].strip()
+        assert label in where or text in where, f"a window opened at {event.eip:#x} ({label}: {text})"
+        after = [e for e in result.events if e.icount == event.icount and e.kind == "interrupt"]
+        assert after and after[0].eip == event.eip                  # injected at the entry that follows
+
+
+def test_a_tick_with_interrupts_masked_exits_then_waits_for_the_window_after_sti():
+    image = timer_guest("irq_window")
+    result = vmkit.run(image, HA, controls=KVM_WITHOUT_IRQCHIP)
+    window, poll = image.symbols["window"], image.symbols["main.poll"]
+    got = interrupts_and_irq_exits(result)
+    assert [g[0:2] + g[3:] for g in got] == [
+        ("vmexit", got[0][1], "INTR", None),                    # the tick, while IF=0
+        ("vmexit", window, "IRQ_WINDOW_OPEN", None),            # the instruction after sti's shadow
+        ("interrupt", window, None, 0x20)]                      # injected at the entry that follows
+    assert poll <= got[0][1] < window - 2                       # the tick came while the guest polled
+    assert got[1][2] == got[2][2]                               # no instruction between exit and injection
+    assert result.serial.splitlines()[1] == f"taken at={window:08x} "
+    intr = exits(result, "INTR")[0]
+    assert intr.detail["hardware"] == "EXTERNAL_INTERRUPT" and intr.detail["irq"] == 0
+    assert exits(result, "IRQ_WINDOW_OPEN")[0].detail["hardware"] == "INTERRUPT_WINDOW"
+    # the VMM had control again at the `in` that saw the request in IRR, and asked for the window again
+    ios = [e for e in exits(result, "IO") if got[0][2] <= e.icount < got[1][2]]
+    assert ios and all(e.detail["port"] == 0x20 for e in ios)
+
+
+def test_a_tick_that_wakes_a_halted_vcpu_is_no_exit_it_is_injected_at_the_next_entry():
+    image = timer_guest("hlt_irq")
+    result = vmkit.run(image, HA, controls=KVM_WITHOUT_IRQCHIP)
+    after = image.symbols["sleep.hlt"] + 1
+    got = interrupts_and_irq_exits(result)
+    assert [g[:2] + g[3:] for g in got] == [("interrupt", after, None, 0x20)]
+    hlt = exits(result, "HLT")[-1]
+    assert hlt.eip == after - 1 and hlt.icount == got[0][2]   # the HLT exit, then the injection
+    # with HLT exiting off the vCPU sleeps in the guest: the tick is an external-interrupt exit
+    inside = vmkit.run(image, HA, controls=VmcsControls(hlt_exiting=False, external_interrupt_exiting=True))
+    assert [g[:2] + g[3:] for g in interrupts_and_irq_exits(inside)] == [
+        ("vmexit", after, "INTR", None), ("interrupt", after, None, 0x20)]
+    assert inside.serial == result.serial
+
+
+def test_an_exit_in_the_sti_shadow_hands_the_vmm_the_open_window_without_a_window_exit():
+    source = """
+        mov dword [0x20 * 8 + idt], tick        ; a gate for vector 0x20 (low half of the offset)
+        mov word [0x20 * 8 + idt + 2], 0x08
+        mov word [0x20 * 8 + idt + 4], 0x8e00
+        mov word [0x20 * 8 + idt + 6], 0x10
+        lidt [idtr]
+        mov al, 0x11                            ; ICW1..4: vectors 0x20-0x27, every line but IRQ0 masked
+        out 0x20, al
+        mov al, 0x20
+        out 0x21, al
+        mov al, 4
+        out 0x21, al
+        mov al, 1
+        out 0x21, al
+        mov al, 0xfe
+        out 0x21, al
+        mov al, 0x34                            ; PIT channel 0, mode 2, 1000 Hz
+        out 0x43, al
+        mov al, 0xa9
+        out 0x40, al
+        mov al, 0x04
+        out 0x40, al
+        mov ecx, 150000
+    spin:
+        loop spin                               ; IF=0 while the tick comes
+        sti
+    shadow:
+        out 0x80, al                            ; an IO exit inside sti's shadow
+    after:
+        hlt
+    tick:
+        mov al, 0x21
+        out 0xf4, al
+    align 8
+    idt: times 256 dq 0
+    idtr: dw 256 * 8 - 1
+        dd idt
+    """
+    image = vmkit.assemble(source)
+    assert image.origin == 0x100000 and image.symbols["tick"] < 0x110000
+    result = vmkit.run(image, HA, controls=KVM_WITHOUT_IRQCHIP)
+    got = interrupts_and_irq_exits(result)
+    assert [g[0] + ":" + str(g[3] or g[4]) for g in got] == ["vmexit:INTR", "interrupt:32"]
+    assert got[1][1] == image.symbols["after"]
+    assert [e.detail["port"] for e in exits(result, "IO")][-2:] == [0x80, 0xF4]

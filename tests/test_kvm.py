@@ -317,3 +317,137 @@ def test_two_vcpus_are_two_threads_of_this_process():
     for n in (0, 1):
         assert f"vCPU {n} up, waiting for the go\n" in result.serial and f"vCPU {n} done\n" in result.serial
         assert {e.detail["vcpu"] for e in result.of_kind("vmexit")} == {0, 1}
+
+
+# --- interrupts from the user-space PIC and PIT: KVM_INTERRUPT and the interrupt window ------------
+def test_a_guest_halted_for_its_tick_exits_and_is_injected_as_under_the_model():
+    need_kvm("interrupts")
+    from test_qemu_differential import guest_source
+    from vmkit.vtx import VmcsControls
+    image = vmkit.assemble(guest_source("hlt_irq"))
+    model = vmkit.run(image, "hardware-assist", controls=VmcsControls(external_interrupt_exiting=True))
+    kvm = vmkit.run(image, "kvm", timeout=10)
+    assert (kvm.serial, kvm.exit_code) == (model.serial, model.exit_code)
+    view = lambda r: [(e.kind, e.eip, e.detail.get("reason"), e.detail.get("vector"), e.detail.get("interrupts"))
+                      for e in r.events if e.kind in ("vmexit", "interrupt", "halt")]
+    assert view(kvm) == view(model)                   # HLT, the halt, KVM_INTERRUPT: no INTR, no window
+    assert kvm.of_kind("interrupt")[0].detail["injected"] == "KVM_INTERRUPT" and kvm.stats["irqs"] == 1
+    assert kvm.of_kind("halt")[0].detail["waited"] > 0
+
+
+def test_a_tick_while_the_guest_runs_kicks_the_vcpu_out_then_kvm_interrupt_injects_it():
+    need_kvm("interrupts")
+    source = """
+        mov eax, tick
+        mov [idt + 0x20 * 8], ax
+        mov word [idt + 0x20 * 8 + 2], 0x08
+        mov word [idt + 0x20 * 8 + 4], 0x8e00
+        shr eax, 16
+        mov [idt + 0x20 * 8 + 6], ax
+        lidt [idtr]
+        mov al, 0x11                            ; ICW1..4: vectors 0x20-0x27, only IRQ0 unmasked
+        out 0x20, al
+        mov al, 0x20
+        out 0x21, al
+        mov al, 4
+        out 0x21, al
+        mov al, 1
+        out 0x21, al
+        mov al, 0xfe
+        out 0x21, al
+        mov al, 0x34                            ; PIT channel 0, mode 2, 1000 Hz
+        out 0x43, al
+        mov al, 0xa9
+        out 0x40, al
+        mov al, 0x04
+        out 0x40, al
+        sti
+    spin:
+        jmp spin                                ; no exit of its own: only the tick gets it out
+    tick:
+        mov al, 0x21
+        out 0xf4, al
+        hlt
+    align 8
+    idt: times 256 dq 0
+    idtr: dw 256 * 8 - 1
+        dd idt
+    """
+    image = vmkit.assemble(source)
+    result = vmkit.run(image, "kvm", timeout=10)
+    assert result.exit_code == 0x43
+    spin = image.symbols["spin"]
+    reasons = [(e.detail["reason"], e.eip) for e in result.of_kind("vmexit")]
+    assert ("INTR", spin) in reasons
+    intr = next(e for e in result.of_kind("vmexit") if e.detail["reason"] == "INTR")
+    assert "PIT ticked" in intr.detail["why"]
+    injected = result.of_kind("interrupt")
+    assert [(e.eip, e.detail["vector"], e.detail["injected"]) for e in injected] == [(spin, 0x20, "KVM_INTERRUPT")]
+    model = vmkit.run(image, "hardware-assist", controls=vmkit.vtx.VmcsControls(external_interrupt_exiting=True))
+    assert [e.detail["reason"] for e in model.of_kind("vmexit")][-3:] == ["IO", "INTR", "IO"]
+    assert [(e.eip, e.detail["vector"]) for e in model.of_kind("interrupt")] == [(spin, 0x20)]
+
+
+def test_the_interrupt_window_opens_after_sti_where_the_probe_says_kvm_can():
+    need_kvm("interrupts", "interrupt-window")
+    from test_qemu_differential import guest_source
+    image = vmkit.assemble(guest_source("irq_window"))
+    result = vmkit.run(image, "kvm", timeout=10)
+    window = image.symbols["window"]
+    assert result.serial.splitlines()[1] == f"taken at={window:08x} "
+    assert ("IRQ_WINDOW_OPEN", window) in [(e.detail["reason"], e.eip) for e in result.of_kind("vmexit")]
+    assert [e.eip for e in result.of_kind("interrupt")] == [window]
+
+
+def test_with_the_in_kernel_irqchip_the_pic_and_hlt_stay_in_the_kernel():
+    need_kvm("irqchip")
+    from test_qemu_differential import guest_source
+    image = vmkit.assemble(guest_source("hlt_irq"))
+    model = vmkit.run(image, "hardware-assist")                  # the model's default: no exit for it
+    kvm = vmkit.run(image, "kvm", timeout=10, irqchip="kernel")
+    assert (kvm.serial, kvm.exit_code) == (model.serial, model.exit_code)
+    assert "isr=00000001" in kvm.serial                          # the kernel's PIC, read by the guest
+    reasons = {e.detail["reason"] for e in kvm.of_kind("vmexit")}
+    assert reasons == {"IO"} and kvm.stats["irqs"] >= 1          # no HLT exit, no injection seen
+    assert not [e for e in kvm.of_kind("io") if e.detail["port"] in (0x20, 0x21, 0xA0, 0xA1)]
+    assert not kvm.of_kind("interrupt")
+    model_io = [e.detail["port"] for e in model.of_kind("io") if e.detail["port"] not in (0x20, 0x21, 0xA0, 0xA1)]
+    assert [e.detail["port"] for e in kvm.of_kind("io")] == model_io
+
+
+def test_irqchip_is_user_or_kernel():
+    with pytest.raises(vmkit.VmkitError, match="irqchip"):
+        KvmMachine("hlt", irqchip="split")
+
+
+def test_whether_the_host_offers_an_in_kernel_irqchip_is_asked_not_assumed():
+    need_kvm()
+    from vmkit.kvm.interrupts import irqchip_in_kernel
+    kvm = Kvm()
+    try:
+        assert irqchip_in_kernel(kvm) == (kvm.check_extension(api.KVM_CAP_IRQCHIP) > 0)
+    finally:
+        kvm.close()
+
+
+def test_the_handshake_before_kvm_run_without_kvm():
+    """UserspacePic.before_run against a stand-in vCPU: inject when kvm_run says the guest can take
+    the interrupt, else ask for the window; clear the request when nothing waits."""
+    from types import SimpleNamespace
+    from vmkit.kvm.interrupts import UserspacePic
+    devices = DeviceModel()
+    for port, value in ((0x20, 0x11), (0x21, 0x20), (0x21, 4), (0x21, 1), (0x21, 0xFE)):
+        devices.port_access(port, 1, value, "out")               # ICW1-4: vectors from 0x20, only IRQ0
+    injected = []
+    vcpu = SimpleNamespace(kvm_run=SimpleNamespace(ready_for_interrupt_injection=0, if_flag=0,
+                                                   request_interrupt_window=0),
+                           interrupt=injected.append, kick=lambda: None)
+    pic = UserspacePic(devices, vcpu)
+    assert pic.before_run() is None and vcpu.kvm_run.request_interrupt_window == 0   # nothing waits
+    devices.pic.raise_irq(0)
+    assert pic.before_run() is None and vcpu.kvm_run.request_interrupt_window == 1   # IF = 0: the window
+    vcpu.kvm_run.ready_for_interrupt_injection, vcpu.kvm_run.if_flag = 1, 1
+    assert pic.before_run() == (0, 0x20) and injected == [0x20]                       # KVM_INTERRUPT
+    assert vcpu.kvm_run.request_interrupt_window == 0
+    assert devices.pic.master.isr == 1                                                # acknowledged
+    pic.close()

@@ -112,6 +112,8 @@ GUEST_ENDINGS = {
     "timer": "exit 0x11",
     "hlt_wake": "exit 0x15",
     "irq_ring3": "exit 0x17",
+    "hlt_irq": "exit 0x1d",
+    "irq_window": "exit 0x1f",
 }
 
 # Guests that turn paging on: natively, and on the shadow page tables of trap-and-emulate and

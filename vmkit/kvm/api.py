@@ -89,6 +89,11 @@ class kvm_interrupt(ctypes.Structure):
     _fields_ = (("irq", ctypes.c_uint32),)
 
 
+class kvm_irq_level(ctypes.Structure):
+    """KVM_IRQ_LINE's argument: a GSI of the in-kernel irqchip and the level to set it to."""
+    _fields_ = (("irq", ctypes.c_uint32), ("level", ctypes.c_uint32))
+
+
 # kvm_run: the page shared with the kernel, mapped from the vCPU fd. The union after the header
 # holds the details of the exit named by exit_reason.
 class _io(ctypes.Structure):
@@ -148,6 +153,8 @@ KVM_GET_DIRTY_LOG = _IOW(0x42, kvm_dirty_log)
 KVM_SET_USER_MEMORY_REGION = _IOW(0x46, kvm_userspace_memory_region)
 KVM_MEM_LOG_DIRTY_PAGES = 1 << 0      # kvm_userspace_memory_region.flags: log writes to this slot
 KVM_SET_TSS_ADDR = _IO(0x47)
+KVM_CREATE_IRQCHIP = _IO(0x60)
+KVM_IRQ_LINE = _IOW(0x61, kvm_irq_level)
 KVM_GET_STATS_FD = _IO(0xCE)          # also a vCPU ioctl
 # --- vCPU ioctls -----------------------------------------------------------------------------------
 KVM_RUN = _IO(0x80)
@@ -160,6 +167,7 @@ KVM_SET_CPUID2 = _IOW(0x90, kvm_cpuid2)
 KVM_GET_SUPPORTED_CPUID = _IOC(_IOC_READ | _IOC_WRITE, 0x05, ctypes.sizeof(kvm_cpuid2))
 
 # --- capabilities (KVM_CHECK_EXTENSION) ------------------------------------------------------------
+KVM_CAP_IRQCHIP = 0                   # KVM_CREATE_IRQCHIP: the PIC, IOAPIC and local APIC in the kernel
 KVM_CAP_USER_MEMORY = 3
 KVM_CAP_SET_TSS_ADDR = 4
 KVM_CAP_SYNC_REGS = 74

@@ -26,11 +26,11 @@ class DeviceModel:
         for device in (self.serial, self.debug_exit, self.pic, self.pit):
             self.ports.update({port: device for port in device.PORTS})
         self.lock = threading.Lock()
-        self._started = time.perf_counter()
+        self.started = time.perf_counter()        # the PIT's time 0, in time.perf_counter seconds
 
     def clock(self):
         """Cycles of the platform's clock since the VM started, from real time."""
-        return int((time.perf_counter() - self._started) * CPU_HZ)
+        return int((time.perf_counter() - self.started) * CPU_HZ)
 
     def device_name(self, port):
         device = self.ports.get(port)
@@ -40,6 +40,9 @@ class DeviceModel:
         """One port access; returns the value read (for "in") or None."""
         device = self.ports.get(port)
         with self.lock:
+            if device is self.pic:                    # the PIT first: its ticks are in IRR by now
+                for _ in range(self.pit.advance(self.clock())):
+                    self.pic.raise_irq(0)
             if isinstance(device, Pit8254):
                 clock = self.clock()
                 if direction == "in":

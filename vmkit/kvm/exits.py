@@ -2,7 +2,9 @@
 happened.
 
 The reasons are the header's KVM_EXIT_* names without the prefix: "IO", "MMIO", "HLT",
-"SHUTDOWN" (a triple fault), "INTR" (a signal made KVM_RUN return), "INTERNAL_ERROR" (the kernel
+"SHUTDOWN" (a triple fault), "INTR" (a signal made KVM_RUN return: the timeout's, or the device
+model's kick for a timer tick), "IRQ_WINDOW_OPEN" (the guest can take an interrupt now, after user
+space set kvm_run.request_interrupt_window: vmkit.kvm.interrupts), "INTERNAL_ERROR" (the kernel
 could not go on, e.g. an instruction its emulator does not handle), "FAIL_ENTRY" (the hardware
 refused to enter the guest), and the rarer ones.
 """

@@ -15,6 +15,17 @@ model (vmkit.vtx.hardware_assist) gives, followed by what it led to ("io", "exit
 `timeout=` budget stops a runaway guest with a signal (KVM_EXIT_INTR); there is no instruction
 count and no max_instructions.
 
+Interrupts come from the device model's PIC and PIT, in user space, as QEMU drives KVM without an
+in-kernel irqchip (vmkit.kvm.interrupts): before each KVM_RUN of vCPU 0 the loop injects what the PIC
+offers with KVM_INTERRUPT when kvm_run says the guest can take it, else sets
+request_interrupt_window; the PIT's tick kicks the vCPU out of the guest (an INTR exit), the open
+window is an IRQ_WINDOW_OPEN exit, and a hlt with IF = 1 waits in user space for the next tick.
+Each injection is an "interrupt" event (`injected`: "KVM_INTERRUPT"), as under the model with
+`VmcsControls(external_interrupt_exiting=True)`. Only vCPU 0 takes the PIC's interrupts.
+`irqchip="kernel"` uses KVM's in-kernel PIC instead (KVM_CREATE_IRQCHIP, the tick raised with
+KVM_IRQ_LINE), where the host has it: the PIC's ports and hlt then stay in the kernel, and user space
+sees neither an injection nor an interrupt window (stats "irqs" counts the edges raised).
+
 Several vCPUs run as threads of this process, named "CPU n/KVM" as QEMU names its vCPU threads
 (see start(), vcpu_threads()); vCPU n starts at the entry like vCPU 0, with ESP 64 KiB lower per
 vCPU and its number as the initial APIC ID that CPUID leaf 1 reports in EBX bits 31-24.
@@ -26,7 +37,7 @@ import time
 
 from ..arguments import DefaultBudget, check_budgets
 from ..asm import assemble, disassemble
-from ..errors import GuestError, GuestInterrupted, GuestTimeout, VmkitError
+from ..errors import GuestError, GuestInterrupted, GuestTimeout, KvmUnavailable, VmkitError
 from ..machine.machine import DEFAULT_TIMEOUT, MAX_EVENTS, interruptible
 from ..machine.platform import (BOOT_CS, BOOT_DS, BOOT_GDT, BOOT_GDT_LIMIT, DEFAULT_MEMORY, STACK_TOP, boot_gdt,
                                check_fits)
@@ -35,12 +46,14 @@ from ..trace import Event, RunResult
 from . import api
 from .devices import MMIO_BASE, DeviceModel, MmioDevice
 from .exits import ExitLocator, decode
+from .interrupts import KernelPic, UserspacePic, irqchip_in_kernel
 from .vm import DEVICE, Kvm
 
 VCPU_STACK_GAP = 0x10000             # vCPU n starts with ESP = STACK_TOP - n * this
 KERNEL_COUNTERS = ("exits", "io_exits", "mmio_exits", "halt_exits", "signal_exits", "insn_emulation",
                    "insn_emulation_fail")
 STATS = {"traps": 0, "vmexits": 0, "hypercalls": 0, "blocks_translated": 0, "interrupts": 0, "irqs": 0, "io": 0}
+SECONDS_TO_CYCLES = 100_000_000      # the platform's clock (vmkit.machine.devices.CPU_HZ), for `waited`
 PR_SET_NAME = 15
 
 
@@ -56,7 +69,7 @@ class KvmMachine:
     technique = "kvm"
 
     def __init__(self, image, memory=DEFAULT_MEMORY, *, max_instructions=None, timeout=DEFAULT_TIMEOUT,
-                 vcpus=1, path=DEVICE):
+                 vcpus=1, path=DEVICE, irqchip="user"):
         check_budgets(None, timeout)
         if max_instructions is not None and not isinstance(max_instructions, DefaultBudget):
             raise ValueError(f"kvm cannot count a guest's instructions (the host CPU runs them, and KVM reports "
@@ -64,6 +77,9 @@ class KvmMachine:
                              f"instead, or run the model of VT-x, 'hardware-assist', which counts")
         if isinstance(vcpus, bool) or not isinstance(vcpus, int) or vcpus < 1:
             raise ValueError(f"vcpus must be a whole number of virtual CPUs, 1 or more, not {vcpus!r}")
+        if irqchip not in ("user", "kernel"):
+            raise VmkitError(f"irqchip is 'user' (the device model's PIC, as QEMU's without an in-kernel "
+                             f"irqchip) or 'kernel' (KVM_CREATE_IRQCHIP), not {irqchip!r}")
         self.image = assemble(image)
         check_fits(self.image, memory)
         self.memory, self.timeout = memory, timeout
@@ -84,6 +100,11 @@ class KvmMachine:
         self.kvm = Kvm(path)
         try:
             self.vm = self.kvm.create_vm()
+            if irqchip == "kernel":
+                if not irqchip_in_kernel(self.kvm):
+                    raise KvmUnavailable(f"the KVM at {path} has no in-kernel irqchip (KVM_CAP_IRQCHIP)",
+                                         "use irqchip='user', the device model's PIC")
+                self.vm.create_irqchip()              # before the vCPUs: each gets a local APIC
             self.ram = self.vm.add_memory(0, memory)
             self._load()
             self._locator = ExitLocator(self._read, self.image.lines)
@@ -91,6 +112,8 @@ class KvmMachine:
             for n in range(vcpus):
                 self._create_vcpu(n, cpuid)
             self._kernel_stats = [vcpu.stats() for vcpu in self.vm.vcpus]
+            self.pic = (KernelPic(self.devices, self.vm) if irqchip == "kernel"
+                        else UserspacePic(self.devices, self.vm.vcpus[0]))
         except BaseException:
             self.close()
             raise
@@ -120,7 +143,7 @@ class KvmMachine:
     def step(self):
         """One KVM_RUN of vCPU 0 and the handling of its exit. Returns the new events."""
         first = len(self.events)
-        self._advance(lambda: self._exit(self.vcpus[0], self.vcpus[0].run()))
+        self._advance(lambda: self._exit(self.vcpus[0], self._run(self.vcpus[0])))
         return self.events[first:]
 
     def run_until(self, event=None):
@@ -180,9 +203,17 @@ class KvmMachine:
         return self.result()
 
     def _loop(self, vcpu):
-        run, handle = vcpu.run, self._exit
+        handle = self._exit
         while self._running[vcpu.index] and not self.finished and not self._stop_requested:
-            handle(vcpu, run())
+            handle(vcpu, self._run(vcpu))
+
+    def _run(self, vcpu):
+        """One KVM_RUN, with the PIC's side of the interrupt handshake before it on vCPU 0."""
+        if vcpu.index == 0 and (injected := self.pic.before_run()) is not None:
+            self._counts[0]["irqs"] = self._counts[0].get("irqs", 0) + 1
+            self._event("interrupt", vcpu.synced_regs.rip, vcpu.synced_cs.selector & 3, vcpu, irq=injected[0],
+                        vector=injected[1], injected="KVM_INTERRUPT")
+        return vcpu.run()
 
     def _advance(self, body):
         if self.finished:
@@ -348,10 +379,11 @@ class KvmMachine:
         if not vcpu.synced_regs.rflags & IF:
             self._event("halt", after, cpl, vcpu, interrupts="off",
                         why="hlt with IF=0: only an NMI or reset could wake it")
-        elif self.devices.pit.armed() and self.devices.pic.irq0_enabled():
-            raise GuestError(f"the guest waits in hlt (eip {eip:#x}) for a timer interrupt, and vmkit's KVM device "
-                             f"model does not inject interrupts yet; run this guest under 'hardware-assist'",
-                             self.result())
+        elif vcpu.index == 0 and (waited := self.pic.wait_for_interrupt(self._must_stop)) is not None:
+            self._event("halt", after, cpl, vcpu, interrupts="on", waited=int(waited * SECONDS_TO_CYCLES))
+            return                           # the next KVM_RUN injects the interrupt that woke it
+        elif self._must_stop():
+            return
         else:
             self._event("halt", after, cpl, vcpu, interrupts="on",
                         why="hlt with IF=1 but no interrupt source armed: it would sleep forever")
@@ -371,8 +403,17 @@ class KvmMachine:
         if self._timed_out:
             self._vmexit(vcpu, eip, cpl, "INTR", why="the timeout's signal")
             raise _Expired()
-        if not self.finished:
+        if vcpu.index == 0 and self.pic.took_tick():
+            self._vmexit(vcpu, eip, cpl, "INTR",
+                         why="the PIT ticked and the PIC raised its interrupt line: the device model kicks the vCPU")
+        elif not self.finished:
             self._vmexit(vcpu, eip, cpl, "INTR", why="a signal")
+
+    def _on_irq_window_open(self, vcpu):
+        self._vmexit(vcpu, vcpu.synced_regs.rip, vcpu.synced_cs.selector & 3, "IRQ_WINDOW_OPEN")
+
+    def _must_stop(self):
+        return self._timed_out or self.finished or self._stop_requested
 
     def _on_internal_error(self, vcpu):
         detail = decode(vcpu).detail
@@ -401,6 +442,7 @@ class KvmMachine:
 
     _HANDLERS = {api.KVM_EXIT_IO: _on_io, api.KVM_EXIT_MMIO: _on_mmio, api.KVM_EXIT_HLT: _on_hlt,  # noqa: RUF012
                  api.KVM_EXIT_SHUTDOWN: _on_shutdown, api.KVM_EXIT_INTR: _on_intr,
+                 api.KVM_EXIT_IRQ_WINDOW_OPEN: _on_irq_window_open,
                  api.KVM_EXIT_INTERNAL_ERROR: _on_internal_error, api.KVM_EXIT_FAIL_ENTRY: _on_fail_entry}
 
     def _where(self, vcpu, reason, direction=None, port=None, size=None, address=None):
@@ -441,6 +483,8 @@ class KvmMachine:
         for counts in self._counts:
             for key, value in counts.items():
                 totals[key] = totals.get(key, 0) + value
+        if getattr(self, "pic", None) is not None and self.pic.in_kernel:
+            totals["irqs"] += self.pic.raised
         return totals
 
     def kernel_counters(self):
@@ -472,6 +516,8 @@ class KvmMachine:
 
     def close(self):
         """Release the VM: its vCPU and VM fds, the stats fds, guest RAM, and the system fd."""
+        if getattr(self, "pic", None) is not None:
+            self.pic.close()
         for stats in getattr(self, "_kernel_stats", ()):
             stats.close()
         self._kernel_stats = []

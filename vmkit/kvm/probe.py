@@ -11,6 +11,13 @@ fresh VM each, and remembers the answers for the rest of the process:
     int-n            a software interrupt (int 0x40) through the IDT
     iret             iretd back from a handler frame
     interrupts       an external interrupt injected with KVM_INTERRUPT, taken after sti; hlt
+    interrupt-window the interrupt window: an interrupt that waits while IF = 0 (user space set
+                     kvm_run.request_interrupt_window) exits with KVM_EXIT_IRQ_WINDOW_OPEN at the
+                     instruction after sti's shadow, and is injected there. PVM exits for the window
+                     only later, at its own next exit, so a guest that masks interrupts again right
+                     after `sti; nop` never takes it there
+    irqchip          KVM_CREATE_IRQCHIP: the guest programs the kernel's PIC, user space raises IRQ0 with
+                     KVM_IRQ_LINE, and the kernel delivers it to the guest sleeping in hlt
     paging           CR0.PG with a 4 MiB page identity-mapping the guest
 
 `probe()` never raises: when KVM is unusable its report says why and how to fix it, and
@@ -61,6 +68,14 @@ FEATURES = {
     "iret": ("iretd", "pushfd\npush dword 0x08\npush dword success\niretd\n" + _TAIL),
     "interrupts": ("an external interrupt injected with KVM_INTERRUPT",
                    _GATE.format(handler="success", vector=0x20) + "sti\nhlt\njmp $\n" + _TAIL),
+    "interrupt-window": ("an interrupt window exit right after sti's shadow (KVM_EXIT_IRQ_WINDOW_OPEN)",
+                         _GATE.format(handler="success", vector=0x20)
+                         + "out 0x80, al\nsti\nnop\nwindow:\ncli\nout 0x81, al\nhlt\n" + _TAIL),
+    "irqchip": ("the in-kernel PIC (KVM_CREATE_IRQCHIP, IRQ0 raised with KVM_IRQ_LINE)",
+                _GATE.format(handler="success", vector=0x20)
+                + "".join(f"mov al, {v:#x}\nout {port:#x}, al\n" for port, v in
+                          ((0x20, 0x11), (0x21, 0x20), (0x21, 4), (0x21, 1), (0x21, 0xFE)))
+                + "out 0x80, al\nsti\nhlt\njmp $\n" + _TAIL),
     "paging": ("paging (CR0.PG, one 4 MiB page)",
                "mov dword [0x1000], 0x83\nmov eax, 0x1000\nmov cr3, eax\nmov eax, cr4\nor eax, 0x10\nmov cr4, eax\n"
                "mov eax, cr0\nor eax, 0x80000000\nmov cr0, eax\njmp success\n" + _TAIL),
@@ -114,7 +129,7 @@ class KvmReport:
             return f"KVM at {self.path}: not usable: {self.reason}" + (f"\n    fix: {self.fix}" if self.fix else "")
         lines = [f"KVM at {self.path} ({self.module or 'module unknown'}):"]
         for f in self.features.values():
-            lines.append(f"  {'yes' if f.ok else 'no ':<4} {f.name:<15} {f.what}" + ("" if f.ok else f": {f.outcome}"))
+            lines.append(f"  {'yes' if f.ok else 'no ':<4} {f.name:<16} {f.what}" + ("" if f.ok else f": {f.outcome}"))
         return "\n".join(lines)
 
     def _repr_pretty_(self, p, cycle):
@@ -139,7 +154,7 @@ def _probe(path):
     except KvmUnavailable as e:
         return KvmReport(path, False, e.reason, e.fix, loaded_modules())
     try:
-        features = {name: Feature(name, what, *_try(kvm, source, name == "interrupts"))
+        features = {name: Feature(name, what, *_try(kvm, source, name))
                     for name, (what, source) in FEATURES.items()}
     except ToolMissing as e:
         return KvmReport(path, False, f"vmkit cannot try what the KVM at {path} runs: {e}", "", loaded_modules())
@@ -156,7 +171,7 @@ def loaded_modules():
     return ", ".join(names)
 
 
-def _try(kvm, source, inject):
+def _try(kvm, source, name):
     """Run one probe guest in a fresh VM: (True, "ok") if it reached `success`, else (False, what happened)."""
     image = assemble(source)
     vm = kvm.create_vm()
@@ -165,17 +180,70 @@ def _try(kvm, source, inject):
         ram[image.origin:image.end] = image.code
         gdt = boot_gdt()
         ram[BOOT_GDT:BOOT_GDT + len(gdt)] = gdt
+        if name == "irqchip":
+            try:
+                vm.create_irqchip()                   # before the vCPU, which gets a local APIC
+            except OSError as e:
+                return False, f"KVM_CREATE_IRQCHIP failed: {e.strerror}"
         vcpu = vm.create_vcpu()
         vcpu.enter_protected_mode(image.entry, STACK_TOP, BOOT_GDT)
         watchdog = threading.Timer(PROBE_SECONDS, vcpu.kick)
         watchdog.daemon = True
         watchdog.start()
         try:
-            return _drive(vcpu, inject)
+            if name == "interrupt-window":
+                return _drive_window(vcpu, image.symbols["window"])
+            if name == "irqchip":
+                return _drive_irqchip(vm, vcpu)
+            return _drive(vcpu, name == "interrupts")
         finally:
             watchdog.cancel()
     finally:
         vm.close()
+
+
+def _drive_window(vcpu, window):
+    """The interrupt-window probe: ask for the window at the guest's first `out` (IF = 0 there), and
+    inject at KVM_EXIT_IRQ_WINDOW_OPEN if it came at `window`, the instruction after sti's shadow."""
+    run = vcpu.kvm_run
+    for _ in range(MAX_EXITS):
+        reason = vcpu.run()
+        if reason == api.KVM_EXIT_IO and run.u.io.port == 0x80:
+            run.request_interrupt_window = 1
+        elif reason == api.KVM_EXIT_IRQ_WINDOW_OPEN:
+            eip = vcpu.get_regs().rip
+            if eip != window:
+                return False, f"the window exit came at eip {eip:#x}, not at {window:#x} after sti's shadow"
+            run.request_interrupt_window = 0
+            vcpu.interrupt(INTERRUPT_VECTOR)
+        elif reason == api.KVM_EXIT_IO and run.u.io.port == 0x81:
+            return False, "the guest ran past sti's shadow and masked interrupts again with no KVM_EXIT_IRQ_WINDOW_OPEN"
+        elif reason == api.KVM_EXIT_IO and run.u.io.port == 0xF4:
+            value = vcpu.io_data()[0]
+            return (True, "ok") if value == SUCCESS else (False, f"the guest got through with {value:#x}")
+        elif reason == api.KVM_EXIT_INTR:
+            return False, f"the guest had not finished after {PROBE_SECONDS:g} s"
+        elif reason != api.KVM_EXIT_IO:
+            return False, f"it ended in KVM_EXIT_{decode(vcpu, reason).reason}"
+    return False, f"no result after {MAX_EXITS} exits"
+
+
+def _drive_irqchip(vm, vcpu):
+    """The in-kernel PIC probe: raise IRQ0 (an edge) at the guest's `out 0x80`; the kernel does the rest."""
+    run = vcpu.kvm_run
+    for _ in range(MAX_EXITS):
+        reason = vcpu.run()
+        if reason == api.KVM_EXIT_IO and run.u.io.port == 0x80:
+            vm.irq_line(0, 1)
+            vm.irq_line(0, 0)
+        elif reason == api.KVM_EXIT_IO and run.u.io.port == 0xF4:
+            value = vcpu.io_data()[0]
+            return (True, "ok") if value == SUCCESS else (False, f"the guest got through with {value:#x}")
+        elif reason == api.KVM_EXIT_INTR:
+            return False, f"the interrupt never came: the guest still slept after {PROBE_SECONDS:g} s"
+        elif reason != api.KVM_EXIT_IO:
+            return False, f"it ended in KVM_EXIT_{decode(vcpu, reason).reason}"
+    return False, f"no result after {MAX_EXITS} exits"
 
 
 def _drive(vcpu, inject):

@@ -228,6 +228,16 @@ class Vm:
         """The pages of `slot` written since dirty logging began or since the last call."""
         return get_dirty_log(self.fd, slot, self.slots[slot][1] // PAGE_SIZE)
 
+    def create_irqchip(self):
+        """KVM_CREATE_IRQCHIP (before any vCPU): a PIC pair, an IOAPIC and, for every vCPU created after
+        it, a local APIC, all in the kernel; GSIs 0-15 go to the PIC and the IOAPIC."""
+        ioctl(self.fd, api.KVM_CREATE_IRQCHIP)
+
+    def irq_line(self, irq, level):
+        """KVM_IRQ_LINE: set GSI `irq` of the in-kernel irqchip to `level`. An edge-triggered interrupt
+        is the level set to 1 and back to 0."""
+        ioctl(self.fd, api.KVM_IRQ_LINE, api.kvm_irq_level(irq=irq, level=level))
+
     def create_vcpu(self):
         vcpu = Vcpu(self, len(self.vcpus))
         self.vcpus.append(vcpu)

@@ -39,7 +39,8 @@ from .translation import ADAMS_AGESEN
 # exception the exception bitmap intercepted is handed back to the guest (injected at VM entry).
 IN_KERNEL = (*KERNEL_HANDLED, "EXCEPTION")
 KVM_EXIT = {"IO": "KVM_EXIT_IO", "MMIO": "KVM_EXIT_MMIO", "HLT": "KVM_EXIT_HLT", "SHUTDOWN": "KVM_EXIT_SHUTDOWN",
-            "INTR": "KVM_EXIT_INTR", "INTERNAL_ERROR": "KVM_EXIT_INTERNAL_ERROR",
+            "INTR": "KVM_EXIT_INTR", "IRQ_WINDOW_OPEN": "KVM_EXIT_IRQ_WINDOW_OPEN",
+            "INTERNAL_ERROR": "KVM_EXIT_INTERNAL_ERROR",
             "FAIL_ENTRY": "KVM_EXIT_FAIL_ENTRY"}
 # reason -> (VT-x basic exit reason, SDM vol. 3C appendix C; what KVM does with the exit)
 REASONS = {
@@ -51,7 +52,10 @@ REASONS = {
     "SHUTDOWN": ("triple fault (2)", "returns to user space (KVM_EXIT_SHUTDOWN): the VM is reset or stopped"),
     "CPUID": ("CPUID (10)", "handled in kvm.ko from the table user space set (KVM_SET_CPUID2); never seen outside"),
     "EXCEPTION": ("exception or NMI (0)", "handled in kvm.ko: the exception is injected back into the guest"),
-    "INTR": ("external interrupt (1): the signal's IPI", "returns to user space (KVM_EXIT_INTR): a signal is pending"),
+    "INTR": ("external interrupt (1): the signal's IPI", ("returns to user space (KVM_EXIT_INTR): a signal is pending "
+                                                          "(the timeout's, or the device model's kick for a tick)")),
+    "IRQ_WINDOW_OPEN": ("interrupt window (7)", ("returns to user space (KVM_EXIT_IRQ_WINDOW_OPEN), which asked for "
+                                                 "the window: the guest can take the waiting interrupt (KVM_INTERRUPT)")),
     "INTERNAL_ERROR": ("any: kvm.ko could not handle it",
                        "returns to user space (KVM_EXIT_INTERNAL_ERROR): kvm.ko could not go on"),
     "FAIL_ENTRY": ("VM-entry failure (bit 31 set)", "returns to user space (KVM_EXIT_FAIL_ENTRY): invalid guest state"),

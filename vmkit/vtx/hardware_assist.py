@@ -15,13 +15,52 @@ space (vmkit.kvm), so the same guest can be compared under both:
     CPUID       10  CPUID                                always: VT-x cannot run CPUID in the guest
     EXCEPTION    0  exception or NMI                     a fault whose vector is in the exception bitmap
     SHUTDOWN     2  triple fault                         the guest's CPU gave up
+    INTR         1  external interrupt                   the PIC raised an interrupt while the guest
+                                                         ran, if external-interrupt exiting is on
+    IRQ_WINDOW_OPEN 7  interrupt window                  the guest can take the waiting interrupt, if
+                                                         the VMM asked (interrupt-window exiting)
 
 Under real KVM the kernel answers CPUID itself from the table user space gave it, so a CPUID exit
 never reaches user space: under "kvm" it does not appear. An exception the bitmap intercepts is
 handed back to the guest (injected at the next VM entry), as KVM does with the ones it does not
-handle itself. The guest's own timer interrupts come from the model PC's PIC and PIT and are
+handle itself.
+
+Interrupts. By default the guest's own timer interrupts come from the model PC's PIC and PIT and are
 delivered at VM entry, with no exit recorded: with KVM's in-kernel PIC and PIT, user space never
-sees them either.
+sees them either. `VmcsControls(external_interrupt_exiting=True)` plays KVM without an in-kernel
+irqchip, the PIC and PIT in user space as QEMU drives them, and shows how a tick reaches a guest
+that may have interrupts masked:
+
+  - External-interrupt exiting (pin-based VM-execution control bit 0, SDM vol. 3C, 24.6.1, table
+    24-5): "external interrupts cause VM exits"; RFLAGS.IF does not block them. When the model's PIT
+    ticks while the guest runs and the PIC then offers an interrupt, the guest exits. The run loop
+    sees it as KVM reports it to user space, `INTR` (KVM_EXIT_INTR): the device model's timer kicks
+    the vCPU thread with a signal, the CPU exits with basic reason 1 (EXTERNAL_INTERRUPT) for the
+    host's interrupt, and KVM, finding the signal pending, returns to user space with KVM_EXIT_INTR
+    (-EINTR; include/linux/kvm_host.h, kvm_handle_signal_exit).
+    The event's `hardware` detail names the SDM's reason. A tick that wakes a vCPU halted in user
+    space (a HLT exit) is no exit: the vCPU is not in the guest (QEMU's kvm_handle_halt).
+  - Event injection (SDM vol. 3C, 24.8.3, the VM-entry interruption-information field: vector in bits
+    7:0, type in 10:8, 0 = external interrupt, valid bit 31; delivered by VM entry as 26.5 describes).
+    At the next VM entry the VMM acknowledges the PIC and injects the vector if the guest can take it
+    now (IF = 1 and no blocking by STI or MOV SS), as QEMU does with KVM_INTERRUPT when
+    kvm_run.ready_for_interrupt_injection and IF are set (target/i386/kvm/kvm.c, kvm_arch_pre_run).
+    The "interrupt" event then carries `injected` (how) and the field's value,
+    `entry_interruption_info` (0x80000020 for vector 0x20).
+  - Otherwise the VMM sets interrupt-window exiting (primary processor-based control bit 2, 24.6.2,
+    table 24-6: a VM exit at the beginning of any instruction at which RFLAGS.IF = 1 and nothing
+    else blocks interrupts; table 20-6 in the first VT-x editions); QEMU sets
+    kvm_run.request_interrupt_window. The guest runs on until it can take the interrupt, exits
+    with `IRQ_WINDOW_OPEN` (KVM_EXIT_IRQ_WINDOW_OPEN = 7; basic reason 7, INTERRUPT_WINDOW) at that
+    instruction (after `sti` and the instruction in its shadow), and is injected at the entry that
+    follows. When another exit gives the VMM control first at an
+    instruction where the window is open (an `out` in the sti shadow), it injects there, with no
+    window exit, as QEMU does at every KVM_RUN.
+
+The interrupt arrives at the same instruction as with the default controls, so the guest's output
+and its other exits do not change; only the INTR and IRQ_WINDOW_OPEN exits (stats
+`vmexit_INTR`, `vmexit_IRQ_WINDOW_OPEN`) and the injections are added. Under "kvm" the same
+handshake drives the real KVM (vmkit.kvm.interrupts).
 
 Memory, first-generation VT-x (`VmcsControls(enable_ept=False)`): with no EPT the VMM keeps shadow
 page tables, the same as the software VMMs' (vmkit.vmm.shadow_paging), and asks for the exits that
@@ -85,8 +124,9 @@ from unicorn import x86_const as X
 
 from unicorn import UC_HOOK_CODE
 
+from ..machine import quirks
 from ..machine.cpu import CR0_PG, CR0_WP, CR4_PSE, PTE_P, PTE_RW, PTE_US, Fault
-from ..machine.delivery import EXCEPTION, SOFTWARE
+from ..machine.delivery import EXCEPTION, EXTERNAL, SOFTWARE
 from ..machine.devices import MMIO_BASE, MMIO_SIZE, MmioDevice
 from ..machine.machine import Machine
 from ..machine.platform import DEFAULT_MEMORY
@@ -100,6 +140,13 @@ KVM_SIGNATURE = b"KVMKVMKVM\0\0\0"    # CPUID leaf 0x40000000, EBX ECX EDX, as K
 INT3, INTO = 0xCC, 0xCE
 KERNEL_HANDLED = ("CPUID", "EPT_VIOLATION")   # exits KVM handles inside the kernel: user space never sees them
 EPT_LEVELS = 4                        # a 4-level EPT: PML4E, PDPTE, PDE, PTE
+ENTRY_INTERRUPTION_VALID = 1 << 31    # the VM-entry interruption-information field's valid bit (24.8.3)
+EXTERNAL_INTERRUPT_TYPE = 0           # its interruption type (bits 10:8) for an external interrupt
+
+
+def entry_interruption_info(vector, kind=EXTERNAL_INTERRUPT_TYPE):
+    """The VM-entry interruption-information field that injects `vector` (SDM vol. 3C, 24.8.3)."""
+    return ENTRY_INTERRUPTION_VALID | kind << 8 | vector
 
 
 @dataclass
@@ -114,12 +161,19 @@ class VmcsControls:
                       shadow page tables and CR-access, INVLPG and #PF exits (see the module)
     ept_on_demand     with EPT: the EPT starts empty and fills on EPT violations, and the model
                       counts the TLB misses and the two-dimensional walk's references (see the module)
+    external_interrupt_exiting  pin-based control bit 0: an interrupt the PIC raises while the guest
+                      runs is an exit (INTR), and the VMM injects it through the VM-entry
+                      interruption-information field, asking for an interrupt window (primary
+                      processor-based bit 2, set and cleared by the VMM as it needs it: the
+                      `interrupt_window` attribute) when the guest cannot take it yet. Off: the
+                      interrupt is delivered at VM entry with no exit, as with KVM's in-kernel PIC
     """
     hlt_exiting: bool = True
     exception_bitmap: int = 0
     io_bitmap: frozenset = None
     enable_ept: bool = True
     ept_on_demand: bool = False
+    external_interrupt_exiting: bool = False
 
     def io_exits(self, port, size):
         """An access of `size` bytes at `port` exits if the bitmap has a bit set for any of them."""
@@ -137,6 +191,9 @@ class HardwareAssist(Machine):
         self.controls = VmcsControls() if controls is None else controls
         self.mmio = MmioDevice()
         self.shadow = None                # shadow page tables: only without EPT
+        self.interrupt_window = False     # interrupt-window exiting, as the VMM has set it now
+        self._last_exit = None            # the icount of the last exit: the VMM had control right after it
+        self._halted_outside = False      # in a HLT exit: the vCPU waits outside the guest
         super().__init__(image, memory, counted=True, technique="hardware-assist", **budgets)
         if self.shadow is not None and not self.controls.enable_ept:
             self.stats.update(hidden_faults=0, true_faults=0, trace_faults=0)
@@ -167,7 +224,39 @@ class HardwareAssist(Machine):
         self.stats["vmexits"] += 1
         key = f"vmexit_{reason}"
         self.stats[key] = self.stats.get(key, 0) + 1
-        return self.record("vmexit", eip=eip, reason=reason, **detail)
+        event = self.record("vmexit", eip=eip, reason=reason, **detail)
+        self._last_exit = event.icount
+        return event
+
+    # --- interrupts: external-interrupt exiting, event injection, the interrupt window ----------------
+    def on_timer(self):
+        """With external-interrupt exiting, a tick that makes the PIC offer an interrupt while the guest
+        runs is an exit (the device model's kick; see the module)."""
+        if (self.controls.external_interrupt_exiting and not self._halted_outside
+                and self.pic.pending() is not None):
+            self.vmexit("INTR", irq=self.pic.pending(), hardware="EXTERNAL_INTERRUPT",
+                        why="the PIT ticked and the PIC raised its interrupt line: the device model kicks the vCPU")
+
+    def inject_interrupt(self):
+        if self.shadow is not None and self.shadow.stepping:
+            return False
+        if not self.controls.external_interrupt_exiting:
+            return super().inject_interrupt()
+        if self.pic.pending() is None:
+            self.interrupt_window = False              # nothing waits: the VMM clears the control
+            return False
+        if not self.interrupts_enabled() or quirks.irq_inhibited(self.uc):
+            self.interrupt_window = True               # the guest cannot take it yet: ask for the window
+            return False
+        if self.interrupt_window and self._last_exit not in (self.instructions - 1, self.instructions):
+            self.vmexit("IRQ_WINDOW_OPEN", hardware="INTERRUPT_WINDOW")
+        self.interrupt_window = False
+        irq, vector = self.pic.acknowledge()
+        self.stats["irqs"] += 1
+        self.record("interrupt", irq=irq, vector=vector, injected="VM-entry interruption-information",
+                    entry_interruption_info=entry_interruption_info(vector))
+        self.deliver(vector, EXTERNAL)
+        return True
 
     # --- I/O instructions --------------------------------------------------------------------------
     def port_access(self, port, size, value, direction, eip):
@@ -215,7 +304,11 @@ class HardwareAssist(Machine):
         """A HLT exit if HLT exiting is on; the vCPU halts either way."""
         if self.controls.hlt_exiting:
             self.vmexit("HLT", eip=self.cpu["eip"] - 1)
-            super().on_hlt()
+            self._halted_outside = True                # a tick now wakes it in user space: no INTR exit
+            try:
+                super().on_hlt()
+            finally:
+                self._halted_outside = False
             return
         first = len(self.events)
         super().on_hlt()
@@ -359,11 +452,6 @@ class HardwareAssist(Machine):
         if self.shadow is not None and self.shadow.stepping:
             return 1                                   # the store to the traced page, alone
         return super().slice_length(limit)
-
-    def inject_interrupt(self):
-        if self.shadow is not None and self.shadow.stepping:
-            return False
-        return super().inject_interrupt()
 
     def after_slice(self):
         if self.shadow is not None and self.shadow.stepping is not None:
