@@ -113,3 +113,18 @@ def test_paging_on_with_no_page_tables_triple_faults_as_natively():
     native, virtual = vmkit.run(source), vmkit.run(source, TE)
     assert native.shutdown and virtual.shutdown
     assert virtual.stats["true_faults"] == 1 and virtual.stats["hidden_faults"] == 0
+
+
+@pytest.mark.parametrize("technique", ["native", TE, "binary-translation"])
+@pytest.mark.parametrize("instruction", ["invd", "invlpg [0x1000]", "wbinvd", "in al, 0x60", "insb"])
+def test_a_privileged_instruction_in_ring_3_is_the_guests_gp_under_every_technique(build, technique, instruction):
+    """invd and invlpg are privileged, not I/O (SDM vol. 2A, INVD and INVLPG: #GP(0) if CPL is not
+    0), whatever their names begin with: ring 3 gets the guest's own #GP, error code 0, at the
+    instruction, as natively."""
+    image = build(body="mov eax, user\nmov ebx, 0x2\njmp to_ring3\nuser:\nmov edi, 0x200000\nbad:\n"
+                       f"{instruction}\njmp $",
+                  gates={13: ("gp", 0x8E)},
+                  handlers={"gp": "mov eax, [esp]\nmov ebx, [esp + 4]\ncmp ebx, bad\njne .no\n"
+                                  "mov al, 0x21\nout 0xf4, al\n.no:\nmov al, 0x22\nout 0xf4, al"})
+    result = vmkit.run(image, technique, max_instructions=100_000)
+    assert result.exit_code == (0x21 << 1) | 1

@@ -43,7 +43,15 @@ SHADOW_GDT = VMM_BASE             # room for all 8192 descriptors
 SHADOW_IDT = VMM_BASE + 0x10000
 VMM_TSS = VMM_BASE + 0x11000
 VMM_TSS_SELECTOR = 0xFFF8         # the shadow GDT's last slot: the real TR while the guest runs
+# The real TR's cached access rights: an *available* 32-bit TSS (type 9), as QEMU's helper_ltr
+# caches them (it loads TR from the descriptor before it sets the busy bit in memory). A far call
+# through a call gate into an inner ring makes Unicorn read the new stack from this TSS
+# (get_ss_esp_from_tss in QEMU's target/i386 seg_helper.c), and that function aborts the whole
+# process unless (type & 7) == 1: a busy type (0xB) here ends in SIGABRT.
+VMM_TSS_RIGHTS = 0x8900
 DPL_BITS = 0x60
+# the instructions that reach a port: what IOPL and the TSS's I/O bitmap decide (SDM vol. 1, 19.5)
+IO_INSTRUCTIONS = frozenset({"in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd"})
 
 
 def compress(table):
@@ -71,6 +79,7 @@ class TrapAndEmulate(Machine):
         self._shadow_handlers = shadow_handlers
         self._vmm_entry = False       # the VMM has control: the only moment it can inject an interrupt
         self._shadow_sti = False
+        self._store_waits = False
         self._gdt_trace = None
         self._shadow_gdt_size = 0
         super().__init__(image, memory, counted=True, technique="trap-and-emulate", **budgets)
@@ -85,7 +94,7 @@ class TrapAndEmulate(Machine):
         self.uc.mem_write(SHADOW_GDT + VMM_TSS_SELECTOR, bytes.fromhex("6700") + tss[0].to_bytes(3, "little")
                           + bytes([0x89, 0x00, tss[1]]))
         self.uc.mem_write(VMM_TSS + 102, (104).to_bytes(2, "little"))      # no I/O bitmap: every port traps
-        self.uc.reg_write(X.UC_X86_REG_TR, (VMM_TSS_SELECTOR, VMM_TSS, 103, 0x8B00))
+        self.uc.reg_write(X.UC_X86_REG_TR, (VMM_TSS_SELECTOR, VMM_TSS, 103, VMM_TSS_RIGHTS))
         self.load_gdt(BOOT_GDT, BOOT_GDT_LIMIT)
         self.load_idt(0, 0)
         self.cpu.far_transfer(1, BOOT_CS | 1, BOOT_DS | 1, STACK_TOP, self.image.entry, 0x2 | IF)
@@ -112,6 +121,9 @@ class TrapAndEmulate(Machine):
 
     def slice_length(self, limit):
         if self.shadow.stepping:          # one instruction: the store to the traced page
+            return 1
+        if self._store_waits:             # one instruction: the store to the traced GDT (_on_gdt_write)
+            self._store_waits = False
             return 1
         if self._shadow_sti:              # the instruction after an emulated sti runs before any interrupt
             self._shadow_sti = False
@@ -202,7 +214,7 @@ class TrapAndEmulate(Machine):
         if ring == 1:
             return True
         name = insn.mnemonic.split()[-1]
-        if not name.startswith(("in", "out")):
+        if name not in IO_INSTRUCTIONS:   # invd and invlpg are not I/O, whatever their names begin with
             return False
         if self.vcpu.iopl == 3:
             return True
@@ -293,7 +305,21 @@ class TrapAndEmulate(Machine):
     def _on_gdt_write(self, uc, access, address, size, value, _):
         """A write to the traced GDT (a page-protection fault on real hardware): the VMM lets it
         happen and updates the shadow entry. The hook runs before the write lands, so the new
-        bytes come from `value`."""
+        bytes come from `value`.
+
+        The write must complete, and be traced, exactly once. Stopping Unicorn inside a memory
+        access abandons the instruction, so while run_until waits for an event (a stepper's
+        next_event) the slice first stops in front of the store (access_must_wait) and the next
+        slice runs it alone; its events are recorded inside_access, which ends the slice after it.
+        Otherwise every trap event would stop the store before it landed, and it would trap again,
+        forever, with EIP never moving."""
+        if self.access_must_wait():
+            self._store_waits = True      # the next slice is that one instruction
+            return
+        with self.inside_access():
+            self._trace_gdt_write(address, size, value)
+
+    def _trace_gdt_write(self, address, size, value):
         offset = address - self.vcpu.gdtr[0]
         self._guest_gdt[offset:offset + size] = (value & ((1 << 8 * size) - 1)).to_bytes(size, "little")
         first, last = offset // 8 * 8, (offset + size - 1) // 8 * 8 + 8
