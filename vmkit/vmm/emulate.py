@@ -177,6 +177,15 @@ def wrmsr(vmm, insn):
     return f"virtual MSR {ecx:#x} <- {vmm.vcpu.msr[ecx]:#x}"
 
 
+def sysexit(vmm, insn):
+    """sysexit needs CPL 0 (SDM vol. 2B, SYSEXIT: #GP(0) if CPL is not 0), so the ring-1 kernel's
+    traps; at its virtual CPL 0 the VMM carries it out (Machine.fast_system_return)."""
+    vmm.leave_kernel()
+    description = vmm.fast_system_return(insn.address)
+    vmm.enter_user_mode()
+    return description
+
+
 def emulate_out(vmm, insn):
     port_op, value_op = insn.operands
     port = operand_value(vmm, insn, port_op)
@@ -234,7 +243,8 @@ def ins(vmm, insn):
 EMULATORS = {
     "cli": emulate_cli, "sti": emulate_sti, "hlt": emulate_hlt, "lgdt": emulate_lgdt, "lidt": emulate_lidt,
     "ltr": ltr, "lldt": lldt, "mov": emulate_mov, "clts": clts, "lmsw": lmsw, "invlpg": invlpg,
-    "wbinvd": nothing_to_do, "invd": nothing_to_do, "rdmsr": rdmsr, "wrmsr": wrmsr, "out": emulate_out,
+    "wbinvd": nothing_to_do, "invd": nothing_to_do, "rdmsr": rdmsr, "wrmsr": wrmsr, "sysexit": sysexit,
+    "out": emulate_out,
     "in": emulate_in,
     "outsb": outs, "outsw": outs, "outsd": outs, "insb": ins, "insw": ins, "insd": ins,
 }

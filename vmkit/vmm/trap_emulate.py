@@ -202,6 +202,40 @@ class TrapAndEmulate(Machine):
             cpu["eip"] = at                               # the handler declined: the guest's #GP
         self._reflect(vector, source, error_code)
 
+    def guest_msr(self, index):
+        """The guest's wrmsr traps and writes the virtual CPU: its MSRs are there."""
+        return self.vcpu.msr.get(index, 0)
+
+    def on_sysenter(self):
+        """sysenter: on a real CPU under this VMM, IA32_SYSENTER_CS/ESP/EIP are the VMM's own (the
+        guest's wrmsr traps and only changes the virtual CPU), so sysenter enters the VMM in ring 0:
+        a trap. The VMM then does what SYSENTER would have done on the guest's machine (SDM vol. 2B,
+        SYSENTER), from the guest's MSRs, one ring out: the guest kernel starts at its
+        IA32_SYSENTER_EIP in ring 1 on the ring-1 twins of its CS and SS, with the *virtual* IF
+        cleared (the real one stays on for the VMM's timer)."""
+        cpu = self.cpu
+        at = cpu["eip"] - 2
+        self.stats["traps"] += 1
+        self._vmm_entry = True
+        self.record("trap", eip=at, cause="sysenter", vector=None, instruction="sysenter", error_code=None)
+        if cpu.cpl == 3:
+            self.leave_user_mode()
+        if self.fast_system_call(at, ring=1):
+            self.vcpu.interrupt_flag = False
+            self.kernel_entered()
+
+    def kernel_entered(self):
+        """The VMM has moved its guest into the kernel (ring 1) itself: the real IF stays on, for the
+        VMM's timer."""
+        self.cpu["eflags"] |= IF
+
+    def leave_kernel(self):
+        """The VMM is about to move its guest out of the kernel to user code (sysexit)."""
+
+    def enter_user_mode(self):
+        """The guest is in user code after a transfer the VMM carried out (sysexit): user code runs
+        with interrupts on (see interrupts_enabled); nothing else to do here."""
+
     def leave_user_mode(self):
         """Guest user code is being interrupted: it always runs with interrupts on, so the kernel's
         handler starts from a virtual IF of 1."""
