@@ -113,8 +113,9 @@ def ltr(vmm, insn):
 
 
 def lldt(vmm, insn):
-    vmm.vcpu.ldtr = operand_value(vmm, insn, insn.operands[0]) & 0xFFFF
-    return f"virtual LDTR <- {vmm.vcpu.ldtr:#06x}"
+    vmm.load_ldt(operand_value(vmm, insn, insn.operands[0]) & 0xFFFF)
+    base, limit = vmm.vcpu.ldt
+    return f"virtual LDTR <- {vmm.vcpu.ldtr:#06x}; shadow LDT of base {base:#x} limit {limit:#x} with DPL 0 -> 1"
 
 
 def emulate_mov(vmm, insn):
@@ -291,11 +292,19 @@ def smsw(vmm, insn):
 
 
 def guest_descriptor(vmm, selector):
-    """The guest's own descriptor for `selector` (its GDT, not the shadow), or None."""
-    base, limit = vmm.vcpu.gdtr
-    if selector & ~3 == 0 or selector & 4 or (selector & ~7) + 7 > limit:
+    """The guest's own descriptor for `selector` (its GDT or, with TI set, the LDT its LDTR names;
+    not the shadow copies), or None."""
+    if selector & 4:
+        if vmm.vcpu.ldtr & ~3 == 0:
+            return None
+        base, limit = vmm.vcpu.ldt
+    else:
+        base, limit = vmm.vcpu.gdtr
+        if selector & ~3 == 0:
+            return None
+    if (selector & ~7) + 7 > limit:
         return None
-    return decode_descriptor(vmm.cpu.read(base + (selector & ~7), 8, "the guest's GDT"))
+    return decode_descriptor(vmm.cpu.read(base + (selector & ~7), 8, "the guest's descriptor table"))
 
 
 LAR_SYSTEM_TYPES = {0x1, 0x2, 0x3, 0x4, 0x5, 0x9, 0xB, 0xC}

@@ -32,7 +32,7 @@ from ..machine.delivery import EXCEPTION, SOFTWARE
 from ..machine.cpu import Fault
 from ..machine.machine import LONGEST_SLICE, Machine
 from ..machine.platform import BOOT_CS, BOOT_DS, BOOT_GDT, BOOT_GDT_LIMIT, DEFAULT_MEMORY, STACK_TOP
-from ..machine.x86 import GP, IF, NP, PF_, decode_descriptor, vector_name
+from ..machine.x86 import GP, IF, NP, PF_, decode_descriptor, encode_descriptor, vector_name
 from .emulate import EMULATORS, decode, operand_value
 from .shadow_paging import ShadowPageTables
 from .vcpu import VCpu
@@ -42,6 +42,9 @@ VMM_SIZE = 0x20000
 SHADOW_GDT = VMM_BASE             # room for all 8192 descriptors
 SHADOW_IDT = VMM_BASE + 0x10000
 VMM_TSS = VMM_BASE + 0x11000
+SHADOW_LDT = VMM_BASE + 0x12000   # the rest of the VMM's memory: room for 7168 descriptors
+SHADOW_LDT_SIZE = VMM_SIZE - 0x12000
+VMM_LDT_SELECTOR = 0xFFE0         # the shadow GDT's slot for the shadow LDT: the real LDTR
 VMM_TSS_SELECTOR = 0xFFF8         # the shadow GDT's last slot: the real TR while the guest runs
 # The real TR's cached access rights: an *available* 32-bit TSS (type 9), as QEMU's helper_ltr
 # caches them (it loads TR from the descriptor before it sets the busy bit in memory). A far call
@@ -81,6 +84,8 @@ class TrapAndEmulate(Machine):
         self._shadow_sti = False
         self._store_waits = False
         self._gdt_trace = None
+        self._ldt_trace = None
+        self._guest_ldt = bytearray()
         self._shadow_gdt_size = 0
         super().__init__(image, memory, counted=True, technique="trap-and-emulate", **budgets)
         self.stats.update(hidden_faults=0, true_faults=0, trace_faults=0)
@@ -300,6 +305,47 @@ class TrapAndEmulate(Machine):
         self.uc.mem_write(SHADOW_GDT, self.shadow_descriptors(self._guest_gdt) + bytes(stale))
         self._shadow_gdt_size = len(self._guest_gdt)
 
+    def load_ldt(self, selector):
+        """lldt: the checks the CPU makes (SDM vol. 2A, LLDT: a null selector leaves LDTR unusable;
+        #GP(selector) for a selector with TI set, past the GDT's limit or not naming an LDT
+        descriptor; #NP(selector) for one not present), then the virtual LDTR and the shadow LDT.
+
+        The shadow LDT is kept as the shadow GDT is: a copy of the guest's LDT with ring compression,
+        in the VMM's memory, and the guest's LDT traced, so that every write to it reaches the copy.
+        The real LDTR is the VMM's (VMM_LDT_SELECTOR), as the real TR is: `sldt` does not trap, so
+        under this VMM it reads the VMM's selector, not the guest's (one of the holes)."""
+        base, limit = self.vcpu.gdtr
+        if selector & ~3 == 0:
+            self.vcpu.ldtr, self.vcpu.ldt = selector, (0, 0)
+            self._use_shadow_ldt(None)
+            return
+        if selector & 4 or (selector & ~7) + 7 > limit:
+            raise Fault(GP, selector & ~3)
+        descriptor = decode_descriptor(self.cpu.read(base + (selector & ~7), 8, "the guest's GDT"))
+        if descriptor.s or descriptor.type != 0x2:
+            raise Fault(GP, selector & ~3)
+        if not descriptor.present:
+            raise Fault(NP, selector & ~3)
+        if descriptor.limit + 1 > SHADOW_LDT_SIZE:
+            self.unsupported(f"an LDT of {descriptor.limit + 1} bytes (the shadow LDT holds {SHADOW_LDT_SIZE})")
+        self.vcpu.ldtr, self.vcpu.ldt = selector, (descriptor.base, descriptor.limit)
+        self._use_shadow_ldt(descriptor)
+
+    def _use_shadow_ldt(self, descriptor):
+        if self._ldt_trace is not None:
+            self.uc.hook_del(self._ldt_trace)
+            self._ldt_trace = None
+        if descriptor is None:
+            self._guest_ldt = bytearray()
+            self.uc.reg_write(X.UC_X86_REG_LDTR, (0, 0, 0, 0))
+            return
+        base, limit = descriptor.base, descriptor.limit
+        self._guest_ldt = bytearray(self.cpu.read(base, limit + 1, "the guest's LDT"))
+        self.uc.mem_write(SHADOW_LDT, self.shadow_descriptors(self._guest_ldt))
+        self.uc.mem_write(SHADOW_GDT + VMM_LDT_SELECTOR, encode_descriptor(SHADOW_LDT, limit, 0x82, 0))
+        self.uc.reg_write(X.UC_X86_REG_LDTR, (VMM_LDT_SELECTOR, SHADOW_LDT, limit, 0x8200))
+        self._ldt_trace = self.uc.hook_add(UC_HOOK_MEM_WRITE, self._on_ldt_write, None, base, base + limit)
+
     def load_idt(self, base, limit):
         self.vcpu.idtr = (base, limit)
         self.uc.reg_write(X.UC_X86_REG_IDTR, (0, SHADOW_IDT, limit, 0))
@@ -337,8 +383,14 @@ class TrapAndEmulate(Machine):
         self.uc.mem_write(VMM_TSS + 12, raw[:4] + bytes([raw[4] | 1, raw[5], 0, 0]))   # esp1, ss1
 
     def _on_gdt_write(self, uc, access, address, size, value, _):
-        """A write to the traced GDT (a page-protection fault on real hardware): the VMM lets it
-        happen and updates the shadow entry. The hook runs before the write lands, so the new
+        self._on_table_write("GDT", address, size, value)
+
+    def _on_ldt_write(self, uc, access, address, size, value, _):
+        self._on_table_write("LDT", address, size, value)
+
+    def _on_table_write(self, table, address, size, value):
+        """A write to the traced GDT or LDT (a page-protection fault on real hardware): the VMM lets
+        it happen and updates the shadow entry. The hook runs before the write lands, so the new
         bytes come from `value`.
 
         The write must complete, and be traced, exactly once. Stopping Unicorn inside a memory
@@ -351,18 +403,26 @@ class TrapAndEmulate(Machine):
             self._store_waits = True      # the next slice is that one instruction
             return
         with self.inside_access():
-            self._trace_gdt_write(address, size, value)
+            self._trace_table_write(table, address, size, value)
 
-    def _trace_gdt_write(self, address, size, value):
-        offset = address - self.vcpu.gdtr[0]
-        self._guest_gdt[offset:offset + size] = (value & ((1 << 8 * size) - 1)).to_bytes(size, "little")
-        first, last = offset // 8 * 8, (offset + size - 1) // 8 * 8 + 8
-        self.uc.mem_write(SHADOW_GDT + first, self.shadow_descriptors(self._guest_gdt[first:last]))
+    def _trace_table_write(self, table, address, size, value):
+        guest, shadow, base = ((self._guest_gdt, SHADOW_GDT, self.vcpu.gdtr[0]) if table == "GDT"
+                               else (self._guest_ldt, SHADOW_LDT, self.vcpu.ldt[0]))
+        data = (value & ((1 << 8 * size) - 1)).to_bytes(size, "little")
+        offset = address - base
+        if offset < 0:                                  # a store that begins below the table
+            data, offset = data[-offset:], 0
+        data = data[:max(len(guest) - offset, 0)]       # ... or runs past its end
+        if not data:
+            return
+        guest[offset:offset + len(data)] = data
+        first, last = offset // 8 * 8, (offset + len(data) - 1) // 8 * 8 + 8
+        self.uc.mem_write(shadow + first, self.shadow_descriptors(bytes(guest[first:last])))
         self.stats["traps"] += 1
         self._vmm_entry = True
         text = self._instruction_text(self.cpu["eip"])
-        self.record("trap", cause="write to the traced GDT", vector=None, instruction=text, error_code=None)
-        self.record("emulate", instruction=text, effect=f"shadow GDT entry {offset // 8} follows the guest's")
+        self.record("trap", cause=f"write to the traced {table}", vector=None, instruction=text, error_code=None)
+        self.record("emulate", instruction=text, effect=f"shadow {table} entry {offset // 8} follows the guest's")
 
     def _instruction_text(self, address):
         code = self.cpu.peek(address, 15) or self.cpu.peek(address, 0x1000 - (address & 0xFFF))
