@@ -429,7 +429,7 @@ class Machine:
             self.exception(GP, EXCEPTION, 0)
             return False
         esp, eip = self.guest_msr(IA32_SYSENTER_ESP) & 0xFFFFFFFF, self.guest_msr(IA32_SYSENTER_EIP) & 0xFFFFFFFF
-        self._fixed_segments(at, ((selector, "code"), (selector + 8, "data")))
+        self._fixed_segments(at, ring, ((selector, "code"), (selector + 8, "data")))
         from_ring = cpu.cpl
         eflags = cpu["eflags"] & ~(IF | VM | RF)
         cpu.far_transfer(ring, selector | ring, (selector + 8) | ring, esp, eip, eflags)
@@ -448,27 +448,29 @@ class Machine:
         if selector == 0:
             raise Fault(GP, 0)
         cs, ss = (selector + 16) | 3, (selector + 24) | 3
-        self._fixed_segments(at, ((cs, "code"), (ss, "data")))
+        self._fixed_segments(at, 3, ((cs, "code"), (ss, "data")))
         from_ring, esp, eip = cpu.cpl, cpu["ecx"], cpu["edx"]
         cpu.far_transfer(3, cs, ss, esp, eip, cpu["eflags"])
         self.record("ring-transition", eip=at, cpl=from_ring, from_ring=from_ring, to_ring=3, cause="sysexit",
                     return_eip=eip, esp=esp, ss=ss, frame=[], emulated=True)
         return f"CS:EIP <- {cs:#x}:{eip:#x}, SS:ESP <- {ss:#x}:{esp:#x} (IA32_SYSENTER_CS {selector:#x} + 16, + 24)"
 
-    def _fixed_segments(self, at, segments):
+    def _fixed_segments(self, at, ring, segments):
         """The GDT's descriptors for the selectors SYSENTER or SYSEXIT load: usable as the SDM's fixed
-        flat code and data segments, or a GuestError."""
+        flat code and data segments of `ring` (present, code or writable data, DPL `ring`), or a
+        GuestError: Unicorn loads a segment register only through a descriptor that passes the
+        checks of a segment load."""
         for selector, kind in segments:
             try:
                 descriptor = self.cpu.descriptor(selector & 0xFFFC)
             except Fault:
                 descriptor = None
-            fits = descriptor is not None and descriptor.present and (
-                descriptor.is_code if kind == "code" else descriptor.writable)
+            fits = descriptor is not None and descriptor.present and descriptor.dpl == ring and (
+                descriptor.is_code and not descriptor.conforming if kind == "code" else descriptor.writable)
             if not fits:
-                raise GuestError(f"the instruction at {at:#x} loads {selector & 0xFFFC:#x} as a flat {kind} segment "
-                                 f"(SYSENTER/SYSEXIT), but the GDT holds no such descriptor there; the CPU "
-                                 f"would load fixed values, vmkit only a descriptor", self.result())
+                raise GuestError(f"the instruction at {at:#x} loads {selector & 0xFFFC:#x} as a flat ring-{ring} {kind} "
+                                 f"segment (SYSENTER/SYSEXIT), but the GDT holds no such descriptor there; the "
+                                 f"CPU would load fixed values, vmkit only a descriptor", self.result())
 
     def record(self, kind, eip=None, cpl=None, **detail):
         """Record an event of `kind` (one of vmkit.EVENT_KINDS), at `eip` and `cpl` (default: where the

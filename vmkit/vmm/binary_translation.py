@@ -283,6 +283,13 @@ class BinaryTranslation(TrapAndEmulate):
             cpu["gs"] = VMM_DATA_SELECTOR
             cpu["eflags"] = (cpu["eflags"] & ~IOPL_MASK) | IF          # the VMM's own, in the kernel
 
+    def on_sysenter(self):
+        """As trap-and-emulate; a sysenter the kernel ran in the cache is at its guest address."""
+        guest = self.guest_eip()
+        if self.cpu.cpl == 1 and guest is not None:
+            self.cpu["eip"] = guest
+        super().on_sysenter()
+
     def kernel_entered(self):
         """As in the cache after a delivery: GS reaches the VMM's data page, and the real IF and IOPL
         are the VMM's."""
