@@ -244,3 +244,40 @@ gdtr:
                           env={**os.environ, "PYTHONPATH": home})
     assert done.returncode == 0, f"the process died (status {done.returncode}): {done.stderr[-500:]}"
     assert "GuestError:" in done.stdout and "call gate" in done.stdout and "no TSS" in done.stdout
+
+
+@pytest.mark.parametrize("technique", ["native", "trap-and-emulate", "binary-translation"])
+def test_a_call_through_a_gate_by_a_far_pointer_in_memory_is_recorded_before_any_delivery(technique):
+    """`call far [m16:32]` (FF /3) through a call gate with one parameter, from ring 3, as the first
+    crossing after the kernel's iret: recorded as a call gate; under trap-and-emulate the CPU finds
+    the ring-1 stack in the VMM's TSS although no interrupt was delivered yet."""
+    from guestkit import kernel
+    body = """
+    mov eax, callee
+    mov [gdt_end], ax
+    shr eax, 16
+    mov [gdt_end + 6], ax
+    mov word [gdt_end + 2], KCODE
+    mov byte [gdt_end + 4], 1
+    mov byte [gdt_end + 5], 0xec
+    mov word [gdtr], 0x47
+    lgdt [gdtr]
+    mov eax, user
+    mov ebx, 0x2
+    jmp to_ring3
+user:
+    mov dword [pointer + 4], 0x43
+    push dword 7
+    call far [pointer]
+    mov eax, ebx
+    int 0x80
+"""
+    source = kernel(body=body, gates={0x80: ("h80", 0xEE), 13: ("h80", 0x8E)},
+                    handlers={"callee": "mov ebx, [esp + 8]\nretf 4", "h80": "mov al, bl\nout 0xf4, al",
+                              "pointer": "dd 0, 0"})
+    source = source.replace("gdt_end:\ngdtr:", "gdt_end:\n    dq 0\ngdtr:")      # room for the gate
+    result = vmkit.run(source, technique, max_instructions=10_000)
+    kernel_ring = 0 if technique == "native" else 1
+    crossings = [(e.detail["cause"], e.detail["from_ring"], e.detail["to_ring"]) for e in result.of_kind("ring-transition")]
+    assert crossings[1:3] == [("call gate", 3, kernel_ring), ("retf", kernel_ring, 3)]
+    assert result.exit_code == (7 << 1) | 1                     # the parameter the callee found

@@ -850,7 +850,7 @@ class Machine:
         raw = insn.bytes
         if raw[0] == CALL_FAR and len(raw) == 7:
             selector = int.from_bytes(raw[5:7], "little")
-        elif raw[0] == 0xFF and insn.mnemonic == "lcall":
+        elif raw[0] == 0xFF and len(raw) > 1 and (raw[1] >> 3) & 7 == 3 and raw[1] >> 6 != 3:   # FF /3: m16:32
             pointer = self._far_pointer(insn)
             if pointer is None:
                 return False

@@ -229,6 +229,14 @@ class TrapAndEmulate(Machine):
             self.vcpu.interrupt_flag = False
             self.kernel_entered()
 
+    def record(self, kind, eip=None, cpl=None, **detail):
+        """As the machine's; a far call through a call gate into the kernel is recorded before the
+        CPU carries it out, from the VMM's TSS: that is the moment to give it the stack the guest's
+        TSS names for ring 0 (the guest may have changed it since the last delivery)."""
+        if kind == "ring-transition" and detail.get("cause") == "call gate":
+            self._sync_ring1_stack()
+        return super().record(kind, eip, cpl, **detail)
+
     def kernel_entered(self):
         """The VMM has moved its guest into the kernel (ring 1) itself: the real IF stays on, for the
         VMM's timer."""
