@@ -307,3 +307,16 @@ def test_run_until_a_guest_address_stops_there_although_the_cache_runs_the_code(
     m.run_until(eip=m.image.symbols["here"])
     assert m.guest_eip() == m.image.symbols["here"] and m.cpu["eax"] == 3
     assert m.run().exit_code == 1
+
+
+@pytest.mark.parametrize("text,kind", [("sldt ax", "call-out"), ("str ax", "call-out"), ("lldt ax", "call-out"),
+                                       ("ltr ax", "call-out"), ("verr ax", "call-out"), ("verw ax", "call-out"),
+                                       ("add [eax], al", "copy")])
+def test_the_0f_00_group_calls_out(text, kind):
+    """sldt, str, lldt, ltr, verr and verw are 0F 00 /r: the translator must read the 00 as part of
+    the opcode (capstone pads opcodes with zeros), or it copies them and sldt and str read the
+    real registers, the VMM's."""
+    from vmkit.vmm.emulate import decode
+    from vmkit.vmm.translator import classify_instruction
+    code = vmkit.assemble(f"bits 32\n{text}\n").code
+    assert classify_instruction(decode(code, 0)) == kind

@@ -171,3 +171,113 @@ class TestFaultsDuringDelivery:
     def test_an_exception_before_any_idt_is_loaded_is_a_triple_fault(self):
         result = vmkit.run("int 0x80")
         assert result.shutdown
+
+
+# --- every way across the rings is recorded ------------------------------------------------------
+@pytest.mark.parametrize("technique", ["native", "trap-and-emulate", "binary-translation", "hardware-assist"])
+def test_call_gates_sysenter_and_sysexit_are_ring_transitions_under_every_technique(technique):
+    """The crossings guest calls through a call gate from ring 3 (and returns with retf 8), then
+    enters its kernel with sysenter and leaves with sysexit: each crossing is one ring-transition
+    event, with the guest kernel's ring as the technique runs it (1 under ring compression)."""
+    from test_qemu_differential import guest_source
+    result = vmkit.run(guest_source("crossings"), technique)
+    kernel = 1 if technique in ("trap-and-emulate", "binary-translation") else 0
+    crossings = [(e.detail["cause"], e.detail["from_ring"], e.detail["to_ring"]) for e in result.of_kind("ring-transition")
+                 if e.detail["cause"] in ("call gate", "retf", "sysenter", "sysexit")]
+    assert crossings == [("call gate", 3, kernel), ("retf", kernel, 3), ("sysenter", 3, kernel), ("sysexit", kernel, 3)]
+    gate = [e for e in result.of_kind("ring-transition") if e.detail["cause"] == "call gate"][0]
+    assert gate.detail["parameters"] == 2 and gate.cpl == 3
+    assert result.exit_code == 0x1d
+
+
+def test_sysenter_with_no_sysenter_cs_is_a_gp_at_the_instruction():
+    """SYSENTER raises #GP(0) when IA32_SYSENTER_CS[15:2] is 0 (SDM vol. 2B, SYSENTER)."""
+    from guestkit import kernel
+    source = kernel(body="bad:\nsysenter\nmov al, 1\nout 0xf4, al", gates={13: ("gp", 0x8E)},
+                    handlers={"gp": "cmp dword [esp + 4], bad\njne .no\ncmp dword [esp], 0\njne .no\n"
+                                    "mov al, 2\nout 0xf4, al\n.no:\nmov al, 3\nout 0xf4, al"})
+    for technique in ("native", "trap-and-emulate", "binary-translation"):
+        assert vmkit.run(source, technique).exit_code == 5, technique
+
+
+def test_a_call_gate_into_ring_0_with_no_tss_is_a_guest_error_not_an_abort():
+    """Unicorn takes a call gate's new stack from TR's TSS and aborts the process when TR holds
+    none (get_ss_esp_from_tss): vmkit stops the guest in front of the call with a GuestError. Run in
+    a child process, so that a regression is a failed test, not a dead test run."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    source = """
+    lgdt [gdtr]
+    jmp 0x08:.cs
+.cs:
+    push dword 0x23
+    push dword 0x1f0000
+    push dword 0x2
+    push dword 0x1b
+    push dword user
+    iretd
+user:
+    call 0x2b:0
+callee:
+    hlt
+align 8
+gdt:
+    dq 0
+    dq 0x00cf9a000000ffff
+    dq 0x00cf92000000ffff
+    dq 0x00cffa000000ffff
+    dq 0x00cff2000000ffff
+    dw callee, 0x08
+    db 0, 0xec
+    dw 0x10
+gdt_end:
+gdtr:
+    dw gdt_end - gdt - 1
+    dd gdt
+"""
+    child = ("import sys, vmkit\n"
+             "try:\n    vmkit.run(sys.stdin.read())\nexcept vmkit.GuestError as e:\n    print('GuestError:', e)\n")
+    home = str(Path(vmkit.__file__).resolve().parent.parent)
+    done = subprocess.run([sys.executable, "-c", child], input=source, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": home})
+    assert done.returncode == 0, f"the process died (status {done.returncode}): {done.stderr[-500:]}"
+    assert "GuestError:" in done.stdout and "call gate" in done.stdout and "no TSS" in done.stdout
+
+
+@pytest.mark.parametrize("technique", ["native", "trap-and-emulate", "binary-translation"])
+def test_a_call_through_a_gate_by_a_far_pointer_in_memory_is_recorded_before_any_delivery(technique):
+    """`call far [m16:32]` (FF /3) through a call gate with one parameter, from ring 3, as the first
+    crossing after the kernel's iret: recorded as a call gate; under trap-and-emulate the CPU finds
+    the ring-1 stack in the VMM's TSS although no interrupt was delivered yet."""
+    from guestkit import kernel
+    body = """
+    mov eax, callee
+    mov [gdt_end], ax
+    shr eax, 16
+    mov [gdt_end + 6], ax
+    mov word [gdt_end + 2], KCODE
+    mov byte [gdt_end + 4], 1
+    mov byte [gdt_end + 5], 0xec
+    mov word [gdtr], 0x47
+    lgdt [gdtr]
+    mov eax, user
+    mov ebx, 0x2
+    jmp to_ring3
+user:
+    mov dword [pointer + 4], 0x43
+    push dword 7
+    call far [pointer]
+    mov eax, ebx
+    int 0x80
+"""
+    source = kernel(body=body, gates={0x80: ("h80", 0xEE), 13: ("h80", 0x8E)},
+                    handlers={"callee": "mov ebx, [esp + 8]\nretf 4", "h80": "mov al, bl\nout 0xf4, al",
+                              "pointer": "dd 0, 0"})
+    source = source.replace("gdt_end:\ngdtr:", "gdt_end:\n    dq 0\ngdtr:")      # room for the gate
+    result = vmkit.run(source, technique, max_instructions=10_000)
+    kernel_ring = 0 if technique == "native" else 1
+    crossings = [(e.detail["cause"], e.detail["from_ring"], e.detail["to_ring"]) for e in result.of_kind("ring-transition")]
+    assert crossings[1:3] == [("call gate", 3, kernel_ring), ("retf", kernel_ring, 3)]
+    assert result.exit_code == (7 << 1) | 1                     # the parameter the callee found

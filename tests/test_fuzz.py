@@ -10,6 +10,12 @@ that caused it instead of killing the test run. To replay a single case:
 
     python tests/test_fuzz.py <family> <seed> <index> [technique]
 
+Two families aim at the VMMs' own promises: descriptor_boot boots like the course's kernels (the
+GDT, IDT, TSS and an LDT written in random order, every way across the rings in between) under
+trap-and-emulate and binary translation, where a state Unicorn cannot continue from once ended the
+process with SIGABRT; privileged_rings runs random privileged instruction streams at CPL 0, 1 and 3
+under every technique, where a raw Python exception once escaped (invd in ring 3).
+
 The budget tests check the budgets themselves: a guest that spins, one that faults forever and
 one drowned in timer interrupts each end in vmkit.GuestTimeout, on time, with the partial result.
 """
@@ -23,7 +29,7 @@ import traceback
 import pytest
 
 import vmkit
-from guestkit import PIC_IRQ0_ONLY, idt_gate
+from guestkit import PIC_IRQ0_ONLY, idt_gate, kernel
 
 MAX_INSTRUCTIONS = 20_000
 TIMEOUT = 2.0                  # seconds per case
@@ -184,7 +190,177 @@ def timer_storm(rng):
     return vmkit.Image(code=bytes(code))
 
 
-FAMILIES = {f.__name__: f for f in (random_bytes, random_handlers, privileged_mix, timer_storm)}
+# A kernel that boots like the course's: a GDT of eight descriptors (a TSS whose base is filled in
+# at boot, a call gate whose offset is, a spare slot for an LDT), an IDT, a TSS; the boot itself is
+# the fuzzed body, random groups of BOOT_GROUPS in a random order, so that traced stores to the
+# descriptor tables meet every state the shadow tables can be in. An exception goes on with the next
+# group, in ring 0, as long as the gates, the GDT and the TSS still let the CPU deliver it.
+BOOT_PREFIX = """
+bits 32
+org 0x100000
+    lgdt [gdtr]
+    jmp 0x08:flat
+flat:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    mov esp, 0x3f0000
+    xor ecx, ecx
+fill:                               ; every vector to the handler (the body may change them)
+    mov eax, handler
+    mov [idt + ecx * 8], ax
+    mov word [idt + ecx * 8 + 2], 0x08
+    mov word [idt + ecx * 8 + 4], 0xee00
+    shr eax, 16
+    mov [idt + ecx * 8 + 6], ax
+    inc ecx
+    cmp ecx, 256
+    jb fill
+    lidt [idtr]
+    jmp body
+align 8
+gdt:
+    dq 0
+    dq 0x00cf9a000000ffff           ; 0x08 ring 0 code
+    dq 0x00cf92000000ffff           ; 0x10 ring 0 data
+    dq 0x00cffa000000ffff           ; 0x18 ring 3 code
+    dq 0x00cff2000000ffff           ; 0x20 ring 3 data
+    dw 103, 0                       ; 0x28 the TSS, its base filled in at boot
+    db 0, 0x89, 0, 0
+    dw 0, 0x08                      ; 0x30 a call gate, its offset filled in at boot
+    db 0, 0xec
+    dw 0
+    dq 0                            ; 0x38 a spare slot: an LDT's descriptor
+gdt_end:
+gdtr:
+    dw gdt_end - gdt - 1
+    dd gdt
+idtr:
+    dw 256 * 8 - 1
+    dd idt
+bounds:
+    dd 0, 3
+align 8
+ldt:
+    dq 0x00cf92000000ffff, 0x00cf9a000000ffff, 0x00cff2000000ffff
+ldt_end:
+align 8
+tss:
+    times 104 db 0
+align 8
+idt:
+    times 256 * 8 db 0
+handler:                            ; every gate's handler: on with the next group, in ring 0
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    mov esp, 0x3f0000
+    jmp [resume]
+resume:
+    dd 0
+gate_target:                        ; the call gate's target
+    retf 8
+body:
+"""
+
+BOOT_GROUPS = [
+    "mov eax, tss\nmov [gdt + 0x2a], ax\nshr eax, 16\nmov [gdt + 0x2c], al\nmov [gdt + 0x2f], ah",
+    "mov ax, 0x28\nltr ax",
+    "mov dword [tss + 4], 0x3e0000\nmov dword [tss + 8], 0x10",
+    "mov dword [tss + {tss_field}], {i32}",
+    "mov word [tss + 102], {i16}",
+    "mov eax, gate_target\nmov [gdt + 0x30], ax\nshr eax, 16\nmov [gdt + 0x36], ax",
+    "mov byte [gdt + 0x34], {count}",
+    "mov byte [gdt + {gdt_byte}], {i8}",
+    "mov dword [gdt + {gdt_dword}], {i32}",
+    "mov word [gdt + {gdt_word}], {i16}",
+    "mov eax, handler\nmov [idt + {vector} * 8], ax\nmov word [idt + {vector} * 8 + 2], {gate_cs}\n"
+    "mov word [idt + {vector} * 8 + 4], {gate_type}\nshr eax, 16\nmov [idt + {vector} * 8 + 6], ax",
+    "mov dword [idt + {idt_dword}], {i32}",
+    "lidt [idtr]",
+    "lgdt [gdtr]",
+    "mov eax, ldt\nmov word [gdt + 0x38], ldt_end - ldt - 1\nmov [gdt + 0x3a], ax\nshr eax, 16\n"
+    "mov [gdt + 0x3c], al\nmov byte [gdt + 0x3d], 0x82\nmov [gdt + 0x3f], ah",
+    "mov ax, 0x38\nlldt ax",
+    "mov byte [ldt + {ldt_byte}], {i8}",
+    "mov ax, {ldt_selector}\nmov es, ax",
+    "mov ecx, 0x174\nmov eax, {sysenter_cs}\nxor edx, edx\nwrmsr",
+    "mov ecx, 0x175\nmov eax, 0x3c0000\nxor edx, edx\nwrmsr",
+    "mov ecx, 0x176\nmov eax, handler\nxor edx, edx\nwrmsr",
+    "int3", "into", "mov eax, 5\nbound eax, [bounds]", "sysenter",
+    "mov ecx, 0x3d0000\nmov edx, handler\nsysexit",
+    "call 0x30:0", "mov ax, 0x30\nmov fs, ax",
+    "push dword 0x23\npush dword 0x3d0000\npush dword 0x2\npush dword 0x1b\npush dword {ring3}\niretd\n"
+    "{ring3}:\n{user}",
+]
+USER_GROUPS = ["call 0x33:0", "push dword 1\npush dword 2\ncall 0x33:0", "sysenter", "int3", "into",
+               "int 0x80", "mov eax, 5\nbound eax, [bounds]", "mov ax, 0x0f\nmov ds, ax", "cli", "invd",
+               "invlpg [0]", "in al, 0x60", "hlt"]
+
+
+def _boot_group(rng, n):
+    text = rng.choice(BOOT_GROUPS)
+    return text.format(
+        tss_field=rng.choice((4, 8, 12, 16, 96, 100)), i32=hex(rng.getrandbits(32)), i16=hex(rng.getrandbits(16)),
+        i8=hex(rng.getrandbits(8)), count=rng.randrange(32), gdt_byte=rng.randrange(8, 64),
+        gdt_dword=rng.randrange(8, 61), gdt_word=rng.randrange(8, 63), vector=rng.choice((3, 4, 5, 11, 13, 14, 0x80)),
+        gate_cs=rng.choice(("0x08", "0x08", "0x18", "0x30", hex(rng.getrandbits(16)))),
+        gate_type=rng.choice(("0x8e00", "0x8f00", "0xee00", "0xef00", "0x0e00", hex(rng.getrandbits(16)))),
+        idt_dword=rng.randrange(0, 256 * 8 - 3, 4), ldt_byte=rng.randrange(24),
+        ldt_selector=rng.choice(("0x04", "0x07", "0x0c", "0x14", "0x1c")),
+        sysenter_cs=rng.choice(("0x08", "0x08", "0", "0x30", hex(rng.getrandbits(16)))),
+        ring3=f"ring3_{n}", user="\n".join(rng.choice(USER_GROUPS) for _ in range(rng.randint(1, 3))))
+
+
+def descriptor_boot(rng):
+    """A boot like the course's kernel's, its groups of stores to the GDT (TSS base, call gate,
+    random bytes of any descriptor), the IDT's gates, the TSS's fields and an LDT, with lgdt, lidt,
+    ltr, lldt, the sysenter MSRs and every way across the rings in between, in a random order."""
+    count = rng.randint(4, 24)
+    body = "\n".join(f"group_{n}:\nmov dword [resume], group_{n + 1}\n{_boot_group(rng, n)}" for n in range(count))
+    return _assemble(BOOT_PREFIX + body + f"\ngroup_{count}:\nmov al, 1\nout 0xf4, al\nhlt\n")
+
+
+# Random privileged instruction streams (the class invd and invlpg belonged to) at CPL 0, 1 or 3,
+# on a kernel with segments for every ring (guestkit): whatever faults, the run must end in a
+# result or a vmkit error under every technique.
+PRIVILEGED = ["cli", "sti", "hlt", "invd", "wbinvd", "invlpg [eax]", "lgdt [esi]", "lidt [esi]", "ltr ax",
+              "lldt ax", "sldt ax", "str ax", "smsw ax", "lmsw ax", "clts", "mov cr0, eax", "mov cr3, eax",
+              "mov cr4, eax", "mov eax, cr0", "mov eax, cr2", "mov eax, cr3", "mov dr7, eax", "mov eax, dr6",
+              "rdmsr", "wrmsr", "rdpmc", "sysenter", "sysexit", "in al, dx", "out dx, al", "insb", "outsb",
+              "rep insd", "rep outsw", "iretd", "retf", "retf 8", "int {i8}", "int3", "into", "ud2",
+              "call 0x38:0", "jmp 0x08:0x100000", "call {i16}:{i32}", "mov ss, ax", "pop ss", "mov ds, ax",
+              "lar eax, ebx", "lsl eax, ebx", "verr bx", "verw bx", "pushfd", "popfd", "push cs", "cpuid",
+              "mov eax, {i32}", "mov ebx, {i16}", "mov ax, {i16}", "mov ecx, {i8}", "mov edx, {i16}",
+              "mov esi, 0x100000", "mov edi, 0x200000", "push dword {i32}"]
+
+
+def privileged_rings(rng):
+    """A random stream of privileged and sensitive instructions with random operands, at CPL 0,
+    1 or 3; an exception goes on with the next instruction, in the same ring."""
+    ring = rng.choice((0, 1, 3))
+    count = rng.randint(4, 30)
+    stream = "\n".join(f"p_{i}:\nmov dword [resume], p_{i + 1}\n" + rng.choice(PRIVILEGED).format(
+        i32=hex(rng.getrandbits(32)), i16=hex(rng.getrandbits(16)), i8=hex(rng.getrandbits(8))) for i in range(count))
+    enter = {0: "mov ax, KDATA\nmov ds, ax\nmov es, ax\njmp [resume]",
+             1: "mov ax, R1DATA\nmov ds, ax\nmov es, ax\n"
+                "push R1DATA\npush R1STACK\npush 0x2\npush R1CODE\npush dword [resume]\niretd",
+             3: "mov ax, UDATA\nmov ds, ax\nmov es, ax\n"
+                "push UDATA\npush USTACK\npush 0x2\npush UCODE\npush dword [resume]\niretd"}[ring]
+    gates = {v: ("again", 0xEE) for v in list(range(32)) + [0x80]}
+    return _assemble(kernel(body=f"mov dword [resume], p_0\njmp again\n{stream}\n"
+                                 f"p_{count}:\nmov dword [resume], finish\njmp finish",
+                            gates=gates,
+                            handlers={"again": "mov ax, KDATA\nmov ds, ax\nmov ss, ax\nmov esp, KSTACK\n"
+                                               f"cmp dword [resume], finish\nje finish\n{enter}",
+                                      "finish": "mov al, 1\nout 0xf4, al\nhlt",     # ring 0 only: from
+                                      "resume": "dd 0"}))                           # ring 1 or 3 a #GP, then here
+
+
+FAMILIES = {f.__name__: f for f in (random_bytes, random_handlers, privileged_mix, timer_storm, descriptor_boot,
+                                    privileged_rings)}
 
 
 def case_image(family, seed, index):
@@ -245,7 +421,7 @@ def run_corpus(family, indices, technique="native"):
     return crashed, bad
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", sorted(set(FAMILIES) - {"descriptor_boot", "privileged_rings"}))
 def test_fuzzed_guests_end_in_a_result_or_a_vmkit_error(family):
     """Does every fuzzed image of this family end in a RunResult or a VmkitError, within its
     budget, without crashing or hanging the process?"""
@@ -261,6 +437,29 @@ def test_fuzzed_guests_under_a_vmm_end_in_a_result_or_a_vmkit_error(technique, f
     garbage into a crash or a hang either (a share of the corpus: the VMMs are slower)."""
     crashed, bad = run_corpus(family, range(0, CASES_PER_FAMILY, 4), technique)
     assert not crashed, "cases that crashed the process:\n" + "\n".join(crashed)
+    assert not bad, "cases that raised something other than a VmkitError:\n" + "\n".join(bad)
+
+
+BOOT_CASES = 24                # per technique: seconds, not minutes
+
+
+@pytest.mark.parametrize("technique", ["native", "trap-and-emulate", "binary-translation"])
+def test_fuzzed_boots_writing_the_descriptor_tables_never_kill_the_process(technique):
+    """Random boots that write the GDT, the IDT, the TSS and an LDT and cross the rings every way:
+    under the VMMs every traced store must complete once, and no state may end in a signal
+    (Unicorn's SIGABRT) instead of a result or a vmkit error."""
+    crashed, bad = run_corpus("descriptor_boot", range(BOOT_CASES), technique)
+    assert not crashed, "cases that killed the process:\n" + "\n".join(crashed)
+    assert not bad, "cases that raised something other than a VmkitError:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("technique", ["native", "trap-and-emulate", "binary-translation", "hardware-assist"])
+def test_privileged_streams_in_every_ring_end_in_a_result_or_a_vmkit_error(technique):
+    """Random privileged instruction streams at CPL 0, 1 and 3 under every technique vmkit models
+    on Unicorn: a vmkit error or a normal end, never a raw Python exception (invd and invlpg in
+    ring 3 were an IndexError once) and never a dead process."""
+    crashed, bad = run_corpus("privileged_rings", range(BOOT_CASES), technique)
+    assert not crashed, "cases that killed the process:\n" + "\n".join(crashed)
     assert not bad, "cases that raised something other than a VmkitError:\n" + "\n".join(bad)
 
 

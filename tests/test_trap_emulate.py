@@ -113,3 +113,56 @@ def test_paging_on_with_no_page_tables_triple_faults_as_natively():
     native, virtual = vmkit.run(source), vmkit.run(source, TE)
     assert native.shutdown and virtual.shutdown
     assert virtual.stats["true_faults"] == 1 and virtual.stats["hidden_faults"] == 0
+
+
+@pytest.mark.parametrize("technique", ["native", TE, "binary-translation"])
+@pytest.mark.parametrize("instruction", ["invd", "invlpg [0x1000]", "wbinvd", "in al, 0x60", "insb"])
+def test_a_privileged_instruction_in_ring_3_is_the_guests_gp_under_every_technique(build, technique, instruction):
+    """invd and invlpg are privileged, not I/O (SDM vol. 2A, INVD and INVLPG: #GP(0) if CPL is not
+    0), whatever their names begin with: ring 3 gets the guest's own #GP, error code 0, at the
+    instruction, as natively."""
+    image = build(body="mov eax, user\nmov ebx, 0x2\njmp to_ring3\nuser:\nmov edi, 0x200000\nbad:\n"
+                       f"{instruction}\njmp $",
+                  gates={13: ("gp", 0x8E)},
+                  handlers={"gp": "mov eax, [esp]\nmov ebx, [esp + 4]\ncmp ebx, bad\njne .no\n"
+                                  "mov al, 0x21\nout 0xf4, al\n.no:\nmov al, 0x22\nout 0xf4, al"})
+    result = vmkit.run(image, technique, max_instructions=100_000)
+    assert result.exit_code == (0x21 << 1) | 1
+
+
+# --- the shadow LDT -------------------------------------------------------------------------------
+@pytest.mark.parametrize("technique", [TE, "binary-translation"])
+def test_the_shadow_ldt_follows_the_guests_ldt_with_ring_compression(technique):
+    """lldt builds a shadow LDT (the guest's descriptors, DPL 0 made 1) that the real LDTR names; a
+    write to the guest's LDT after lldt traps and the shadow entry follows it; LDT selectors then
+    work as natively (tests/guests/ldt.asm prints what it sees, compared with QEMU's in
+    tests/test_qemu_differential.py)."""
+    from test_qemu_differential import guest_source
+    from unicorn import x86_const as X
+    from vmkit.vmm.trap_emulate import SHADOW_LDT, VMM_LDT_SELECTOR
+    m = vmkit.machine(guest_source("ldt"), technique)
+    result = m.run()
+    assert result.exit_code == 0x1f and m.vcpu.ldtr == 0x38
+    selector, base, limit, _ = m.uc.reg_read(X.UC_X86_REG_LDTR)
+    assert (selector, base, limit) == (VMM_LDT_SELECTOR, SHADOW_LDT, 15)
+    shadow = bytes(m.uc.mem_read(SHADOW_LDT, 16))
+    assert shadow[5] == 0xB3 and shadow[13] & 0x60 == 0x20        # data and code, DPL 0 -> 1
+    assert int.from_bytes(shadow[2:5], "little") == 0x181000      # the base the guest wrote after lldt
+    traced = [e for e in result.of_kind("trap") if e.detail["cause"] == "write to the traced LDT"]
+    assert len(traced) == 2                                         # the two stores to entry 0's base
+    sldt = int(result.serial.split("sldt=")[1][:8], 16)
+    assert sldt == (0x38 if technique == "binary-translation" else VMM_LDT_SELECTOR)   # TE: a hole
+
+
+@pytest.mark.parametrize("source,error", [("mov ax, 0x0c\nlldt ax", 0x0c),       # TI set
+                                          ("mov ax, 0x400\nlldt ax", 0x400),     # past the GDT
+                                          ("mov ax, 0x10\nlldt ax", 0x10)])      # not an LDT
+def test_lldt_checks_its_selector_as_the_cpu_does(build, source, error):
+    """LLDT (SDM vol. 2A): #GP(selector) for TI = 1, a selector past the GDT's limit, or a
+    descriptor that is not an LDT's; the same error code natively and under the VMMs."""
+    image = build(body=f"bad:\n{source}\njmp $", gates={13: ("gp", 0x8E)},
+                  handlers={"gp": "pop eax\nmov [0x200000], eax\nmov al, 1\nout 0xf4, al"})
+    for technique in ("native", TE, "binary-translation"):
+        m = vmkit.machine(image, technique)
+        assert m.run().exit_code == 3, technique
+        assert m.cpu.u32(0x200000) == error, technique

@@ -7,6 +7,8 @@ guest's own accesses do in Unicorn: `translate` is that one page walk, and `read
 for every byte they touch."""
 import ctypes
 
+import capstone
+from capstone import x86_const as C
 from unicorn import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH
 from unicorn import x86_const as X
 
@@ -23,6 +25,10 @@ REGS = {name: getattr(X, f"UC_X86_REG_{name.upper()}") for name in
         ("eax", "ebx", "ecx", "edx", "esi", "edi", "esp", "ebp", "eip", "eflags",
          "cs", "ss", "ds", "es", "fs", "gs", "cr0", "cr2", "cr3", "cr4")}
 GENERAL = ("eax", "ebx", "ecx", "edx", "esi", "edi", "esp", "ebp", "eip", "eflags")
+
+
+_decoder = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
+_decoder.detail = True
 
 
 class Fault(Exception):
@@ -263,6 +269,23 @@ class Cpu:
         if index + 7 > limit:
             raise Fault(fault_vector, (selector & ~3) | ext)
         return decode_descriptor(self.read(base + index, 8, "a descriptor"))
+
+    def memory_operand(self, code, address):
+        """The linear address of the memory operand of the instruction `code` at `address` (segment
+        base + base + index * scale + displacement, 32-bit addressing), or None when it has none."""
+        insn = next(_decoder.disasm(bytes(code), address, 1), None)
+        memory = [op for op in insn.operands if op.type == C.X86_OP_MEM] if insn is not None else []
+        if not memory:
+            return None
+        m = memory[0].mem
+        linear = m.disp
+        if m.base:
+            linear += self[insn.reg_name(m.base)]
+        if m.index:
+            linear += self[insn.reg_name(m.index)] * m.scale
+        segment = insn.reg_name(m.segment) if m.segment else (
+            "ss" if m.base and insn.reg_name(m.base) in ("esp", "ebp") else "ds")
+        return (self.segment_base(self[segment]) + linear) & 0xFFFFFFFF
 
     def segment_base(self, selector):
         return self.descriptor(selector).base if selector & ~3 else 0

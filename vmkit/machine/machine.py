@@ -36,7 +36,7 @@ from .delivery import EXCEPTION, EXTERNAL, SOFTWARE, exception_class, second_fau
 from .delivery import deliver as deliver_through_idt
 from .devices import DebugExit, Pit8254, PicPair, Serial
 from .platform import BOOT_CS, BOOT_DS, BOOT_GDT, BOOT_GDT_LIMIT, DEFAULT_MEMORY, STACK_TOP, boot_gdt, check_fits
-from .x86 import DF_, GP, HAS_ERROR_CODE, IF, PF_, UD, vector_name
+from .x86 import DF_, GP, HAS_ERROR_CODE, IF, PF_, RF, UD, VM, decode_descriptor, decode_gate, vector_name
 
 DEFAULT_MAX_INSTRUCTIONS = DefaultBudget(100_000_000)
 DEFAULT_TIMEOUT = 20.0             # seconds of real time
@@ -44,8 +44,12 @@ NEVER = 1 << 32                    # an `until` address EIP can never reach
 BIG_SLICE = 1 << 40
 MAX_EVENTS = 200_000
 CR0_PG = 1 << 31
-IRET, RETF, RETF_IMM, STI, POPF = 0xCF, 0xCB, 0xCA, 0xFB, 0x9D
-WATCHED = (IRET, RETF, RETF_IMM, STI, POPF)
+IRET, RETF, RETF_IMM, STI, POPF, CALL_FAR = 0xCF, 0xCB, 0xCA, 0xFB, 0x9D, 0x9A
+WATCHED = (IRET, RETF, RETF_IMM, STI, POPF, CALL_FAR)
+SYSEXIT = b"\x0f\x35"
+# the MSRs SYSENTER and SYSEXIT read (SDM vol. 2B, SYSENTER: MSR addresses 174H, 175H, 176H)
+IA32_SYSENTER_CS, IA32_SYSENTER_ESP, IA32_SYSENTER_EIP = 0x174, 0x175, 0x176
+CALL_GATE_32 = 0xC
 LONGEST_SLICE = 1 << 22           # counted instructions between two looks at the real-time budget
 LONGEST_UNCOUNTED_SLICE = 0.5     # seconds an uncounted slice may run before Python runs again
 
@@ -217,6 +221,7 @@ class Machine:
     #   exception(vector, source, error_code)  a fault, an int n or a refused I/O access: a trap
     #   port_access(port, size, value, direction, eip)  an in or an out
     #   on_hlt(), on_cpuid(leaf, subleaf)    the guest executed hlt, cpuid
+    #   on_sysenter(), guest_msr(index)      the guest executed sysenter; an MSR as the guest set it
     #   memory_fault(error, access, address) the guest touched memory it has not got
     #   on_timer()                           the timer expired (IRQ0 raised)
     #   other_stop(stop)                     a slice ended for a Stop the VMM's own hook asked for
@@ -262,11 +267,15 @@ class Machine:
         uc.hook_add(UC_HOOK_INSN, self._on_cpuid, None, 1, 0, X.UC_X86_INS_CPUID)
         uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
         quirks.hook_time_stamp_counter(uc, self._on_rdtsc, lambda: self._on_rdtsc(tsc_aux=True))
-        # Some instructions act inside Unicorn, unseen: iret and retf change rings, and sti, popf and
-        # iret can set IF while an interrupt waits. A code hook on each one in the image watches
-        # them; it fires only where an instruction starts with that byte, so data costs nothing.
-        for offset, byte in enumerate(self.image.code):
-            if byte in WATCHED:
+        uc.hook_add(UC_HOOK_INSN, self._on_sysenter, None, 1, 0, X.UC_X86_INS_SYSENTER)
+        # Some instructions act inside Unicorn, unseen: iret, retf, sysexit and a far call through a
+        # call gate change rings, and sti, popf and iret can set IF while an interrupt waits. A code
+        # hook on each one in the image watches them; it fires only where an instruction starts with
+        # that byte, so data costs nothing.
+        code = self.image.code
+        for offset, byte in enumerate(code):
+            if byte in WATCHED or code[offset:offset + 2] == SYSEXIT or (
+                    byte == 0xFF and len(code) > offset + 1 and (code[offset + 1] >> 3) & 7 == 3):
                 address = self.image.linked(self.image.origin + offset)   # where it runs
                 uc.hook_add(UC_HOOK_CODE, self._on_watched, None, address, address)
         # Code outside the image is rare (code a guest wrote itself); zeroed memory run as code is a
@@ -386,6 +395,22 @@ class Machine:
         answer (the vmkit PC does), or the VMM's answer, (eax, ebx, ecx, edx)."""
         return None
 
+    def on_sysenter(self):
+        """The guest executed sysenter (EIP is after it). Unicorn does not carry it out: its
+        helper_sysenter (qemu/target/i386/seg_helper.c) only calls the UC_HOOK_INSN hooks for
+        UC_X86_INS_SYSENTER and then steps over the instruction, so without this the guest would
+        go straight on to the next one. The vmkit PC does what the SDM's SYSENTER operation says
+        (vol. 2B, SYSENTER; vol. 3A, 5.8.7): #GP(0) when IA32_SYSENTER_CS[15:2] is 0; else VM, IF
+        and RF cleared, CS = IA32_SYSENTER_CS & FFFCH and SS = CS + 8 at CPL 0, ESP and EIP from
+        IA32_SYSENTER_ESP and IA32_SYSENTER_EIP. Nothing is pushed. A VMM overrides it to enter the
+        guest kernel where it runs (ring 1)."""
+        self.fast_system_call(self.cpu["eip"] - 2, ring=0)
+
+    def guest_msr(self, index):
+        """The MSR `index` as the guest last wrote it: the CPU's own on the vmkit PC, where the
+        guest's wrmsr runs; a VMM that emulates wrmsr answers from its virtual CPU."""
+        return self.uc.msr_read(index)
+
     def memory_fault(self, error, access, address):
         """Unicorn stopped on memory the guest may not touch: `error` is Unicorn's UcError, `access`
         and `address` what the last access outside memory was (None when no hook saw one). On the
@@ -437,6 +462,65 @@ class Machine:
             self.stats["interrupts"] += 1
             self.record("ring-transition", eip=eip, cpl=cpl, cause=cause, **record)
             return
+
+    def fast_system_call(self, at, ring):
+        """SYSENTER from the instruction at `at` into the guest kernel, which runs in `ring` (0 on the
+        vmkit PC, 1 under a ring-compressing VMM): the SDM's SYSENTER operation (see on_sysenter),
+        recorded as a ring-transition with cause "sysenter". Returns False when it raised #GP.
+
+        The SDM loads CS and SS with fixed flat descriptors, not from the GDT; vmkit can only load
+        a segment register through its descriptor, so it asks that the GDT's descriptors for CS and
+        SS be the flat ring-0 code and data segments SYSENTER assumes (SDM vol. 3A, 5.8.7: the
+        operating system must make them so), and ends the run with a GuestError if they are not."""
+        cpu = self.cpu
+        selector = self.guest_msr(IA32_SYSENTER_CS) & 0xFFFC
+        if selector == 0:
+            cpu["eip"] = at
+            self.exception(GP, EXCEPTION, 0)
+            return False
+        esp, eip = self.guest_msr(IA32_SYSENTER_ESP) & 0xFFFFFFFF, self.guest_msr(IA32_SYSENTER_EIP) & 0xFFFFFFFF
+        self._fixed_segments(at, ring, ((selector, "code"), (selector + 8, "data")))
+        from_ring = cpu.cpl
+        eflags = cpu["eflags"] & ~(IF | VM | RF)
+        cpu.far_transfer(ring, selector | ring, (selector + 8) | ring, esp, eip, eflags)
+        self.record("ring-transition", eip=at, cpl=from_ring, from_ring=from_ring, to_ring=ring, cause="sysenter",
+                    handler=eip, esp=esp, ss=(selector + 8) | ring, if_cleared=True, frame=[])
+        return True
+
+    def fast_system_return(self, at):
+        """SYSEXIT from the instruction at `at`, carried out for a guest kernel that runs deprivileged
+        (at CPL 0 Unicorn does it itself, and the watch records it): the SDM's SYSEXIT operation
+        (vol. 2B, SYSEXIT): #GP(0) when IA32_SYSENTER_CS[15:2] is 0 (a Fault); else CS =
+        (IA32_SYSENTER_CS + 16) | 3 and SS = (IA32_SYSENTER_CS + 24) | 3, ESP = ECX, EIP = EDX, at
+        CPL 3; EFLAGS unchanged. Recorded as a ring-transition with cause "sysexit"."""
+        cpu = self.cpu
+        selector = self.guest_msr(IA32_SYSENTER_CS) & 0xFFFC
+        if selector == 0:
+            raise Fault(GP, 0)
+        cs, ss = (selector + 16) | 3, (selector + 24) | 3
+        self._fixed_segments(at, 3, ((cs, "code"), (ss, "data")))
+        from_ring, esp, eip = cpu.cpl, cpu["ecx"], cpu["edx"]
+        cpu.far_transfer(3, cs, ss, esp, eip, cpu["eflags"])
+        self.record("ring-transition", eip=at, cpl=from_ring, from_ring=from_ring, to_ring=3, cause="sysexit",
+                    return_eip=eip, esp=esp, ss=ss, frame=[], emulated=True)
+        return f"CS:EIP <- {cs:#x}:{eip:#x}, SS:ESP <- {ss:#x}:{esp:#x} (IA32_SYSENTER_CS {selector:#x} + 16, + 24)"
+
+    def _fixed_segments(self, at, ring, segments):
+        """The GDT's descriptors for the selectors SYSENTER or SYSEXIT load: usable as the SDM's fixed
+        flat code and data segments of `ring` (present, code or writable data, DPL `ring`), or a
+        GuestError: Unicorn loads a segment register only through a descriptor that passes the
+        checks of a segment load."""
+        for selector, kind in segments:
+            try:
+                descriptor = self.cpu.descriptor(selector & 0xFFFC)
+            except Fault:
+                descriptor = None
+            fits = descriptor is not None and descriptor.present and descriptor.dpl == ring and (
+                descriptor.is_code and not descriptor.conforming if kind == "code" else descriptor.writable)
+            if not fits:
+                raise GuestError(f"the instruction at {at:#x} loads {selector & 0xFFFC:#x} as a flat ring-{ring} {kind} "
+                                 f"segment (SYSENTER/SYSEXIT), but the GDT holds no such descriptor there; the "
+                                 f"CPU would load fixed values, vmkit only a descriptor", self.result())
 
     def record(self, kind, eip=None, cpl=None, **detail):
         """Record an event of `kind` (one of vmkit.EVENT_KINDS), at `eip` and `cpl` (default: where the
@@ -651,6 +735,11 @@ class Machine:
             pass                                       # the budget check will report it
         elif stop.kind == "ran-off":
             self.ran_off_the_end(stop.detail["address"])
+        elif stop.kind == "sysenter":
+            self.on_sysenter()
+        elif stop.kind == "unmodelled":
+            raise GuestError(f"{stop.detail['why']} (eip {stop.detail['eip']:#x}, ring {self.cpu.cpl}); "
+                             f"Unicorn cannot go on from there, so vmkit stops the guest", self.result())
         else:
             self.other_stop(stop)
         if self.cpu.cpl != self._slice_cpl and not self._slice_traced and not any(
@@ -776,6 +865,12 @@ class Machine:
         quirks.clear_fault_and_set_cpl(self.uc)
         self.cpu["eip"] = stop["eip"]
 
+    def _on_sysenter(self, uc, _):
+        """sysenter ran inside Unicorn and did nothing (see on_sysenter): end the slice after it."""
+        if self._stop is None:
+            self._stop = Stop("sysenter", self._counter())
+            uc.emu_stop()
+
     def _on_cpuid(self, uc, _):
         values = self.on_cpuid(self.cpu["eax"], self.cpu["ecx"])
         if values is None:
@@ -796,6 +891,11 @@ class Machine:
             return                                   # already seen when we stopped in front of it
         if op[0] in (IRET, RETF, RETF_IMM):
             self._record_far_return(op, address)
+        elif op[0] in (CALL_FAR, 0xFF):
+            if self._record_call_gate(address):
+                return                               # the guest stops in front of it, for good
+        elif op[:2] == SYSEXIT:
+            self._record_sysexit(address)
         if self._stop is not None and self._stop.kind == "event":
             self._stop_before(address, icount)       # run_until wanted this event: stop at it
         elif op[0] in (STI, POPF, IRET) and self.counted and self.watch_interrupt_window \
@@ -809,6 +909,93 @@ class Machine:
         self._stop = Stop("before", self._counter())
         self._pass_once = (address, icount)
         self.uc.emu_stop()
+
+    def _record_call_gate(self, address):
+        """A far call, watched before it runs: through a 32-bit call gate into a more privileged ring,
+        the CPU switches to the TSS's stack for that ring, copies the gate's parameter count of
+        dwords from the caller's stack, and pushes the caller's SS, ESP, CS and EIP (SDM vol. 2A,
+        CALL, "CALL-GATE" and "MORE-PRIVILEGE"; vol. 3A, 5.8.5). Unicorn carries it out; this records
+        it as a ring-transition with cause "call gate", when the checks CALL makes let it through.
+
+        Unicorn takes the new stack from the TSS that TR's cached descriptor names, and aborts the
+        process when that descriptor is not a present TSS (get_ss_esp_from_tss in QEMU's
+        target/i386 seg_helper.c): TR never loaded, for one. The guest is stopped in front of the
+        call with a GuestError instead (True)."""
+        cpu = self.cpu
+        insn = disassemble(cpu.peek(address, 16) or b"", address, 1)
+        if not insn:
+            return False
+        insn = insn[0]
+        raw = insn.bytes
+        if raw[0] == CALL_FAR and len(raw) == 7:
+            selector = int.from_bytes(raw[5:7], "little")
+        elif raw[0] == 0xFF and len(raw) > 1 and (raw[1] >> 3) & 7 == 3 and raw[1] >> 6 != 3:   # FF /3: m16:32
+            pointer = self._far_pointer(insn)
+            if pointer is None:
+                return False
+            selector = pointer
+        else:
+            return False
+        cpl = cpu.cpl
+        try:
+            gate_raw = cpu.read(self._descriptor_address(selector), 8, "a descriptor") if selector & ~3 else None
+        except (Fault, GuestError):
+            return False
+        if gate_raw is None:
+            return False
+        gate = decode_descriptor(gate_raw)
+        if gate.s or gate.type != CALL_GATE_32:
+            return False
+        call = decode_gate(gate_raw)
+        if not call.present or call.dpl < max(cpl, selector & 3):
+            return False
+        try:
+            target = cpu.descriptor(call.selector)
+        except Fault:
+            return False
+        if not target.is_code or not target.present or target.dpl > cpl or target.conforming or target.dpl == cpl:
+            return False
+        _, _, _, tr_rights = self.uc.reg_read(X.UC_X86_REG_TR)
+        if not tr_rights & 0x8000 or (tr_rights >> 8) & 7 != 1:
+            self._stop = Stop("unmodelled", self._counter(), eip=address,
+                              why=f"a far call through the call gate {selector:#x} into ring {target.dpl} with "
+                                  f"no TSS loaded (TR {cpu.tss()[0]:#x}) to take the new stack from")
+            self.uc.emu_stop()
+            return True
+        self.record("ring-transition", eip=address, from_ring=cpl, to_ring=target.dpl, cause="call gate",
+                    gate=selector, handler=call.offset, parameters=(gate_raw[4] & 0x1F),
+                    return_eip=address + insn.size)
+        return False
+
+    def _descriptor_address(self, selector):
+        """The linear address of the descriptor a selector names, or a Fault past its table's limit."""
+        if selector & 4:
+            _, base, limit = self.cpu.table_register(X.UC_X86_REG_LDTR)
+        else:
+            base, limit = self.cpu.table(X.UC_X86_REG_GDTR)
+        if (selector & ~7) + 7 > limit:
+            raise Fault(GP, selector & ~3)
+        return base + (selector & ~7)
+
+    def _far_pointer(self, insn):
+        """The selector of `call far [m16:32]` (FF /3): its memory operand, read as the CPU reads it."""
+        operand = self.cpu.memory_operand(insn.bytes, insn.address)
+        if operand is None:
+            return None
+        try:
+            return int.from_bytes(self.cpu.read(operand + 4, 2), "little")
+        except (Fault, GuestError):
+            return None
+
+    def _record_sysexit(self, address):
+        """sysexit at CPL 0, watched before Unicorn carries it out (its helper_sysexit follows the SDM:
+        CS = IA32_SYSENTER_CS + 16 and SS = + 24, both with RPL 3; ESP = ECX, EIP = EDX)."""
+        cpu = self.cpu
+        selector = self.guest_msr(IA32_SYSENTER_CS) & 0xFFFC
+        if cpu.cpl != 0 or selector == 0:
+            return                                   # it raises #GP(0): recorded as that
+        self.record("ring-transition", eip=address, from_ring=0, to_ring=3, cause="sysexit",
+                    return_eip=cpu["edx"], esp=cpu["ecx"], ss=(selector + 24) | 3, frame=[])
 
     def _record_far_return(self, op, address):
         cpu = self.cpu

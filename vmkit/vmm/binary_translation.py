@@ -30,9 +30,10 @@ from unicorn import UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE
 
 from ..errors import GuestError, VmkitError
 from ..machine.delivery import EXCEPTION, SOFTWARE
+from ..machine.machine import CALL_GATE_32
 from ..machine.platform import BOOT_CS, DEFAULT_MEMORY
 from ..machine.cpu import PAGE, Fault
-from ..machine.x86 import DB, GP, IF, IOPL_MASK, NP, PF_, SS_, UD, encode_descriptor
+from ..machine.x86 import DB, GP, IF, IOPL_MASK, NP, PF_, SS_, TS, UD, decode_gate, encode_descriptor
 from .emulate import (EMULATORS, FLAGS, SENSITIVE_READS, guest_descriptor, decode, effective_address, operand_value,
                       write_operand, write_register)
 from .trap_emulate import SHADOW_GDT, VMM_BASE, TrapAndEmulate, compress
@@ -89,6 +90,19 @@ def truncate(table):
             limit = ((VMM_BASE - base) >> 12) - 1 if granular else VMM_BASE - base - 1
             table[offset:offset + 2] = (limit & 0xFFFF).to_bytes(2, "little")
             table[offset + 6] = (flags & 0xF0) | ((limit >> 16) & 0xF)
+    return bytes(table)
+
+
+def hide_call_gates(table):
+    """Every 32-bit call gate of the shadow table marked not present. A gate into the guest kernel
+    would take guest user code straight to the kernel's own bytes, which only ever run translated;
+    with P = 0 the far call through it raises #NP with the gate's selector (SDM vol. 2A, CALL: the
+    gate's P flag is checked after its DPL), a trap to the VMM, which carries the call out into
+    the translation cache (BinaryTranslation.call_gate)."""
+    table = bytearray(table)
+    for offset in range(0, len(table) - 7, 8):
+        if table[offset + 5] & 0x1F == CALL_GATE_32:
+            table[offset + 5] &= 0x7F
     return bytes(table)
 
 
@@ -153,7 +167,7 @@ class BinaryTranslation(TrapAndEmulate):
         self.stop("cache-access", context=uc.context_save(), address=address, before=bytes(uc.mem_read(address, size)))
 
     def shadow_descriptors(self, table):
-        return truncate(compress(table))
+        return hide_call_gates(truncate(compress(table)))
 
     def _guest_code(self, address, size):
         """Up to `size` bytes of guest code at `address`, read as the CPU fetches them: fewer where
@@ -271,6 +285,27 @@ class BinaryTranslation(TrapAndEmulate):
             cpu["gs"] = VMM_DATA_SELECTOR
             cpu["eflags"] = (cpu["eflags"] & ~IOPL_MASK) | IF          # the VMM's own, in the kernel
 
+    def on_sysenter(self):
+        """As trap-and-emulate; a sysenter the kernel ran in the cache is at its guest address."""
+        guest = self.guest_eip()
+        if self.cpu.cpl == 1 and guest is not None:
+            self.cpu["eip"] = guest
+        super().on_sysenter()
+
+    def kernel_entered(self):
+        """As in the cache after a delivery: GS reaches the VMM's data page, and the real IF and IOPL
+        are the VMM's."""
+        cpu = self.cpu
+        cpu["gs"] = VMM_DATA_SELECTOR
+        cpu["eflags"] = (cpu["eflags"] & ~IOPL_MASK) | IF
+
+    def leave_kernel(self):
+        """User code gets the guest's own GS back (the cache's is the VMM's data page)."""
+        try:
+            self.cpu["gs"] = self.vcpu.gs
+        except Exception:                                       # noqa: BLE001 - a selector the CPU refuses
+            self.cpu["gs"] = 0
+
     def leave_user_mode(self):
         """User code ran directly with its own IF, IOPL and GS in the real registers: they become
         the virtual ones again while the kernel runs translated."""
@@ -340,7 +375,61 @@ class BinaryTranslation(TrapAndEmulate):
                 raise GuestError(f"a fault ({vector}) in the VMM's own lookup code at {eip:#x}", self.result())
             cpu["eip"] = piece.guest          # the guest's instruction faulted
             self._far_return = None
+        if vector == NP and source == EXCEPTION and cpu.cpl == 3 and self.call_gate(error_code):
+            return
         self.handle_trap(vector, source, error_code, cause)
+
+    def call_gate(self, error_code):
+        """#NP from user code on a call gate the shadow GDT hides (hide_call_gates): if the guest's
+        own gate is present, carry out the far call through it as the CPU would (SDM vol. 2A, CALL,
+        "CALL-GATE" and "MORE-PRIVILEGE"; vol. 3A, 5.8.5 and 5.8.6) and record it as a trap and a
+        ring-transition with cause "call gate". False when the #NP is the guest's own."""
+        cpu = self.cpu
+        selector = error_code & ~3 if error_code is not None else 0
+        gate_descriptor = guest_descriptor(self, selector) if selector else None
+        if gate_descriptor is None or gate_descriptor.s or gate_descriptor.type != CALL_GATE_32 \
+                or not gate_descriptor.present:
+            return False
+        self.fault_handled()
+        self._vmm_entry = True
+        at = cpu["eip"]
+        insn = decode(cpu.read(at, 15), at)
+        self.stats["traps"] += 1
+        self.record("trap", eip=at, cpl=3, cause="call gate", vector=NP, error_code=error_code,
+                    instruction=f"{insn.mnemonic} {insn.op_str}".strip())
+        gate = decode_gate(gate_descriptor.raw)
+        count = (gate_descriptor.raw >> 32) & 0x1F
+        fault = self._code_segment_fault(gate.selector & ~3)
+        if fault is not None:
+            self.deliver(*fault)
+            return True
+        # the new stack: the one the guest's TSS gives ring 0, as its ring-1 twin
+        tss = guest_descriptor(self, self.vcpu.tr)
+        if tss is None:
+            self.deliver(TS, EXCEPTION, self.vcpu.tr & ~3)
+            return True
+        raw = cpu.read(tss.base + 4, 8, "the guest's TSS")
+        new_esp, new_ss = int.from_bytes(raw[:4], "little"), int.from_bytes(raw[4:6], "little") | 1
+        old = cpu.regs(("esp", "ss", "cs"))
+        parameters = cpu.read(cpu.segment_base(old["ss"]) + old["esp"], 4 * count, "the caller's stack", user=True)
+        frame = ((at + insn.size).to_bytes(4, "little") + old["cs"].to_bytes(4, "little") + parameters
+                 + old["esp"].to_bytes(4, "little") + old["ss"].to_bytes(4, "little"))
+        self.leave_user_mode()
+        base = self._stack_base(new_ss)
+        esp = (new_esp - len(frame)) & 0xFFFFFFFF
+        cpu.write(base + esp, frame, "the call gate's frame")
+        cpu.far_transfer(1, (gate.selector & ~3) | 1, new_ss, esp, gate.offset, cpu["eflags"])
+        self.kernel_entered()
+        words = [int.from_bytes(frame[i:i + 4], "little") for i in range(0, len(frame), 4)]
+        names = ["EIP", "CS"] + [f"parameter {i}" for i in range(count)] + ["ESP", "SS"]
+        self.record("ring-transition", eip=at, cpl=3, from_ring=3, to_ring=1, cause="call gate", gate=selector,
+                    handler=gate.offset, parameters=count, frame=list(zip(names, words)), esp=esp, ss=new_ss,
+                    return_eip=at + insn.size, reflected=True)
+        return True
+
+    def _stack_base(self, ss):
+        descriptor = guest_descriptor(self, ss & ~3)
+        return descriptor.base if descriptor is not None else 0
 
     def _callout(self, c, site):
         cpu = self.cpu

@@ -114,8 +114,9 @@ def ltr(vmm, insn):
 
 
 def lldt(vmm, insn):
-    vmm.vcpu.ldtr = operand_value(vmm, insn, insn.operands[0]) & 0xFFFF
-    return f"virtual LDTR <- {vmm.vcpu.ldtr:#06x}"
+    vmm.load_ldt(operand_value(vmm, insn, insn.operands[0]) & 0xFFFF)
+    base, limit = vmm.vcpu.ldt
+    return f"virtual LDTR <- {vmm.vcpu.ldtr:#06x}; shadow LDT of base {base:#x} limit {limit:#x} with DPL 0 -> 1"
 
 
 def emulate_mov(vmm, insn):
@@ -178,6 +179,15 @@ def wrmsr(vmm, insn):
     return f"virtual MSR {ecx:#x} <- {vmm.vcpu.msr[ecx]:#x}"
 
 
+def sysexit(vmm, insn):
+    """sysexit needs CPL 0 (SDM vol. 2B, SYSEXIT: #GP(0) if CPL is not 0), so the ring-1 kernel's
+    traps; at its virtual CPL 0 the VMM carries it out (Machine.fast_system_return)."""
+    vmm.leave_kernel()
+    description = vmm.fast_system_return(insn.address)
+    vmm.enter_user_mode()
+    return description
+
+
 def emulate_out(vmm, insn):
     port_op, value_op = insn.operands
     port = operand_value(vmm, insn, port_op)
@@ -235,7 +245,8 @@ def ins(vmm, insn):
 EMULATORS = {
     "cli": emulate_cli, "sti": emulate_sti, "hlt": emulate_hlt, "lgdt": emulate_lgdt, "lidt": emulate_lidt,
     "ltr": ltr, "lldt": lldt, "mov": emulate_mov, "clts": clts, "lmsw": lmsw, "invlpg": invlpg,
-    "wbinvd": nothing_to_do, "invd": nothing_to_do, "rdmsr": rdmsr, "wrmsr": wrmsr, "out": emulate_out,
+    "wbinvd": nothing_to_do, "invd": nothing_to_do, "rdmsr": rdmsr, "wrmsr": wrmsr, "sysexit": sysexit,
+    "out": emulate_out,
     "in": emulate_in,
     "outsb": outs, "outsw": outs, "outsd": outs, "insb": ins, "insw": ins, "insd": ins,
 }
@@ -282,11 +293,19 @@ def smsw(vmm, insn):
 
 
 def guest_descriptor(vmm, selector):
-    """The guest's own descriptor for `selector` (its GDT, not the shadow), or None."""
-    base, limit = vmm.vcpu.gdtr
-    if selector & ~3 == 0 or selector & 4 or (selector & ~7) + 7 > limit:
+    """The guest's own descriptor for `selector` (its GDT or, with TI set, the LDT its LDTR names;
+    not the shadow copies), or None."""
+    if selector & 4:
+        if vmm.vcpu.ldtr & ~3 == 0:
+            return None
+        base, limit = vmm.vcpu.ldt
+    else:
+        base, limit = vmm.vcpu.gdtr
+        if selector & ~3 == 0:
+            return None
+    if (selector & ~7) + 7 > limit:
         return None
-    return decode_descriptor(vmm.cpu.read(base + (selector & ~7), 8, "the guest's GDT"))
+    return decode_descriptor(vmm.cpu.read(base + (selector & ~7), 8, "the guest's descriptor table"))
 
 
 LAR_SYSTEM_TYPES = {0x1, 0x2, 0x3, 0x4, 0x5, 0x9, 0xB, 0xC}

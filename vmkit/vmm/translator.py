@@ -196,7 +196,8 @@ def _is_register_operand(insn):
 
 def classify_instruction(insn):
     """What the translator does with one decoded guest instruction (see the module docstring)."""
-    op = bytes(insn.opcode).rstrip(b"\0") or b"\0"
+    raw = bytes(insn.opcode)            # capstone pads the opcode with zeros to four bytes
+    op = raw[:2] if raw[0] == 0x0F else raw[:1]   # so 0F 00 (sldt, str, lldt, ltr, verr, verw) keeps its 00
     first = op[0]
     if insn.prefix[2] == 0x66 and first in (0x9C, 0x9D):
         return "call-out"                                  # 16-bit pushf/popf: emulated

@@ -32,7 +32,7 @@ from ..machine.delivery import EXCEPTION, SOFTWARE
 from ..machine.cpu import Fault
 from ..machine.machine import LONGEST_SLICE, Machine
 from ..machine.platform import BOOT_CS, BOOT_DS, BOOT_GDT, BOOT_GDT_LIMIT, DEFAULT_MEMORY, STACK_TOP
-from ..machine.x86 import GP, IF, NP, PF_, decode_descriptor, vector_name
+from ..machine.x86 import GP, IF, NP, PF_, decode_descriptor, encode_descriptor, vector_name
 from .emulate import EMULATORS, decode, operand_value
 from .shadow_paging import ShadowPageTables
 from .vcpu import VCpu
@@ -42,8 +42,19 @@ VMM_SIZE = 0x20000
 SHADOW_GDT = VMM_BASE             # room for all 8192 descriptors
 SHADOW_IDT = VMM_BASE + 0x10000
 VMM_TSS = VMM_BASE + 0x11000
+SHADOW_LDT = VMM_BASE + 0x12000   # the rest of the VMM's memory: room for 7168 descriptors
+SHADOW_LDT_SIZE = VMM_SIZE - 0x12000
+VMM_LDT_SELECTOR = 0xFFE0         # the shadow GDT's slot for the shadow LDT: the real LDTR
 VMM_TSS_SELECTOR = 0xFFF8         # the shadow GDT's last slot: the real TR while the guest runs
+# The real TR's cached access rights: an *available* 32-bit TSS (type 9), as QEMU's helper_ltr
+# caches them (it loads TR from the descriptor before it sets the busy bit in memory). A far call
+# through a call gate into an inner ring makes Unicorn read the new stack from this TSS
+# (get_ss_esp_from_tss in QEMU's target/i386 seg_helper.c), and that function aborts the whole
+# process unless (type & 7) == 1: a busy type (0xB) here ends in SIGABRT.
+VMM_TSS_RIGHTS = 0x8900
 DPL_BITS = 0x60
+# the instructions that reach a port: what IOPL and the TSS's I/O bitmap decide (SDM vol. 1, 19.5)
+IO_INSTRUCTIONS = frozenset({"in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd"})
 
 
 def compress(table):
@@ -71,7 +82,10 @@ class TrapAndEmulate(Machine):
         self._shadow_handlers = shadow_handlers
         self._vmm_entry = False       # the VMM has control: the only moment it can inject an interrupt
         self._shadow_sti = False
+        self._store_waits = False
         self._gdt_trace = None
+        self._ldt_trace = None
+        self._guest_ldt = bytearray()
         self._shadow_gdt_size = 0
         super().__init__(image, memory, counted=True, technique="trap-and-emulate", **budgets)
         self.stats.update(hidden_faults=0, true_faults=0, trace_faults=0)
@@ -85,7 +99,7 @@ class TrapAndEmulate(Machine):
         self.uc.mem_write(SHADOW_GDT + VMM_TSS_SELECTOR, bytes.fromhex("6700") + tss[0].to_bytes(3, "little")
                           + bytes([0x89, 0x00, tss[1]]))
         self.uc.mem_write(VMM_TSS + 102, (104).to_bytes(2, "little"))      # no I/O bitmap: every port traps
-        self.uc.reg_write(X.UC_X86_REG_TR, (VMM_TSS_SELECTOR, VMM_TSS, 103, 0x8B00))
+        self.uc.reg_write(X.UC_X86_REG_TR, (VMM_TSS_SELECTOR, VMM_TSS, 103, VMM_TSS_RIGHTS))
         self.load_gdt(BOOT_GDT, BOOT_GDT_LIMIT)
         self.load_idt(0, 0)
         self.cpu.far_transfer(1, BOOT_CS | 1, BOOT_DS | 1, STACK_TOP, self.image.entry, 0x2 | IF)
@@ -112,6 +126,9 @@ class TrapAndEmulate(Machine):
 
     def slice_length(self, limit):
         if self.shadow.stepping:          # one instruction: the store to the traced page
+            return 1
+        if self._store_waits:             # one instruction: the store to the traced GDT (_on_gdt_write)
+            self._store_waits = False
             return 1
         if self._shadow_sti:              # the instruction after an emulated sti runs before any interrupt
             self._shadow_sti = False
@@ -190,6 +207,48 @@ class TrapAndEmulate(Machine):
             cpu["eip"] = at                               # the handler declined: the guest's #GP
         self._reflect(vector, source, error_code)
 
+    def guest_msr(self, index):
+        """The guest's wrmsr traps and writes the virtual CPU: its MSRs are there."""
+        return self.vcpu.msr.get(index, 0)
+
+    def on_sysenter(self):
+        """sysenter: on a real CPU under this VMM, IA32_SYSENTER_CS/ESP/EIP are the VMM's own (the
+        guest's wrmsr traps and only changes the virtual CPU), so sysenter enters the VMM in ring 0:
+        a trap. The VMM then does what SYSENTER would have done on the guest's machine (SDM vol. 2B,
+        SYSENTER), from the guest's MSRs, one ring out: the guest kernel starts at its
+        IA32_SYSENTER_EIP in ring 1 on the ring-1 twins of its CS and SS, with the *virtual* IF
+        cleared (the real one stays on for the VMM's timer)."""
+        cpu = self.cpu
+        at = cpu["eip"] - 2
+        self.stats["traps"] += 1
+        self._vmm_entry = True
+        self.record("trap", eip=at, cause="sysenter", vector=None, instruction="sysenter", error_code=None)
+        if cpu.cpl == 3:
+            self.leave_user_mode()
+        if self.fast_system_call(at, ring=1):
+            self.vcpu.interrupt_flag = False
+            self.kernel_entered()
+
+    def record(self, kind, eip=None, cpl=None, **detail):
+        """As the machine's; a far call through a call gate into the kernel is recorded before the
+        CPU carries it out, from the VMM's TSS: that is the moment to give it the stack the guest's
+        TSS names for ring 0 (the guest may have changed it since the last delivery)."""
+        if kind == "ring-transition" and detail.get("cause") == "call gate":
+            self._sync_ring1_stack()
+        return super().record(kind, eip, cpl, **detail)
+
+    def kernel_entered(self):
+        """The VMM has moved its guest into the kernel (ring 1) itself: the real IF stays on, for the
+        VMM's timer."""
+        self.cpu["eflags"] |= IF
+
+    def leave_kernel(self):
+        """The VMM is about to move its guest out of the kernel to user code (sysexit)."""
+
+    def enter_user_mode(self):
+        """The guest is in user code after a transfer the VMM carried out (sysexit): user code runs
+        with interrupts on (see interrupts_enabled); nothing else to do here."""
+
     def leave_user_mode(self):
         """Guest user code is being interrupted: it always runs with interrupts on, so the kernel's
         handler starts from a virtual IF of 1."""
@@ -202,7 +261,7 @@ class TrapAndEmulate(Machine):
         if ring == 1:
             return True
         name = insn.mnemonic.split()[-1]
-        if not name.startswith(("in", "out")):
+        if name not in IO_INSTRUCTIONS:   # invd and invlpg are not I/O, whatever their names begin with
             return False
         if self.vcpu.iopl == 3:
             return True
@@ -254,6 +313,47 @@ class TrapAndEmulate(Machine):
         self.uc.mem_write(SHADOW_GDT, self.shadow_descriptors(self._guest_gdt) + bytes(stale))
         self._shadow_gdt_size = len(self._guest_gdt)
 
+    def load_ldt(self, selector):
+        """lldt: the checks the CPU makes (SDM vol. 2A, LLDT: a null selector leaves LDTR unusable;
+        #GP(selector) for a selector with TI set, past the GDT's limit or not naming an LDT
+        descriptor; #NP(selector) for one not present), then the virtual LDTR and the shadow LDT.
+
+        The shadow LDT is kept as the shadow GDT is: a copy of the guest's LDT with ring compression,
+        in the VMM's memory, and the guest's LDT traced, so that every write to it reaches the copy.
+        The real LDTR is the VMM's (VMM_LDT_SELECTOR), as the real TR is: `sldt` does not trap, so
+        under this VMM it reads the VMM's selector, not the guest's (one of the holes)."""
+        base, limit = self.vcpu.gdtr
+        if selector & ~3 == 0:
+            self.vcpu.ldtr, self.vcpu.ldt = selector, (0, 0)
+            self._use_shadow_ldt(None)
+            return
+        if selector & 4 or (selector & ~7) + 7 > limit:
+            raise Fault(GP, selector & ~3)
+        descriptor = decode_descriptor(self.cpu.read(base + (selector & ~7), 8, "the guest's GDT"))
+        if descriptor.s or descriptor.type != 0x2:
+            raise Fault(GP, selector & ~3)
+        if not descriptor.present:
+            raise Fault(NP, selector & ~3)
+        if descriptor.limit + 1 > SHADOW_LDT_SIZE:
+            self.unsupported(f"an LDT of {descriptor.limit + 1} bytes (the shadow LDT holds {SHADOW_LDT_SIZE})")
+        self.vcpu.ldtr, self.vcpu.ldt = selector, (descriptor.base, descriptor.limit)
+        self._use_shadow_ldt(descriptor)
+
+    def _use_shadow_ldt(self, descriptor):
+        if self._ldt_trace is not None:
+            self.uc.hook_del(self._ldt_trace)
+            self._ldt_trace = None
+        if descriptor is None:
+            self._guest_ldt = bytearray()
+            self.uc.reg_write(X.UC_X86_REG_LDTR, (0, 0, 0, 0))
+            return
+        base, limit = descriptor.base, descriptor.limit
+        self._guest_ldt = bytearray(self.cpu.read(base, limit + 1, "the guest's LDT"))
+        self.uc.mem_write(SHADOW_LDT, self.shadow_descriptors(self._guest_ldt))
+        self.uc.mem_write(SHADOW_GDT + VMM_LDT_SELECTOR, encode_descriptor(SHADOW_LDT, limit, 0x82, 0))
+        self.uc.reg_write(X.UC_X86_REG_LDTR, (VMM_LDT_SELECTOR, SHADOW_LDT, limit, 0x8200))
+        self._ldt_trace = self.uc.hook_add(UC_HOOK_MEM_WRITE, self._on_ldt_write, None, base, base + limit)
+
     def load_idt(self, base, limit):
         self.vcpu.idtr = (base, limit)
         self.uc.reg_write(X.UC_X86_REG_IDTR, (0, SHADOW_IDT, limit, 0))
@@ -291,18 +391,46 @@ class TrapAndEmulate(Machine):
         self.uc.mem_write(VMM_TSS + 12, raw[:4] + bytes([raw[4] | 1, raw[5], 0, 0]))   # esp1, ss1
 
     def _on_gdt_write(self, uc, access, address, size, value, _):
-        """A write to the traced GDT (a page-protection fault on real hardware): the VMM lets it
-        happen and updates the shadow entry. The hook runs before the write lands, so the new
-        bytes come from `value`."""
-        offset = address - self.vcpu.gdtr[0]
-        self._guest_gdt[offset:offset + size] = (value & ((1 << 8 * size) - 1)).to_bytes(size, "little")
-        first, last = offset // 8 * 8, (offset + size - 1) // 8 * 8 + 8
-        self.uc.mem_write(SHADOW_GDT + first, self.shadow_descriptors(self._guest_gdt[first:last]))
+        self._on_table_write("GDT", address, size, value)
+
+    def _on_ldt_write(self, uc, access, address, size, value, _):
+        self._on_table_write("LDT", address, size, value)
+
+    def _on_table_write(self, table, address, size, value):
+        """A write to the traced GDT or LDT (a page-protection fault on real hardware): the VMM lets
+        it happen and updates the shadow entry. The hook runs before the write lands, so the new
+        bytes come from `value`.
+
+        The write must complete, and be traced, exactly once. Stopping Unicorn inside a memory
+        access abandons the instruction, so while run_until waits for an event (a stepper's
+        next_event) the slice first stops in front of the store (access_must_wait) and the next
+        slice runs it alone; its events are recorded inside_access, which ends the slice after it.
+        Otherwise every trap event would stop the store before it landed, and it would trap again,
+        forever, with EIP never moving."""
+        if self.access_must_wait():
+            self._store_waits = True      # the next slice is that one instruction
+            return
+        with self.inside_access():
+            self._trace_table_write(table, address, size, value)
+
+    def _trace_table_write(self, table, address, size, value):
+        guest, shadow, base = ((self._guest_gdt, SHADOW_GDT, self.vcpu.gdtr[0]) if table == "GDT"
+                               else (self._guest_ldt, SHADOW_LDT, self.vcpu.ldt[0]))
+        data = (value & ((1 << 8 * size) - 1)).to_bytes(size, "little")
+        offset = address - base
+        if offset < 0:                                  # a store that begins below the table
+            data, offset = data[-offset:], 0
+        data = data[:max(len(guest) - offset, 0)]       # ... or runs past its end
+        if not data:
+            return
+        guest[offset:offset + len(data)] = data
+        first, last = offset // 8 * 8, (offset + len(data) - 1) // 8 * 8 + 8
+        self.uc.mem_write(shadow + first, self.shadow_descriptors(bytes(guest[first:last])))
         self.stats["traps"] += 1
         self._vmm_entry = True
         text = self._instruction_text(self.cpu["eip"])
-        self.record("trap", cause="write to the traced GDT", vector=None, instruction=text, error_code=None)
-        self.record("emulate", instruction=text, effect=f"shadow GDT entry {offset // 8} follows the guest's")
+        self.record("trap", cause=f"write to the traced {table}", vector=None, instruction=text, error_code=None)
+        self.record("emulate", instruction=text, effect=f"shadow {table} entry {offset // 8} follows the guest's")
 
     def _instruction_text(self, address):
         code = self.cpu.peek(address, 15) or self.cpu.peek(address, 0x1000 - (address & 0xFFF))

@@ -17,6 +17,7 @@ class VCpu:
     idtr: tuple = (0, 0)             # (base, limit) the guest loaded with lidt
     tr: int = 0                      # the selector the guest loaded with ltr
     ldtr: int = 0
+    ldt: tuple = (0, 0)              # (base, limit) of the LDT that LDTR names, as lldt cached it
     dr: list = field(default_factory=lambda: [0] * 7 + [DR7_FIXED])   # DR7 bit 10 always reads 1
     msr: dict = field(default_factory=dict)
 
