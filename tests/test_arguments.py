@@ -59,3 +59,35 @@ def test_the_default_budgets_are_accepted_everywhere():
     assert vmkit.run("hlt").halted
     if probe().usable:
         assert vmkit.run("hlt", "kvm").halted
+
+
+# --- random values at the public API: an error vmkit meant, never a raw one ---------------------------------
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+from vmkit.arguments import keyword_options  # noqa: E402
+from vmkit.run import MACHINES  # noqa: E402
+
+ANYTHING = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),
+                     st.text(max_size=8), st.binary(max_size=8), st.lists(st.integers(), max_size=2))
+MEANT = (TypeError, ValueError, vmkit.VmkitError)
+
+
+OPTIONS = {technique: sorted(keyword_options(MACHINES[technique])) for technique in COUNTING}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), technique=st.sampled_from(COUNTING),
+       max_instructions=st.one_of(st.just(100_000), st.just(None), st.just(100_000), ANYTHING),
+       timeout=st.one_of(st.just(5), st.just(None), st.just(5), ANYTHING),
+       memory=st.one_of(st.just(4 << 20), st.just(4 << 20), st.just(4 << 20), ANYTHING))
+def test_random_arguments_get_an_error_vmkit_meant(data, technique, max_instructions, timeout, memory):
+    """Whatever a caller passes (budgets, memory, and a random value for one of the technique's own
+    options or a misspelled one), vmkit.run ends normally or with TypeError, ValueError or a vmkit
+    error that says what went wrong: never a ctypes, attribute or index error from inside."""
+    option = data.draw(st.sampled_from(OPTIONS[technique] + ["max_instruction"]), label="option")
+    kwargs = {"max_instructions": max_instructions, "timeout": timeout, "memory": memory,
+              option: data.draw(ANYTHING, label="value")}
+    try:
+        vmkit.run("mov eax, 1\nhlt\n", technique, **kwargs)
+    except MEANT as error:
+        assert str(error), f"{type(error).__name__} with no message"

@@ -33,6 +33,19 @@ def check_budgets(max_instructions, timeout):
             raise ValueError(f"timeout must be a number of seconds above 0 (or None for no time limit), not {timeout}")
 
 
+MIN_MEMORY, MAX_MEMORY = 2 << 20, 1 << 30        # the image loads at 1 MiB; a guest of the course needs far less than 1 GiB
+
+
+def check_memory(memory):
+    """ValueError/TypeError unless `memory` is a whole number of 4 KiB pages from 2 MiB to 1 GiB."""
+    if isinstance(memory, bool) or not isinstance(memory, int):
+        raise TypeError(f"memory is a number of bytes (such as 4 << 20 for 4 MiB), not {memory!r} "
+                        f"({type(memory).__name__})")
+    if memory % 4096 or not MIN_MEMORY <= memory <= MAX_MEMORY:
+        raise ValueError(f"memory must be whole 4 KiB pages from {MIN_MEMORY >> 20} MiB to {MAX_MEMORY >> 20} MiB "
+                         f"(the image loads at 1 MiB), not {memory!r}")
+
+
 def check_options(technique, cls, options, machines):
     """TypeError unless `cls` (the machine of `technique`) takes every keyword of `options`; the
     message names what it takes, the closest spelling, and the techniques that take an option it

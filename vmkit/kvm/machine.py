@@ -35,7 +35,7 @@ import os
 import threading
 import time
 
-from ..arguments import DefaultBudget, check_budgets
+from ..arguments import DefaultBudget, check_budgets, check_memory
 from ..asm import assemble, disassemble
 from ..errors import GuestError, GuestInterrupted, GuestTimeout, KvmUnavailable, VmkitError
 from ..machine.machine import DEFAULT_TIMEOUT, MAX_EVENTS, interruptible
@@ -71,6 +71,7 @@ class KvmMachine:
     def __init__(self, image, memory=DEFAULT_MEMORY, *, max_instructions=None, timeout=DEFAULT_TIMEOUT,
                  vcpus=1, path=DEVICE, irqchip="user"):
         check_budgets(None, timeout)
+        check_memory(memory)
         if max_instructions is not None and not isinstance(max_instructions, DefaultBudget):
             raise ValueError(f"kvm cannot count a guest's instructions (the host CPU runs them, and KVM reports "
                              f"only exits), so max_instructions={max_instructions!r} cannot be kept: give a timeout "

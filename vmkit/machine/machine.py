@@ -26,7 +26,7 @@ from unicorn import (Uc, UcError, UC_ARCH_X86, UC_MODE_32, UC_HOOK_BLOCK, UC_HOO
                      UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_QUERY_TIMEOUT, UC_ERR_INSN_INVALID)
 from unicorn import x86_const as X
 
-from ..arguments import DefaultBudget, check_budgets
+from ..arguments import DefaultBudget, check_budgets, check_memory
 from ..asm import assemble, disassemble
 from ..errors import GuestError, GuestInterrupted, GuestTimeout
 from ..trace import Event, RunResult
@@ -117,6 +117,7 @@ class Machine:
     def __init__(self, image, memory=DEFAULT_MEMORY, *, max_instructions=DEFAULT_MAX_INSTRUCTIONS,
                  timeout=DEFAULT_TIMEOUT, counted=True, technique="native"):
         check_budgets(max_instructions, timeout)
+        check_memory(memory)
         self.image = assemble(image)
         self.memory = memory
         self.max_instructions = max_instructions
