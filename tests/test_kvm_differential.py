@@ -27,7 +27,7 @@ KVM_WITHOUT_IRQCHIP = VmcsControls(external_interrupt_exiting=True)
 RF = ("real CPUs, and KVM, set RF in the EFLAGS image a fault pushes (Intel SDM vol. 3, 17.3.1.1: 'for any "
       "fault-class exception ... the value pushed for RF is 1'); vmkit's delivery, like QEMU's TCG, pushes RF = 0, "
       "and this guest prints the frames")
-FRAMES_OF_FAULTS = {"segments", "exceptions", "double_fault", "io_bitmap", "io_bitmap_edge", "iopl", "ring3"}
+FRAMES_OF_FAULTS = {"segments", "exceptions", "double_fault", "io_bitmap", "io_bitmap_edge", "iopl", "ring3", "ldt"}
 # the instruction KVM could not run -> the probe's feature it needs
 FEATURE_OF = {"iret": "iret", "iretd": "iret", "int": "int-n", "int3": "int-n", "into": "int-n"}
 
