@@ -208,8 +208,24 @@ class VirtioConsole:
         if index >= QUEUES or not self.queues[index].ready or not self.status & STATUS_DRIVER_OK:
             return 0
         q, mem = self.queues[index], self.memory
-        avail_idx = self._u16(q.driver + 2)
         old_used, taken = q.used_idx, 0
+        while True:
+            taken += self._take(q, index)
+            if not self.event_idx:
+                break
+            # avail_event, then one more look: a request the driver made available before it could
+            # see the new avail_event was not notified, so the device must find it itself
+            mem.write(q.device + 4 + 8 * q.num, struct.pack("<H", q.last_avail))
+            if self._u16(q.driver + 2) == q.last_avail:
+                break
+        if taken:
+            self._interrupt(q, old_used)
+        return taken
+
+    def _take(self, q, index):
+        """Every request available now, used. Returns how many."""
+        mem, taken = self.memory, 0
+        avail_idx = self._u16(q.driver + 2)
         while q.last_avail != avail_idx:
             head = self._u16(q.driver + 4 + 2 * (q.last_avail % q.num))
             written = self._request(q, head, index)
@@ -219,10 +235,6 @@ class VirtioConsole:
             mem.write(q.device + 2, struct.pack("<H", q.used_idx))    # after the element, as the spec asks
             q.last_avail = (q.last_avail + 1) & 0xFFFF
             taken += 1
-        if self.event_idx:
-            mem.write(q.device + 4 + 8 * q.num, struct.pack("<H", q.last_avail))   # avail_event
-        if taken:
-            self._interrupt(q, old_used)
         return taken
 
     def _request(self, q, head, index):
