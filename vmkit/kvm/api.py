@@ -94,6 +94,19 @@ class kvm_irq_level(ctypes.Structure):
     _fields_ = (("irq", ctypes.c_uint32), ("level", ctypes.c_uint32))
 
 
+class kvm_ioeventfd(ctypes.Structure):
+    """KVM_IOEVENTFD's argument (Documentation/virt/kvm/api.rst, 4.59): a guest write of `len` bytes
+    to `addr` (MMIO, or a port with KVM_IOEVENTFD_FLAG_PIO) signals the eventfd `fd` instead of
+    exiting to user space; with KVM_IOEVENTFD_FLAG_DATAMATCH only a write of `datamatch`."""
+    _fields_ = (("datamatch", ctypes.c_uint64), ("addr", ctypes.c_uint64), ("len", ctypes.c_uint32),
+                ("fd", ctypes.c_int32), ("flags", ctypes.c_uint32), ("pad", ctypes.c_uint8 * 36))
+
+
+KVM_IOEVENTFD_FLAG_DATAMATCH = 1 << 0
+KVM_IOEVENTFD_FLAG_PIO = 1 << 1
+KVM_IOEVENTFD_FLAG_DEASSIGN = 1 << 2
+
+
 # kvm_run: the page shared with the kernel, mapped from the vCPU fd. The union after the header
 # holds the details of the exit named by exit_reason.
 class _io(ctypes.Structure):
@@ -155,6 +168,7 @@ KVM_MEM_LOG_DIRTY_PAGES = 1 << 0      # kvm_userspace_memory_region.flags: log w
 KVM_SET_TSS_ADDR = _IO(0x47)
 KVM_CREATE_IRQCHIP = _IO(0x60)
 KVM_IRQ_LINE = _IOW(0x61, kvm_irq_level)
+KVM_IOEVENTFD = _IOW(0x79, kvm_ioeventfd)
 KVM_GET_STATS_FD = _IO(0xCE)          # also a vCPU ioctl
 # --- vCPU ioctls -----------------------------------------------------------------------------------
 KVM_RUN = _IO(0x80)
@@ -167,6 +181,7 @@ KVM_SET_CPUID2 = _IOW(0x90, kvm_cpuid2)
 KVM_GET_SUPPORTED_CPUID = _IOC(_IOC_READ | _IOC_WRITE, 0x05, ctypes.sizeof(kvm_cpuid2))
 
 # --- capabilities (KVM_CHECK_EXTENSION) ------------------------------------------------------------
+KVM_CAP_IOEVENTFD = 36                # KVM_IOEVENTFD: a guest write signals an eventfd instead of exiting
 KVM_CAP_IRQCHIP = 0                   # KVM_CREATE_IRQCHIP: the PIC, IOAPIC and local APIC in the kernel
 KVM_CAP_USER_MEMORY = 3
 KVM_CAP_SET_TSS_ADDR = 4

@@ -25,6 +25,9 @@ Each injection is an "interrupt" event (`injected`: "KVM_INTERRUPT"), as under t
 `irqchip="kernel"` uses KVM's in-kernel PIC instead (KVM_CREATE_IRQCHIP, the tick raised with
 KVM_IRQ_LINE), where the host has it: the PIC's ports and hlt then stay in the kernel, and user space
 sees neither an injection nor an interrupt window (stats "irqs" counts the edges raised).
+`ioeventfd=True` attaches an eventfd to the virtio console's QueueNotify (KVM_IOEVENTFD, see
+vmkit.kvm.ioeventfd): that write no longer exits, and a worker thread takes the requests (stats
+"ioeventfd_signals": the writes the kernel matched).
 
 Several vCPUs run as threads of this process, named "CPU n/KVM" as QEMU names its vCPU threads
 (see start(), vcpu_threads()); vCPU n starts at the entry like vCPU 0, with ESP 64 KiB lower per
@@ -44,9 +47,11 @@ from ..machine.platform import (BOOT_CS, BOOT_DS, BOOT_GDT, BOOT_GDT_LIMIT, DEFA
 from ..machine.x86 import IF
 from ..trace import Event, RunResult
 from . import api
-from .devices import MMIO_BASE, DeviceModel, MmioDevice
+from .devices import DeviceModel
 from .exits import ExitLocator, decode
 from .interrupts import KernelPic, UserspacePic, irqchip_in_kernel
+from .ioeventfd import QueueNotifier
+from .ioeventfd import available as ioeventfd_available
 from .vm import DEVICE, Kvm
 
 VCPU_STACK_GAP = 0x10000             # vCPU n starts with ESP = STACK_TOP - n * this
@@ -69,7 +74,7 @@ class KvmMachine:
     technique = "kvm"
 
     def __init__(self, image, memory=DEFAULT_MEMORY, *, max_instructions=None, timeout=DEFAULT_TIMEOUT,
-                 vcpus=1, path=DEVICE, irqchip="user"):
+                 vcpus=1, path=DEVICE, irqchip="user", ioeventfd=False):
         check_budgets(None, timeout)
         check_memory(memory)
         if max_instructions is not None and not isinstance(max_instructions, DefaultBudget):
@@ -97,7 +102,7 @@ class KvmMachine:
         self._error = None
         self._threads = []
         self._native_ids = {}
-        self.vm = self.kvm = None
+        self.vm = self.kvm = self.notifier = None
         self.kvm = Kvm(path)
         try:
             self.vm = self.kvm.create_vm()
@@ -108,6 +113,7 @@ class KvmMachine:
                 self.vm.create_irqchip()              # before the vCPUs: each gets a local APIC
             self.ram = self.vm.add_memory(0, memory)
             self._load()
+            self.devices.attach_memory(self.ram)
             self._locator = ExitLocator(self._read, self.image.lines)
             cpuid = self.kvm.supported_cpuid()
             for n in range(vcpus):
@@ -115,6 +121,11 @@ class KvmMachine:
             self._kernel_stats = [vcpu.stats() for vcpu in self.vm.vcpus]
             self.pic = (KernelPic(self.devices, self.vm) if irqchip == "kernel"
                         else UserspacePic(self.devices, self.vm.vcpus[0]))
+            if ioeventfd:
+                if not ioeventfd_available(self.kvm):
+                    raise KvmUnavailable(f"the KVM at {path} has no KVM_IOEVENTFD (KVM_CAP_IOEVENTFD)",
+                                         "run without ioeventfd: QueueNotify is then an MMIO exit")
+                self.notifier = QueueNotifier(self.vm, self.devices)
         except BaseException:
             self.close()
             raise
@@ -360,7 +371,7 @@ class KvmMachine:
         address, size = m.phys_addr, m.len
         direction = "write" if m.is_write else "read"
         eip, cpl = self._where(vcpu, "MMIO", direction, address=address)
-        register = MmioDevice.register(address - MMIO_BASE)
+        register = self.devices.register(address)
         if m.is_write:
             value = int.from_bytes(bytes(m.data)[:size], "little")
             self._vmexit(vcpu, eip, cpl, "MMIO", address=address, size=size, direction="write", value=value,
@@ -502,6 +513,8 @@ class KvmMachine:
         if self.events_dropped:
             stats["events_dropped"] = self.events_dropped
         stats.update({f"kernel_{name}": value for name, value in self.kernel_counters().items()})
+        if self.notifier is not None:
+            stats["ioeventfd_signals"] = self.notifier.signals
         return RunResult(technique=self.technique, serial_bytes=bytes(self.devices.serial.output),
                          exit_code=self.devices.debug_exit.exit_code, halted=self.halted, shutdown=self.shutdown,
                          events=list(self.events), stats=stats, regs=self.registers(), seconds=self.elapsed)
@@ -517,6 +530,8 @@ class KvmMachine:
 
     def close(self):
         """Release the VM: its vCPU and VM fds, the stats fds, guest RAM, and the system fd."""
+        if getattr(self, "notifier", None) is not None:
+            self.notifier.close()
         if getattr(self, "pic", None) is not None:
             self.pic.close()
         for stats in getattr(self, "_kernel_stats", ()):

@@ -238,6 +238,15 @@ class Vm:
         is the level set to 1 and back to 0."""
         ioctl(self.fd, api.KVM_IRQ_LINE, api.kvm_irq_level(irq=irq, level=level))
 
+    def ioeventfd(self, address, length, fd, datamatch=None, deassign=False):
+        """KVM_IOEVENTFD: from now on a guest write of `length` bytes to MMIO `address` (of the value
+        `datamatch`, if given) signals eventfd `fd` in the kernel instead of exiting to user space;
+        `deassign` undoes it."""
+        flags = (0 if datamatch is None else api.KVM_IOEVENTFD_FLAG_DATAMATCH) | (
+            api.KVM_IOEVENTFD_FLAG_DEASSIGN if deassign else 0)
+        ioctl(self.fd, api.KVM_IOEVENTFD, api.kvm_ioeventfd(datamatch=datamatch or 0, addr=address, len=length,
+                                                             fd=fd, flags=flags))
+
     def create_vcpu(self):
         vcpu = Vcpu(self, len(self.vcpus))
         self.vcpus.append(vcpu)

@@ -130,6 +130,7 @@ from ..machine.delivery import EXCEPTION, EXTERNAL, SOFTWARE
 from ..machine.devices import MMIO_BASE, MMIO_SIZE, MmioDevice
 from ..machine.machine import Machine
 from ..machine.platform import DEFAULT_MEMORY
+from ..machine.virtio import VIRTIO_BASE, VIRTIO_IRQ, VIRTIO_SIZE, GuestMemory, VirtioConsole
 from ..machine.x86 import PF_, vector_name
 from ..vmm.emulate import decode, effective_address, read_register, write_register
 from ..vmm.shadow_paging import ShadowPageTables, shadow_fill
@@ -203,6 +204,11 @@ class HardwareAssist(Machine):
         # no memory backs the device's page, so every access to it exits: KVM would see an EPT
         # violation; here it is Unicorn's MMIO callback (the model has no second stage)
         self.uc.mmio_map(MMIO_BASE, MMIO_SIZE, self._on_mmio_read, None, self._on_mmio_write, None)
+        # the virtio console (vmkit.machine.virtio) in the next page: its registers exit the same way,
+        # its rings are guest RAM that the device reads and writes while it handles the exit
+        self.virtio = VirtioConsole(GuestMemory(self.uc.mem_read, self.uc.mem_write),
+                                    raise_irq=lambda: self.pic.raise_irq(VIRTIO_IRQ), output=self.serial.output.extend)
+        self.uc.mmio_map(VIRTIO_BASE, VIRTIO_SIZE, self._on_virtio_read, None, self._on_virtio_write, None)
 
     def install_hooks(self):
         super().install_hooks()
@@ -282,22 +288,37 @@ class HardwareAssist(Machine):
         with self.inside_access():
             self.mmio_access(offset, size, "write", value & ((1 << (8 * size)) - 1))
 
+    def _on_virtio_read(self, uc, offset, size, _):
+        if self.access_must_wait():
+            return 0
+        with self.inside_access():
+            return self.mmio_access(VIRTIO_BASE - MMIO_BASE + offset, size, "read", None)
+
+    def _on_virtio_write(self, uc, offset, size, value, _):
+        if self.access_must_wait():
+            return
+        with self.inside_access():
+            self.mmio_access(VIRTIO_BASE - MMIO_BASE + offset, size, "write", value & ((1 << (8 * size)) - 1))
+
     def mmio_access(self, offset, size, direction, value):
         """A load (`direction` "read") or a store ("write" of `value`) of `size` bytes at `offset` in
         the MMIO device's page: an MMIO exit, then the device answers. Returns the value read (None
         for a store). Called from inside the access, so it must not stop the slice itself."""
         exit = self.mmio_exit(offset, size, direction, value)
+        device, offset = (self.mmio, offset) if offset < MMIO_SIZE else (self.virtio, offset - (VIRTIO_BASE - MMIO_BASE))
         if direction == "write":
-            self.mmio.write(offset, size, value)
+            device.write(offset, size, value)
             return None
-        value = self.mmio.read(offset, size)
+        value = device.read(offset, size)
         exit.detail["value"] = value
         return value
 
     def mmio_exit(self, offset, size, direction, value):
         """Record the MMIO exit of an access at `offset` in the device's page; returns its event."""
+        register = (MmioDevice.register(offset) if offset < MMIO_SIZE
+                    else VirtioConsole.register(offset - (VIRTIO_BASE - MMIO_BASE)))
         return self.vmexit("MMIO", address=MMIO_BASE + offset, size=size, direction=direction, value=value,
-                           register=MmioDevice.register(offset))
+                           register=register)
 
     # --- hlt -------------------------------------------------------------------------------------------
     def on_hlt(self):
