@@ -22,6 +22,7 @@ from .diagram import NO_DOT
 from .frames import Frame
 from .rings import NATIVE, VIRTUALIZED, last_transition, ring_diagram
 from .source import highlight
+from . import tape
 
 SHOWN_REGS = ("eax", "ebx", "ecx", "edx", "esi", "edi", "ebp", "esp", "eip", "eflags", "cs", "ss", "ds")
 CHANGED = "#ffe066"
@@ -72,6 +73,8 @@ class Walker:
         """What to work out once an action is done, before render()."""
 
     def _repr_mimebundle_(self, **kwargs):
+        if tape.recording():              # the course's static edition: the walk recorded for its player
+            tape.record(self)
         return self.widget._repr_mimebundle_(**kwargs)
 
 
