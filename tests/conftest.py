@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 import vmkit
@@ -11,3 +13,26 @@ def build():
     def _build(**parts):
         return vmkit.assemble(kernel(**parts))
     return _build
+
+
+def load_book():
+    """book.py, the course's static edition, beside tests/ (a script, not a package)."""
+    import importlib.util  # only the tiers that run lessons need book.py
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("book", os.path.join(root, "book.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def run_lesson():
+    """run(path): the lesson run top to bottom in a fresh kernel as the book runs it (book.execute),
+    once per test session: the notebook tier checks the run the browser tier's book is built from."""
+    book, done = load_book(), {}
+
+    def run(path):
+        if path not in done:
+            done[path] = book.execute(path)
+        return done[path]
+    return run

@@ -81,6 +81,7 @@ class Walker:
 class Stepper(Walker):
     BEFORE, AFTER = 3, 6          # instructions shown around EIP
     LOG_LINES = 12
+    RECORDED = ("step", "next event")     # the buttons the book's recording presses (viz.tape)
 
     def __init__(self, guest, *, technique="native", max_instructions=5_000_000, timeout=10.0, show_io=False):
         # A stepper lives in a notebook: a smaller budget than run()'s, so a guest that never

@@ -3,8 +3,9 @@
 `python3 course.py book` runs every lesson in a fresh kernel with VMKIT_BOOK=1 in its environment.
 Then, as a stepper (any viz.stepper.Walker: Stepper and its subclasses, viz.kvm.ExitStepper,
 viz.paging.ShadowStepper) is displayed, record() presses its own buttons, as a reader would, from the
-guest's entry: the first button once (step), then the second one (next event) until PRESSES presses
-or the guest's end; after each press it keeps what every HTML panel of the widget shows and which
+guest's entry: the walker's RECORDED buttons, the first once and the second until PRESSES presses or
+the guest's end (Stepper: step, then next event; by default its first button every time: next exit,
+next shadow event); after each press it keeps what every HTML panel of the widget shows and which
 buttons are enabled. Reset brings the guest back to its entry, so the lesson shows what it showed.
 
 The frames travel in the widget's own state, in one more HTML panel (a <script type=
@@ -51,13 +52,14 @@ def record(walker, presses=PRESSES):
     if walker.widget in _recorded:
         return None
     _recorded.add(walker.widget)
-    buttons = [b for key, b in walker.buttons.items() if key != RESET]
+    keys = [key for key in walker.buttons if key != RESET]
+    first, then = (walker.buttons[key] for key in getattr(walker, "RECORDED", (keys[0], keys[0])))
     reset = walker.buttons[RESET]
     reset.click()
     shown = panels(walker.widget)
     frames, pressed = [frame(walker, shown)], []
     for k in range(presses):
-        button = buttons[0] if k == 0 or len(buttons) == 1 else buttons[1]
+        button = first if k == 0 else then
         if button.disabled:
             break
         button.click()
