@@ -1,5 +1,7 @@
 """A stepper's walk recorded, so that the course's static edition can replay it without a kernel.
 
+Used by the book only, through every stepper that a lesson shows; no notebook names it.
+
 `python3 course.py book` runs every lesson in a fresh kernel with VMKIT_BOOK=1 in its environment.
 Then, as a stepper (any viz.stepper.Walker: Stepper and its subclasses, viz.kvm.ExitStepper,
 viz.paging.ShadowStepper) is displayed, record() presses its own buttons, as a reader would, from the
