@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import time
 
@@ -78,10 +79,13 @@ def labs(course=HERE):
 
 
 def execute(path, timeout=TIMEOUT):
-    """The lesson at `path` run top to bottom in a fresh kernel (with the widgets' state kept)."""
+    """The lesson at `path` run top to bottom in a fresh kernel (with the widgets' state kept). What
+    the kernel process itself writes to stderr (ipykernel's warning about its TCP transport, once a
+    kernel) is dropped: the lesson's own output is in its cells."""
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
-                   resources={"metadata": {"path": os.path.dirname(path)}}).execute(env=dict(os.environ, **BOOK_ENV))
+                   resources={"metadata": {"path": os.path.dirname(path)}}).execute(
+        env=dict(os.environ, **BOOK_ENV), stderr=subprocess.DEVNULL)
     return nb
 
 
@@ -143,6 +147,9 @@ def static_files(out):
         shutil.copy(os.path.join(WIDGET_MANAGER, name), folder)
     with open(os.path.join(folder, "tape.js"), "w") as f:
         f.write(tape.PLAYER)
+    # GitHub Pages, publishing from a branch, runs Jekyll, which leaves out folders whose names start
+    # with an underscore (_static) unless the site's root holds a .nojekyll file
+    open(os.path.join(out, ".nojekyll"), "w").close()
 
 
 def build(out, course=HERE, executed=None):
