@@ -63,12 +63,15 @@ class StepFailed(Exception):
 def step(what, commands, env=None):
     """One set-up step as one line: `what`, then how long it took. Each command is an argv or a
     function to call. The commands' output goes to
-    SETUP_LOG; when one fails, the line says so, the log's last lines follow with its path, and
-    StepFailed is raised."""
+    SETUP_LOG (appended to, each step under a heading); when one fails, the line says so, the last
+    lines this step wrote follow with the log's path, and StepFailed is raised."""
     os.makedirs(VENV, exist_ok=True)
     print(f"[course] {what} ...", end="", flush=True)
     started = time.monotonic()
     with open(SETUP_LOG, "a") as log:
+        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {what}\n")
+        log.flush()
+        began = log.tell()                       # what this step wrote starts here
         for argv in commands:
             if callable(argv):                   # a step done in this process
                 argv()
@@ -80,6 +83,7 @@ def step(what, commands, env=None):
                 print(f" FAILED after {time.monotonic() - started:.0f} s (exit status {done.returncode})", flush=True)
                 log.flush()
                 with open(SETUP_LOG, errors="replace") as f:
+                    f.seek(began)
                     tail = f.read().splitlines()[-LOG_LINES_SHOWN:]
                 print("\n".join("    " + line for line in tail))
                 say(f"the whole log: {SETUP_LOG}")
@@ -137,8 +141,8 @@ def python_packages(*extras):
     if not os.path.exists(PYTHON):
         step("creating the virtual environment in .venv", [lambda: venv.EnvBuilder(with_pip=True).create(VENV)])
     target = f"{HERE}[{','.join(missing)}]" if missing else HERE
-    step("installing the Python packages" + (f" (with {', '.join(missing)})" if missing else "")
-         + " once; later runs skip this",
+    step("installing the Python packages" + (f" with {', '.join(missing)}" if missing else "")
+         + " (once; later runs skip this)",
          [[PYTHON, "-m", "pip", "install", "--upgrade", "--disable-pip-version-check", "pip"],
           [PYTHON, "-m", "pip", "install", "--disable-pip-version-check", "-e", target]])
     for part in ("course", *missing):
@@ -254,8 +258,8 @@ def main(argv):
     rest = argv[2:]
     try:
         return command_line(command, rest)
-    except StepFailed as failed:
-        say(f"set-up failed: {failed}")
+    except StepFailed:
+        say("set-up stopped there: once what the log shows is fixed, run the same command again")
         return 1
 
 

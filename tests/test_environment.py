@@ -62,6 +62,7 @@ def test_a_set_up_step_is_one_line_and_a_failing_one_shows_the_end_of_its_log(tm
     first, *rest = shown.splitlines()
     assert re.fullmatch(r"\[course\] building a wheel \.\.\. FAILED after \d+ s \(exit status 1\)", first), first
     assert "error: the last words" in shown and "warning 99" in shown and "warning 10\n" not in shown
+    assert "Unpacking libfoo" not in shown, "the failure shows an earlier step's output"
     assert rest[-1] == f"[course] the whole log: {course.SETUP_LOG}"
 
 
