@@ -62,9 +62,9 @@ class StepFailed(Exception):
 
 def step(what, commands, env=None):
     """One set-up step as one line: `what`, then how long it took. Each command is an argv or a
-    function to call. The commands' output goes to
-    SETUP_LOG (appended to, each step under a heading); when one fails, the line says so, the last
-    lines this step wrote follow with the log's path, and StepFailed is raised."""
+    function to call. What the commands print goes to SETUP_LOG (appended to, each step under a
+    heading); when one fails, the line says so, the last lines this step wrote follow with the
+    log's path, and StepFailed is raised."""
     os.makedirs(VENV, exist_ok=True)
     print(f"[course] {what} ...", end="", flush=True)
     started = time.monotonic()
