@@ -73,12 +73,11 @@ def test_the_memory_benchmark_cells():
 
 
 def test_the_benchmarks_listed_are_those_bench_runs():
-    """One numbered item of the README's list for each part `course.py bench` runs (run.py's main,
-    up to its targets)."""
+    """One numbered item of the README's list for each part `course.py bench` runs (run.py's PARTS)."""
     items = re.findall(r"^(\d+)\. ", section("Benchmarks"), re.M)
     source = open(os.path.join(ROOT, "tests", "benchmarks", "run.py")).read()
-    body = source.split("def main():", 1)[1].split('print("\\nTargets:")', 1)[0]
-    parts = re.findall(r"^    \w+ = [\w.]+\(\)$", body, re.M)
+    body = source.split("\nPARTS = (", 1)[1].split("\n)\n", 1)[0]
+    parts = re.findall(r'^    \("[^"]+", [\w.]+\),$', body, re.M)
     assert [int(k) for k in items] == list(range(1, len(parts) + 1)), \
         f"README, Benchmarks: {len(items)} items for the {len(parts)} parts bench runs"
 

@@ -224,17 +224,33 @@ def _time_run(image, technique="native"):
     return time.perf_counter() - t0
 
 
+# The parts `course.py bench` runs, in the README's order (its list under Benchmarks has one item each).
+PARTS = (
+    ("CPU-bound guests against bare Unicorn", cpu_bound),
+    ("the int 0x80 round trip", syscall_round_trip),
+    ("trap-and-emulate", trap_and_emulate),
+    ("VM exits on KVM and the hardware-assist model", kvm_benchmark.main),
+    ("paravirtualization", paravirt_benchmark.main),
+    ("binary translation", bt_benchmark.main),
+    ("the comparison suite", compare_benchmark.main),
+    ("adaptive binary translation", adaptive_benchmark.main),
+    ("memory virtualization", memory_benchmark.main),
+)
+
+
+def run_part(k, title, part):
+    """One part, between a line that says which (k of all) and one that says how long it took."""
+    print(f"\n[bench] part {k} of {len(PARTS)}: {title} ...", flush=True)
+    started = time.perf_counter()
+    result = part()
+    print(f"[bench] part {k} of {len(PARTS)}: {title}: {time.perf_counter() - started:.0f} s", flush=True)
+    return result
+
+
 def main():
     print(f"vmkit benchmarks (Python {sys.version.split()[0]}); times are wall-clock seconds measured on this machine\n")
-    rows = cpu_bound()
-    median = syscall_round_trip()
-    trap = trap_and_emulate()
-    exits = kvm_benchmark.main()
-    paravirt = paravirt_benchmark.main()
-    translation = bt_benchmark.main()
-    comparison = compare_benchmark.main()
-    adaptive = adaptive_benchmark.main()
-    memory = memory_benchmark.main()
+    (rows, median, trap, exits, paravirt, translation, comparison, adaptive,
+     memory) = [run_part(k, title, part) for k, (title, part) in enumerate(PARTS, 1)]
     print("\nTargets:")
     for name, counted, uncounted in rows:
         print(f"   {name}: vmkit >= 0.5x bare: uncounted {uncounted:.2f}x {'met' if uncounted >= 0.5 else 'MISSED'};"
