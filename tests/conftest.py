@@ -15,14 +15,24 @@ def build():
     return _build
 
 
-def load_book():
-    """book.py, the course's static edition, beside tests/ (a script, not a package)."""
-    import importlib.util  # only the tiers that run lessons need book.py
+def load_script(name):
+    """A script beside tests/ (book.py, course.py) as a module."""
+    import importlib.util  # only the tiers that use the course's scripts need this
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location("book", os.path.join(root, "book.py"))
+    spec = importlib.util.spec_from_file_location(name, os.path.join(root, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_book():
+    """book.py, the course's static edition."""
+    return load_script("book")
+
+
+def load_course():
+    """course.py, the set-up and the commands."""
+    return load_script("course")
 
 
 @pytest.fixture(scope="session")

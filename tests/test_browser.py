@@ -75,17 +75,20 @@ def write_settings(settings_dir, plugin, name, values):
 
 
 @contextlib.contextmanager
-def jupyterlab(home, *, theme=None, path=None):
+def jupyterlab(home, *, theme=None, path=None, course_defaults=False):
     """A JupyterLab server on a copy of the lessons; yields its base URL. `theme` names a JupyterLab
-    theme, `path` replaces PATH for the server and so for every kernel it starts."""
+    theme, `path` replaces PATH for the server and so for every kernel it starts. The news and the
+    update check are off through the test's own settings, or, with `course_defaults`, through only
+    what `course.py` writes into the environment (course.jupyterlab_settings), in a prefix of its own."""
     # the browser works on copies: whatever JupyterLab saves never touches the course's notebooks
     root = os.path.join(home, "course")
     shutil.copytree(os.path.join(ROOT, "lessons"), os.path.join(root, "lessons"))
     settings = os.path.join(home, "settings")
     write_settings(settings, "@jupyterlab/docmanager-extension", "plugin", {"autosave": False})
-    # no news, no update check, no pop-ups over the notebook
-    write_settings(settings, "@jupyterlab/apputils-extension", "notification",
-                   {"fetchNews": "false", "checkForUpdates": False, "doNotDisturbMode": True})
+    if not course_defaults:
+        # no news, no update check, no pop-ups over the notebook
+        write_settings(settings, "@jupyterlab/apputils-extension", "notification",
+                       {"fetchNews": "false", "checkForUpdates": False, "doNotDisturbMode": True})
     # render every cell, not only the ones in view, so every output can be checked
     write_settings(settings, "@jupyterlab/notebook-extension", "tracker", {"windowingMode": "none"})
     if theme:
@@ -101,8 +104,15 @@ def jupyterlab(home, *, theme=None, path=None):
                "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
                "--IdentityProvider.token=", "--ServerApp.password=", f"--ServerApp.root_dir={root}",
                f"--LabApp.workspaces_dir={os.path.join(home, 'workspaces')}",
-               f"--LabApp.user_settings_dir={settings}",
-               "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+               f"--LabApp.user_settings_dir={settings}"]
+    if course_defaults:
+        from conftest import load_course  # course.py, a script beside tests/
+        prefix = os.path.join(home, "prefix")
+        load_course().jupyterlab_settings(prefix)
+        command.append(f"--LabApp.app_settings_dir={os.path.join(prefix, 'share', 'jupyter', 'lab', 'settings')}")
+        env["JUPYTER_CONFIG_PATH"] = os.path.join(prefix, "etc", "jupyter")
+    else:
+        command += ["--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     log_path = os.path.join(home, "server.log")
     with open(log_path, "w") as log:
         server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root,
@@ -378,6 +388,24 @@ def test_lesson_without_graphviz_says_how_to_fix_it(browser, lab_without_dot, sc
         assert page.get_by_text("Shown as text: graphviz's dot is not installed").count() > 0
     finally:
         page.close()
+
+
+def test_jupyterlab_opens_a_lesson_without_asking_about_news(browser, tmp_path):
+    """With only the defaults course.py writes into the environment, does JupyterLab take fetchNews
+    "false" and checkForUpdates false, and open the first lesson with no notification over it?"""
+    with jupyterlab(str(tmp_path), course_defaults=True) as url:
+        with urllib.request.urlopen(f"{url}/lab/api/settings/@jupyterlab/apputils-extension:notification") as r:
+            schema = json.load(r)["schema"]["properties"]
+        assert schema["fetchNews"]["default"] == "false" and schema["checkForUpdates"]["default"] is False
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        try:
+            page.goto(f"{url}/lab/tree/{LESSONS[0]}?reset")
+            page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=60_000)
+            page.wait_for_timeout(3000)                   # the news question comes a moment after start-up
+            assert page.get_by_text("Jupyter news").count() == 0
+            assert page.locator(".jp-Notification-Toast, .Toastify__toast").count() == 0
+        finally:
+            page.close()
 
 
 # --- the book: the course as a static site, in a browser without a kernel ------------------------------
