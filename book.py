@@ -22,7 +22,6 @@ open DIR/index.html, or publish DIR on any static host.
 """
 import glob
 import html
-import json
 import os
 import re
 import shutil
