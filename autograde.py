@@ -596,6 +596,8 @@ def grade(lab, directory, course=HERE, unsandboxed=False, memory=MEMORY, cpu=CPU
                 raise SystemExit(f"{problem}\nNot grading: submissions run students' code. To grade without a "
                                  f"sandbox anyway (each kernel as you, with its limits and the checks), pass "
                                  f"--unsandboxed.")
+        say(f"grading {len(found)} submission{'s' if len(found) != 1 else ''} of {lab}, one at a time: a line "
+            f"with each student's score as it is graded")
         grader.prepare()
         for student, notebook in found.items():
             results.append(grader.grade(student, notebook))

@@ -75,17 +75,20 @@ def write_settings(settings_dir, plugin, name, values):
 
 
 @contextlib.contextmanager
-def jupyterlab(home, *, theme=None, path=None):
+def jupyterlab(home, *, theme=None, path=None, course_defaults=False):
     """A JupyterLab server on a copy of the lessons; yields its base URL. `theme` names a JupyterLab
-    theme, `path` replaces PATH for the server and so for every kernel it starts."""
+    theme, `path` replaces PATH for the server and so for every kernel it starts. The news and the
+    update check are off through the test's own settings, or, with `course_defaults`, through only
+    what `course.py` writes into the environment (course.jupyterlab_settings), in a prefix of its own."""
     # the browser works on copies: whatever JupyterLab saves never touches the course's notebooks
     root = os.path.join(home, "course")
     shutil.copytree(os.path.join(ROOT, "lessons"), os.path.join(root, "lessons"))
     settings = os.path.join(home, "settings")
     write_settings(settings, "@jupyterlab/docmanager-extension", "plugin", {"autosave": False})
-    # no news, no update check, no pop-ups over the notebook
-    write_settings(settings, "@jupyterlab/apputils-extension", "notification",
-                   {"fetchNews": "false", "checkForUpdates": False, "doNotDisturbMode": True})
+    if not course_defaults:
+        # no news, no update check, no pop-ups over the notebook
+        write_settings(settings, "@jupyterlab/apputils-extension", "notification",
+                       {"fetchNews": "false", "checkForUpdates": False, "doNotDisturbMode": True})
     # render every cell, not only the ones in view, so every output can be checked
     write_settings(settings, "@jupyterlab/notebook-extension", "tracker", {"windowingMode": "none"})
     if theme:
@@ -101,8 +104,15 @@ def jupyterlab(home, *, theme=None, path=None):
                "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
                "--IdentityProvider.token=", "--ServerApp.password=", f"--ServerApp.root_dir={root}",
                f"--LabApp.workspaces_dir={os.path.join(home, 'workspaces')}",
-               f"--LabApp.user_settings_dir={settings}",
-               "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+               f"--LabApp.user_settings_dir={settings}"]
+    if course_defaults:
+        from conftest import load_course  # course.py, a script beside tests/
+        prefix = os.path.join(home, "prefix")
+        load_course().jupyterlab_settings(prefix)
+        command.append(f"--LabApp.app_settings_dir={os.path.join(prefix, 'share', 'jupyter', 'lab', 'settings')}")
+        env["JUPYTER_CONFIG_PATH"] = os.path.join(prefix, "etc", "jupyter")
+    else:
+        command += ["--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     log_path = os.path.join(home, "server.log")
     with open(log_path, "w") as log:
         server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root,
@@ -376,5 +386,132 @@ def test_lesson_without_graphviz_says_how_to_fix_it(browser, lab_without_dot, sc
         assert "apt-get install graphviz" in notices.inner_text()
         assert page.locator(".jp-OutputArea-output figure.vmkit-diagram").count() == 0
         assert page.get_by_text("Shown as text: graphviz's dot is not installed").count() > 0
+    finally:
+        page.close()
+
+
+def test_jupyterlab_opens_a_lesson_without_asking_about_news(browser, tmp_path):
+    """With only the defaults course.py writes into the environment, does JupyterLab take fetchNews
+    "false" and checkForUpdates false, and open the first lesson with no notification over it?"""
+    with jupyterlab(str(tmp_path), course_defaults=True) as url:
+        with urllib.request.urlopen(f"{url}/lab/api/settings/@jupyterlab/apputils-extension:notification") as r:
+            schema = json.load(r)["schema"]["properties"]
+        assert schema["fetchNews"]["default"] == "false" and schema["checkForUpdates"]["default"] is False
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        try:
+            page.goto(f"{url}/lab/tree/{LESSONS[0]}?reset")
+            page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=60_000)
+            page.wait_for_timeout(3000)                   # the news question comes a moment after start-up
+            assert page.get_by_text("Jupyter news").count() == 0
+            assert page.locator(".jp-Notification-Toast, .Toastify__toast").count() == 0
+        finally:
+            page.close()
+
+
+# --- the book: the course as a static site, in a browser without a kernel ------------------------------
+
+@pytest.fixture(scope="module")
+def book_site(tmp_path_factory, run_lesson):
+    """`python3 course.py book`'s site, built once from the session's runs of the lessons (the notebook
+    tier checks the same runs). Skipped, with the reason, where the widget manager was not fetched."""
+    from conftest import load_book  # the book's builder, a script beside tests/
+    book = load_book()
+    if not os.path.exists(os.path.join(book.WIDGET_MANAGER, "embed.js")):
+        pytest.skip(f"the widget manager's JavaScript is missing ({book.WIDGET_MANAGER}): "
+                    "python3 course.py test or book fetches it with npm")
+    out = str(tmp_path_factory.mktemp("book") / "book")
+    failed = book.build(out, executed=run_lesson)
+    assert not failed, f"lessons that raised: {failed}"
+    return out
+
+
+def open_page(browser, path):
+    """A page of the book from disk; returns it and the list of addresses it asked for that are not
+    on disk or inline (the book must fetch nothing)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(30_000)
+    fetched = []
+    page.on("request", lambda request: fetched.append(request.url)
+            if not request.url.startswith(("file:", "data:", "blob:")) else None)
+    page.goto("file://" + path)
+    return page, fetched
+
+
+def test_the_book_lists_the_lessons_in_order_and_the_labs_as_released(browser, book_site):
+    """Does the index link every lesson in the course's order and every lab, and does each lab page
+    hold no solution and no hidden test?"""
+    page, fetched = open_page(browser, os.path.join(book_site, "index.html"))
+    try:
+        lessons = page.locator(".vmkit-book-lessons a").evaluate_all("links => links.map(a => a.getAttribute('href'))")
+        assert lessons == [f"lessons/{os.path.basename(p)[:-6]}.html" for p in LESSONS]
+        labs = page.locator(".vmkit-book-labs a").evaluate_all("links => links.map(a => a.getAttribute('href'))")
+        sources = [p for p in glob.glob(os.path.join(ROOT, "labs", "*", "*.ipynb"))
+                   if os.path.basename(p) == os.path.basename(os.path.dirname(p)) + ".ipynb"]
+        assert labs and len(labs) == len(sources), labs
+        for href in labs:
+            text = open(os.path.join(book_site, href), encoding="utf-8").read()
+            assert "YOUR CODE HERE" in text, href
+            for marker in ("BEGIN SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"):
+                assert marker not in text, f"{href} holds {marker!r}"
+        assert not fetched, fetched
+    finally:
+        page.close()
+
+
+def book_page(lesson):
+    return f"lessons/{os.path.basename(lesson)[:-6]}.html"
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=[os.path.basename(p) for p in LESSONS])
+def test_a_book_page_shows_the_lesson_as_it_ran(browser, book_site, screenshots, lesson):
+    """Without a kernel or a network: does the lesson's page show every diagram drawn with its text
+    form, every widget drawn from its saved state, and no error?"""
+    page, fetched = open_page(browser, os.path.join(book_site, book_page(lesson)))
+    try:
+        page.wait_for_load_state("load")
+        # the widget manager replaces each widget's saved view with the widget, drawn from its state
+        views = page.locator(".jp-OutputArea-output.jupyter-widgets")
+        assert views.count() > 0, "the page holds no widget"
+        page.wait_for_function("() => [...document.querySelectorAll('.jp-OutputArea-output.jupyter-widgets')]"
+                               ".every(v => v.querySelector('.lm-Widget'))", timeout=30_000)
+        page.screenshot(path=os.path.join(screenshots, os.path.basename(lesson) + ".book.png"))
+        assert page.locator("[data-mime-type='application/vnd.jupyter.error']").count() == 0
+        diagrams = page.locator("figure.vmkit-diagram")
+        assert diagrams.count() > 0, "the page shows no diagram"
+        for k in range(diagrams.count()):
+            img = diagrams.nth(k).locator("img")
+            assert img.evaluate("i => i.complete && i.naturalWidth > 0"), f"diagram {k} did not render"
+            assert (img.get_attribute("alt") or "").strip() == diagrams.nth(k).locator("details pre").text_content().strip()
+        words = page.locator("main").inner_text()
+        assert "Loading widget" not in words and "model not found" not in words.lower()
+        assert not fetched, f"the page asked the network for {fetched}"
+    finally:
+        page.close()
+
+
+@pytest.mark.parametrize("lesson", STEPPER_LESSONS, ids=[os.path.basename(p) for p in STEPPER_LESSONS])
+def test_a_book_stepper_replays_its_walk_on_its_buttons(browser, book_site, screenshots, lesson):
+    """Without a kernel: does each stepper start at the guest's entry, and do step, next event and
+    reset move EIP, log the recorded event with the CPL badge agreeing, and come back to the entry?"""
+    page, _ = open_page(browser, os.path.join(book_site, book_page(lesson)))
+    try:
+        page.wait_for_selector(".vmkit-stepper.vmkit-tape[data-frame]")
+        steppers = page.locator(".vmkit-stepper")
+        assert steppers.count() > 0
+        for k in range(steppers.count()):
+            stepper = steppers.nth(k)
+            stepper.scroll_into_view_if_needed()
+            entry = stepper_state(stepper)
+            assert "0 instructions" in entry["status"] and "(none yet)" in entry["log"] and badge_agrees(entry)
+            stepped = click_and_wait(stepper, "step", entry)
+            assert "1 instructions" in stepped["status"] and badge_agrees(stepped)
+            eip = lambda state: re.search(r"eip ([0-9a-f]{8})", state["registers"]).group(1)
+            assert eip(stepped) != eip(entry), "step did not move EIP in the register panel"
+            event = click_and_wait(stepper, "next", stepped)
+            assert event["log"] != stepped["log"] and "(none yet)" not in event["log"] and badge_agrees(event)
+            assert stepper.locator(".vmkit-stepper-run").is_disabled(), "a button with no recording to play is enabled"
+            stepper.screenshot(path=os.path.join(screenshots, f"{os.path.basename(lesson)}.book.stepper{k}.png"))
+            again = click_and_wait(stepper, "reset", event)
+            assert again == entry, "reset did not bring back the guest's entry state"
     finally:
         page.close()

@@ -3,6 +3,8 @@ import os
 import re
 import tomllib
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -26,3 +28,78 @@ def test_ci_runs_the_readme_test_command():
     assert command == "python3 course.py test"
     assert command in read("README.md")
     assert "python3 course.py open" in read("README.md")
+
+
+# --- course.py's set-up: one line a step, the log shown on failure, each stamp on its own -------------
+
+def course_module(tmp_path, monkeypatch):
+    """course.py loaded as a module, its environment (.venv, the set-up log) moved into tmp_path."""
+    import importlib.util
+    import sys
+    spec = importlib.util.spec_from_file_location("course", os.path.join(ROOT, "course.py"))
+    course = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(course)
+    venv = tmp_path / "venv"
+    monkeypatch.setattr(course, "VENV", str(venv))
+    monkeypatch.setattr(course, "SETUP_LOG", str(venv / "setup.log"))
+    monkeypatch.setattr(course, "PYTHON", sys.executable)
+    return course
+
+
+def test_a_set_up_step_is_one_line_and_a_failing_one_shows_the_end_of_its_log(tmp_path, monkeypatch, capsys):
+    import sys
+    course = course_module(tmp_path, monkeypatch)
+    course.step("unpacking something", [[sys.executable, "-c", "print('Unpacking libfoo (1.2) ...\\n' * 50)"]])
+    shown = capsys.readouterr().out
+    assert re.fullmatch(r"\[course\] unpacking something \.\.\. \d+ s\n", shown), shown
+    assert "Unpacking libfoo" in open(course.SETUP_LOG).read()
+
+    with pytest.raises(course.StepFailed):
+        course.step("building a wheel", [[sys.executable, "-c",
+                                          "import sys\nfor k in range(100): print('warning', k)\n"
+                                          "sys.exit('error: the last words')"]])
+    shown = capsys.readouterr().out
+    first, *rest = shown.splitlines()
+    assert re.fullmatch(r"\[course\] building a wheel \.\.\. FAILED after \d+ s \(exit status 1\)", first), first
+    assert "error: the last words" in shown and "warning 99" in shown and "warning 10\n" not in shown
+    assert "Unpacking libfoo" not in shown, "the failure shows an earlier step's output"
+    assert rest[-1] == f"[course] the whole log: {course.SETUP_LOG}"
+
+
+def test_each_install_stamp_is_checked_on_its_own(tmp_path, monkeypatch):
+    """The course's packages, the test tools and the book's tools each have a stamp: a command never
+    reinstalls what another installed, and installs only the extras it lacks."""
+    course = course_module(tmp_path, monkeypatch)
+    steps = []
+    monkeypatch.setattr(course, "step", lambda what, commands, env=None: steps.append(commands[-1][-1]))
+    monkeypatch.setattr(course, "jupyterlab_settings", lambda prefix=None: None)
+    os.makedirs(course.VENV)
+    course.python_packages("test")                       # a fresh environment: everything once
+    assert steps == [f"{ROOT}[test]"]
+    course.python_packages("test")
+    course.python_packages()                             # doctor, open, release: the test install holds them
+    assert len(steps) == 1
+    course.python_packages("book", "test")               # only what is missing
+    assert steps[-1] == f"{ROOT}[book]"
+    course.python_packages("book")
+    assert len(steps) == 2
+
+
+def test_jupyterlab_opens_without_news_or_update_checks(tmp_path, monkeypatch):
+    """The environment's defaults name settings JupyterLab has, with values its schema allows."""
+    import json
+    import sys
+    from jupyterlab.labapp import LabApp
+    course = course_module(tmp_path, monkeypatch)
+    course.jupyterlab_settings(str(tmp_path))
+    settings = json.load(open(tmp_path / "share/jupyter/lab/settings/overrides.d/vmkit-course.json"))
+    schemas = os.path.join(sys.prefix, "share", "jupyter", "lab", "schemas")
+    for plugin, values in settings.items():
+        package, name = plugin.rsplit(":", 1)
+        schema = json.load(open(os.path.join(schemas, package, f"{name}.json")))["properties"]
+        for key, value in values.items():
+            allowed = [choice["const"] for choice in schema[key].get("oneOf", [])] or [True, False]
+            assert value in allowed, (plugin, key, value)
+    assert settings["@jupyterlab/apputils-extension:notification"] == {"fetchNews": "false", "checkForUpdates": False}
+    server = json.load(open(tmp_path / "etc/jupyter/jupyter_server_config.d/vmkit-course.json"))
+    assert set(server["LabApp"]) <= set(LabApp.class_trait_names())

@@ -63,7 +63,7 @@ def main(directory=None, rounds=ROUNDS, repeat=REPEAT):
     from vmkit.viz import compare as pictures         # matplotlib: only when the figure is asked for
     directory = Path(directory or tempfile.mkdtemp(prefix="vmkit-adaptive-"))
     directory.mkdir(parents=True, exist_ok=True)
-    print(f"7. adaptive binary translation on ptemod: {rounds:,} rounds, adaptive on and off, {repeat} runs each, "
+    print(f"8. adaptive binary translation on ptemod: {rounds:,} rounds, adaptive on and off, {repeat} runs each, "
           f"interleaved (ADAPT_AFTER = {ADAPT_AFTER})")
     started = time.perf_counter()
     runs = measure(rounds, repeat)

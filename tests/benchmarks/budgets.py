@@ -58,7 +58,7 @@ def interrupt_delay(source, technique):
 
 
 def main(timeout=2.0, repeat=2):
-    print(f"9. budgets under floods of exits: timeout={timeout:g} s, the worst of {repeat} runs")
+    print(f"10. budgets under floods of exits: timeout={timeout:g} s, the worst of {repeat} runs")
     rows, kvm_why = [], probe().why_not() if not probe().usable else None
     for technique in TECHNIQUES:
         if technique == "kvm" and kvm_why:

@@ -266,7 +266,7 @@ def plot(rounds_, s):
 def main(directory=None, rounds=ROUNDS, repeat=REPEAT):
     directory = Path(directory or tempfile.mkdtemp(prefix="vmkit-memory-"))
     directory.mkdir(parents=True, exist_ok=True)
-    print(f"8. memory virtualization: ptemod and pgfault under shadow paging, EPT and Xen's direct paging, "
+    print(f"9. memory virtualization: ptemod and pgfault under shadow paging, EPT and Xen's direct paging, "
           f"{rounds[0]} and {rounds[1]} rounds, {repeat} interleaved runs a cell")
     started = time.perf_counter()
     short, long = measure(rounds, repeat)

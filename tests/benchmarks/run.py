@@ -16,21 +16,23 @@
 5. Paravirtualization: a loop of critical sections with the mask byte under paravirt against the same
    loop with cli/sti under trap-and-emulate (target: at least 10x faster), and the multicall
    amortization curve (tests/benchmarks/paravirt.py).
-6. The comparison suite: every course workload under every technique, its table (CSV, Markdown)
+6. Binary translation: a cli/sti-heavy kernel loop against trap-and-emulate, CPU-bound kernels
+   against native, and the cost of translating a block (tests/benchmarks/binary_translation.py).
+7. The comparison suite: every course workload under every technique, its table (CSV, Markdown)
    and plots written to a temporary directory, and the orderings lesson 09 claims checked
    (tests/benchmarks/compare.py).
-7. Adaptive binary translation on ptemod: the trace faults and the time of every round with
+8. Adaptive binary translation on ptemod: the trace faults and the time of every round with
    adaptive translation on against off, a figure and a table written to a temporary directory
    (target: no more than one trace fault in 100 rounds after the warm-up; tests/benchmarks/adaptive.py).
-8. Memory virtualization: ptemod under binary translation against the VT-x model without EPT (Adams &
+9. Memory virtualization: ptemod under binary translation against the VT-x model without EPT (Adams &
    Agesen's order: binary translation faster) and with EPT, pgfault under shadow paging against EPT,
    one round each, a figure and a table written to a temporary directory (targets: the events a round
    exact, ptemod with EPT at least 10x cheaper than without, pgfault with EPT cheaper than under every
    shadow-paging technique; tests/benchmarks/memory.py).
-9. The budgets under floods of exits: how far past its timeout an I/O flood and a serial flood run,
+10. The budgets under floods of exits: how far past its timeout an I/O flood and a serial flood run,
    and how soon Ctrl-C stops a run, under every technique (targets: at most 0.5 s each;
    tests/benchmarks/budgets.py).
-10. The paravirtual device against the emulated one: the same console lines through virtio and COM1
+11. The paravirtual device against the emulated one: the same console lines through virtio and COM1
    under the VT-x model and KVM, exits, interrupts and µs a request, and KVM_IOEVENTFD on QueueNotify
    against the same run without it (targets: 1 exit a request against 19; no user-space exit with
    the ioeventfd; tests/benchmarks/virtio.py).
@@ -233,19 +235,35 @@ def _time_run(image, technique="native"):
     return time.perf_counter() - t0
 
 
+# The parts `course.py bench` runs, in the README's order (its list under Benchmarks has one item each).
+PARTS = (
+    ("CPU-bound guests against bare Unicorn", cpu_bound),
+    ("the int 0x80 round trip", syscall_round_trip),
+    ("trap-and-emulate", trap_and_emulate),
+    ("VM exits on KVM and the hardware-assist model", kvm_benchmark.main),
+    ("paravirtualization", paravirt_benchmark.main),
+    ("binary translation", bt_benchmark.main),
+    ("the comparison suite", compare_benchmark.main),
+    ("adaptive binary translation", adaptive_benchmark.main),
+    ("memory virtualization", memory_benchmark.main),
+    ("budgets under floods of exits", budgets_benchmark.main),
+    ("virtio against an emulated device", virtio_benchmark.main),
+)
+
+
+def run_part(k, title, part):
+    """One part, between a line that says which (k of all) and one that says how long it took."""
+    print(f"\n[bench] part {k} of {len(PARTS)}: {title} ...", flush=True)
+    started = time.perf_counter()
+    result = part()
+    print(f"[bench] part {k} of {len(PARTS)}: {title}: {time.perf_counter() - started:.0f} s", flush=True)
+    return result
+
+
 def main():
     print(f"vmkit benchmarks (Python {sys.version.split()[0]}); times are wall-clock seconds measured on this machine\n")
-    rows = cpu_bound()
-    median = syscall_round_trip()
-    trap = trap_and_emulate()
-    exits = kvm_benchmark.main()
-    paravirt = paravirt_benchmark.main()
-    translation = bt_benchmark.main()
-    comparison = compare_benchmark.main()
-    adaptive = adaptive_benchmark.main()
-    memory = memory_benchmark.main()
-    floods = budgets_benchmark.main()
-    devices = virtio_benchmark.main()
+    (rows, median, trap, exits, paravirt, translation, comparison, adaptive, memory, floods,
+     devices) = [run_part(k, title, part) for k, (title, part) in enumerate(PARTS, 1)]
     print("\nTargets:")
     for name, counted, uncounted in rows:
         print(f"   {name}: vmkit >= 0.5x bare: uncounted {uncounted:.2f}x {'met' if uncounted >= 0.5 else 'MISSED'};"

@@ -30,6 +30,7 @@ moment), so `viz.compare` costs nothing to a lesson that never draws a plot.
     compare      the comparison's tables and plots, the cost model, a workload designer
     hypervisors  hypervisor_stack(): type 1, type 2 and KVM as layer stacks
     packing      packing_plot(), Explorer: server consolidation
+    tape         record(): a stepper's walk kept in its widget, replayed by the book's pages without a kernel
 
 Each module's docstring names the lessons that use it (tests/test_viz.py keeps that true).
 """

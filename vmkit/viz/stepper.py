@@ -22,6 +22,7 @@ from .diagram import NO_DOT
 from .frames import Frame
 from .rings import NATIVE, VIRTUALIZED, last_transition, ring_diagram
 from .source import highlight
+from . import tape
 
 SHOWN_REGS = ("eax", "ebx", "ecx", "edx", "esi", "edi", "ebp", "esp", "eip", "eflags", "cs", "ss", "ds")
 CHANGED = "#ffe066"
@@ -72,12 +73,15 @@ class Walker:
         """What to work out once an action is done, before render()."""
 
     def _repr_mimebundle_(self, **kwargs):
+        if tape.recording():              # the course's static edition: the walk recorded for its player
+            tape.record(self)
         return self.widget._repr_mimebundle_(**kwargs)
 
 
 class Stepper(Walker):
     BEFORE, AFTER = 3, 6          # instructions shown around EIP
     LOG_LINES = 12
+    RECORDED = ("step", "next event")     # the buttons the book's recording presses (viz.tape)
 
     def __init__(self, guest, *, technique="native", max_instructions=5_000_000, timeout=10.0, show_io=False):
         # A stepper lives in a notebook: a smaller budget than run()'s, so a guest that never
