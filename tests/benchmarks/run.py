@@ -17,7 +17,7 @@
    loop with cli/sti under trap-and-emulate (target: at least 10x faster), and the multicall
    amortization curve (tests/benchmarks/paravirt.py).
 6. The comparison suite: every course workload under every technique, its table (CSV, Markdown)
-   and plots written to a temporary directory, and the orderings lesson 09 claims checked
+   and plots written to a temporary directory, and the orderings lesson 10 claims checked
    (tests/benchmarks/compare.py).
 7. Adaptive binary translation on ptemod: the trace faults and the time of every round with
    adaptive translation on against off, a figure and a table written to a temporary directory
