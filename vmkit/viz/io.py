@@ -146,11 +146,11 @@ def interrupt_diagram(moments, current=None):
     d = Diagram("irq_path", caption="one timer tick into a guest with IF = 0: the model's run, exit by exit",
                 text="\n".join(f"{'>' if k == current else ' '} {m.title} at eip {m.eip:#x}: IF={int(m.if_flag)}, "
                                f"interrupt-window exiting={'on' if m.window else 'off'}" for k, m in enumerate(moments)))
-    d.attr(rankdir="LR", fontname="Helvetica")
-    d.attr("node", shape="box", style="rounded,filled", fontname="Helvetica", fontsize="11")
-    d.node("pit", "PIT tick\nPIC: IRR bit 0", fillcolor="#eeeeee")
+    d.attr(rankdir="TB", fontname="Helvetica", ranksep="0.3")
+    d.attr("node", shape="box", style="rounded,filled", fontname="Helvetica", fontsize="12", width="3.6")
+    d.node("pit", "PIT tick: the PIC sets IRR bit 0", fillcolor="#eeeeee")
     for k, m in enumerate(moments):
-        label = (f"{m.title}\neip {m.eip:#x}\nIF = {int(m.if_flag)} · window exiting {'on' if m.window else 'off'}")
+        label = (f"{m.title}\neip {m.eip:#x} · IF = {int(m.if_flag)} · window exiting {'on' if m.window else 'off'}")
         d.node(f"m{k}", label, fillcolor=NEW if k == current else PLAIN,
                color=HOT if k == current else "#555555", penwidth="2.5" if k == current else "1")
     d.edge("pit", "m0")
@@ -172,9 +172,10 @@ class InterruptStepper:
                         "next": button("next", "step-forward", self.next, "the next moment",
                                        "vmkit-irq-stepper-next")}
         self.status, self.diagram, self.what, self.code = (w.HTML() for _ in range(4))
-        self.widget = w.VBox([w.HBox(list(self.buttons.values())), self.status, self.diagram,
-                              w.HBox([w.VBox([titled("what happened", self.what)], layout=w.Layout(width="50%")),
-                                      w.VBox([titled("the guest's code", self.code)], layout=w.Layout(width="50%"))])])
+        self.widget = w.VBox([w.HBox(list(self.buttons.values())), self.status,
+                              w.HBox([w.VBox([self.diagram], layout=w.Layout(width="42%", padding="0 8px 0 0")),
+                                      w.VBox([titled("what happened", self.what),
+                                              titled("the guest's code", self.code)], layout=w.Layout(width="58%"))])])
         self.widget.add_class("vmkit-irq-stepper")
         self.render()
 
@@ -279,7 +280,9 @@ def ring_moments(requests=3, **equ):
     QueueNotify exit, by which the device has walked the chain into the used ring. A list of RingMoment."""
     image = assemble(guest_source("virtio_console", REQUESTS=requests, **equ))
     m = machine(image, "hardware-assist")
-    _, published = _address_after(image, "publish", "[AVAIL + 2]")
+    store, published = _address_after(image, "publish", "[AVAIL + 2]")       # avail.idx = ebx, and after it
+    head = _address_after(image, "post", "[AVAIL + 4 + 2 * ecx]")[0]         # the chain's head into the ring
+    notify = _address_after(image, "publish", "[QUEUE_NOTIFY]")[0]
     is_notify = lambda e: (e.kind == "vmexit" and e.detail["reason"] == "MMIO"
                            and e.detail.get("register") == "QueueNotify")
     moments = []
@@ -289,13 +292,13 @@ def ring_moments(requests=3, **equ):
                                   f"The driver wrote two descriptors (the line's number, then its text, linked by "
                                   f"NEXT) and put the chain's head in avail.ring[{n} % num]. avail.idx is still {n}: "
                                   "the device cannot see the request yet. No exit: this is the guest writing its "
-                                  "own memory.", m.virtio.ring_state(), image.symbols["publish"]))
+                                  "own memory.", m.virtio.ring_state(), head))
         m.run_until(eip=published)
         moments.append(RingMoment(f"request {n}: made available",
                                   f"One store, avail.idx = {n + 1}, publishes the request. Still no exit. With "
                                   f"EVENT_IDX the driver now compares avail_event with the indexes: "
                                   "vring_need_event(avail_event, new, old) says whether the device wants a notify.",
-                                  m.virtio.ring_state(), published))
+                                  m.virtio.ring_state(), store))
         before = len([e for e in m.events if is_notify(e)])
         m.run_until(event=lambda e: is_notify(e))
         notified = len([e for e in m.events if is_notify(e)]) > before
@@ -305,7 +308,7 @@ def ring_moments(requests=3, **equ):
                                   f"len = 0) in the used ring, raised used.idx to {m.virtio.ring_state().used_idx} "
                                   "and set avail_event to the next index it will take."
                                   if notified else "The driver did not notify: the device had not asked for it.",
-                                  m.virtio.ring_state(), m.result().regs["eip"]))
+                                  m.virtio.ring_state(), notify))
     return image, moments
 
 
