@@ -52,7 +52,7 @@ FACTS = {f.__name__: f for f in (predicted_cost, predicted_ranking, dominant_eve
 # --- the cases ------------------------------------------------------------------------------------------
 SETUP = lab_setup("lab10_comparing")            # COSTS, FASTER, SLOWER, EXAMPLE_*: the grader's own copies
 LAB_PRICES = SETUP["COSTS"]
-FASTER, SLOWER = SETUP["FASTER"], SETUP["SLOWER"]     # the ordering lesson 09's syscall shows, to reverse
+FASTER, SLOWER = SETUP["FASTER"], SETUP["SLOWER"]     # the ordering lesson 10's syscall shows, to reverse
 COLUMNS_RUN = [c for c in compare.COLUMNS if c != "kvm"]
 # a student's workload need not run under paravirt (a domU has no ports): part 3 asks the other columns
 OWN_COLUMNS = [c for c in COLUMNS_RUN if c != "paravirt"]

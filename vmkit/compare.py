@@ -215,7 +215,7 @@ class Claim(NamedTuple):
     factor: float = 1.0
 
 
-# What lesson 09 claims and the benchmark checks (vmkit.viz.compare.check_orderings renders them).
+# What lesson 10 claims and the benchmark checks (vmkit.viz.compare.check_orderings renders them).
 CLAIMS = [
     Claim("cli-sti", "paravirt", "trap-and-emulate",
           "the mask byte is a store; under trap-and-emulate each cli and sti is a trap into the VMM"),

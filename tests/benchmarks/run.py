@@ -19,7 +19,7 @@
 6. Binary translation: a cli/sti-heavy kernel loop against trap-and-emulate, CPU-bound kernels
    against native, and the cost of translating a block (tests/benchmarks/binary_translation.py).
 7. The comparison suite: every course workload under every technique, its table (CSV, Markdown)
-   and plots written to a temporary directory, and the orderings lesson 09 claims checked
+   and plots written to a temporary directory, and the orderings lesson 10 claims checked
    (tests/benchmarks/compare.py).
 8. Adaptive binary translation on ptemod: the trace faults and the time of every round with
    adaptive translation on against off, a figure and a table written to a temporary directory

@@ -54,6 +54,7 @@ the work inside the QueueNotify exit), or, with `deferred=True`, only when `serv
 exiting): only then do notifications the driver makes while the device is behind go unsent.
 """
 import struct
+from dataclasses import dataclass, field
 
 VIRTIO_BASE = 0xFEB01000
 VIRTIO_SIZE = 0x1000
@@ -112,6 +113,36 @@ class Virtqueue:
         self.last_avail = 0                  # the next avail.ring entry the device takes
         self.used_idx = 0                    # the device's used.idx
         self.signalled = None                # used.idx at the last interrupt (None: never)
+
+
+@dataclass
+class RingState:
+    """One queue's split virtqueue as guest memory holds it now, with the device's own indices: what a
+    picture of the rings needs, read by the device model (`VirtioConsole.ring_state`), never written.
+
+    desc:       one (addr, len, flags, next) per descriptor of the table
+    buffers:    {descriptor index: the bytes its buffer holds} for each descriptor with a buffer
+    avail_*:    the driver's area: flags, idx, ring[num] (chain heads), used_event (EVENT_IDX)
+    used_*:     the device's area: flags, idx, ring[num] of (id, len), avail_event (EVENT_IDX)
+    last_avail: the next available entry the device will take; device_used: the used.idx it keeps
+    counts:     the device's counts so far (notifies, requests, interrupts, ...)"""
+
+    queue: int
+    num: int
+    event_idx: bool
+    desc: list = field(default_factory=list)
+    buffers: dict = field(default_factory=dict)
+    avail_flags: int = 0
+    avail_idx: int = 0
+    avail_ring: list = field(default_factory=list)
+    used_event: int = 0
+    used_flags: int = 0
+    used_idx: int = 0
+    used_ring: list = field(default_factory=list)
+    avail_event: int = 0
+    last_avail: int = 0
+    device_used: int = 0
+    counts: dict = field(default_factory=dict)
 
 
 class VirtioConsole:
@@ -268,6 +299,28 @@ class VirtioConsole:
         self.counts["interrupts"] += 1
         if self.raise_irq is not None:
             self.raise_irq()
+
+    # --- a picture of the rings ---------------------------------------------------------------------
+    def ring_state(self, index=TRANSMITQ, buffer_limit=64):
+        """Queue `index`'s rings as guest memory holds them now (RingState); buffers are read up to
+        `buffer_limit` bytes each. A queue the driver has not set up has no rings to read: num 0."""
+        q = self.queues[index]
+        state = RingState(queue=index, num=q.num, event_idx=self.event_idx, last_avail=q.last_avail,
+                          device_used=q.used_idx, counts=dict(self.counts))
+        if not q.num or self.memory is None:
+            return state
+        for i in range(q.num):
+            addr, length, flags, nxt = struct.unpack("<QIHH", bytes(self.memory.read(q.desc + 16 * i, 16)))
+            state.desc.append((addr, length, flags, nxt))
+            if length:
+                state.buffers[i] = bytes(self.memory.read(addr, min(length, buffer_limit)))
+        state.avail_flags, state.avail_idx = self._u16(q.driver), self._u16(q.driver + 2)
+        state.avail_ring = [self._u16(q.driver + 4 + 2 * i) for i in range(q.num)]
+        state.used_event = self._u16(q.driver + 4 + 2 * q.num)
+        state.used_flags, state.used_idx = self._u16(q.device), self._u16(q.device + 2)
+        state.used_ring = [struct.unpack("<II", bytes(self.memory.read(q.device + 4 + 8 * i, 8))) for i in range(q.num)]
+        state.avail_event = self._u16(q.device + 4 + 8 * q.num)
+        return state
 
     def _u16(self, address):
         return struct.unpack("<H", bytes(self.memory.read(address, 2)))[0]

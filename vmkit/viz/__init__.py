@@ -23,6 +23,7 @@ moment), so `viz.compare` costs nothing to a lesson that never draws a plot.
     translation  side_by_side(), cache_graph(), TranslationStepper: a binary translator's units
     paravirt     HypercallStepper, xen_structure(), multicalls, a split driver's ring
     kvm          run_loop_diagram(), ExitStepper, VmcsExplorer: VT-x and KVM's run loop
+    io           InterruptStepper, exits_per_request(), RingStepper, passthrough_diagram(): interrupts and I/O
     paging       walk(), WalkStepper, shadow_beside_guest(), ShadowStepper, paging_exits(), two_d_walk(): 32-bit
                  paging, shadow page tables, EPT
     migration    timeline(), rounds_table(), RoundStepper: pre-copy live migration

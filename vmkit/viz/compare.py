@@ -26,7 +26,7 @@ Nothing here measures or runs a guest by itself. Every function takes what vmkit
     cost_table(model), residuals_table(model, suite)             the fitted cost model and how well it fits
     Designer(model, suite)     sliders for a workload of one's own; its predicted time per technique
 
-Used by lesson 09.
+Used by lesson 10.
 
 Long because: every table, plot and widget here reads the same suite and shares its order of
 techniques, its colours and its slowdown arithmetic; split, a lesson would have to know which half

@@ -10,7 +10,7 @@ one line saying how to get the picture.
     Table(header, rows, caption, groups)    rows under a header: HTML in Jupyter, aligned text elsewhere
     Plot(figure, text)                      a matplotlib figure with a text form
 
-Used by lessons 07 and 09 (their own tables); every other viz module draws with these.
+Used by lessons 08 and 10 (their own tables); every other viz module draws with these.
 """
 import base64
 import html

@@ -3,7 +3,7 @@
     svirt_diagram(s=None)                the scenario's processes and images with their labels -> Diagram
     access_walker(s=None, policy=None)   a widget: pick an access; see DAC's answer, sVirt's, the audit line
 
-Used by lesson 08. The decisions come from vmkit.isolation (scenario(), Access.dac, Access.svirt);
+Used by lesson 09. The decisions come from vmkit.isolation (scenario(), Access.dac, Access.svirt);
 this module only draws them.
 """
 import html

@@ -22,9 +22,9 @@ A result is vmkit.migration's MigrationResult: `rounds` (records with number, pa
 pages_skipped, pages_dirtied, seconds, mbit), `downtime`, `total_time`, `stop_reason`, `transcript`, `switch_seq`
 and the two digests. Nothing here migrates: every number drawn is one the engine recorded.
 
-Used by lesson 07.
+Used by lesson 08.
 
-Long because: lesson 07 draws one migration many ways (the algorithm, a table, a timeline, three
+Long because: lesson 08 draws one migration many ways (the algorithm, a table, a timeline, three
 plots, the transcript) and replays it in three widgets, all with the colours, page states and
 stop-condition words defined once at the top.
 """

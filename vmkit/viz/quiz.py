@@ -1,7 +1,7 @@
 """Self-checks: the student commits to an answer and gets feedback at once. Nothing is graded or
 stored; the feedback explains, so a wrong answer is a step in the lesson, not a dead end.
 
-Used by lessons 00, 01, 02, 03, 04, 05, 06, 07, 08 and 09: every lesson's self-checks.
+Used by lessons 00, 01, 02, 03, 04, 05, 06, 07, 08, 09 and 10: every lesson's self-checks.
 """
 import html
 

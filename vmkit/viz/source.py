@@ -3,7 +3,7 @@
 The colouring is deliberately simple (comments, labels, mnemonics, registers, numbers); it is
 enough to make a listing scannable and needs no highlighter library.
 
-Used by lessons 01, 02, 03, 04, 05, 06 and 07.
+Used by lessons 01, 02, 03, 04, 05, 06, 07 and 08.
 """
 import html
 import re

@@ -4,7 +4,7 @@ A lesson should never greet a student with a traceback about PATH. check_tools()
 programs once and, if any is missing, shows what it is for, what still works without it, and the
 one command that installs it. Everything that does not need the program runs as usual.
 
-Used by lessons 00, 01, 02, 03, 04, 05, 06, 07, 08 and 09: the first cell of each.
+Used by lessons 00, 01, 02, 03, 04, 05, 06, 07, 08, 09 and 10: the first cell of each.
 """
 import html
 import shutil
