@@ -21,7 +21,10 @@ LABS = sorted(os.path.basename(os.path.dirname(p)) for p in glob.glob(os.path.jo
 
 
 def number(word):
-    return int(word) if word.isdigit() else WORDS[word.lower()]
+    """12, "twelve" or "twenty-one"."""
+    if word.isdigit():
+        return int(word)
+    return sum(WORDS[part] if part != "twenty" else 20 for part in word.lower().split("-"))
 
 
 def stated(pattern):
@@ -38,7 +41,7 @@ def section(title):
 
 
 def test_the_counts_of_notebooks_lessons_and_labs():
-    notebooks, lessons, labs = stated(r"The course has (\w+) notebooks, (\w+) lessons and (\w+) labs")
+    notebooks, lessons, labs = stated(r"The course has ([\w-]+) notebooks, ([\w-]+) lessons and ([\w-]+) labs")
     assert (lessons, labs) == (len(LESSONS), len(LABS)), "README, `course.py speed`'s paragraph: the course's counts"
     assert notebooks == lessons + labs
 
