@@ -45,8 +45,8 @@ decision to inject). KVM's side, in struct kvm_run and Documentation/virt/kvm/ap
                                        mov-ss shadow, no interrupt already queued)
     vcpu.interrupt(vector)             KVM_INTERRUPT: queue `vector`; the next run() enters the guest
                                        by delivering it through the guest's IDT
-    vcpu.request_interrupt_window      set before run(): "KVM_RUN [returns] when it becomes possible
-                                       to inject external interrupts into the guest", as an exit
+    vcpu.request_interrupt_window      set before run(): "Request that KVM_RUN return when it becomes
+                                       possible to inject external interrupts into the guest", as an exit
     IRQ_WINDOW_OPEN                    that exit (KVM_EXIT_IRQ_WINDOW_OPEN): the guest can take an
                                        interrupt now; inject it before the next run()
 
