@@ -55,7 +55,9 @@ offers an interrupt and ready_for_interrupt_injection and if_flag are set, ackno
 KVM_INTERRUPT its vector; if one still waits, set request_interrupt_window, else clear it. Breaking
 the handshake is a RunLoopError here: KVM_INTERRUPT while the vCPU is not ready (on VT-x, an external
 interrupt injected while RFLAGS.IF is 0 fails the VM entry's checks on the guest state, SDM vol. 3C,
-26.3.1.4), or a second vector before the first was taken. A `hlt` with IF set comes out as HLT
+26.3.1.4), or a second vector before the first was taken (KVM without an in-kernel irqchip would
+quietly replace the first: kvm_vcpu_ioctl_interrupt calls kvm_queue_interrupt, and the first
+interrupt, acknowledged at the PIC, is lost). A `hlt` with IF set comes out as HLT
 (interrupts=True): the guest sleeps until user space injects an interrupt.
 
 On the model an interrupt is injected at the exact entry: once the guest has loaded an IDT (IDTR's
