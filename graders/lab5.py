@@ -1,5 +1,6 @@
 """Lab 5 (a KVM VMM's run loop): guests on vmkit's hardware-assist model with the model's own devices,
-and vmkit's device model answering scripted accesses."""
+vmkit's device model answering scripted accesses, the reference loop that injects interrupts (QEMU's
+kvm_arch_pre_run) and vmkit's device side of the virtqueue."""
 import vmkit
 from vmkit.grading.lab5 import MMIO_REGISTERS
 from vmkit.kvm.devices import DeviceModel
@@ -324,26 +325,232 @@ def part3_hidden(answers, expected, cases):
               hint="only HLT and SHUTDOWN (and the debug exit) end a run normally")
 
 
-# Part 4: coalesced MMIO, the student's design
+# Part 4: run_irq_loop, interrupts injected with the window's handshake
+from vmkit.grading.lab5 import (IRQ_FIELDS, check_irq_facts, check_ring_rounds, irq_run, irq_script, reference_serve,
+                                ring_rounds, virtio_run)
+
+
+def reference_irq_loop(vcpu, devices, on_io, on_mmio, pic):
+    """run_loop's contract, and before every KVM_RUN QEMU's kvm_arch_pre_run without an in-kernel PIC
+    (target/i386/kvm/kvm.c): inject what the PIC offers when ready_for_interrupt_injection and IF allow,
+    then ask for the interrupt window while a line is still raised. A HLT with IF set waits for the
+    next interrupt, and ends the run when the PIC has none to offer."""
+    while True:
+        if pic.pending() is not None and vcpu.ready_for_interrupt_injection and vcpu.if_flag:
+            vcpu.interrupt(pic.acknowledge()[1])
+        vcpu.request_interrupt_window = pic.pending() is not None
+        exit = vcpu.run()
+        if exit.reason == "IO":
+            value = on_io(devices, exit)
+            if exit.direction == "in":
+                vcpu.answer(value)
+            elif exit.port == DEBUG_EXIT:
+                return "exit"
+        elif exit.reason == "MMIO":
+            value = on_mmio(devices, exit)
+            if exit.direction == "read":
+                vcpu.answer(value)
+        elif exit.reason == "HLT":
+            if not exit.interrupts or pic.pending() is None:
+                return "halted"
+        elif exit.reason == "SHUTDOWN":
+            return "shutdown"
+        elif exit.reason != "IRQ_WINDOW_OPEN":
+            raise RuntimeError(f"unexpected exit: {exit}")
+
+
+IRQ_ASKED = "vmkit.grading.lab5.irq_cases(cases, vmkit.grading.yours(run_irq_loop, 'run_irq_loop'))"
+IRQ_WITHHELD = {"vmkit.grading.lab5": ["_handshake", "run_handlers"], "vmkit.grading": ["run_handlers"]}
+
+
+def irq_expected(cases):
+    return {"runs": [irq_run(source, reference_irq_loop) for source in cases["runs"]],
+            "scripts": [irq_script(script, reference_irq_loop) for script in cases["scripts"]]}
+
+
+def virtio_guest(**equ):
+    return vmkit.guests.source("virtio_console", **equ)
+
+
+def mmio_write(value, offset=4):
+    return {"address": MMIO_BASE + offset, "size": 4, "direction": "write", "value": value}
+
+
+IN_LSR = {"port": LSR, "size": 1, "direction": "in", "value": None}
+READY, MASKED, SHADOW = ({"if_flag": 1, "ready_for_interrupt_injection": 1}, {"if_flag": 0},
+                         {"if_flag": 1, "ready_for_interrupt_injection": 0})
+PART4_VISIBLE_SCRIPTS = {
+    "a line raised while IF is 0, the window, then a HLT": [
+        ["MMIO", {**mmio_write(1), **MASKED}, [5]], ["IRQ_WINDOW_OPEN", READY], ["HLT", {"interrupts": False}]],
+    "two lines at once, the guest ready at every exit": [
+        ["IO", {**IN_LSR, **READY}, [3, 4]], ["MMIO", {**mmio_write(2), **READY}], ["MMIO", {**mmio_write(3), **READY}],
+        ["HLT", {"interrupts": False}]],
+    "IF set inside sti's shadow (not ready), then a HLT with IF set": [
+        ["MMIO", {**mmio_write(1), **SHADOW}, [1]], ["HLT", {"interrupts": True}], ["HLT", {"interrupts": False}]],
+    "a HLT with IF set and no line raised": [["HLT", {"interrupts": True}]],
+}
+PART4_VISIBLE = {"runs": [virtio_guest(INTERRUPTS=1, REQUESTS=4)], "scripts": list(PART4_VISIBLE_SCRIPTS.values())}
+PART4_RUNS = {
+    "the virtio console with EVENT_IDX, 12 requests, 3 a batch": virtio_guest(INTERRUPTS=1, REQUESTS=12, BATCH=3),
+    "the virtio console without EVENT_IDX: an interrupt a request": virtio_guest(INTERRUPTS=1, EVENT_IDX=0, REQUESTS=6),
+    "the virtio console polling, no interrupt": virtio_guest(REQUESTS=3),
+    "the course's devices guest": DEVICES,
+}
+PART4_SCRIPTS = {
+    "ready, but IF clear": [["MMIO", {**mmio_write(1), "if_flag": 0, "ready_for_interrupt_injection": 1}, [2]],
+                            ["IRQ_WINDOW_OPEN", READY], ["SHUTDOWN", {}]],
+    "a line raised at a window exit, another while the first is queued": [
+        ["MMIO", {**mmio_write(1), **MASKED}, [6]], ["IRQ_WINDOW_OPEN", READY, [1]], ["MMIO", {**mmio_write(2), **MASKED}],
+        ["MMIO", {**mmio_write(3), **MASKED}], ["IRQ_WINDOW_OPEN", READY], ["IO", {**IN_LSR, **READY}],
+        ["IO", {"port": DEBUG_EXIT, "size": 1, "direction": "out", "value": 0, **READY}]],
+    "three lines, the guest ready only at every other exit": [
+        ["IO", {**IN_LSR, **READY}, [7, 5, 0]], ["MMIO", {**mmio_write(1), **MASKED}], ["IRQ_WINDOW_OPEN", READY],
+        ["MMIO", {**mmio_write(2), **SHADOW}], ["HLT", {"interrupts": True}], ["HLT", {"interrupts": True}]],
+    "a window exit with nothing left to inject, then an error exit": [
+        ["MMIO", {**mmio_write(1), **READY}, [4]], ["IRQ_WINDOW_OPEN", READY], ["FAIL_ENTRY", {"eip": 0x100010}]],
+}
+PART4_HIDDEN = {"runs": list(PART4_RUNS.values()), "scripts": list(PART4_SCRIPTS.values())}
+
+
+def same_irq_scripts(answers, expected, named):
+    check(isinstance(answers, list) and len(answers) == len(expected), "one outcome per script", got=answers)
+    for what, got, want in zip(named, answers, expected):
+        check(isinstance(got, dict) and "error" not in got, f"a scripted vCPU ({what}) runs", got=got)
+        if "raised" in want:
+            check("raised" in got and not got.get("run_loop_error"), f"a scripted vCPU ({what}): the loop at the last exit",
+                  expected="an exception that names it", got=got.get("message") if got.get("run_loop_error")
+                  else f"it returned {got.get('returned')!r}", hint="the spec's list of exits: one the loop does not understand")
+        else:
+            check_equal(got.get("returned", f"it raised {got.get('raised')}: {got.get('message')}"), want["returned"],
+                        what=f"a scripted vCPU ({what}): what the loop returned",
+                        hint="a HLT with IF set ends the run only when the PIC offers nothing")
+        check_equal(got.get("entries"), want["entries"], what=f"a scripted vCPU ({what}): each run()'s [vector injected, "
+                    f"window requested]", hint="before every run: inject what the PIC offers when ready_for_interrupt_"
+                    "injection and if_flag are both set, then request the window while a line is still raised")
+        check_equal(got.get("acks"), want["acks"], what=f"a scripted vCPU ({what}): the lines the loop acknowledged",
+                    hint="acknowledge the PIC only to inject what it gives, one line an entry")
+
+
+def irq_judge(named_runs, named_scripts):
+    def judge(answers, expected, cases):
+        answers = parts(answers, cases)
+        runs = answers["runs"]
+        check(isinstance(runs, dict), "runs on each engine", got=runs)
+        for engine in ("hardware-assist", "kvm"):
+            if engine == "kvm" and not isinstance(runs.get("kvm"), list):
+                continue
+            got = runs.get(engine)
+            check(isinstance(got, list) and len(got) == len(named_runs), f"one run per guest on {engine}", got=got)
+            for what, run, want in zip(named_runs, got, expected["runs"]):
+                ran(run, f"the guest ({what}) under your loop on {engine}")
+                check_irq_facts(run, {key: want[key] for key in IRQ_FIELDS},
+                                f"the guest ({what}) under your loop on {engine}")
+        same_irq_scripts(answers["scripts"], expected["scripts"], named_scripts)
+    return judge
+
+
+# Part 5: serve_transmitq, the device side of the transmit queue
+RING_ASKED = "vmkit.grading.lab5.ring_cases(cases, vmkit.grading.yours(serve_transmitq, 'serve_transmitq'))"
+RING_WITHHELD = {"vmkit.machine.virtio": ["serve_queue"], "vmkit.grading.lab5": ["reference_serve"]}
+
+
+def ring_expected(cases):
+    return {"rings": [ring_rounds(case, reference_serve) for case in cases["rings"]],
+            "runs": [virtio_run(source, None) for source in cases["runs"]]}
+
+
+def chain(*texts, writable=()):
+    return [[text, i in writable] for i, text in enumerate(texts)]
+
+
+PART5_VISIBLE_RINGS = {
+    "one chain of three buffers, then two chains, EVENT_IDX": {"num": 8, "rounds": [
+        {"post": [chain("hello", ", ", "ring\n")], "used_event": 0},
+        {"post": [chain("one\n"), chain("two\n")], "used_event": 1}]},
+    "a device-writable buffer at the end of a chain": {"num": 8, "rounds": [
+        {"post": [chain("sent\n", "status", writable=(1,))], "used_event": 0}]},
+    "indices across 65535, used_event not reached, then reached": {"num": 4, "start": 65534, "rounds": [
+        {"post": [chain("a"), chain("b")], "used_event": 2},
+        {"post": [chain("c"), chain("d"), chain("e")], "used_event": 2}]},
+    "a request the driver adds while the device works": {"num": 8, "rounds": [
+        {"post": [chain("first\n")], "late": [chain("late\n")], "used_event": 0}]},
+    "no EVENT_IDX: VRING_AVAIL_F_NO_INTERRUPT, then cleared, then nothing new": {"num": 8, "event_idx": False, "rounds": [
+        {"post": [chain("quiet\n")], "no_interrupt": True}, {"post": [chain("loud\n")]}, {}]},
+}
+PART5_VISIBLE = {"rings": list(PART5_VISIBLE_RINGS.values()),
+                 "runs": [virtio_guest(INTERRUPTS=1, REQUESTS=4), virtio_guest(REQUESTS=3, BATCH=2)]}
+PART5_RINGS = {
+    "chains of one to five buffers, a writable one in the middle": {"num": 16, "rounds": [
+        {"post": [chain("a", "bb", "ccc", "dddd", "e"), chain("x", "buffer", "y", writable=(1,)), chain("z")],
+         "used_event": 2}]},
+    "many rounds round a small ring across 65535": {"num": 2, "start": 65533, "rounds": [
+        {"post": [chain("1"), chain("2")], "used_event": 65533}, {"post": [chain("3")], "used_event": 65535},
+        {"post": [chain("4"), chain("5")], "used_event": 0}, {"post": [], "used_event": 0}]},
+    "late requests twice, used_event far ahead": {"num": 8, "start": 100, "rounds": [
+        {"post": [chain("p")], "late": [chain("q"), chain("r")], "used_event": 150},
+        {"post": [chain("s")], "late": [chain("t")], "used_event": 104}]},
+    "a chain that loops back to its head": {"num": 4, "rounds": [
+        {"post": [chain("ab", "cd")], "loop": True, "used_event": 0}, {"post": [chain("ok")], "used_event": 1}]},
+    "used_event right after the wrap at 65535": {"num": 8, "start": 65535, "rounds": [
+        {"post": [chain("w"), chain("x")], "used_event": 0}, {"post": [chain("y")], "used_event": 65535}]},
+    "no EVENT_IDX across 65535, NO_INTERRUPT on and off": {"num": 4, "event_idx": False, "start": 65535, "rounds": [
+        {"post": [chain("a"), chain("b")]}, {"post": [chain("c")], "no_interrupt": True}, {"no_interrupt": False},
+        {"post": [chain("d")], "no_interrupt": False}]},
+}
+PART5_RUNS = {
+    "EVENT_IDX, 12 requests, 4 a batch, the interrupt at the end": virtio_guest(INTERRUPTS=1, REQUESTS=12, BATCH=4),
+    "no EVENT_IDX, an interrupt a request": virtio_guest(INTERRUPTS=1, EVENT_IDX=0, REQUESTS=5),
+    "polling, 20 requests": virtio_guest(REQUESTS=20, BATCH=3),
+}
+PART5_HIDDEN = {"rings": list(PART5_RINGS.values()), "runs": list(PART5_RUNS.values())}
+VIRTIO_FIELDS = ("serial", "exit_code", "ended", "exits", "injected")
+
+
+def ring_judge(named_rings, named_runs):
+    def judge(answers, expected, cases):
+        answers = parts(answers, cases)
+        check(isinstance(answers["rings"], list) and len(answers["rings"]) == len(named_rings), "one outcome per ring",
+              got=answers["rings"])
+        for what, got, want in zip(named_rings, answers["rings"], expected["rings"]):
+            check_ring_rounds(got, want, f"the ring ({what})")
+        runs = answers["runs"]
+        check(isinstance(runs, dict), "runs on each engine", got=runs)
+        for engine in ("hardware-assist", "kvm"):
+            if engine == "kvm" and not isinstance(runs.get("kvm"), list):
+                continue
+            got = runs.get(engine)
+            check(isinstance(got, list) and len(got) == len(named_runs), f"one run per guest on {engine}", got=got)
+            for what, run, want in zip(named_runs, got, expected["runs"]):
+                ran(run, f"the virtio console ({what}) with your device side on {engine}")
+                check_irq_facts(run, {key: want[key] for key in VIRTIO_FIELDS},
+                                f"the virtio console ({what}) with your device side on {engine}")
+                check_equal(run.get("interrupts"), want["interrupts"],
+                            what=f"the virtio console ({what}) on {engine}: the interrupts your device raised",
+                            hint="interrupt only when something was used and the driver asked (used_event, or no "
+                                 "VRING_AVAIL_F_NO_INTERRUPT)")
+    return judge
+
+
+# Part 6: coalesced MMIO, the student's design
 from vmkit.grading.lab5 import judge_coalesced_run, judge_coalesced_script, script_reference
 
 COALESCED_ASKED = "vmkit.grading.lab5.coalesced_cases(cases, vmkit.grading.yours(run_coalesced, 'run_coalesced'))"
 _DATA = 'text: db "rung", 10, 0\nalign 8\nno_idt: dw 0\n dd 0'
-PART4_VISIBLE_RUNS = {
+PART6_VISIBLE_RUNS = {
     "rings, bytes of SCRATCH, two reads, writes left at the end": guest(
         "mov ecx, 12\n.ring:\nmov [DOORBELL], ecx\nloop .ring\nmov byte [SCRATCH + 1], 0x5a\n"
         "mov word [SCRATCH + 2], 0x1234\nmov eax, [SCRATCH]\ncall hex32\nmov eax, [DOORBELL]\ncall hex32\n"
         "mov dword [SCRATCH], 0x600d\nmov dword [DOORBELL], 0"),
 }
 _B = MMIO_BASE
-PART4_VISIBLE_SCRIPTS = [
+PART6_VISIBLE_SCRIPTS = [
     [["MMIO", _B + 4, 4, "write", 0x11223344], ["MMIO", _B + 0xC, 4, "write", 1], ["MMIO", _B + 5, 1, "write", 0xAA],
      ["INTERNAL_ERROR"]],
     [["MMIO", _B + 0xC, 4, "write", 1], ["MMIO", _B + 0xC, 1, "write", 0], ["MMIO", _B + 0xC, 4, "read", None],
      ["MMIO", _B + 0xC, 2, "write", 0], ["SHUTDOWN"]],
 ]
-PART4_VISIBLE = {"runs": list(PART4_VISIBLE_RUNS.values()), "scripts": PART4_VISIBLE_SCRIPTS}
-PART4_RUNS = {
+PART6_VISIBLE = {"runs": list(PART6_VISIBLE_RUNS.values()), "scripts": PART6_VISIBLE_SCRIPTS}
+PART6_RUNS = {
     "writes, then the debug exit": guest(
         "mov dword [SCRATCH], 0xcafe\nmov byte [SCRATCH + 3], 0x7f\nmov esi, text\ncall puts\nmov ecx, 5\n"
         ".ring:\nmov [DOORBELL], cl\nloop .ring\nmov word [SCRATCH], 0x4242\nmov al, 9\nout DEBUG_EXIT, al", data=_DATA),
@@ -360,7 +567,7 @@ PART4_RUNS = {
         "mov [SCRATCH], eax\nmov dword [MMIO + 0x20], 5", data=_DATA),
     "the course's devices guest": DEVICES,
 }
-PART4_SCRIPTS = {
+PART6_SCRIPTS = {
     "writes, then FAIL_ENTRY": [["MMIO", _B + 4, 2, "write", 0x1234], ["MMIO", _B + 0xC, 4, "write", 0],
                                 ["MMIO", _B + 6, 2, "write", 0x5678], ["FAIL_ENTRY"]],
     "twenty rings, then HLT": [["MMIO", _B + 0xC, 4, "write", n] for n in range(20)] + [["HLT"]],
@@ -368,7 +575,7 @@ PART4_SCRIPTS = {
         ["MMIO", _B + 4, 4, "write", 7], ["IO", LSR, 1, "in", None], ["MMIO", _B + 7, 1, "write", 0x80],
         ["MMIO", _B + 8, 4, "read", None], ["MMIO", _B + 0xC, 1, "write", 1], ["SYSTEM_EVENT"]],
 }
-PART4_HIDDEN = {"runs": list(PART4_RUNS.values()), "scripts": list(PART4_SCRIPTS.values())}
+PART6_HIDDEN = {"runs": list(PART6_RUNS.values()), "scripts": list(PART6_SCRIPTS.values())}
 
 
 def coalesced_expected(cases):
@@ -396,15 +603,26 @@ def judge_coalesced(runs_named, scripts_named):
 
 
 PROBES = {
+    "part4_visible": Probe(IRQ_ASKED, PART4_VISIBLE, irq_expected,
+                           irq_judge(["the virtio console, waiting in hlt for its interrupt"], list(PART4_VISIBLE_SCRIPTS)),
+                           withhold=IRQ_WITHHELD),
+    "part4_hidden": Probe(IRQ_ASKED, PART4_HIDDEN, irq_expected, irq_judge(list(PART4_RUNS), list(PART4_SCRIPTS)),
+                          withhold=IRQ_WITHHELD),
+    "part5_visible": Probe(RING_ASKED, PART5_VISIBLE, ring_expected,
+                           ring_judge(list(PART5_VISIBLE_RINGS), ["the virtio console with interrupts",
+                                                                   "the virtio console polling"]),
+                           withhold=RING_WITHHELD),
+    "part5_hidden": Probe(RING_ASKED, PART5_HIDDEN, ring_expected, ring_judge(list(PART5_RINGS), list(PART5_RUNS)),
+                          withhold=RING_WITHHELD),
     "part1_visible": Probe(handler_asked("io", "handle_io"), PART1_VISIBLE, handler_expected, part1_visible),
     "part1_hidden": Probe(handler_asked("io", "handle_io"), PART1_HIDDEN, handler_expected, part1_hidden),
     "part2_visible": Probe(handler_asked("mmio", "handle_mmio"), PART2_VISIBLE, handler_expected, part2_visible),
     "part2_hidden": Probe(handler_asked("mmio", "handle_mmio"), PART2_HIDDEN, handler_expected, part2_hidden),
     "part3_visible": Probe(LOOP_ASKED, PART3_VISIBLE, loop_expected, part3_visible),
     "part3_hidden": Probe(LOOP_ASKED, PART3_HIDDEN, loop_expected, part3_hidden),
-    "part4_visible": Probe(COALESCED_ASKED, PART4_VISIBLE, coalesced_expected,
-                           judge_coalesced(list(PART4_VISIBLE_RUNS), ["writes, then INTERNAL_ERROR",
+    "part6_visible": Probe(COALESCED_ASKED, PART6_VISIBLE, coalesced_expected,
+                           judge_coalesced(list(PART6_VISIBLE_RUNS), ["writes, then INTERNAL_ERROR",
                                                                       "rings around a read, then SHUTDOWN"])),
-    "part4_hidden": Probe(COALESCED_ASKED, PART4_HIDDEN, coalesced_expected,
-                          judge_coalesced(list(PART4_RUNS), list(PART4_SCRIPTS))),
+    "part6_hidden": Probe(COALESCED_ASKED, PART6_HIDDEN, coalesced_expected,
+                          judge_coalesced(list(PART6_RUNS), list(PART6_SCRIPTS))),
 }

@@ -169,3 +169,139 @@ def test_closing_the_model_after_a_debug_exit_ends_its_thread_at_once():
         assert vmkit_loop(vcpu, DeviceModel()) == "exit"
     assert not vcpu._thread.is_alive()
     assert time.perf_counter() - started < 0.5
+
+
+# --- interrupts from user space: KVM_INTERRUPT and the interrupt window ----------------------------
+INJECTION_GUEST = r"""
+bits 32
+org 0x100000
+    lidt [idtr]
+    mov dword [0xfeb00004], 1       ; the device raises its line; IF is 0: the window is asked for
+    sti
+    nop                             ; sti's shadow covers this one: the window opens after it
+    mov dword [0xfeb00004], 2       ; IF is 1: injected at the next entry, before the cli
+    cli
+    mov dword [0xfeb00004], 3       ; IF is 0 again
+    sti
+    hlt                             ; the shadow covers the hlt: HLT with IF 1, injected there
+    mov al, bl
+    out 0xf4, al
+handler:
+    inc ebx
+    mov [0xfeb0000c], ebx           ; DOORBELL: the handler ran
+    iretd
+align 8
+idt: times 0x20 dq 0
+    dw handler - $$ + 0x100000 & 0xffff, 0x08, 0x8e00, (handler - $$ + 0x100000) >> 16
+idt_end:
+idtr: dw idt_end - idt - 1
+    dd idt
+"""
+
+
+def inject_loop(vcpu, raised_by=lambda exit: exit.reason == "MMIO" and exit.address == MMIO_BASE + 4):
+    """QEMU's kvm_arch_pre_run before every run(): inject when the vCPU can take it, else ask for the
+    window. Returns the exits, each with (if_flag, ready_for_interrupt_injection) as they were."""
+    pending, seen = 0, []
+    while True:
+        if pending and vcpu.ready_for_interrupt_injection and vcpu.if_flag:
+            vcpu.interrupt(0x20)
+            pending -= 1
+        vcpu.request_interrupt_window = pending > 0
+        exit = vcpu.run()
+        seen.append((exit_record(exit), vcpu.if_flag, vcpu.ready_for_interrupt_injection))
+        pending += raised_by(exit)
+        if exit.reads:
+            vcpu.answer(0)
+        if exit.reason == "IO" and exit.port == 0xF4 or exit.reason in ("SHUTDOWN", "INTERNAL_ERROR"):
+            return seen
+
+
+def interrupts_engine(name, *features):
+    if name == "kvm":
+        why = probe().why_not("protected-mode", *features)
+        if why:
+            pytest.skip(why)
+    return name
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_an_interrupt_is_injected_at_the_entry_the_window_handshake_allows(name):
+    with user_vcpu(INJECTION_GUEST, interrupts_engine(name, "interrupts", "interrupt-window", "iret")) as vcpu:
+        seen = inject_loop(vcpu)
+    window = ["IRQ_WINDOW_OPEN"]
+    assert seen == [
+        (["MMIO", MMIO_BASE + 4, 4, "write", 1], False, False),       # IF 0: not ready, the window asked for
+        (window, True, True),                                         # after sti and the nop in its shadow
+        (["MMIO", MMIO_BASE + 0xC, 4, "write", 1], False, False),     # the handler, entered by the injection
+        (["MMIO", MMIO_BASE + 4, 4, "write", 2], True, True),         # back after iretd, IF 1
+        (["MMIO", MMIO_BASE + 0xC, 4, "write", 2], False, False),     # injected at once, before the cli
+        (["MMIO", MMIO_BASE + 4, 4, "write", 3], False, False),       # after the cli
+        (["HLT"], True, True),                                  # sti; hlt: ready at the HLT exit
+        (["MMIO", MMIO_BASE + 0xC, 4, "write", 3], False, False),
+        (["IO", 0xF4, 1, "out", 3], True, True)], seen
+    assert vcpu.injected == [(2, 0x20), (4, 0x20), (7, 0x20)]
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_the_virtio_console_takes_its_used_ring_interrupt_from_a_user_space_pic(name):
+    """The device model's PIC and virtio console behind a hand-written loop, the device reaching the
+    rings through vcpu.memory: the guest waits in hlt for IRQ 5 and gets it by KVM_INTERRUPT."""
+    for equ in ({"INTERRUPTS": 1}, {"INTERRUPTS": 1, "EVENT_IDX": 0, "BATCH": 3}):
+        source = vmkit.guests.source("virtio_console", **equ)
+        reference = vmkit.run(source, "hardware-assist")
+        devices = DeviceModel()
+        with user_vcpu(source, interrupts_engine(name, "interrupts")) as vcpu:
+            devices.virtio.memory = vcpu.memory
+            while True:
+                pic = devices.pic
+                if pic.pending() is not None and vcpu.ready_for_interrupt_injection and vcpu.if_flag:
+                    vcpu.interrupt(pic.acknowledge()[1])
+                vcpu.request_interrupt_window = pic.pending() is not None
+                exit = vcpu.run()
+                if exit.reason == "IO":
+                    value = devices.port_access(exit.port, exit.size, exit.value, exit.direction)
+                    if exit.reads:
+                        vcpu.answer(value)
+                    elif exit.port == 0xF4:
+                        break
+                elif exit.reason == "MMIO":
+                    value = devices.mmio_access(exit.address, exit.size, exit.value, exit.direction)
+                    if exit.reads:
+                        vcpu.answer(value)
+                else:
+                    assert exit.reason in ("HLT", "IRQ_WINDOW_OPEN") and exit.detail.get("interrupts", True), exit
+        assert (devices.debug_exit.exit_code, bytes(devices.serial.output)) == (1, reference.serial_bytes), equ
+        assert [vector for _, vector in vcpu.injected] == [0x25]          # IRQ 5 at the guest's base 0x20
+        assert vcpu.record() == model_exits(reference)                    # the same exits as the model's VMM
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_breaking_the_interrupt_handshake_is_an_error_that_says_so(name):
+    with user_vcpu(INJECTION_GUEST, engine(name)) as vcpu:
+        with pytest.raises(RunLoopError, match="not stopped at an exit"):
+            vcpu.interrupt(0x20)                                      # before the first run
+        vcpu.run()                                                    # the MMIO write, IF 0
+        with pytest.raises(RunLoopError, match="not ready for an interrupt.*window"):
+            vcpu.interrupt(0x20)
+        with pytest.raises(RunLoopError, match="vector is an int"):
+            vcpu.interrupt(0x100)
+
+
+def test_a_scripted_vcpu_plays_back_the_interrupt_state_and_keeps_each_entry():
+    vcpu = ScriptedVcpu([("MMIO", {"address": MMIO_BASE, "size": 4, "direction": "write", "value": 1}),
+                         ("IRQ_WINDOW_OPEN", {"if_flag": 1, "ready_for_interrupt_injection": 1}),
+                         ("HLT", {"interrupts": True}), ("HLT", {"interrupts": False})])
+    vcpu.run()
+    assert (vcpu.if_flag, vcpu.ready_for_interrupt_injection) == (False, False)
+    vcpu.request_interrupt_window = True
+    assert vcpu.run().reason == "IRQ_WINDOW_OPEN" and vcpu.ready_for_interrupt_injection
+    vcpu.interrupt(0x21)
+    with pytest.raises(RunLoopError, match="queued already"):
+        vcpu.interrupt(0x22)
+    assert not vcpu.ready_for_interrupt_injection                    # one is queued: no other now
+    vcpu.request_interrupt_window = False
+    assert vcpu.run().detail == {"interrupts": True} and vcpu.if_flag  # a HLT with IF 1 is ready too
+    vcpu.run()
+    assert vcpu.entries == [(None, False), (None, True), (0x21, False), (None, False)]
+    assert vcpu.record() == [["MMIO", MMIO_BASE, 4, "write", 1], ["IRQ_WINDOW_OPEN"], ["HLT"], ["HLT"]]

@@ -1,13 +1,19 @@
 """Lab 5 (a KVM VMM's run loop): a student's device handlers and run loop on vmkit's model of VT-x and
-on the real KVM, with budgets, and what the run did as plain data."""
+on the real KVM, with budgets, and what the run did as plain data; the loop that injects interrupts;
+the device side of a virtqueue, on rings the grader builds and behind the virtio console guest.
+
+Long because: the runners, the facts of a run and the kernel's side of every probe (handlers, loops,
+injection, rings, coalescing) belong to one lab, and a split would scatter what its checks compare.
+"""
 import importlib
 import json
+import struct
 from types import SimpleNamespace
 
 from ..errors import GuestError, GuestTimeout
 from ..kvm.probe import probe
 from ..kvm.userspace import RunLoopError, UserExit, exit_record, user_vcpu
-from .answers import on_disk, plain, raised, refusal
+from .answers import RAISED, on_disk, plain, raised, refusal, withheld
 from .checks import check, check_equal, check_facts, fail_cases
 
 LOOP_TIMEOUT = 5.0                                  # seconds; a guest stuck in `jmp $` on KVM costs this
@@ -57,12 +63,18 @@ def run_user_loop(source, loop, engine="hardware-assist", what="the guest"):
         raise AssertionError(f"{what} on {engine} stopped: {error}") from None
 
 
-def run_handlers(source, on_io, on_mmio, engine="hardware-assist", what="the guest"):
+def run_handlers(source, on_io, on_mmio, engine="hardware-assist", what="the guest", devices=None):
     """The guest on a fresh vCPU, every IO exit handed to on_io(exit) and every MMIO exit to
     on_mmio(exit) (each returns a read's value), so that a lab can check one handler before the
-    students write the loop: (vcpu, how the run ended), as run_user_loop."""
+    students write the loop: (vcpu, how the run ended), as run_user_loop. With `devices` (a
+    vmkit.kvm.DeviceModel) its virtio console reaches the guest's RAM, and its PIC's interrupts are
+    injected with the interrupt window's handshake."""
     def loop(vcpu):
+        if devices is not None:
+            devices.virtio.memory = vcpu.memory
         while True:
+            if devices is not None:
+                _handshake(vcpu, devices.pic)
             exit = vcpu.run()
             if exit.reason in ("IO", "MMIO"):
                 try:
@@ -75,11 +87,20 @@ def run_handlers(source, on_io, on_mmio, engine="hardware-assist", what="the gue
                     vcpu.answer(value)
                 elif exit.reason == "IO" and exit.port == DEBUG_EXIT_PORT:
                     return "exit"
+            elif exit.reason == "HLT" and exit.detail.get("interrupts") and devices is not None \
+                    and devices.pic.pending() is not None:
+                continue
             elif exit.reason in ("HLT", "SHUTDOWN"):
                 return "halted" if exit.reason == "HLT" else "shutdown"
-            else:
+            elif exit.reason != "IRQ_WINDOW_OPEN" or devices is None:
                 raise AssertionError(f"the guest met an exit the lab's guests never make: {exit}")
     return run_user_loop(source, loop, engine, what)
+
+
+def _handshake(vcpu, pic):
+    if pic.pending() is not None and vcpu.ready_for_interrupt_injection and vcpu.if_flag:
+        vcpu.interrupt(pic.acknowledge()[1])
+    vcpu.request_interrupt_window = pic.pending() is not None
 
 
 def loop_facts(ended, vcpu, io_devices, mmio_devices=None):
@@ -234,17 +255,19 @@ def handler_cases(cases, kind, handler):
         return {"runs": runs, "scripts": fresh.each(cases["scripts"], lambda script: fresh.script_answers(handler, script))}
 
 
-def _engines():
-    """The engines a run is asked on here: the model, and the real KVM where it runs the lab's guests."""
-    why = kvm_why_not()
+def _engines(features=()):
+    """The engines a run is asked on here: the model, and the real KVM where it runs the lab's guests
+    (and has the probe's `features` too)."""
+    why = probe().why_not("protected-mode", *features)
     return {"hardware-assist": None, "kvm": why}
 
 
-def on_each_engine(sources, run):
-    """run(source, engine) for each guest, on the model and (where it runs) on KVM: {engine: [what it
-    returned, or {"error": ...} where it raised, ...]}, or {"kvm": why it was not asked}."""
+def on_each_engine(sources, run, features=()):
+    """run(source, engine) for each guest, on the model and (where it runs, with the probe's `features`)
+    on KVM: {engine: [what it returned, or {"error": ...} where it raised, ...]}, or {"kvm": why it
+    was not asked}."""
     runs = {}
-    for engine, why in _engines().items():
+    for engine, why in _engines(features).items():
         if why:
             runs[engine] = why
             continue
@@ -529,3 +552,298 @@ def check_coalesced(run_coalesced, sources, scripts):
     for number, script in enumerate(scripts, 1):
         judge_coalesced_script(coalesced_script(script, run_coalesced), script_reference(script),
                                f"script {number} (ending at {script[-1][0]})")
+
+
+# --- interrupt injection (part 4) ----------------------------------------------------------------
+IRQ_FEATURES = ("interrupts",)          # what KVM must do for the guests with interrupts (the virtio console's)
+IRQ_FIELDS = ("exits", "injected", "serial", "exit_code", "ended")
+IRQ_HINTS = {
+    **LOOP_HINTS,
+    "exits": "each exit as the loop got it; an IRQ_WINDOW_OPEN exit means the loop asked for the window "
+             "(request_interrupt_window) before that run: the first difference is where your handshake and "
+             "QEMU's kvm_arch_pre_run part",
+    "injected": "each interrupt your loop injected, as [exits before it, vector]: the PIC acknowledged and "
+                "KVM_INTERRUPT called before the next run, when ready_for_interrupt_injection and if_flag allow",
+    "ended": '"exit" right after the write to 0xf4, "halted" at HLT with interrupts off or with nothing the PIC '
+             'offers, "shutdown" at SHUTDOWN',
+}
+
+
+def irq_facts(ended, vcpu, model):
+    """loop_facts of a run with interrupts, and each injection [exits before it, vector]."""
+    return {**loop_facts(ended, vcpu, model), "injected": [list(i) for i in getattr(vcpu, "injected", [])]}
+
+
+def check_irq_facts(got, expected, what):
+    """irq_facts of a student's run against the reference run's, the first difference explained."""
+    check_facts(got, expected, what, hints=IRQ_HINTS, fields=IRQ_FIELDS, unit="exit", end="(no more)",
+                notes={"exits": got.get("instructions") or []})
+
+
+class ScriptedPic:
+    """The PIC as a scripted vCPU's loop sees it: lines raised at given exits (`raise_irq`), `pending()`
+    the lowest line raised and not taken (or None), `acknowledge()` takes it and returns (irq, vector),
+    vector 0x20 + irq. `acks` lists the lines acknowledged, in order."""
+
+    def __init__(self):
+        self.raised, self.acks = [], []
+
+    def raise_irq(self, irq):
+        if irq not in self.raised:
+            self.raised = sorted(self.raised + [irq])
+
+    def pending(self):
+        return self.raised[0] if self.raised else None
+
+    def acknowledge(self):
+        if not self.raised:
+            raise RuntimeError("acknowledge() with no line raised: the PIC offers nothing (pending() is None)")
+        irq = self.raised.pop(0)
+        self.acks.append(irq)
+        return irq, 0x20 + irq
+
+
+def scripted_irq_vcpu(script, pic):
+    """A ScriptedVcpu playing `script` ([reason, {details}, [lines raised at that exit]]) whose exits
+    raise their lines at `pic` as they are handed out."""
+    from ..kvm.userspace import ScriptedVcpu, UserExit  # here, not at the top: called under on_disk, this is vmkit as installed
+
+    class Raising(ScriptedVcpu):
+        def _next_exit(self):
+            exit = super()._next_exit()
+            for irq in exit.detail.pop("raise", ()):
+                pic.raise_irq(irq)
+            return exit
+    return Raising([UserExit(item[0], {**item[1], "raise": item[2] if len(item) > 2 else []}) for item in script])
+
+
+def irq_script(script, run_irq_loop):
+    """A loop on a scripted vCPU and ScriptedPic, vmkit's device model behind it: {"returned" or
+    "raised", "entries": each run()'s [vector injected or None, window requested], "acks", "answers"}."""
+    from ..kvm.devices import DeviceModel  # here, not at the top: called under on_disk, this is vmkit as installed
+    from ..kvm.userspace import RunLoopError  # here, not at the top: called under on_disk, this is vmkit as installed
+    pic = ScriptedPic()
+    vcpu = scripted_irq_vcpu(script, pic)
+    try:
+        outcome = {"returned": plain(run_irq_loop(vcpu, DeviceModel(), _model_io, _model_mmio, pic))}
+    except Exception as error:                  # the student's code: its error is its answer
+        outcome = {"raised": type(error).__name__, "message": str(error)[:300],
+                   "run_loop_error": isinstance(error, RunLoopError)}
+    return {**outcome, "entries": [[v, w] for v, w in vcpu.entries], "acks": list(pic.acks),
+            "answers": plain(vcpu.answers)}
+
+
+def irq_run(source, run_irq_loop, engine="hardware-assist"):
+    """A loop with interrupts on the guest, vmkit's device model behind it (its virtio console on the
+    guest's RAM, its PIC handed to the loop): irq_facts."""
+    from ..kvm.devices import DeviceModel  # here, not at the top: called under on_disk, this is vmkit as installed
+    model = DeviceModel()
+
+    def loop(vcpu):
+        model.virtio.memory = vcpu.memory
+        return run_irq_loop(vcpu, model, _model_io, _model_mmio, model.pic)
+    vcpu, ended = run_user_loop(source, loop, engine)
+    return irq_facts(ended, vcpu, model)
+
+
+WITHHELD["irq"] = (("kvm.interrupts", "UserspacePic", "before_run"),)
+
+
+def irq_cases(cases, run_irq_loop):
+    """irq_run of cases["runs"] on each engine and irq_script of each of cases["scripts"], vmkit as on
+    disk, vmkit's own handshakes withheld (the lab's grader's and the KVM machine's)."""
+    with withheld_devices("irq"), on_disk(__name__) as fresh, fresh.withheld_devices("irq"), \
+            withheld(fresh, "_handshake"):
+        scripts = fresh.each(cases["scripts"], lambda script: fresh.irq_script(script, run_irq_loop))
+        runs = fresh.on_each_engine(cases["runs"], lambda source, engine: fresh.irq_run(source, run_irq_loop, engine),
+                                    IRQ_FEATURES)
+        return {"runs": runs, "scripts": scripts}
+
+
+# --- the device side of a virtqueue (part 5) ----------------------------------------------------
+# A ring the grader builds in a memory of its own: the driver's side is played here, round by round
+# (chains posted, avail.idx moved, used_event or the NO_INTERRUPT flag set), the device's side is the
+# student's serve_transmitq, called once a round.
+RING_MEMORY = 0x10000
+DESC, AVAIL, USED, BUFFERS = 0x1000, 0x2000, 0x3000, 0x4000
+
+
+class RingMemory:
+    """Guest-physical memory for a ring case (read, write), which posts `late` chains the first time the
+    device writes avail_event: a driver that made requests available while the device was taking the
+    others, before it could see the new avail_event."""
+
+    def __init__(self, driver):
+        self.data, self.driver, self.watch = bytearray(RING_MEMORY), driver, None
+
+    def read(self, address, size):
+        if address < 0 or address + size > len(self.data):
+            raise ValueError(f"{address:#x} (+{size}) is outside the guest's RAM")
+        return bytes(self.data[address:address + size])
+
+    def write(self, address, data):
+        self.read(address, len(data))
+        self.data[address:address + len(data)] = bytes(data)
+        if self.watch is not None and address == self.watch[0]:
+            late, self.watch = self.watch[1], None
+            self.driver.post(late)
+
+
+class RingDriver:
+    """The driver's side of one split virtqueue of `num` entries in a RingMemory, its indices starting at
+    `start` (to cross 65535). Descriptors are handed out from a free list in a scrambled order, so a
+    chain's head is not its position in the available ring."""
+
+    def __init__(self, num, start=0, event_idx=True):
+        from ..machine.virtio import Virtqueue  # here, not at the top: called under on_disk, this is vmkit as installed
+        self.num, self.event_idx = num, event_idx
+        self.memory = RingMemory(self)
+        self.queue = Virtqueue()
+        q = self.queue
+        q.num, q.ready, q.desc, q.driver, q.device = num, 1, DESC, AVAIL, USED
+        q.last_avail = q.used_idx = start
+        self.avail_idx = start
+        self.free = [(5 * i + 3) % num for i in range(num)]         # num is a power of 2: a permutation
+        self.buffer = BUFFERS
+        self.u16(AVAIL + 2, start)
+        self.u16(USED + 2, start)
+
+    def u16(self, address, value=None):
+        if value is None:
+            return struct.unpack("<H", self.memory.read(address, 2))[0]
+        self.memory.write(address, struct.pack("<H", value & 0xFFFF))
+        return value
+
+    def post(self, chains):
+        """Each chain ([[text, writable], ...], or a head index to post again: a loop) into the ring."""
+        for chain in chains:
+            if isinstance(chain, int):
+                head = chain
+            else:
+                indices = [self.free.pop(0) for _ in chain]
+                self.free += indices
+                for n, ((text, writable), index) in enumerate(zip(chain, indices)):
+                    data = text.encode("latin-1")
+                    self.memory.write(self.buffer, data)
+                    nxt = indices[n + 1] if n + 1 < len(indices) else 0
+                    flags = (1 if n + 1 < len(indices) else 0) | (2 if writable else 0)
+                    self.memory.write(DESC + 16 * index, struct.pack("<QIHH", self.buffer, len(data), flags, nxt))
+                    self.buffer += len(data) + 8
+                head = indices[0]
+            self.u16(AVAIL + 4 + 2 * (self.avail_idx % self.num), head)
+            self.avail_idx = self.u16(AVAIL + 2, self.avail_idx + 1)
+
+    def loop_back(self, head):
+        """Make the last descriptor of the chain at `head` point back to `head` with NEXT: a loop."""
+        index, seen = head, 0
+        while True:
+            addr, length, flags, nxt = struct.unpack("<QIHH", self.memory.read(DESC + 16 * index, 16))
+            if not flags & 1 or seen > self.num:
+                break
+            index, seen = nxt, seen + 1
+        self.memory.write(DESC + 16 * index, struct.pack("<QIHH", addr, length, flags | 1, head))
+
+    def used(self, old, new):
+        """The used elements from index `old` up to `new`, as [id, len]."""
+        return [list(struct.unpack("<II", self.memory.read(USED + 4 + 8 * (i % self.num), 8)))
+                for i in range(old, old + ((new - old) & 0xFFFF))]
+
+
+def ring_rounds(case, serve):
+    """`serve(memory, queue, event_idx, output)` once a round of `case` ({"num", "start", "event_idx",
+    "rounds": [{"post": [chain, ...], "late": [chain, ...], "used_event": n, "no_interrupt": bool,
+    "loop": True}]}): for each round what it returned, what it sent to the console, the used elements
+    it wrote, used.idx and avail_event in memory, and the queue's indices after it; raised(error)
+    for a round it raised on (the rest are not played)."""
+    driver = RingDriver(case["num"], case.get("start", 0), case.get("event_idx", True))
+    q, rounds = driver.queue, []
+    for spec in case["rounds"]:
+        driver.post(spec.get("post", []))
+        if spec.get("loop"):
+            driver.loop_back(driver.u16(AVAIL + 4 + 2 * ((driver.avail_idx - 1) % driver.num)))
+        if "used_event" in spec:
+            driver.u16(AVAIL + 4 + 2 * driver.num, spec["used_event"])
+        driver.u16(AVAIL, 1 if spec.get("no_interrupt") else 0)
+        if spec.get("late"):
+            driver.memory.watch = (USED + 4 + 8 * driver.num, spec["late"])
+        old, output = driver.u16(USED + 2), []
+        try:
+            returned = serve(driver.memory, q, bool(case.get("event_idx", True)),
+                             lambda data: output.append(bytes(data).decode("latin-1")))
+        except Exception as error:              # the student's code: its error is its answer
+            rounds.append(raised(error))
+            break
+        driver.memory.watch = None
+        new = driver.u16(USED + 2)
+        rounds.append({"returned": plain(returned), "output": "".join(output), "used": driver.used(old, new),
+                       "used_idx": new, "avail_event": driver.u16(USED + 4 + 8 * driver.num),
+                       "last_avail": q.last_avail, "queue_used_idx": q.used_idx})
+    return rounds
+
+
+def serve_rounds(serve, case, what):
+    """ring_rounds of `case` with a lab's serve, in the notebook: AssertionError naming the round where
+    it raised."""
+    rounds = ring_rounds(case, serve)
+    for number, outcome in enumerate(rounds, 1):
+        check(RAISED not in outcome, f"{what}, round {number}: serve_transmitq returns",
+              got=outcome.get(RAISED), hint="the spec's rules; memory.read(address, size) gives bytes")
+    return rounds
+
+
+def reference_serve(memory, queue, event_idx, output):
+    """vmkit's device side of the ring (vmkit.machine.virtio.serve_queue), as a lab's serve is called."""
+    from ..machine.virtio import serve_queue  # here, not at the top: called under on_disk, this is vmkit as installed
+    return serve_queue(memory, queue, event_idx, output)
+
+
+def virtio_run(source, serve, engine="hardware-assist"):
+    """The virtio console guest behind the lab's loop (run_handlers, injecting from the device model's
+    PIC), its device taking the rings with `serve` (None: vmkit's own): loop_facts, the device's counts
+    and each injection."""
+    from ..kvm.devices import DeviceModel  # here, not at the top: called under on_disk, this is vmkit as installed
+    model = DeviceModel()
+    if serve is not None:
+        model.virtio.serve = lambda memory, q, event_idx, output, counts: serve(memory, q, event_idx, output)
+    vcpu, ended = run_handlers(source, lambda e: _model_io(model, e), lambda e: _model_mmio(model, e), engine,
+                               devices=model)
+    return {**irq_facts(ended, vcpu, model), "interrupts": model.virtio.counts["interrupts"]}
+
+
+def ring_cases(cases, serve):
+    """ring_rounds of each of cases["rings"] and virtio_run of cases["runs"] on each engine, with a
+    student's serve_transmitq, vmkit as on disk and vmkit's own serve_queue withheld."""
+    with on_disk(__name__) as fresh:
+        virtio = importlib.import_module("vmkit.machine.virtio")
+        with withheld(virtio, "serve_queue"):
+            rings = fresh.each(cases["rings"], lambda case: fresh.ring_rounds(case, serve))
+            runs = fresh.on_each_engine(cases["runs"], lambda source, engine: fresh.virtio_run(source, serve, engine),
+                                        IRQ_FEATURES)
+        return {"rings": rings, "runs": runs}
+
+
+RING_HINTS = {
+    "returned": "whether the driver is to be interrupted: only when something was used, and then by "
+                "vring_need_event(used_event, new used.idx, old) with EVENT_IDX, else by avail.flags' "
+                "VRING_AVAIL_F_NO_INTERRUPT (spec 2.7.7)",
+    "output": "the bytes of each device-readable buffer, chain by chain in avail.ring order, descriptor by "
+              "descriptor along NEXT; a device-writable buffer is not sent (spec 2.7.5)",
+    "used": "one used element per chain, {id: the chain's head, len: 0 bytes written}, at used.ring[idx % num] "
+            "(spec 2.7.8)",
+    "used_idx": "used.idx after the round: one more per chain, in 16 bits",
+    "avail_event": "with EVENT_IDX, avail_event (after used.ring[num]) is the next avail index the device "
+                   "will take, and the device looks at avail.idx once more after writing it (spec 2.7.10)",
+    "last_avail": "queue.last_avail: the next avail.ring entry to take, in 16 bits",
+    "queue_used_idx": "queue.used_idx: the device's used index, in 16 bits",
+}
+RING_FIELDS = ("output", "used", "used_idx", "last_avail", "queue_used_idx", "avail_event", "returned")
+
+
+def check_ring_rounds(got, expected, what):
+    """ring_rounds of a student's serve against the reference's, round by round."""
+    check(isinstance(got, list), f"{what}: one outcome per round", got=got)
+    for number, (g, e) in enumerate(zip(got, expected), 1):
+        check(isinstance(g, dict) and RAISED not in g, f"{what}, round {number}: your serve_transmitq returns",
+              got=g)
+        check_facts(g, e, f"{what}, round {number}", hints=RING_HINTS, fields=RING_FIELDS, unit="element")
+    check(len(got) == len(expected), f"{what}: every round played", expected=len(expected), got=len(got))

@@ -32,14 +32,53 @@ The rules, each broken one an error that says so (RunLoopError): answer every re
 else, before the next run(), with a value that fits its size; stop after HLT with interrupts off
 and after SHUTDOWN or an error exit. A guest that never ends is stopped by its budget of exits and
 of seconds (vmkit.GuestTimeout).
+
+Interrupts, as a VMM without an in-kernel interrupt controller injects them (the device model's
+PIC is the caller's: a device that raises a line there is user space's business, and so is the
+decision to inject). KVM's side, in struct kvm_run and Documentation/virt/kvm/api.rst, section 5
+("the kvm_run structure"), and arch/x86/kvm/x86.c:
+
+    vcpu.if_flag                       the guest's IF at the last exit (kvm_run.if_flag)
+    vcpu.ready_for_interrupt_injection at the last exit, an interrupt could be injected now with
+                                       KVM_INTERRUPT (post_kvm_run_save fills it from
+                                       kvm_vcpu_ready_for_interrupt_injection: IF set, no sti or
+                                       mov-ss shadow, no interrupt already queued)
+    vcpu.interrupt(vector)             KVM_INTERRUPT: queue `vector`; the next run() enters the guest
+                                       by delivering it through the guest's IDT
+    vcpu.request_interrupt_window      set before run(): "Request that KVM_RUN return when it becomes
+                                       possible to inject external interrupts into the guest", as an exit
+    IRQ_WINDOW_OPEN                    that exit (KVM_EXIT_IRQ_WINDOW_OPEN): the guest can take an
+                                       interrupt now; inject it before the next run()
+
+QEMU's kvm_arch_pre_run (target/i386/kvm/kvm.c) plays it this way before every KVM_RUN: if the PIC
+offers an interrupt and ready_for_interrupt_injection and if_flag are set, acknowledge the PIC and
+KVM_INTERRUPT its vector; if one still waits, set request_interrupt_window, else clear it. Breaking
+the handshake is a RunLoopError here: KVM_INTERRUPT while the vCPU is not ready (on VT-x, an external
+interrupt injected while RFLAGS.IF is 0 fails the VM entry's checks on the guest state, SDM vol. 3C,
+26.3.1.4), or a second vector before the first was taken (KVM without an in-kernel irqchip would
+quietly replace the first: kvm_vcpu_ioctl_interrupt calls kvm_queue_interrupt, and the first
+interrupt, acknowledged at the PIC, is lost). A `hlt` with IF set comes out as HLT
+(interrupts=True): the guest sleeps until user space injects an interrupt.
+
+On the model an interrupt is injected at the exact entry: once the guest has loaded an IDT (IDTR's
+limit not 0), the model enters it one instruction at a time, so that an exit in the middle of a
+stretch of code (an MMIO write, whose access the model cannot cut short) is followed by an entry
+before the next instruction, as KVM_RUN's is.
 """
 import queue
 import threading
 import time
 
+from unicorn import UC_HOOK_CODE
+
+from ..asm import disassemble
 from ..errors import GuestError, GuestTimeout, VmkitError
+from ..machine import quirks
+from ..machine.delivery import EXTERNAL
+from ..machine.virtio import GuestMemory
 from ..machine.x86 import IF
 from ..vtx import HardwareAssist
+from ..vtx.hardware_assist import entry_interruption_info
 from . import api
 from .exits import Exit, ExitLocator, decode
 from .machine import KvmMachine
@@ -89,6 +128,35 @@ class UserVcpu:
         self._deadline = None
         self._waiting = None               # the read that waits for its answer
         self._over = None                  # why this vCPU cannot run again
+        self.request_interrupt_window = False     # kvm_run.request_interrupt_window, read at each run()
+        self.injected = []                 # [(the number of exits before, vector)] of each interrupt()
+        self._queued = None                # the vector interrupt() queued for the next run()
+        self._state = (False, False)       # (ready_for_interrupt_injection, if_flag) at the last exit
+
+    @property
+    def ready_for_interrupt_injection(self):
+        """Whether an interrupt can be injected now (kvm_run.ready_for_interrupt_injection)."""
+        return self._state[0] and self._queued is None
+
+    @property
+    def if_flag(self):
+        """The guest's IF at the last exit (kvm_run.if_flag)."""
+        return self._state[1]
+
+    def interrupt(self, vector):
+        """KVM_INTERRUPT: queue an external interrupt with `vector`; the next run() delivers it."""
+        if isinstance(vector, bool) or not isinstance(vector, int) or not 0 <= vector <= 0xFF:
+            raise RunLoopError(f"an interrupt vector is an int from 0 to 0xff, not {vector!r}")
+        if self._queued is not None:
+            raise RunLoopError(f"vector {self._queued:#x} is queued already: KVM takes one interrupt per entry, "
+                               f"run the vCPU first")
+        if self._over is not None or not self.exits:
+            raise RunLoopError("the vCPU has not stopped at an exit that can take an interrupt")
+        if not self.ready_for_interrupt_injection:
+            raise RunLoopError(f"the vCPU is not ready for an interrupt (ready_for_interrupt_injection=0, if_flag="
+                               f"{int(self.if_flag)}): request the interrupt window and inject at IRQ_WINDOW_OPEN")
+        self._queued = vector
+        self.injected.append((len(self.exits), vector))
 
     def run(self):
         """Run the guest until its next exit, and return it."""
@@ -104,14 +172,17 @@ class UserVcpu:
         if self._deadline is None:
             self._deadline = time.monotonic() + self.timeout
             self._start()
+        queued, self._queued = self._queued, None
+        self._enter(queued, bool(self.request_interrupt_window))
         exit = self._next_exit()
+        self._state = self._interrupt_state(exit)
         self.exits.append(UserExit(exit.reason, dict(exit.detail)))
         if exit.reads:
             self._waiting = exit
         elif exit.reason == "HLT" and not exit.detail.get("interrupts"):
             where = f" (hlt at eip {exit.eip:#x})" if "eip" in exit.detail else ""
             self._over = f"the guest halted with interrupts off{where}: nothing can wake it"
-        elif exit.reason not in ("IO", "MMIO", "HLT"):
+        elif exit.reason not in ("IO", "MMIO", "HLT", "IRQ_WINDOW_OPEN", "INTR"):
             self._over = FINAL.get(exit.reason, f"the exit {exit.reason} ends the run")
         return exit
 
@@ -129,6 +200,18 @@ class UserVcpu:
         self.exits[-1].detail["value"] = value
         self._complete(exit, value)
 
+    @property
+    def memory(self):
+        """The guest's RAM as a device model reaches it (a vmkit.machine.virtio.GuestMemory: read(address,
+        size) -> bytes, write(address, data)), for devices that share rings with the guest: QEMU's
+        address_space_rw on the memory KVM_SET_USER_MEMORY_REGION gave the guest."""
+        return GuestMemory(self._read_memory, self._write_memory)
+
+    def _read_memory(self, address, size):
+        raise RunLoopError(f"this vCPU ({self.engine}) has no guest memory")
+
+    _write_memory = _read_memory
+
     def record(self):
         """The exits as plain data: [reason, port or address, size, direction, value] (HLT, SHUTDOWN: [reason])."""
         return [exit_record(e) for e in self.exits]
@@ -143,6 +226,13 @@ class UserVcpu:
     # what each engine provides
     def _start(self):
         """The first run() is about to happen."""
+
+    def _enter(self, vector, window):
+        """The next entry: deliver `vector` (or None) first; exit at IRQ_WINDOW_OPEN if `window`."""
+
+    def _interrupt_state(self, exit):
+        """(ready_for_interrupt_injection, if_flag) at `exit`, as KVM reports them."""
+        return False, False
 
     def _next_exit(self):
         raise NotImplementedError
@@ -195,6 +285,15 @@ class KvmUserVcpu(UserVcpu):
         self._expired = True
         self.vcpu.kick()
 
+    def _enter(self, vector, window):
+        if vector is not None:
+            self.vcpu.interrupt(vector)
+        self.vcpu.kvm_run.request_interrupt_window = int(window)
+
+    def _interrupt_state(self, exit):
+        run = self.vcpu.kvm_run
+        return bool(run.ready_for_interrupt_injection), bool(run.if_flag)
+
     def _next_exit(self):
         if self._items:
             return self._items.pop(0)
@@ -231,6 +330,8 @@ class KvmUserVcpu(UserVcpu):
         if reason == api.KVM_EXIT_HLT:
             return UserExit("HLT", {"interrupts": bool(regs.rflags & IF),
                                     "eip": self._locator.locate(regs.rip, "HLT")})
+        if reason == api.KVM_EXIT_IRQ_WINDOW_OPEN:
+            return UserExit("IRQ_WINDOW_OPEN", {"eip": regs.rip})
         exit = decode(vcpu, reason)
         return UserExit(exit.reason, dict(exit.detail, eip=regs.rip))
 
@@ -246,6 +347,12 @@ class KvmUserVcpu(UserVcpu):
         if address < 0 or address + size > self.machine.memory:
             raise ValueError(f"{address:#x} is outside the guest's RAM")
         return bytes(self.machine.ram[address:address + size])
+
+    _read_memory = _read
+
+    def _write_memory(self, address, data):
+        self._read(address, len(data))                  # inside RAM, or ValueError
+        self.machine.ram[address:address + len(data)] = bytes(data)
 
     def registers(self):
         """The guest's registers: now, or as they were when the vCPU was closed."""
@@ -263,14 +370,70 @@ class KvmUserVcpu(UserVcpu):
 _ABANDONED = object()                  # the answer that tells a waiting model the caller has gone
 
 
+class Entry:
+    """What user space asked of the next VM entry: a vector to inject, the interrupt window."""
+
+    def __init__(self):
+        self.vector, self.window = None, False
+
+
 class _UserSpaceModel(HardwareAssist):
     """The hardware-assist model with no device of its own: every port access and every MMIO access
-    exits to `to_user`, which returns the answer to a read, and every hlt exits too."""
+    exits to `to_user`, which returns the answer to a read, and every hlt exits too. Interrupts come
+    only from user space, through `entry` (KVM_INTERRUPT and request_interrupt_window)."""
 
     def __init__(self, image, to_user, **budgets):
         super().__init__(image, **budgets)
         self.ports = {}                    # nothing answers a port: COM1, the PIC, debug exit are user space's
         self._to_user = to_user
+        self.entry = Entry()
+        self._stepping = False             # the running slice is one instruction long
+        self._step_next = False            # the next one must be
+
+    def install_hooks(self):
+        """Besides the model's: a hook after each lidt of the image ends a long slice there, so that
+        the entries after it can inject (see slice_length)."""
+        super().install_hooks()
+        for insn in disassemble(self.image.code, self.image.origin):
+            if insn.mnemonic == "lidt":
+                after = self.image.linked(insn.address + insn.size)
+                self.uc.hook_add(UC_HOOK_CODE, self._after_lidt, None, after, after)
+
+    def _after_lidt(self, uc, address, size, _):
+        if not self._stepping:
+            self._step_next = True         # the slice stops in front of this instruction: run it alone
+            self.stop("idt-loaded")
+
+    def interrupt_state(self):
+        """(ready_for_interrupt_injection, if_flag) now: IF set and no sti or mov-ss shadow."""
+        enabled = self.interrupts_enabled()
+        return enabled and not quirks.irq_inhibited(self.uc), enabled
+
+    def inject_interrupt(self):
+        """A VM entry: the vector user space queued, delivered as the VM-entry interruption-information
+        field does (SDM vol. 3C, 24.8.3); else, with the window requested and open, IRQ_WINDOW_OPEN."""
+        entry = self.entry
+        if entry.vector is None and entry.window and self.interrupt_state()[0]:
+            eip = self.cpu["eip"]
+            self.vmexit("IRQ_WINDOW_OPEN", eip=eip, hardware="INTERRUPT_WINDOW")
+            self._to_user(UserExit("IRQ_WINDOW_OPEN", {"eip": eip}))
+            if self.finished:
+                return True
+        if entry.vector is None:
+            return False
+        vector, entry.vector = entry.vector, None
+        self.stats["irqs"] += 1
+        self.record("interrupt", vector=vector, injected="KVM_INTERRUPT",
+                    entry_interruption_info=entry_interruption_info(vector))
+        self.deliver(vector, EXTERNAL)
+        return True
+
+    def slice_length(self, limit):
+        """One instruction at a time once the guest has an IDT, or while the window is requested: each
+        exit is then followed by an entry that can inject (see the module)."""
+        self._stepping = bool(self.entry.window or self._step_next or self.cpu.idt()[1])
+        self._step_next = False
+        return 1 if self._stepping else super().slice_length(limit)
 
     def port_access(self, port, size, value, direction, eip):
         event = self.vmexit("IO", eip=eip, port=port, size=size, direction=direction, value=value)
@@ -312,11 +475,24 @@ class ModelUserVcpu(UserVcpu):
         self._answer = None
         self._ended = False
         self._abandoned = False            # close() told the model that nobody answers any more
+        self._last_state = (False, False)  # the model's interrupt state at its last exit
+
+    def _enter(self, vector, window):
+        self.machine.entry.vector, self.machine.entry.window = vector, window
+
+    def _read_memory(self, address, size):
+        return bytes(self.machine.uc.mem_read(address, size))
+
+    def _write_memory(self, address, data):
+        self.machine.uc.mem_write(address, bytes(data))
+
+    def _interrupt_state(self, exit):
+        return self._last_state
 
     # the model's side, in its thread
     def _to_user(self, exit):
         if not self._abandoned:
-            self._exits.put(("exit", exit))
+            self._exits.put(("exit", (exit, self.machine.interrupt_state())))
             answer = self._answers.get()
             if answer is not _ABANDONED:
                 return answer
@@ -352,7 +528,9 @@ class ModelUserVcpu(UserVcpu):
             self._stop_model()
             raise self._timeout() from None
         if kind == "exit":
+            item, self._last_state = item
             return item
+        self._last_state = (False, False)
         self._ended = True
         if kind == "error":
             raise item
@@ -391,7 +569,10 @@ def user_vcpu(image, engine="hardware-assist", **budgets):
 
 class ScriptedVcpu(UserVcpu):
     """A vCPU that plays back a list of exits, for trying a loop on exits no guest makes easily
-    (INTERNAL_ERROR, FAIL_ENTRY). Each item: a UserExit, or (reason, {details})."""
+    (INTERNAL_ERROR, FAIL_ENTRY, IRQ_WINDOW_OPEN). Each item: a UserExit, or (reason, {details}). The
+    details "ready_for_interrupt_injection" and "if_flag" (default: both as `interrupts` says, else 0)
+    are what kvm_run says at that exit, not part of the exit. `answers` keeps each read's answer,
+    `entries` each run()'s (vector injected or None, request_interrupt_window)."""
 
     engine = "script"
 
@@ -400,6 +581,14 @@ class ScriptedVcpu(UserVcpu):
         self.script = [e if isinstance(e, UserExit) else UserExit(e[0], dict(e[1]) if len(e) > 1 else {})
                        for e in exits]
         self.answers = []
+        self.entries = []
+
+    def _enter(self, vector, window):
+        self.entries.append((vector, window))
+
+    def _interrupt_state(self, exit):
+        if_flag = bool(exit.detail.pop("if_flag", exit.detail.get("interrupts", False)))
+        return bool(exit.detail.pop("ready_for_interrupt_injection", if_flag)), if_flag
 
     def _next_exit(self):
         if not self.script:

@@ -154,6 +154,7 @@ class VirtioConsole:
     def __init__(self, memory=None, raise_irq=None, output=None, *, deferred=False):
         self.memory, self.raise_irq, self.output = memory, raise_irq, output
         self.deferred = deferred
+        self.serve = serve_queue             # the device's side of the ring (a VMM's own may replace it)
         self.device_features = 1 << F_EVENT_IDX | 1 << F_VERSION_1
         self.counts = {"notifies": 0, "requests": 0, "interrupts": 0, "interrupts_suppressed": 0, "bytes": 0}
         self.kicked = set()                  # queues notified and not yet serviced (deferred)
@@ -233,72 +234,25 @@ class VirtioConsole:
 
     def service(self, index=TRANSMITQ):
         """Take every request the driver has made available on queue `index`, hand it to the console,
-        return it in the used ring, then interrupt if the driver wants to hear of it. Returns the
-        number of requests taken."""
+        return it in the used ring, then interrupt if the driver wants to hear of it (`serve`, the
+        device's side of the ring: serve_queue unless replaced). Returns the number of requests taken."""
         self.kicked.discard(index)
         if index >= QUEUES or not self.queues[index].ready or not self.status & STATUS_DRIVER_OK:
             return 0
-        q, mem = self.queues[index], self.memory
-        old_used, taken = q.used_idx, 0
-        while True:
-            taken += self._take(q, index)
-            if not self.event_idx:
-                break
-            # avail_event, then one more look: a request the driver made available before it could
-            # see the new avail_event was not notified, so the device must find it itself
-            mem.write(q.device + 4 + 8 * q.num, struct.pack("<H", q.last_avail))
-            if self._u16(q.driver + 2) == q.last_avail:
-                break
-        if taken:
-            self._interrupt(q, old_used)
-        return taken
-
-    def _take(self, q, index):
-        """Every request available now, used. Returns how many."""
-        mem, taken = self.memory, 0
-        avail_idx = self._u16(q.driver + 2)
-        while q.last_avail != avail_idx:
-            head = self._u16(q.driver + 4 + 2 * (q.last_avail % q.num))
-            written = self._request(q, head, index)
-            slot = q.device + 4 + 8 * (q.used_idx % q.num)
-            mem.write(slot, struct.pack("<II", head, written))
-            q.used_idx = (q.used_idx + 1) & 0xFFFF
-            mem.write(q.device + 2, struct.pack("<H", q.used_idx))    # after the element, as the spec asks
-            q.last_avail = (q.last_avail + 1) & 0xFFFF
-            taken += 1
-        return taken
-
-    def _request(self, q, head, index):
-        """Walk one descriptor chain; the readable buffers' bytes go to the console (transmitq).
-        Returns the bytes the device wrote into the chain (0: a transmit only reads)."""
-        self.counts["requests"] += 1
-        i, seen = head, 0
-        while True:
-            addr, length, flags, nxt = struct.unpack("<QIHH", self.memory.read(q.desc + 16 * i, 16))
-            if not flags & DESC_F_WRITE and index == TRANSMITQ:
-                data = bytes(self.memory.read(addr, length))
-                self.counts["bytes"] += len(data)
-                if self.output is not None:
-                    self.output(data)
-            seen += 1
-            if not flags & DESC_F_NEXT or seen >= q.num:
-                return 0
-            i = nxt
-
-    def _interrupt(self, q, old_used):
-        if self.event_idx:
-            used_event = self._u16(q.driver + 4 + 2 * q.num)
-            need = vring_need_event(used_event, q.used_idx, old_used)
-        else:
-            need = not self._u16(q.driver) & AVAIL_F_NO_INTERRUPT
-        if not need:
+        q = self.queues[index]
+        old_used = q.used_idx
+        output = self.output if index == TRANSMITQ else None
+        need = self.serve(self.memory, q, self.event_idx, output, self.counts)
+        taken = (q.used_idx - old_used) & 0xFFFF
+        if taken and not need:
             self.counts["interrupts_suppressed"] += 1
-            return
-        q.signalled = q.used_idx
-        self.interrupt_status |= INT_USED_RING
-        self.counts["interrupts"] += 1
-        if self.raise_irq is not None:
-            self.raise_irq()
+        elif need:
+            q.signalled = q.used_idx
+            self.interrupt_status |= INT_USED_RING
+            self.counts["interrupts"] += 1
+            if self.raise_irq is not None:
+                self.raise_irq()
+        return taken
 
     # --- a picture of the rings ---------------------------------------------------------------------
     def ring_state(self, index=TRANSMITQ, buffer_limit=64):
@@ -324,3 +278,53 @@ class VirtioConsole:
 
     def _u16(self, address):
         return struct.unpack("<H", bytes(self.memory.read(address, 2)))[0]
+
+def serve_queue(memory, q, event_idx, output, counts=None):
+    """The device's side of a split virtqueue (spec 2.7), for every request the driver has made
+    available on `q` (a Virtqueue: num, desc, driver, device, last_avail, used_idx): take the heads in
+    avail.ring order from q.last_avail up to avail.idx; walk each chain (VRING_DESC_F_NEXT, at most
+    q.num descriptors), the device-readable buffers' bytes to `output` (None: a queue that only
+    receives), the device-writable ones left alone; put {id = head, len = 0} (a transmit writes
+    nothing) in used.ring[used_idx % num], then the new used.idx (spec 2.7.8: the element before
+    the index). With VIRTIO_F_EVENT_IDX, write avail_event = last_avail and look at avail.idx once
+    more, since the driver may have added a request before it could see it (spec 2.7.10). Returns
+    whether the driver is to be interrupted: something was used, and vring_need_event(used_event,
+    new, old) says so (EVENT_IDX), or VRING_AVAIL_F_NO_INTERRUPT is clear (spec 2.7.7). `counts`
+    (requests, bytes) is added to if given."""
+    counts = {"requests": 0, "bytes": 0} if counts is None else counts
+
+    def u16(address):
+        return struct.unpack("<H", bytes(memory.read(address, 2)))[0]
+    old_used = q.used_idx
+    while True:
+        avail_idx = u16(q.driver + 2)
+        while q.last_avail != avail_idx:
+            head = u16(q.driver + 4 + 2 * (q.last_avail % q.num))
+            counts["requests"] += 1
+            i, seen = head, 0
+            while True:
+                addr, length, flags, nxt = struct.unpack("<QIHH", memory.read(q.desc + 16 * i, 16))
+                if not flags & DESC_F_WRITE and output is not None:
+                    data = bytes(memory.read(addr, length))
+                    counts["bytes"] += len(data)
+                    output(data)
+                seen += 1
+                if not flags & DESC_F_NEXT or seen >= q.num:
+                    break
+                i = nxt
+            memory.write(q.device + 4 + 8 * (q.used_idx % q.num), struct.pack("<II", head, 0))
+            q.used_idx = (q.used_idx + 1) & 0xFFFF
+            memory.write(q.device + 2, struct.pack("<H", q.used_idx))     # after the element, as the spec asks
+            q.last_avail = (q.last_avail + 1) & 0xFFFF
+        if not event_idx:
+            break
+        # avail_event, then one more look: a request the driver made available before it could see
+        # the new avail_event was not notified, so the device must find it itself
+        memory.write(q.device + 4 + 8 * q.num, struct.pack("<H", q.last_avail))
+        if u16(q.driver + 2) == q.last_avail:
+            break
+    if q.used_idx == old_used:
+        return False
+    if event_idx:
+        return vring_need_event(u16(q.driver + 4 + 2 * q.num), q.used_idx, old_used)
+    return not u16(q.driver) & AVAIL_F_NO_INTERRUPT
