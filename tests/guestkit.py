@@ -145,3 +145,12 @@ PIC_IRQ0_ONLY = """
     out 0x21, al
     mov al, 0xFE
     out 0x21, al"""
+
+# the PIT's channel 0 in mode 2 at 1000 Hz (1,193,182 Hz / 1193): IRQ0 every millisecond
+PIT_1000_HZ = """
+    mov al, 0x34
+    out 0x43, al
+    mov al, 0xa9
+    out 0x40, al
+    mov al, 0x04
+    out 0x40, al"""

@@ -8,6 +8,7 @@ import vmkit.guests
 from vmkit.machine.devices import MMIO_BASE
 from vmkit.vtx import HardwareAssist, VmcsControls
 from vmkit.vtx.hardware_assist import KERNEL_HANDLED, KVM_SIGNATURE
+from guestkit import PIC_IRQ0_ONLY, PIT_1000_HZ, idt_gate      # tests/guestkit.py
 
 HA = "hardware-assist"
 
@@ -370,28 +371,8 @@ def test_a_tick_that_wakes_a_halted_vcpu_is_no_exit_it_is_injected_at_the_next_e
 
 
 def test_an_exit_in_the_sti_shadow_hands_the_vmm_the_open_window_without_a_window_exit():
-    source = """
-        mov dword [0x20 * 8 + idt], tick        ; a gate for vector 0x20 (low half of the offset)
-        mov word [0x20 * 8 + idt + 2], 0x08
-        mov word [0x20 * 8 + idt + 4], 0x8e00
-        mov word [0x20 * 8 + idt + 6], 0x10
-        lidt [idtr]
-        mov al, 0x11                            ; ICW1..4: vectors 0x20-0x27, every line but IRQ0 masked
-        out 0x20, al
-        mov al, 0x20
-        out 0x21, al
-        mov al, 4
-        out 0x21, al
-        mov al, 1
-        out 0x21, al
-        mov al, 0xfe
-        out 0x21, al
-        mov al, 0x34                            ; PIT channel 0, mode 2, 1000 Hz
-        out 0x43, al
-        mov al, 0xa9
-        out 0x40, al
-        mov al, 0x04
-        out 0x40, al
+    source = idt_gate(0x20, "tick") + """
+        lidt [idtr]""" + PIC_IRQ0_ONLY + PIT_1000_HZ + """
         mov ecx, 150000
     spin:
         loop spin                               ; IF=0 while the tick comes

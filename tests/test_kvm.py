@@ -19,6 +19,7 @@ import vmkit.guests
 from vmkit.kvm import MMIO_BASE, DeviceModel, Kvm, KvmMachine, MmioDevice, api
 from vmkit.kvm.exits import ExitLocator, decode
 from vmkit.kvm.probe import FEATURES, probe
+from guestkit import PIC_IRQ0_ONLY, PIT_1000_HZ, idt_gate      # tests/guestkit.py
 
 
 def thread_name(tid):
@@ -337,30 +338,8 @@ def test_a_guest_halted_for_its_tick_exits_and_is_injected_as_under_the_model():
 
 def test_a_tick_while_the_guest_runs_kicks_the_vcpu_out_then_kvm_interrupt_injects_it():
     need_kvm("interrupts")
-    source = """
-        mov eax, tick
-        mov [idt + 0x20 * 8], ax
-        mov word [idt + 0x20 * 8 + 2], 0x08
-        mov word [idt + 0x20 * 8 + 4], 0x8e00
-        shr eax, 16
-        mov [idt + 0x20 * 8 + 6], ax
-        lidt [idtr]
-        mov al, 0x11                            ; ICW1..4: vectors 0x20-0x27, only IRQ0 unmasked
-        out 0x20, al
-        mov al, 0x20
-        out 0x21, al
-        mov al, 4
-        out 0x21, al
-        mov al, 1
-        out 0x21, al
-        mov al, 0xfe
-        out 0x21, al
-        mov al, 0x34                            ; PIT channel 0, mode 2, 1000 Hz
-        out 0x43, al
-        mov al, 0xa9
-        out 0x40, al
-        mov al, 0x04
-        out 0x40, al
+    source = idt_gate(0x20, "tick") + """
+        lidt [idtr]""" + PIC_IRQ0_ONLY + PIT_1000_HZ + """
         sti
     spin:
         jmp spin                                ; no exit of its own: only the tick gets it out

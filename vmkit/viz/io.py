@@ -37,7 +37,7 @@ from ..run import machine
 from ..vtx.hardware_assist import VmcsControls
 from .diagram import NO_DOT, Diagram, Plot, Table
 from .kvm import Banner, code_html
-from .stepper import button, titled
+from .stepper import Walker, button, titled
 
 HOT, NEW, PLAIN = "#c62828", "#fff3b0", "#ffffff"
 KVM_WITHOUT_IRQCHIP = VmcsControls(external_interrupt_exiting=True)
@@ -160,24 +160,19 @@ def interrupt_diagram(moments, current=None):
     return d
 
 
-class InterruptStepper:
-    """Step through interrupt_moments(guest): the chain redrawn with the current moment marked, the
-    guest's code at that moment's eip, and what the VMM saw and set there."""
+class MomentStepper(Walker):
+    """What the two steppers here share: moments worked out from a live run beforehand, stepped with
+    back, next and reset (so the book's recording, viz.tape, can replay them: RECORDED), the buttons
+    disabled at the ends; a subclass builds `self.widget` and says in render() what a moment shows."""
 
-    def __init__(self, guest, controls=KVM_WITHOUT_IRQCHIP):
-        self.image, self.moments = interrupt_moments(guest, controls)
+    RECORDED = ("next", "next")
+
+    def _buttons(self, handle, back_tip, next_tip):
         self.at = 0
-        self.buttons = {"back": button("back", "step-backward", self.back, "the moment before",
-                                       "vmkit-irq-stepper-back"),
-                        "next": button("next", "step-forward", self.next, "the next moment",
-                                       "vmkit-irq-stepper-next")}
-        self.status, self.diagram, self.what, self.code = (w.HTML() for _ in range(4))
-        self.widget = w.VBox([w.HBox(list(self.buttons.values())), self.status,
-                              w.HBox([w.VBox([self.diagram], layout=w.Layout(width="42%", padding="0 8px 0 0")),
-                                      w.VBox([titled("what happened", self.what),
-                                              titled("the guest's code", self.code)], layout=w.Layout(width="58%"))])])
-        self.widget.add_class("vmkit-irq-stepper")
-        self.render()
+        self.buttons = {"back": button("back", "step-backward", self.back, back_tip, f"{handle}-back"),
+                        "next": button("next", "step-forward", self.next, next_tip, f"{handle}-next"),
+                        "reset": button("reset", "undo", self.reset, "back to the first moment", f"{handle}-reset")}
+        return list(self.buttons.values())
 
     def next(self):
         self.at = min(self.at + 1, len(self.moments) - 1)
@@ -187,8 +182,36 @@ class InterruptStepper:
         self.at = max(self.at - 1, 0)
         self.render()
 
+    def reset(self):
+        self.at = 0
+        self.render()
+
     def render(self):
-        m = self.moments[self.at]
+        self.show(self.moments[self.at])
+        self.buttons["back"].disabled = self.buttons["reset"].disabled = self.at == 0
+        self.buttons["next"].disabled = self.at == len(self.moments) - 1
+
+    def show(self, moment):
+        """Fill the panels for `moment` (the subclass's)."""
+        raise NotImplementedError
+
+
+class InterruptStepper(MomentStepper):
+    """Step through interrupt_moments(guest): the chain redrawn with the current moment marked, the
+    guest's code at that moment's eip, and what the VMM saw and set there."""
+
+    def __init__(self, guest, controls=KVM_WITHOUT_IRQCHIP):
+        self.image, self.moments = interrupt_moments(guest, controls)
+        buttons = self._buttons("vmkit-irq-stepper", "the moment before", "the next moment")
+        self.status, self.diagram, self.what, self.code = (w.HTML() for _ in range(4))
+        self.widget = w.VBox([w.HBox(buttons), self.status,
+                              w.HBox([w.VBox([self.diagram], layout=w.Layout(width="42%", padding="0 8px 0 0")),
+                                      w.VBox([titled("what happened", self.what),
+                                              titled("the guest's code", self.code)], layout=w.Layout(width="58%"))])])
+        self.widget.add_class("vmkit-irq-stepper")
+        self.render()
+
+    def show(self, m):
         self.status.value = (f"<div style='font-family:monospace'>moment {self.at + 1} of {len(self.moments)} · "
                              f"eip {m.eip:#010x} · IF {int(m.if_flag)} · interrupt-window exiting "
                              f"{'on' if m.window else 'off'}</div>")
@@ -199,11 +222,6 @@ class InterruptStepper:
                            f"{html.escape(m.what)}{facts}"
                            + (f"<br><small>event: {html.escape(str(m.event))}</small>" if m.event else "") + "</div>")
         self.code.value = code_html(self.image, m.eip)
-        self.buttons["back"].disabled = self.at == 0
-        self.buttons["next"].disabled = self.at == len(self.moments) - 1
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
 
 
 def irq_table(run, first=8):
@@ -392,34 +410,21 @@ def ring_text(state):
             f"{state.counts.get('notifies', 0)} notifies, {state.counts.get('requests', 0)} requests so far")
 
 
-class RingStepper:
+class RingStepper(MomentStepper):
     """Step requests round the virtqueue (ring_moments): the rings redrawn at each stop, what changed in
     yellow, the driver's code where the guest stopped."""
 
     def __init__(self, requests=3, **equ):
         self.image, self.moments = ring_moments(requests, **equ)
-        self.at = 0
-        self.buttons = {"back": button("back", "step-backward", self.back, "the step before",
-                                       "vmkit-ring-stepper-back"),
-                        "next": button("next", "step-forward", self.next, "the next step of driver or device",
-                                       "vmkit-ring-stepper-next")}
+        buttons = self._buttons("vmkit-ring-stepper", "the step before", "the next step of driver or device")
         self.status, self.diagram, self.what, self.code = (w.HTML() for _ in range(4))
-        self.widget = w.VBox([w.HBox(list(self.buttons.values())), self.status, self.diagram,
+        self.widget = w.VBox([w.HBox(buttons), self.status, self.diagram,
                               w.HBox([w.VBox([titled("what happened", self.what)], layout=w.Layout(width="50%")),
                                       w.VBox([titled("the driver's code", self.code)], layout=w.Layout(width="50%"))])])
         self.widget.add_class("vmkit-ring-stepper")
         self.render()
 
-    def next(self):
-        self.at = min(self.at + 1, len(self.moments) - 1)
-        self.render()
-
-    def back(self):
-        self.at = max(self.at - 1, 0)
-        self.render()
-
-    def render(self):
-        m = self.moments[self.at]
+    def show(self, m):
         before = self.moments[self.at - 1].state if self.at else None
         self.status.value = (f"<div style='font-family:monospace'>step {self.at + 1} of {len(self.moments)} · "
                              f"avail.idx {m.state.avail_idx} · used.idx {m.state.used_idx} · "
@@ -428,11 +433,6 @@ class RingStepper:
         self.what.value = (f"<div style='font-size:13px'><b style='color:{HOT}'>{html.escape(m.title)}</b><br>"
                            f"{html.escape(m.what)}</div>")
         self.code.value = code_html(self.image, m.eip)
-        self.buttons["back"].disabled = self.at == 0
-        self.buttons["next"].disabled = self.at == len(self.moments) - 1
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
 
 
 # --- passthrough: not run here --------------------------------------------------------------------------

@@ -4,7 +4,7 @@ Used by the book only, through every stepper that a lesson shows; no notebook na
 
 `python3 course.py book` runs every lesson in a fresh kernel with VMKIT_BOOK=1 in its environment.
 Then, as a stepper (any viz.stepper.Walker: Stepper and its subclasses, viz.kvm.ExitStepper,
-viz.paging.ShadowStepper) is displayed, record() presses its own buttons, as a reader would, from the
+viz.paging.ShadowStepper, viz.io's InterruptStepper and RingStepper) is displayed, record() presses its own buttons, as a reader would, from the
 guest's entry: the walker's RECORDED buttons, the first once and the second until PRESSES presses or
 the guest's end (Stepper: step, then next event; by default its first button every time: next exit,
 next shadow event); after each press it keeps what every HTML panel of the widget shows and which
