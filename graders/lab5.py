@@ -304,6 +304,19 @@ PART3_HIDDEN = {"runs": list(PART3_RUNS.values()),
                              [reason, {"eip": 0x100010}]] for reason in ERROR_EXITS]}
 
 
+def judge_each_engine(runs, expected, whats, judge_run, what="the guest ({}) under your loop on {}"):
+    """judge_run(run, want, said) for each guest's run on the model and, where the kernel could run
+    them, on KVM; `said` names the guest and the engine for the student."""
+    check(isinstance(runs, dict), "runs on each engine", got=runs)
+    for engine in ("hardware-assist", "kvm"):
+        if engine == "kvm" and not isinstance(runs.get("kvm"), list):
+            continue
+        got = runs.get(engine)
+        check(isinstance(got, list) and len(got) == len(whats), f"one run per guest on {engine}", got=got)
+        for name, run, want in zip(whats, got, expected):
+            judge_run(run, want, what.format(name, engine))
+
+
 def every_engine(runs, expected, whats, fields=None):
     """The model's runs against the reference; KVM's too, where the kernel could run them."""
     check(isinstance(runs, dict), "runs on each engine", got=runs)
@@ -434,17 +447,10 @@ def same_irq_scripts(answers, expected, named):
 def irq_judge(named_runs, named_scripts):
     def judge(answers, expected, cases):
         answers = parts(answers, cases)
-        runs = answers["runs"]
-        check(isinstance(runs, dict), "runs on each engine", got=runs)
-        for engine in ("hardware-assist", "kvm"):
-            if engine == "kvm" and not isinstance(runs.get("kvm"), list):
-                continue
-            got = runs.get(engine)
-            check(isinstance(got, list) and len(got) == len(named_runs), f"one run per guest on {engine}", got=got)
-            for what, run, want in zip(named_runs, got, expected["runs"]):
-                ran(run, f"the guest ({what}) under your loop on {engine}")
-                check_irq_facts(run, {key: want[key] for key in IRQ_FIELDS},
-                                f"the guest ({what}) under your loop on {engine}")
+        def judge_run(run, want, said):
+            ran(run, said)
+            check_irq_facts(run, {key: want[key] for key in IRQ_FIELDS}, said)
+        judge_each_engine(answers["runs"], expected["runs"], named_runs, judge_run)
         same_irq_scripts(answers["scripts"], expected["scripts"], named_scripts)
     return judge
 
@@ -513,21 +519,14 @@ def ring_judge(named_rings, named_runs):
               got=answers["rings"])
         for what, got, want in zip(named_rings, answers["rings"], expected["rings"]):
             check_ring_rounds(got, want, f"the ring ({what})")
-        runs = answers["runs"]
-        check(isinstance(runs, dict), "runs on each engine", got=runs)
-        for engine in ("hardware-assist", "kvm"):
-            if engine == "kvm" and not isinstance(runs.get("kvm"), list):
-                continue
-            got = runs.get(engine)
-            check(isinstance(got, list) and len(got) == len(named_runs), f"one run per guest on {engine}", got=got)
-            for what, run, want in zip(named_runs, got, expected["runs"]):
-                ran(run, f"the virtio console ({what}) with your device side on {engine}")
-                check_irq_facts(run, {key: want[key] for key in VIRTIO_FIELDS},
-                                f"the virtio console ({what}) with your device side on {engine}")
-                check_equal(run.get("interrupts"), want["interrupts"],
-                            what=f"the virtio console ({what}) on {engine}: the interrupts your device raised",
-                            hint="interrupt only when something was used and the driver asked (used_event, or no "
-                                 "VRING_AVAIL_F_NO_INTERRUPT)")
+        def judge_run(run, want, said):
+            ran(run, said)
+            check_irq_facts(run, {key: want[key] for key in VIRTIO_FIELDS}, said)
+            check_equal(run.get("interrupts"), want["interrupts"], what=f"{said}: the interrupts your device raised",
+                        hint="interrupt only when something was used and the driver asked (used_event, or no "
+                             "VRING_AVAIL_F_NO_INTERRUPT)")
+        judge_each_engine(answers["runs"], expected["runs"], named_runs, judge_run,
+                          "the virtio console ({}) with your device side on {}")
     return judge
 
 
@@ -586,15 +585,7 @@ def coalesced_expected(cases):
 def judge_coalesced(runs_named, scripts_named):
     def judge(answers, expected, cases):
         answers = parts(answers, cases)
-        runs = answers["runs"]
-        check(isinstance(runs, dict), "runs on each engine", got=runs)
-        for engine in ("hardware-assist", "kvm"):
-            if engine == "kvm" and not isinstance(runs.get("kvm"), list):
-                continue
-            got = runs.get(engine)
-            check(isinstance(got, list) and len(got) == len(runs_named), f"one run per guest on {engine}", got=got)
-            for what, run, want in zip(runs_named, got, expected["runs"]):
-                judge_coalesced_run(run, want, f"the guest ({what}) under your loop on {engine}")
+        judge_each_engine(answers["runs"], expected["runs"], runs_named, judge_coalesced_run)
         check(isinstance(answers["scripts"], list) and len(answers["scripts"]) == len(scripts_named),
               "one outcome per script", got=answers["scripts"])
         for what, got, want in zip(scripts_named, answers["scripts"], expected["scripts"]):

@@ -75,7 +75,7 @@ MEANT = (TypeError, ValueError, vmkit.VmkitError)
 OPTIONS = {technique: sorted(keyword_options(MACHINES[technique])) for technique in COUNTING}
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), technique=st.sampled_from(COUNTING),
        max_instructions=st.one_of(st.just(100_000), st.just(None), st.just(100_000), ANYTHING),
        timeout=st.one_of(st.just(5), st.just(None), st.just(5), ANYTHING),

@@ -33,11 +33,12 @@ def check_budgets(max_instructions, timeout):
             raise ValueError(f"timeout must be a number of seconds above 0 (or None for no time limit), not {timeout}")
 
 
-MIN_MEMORY, MAX_MEMORY = 2 << 20, 1 << 30        # the image loads at 1 MiB; a guest of the course needs far less than 1 GiB
+MIN_MEMORY, MAX_MEMORY = 1 << 20, 1 << 30        # the image loads at 1 MiB; a guest of the course needs far less than 1 GiB
 
 
 def check_memory(memory):
-    """ValueError/TypeError unless `memory` is a whole number of 4 KiB pages from 2 MiB to 1 GiB."""
+    """ValueError/TypeError unless `memory` is a whole number of 4 KiB pages from 1 MiB to 1 GiB
+    (whether the image fits in it is platform.check_fits's to say)."""
     if isinstance(memory, bool) or not isinstance(memory, int):
         raise TypeError(f"memory is a number of bytes (such as 4 << 20 for 4 MiB), not {memory!r} "
                         f"({type(memory).__name__})")
@@ -46,13 +47,41 @@ def check_memory(memory):
                          f"(the image loads at 1 MiB), not {memory!r}")
 
 
+def _table(keys=str):
+    """A dict of functions (or None for one left out), keyed by `keys`."""
+    return lambda v: isinstance(v, dict) and all(isinstance(k, keys) and (f is None or callable(f)) for k, f in v.items())
+
+
+# What each technique's own option must be: (what it is, in words, for the error; the test)
+OPTION_KINDS = {
+    "emulators": ("a dict {mnemonic: handler(vmm, insn)}", _table()),
+    "shadow_handlers": ("a dict {'hidden-fault' or 'trace': handler}", _table()),
+    "rules": ("a dict {mnemonic: rule(u, insn)}", _table()),
+    "chain": ("a function chain(site, target) -> bytes", callable),
+    "adaptive": ("True or False", lambda v: isinstance(v, bool)),
+    "cache_size": ("a whole number of bytes", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "hypercalls": ("a dict {hypercall number: handler}", _table(int)),
+    "modules": ("a list of NASM sources or Images", lambda v: isinstance(v, (list, tuple))),
+    "cmdline": ("text (or bytes)", lambda v: isinstance(v, (str, bytes))),
+    "page_table_rules": ("a dict {rule name: function}", _table()),
+    "controls": ("a vmkit.vtx.VmcsControls", lambda v: type(v).__name__ == "VmcsControls"),
+    "path": ("the KVM device's path, text", lambda v: isinstance(v, str)),
+    "vcpus": ("a whole number, 1 or more", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "irqchip": ("'user' or 'kernel'", lambda v: v in ("user", "kernel")),
+    "ioeventfd": ("True or False", lambda v: isinstance(v, bool)),
+}
+
+
 def check_options(technique, cls, options, machines):
-    """TypeError unless `cls` (the machine of `technique`) takes every keyword of `options`; the
-    message names what it takes, the closest spelling, and the techniques that take an option it
-    does not."""
+    """TypeError unless `cls` (the machine of `technique`) takes every keyword of `options` and each
+    is of the kind it takes (None stands for the default where the default is None); the message
+    names what it takes, the closest spelling, and the techniques that take an option it does not."""
     taken = keyword_options(cls)
-    for name in options:
+    for name, value in options.items():
         if name in taken:
+            kind = OPTION_KINDS.get(name)
+            if kind is not None and not (value is None and default_is_none(cls, name)) and not kind[1](value):
+                raise TypeError(f"{technique}'s option {name} is {kind[0]}, not {value!r:.80}")
             continue
         others = [other for other, machine in machines.items() if name in keyword_options(machine)]
         close = difflib.get_close_matches(name, sorted(taken | {"memory", "max_instructions", "timeout"}), n=1)
@@ -67,7 +96,8 @@ def check_options(technique, cls, options, machines):
 
 
 def keyword_options(cls):
-    """The keyword-only options of a machine class beyond the budgets every machine takes."""
+    """The keyword-only options a caller may give a machine class, beyond the budgets every machine
+    takes (not those only the machine's own kind passes: INTERNAL_OPTIONS, Xen's domid and the like)."""
     names = set()
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
@@ -76,4 +106,13 @@ def keyword_options(cls):
         for parameter in inspect.signature(init).parameters.values():
             if parameter.kind is parameter.KEYWORD_ONLY:
                 names.add(parameter.name)
-    return names - {"max_instructions", "timeout", "counted", "technique"}
+    return names - {"max_instructions", "timeout", "counted", "technique"} - set(getattr(cls, "INTERNAL_OPTIONS", ()))
+
+
+def default_is_none(cls, name):
+    """Whether the keyword `name` of `cls`'s constructors defaults to None."""
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is not None and name in inspect.signature(init).parameters:
+            return inspect.signature(init).parameters[name].default is None
+    return False

@@ -302,8 +302,8 @@ class Xen:
                               built=build, max_instructions=None, timeout=None)
         except OutOfMemory:
             return -xen.ENOMEM                        # machine memory has not that many free frames
-        except GuestError:
-            return -xen.EINVAL                        # the kernel does not fit the memory asked for
+        except (GuestError, ValueError):
+            return -xen.EINVAL                        # the kernel does not fit the memory asked for, or no memory
         domain.handle = bytes(handle)
         domain.paused = True                          # Xen creates domains paused; the toolstack unpauses them
         if build:
