@@ -37,6 +37,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
@@ -82,17 +83,19 @@ class Probe:
     withhold: dict = field(default_factory=dict)
     clean: tuple = ()
     _computed: tuple = field(default=None, repr=False)
+    _lock: object = field(default_factory=threading.Lock, repr=False)
 
     def computed(self):
-        """(cases, expected answers), computed once."""
-        if self._computed is None:
-            cases = self.cases() if callable(self.cases) else self.cases
-            if isinstance(self.expect, dict):
-                expected = {key: expect(cases[key]) for key, expect in self.expect.items()}
-            else:
-                expected = self.expect(cases)
-            self._computed = cases, expected
-        return self._computed
+        """(cases, expected answers), computed once (one thread at a time: see ProbingExecute)."""
+        with self._lock:
+            if self._computed is None:
+                cases = self.cases() if callable(self.cases) else self.cases
+                if isinstance(self.expect, dict):
+                    expected = {key: expect(cases[key]) for key, expect in self.expect.items()}
+                else:
+                    expected = self.expect(cases)
+                self._computed = cases, expected
+            return self._computed
 
 
 def same_answers(what, hint=None, call=None, describe=None, show=3):
@@ -229,6 +232,11 @@ class ProbingExecute(Execute):
     def preprocess(self, nb, resources=None, km=None):
         self.lab = resources["nbgrader"]["assignment"].split("_")[0]
         self.probes = probes_of(resources["nbgrader"]["assignment"])
+        # The reference answers are computed here while the student's kernel, another process, runs
+        # the notebook: this process mostly waits for it, so on a second core they cost no time.
+        # decide() takes a probe's answers when its cell comes (waiting, if they are still being made).
+        threading.Thread(target=compute_all, args=(list(self.probes.values()),), daemon=True,
+                         name="reference answers").start()
         return super().preprocess(nb, resources, km)
 
     def preprocess_cell(self, cell, resources, index):
@@ -269,6 +277,15 @@ class ProbingExecute(Execute):
         if not any(o["output_type"] == "error" for o in cell.outputs):
             cell.outputs.append(NotebookNode(output_type="stream", name="stdout",
                                              text=f"The grader checked this cell's answers: all right.\n"))
+
+
+def compute_all(probes):
+    """Every probe's cases and reference answers, in order (a failure is left for decide() to meet)."""
+    for probe in probes:
+        try:
+            probe.computed()
+        except Exception:              # noqa: BLE001 - decide() computes it again and reports it
+            pass
 
 
 def fail(cell, message):
