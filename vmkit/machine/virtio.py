@@ -52,6 +52,13 @@ The device processes a queue when it is notified (`deferred=False`, the model's 
 the work inside the QueueNotify exit), or, with `deferred=True`, only when `service()` is called
 (a worker thread's turn, as with KVM_IOEVENTFD, where the kernel signals an eventfd instead of
 exiting): only then do notifications the driver makes while the device is behind go unsent.
+
+Limits. Under "hardware-assist" an interrupt the device raises inside a QueueNotify exit is taken
+at the end of the running slice, not at the very next VM entry: stopping Unicorn inside an MMIO
+access would make it run the store twice. The course's driver posts with interrupts off, as Linux's
+virtio console does, so its output and counts are the same either way. With KVM_IOEVENTFD the
+worker raises the IRQ without kicking the vCPU, so the ioeventfd is measured with the polling
+driver only (tests/benchmarks/virtio.py).
 """
 import struct
 from dataclasses import dataclass, field
