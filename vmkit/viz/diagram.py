@@ -15,6 +15,7 @@ Used by lessons 08 and 10 (their own tables); every other viz module draws with 
 import base64
 import html
 import io
+import re
 
 import graphviz
 
@@ -53,6 +54,16 @@ class Diagram(graphviz.Digraph):
         """The rendered picture as an SVG string, to embed in an HTML widget."""
         svg = self.pipe(format="svg", encoding="utf-8")
         return svg[svg.find("<svg"):]           # drop the XML prologue and doctype
+
+    def pane_html(self, stretch=True):
+        """The picture as HTML for a widget's pane: as wide as the pane (`stretch`) or at its own
+        size, never wider than graphviz drew it nor than the pane; its text when dot is missing."""
+        try:
+            svg = self.svg()
+        except graphviz.ExecutableNotFound:
+            return f"<pre>{html.escape(self.text)}</pre><i>{html.escape(NO_DOT)}</i>"
+        size = r'style="width:100%;max-width:\1pt;height:auto"' if stretch else r'width="\1pt" style="max-width:100%;height:auto"'
+        return re.sub(r'width="([\d.]+)pt" height="[\d.]+pt"', size, svg, count=1)
 
     def _repr_mimebundle_(self, include=None, exclude=None, **kwargs):
         text = self.text or self.caption

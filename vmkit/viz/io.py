@@ -23,10 +23,8 @@ device's rings (`VirtioConsole.ring_state`). Nothing here changes what a run doe
 Used by lesson 07.
 """
 import html
-import re
 from dataclasses import dataclass, field
 
-import graphviz
 import ipywidgets as w
 
 from ..asm import assemble
@@ -35,21 +33,12 @@ from ..machine.virtio import DESC_F_NEXT, DESC_F_WRITE, RingState
 from ..machine.x86 import IF
 from ..run import machine
 from ..vtx.hardware_assist import VmcsControls
-from .diagram import NO_DOT, Diagram, Plot, Table
+from .diagram import Diagram, Plot, Table
 from .kvm import Banner, code_html
 from .stepper import Walker, button, titled
 
 HOT, NEW, PLAIN = "#c62828", "#fff3b0", "#ffffff"
 KVM_WITHOUT_IRQCHIP = VmcsControls(external_interrupt_exiting=True)
-
-
-def _svg(diagram):
-    """A diagram as HTML for a widget pane, as wide as the pane allows (its text without graphviz's dot)."""
-    try:
-        return re.sub(r'width="([\d.]+)pt" height="[\d.]+pt"', r'style="width:100%;max-width:\1pt;height:auto"',
-                      diagram.svg(), count=1)
-    except graphviz.ExecutableNotFound:
-        return f"<pre>{html.escape(diagram.text)}</pre><i>{html.escape(NO_DOT)}</i>"
 
 
 def engine_note(report, wanted=("protected-mode", "interrupts", "interrupt-window", "iret")):
@@ -215,7 +204,7 @@ class InterruptStepper(MomentStepper):
         self.status.value = (f"<div style='font-family:monospace'>moment {self.at + 1} of {len(self.moments)} · "
                              f"eip {m.eip:#010x} · IF {int(m.if_flag)} · interrupt-window exiting "
                              f"{'on' if m.window else 'off'}</div>")
-        self.diagram.value = _svg(interrupt_diagram(self.moments, self.at))
+        self.diagram.value = interrupt_diagram(self.moments, self.at).pane_html()
         facts = "".join(f"<br><code>{html.escape(k)} = {v:#x}</code>" if isinstance(v, int) and v > 9
                         else f"<br><code>{html.escape(k)} = {v}</code>" for k, v in m.detail.items())
         self.what.value = (f"<div style='font-size:13px'><b style='color:{HOT}'>{html.escape(m.title)}</b><br>"
@@ -429,7 +418,7 @@ class RingStepper(MomentStepper):
         self.status.value = (f"<div style='font-family:monospace'>step {self.at + 1} of {len(self.moments)} · "
                              f"avail.idx {m.state.avail_idx} · used.idx {m.state.used_idx} · "
                              f"QueueNotify exits so far {m.state.counts.get('notifies', 0)}</div>")
-        self.diagram.value = _svg(ring_diagram(m.state, before, m.title))
+        self.diagram.value = ring_diagram(m.state, before, m.title).pane_html()
         self.what.value = (f"<div style='font-size:13px'><b style='color:{HOT}'>{html.escape(m.title)}</b><br>"
                            f"{html.escape(m.what)}</div>")
         self.code.value = code_html(self.image, m.eip)

@@ -19,9 +19,7 @@ Used by lesson 05.
 """
 import html
 import os
-import re
 
-import graphviz
 import ipywidgets as w
 
 from ..asm import assemble
@@ -30,7 +28,7 @@ from ..kvm import process_threads
 from ..machine.x86 import vector_name
 from ..run import machine, run
 from ..vtx.hardware_assist import KERNEL_HANDLED, VmcsControls
-from .diagram import NO_DOT, Diagram, Table
+from .diagram import Diagram, Table
 from .source import highlight
 from .stepper import Walker, button, titled
 from .translation import ADAMS_AGESEN
@@ -330,16 +328,6 @@ def controls_table(controls, run=None):
 
 
 # --- widgets ---------------------------------------------------------------------------------------------
-def _svg(diagram):
-    """A diagram as HTML for a widget pane (its text when graphviz's dot is missing)."""
-    try:
-        # as wide as the pane allows, never wider than graphviz drew it
-        return re.sub(r'width="([\d.]+)pt" height="[\d.]+pt"', r'style="width:100%;max-width:\1pt;height:auto"',
-                      diagram.svg(), count=1)
-    except graphviz.ExecutableNotFound:
-        return f"<pre>{html.escape(diagram.text)}</pre><i>{html.escape(NO_DOT)}</i>"
-
-
 def _serial_html(text):
     return f"<pre style='margin:0;background:#222;color:#eee;padding:4px'>{html.escape(text) or ' '}</pre>"
 
@@ -397,7 +385,7 @@ class VmcsExplorer:
                               f"the guest's port accesses: {s['io']}; the guest ended: {_ending(self.result)}</div>"
                               + _serial_html(self.result.serial))
         self.table.value = controls_table(controls, self.result)._repr_html_()
-        self.diagram.value = _svg(run_loop_diagram(self.result, controls=controls))
+        self.diagram.value = run_loop_diagram(self.result, controls=controls).pane_html()
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
@@ -474,7 +462,7 @@ class ExitStepper(Walker):
                                 f"{html.escape(self.message)}</div>" if self.message else ""))
         self.exit.value = exit_html(last, self.technique)
         self.code.value = code_html(self.image, last.eip if last else self.image.entry)
-        self.diagram.value = _svg(run_loop_diagram(result, highlight=last, controls=getattr(m, "controls", None)))
+        self.diagram.value = run_loop_diagram(result, highlight=last, controls=getattr(m, "controls", None)).pane_html()
         fresh = {id(e) for e in self.last_events}
         shown = m.events[-self.LOG_LINES:]
         rows = [f"<b>{html.escape(str(e))}</b>" if id(e) in fresh else html.escape(str(e)) for e in shown]

@@ -40,7 +40,6 @@ import html
 import re
 from collections import Counter
 
-import graphviz
 import ipywidgets as w
 
 from ..asm import assemble, disassemble
@@ -48,7 +47,7 @@ from ..machine.cpu import CR0_PG, CR0_WP, CR4_PSE, PDE_PS, PTE_A, PTE_D, PTE_P, 
 from ..run import machine as new_machine
 from ..xen import abi as xen
 from ..xen.layout import START_INFO
-from .diagram import NO_DOT, Diagram, Table
+from .diagram import Diagram, Table
 from .stepper import Walker, button, titled
 
 FRAME = 0xFFFFF000
@@ -281,16 +280,6 @@ def _walk_diagram(wk, upto):
     return g
 
 
-def _svg(diagram):
-    """A Diagram as inline SVG for a widget, at its own size but never wider than the panel."""
-    try:
-        svg = diagram.svg()
-    except graphviz.ExecutableNotFound:
-        return f"<pre>{html.escape(diagram.text)}</pre><i>{html.escape(NO_DOT)}</i>"
-    return re.sub(r'width="([\d.]+)pt" height="[\d.]+pt"', r'width="\1pt" style="max-width:100%;height:auto"',
-                  svg, count=1)
-
-
 class WalkStepper:
     """The walk for one access, a step at a time, on a live machine's tables (nothing runs). `spaces`
     names page directories to choose from ({"process A": 0x382000, ...}); the default is the guest's CR3."""
@@ -339,7 +328,7 @@ class WalkStepper:
     def render(self):
         wk = self.walk
         steps = wk.steps()
-        self.picture.value = _svg(wk.diagram(self.shown))
+        self.picture.value = wk.diagram(self.shown).pane_html(stretch=False)
         rows = [f"<li>{'<b>' if n == self.shown else ''}{html.escape(title)}: {html.escape(text)}"
                 f"{'</b>' if n == self.shown else ''}</li>" for n, (title, text) in enumerate(steps[:self.shown], 1)]
         self.words.value = f"<ol style='margin:0;font-size:13px'>{''.join(rows)}</ol>"
@@ -680,8 +669,8 @@ class ShadowStepper(Walker):
             self.what.value = "<i>nothing yet: press <b>next shadow event</b></i>"
         self.page.value = page_html(m, self.focus)
         linear = _focus_linear(self.focus)
-        self.picture.value = (_svg(shadow_beside_guest(m, linears=[linear] if linear is not None else (),
-                                                       around=linear, max_rows=8))
+        self.picture.value = (shadow_beside_guest(m, linears=[linear] if linear is not None else (),
+                                                  around=linear, max_rows=8).pane_html(stretch=False)
                               if m.shadow.on else "<i>the guest's paging is off: no shadow yet</i>")
         events = [e for e in m.events if is_shadow_event(e)]
         ids = {id(e) for e in fresh}
