@@ -281,3 +281,54 @@ user:
     crossings = [(e.detail["cause"], e.detail["from_ring"], e.detail["to_ring"]) for e in result.of_kind("ring-transition")]
     assert crossings[1:3] == [("call gate", 3, kernel_ring), ("retf", kernel_ring, 3)]
     assert result.exit_code == (7 << 1) | 1                     # the parameter the callee found
+
+
+# --- syscall and sysret: #UD on a 32-bit Intel CPU ---------------------------------------------------
+SYSCALL_BODIES = {
+    "syscall": "bad:\nsyscall\nmov al, 1\nout 0xf4, al",
+    "syscall with EFER.SCE set": "mov ecx, 0xc0000080\nrdmsr\nor eax, 1\nwrmsr\nbad:\nsyscall\nmov al, 1\nout 0xf4, al",
+    "sysret with EFER.SCE set": "mov ecx, 0xc0000080\nrdmsr\nor eax, 1\nwrmsr\nmov ecx, bad\nbad:\nsysret\n"
+                                "mov al, 1\nout 0xf4, al",
+    "syscall in ring 3": user_mode("bad:\nsyscall\nmov al, 1\nout 0xf4, al"),
+}
+UD_AT_BAD = "cmp dword [esp], bad\njne .no\nmov al, 2\nout 0xf4, al\n.no:\nmov al, 3\nout 0xf4, al"
+
+
+@pytest.mark.parametrize("technique", ["native", "trap-and-emulate", "binary-translation", "hardware-assist"])
+@pytest.mark.parametrize("case", sorted(SYSCALL_BODIES))
+def test_syscall_and_sysret_are_invalid_outside_64_bit_mode(case, technique):
+    """The vmkit PC is an Intel CPU outside 64-bit mode: syscall and sysret raise #UD whatever
+    IA32_EFER.SCE says, with EIP at the instruction (SDM vol. 2B, SYSCALL and SYSRET, Operation).
+    Unicorn alone would step over syscall, and run AMD's legacy-mode sysret once SCE is set."""
+    from guestkit import kernel
+    source = kernel(body=SYSCALL_BODIES[case], gates={6: ("ud", 0x8E)}, handlers={"ud": UD_AT_BAD})
+    result = vmkit.run(source, technique)
+    assert result.exit_code == 5, (case, technique, result.serial)
+    ud = [e for e in result.of_kind("ring-transition") if e.detail.get("vector") == 6]
+    assert len(ud) == 1 and ud[0].detail["cause"] == "#UD"
+
+
+def test_syscall_costs_what_an_undefined_opcode_costs():
+    """syscall's #UD is counted like ud2's: the same instructions, the event at the same count."""
+    from guestkit import kernel
+    runs = {}
+    for instruction in ("syscall", "ud2"):
+        source = kernel(body=f"bad:\n{instruction}\nmov al, 1\nout 0xf4, al", gates={6: ("ud", 0x8E)},
+                        handlers={"ud": UD_AT_BAD})
+        result = vmkit.run(source)
+        ud = [e for e in result.of_kind("ring-transition") if e.detail.get("vector") == 6][0]
+        runs[instruction] = (result.exit_code, result.stats["instructions"], ud.icount, ud.eip)
+    assert runs["syscall"] == runs["ud2"]
+
+
+def test_cpuid_does_not_report_syscall():
+    """CPUID.80000001H:EDX[11] (SYSCALL/SYSRET) reads 0, as QEMU reports for an Intel CPU outside
+    long mode; the other bits are Unicorn's CPU model's (long mode and NX stay set)."""
+    from vmkit.machine.cpuid import EDX_SYSCALL, emulated_cpuid
+    source = "mov eax, 0x80000001\ncpuid\nmov [edx_of], edx\nhlt\nedx_of: dd 0"
+    for technique in ("native", "trap-and-emulate", "binary-translation", "hardware-assist"):
+        m = vmkit.machine(source, technique)
+        m.run()
+        edx = int.from_bytes(m.uc.mem_read(m.image.symbols["edx_of"], 4), "little")
+        assert edx == emulated_cpuid(0x80000001)[3] & ~EDX_SYSCALL, technique
+        assert emulated_cpuid(0x80000001)[3] & EDX_SYSCALL       # Unicorn's own answer has it

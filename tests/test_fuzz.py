@@ -289,13 +289,14 @@ BOOT_GROUPS = [
     "mov ecx, 0x174\nmov eax, {sysenter_cs}\nxor edx, edx\nwrmsr",
     "mov ecx, 0x175\nmov eax, 0x3c0000\nxor edx, edx\nwrmsr",
     "mov ecx, 0x176\nmov eax, handler\nxor edx, edx\nwrmsr",
-    "int3", "into", "mov eax, 5\nbound eax, [bounds]", "sysenter",
+    "mov ecx, 0xc0000080\nrdmsr\nor eax, 1\nwrmsr",
+    "int3", "into", "mov eax, 5\nbound eax, [bounds]", "sysenter", "syscall", "mov ecx, handler\nsysret",
     "mov ecx, 0x3d0000\nmov edx, handler\nsysexit",
     "call 0x30:0", "mov ax, 0x30\nmov fs, ax",
     "push dword 0x23\npush dword 0x3d0000\npush dword 0x2\npush dword 0x1b\npush dword {ring3}\niretd\n"
     "{ring3}:\n{user}",
 ]
-USER_GROUPS = ["call 0x33:0", "push dword 1\npush dword 2\ncall 0x33:0", "sysenter", "int3", "into",
+USER_GROUPS = ["call 0x33:0", "push dword 1\npush dword 2\ncall 0x33:0", "sysenter", "syscall", "sysret", "int3", "into",
                "int 0x80", "mov eax, 5\nbound eax, [bounds]", "mov ax, 0x0f\nmov ds, ax", "cli", "invd",
                "invlpg [0]", "in al, 0x60", "hlt"]
 
@@ -317,7 +318,8 @@ def _boot_group(rng, n):
 def descriptor_boot(rng):
     """A boot like the course's kernel's, its groups of stores to the GDT (TSS base, call gate,
     random bytes of any descriptor), the IDT's gates, the TSS's fields and an LDT, with lgdt, lidt,
-    ltr, lldt, the sysenter MSRs and every way across the rings in between, in a random order."""
+    ltr, lldt, the sysenter MSRs, EFER.SCE and every way across the rings in between (syscall and
+    sysret too, #UD on this CPU), in a random order."""
     count = rng.randint(4, 24)
     body = "\n".join(f"group_{n}:\nmov dword [resume], group_{n + 1}\n{_boot_group(rng, n)}" for n in range(count))
     return _assemble(BOOT_PREFIX + body + f"\ngroup_{count}:\nmov al, 1\nout 0xf4, al\nhlt\n")
@@ -329,7 +331,7 @@ def descriptor_boot(rng):
 PRIVILEGED = ["cli", "sti", "hlt", "invd", "wbinvd", "invlpg [eax]", "lgdt [esi]", "lidt [esi]", "ltr ax",
               "lldt ax", "sldt ax", "str ax", "smsw ax", "lmsw ax", "clts", "mov cr0, eax", "mov cr3, eax",
               "mov cr4, eax", "mov eax, cr0", "mov eax, cr2", "mov eax, cr3", "mov dr7, eax", "mov eax, dr6",
-              "rdmsr", "wrmsr", "rdpmc", "sysenter", "sysexit", "in al, dx", "out dx, al", "insb", "outsb",
+              "rdmsr", "wrmsr", "rdpmc", "sysenter", "sysexit", "syscall", "sysret", "in al, dx", "out dx, al", "insb", "outsb",
               "rep insd", "rep outsw", "iretd", "retf", "retf 8", "int {i8}", "int3", "into", "ud2",
               "call 0x38:0", "jmp 0x08:0x100000", "call {i16}:{i32}", "mov ss, ax", "pop ss", "mov ds, ax",
               "lar eax, ebx", "lsl eax, ebx", "verr bx", "verw bx", "pushfd", "popfd", "push cs", "cpuid",

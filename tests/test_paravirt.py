@@ -547,3 +547,30 @@ def test_a_guest_that_never_shuts_down_runs_out_of_budget():
     with pytest.raises(vmkit.GuestTimeout) as caught:
         vmkit.run(pv("jmp $"), PV, max_instructions=10_000)
     assert caught.value.result.stats["instructions"] == 10_000
+
+
+@pytest.mark.parametrize("instruction", ["syscall", "sysret"])
+def test_syscall_and_sysret_are_undefined_and_bounced_to_the_guest(instruction):
+    """On the 32-bit Intel CPU the domain runs on, syscall and sysret raise #UD (SDM vol. 2B): Xen
+    bounces it to the handler of vector 6 in the guest's trap table, with EIP at the instruction."""
+    source = pv(f"""
+        hypercall 0, traps
+        mov ecx, bad
+    bad:
+        {instruction}
+        shutdown 0
+    ud:
+        mov eax, [esp]
+        mov [where], eax
+        shutdown 9
+    align 4
+    traps:
+        db 6, 0
+        dw FLAT_RING1_CS
+        dd ud
+        dd 0, 0
+    where: dd 0""")
+    m = vmkit.machine(source, PV)
+    result = m.run()
+    assert result.exit_code == 9 and m.u32(m.image.symbols["where"]) == m.image.symbols["bad"]
+    assert result.of_kind("trap")[0].eip == m.image.symbols["bad"]

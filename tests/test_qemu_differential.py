@@ -116,6 +116,7 @@ GUEST_ENDINGS = {
     "irq_window": "exit 0x1f",
     "crossings": "exit 0x1d",
     "ldt": "exit 0x1f",
+    "syscall": "exit 0x19",
 }
 
 # Guests that turn paging on: natively, and on the shadow page tables of trap-and-emulate and
@@ -196,13 +197,14 @@ def test_paging_guest_matches_qemu_on_shadow_page_tables(tmp_path, name, techniq
 
 
 # Guests that cross the rings every way (call gates with parameters, sysenter and sysexit, int3,
-# into, bound, #NP with its selector) or use an LDT: under every technique vmkit models.
+# into, bound, #NP with its selector, syscall and sysret's #UD) or use an LDT: under every technique vmkit models.
 # Trap-and-emulate may show ring compression's two bits, and the line of `sldt`, which does not trap
 # and reads the real LDTR, the VMM's (a hole lesson 02's census names); binary translation and
 # hardware assist must match QEMU exactly.
 CROSSING_GUEST_ENDINGS = {
     "crossings": "exit 0x1d",
     "ldt": "exit 0x1f",
+    "syscall": "exit 0x19",
 }
 HOLE_LINES = {"trap-and-emulate": (b"sldt=",)}
 

@@ -30,7 +30,7 @@ from ..arguments import DefaultBudget, check_budgets, check_memory
 from ..asm import assemble, disassemble
 from ..errors import GuestError, GuestInterrupted, GuestTimeout
 from ..trace import Event, RunResult
-from . import quirks
+from . import cpuid as pc_cpuid, quirks
 from .cpu import Cpu, Fault, GENERAL
 from .delivery import EXCEPTION, EXTERNAL, SOFTWARE, exception_class, second_fault
 from .delivery import deliver as deliver_through_idt
@@ -47,6 +47,7 @@ CR0_PG = 1 << 31
 IRET, RETF, RETF_IMM, STI, POPF, CALL_FAR = 0xCF, 0xCB, 0xCA, 0xFB, 0x9D, 0x9A
 WATCHED = (IRET, RETF, RETF_IMM, STI, POPF, CALL_FAR)
 SYSEXIT = b"\x0f\x35"
+SYSRET = b"\x0f\x07"
 # the MSRs SYSENTER and SYSEXIT read (SDM vol. 2B, SYSENTER: MSR addresses 174H, 175H, 176H)
 IA32_SYSENTER_CS, IA32_SYSENTER_ESP, IA32_SYSENTER_EIP = 0x174, 0x175, 0x176
 CALL_GATE_32 = 0xC
@@ -223,6 +224,7 @@ class Machine:
     #   port_access(port, size, value, direction, eip)  an in or an out
     #   on_hlt(), on_cpuid(leaf, subleaf)    the guest executed hlt, cpuid
     #   on_sysenter(), guest_msr(index)      the guest executed sysenter; an MSR as the guest set it
+    #   on_syscall(at, instruction)          the guest executed syscall or sysret (#UD on this CPU)
     #   memory_fault(error, access, address) the guest touched memory it has not got
     #   on_timer()                           the timer expired (IRQ0 raised)
     #   other_stop(stop)                     a slice ended for a Stop the VMM's own hook asked for
@@ -269,13 +271,14 @@ class Machine:
         uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
         quirks.hook_time_stamp_counter(uc, self._on_rdtsc, lambda: self._on_rdtsc(tsc_aux=True))
         uc.hook_add(UC_HOOK_INSN, self._on_sysenter, None, 1, 0, X.UC_X86_INS_SYSENTER)
+        uc.hook_add(UC_HOOK_INSN, self._on_syscall, None, 1, 0, X.UC_X86_INS_SYSCALL)
         # Some instructions act inside Unicorn, unseen: iret, retf, sysexit and a far call through a
         # call gate change rings, and sti, popf and iret can set IF while an interrupt waits. A code
         # hook on each one in the image watches them; it fires only where an instruction starts with
         # that byte, so data costs nothing.
         code = self.image.code
         for offset, byte in enumerate(code):
-            if byte in WATCHED or code[offset:offset + 2] == SYSEXIT or (
+            if byte in WATCHED or code[offset:offset + 2] in (SYSEXIT, SYSRET) or (
                     byte == 0xFF and len(code) > offset + 1 and (code[offset + 1] >> 3) & 7 == 3):
                 address = self.image.linked(self.image.origin + offset)   # where it runs
                 uc.hook_add(UC_HOOK_CODE, self._on_watched, None, address, address)
@@ -406,6 +409,18 @@ class Machine:
         IA32_SYSENTER_ESP and IA32_SYSENTER_EIP. Nothing is pushed. A VMM overrides it to enter the
         guest kernel where it runs (ring 1)."""
         self.fast_system_call(self.cpu["eip"] - 2, ring=0)
+
+    def on_syscall(self, at, instruction):
+        """The guest executed `instruction`, "syscall" or "sysret", at `at`. The vmkit PC is an Intel
+        CPU outside 64-bit mode, where both are invalid: #UD, whatever IA32_EFER.SCE says (SDM vol.
+        2B, SYSCALL and SYSRET, Operation: #UD unless CS.L and IA32_EFER.LMA are 1), and CPUID does not
+        report them (vmkit.machine.cpuid). Unicorn, built from a QEMU older than the change that made
+        them so, runs `syscall` as a no-op (its helper_syscall only calls the UC_HOOK_INSN hooks and
+        steps over it) and `sysret` as AMD's legacy-mode SYSRET once EFER.SCE is set, so the machine
+        stops the guest at either and raises the #UD here, with EIP at the instruction. A VMM that
+        runs its guest's code elsewhere (binary translation) says where it was in the guest."""
+        self.cpu["eip"] = at
+        self.exception(UD, EXCEPTION)
 
     def guest_msr(self, index):
         """The MSR `index` as the guest last wrote it: the CPU's own on the vmkit PC, where the
@@ -738,6 +753,8 @@ class Machine:
             self.ran_off_the_end(stop.detail["address"])
         elif stop.kind == "sysenter":
             self.on_sysenter()
+        elif stop.kind == "undefined":
+            self.on_syscall(stop.detail["eip"], stop.detail["instruction"])
         elif stop.kind == "unmodelled":
             raise GuestError(f"{stop.detail['why']} (eip {stop.detail['eip']:#x}, ring {self.cpu.cpl}); "
                              f"Unicorn cannot go on from there, so vmkit stops the guest", self.result())
@@ -872,8 +889,17 @@ class Machine:
             self._stop = Stop("sysenter", self._counter())
             uc.emu_stop()
 
+    def _on_syscall(self, uc, _):
+        """syscall ran inside Unicorn and did nothing (see on_syscall): end the slice after it."""
+        if self._stop is None:
+            self._stop = Stop("undefined", self._counter(), eip=self.cpu["eip"], instruction="syscall")
+            uc.emu_stop()
+
     def _on_cpuid(self, uc, _):
-        values = self.on_cpuid(self.cpu["eax"], self.cpu["ecx"])
+        leaf, subleaf = self.cpu["eax"], self.cpu["ecx"]
+        values = self.on_cpuid(leaf, subleaf)
+        if values is None and pc_cpuid.corrected(leaf):
+            values = pc_cpuid.cpuid(leaf, subleaf)   # the vmkit PC's answer, where Unicorn's is wrong
         if values is None:
             return 0                                 # the CPU's own answer
         for register, value in zip(("eax", "ebx", "ecx", "edx"), values):
@@ -897,6 +923,10 @@ class Machine:
                 return                               # the guest stops in front of it, for good
         elif op[:2] == SYSEXIT:
             self._record_sysexit(address)
+        elif op[:2] == SYSRET:
+            self._stop = Stop("undefined", self._counter(), eip=address, instruction="sysret")
+            self.uc.emu_stop()                       # before it runs: Unicorn would do AMD's sysret
+            return
         if self._stop is not None and self._stop.kind == "event":
             self._stop_before(address, icount)       # run_until wanted this event: stop at it
         elif op[0] in (STI, POPF, IRET) and self.counted and self.watch_interrupt_window \

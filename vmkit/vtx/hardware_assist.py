@@ -117,14 +117,13 @@ interrupts (Linux, Documentation/driver-api/vfio.rst).
 Each event's eip is the instruction that exited, as the VMCS's guest RIP names it.
 """
 from dataclasses import dataclass
-from functools import lru_cache
 
-from unicorn import UC_ARCH_X86, UC_MODE_32, Uc
 from unicorn import x86_const as X
 
 from unicorn import UC_HOOK_CODE
 
 from ..machine import quirks
+from ..machine.cpuid import cpuid as the_pcs_cpuid
 from ..machine.cpu import CR0_PG, CR0_WP, CR4_PSE, PTE_P, PTE_RW, PTE_US, Fault
 from ..machine.delivery import EXCEPTION, EXTERNAL, SOFTWARE
 from ..machine.devices import MMIO_BASE, MMIO_SIZE, MmioDevice
@@ -348,7 +347,7 @@ class HardwareAssist(Machine):
         if leaf == 0x40000000:
             words = [int.from_bytes(KVM_SIGNATURE[i:i + 4], "little") for i in (0, 4, 8)]
             return (0x40000001, *words)
-        eax, ebx, ecx, edx = native_cpuid(leaf, subleaf)
+        eax, ebx, ecx, edx = the_pcs_cpuid(leaf, subleaf)
         if leaf == 1:
             ecx |= HYPERVISOR_PRESENT
         return eax, ebx, ecx, edx
@@ -550,15 +549,3 @@ def control_register_sites(image):
         if code[i] == 0x0F and (code[i + 1] in (0x20, 0x22) or (
                 code[i + 1] == 0x01 and (code[i + 2] >> 3) & 7 == 7 and code[i + 2] >> 6 != 3)):
             yield image.linked(image.origin + i)
-
-
-@lru_cache(maxsize=64)
-def native_cpuid(leaf, subleaf=0):
-    """What CPUID answers on the emulated CPU itself (a scratch Unicorn runs the instruction)."""
-    uc = Uc(UC_ARCH_X86, UC_MODE_32)
-    uc.mem_map(0, 0x1000)
-    uc.mem_write(0, b"\x0f\xa2")                                    # cpuid
-    uc.reg_write(X.UC_X86_REG_EAX, leaf)
-    uc.reg_write(X.UC_X86_REG_ECX, subleaf)
-    uc.emu_start(0, 2)
-    return tuple(uc.reg_read(r) for r in (X.UC_X86_REG_EAX, X.UC_X86_REG_EBX, X.UC_X86_REG_ECX, X.UC_X86_REG_EDX))
