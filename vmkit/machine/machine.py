@@ -112,6 +112,7 @@ class Machine:
     """
 
     watch_interrupt_window = True      # stop in front of sti/popf/iret when an interrupt waits for IF
+    resumes_in_hook = True             # an exception may be handled inside the slice (see _on_interrupt)
     watch_code_outside_image = True    # stop a guest that runs zeroed memory outside its image as code
 
     def __init__(self, image, memory=DEFAULT_MEMORY, *, max_instructions=DEFAULT_MAX_INSTRUCTIONS,
@@ -152,6 +153,8 @@ class Machine:
         self._running = False
         self._pass_once = None             # (address, icount) of a watched instruction to let run
         self._slice_n = 0                  # the length the running slice was given
+        self._slice_limit = self._slice_until = None   # what run_slice was asked for
+        self._accounted = 0                # of the running slice's instructions, those already counted
         self._in_access = False            # inside a technique's hook on a memory access
         self._slice_started = time.perf_counter()
         self._unmapped = None              # (access, address, size) of the last access outside memory
@@ -236,6 +239,13 @@ class Machine:
     # fault; instruction_address(source); stop(kind, **detail) a slice from a hook of its own;
     # run_slice(), request_stop() and stop_requested to run and stop guests it schedules; and, in a
     # hook on a memory access, access_must_wait() and inside_access().
+    #
+    # Where the guest raised an exception, the machine usually handles it inside the slice instead of
+    # ending it (_on_interrupt): it calls after_slice(), exception() and inject_interrupt() there, in
+    # the order the run loop would between two slices, and lets the slice go on only if the next
+    # slice would have started there anyway (slice_may_go_on()). A VMM whose advance() or before_slice()
+    # must see every slice start, or whose exception() must not run inside Unicorn's hook, sets
+    # resumes_in_hook = False.
 
     # --- told: building the machine ----------------------------------------------------------------
     def boot_state(self):
@@ -341,6 +351,14 @@ class Machine:
         """Called when a slice has ended, before the machine looks at why (an exception, an I/O
         access, a hlt, a Stop): what the VMM must note about how its guest ran (binary translation
         records the return to ring 3 that the cache carried out)."""
+
+    def slice_may_go_on(self, limit, remaining):
+        """Asked inside a slice, after an exception was handled there and inject_interrupt() found
+        nothing to deliver (see "The VMM interface"): would the next slice start right here and run at
+        least the `remaining` instructions this one still may? The vmkit PC's would if slice_length
+        (limit) says so (it changes nothing). A VMM whose slice_length() changes its own state
+        overrides it; when it answers True, it does what the start of its next slice would have done."""
+        return self.slice_length(limit) >= remaining
 
     # --- told: what the guest did ----------------------------------------------------------------------
     def exception(self, vector, source, error_code=None):
@@ -605,6 +623,7 @@ class Machine:
             return
         if self.finished:
             return
+        self._slice_limit, self._slice_until = limit, until
         started = self._slice_started = time.perf_counter()
         try:
             self._slice(limit, until)
@@ -657,6 +676,7 @@ class Machine:
         self.before_slice()
         n = self._slice_n = self.slice_length(limit)
         self._stop = None
+        self._accounted = 0
         self._slice_cpl = self.cpu.cpl
         self._slice_events = len(self.events)
         self._slice_traced = False
@@ -690,10 +710,12 @@ class Machine:
                 executed = stop.counter
             else:
                 executed = min(quirks.instruction_counter(self.uc), n)
+            executed -= self._accounted                  # those counted where an exception was handled
             self.instructions += executed
             self.clock += executed
             self._tick()
-        self._handle_stop(error, n)
+        if self._stop is None or self._stop.kind != "handled":
+            self._handle_stop(error, n)
 
     def _after_paged_slice(self, cr2):
         """With paging on, Unicorn looks up the `until` address on its way out of emu_start; that
@@ -793,7 +815,8 @@ class Machine:
 
     def _clock_now(self):
         """The clock at the instruction a hook is running for."""
-        return self.clock + (quirks.instruction_counter(self.uc) - 1 if self.counted and self._running else 0)
+        return self.clock + (quirks.instruction_counter(self.uc) - self._accounted - 1
+                             if self.counted and self._running else 0)
 
     def _at_hlt(self):
         eip = self.cpu["eip"]
@@ -810,8 +833,75 @@ class Machine:
         # Unicorn sets CR2 for a #PF, then loses it on the way out of emu_start (it looks up the
         # `until` address, which paging leaves unmapped): keep it for the guest's handler
         cr2 = uc.reg_read(X.UC_X86_REG_CR2) if vector == PF_ else None
-        self._stop = Stop("exception", self._counter(), vector=vector, source=source, error_code=code, cr2=cr2)
+        stop = Stop("exception", self._counter(), vector=vector, source=source, error_code=code, cr2=cr2)
+        if self._may_handle_in_hook(stop.counter):
+            self._handle_in_hook(stop)
+            return
+        self._stop = stop
         uc.emu_stop()
+
+    def _may_handle_in_hook(self, counter):
+        """Can the exception the hook is told of be handled here, without ending the slice? Only in a
+        counted slice that would have gone on after it (so no timer tick, budget or `count` falls
+        on that instruction), with nothing else asking for the slice's end, and with paging off: with
+        it on, Unicorn's way out of emu_start touches CR2 and the fault state (_after_paged_slice),
+        which must happen before the exception is handled, as the slice-ending path does."""
+        return (self.resumes_in_hook and self.counted and self._stop is None and not self._stop_requested
+                and not self.finished and counter < self._slice_n and not self.cpu["cr0"] & CR0_PG)
+
+    def _handle_in_hook(self, stop):
+        """Handle an exception inside the Unicorn hook that reported it, and let the slice go on at the
+        EIP the handling left, when that is what ending the slice here would come to.
+
+        Unicorn 2 calls the UC_HOOK_INTR hooks from cpu_handle_exception (qemu/accel/tcg/cpu-exec.c)
+        with EIP already after `int n`, then goes on with the CPU loop; a hook that writes EIP makes
+        uc_reg_write set quit_request and break the translation loop (uc.c), and tcg_cpu_exec
+        (qemu/softmmu/cpus.c) resumes the CPU at the new EIP within the same emu_start. Its
+        instruction counter (hook_count_cb in uc.c) runs on across that, so the slice's count stays
+        exact.
+
+        The machine does here what the run loop does between two slices, in its order: it counts the
+        instructions so far (the faulting one included) as retired, then _handle_stop (after_slice,
+        exception), then what run_until and the next slice look at first (_hook_may_go_on). While
+        it handles, the machine is not `_running`, as between slices: events get the same icount and
+        the budget is looked at in the same places. If the slice must end after all, it ends with a
+        Stop "handled" that only closes it; a Python exception (a GuestError) ends it too, unchanged."""
+        counter = stop.counter
+        executed = counter - self._accounted
+        self.instructions += executed
+        self.clock += executed
+        self._accounted = counter
+        self._tick()
+        self._stop = stop
+        self._running = False
+        self._handle_stop(None, self._slice_n)          # a Python exception leaves the slice ended here:
+        go_on = self._hook_may_go_on(stop)              # Unicorn's binding stops and re-raises it
+        self._running = True
+        if go_on:
+            self._stop = None
+            self._slice_cpl = self.cpu.cpl             # what a new slice would note
+            self._slice_events = len(self.events)
+            self._slice_traced = False
+        else:
+            self._stop = Stop("handled", counter)
+            self.uc.emu_stop()
+
+    def _hook_may_go_on(self, stop):
+        """After an exception handled inside the slice: would run_until go on, and would the next slice
+        start right here and run at least as far as this one still may? Calls inject_interrupt() as
+        the next slice would (it may deliver an interrupt now, as that slice would have), then asks
+        slice_may_go_on()."""
+        while True:
+            if self.finished or self._stop_requested or self._stop is not stop:
+                return False                     # (record() ends the slice for run_until's event)
+            if self._slice_until is not None and self.cpu["eip"] == self._slice_until:
+                return False
+            if self.timeout is not None and self.elapsed + time.perf_counter() - self._slice_started >= self.timeout:
+                return False                     # let the budget check between slices report it
+            if not self.inject_interrupt():
+                break
+        ran = stop.counter
+        return self.slice_may_go_on(self._slice_limit - ran, self._slice_n - ran)
 
     def _on_out(self, uc, port, size, value, _):
         self._io(port, size, value, "out")
@@ -1053,5 +1143,5 @@ class Machine:
     def _icount(self):
         """Instructions retired before now; inside a slice, before the instruction being run."""
         if self._running:
-            return self.instructions + quirks.instruction_counter(self.uc) - 1
+            return self.instructions + quirks.instruction_counter(self.uc) - self._accounted - 1
         return self.instructions

@@ -133,12 +133,34 @@ class TrapAndEmulate(Machine):
         if self._shadow_sti:              # the instruction after an emulated sti runs before any interrupt
             self._shadow_sti = False
             return 1
+        return self._free_slice_length(limit)
+
+    def _free_slice_length(self, limit):
+        """The next slice's length when the VMM does not need one instruction alone: up to the timer's
+        next tick, the budget, `limit`."""
         n = min(limit, LONGEST_SLICE)
         if self.max_instructions is not None:
             n = min(n, self.max_instructions - self.instructions)
         if self.pit.armed() and self.pic.irq0_enabled():
             n = min(n, self.pit.next_tick() - self.clock)
         return max(n, 1)
+
+    def slice_may_go_on(self, limit, remaining):
+        """A trap handled inside the slice (see Machine.slice_may_go_on). After an emulated sti the
+        next slice would be that one instruction alone, and then the VMM would look for an interrupt
+        to inject: with none pending that look only ends the VMM's entry (inject_interrupt), and in
+        that one instruction nothing raises one without a trap of its own (handled in turn) or the
+        timer's tick (which must then be two instructions away or more). So with nothing pending the
+        guest goes on, once the look is done here."""
+        if self.shadow.stepping is not None or self._store_waits:
+            return False
+        n = self._free_slice_length(limit)
+        if not self._shadow_sti:
+            return n >= remaining
+        if self.pic.pending() is not None or remaining < 2 or n < remaining:
+            return False
+        self._shadow_sti = self._vmm_entry = False
+        return True
 
     def on_timer(self):
         self._vmm_entry = True            # the VMM's own timer interrupt gives it control
