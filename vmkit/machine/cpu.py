@@ -255,10 +255,12 @@ class Cpu:
         return b"".join(bytes(self.uc.mem_read(p, n))
                         for p, n in self._pieces(address, size, False, user, what))
 
-    def peek(self, address, size):
+    def peek(self, address, size, paging=None):
         """`size` bytes at linear `address` as the guest would find them, or None when they are not
-        mapped or not in memory; no accessed bit changes. For vmkit's own look at guest memory."""
-        if size <= len(self._buffer) and not self.paging() and self._inside(address, size):
+        mapped or not in memory; no accessed bit changes. For vmkit's own look at guest memory.
+        `paging`: whether paging is on, when the caller knows it."""
+        if size <= len(self._buffer) and not (self.paging() if paging is None else paging) \
+                and self._inside(address, size):
             self._lib.uc_mem_read(self._handle, address, self._buffer, size)   # one call, no page walk
             return self._buffer.raw[:size]
         try:

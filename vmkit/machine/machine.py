@@ -50,6 +50,7 @@ SYSEXIT = b"\x0f\x35"
 # the MSRs SYSENTER and SYSEXIT read (SDM vol. 2B, SYSENTER: MSR addresses 174H, 175H, 176H)
 IA32_SYSENTER_CS, IA32_SYSENTER_ESP, IA32_SYSENTER_EIP = 0x174, 0x175, 0x176
 CALL_GATE_32 = 0xC
+FAR_RETURN_STATE = ("cs", "esp", "ss", "cr0", "gdtr", "ldtr")   # what iret and retf are recorded from
 LONGEST_SLICE = 1 << 22           # counted instructions between two looks at the real-time budget
 LONGEST_UNCOUNTED_SLICE = 0.5     # seconds an uncounted slice may run before Python runs again
 
@@ -456,7 +457,7 @@ class Machine:
                  if source == EXTERNAL else vector_name(vector))
         at = self.instruction_address(source)
         while True:
-            eip, cpl = at, self.cpu.cpl
+            eip = at
             try:
                 record = deliver_through_idt(self.cpu, vector, source, error_code)
             except Fault as f:
@@ -479,7 +480,7 @@ class Machine:
                     vector, source, klass = f.vector, EXCEPTION, exception_class(f.vector, EXCEPTION)
                 continue
             self.stats["interrupts"] += 1
-            self.record("ring-transition", eip=eip, cpl=cpl, cause=cause, **record)
+            self.record("ring-transition", eip=eip, cpl=record["from_ring"], cause=cause, **record)
             return
 
     def fast_system_call(self, at, ring):
@@ -765,7 +766,7 @@ class Machine:
                              f"Unicorn cannot go on from there, so vmkit stops the guest", self.result())
         else:
             self.other_stop(stop)
-        if self.cpu.cpl != self._slice_cpl and not self._slice_traced and not any(
+        if not self._slice_traced and self.cpu.cpl != self._slice_cpl and not any(
                 e.kind == "ring-transition" for e in self.events[self._slice_events:]):
             self.record("ring-transition", from_ring=self._slice_cpl, to_ring=self.cpu.cpl,
                         cause="far transfer outside the traced code")
@@ -827,7 +828,9 @@ class Machine:
         return quirks.instruction_counter(self.uc) if self.counted else None
 
     def _on_interrupt(self, uc, vector, _):
-        error_code, software = quirks.exception_state(uc)
+        # vectors 0-31 are the CPU's exceptions, and int n can raise them too; above, only int n can
+        # (an IRQ is delivered by the machine, not reported by Unicorn)
+        error_code, software = quirks.exception_state(uc) if vector < 32 else (None, True)
         source = SOFTWARE if software else EXCEPTION
         code = error_code if source == EXCEPTION and vector in HAS_ERROR_CODE else None
         # Unicorn sets CR2 for a #PF, then loses it on the way out of emu_start (it looks up the
@@ -1090,14 +1093,15 @@ class Machine:
 
     def _record_far_return(self, op, address):
         cpu = self.cpu
-        cpl = cpu.cpl
-        esp = cpu["esp"]
+        cs, esp, ss, cr0, *tables = cpu.get(FAR_RETURN_STATE)
+        cpl = cs & 3
         skip = int.from_bytes(op[1:3], "little") if op[0] == 0xCA else 0
+        paging = cpu.paging(cr0)
         try:
-            base = cpu.segment_base(cpu["ss"])
-            raw = cpu.peek(base + esp, 12)
+            base = cpu.segment_base(ss, tables=tables, paging=paging)
+            raw = cpu.peek(base + esp, 12, paging)
             if raw is not None and raw[4] & 3 > cpl:  # to an outer ring: SS:ESP are popped too
-                more = cpu.peek(base + esp + 12, 8 + skip)
+                more = cpu.peek(base + esp + 12, 8 + skip, paging)
                 raw = None if more is None else raw + more
         except (GuestError, Fault):
             return
@@ -1114,8 +1118,8 @@ class Machine:
                 return                               # a plain far return: no change of ring
             names, cause = ["EIP", "CS"], "retf"
         popped = [(name, words[i + (skip // 4 if name in ("ESP", "SS") else 0)]) for i, name in enumerate(names)]
-        self.record("ring-transition", eip=address, from_ring=cpl, to_ring=to_ring, cause=cause,
-                    frame=popped, return_eip=words[0], esp=esp, ss=cpu["ss"])
+        self.record("ring-transition", eip=address, cpl=cpl, from_ring=cpl, to_ring=to_ring, cause=cause,
+                    frame=popped, return_eip=words[0], esp=esp, ss=ss)
 
     def _on_rdtsc(self, tsc_aux=False):
         """The time-stamp counter counts the virtual clock's cycles, so reading it is reproducible."""

@@ -71,38 +71,54 @@ def _int32(ctx, offset):
 _scratch = {}
 
 
+class _Saved:
+    """The CPU state saved into one context kept per engine (allocating one each time is slow), and
+    the hidden fields at their offsets in it, as ctypes integers made once."""
+
+    def __init__(self, uc):
+        o = offsets()
+        self.uc, self.context = uc, uc.context_save()
+        self.handle, self.pointer = uc._uch, self.context.context
+        self.old_exception, self.error_code, self.exception_is_int, self.hflags = (
+            _int32(self.context, offset) for offset in (o.old_exception, o.error_code, o.exception_is_int, o.hflags))
+        self.save_into, self.restore_from = engine_library().uc_context_save, engine_library().uc_context_restore
+
+    def update(self):
+        self.save_into(self.handle, self.pointer)          # what uc.context_update does
+        return self
+
+    def restore(self):
+        self.restore_from(self.handle, self.pointer)       # what uc.context_restore does
+
+
 def _saved(uc):
-    """The CPU state, saved into one context kept per engine (allocating one each time is slow)."""
-    ctx = _scratch.get(id(uc))
-    if ctx is None or ctx[0] is not uc:
-        ctx = _scratch[id(uc)] = (uc, uc.context_save())
-    else:
-        uc.context_update(ctx[1])
-    return ctx[1]
+    """The engine's _Saved, brought up to date."""
+    saved = _scratch.get(id(uc))
+    if saved is None or saved.uc is not uc:
+        saved = _scratch[id(uc)] = _Saved(uc)
+    return saved.update()
 
 
 def exception_state(uc):
     """(error_code, is_software_int) of the exception the hook was just told about."""
-    o = offsets()
-    ctx = _saved(uc)
-    return _int32(ctx, o.error_code).value & 0xFFFFFFFF, bool(_int32(ctx, o.exception_is_int).value)
+    saved = _saved(uc)
+    return saved.error_code.value & 0xFFFFFFFF, bool(saved.exception_is_int.value)
 
 
 def clear_fault_and_set_cpl(uc, cpl=None):
     """The remedy for Unicorn #1883 (forget the handled fault); optionally set CPL for a ring change.
     Registers must be written only after this, because it restores a saved context."""
-    o = offsets()
-    ctx = _saved(uc)
-    _int32(ctx, o.old_exception).value = -1
+    saved = _saved(uc)
+    saved.old_exception.value = -1
     if cpl is not None:
-        h = _int32(ctx, o.hflags)
+        h = saved.hflags
         h.value = (h.value & ~HF_CPL_MASK) | cpl
-    uc.context_restore(ctx)
+    saved.restore()
 
 
 def irq_inhibited(uc):
     """True in the one-instruction shadow after sti (or mov ss), when the CPU accepts no interrupt."""
-    return bool(_int32(_saved(uc), offsets().hflags).value & HF_INHIBIT_IRQ)
+    return bool(_saved(uc).hflags.value & HF_INHIBIT_IRQ)
 
 
 def forget(uc):
