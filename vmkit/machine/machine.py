@@ -4,8 +4,9 @@ with the interrupt delivery and I/O checks the CPU makes and Unicorn leaves out.
 Running is stepping repeated. The machine advances in slices: each slice runs guest code on
 Unicorn until something needs the machine (an exception, an I/O access, a hlt, the next timer
 interrupt, the end of the budget). Between slices the machine does the CPU's work (delivering an
-interrupt, checking I/O permission) and the devices' work. `step()` is a slice of one
-instruction; `run()` lets slices run as long as they can. Interrupts are taken only at
+interrupt, checking I/O permission) and the devices' work; an exception it can handle without
+ending the slice it handles inside Unicorn's hook, and the slice goes on (_handle_in_hook). `step()`
+is a slice of one instruction; `run()` lets slices run as long as they can. Interrupts are taken only at
 instruction boundaries fixed by the virtual clock, so both give the same events.
 
 A technique (a VMM) is a subclass that sits between the guest and this machine, the way a VMM owns
@@ -367,7 +368,8 @@ class Machine:
         EXCEPTION or SOFTWARE (vmkit.machine.delivery), `error_code` the one the CPU pushes, or None;
         EIP is at the instruction (for `int n`, after it: see instruction_address()). The vmkit PC
         delivers it through the IDT. A VMM decides: emulate the instruction and resume after it,
-        reflect it into the guest's handler (deliver()), or end the guest."""
+        reflect it into the guest's handler (deliver()), or end the guest. It may be called inside the
+        slice, from Unicorn's hook ("The VMM interface" says when): it acts the same either way."""
         self.deliver(vector, source, error_code)
 
     def port_access(self, port, size, value, direction, eip):
