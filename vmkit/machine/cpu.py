@@ -52,9 +52,10 @@ class _Batch:
     """One tuple of registers read or written in a single uc_reg_read_batch / uc_reg_write_batch call
     (uc.c: each walks the array with the same reg_read / reg_write as uc_reg_read does), with its
     ctypes arrays prepared once: a call through ctypes costs about as much as the register access
-    itself, so five registers cost one call instead of five. A general register is a 64-bit slot
-    (zeroed before a read: 16- and 32-bit registers fill only the low bytes); GDTR, IDTR, LDTR and TR
-    are Unicorn's uc_x86_mmr, read as (selector, base, limit)."""
+    itself, so five registers cost one call instead of five. A general register is a 64-bit slot,
+    zero at first: a 16- or 32-bit register fills only its low bytes, so a batch is only ever read
+    into (Cpu.set has batches of its own), and its upper bytes stay zero. GDTR, IDTR, LDTR and TR are
+    Unicorn's uc_x86_mmr, read as (selector, base, limit)."""
 
     def __init__(self, names):
         self.count = len(names)
@@ -65,6 +66,7 @@ class _Batch:
         for i, table in self.tables:
             pointers[i] = ctypes.addressof(table)
         self.pointers = (ctypes.c_void_p * self.count)(*pointers)
+        self.ids_ref, self.pointers_ref = ctypes.addressof(self.ids), ctypes.addressof(self.pointers)
 
 
 class Cpu:
@@ -81,41 +83,41 @@ class Cpu:
         # (start, length, guest base) of VMM copies that stand in for a guest table (the shadow IDT):
         # the CPU reads the copy, but faults as it would on the guest's own table at guest base()
         self.stand_ins = []
-        self._lib = quirks.engine_library()
-        self._handle = uc._uch
+        self._lib = quirks.engine_calls()
+        self._handle = uc._uch.value
         self._value = ctypes.c_uint64()
-        self._value_ref = ctypes.byref(self._value)
+        self._value_ref = ctypes.addressof(self._value)
         self._table = _TableRegister()
-        self._table_ref = ctypes.byref(self._table)
+        self._table_ref = ctypes.addressof(self._table)
         self._buffer = ctypes.create_string_buffer(256)
+        self._buffer_ref = ctypes.addressof(self._buffer)
         self._u64 = ctypes.c_uint64.from_buffer(self._buffer)
         self._batches = {}
 
     # registers
     def __getitem__(self, name):
         self._value.value = 0               # 16- and 32-bit registers fill only the low bytes
-        self._lib.uc_reg_read(self._handle, REGS[name], self._value_ref)
+        self._lib.reg_read(self._handle, REGS[name], self._value_ref)
         return self._value.value
 
     def __setitem__(self, name, value):
         self._value.value = value & 0xFFFFFFFF
-        self._lib.uc_reg_write(self._handle, REGS[name], self._value_ref)
+        self._lib.reg_write(self._handle, REGS[name], self._value_ref)
 
     def regs(self, names=GENERAL):
         return dict(zip(names, self.get(names)))
 
-    def _batch(self, names):
-        batch = self._batches.get(names)
+    def _batch(self, names, key):
+        batch = self._batches.get(key)
         if batch is None:
-            batch = self._batches[names] = _Batch(names)
+            batch = self._batches[key] = _Batch(names)
         return batch
 
     def get(self, names):
         """The registers `names` (a tuple; "gdtr", "idtr", "ldtr" and "tr" give (selector, base, limit)),
         read in one call into the engine, as a list in the same order."""
-        batch = self._batch(names)
-        ctypes.memset(batch.values, 0, 8 * batch.count)
-        self._lib.uc_reg_read_batch(self._handle, batch.ids, batch.pointers, batch.count)
+        batch = self._batches.get(names) or self._batch(names, names)
+        self._lib.reg_read_batch(self._handle, batch.ids_ref, batch.pointers_ref, batch.count)
         values = batch.values[:]
         for i, t in batch.tables:
             values[i] = (t.selector, t.base, t.limit)
@@ -125,9 +127,9 @@ class Cpu:
         """Write the registers `names` (a tuple of general and segment registers) in one call, in that
         order: Unicorn loads a segment register through its descriptor, as `mov` would, so the order
         can matter (SS before CS when CPL changes, see far_transfer)."""
-        batch = self._batch(names)
+        batch = self._batch(names, ("set",) + names)
         batch.values[:] = [v & 0xFFFFFFFF for v in values]
-        self._lib.uc_reg_write_batch(self._handle, batch.ids, batch.pointers, batch.count)
+        self._lib.reg_write_batch(self._handle, batch.ids_ref, batch.pointers_ref, batch.count)
 
     @property
     def cpl(self):
@@ -147,8 +149,8 @@ class Cpu:
         if not self._inside(address, 4):
             raise GuestError(f"the CPU had to read a paging-structure entry at physical {address:#x}, "
                              f"outside the guest's {self.ram_size >> 20} MiB of RAM", None)
-        self._lib.uc_mem_read(self._handle, address, self._buffer, 4)
-        return int.from_bytes(ctypes.string_at(self._buffer, 4), "little")
+        self._lib.mem_read(self._handle, address, self._buffer_ref, 4)
+        return int.from_bytes(self._buffer.raw[:4], "little")
 
     def _set_bits(self, address, entry, bits):
         if entry & bits != bits:
@@ -249,7 +251,7 @@ class Cpu:
                 raise GuestError(f"the CPU had to read {what} at {address:#x}, outside the guest's "
                                  f"{self.ram_size >> 20} MiB of RAM", None)
             if size <= len(self._buffer):
-                self._lib.uc_mem_read(self._handle, address, self._buffer, size)
+                self._lib.mem_read(self._handle, address, self._buffer_ref, size)
                 return self._buffer.raw[:size]
             return bytes(self.uc.mem_read(address, size))
         return b"".join(bytes(self.uc.mem_read(p, n))
@@ -261,7 +263,7 @@ class Cpu:
         `paging`: whether paging is on, when the caller knows it."""
         if size <= len(self._buffer) and not (self.paging() if paging is None else paging) \
                 and self._inside(address, size):
-            self._lib.uc_mem_read(self._handle, address, self._buffer, size)   # one call, no page walk
+            self._lib.mem_read(self._handle, address, self._buffer_ref, size)   # one call, no page walk
             return self._buffer.raw[:size]
         try:
             pieces = self._pieces(address, size, False, False, "memory", peek=True)
@@ -280,7 +282,7 @@ class Cpu:
         data = bytes(data)
         watch = self.store_watch
         if watch is None and not self.paging() and self._inside(address, len(data)):
-            self._lib.uc_mem_write(self._handle, address, data, len(data))     # one call, no page walk
+            self._lib.mem_write(self._handle, address, data, len(data))     # one call, no page walk
             return
         offset = 0
         for physical, length in self._pieces(address, len(data), True, user, what):
@@ -310,14 +312,14 @@ class Cpu:
         `paging`: whether paging is on, when the caller knows it."""
         if (self.paging() if paging is None else paging) or not self._inside(address, 8):
             return int.from_bytes(self.read(address, 8, what), "little")
-        self._lib.uc_mem_read(self._handle, address, self._buffer, 8)
+        self._lib.mem_read(self._handle, address, self._buffer_ref, 8)
         return self._u64.value
 
     # descriptor tables
     def table_register(self, reg):
         """(selector, base, limit) of GDTR, IDTR, LDTR or TR."""
         t = self._table
-        self._lib.uc_reg_read(self._handle, reg, self._table_ref)
+        self._lib.reg_read(self._handle, reg, self._table_ref)
         return t.selector, t.base, t.limit
 
     def table(self, reg):

@@ -20,6 +20,7 @@ interface says when it is called and what it may do.
 """
 import contextlib
 import signal
+import struct
 import threading
 import time
 
@@ -1109,17 +1110,16 @@ class Machine:
             return
         if raw is None:
             return                                   # Unicorn will fault on it; that is recorded instead
-        words = [int.from_bytes(raw[i:i + 4], "little") for i in range(0, len(raw), 4)]
-        new_cs = words[1] & 0xFFFF
-        to_ring = new_cs & 3
-        if op[0] == 0xCF:
-            names = ["EIP", "CS", "EFLAGS"] + (["ESP", "SS"] if to_ring > cpl else [])
+        words = struct.unpack_from("<5I" if len(raw) >= 20 else "<3I", raw)
+        to_ring = words[1] & 3
+        if op[0] == 0xCF:                            # iret: no immediate, the words in order
+            names = ("EIP", "CS", "EFLAGS", "ESP", "SS") if to_ring > cpl else ("EIP", "CS", "EFLAGS")
             cause = "iret"
         else:
             if to_ring == cpl:
                 return                               # a plain far return: no change of ring
-            names, cause = ["EIP", "CS"], "retf"
-        popped = [(name, words[i + (skip // 4 if name in ("ESP", "SS") else 0)]) for i, name in enumerate(names)]
+            names, cause = ("EIP", "CS"), "retf"
+        popped = list(zip(names, words))
         self.record("ring-transition", eip=address, cpl=cpl, from_ring=cpl, to_ring=to_ring, cause=cause,
                     frame=popped, return_eip=words[0], esp=esp, ss=ss)
 

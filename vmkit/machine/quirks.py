@@ -133,6 +133,37 @@ def engine_library():
     return uclib
 
 
+class EngineCalls:
+    """The libunicorn functions the CPU's work calls most (uc.h: uc_reg_read, uc_reg_write, their
+    _batch forms, uc_mem_read, uc_mem_write), declared again with plain addresses for arguments:
+    the binding's declarations make ctypes check and convert each array and buffer on every call,
+    which costs about a third of the call. The caller passes the engine's handle and the addresses
+    of buffers it keeps alive itself."""
+    _VOID, _INT, _U64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint64
+
+    def __init__(self):
+        lib = engine_library()
+        declare = lambda name, *argtypes: ctypes.CFUNCTYPE(ctypes.c_int, *argtypes)(   # noqa: E731
+            ctypes.cast(getattr(lib, name), ctypes.c_void_p).value)
+        v, i, u = self._VOID, self._INT, self._U64
+        self.reg_read = declare("uc_reg_read", v, i, v)
+        self.reg_write = declare("uc_reg_write", v, i, v)
+        self.reg_read_batch = declare("uc_reg_read_batch", v, v, v, i)
+        self.reg_write_batch = declare("uc_reg_write_batch", v, v, v, i)
+        self.mem_read = declare("uc_mem_read", v, u, v, u)
+        self.mem_write = declare("uc_mem_write", v, u, ctypes.c_char_p, u)
+
+
+_calls = None
+
+
+def engine_calls():
+    global _calls
+    if _calls is None:
+        _calls = EngineCalls()
+    return _calls
+
+
 def instruction_counter(uc):
     """Unicorn's count of instructions started in the current/last emu_start(count=n)."""
     return ctypes.c_uint64.from_address(uc._uch.value + offsets().emu_counter).value
