@@ -833,7 +833,7 @@ class Machine:
     def _on_interrupt(self, uc, vector, _):
         # vectors 0-31 are the CPU's exceptions, and int n can raise them too; above, only int n can
         # (an IRQ is delivered by the machine, not reported by Unicorn)
-        error_code, software = quirks.exception_state(uc) if vector < 32 else (None, True)
+        error_code, software = (None, True) if 32 <= vector < 256 else quirks.exception_state(uc)
         source = SOFTWARE if software else EXCEPTION
         code = error_code if source == EXCEPTION and vector in HAS_ERROR_CODE else None
         # Unicorn sets CR2 for a #PF, then loses it on the way out of emu_start (it looks up the
