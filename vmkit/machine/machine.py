@@ -5,9 +5,9 @@ Running is stepping repeated. The machine advances in slices: each slice runs gu
 Unicorn until something needs the machine (an exception, an I/O access, a hlt, the next timer
 interrupt, the end of the budget). Between slices the machine does the CPU's work (delivering an
 interrupt, checking I/O permission) and the devices' work; an exception it can handle without
-ending the slice it handles inside Unicorn's hook, and the slice goes on (_handle_in_hook). `step()`
-is a slice of one instruction; `run()` lets slices run as long as they can. Interrupts are taken only at
-instruction boundaries fixed by the virtual clock, so both give the same events.
+ending the slice it handles inside Unicorn's hook, and the slice goes on (_handle_in_hook).
+`step()` is a slice of one instruction; `run()` lets slices run as long as they can. Interrupts
+are taken only at instruction boundaries fixed by the virtual clock, so both give the same events.
 
 A technique (a VMM) is a subclass that sits between the guest and this machine, the way a VMM owns
 a vCPU and handles its exits: the machine tells it what the guest did (an exception, an I/O access,
