@@ -332,3 +332,34 @@ def test_cpuid_does_not_report_syscall():
         edx = int.from_bytes(m.uc.mem_read(m.image.symbols["edx_of"], 4), "little")
         assert edx == emulated_cpuid(0x80000001)[3] & ~EDX_SYSCALL, technique
         assert emulated_cpuid(0x80000001)[3] & EDX_SYSCALL       # Unicorn's own answer has it
+
+
+def test_a_gate_a_tss_stack_and_a_descriptor_the_guest_rewrites_after_using_them_are_read_anew(build):
+    """vmkit keeps what it decoded from the guest's tables (Cpu.u64, decode_gate, decode_descriptor)
+    only by content: an IDT gate, the TSS's ring-0 stack and a GDT descriptor that the kernel
+    rewrites after a delivery used them are what the next delivery uses, with the exception handled
+    inside the slice or at its end alike."""
+    handlers = {
+        "h1": """mov eax, h2
+                 mov [idt + 0x80 * 8], ax
+                 shr eax, 16
+                 mov [idt + 0x80 * 8 + 6], ax
+                 mov dword [tss + 4], KSTACK - 0x1000
+                 iretd""",
+        "h2": """mov byte [gdt + KDATA + 5], 0x12
+                 iretd""",                      # ring 0 data, not present: the next stack switch faults
+    }
+    img = build(body=user_mode("int 0x80\nint 0x80\nint 0x80\njmp $"), gates={0x80: ("h1", 0xEE)}, handlers=handlers)
+    runs = []
+    for resumes_in_hook in (True, False):
+        m = vmkit.Machine(img)
+        m.resumes_in_hook = resumes_in_hook
+        runs.append(m.run())
+    inside, at_the_end = runs
+    calls = [e for e in inside.events if e.kind == "ring-transition" and e.detail["cause"] == "int 0x80"]
+    assert [e.detail["handler"] for e in calls] == [img.symbols["h1"], img.symbols["h2"]]
+    assert [e.detail["esp"] for e in calls] == [KSTACK - 20, KSTACK - 0x1000 - 20]
+    assert inside.shutdown and "triple fault" in inside.events[-1].detail["why"]
+    assert [(e.kind, e.eip, e.cpl, e.icount, e.detail) for e in inside.events] == \
+        [(e.kind, e.eip, e.cpl, e.icount, e.detail) for e in at_the_end.events]
+    assert inside.stats == at_the_end.stats

@@ -148,6 +148,109 @@ def test_stepping_and_running_give_the_same_events_serial_and_registers():
         assert other.stats == straight.stats
 
 
+SYSCALL_LOOP = """
+    lidt [idtr]
+""" + idt_gate(0x80, "handler", 0xEE) + """
+    lgdt [gdtr]
+    mov dword [tss + 4], 0x3F0000
+    mov dword [tss + 8], 0x10
+    mov eax, tss
+    mov [gdt_tss + 2], ax
+    shr eax, 16
+    mov [gdt_tss + 4], al
+    mov [gdt_tss + 7], ah
+    mov ax, 0x28
+    ltr ax
+    push 0x23
+    push 0x3E0000
+    push 0x2
+    push 0x1B
+    push user
+    iretd
+user:
+    mov ecx, 50
+call_kernel:
+    int 0x80
+    loop call_kernel
+    mov al, 0
+    out 0xf4, al
+handler:
+    iretd
+align 8
+gdt: dq 0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF, 0x00CFFA000000FFFF, 0x00CFF2000000FFFF
+gdt_tss: dw 103, 0
+    db 0, 0x89, 0, 0
+gdtr: dw $ - gdt - 1
+    dd gdt
+align 8
+idt: times 256 dq 0
+idtr: dw 256 * 8 - 1
+    dd idt
+tss: times 104 db 0
+"""
+
+
+def run_counting_slices(cls, image, resumes_in_hook, how="run"):
+    """A run of `image` on a `cls` machine with its exceptions handled inside the slice or not, and
+    how many times it called Unicorn's emu_start."""
+    m = cls(image)
+    m.resumes_in_hook = resumes_in_hook
+    started = [0]
+    emu_start = m.uc.emu_start
+
+    def counting(*args, **kw):
+        started[0] += 1
+        return emu_start(*args, **kw)
+    m.uc.emu_start = counting
+    if how == "run":
+        m.run()
+    else:
+        while not m.finished:
+            m.next_event()
+    result = m.result()
+    return [(e.kind, e.eip, e.cpl, e.icount, repr(e.detail)) for e in result.events], result, started[0]
+
+
+@pytest.mark.parametrize("technique", ["native", "trap-and-emulate"])
+def test_exceptions_handled_inside_the_slice_give_the_events_and_counts_of_slices_that_end_there(technique):
+    """Machine._handle_in_hook: `int 0x80` (and, under trap-and-emulate, the emulated cli and sti
+    around it) handled inside Unicorn's hook, the guest going on in the same emu_start, gives the same
+    events, counts, registers and serial output as ending the slice at each one, run straight or
+    event by event; run straight, it needs a handful of emu_starts instead of one per trap."""
+    from vmkit.vmm.trap_emulate import TrapAndEmulate  # the technique's class, for its attribute
+    cls = vmkit.Machine if technique == "native" else TrapAndEmulate
+    images = [vmkit.assemble(SYSCALL_LOOP), vmkit.guests.image("rings", TIMER_HZ=20000, SPIN=20000),
+              vmkit.guests.image("trap_density", ROUNDS=50), vmkit.guests.image("popf_critical", ROUNDS=40)]
+    for image in images:
+        for how in ("run", "next_event"):
+            inside, inside_result, inside_starts = run_counting_slices(cls, image, True, how)
+            ending, ending_result, ending_starts = run_counting_slices(cls, image, False, how)
+            assert inside == ending
+            assert inside_result.stats == ending_result.stats and inside_result.regs == ending_result.regs
+            assert inside_result.serial == ending_result.serial
+    events, result, starts = run_counting_slices(cls, images[0], True)
+    assert sum(e[0] == "ring-transition" for e in events) >= 100 and starts < 10
+    assert run_counting_slices(cls, images[0], False)[2] > 50         # one per int 0x80
+    if technique == "trap-and-emulate":
+        cli_sti = vmkit.assemble("mov ecx, 100\nagain:\ncli\nadd eax, ecx\nsti\nloop again\ncli\nhlt")
+        events, result, starts = run_counting_slices(cls, cli_sti, True)
+        assert result.stats["traps"] == 202 and starts < 5      # 100 cli, 100 sti, and the last cli and hlt
+        assert events == run_counting_slices(cls, cli_sti, False)[0]
+
+
+def test_registers_read_and_written_in_one_batch_are_those_read_one_by_one():
+    m = vmkit.Machine(HELLO)
+    cpu = m.cpu
+    names = ("eip", "cs", "eflags", "esp", "ss", "cr0", "idtr", "gdtr", "ldtr", "tr")
+    from unicorn import x86_const as X  # the table registers' ids, to read them one by one
+    singles = [cpu[n] for n in names[:6]] + [cpu.table_register(getattr(X, f"UC_X86_REG_{n.upper()}"))
+                                              for n in names[6:]]
+    assert cpu.get(names) == singles and cpu.get(names) == singles
+    cpu.set(("eax", "ebx", "ecx"), (1, 2, 0x1_0000_0003))
+    assert (cpu["eax"], cpu["ebx"], cpu["ecx"]) == (1, 2, 3)
+    assert cpu.regs(("eax", "ecx")) == {"eax": 1, "ecx": 3}
+
+
 def test_an_uncounted_run_gives_the_same_result_as_a_counted_one():
     """max_instructions=None runs at full speed; a guest that arms the timer is rerun counted."""
     for source in (HELLO, vmkit.guests.source("rings")):

@@ -24,7 +24,10 @@ PAGE = 0x1000
 REGS = {name: getattr(X, f"UC_X86_REG_{name.upper()}") for name in
         ("eax", "ebx", "ecx", "edx", "esi", "edi", "esp", "ebp", "eip", "eflags",
          "cs", "ss", "ds", "es", "fs", "gs", "cr0", "cr2", "cr3", "cr4")}
+FAR_TRANSFER = ("ss", "cs", "esp", "eflags", "eip")    # in the order far_transfer loads them
 GENERAL = ("eax", "ebx", "ecx", "edx", "esi", "edi", "esp", "ebp", "eip", "eflags")
+TABLE_REGS = {"gdtr": X.UC_X86_REG_GDTR, "idtr": X.UC_X86_REG_IDTR, "ldtr": X.UC_X86_REG_LDTR,
+              "tr": X.UC_X86_REG_TR}
 
 
 _decoder = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
@@ -45,6 +48,27 @@ class _TableRegister(ctypes.Structure):
                 ("limit", ctypes.c_uint32), ("flags", ctypes.c_uint32))
 
 
+class _Batch:
+    """One tuple of registers read or written in a single uc_reg_read_batch / uc_reg_write_batch call
+    (uc.c: each walks the array with the same reg_read / reg_write as uc_reg_read does), with its
+    ctypes arrays prepared once: a call through ctypes costs about as much as the register access
+    itself, so five registers cost one call instead of five. A general register is a 64-bit slot,
+    zero at first: a 16- or 32-bit register fills only its low bytes, so a batch is only ever read
+    into (Cpu.set has batches of its own), and its upper bytes stay zero. GDTR, IDTR, LDTR and TR are
+    Unicorn's uc_x86_mmr, read as (selector, base, limit)."""
+
+    def __init__(self, names):
+        self.count = len(names)
+        self.ids = (ctypes.c_int * self.count)(*[REGS.get(n) or TABLE_REGS[n] for n in names])
+        self.values = (ctypes.c_uint64 * self.count)()
+        self.tables = [(i, _TableRegister()) for i, n in enumerate(names) if n in TABLE_REGS]
+        pointers = [ctypes.addressof(self.values) + 8 * i for i in range(self.count)]
+        for i, table in self.tables:
+            pointers[i] = ctypes.addressof(table)
+        self.pointers = (ctypes.c_void_p * self.count)(*pointers)
+        self.ids_ref, self.pointers_ref = ctypes.addressof(self.ids), ctypes.addressof(self.pointers)
+
+
 class Cpu:
     def __init__(self, uc, ram_size):
         self.uc = uc
@@ -59,25 +83,53 @@ class Cpu:
         # (start, length, guest base) of VMM copies that stand in for a guest table (the shadow IDT):
         # the CPU reads the copy, but faults as it would on the guest's own table at guest base()
         self.stand_ins = []
-        self._lib = quirks.engine_library()
-        self._handle = uc._uch
+        self._lib = quirks.engine_calls()
+        self._handle = uc._uch.value
         self._value = ctypes.c_uint64()
-        self._value_ref = ctypes.byref(self._value)
+        self._value_ref = ctypes.addressof(self._value)
         self._table = _TableRegister()
+        self._table_ref = ctypes.addressof(self._table)
         self._buffer = ctypes.create_string_buffer(256)
+        self._buffer_ref = ctypes.addressof(self._buffer)
+        self._u64 = ctypes.c_uint64.from_buffer(self._buffer)
+        self._batches = {}
 
     # registers
     def __getitem__(self, name):
         self._value.value = 0               # 16- and 32-bit registers fill only the low bytes
-        self._lib.uc_reg_read(self._handle, REGS[name], self._value_ref)
+        self._lib.reg_read(self._handle, REGS[name], self._value_ref)
         return self._value.value
 
     def __setitem__(self, name, value):
         self._value.value = value & 0xFFFFFFFF
-        self._lib.uc_reg_write(self._handle, REGS[name], self._value_ref)
+        self._lib.reg_write(self._handle, REGS[name], self._value_ref)
 
     def regs(self, names=GENERAL):
-        return {n: self[n] for n in names}
+        return dict(zip(names, self.get(names)))
+
+    def _batch(self, names, key):
+        batch = self._batches.get(key)
+        if batch is None:
+            batch = self._batches[key] = _Batch(names)
+        return batch
+
+    def get(self, names):
+        """The registers `names` (a tuple; "gdtr", "idtr", "ldtr" and "tr" give (selector, base, limit)),
+        read in one call into the engine, as a list in the same order."""
+        batch = self._batches.get(names) or self._batch(names, names)
+        self._lib.reg_read_batch(self._handle, batch.ids_ref, batch.pointers_ref, batch.count)
+        values = batch.values[:]
+        for i, t in batch.tables:
+            values[i] = (t.selector, t.base, t.limit)
+        return values
+
+    def set(self, names, values):
+        """Write the registers `names` (a tuple of general and segment registers) in one call, in that
+        order: Unicorn loads a segment register through its descriptor, as `mov` would, so the order
+        can matter (SS before CS when CPL changes, see far_transfer)."""
+        batch = self._batch(names, ("set",) + names)
+        batch.values[:] = [v & 0xFFFFFFFF for v in values]
+        self._lib.reg_write_batch(self._handle, batch.ids_ref, batch.pointers_ref, batch.count)
 
     @property
     def cpl(self):
@@ -97,8 +149,8 @@ class Cpu:
         if not self._inside(address, 4):
             raise GuestError(f"the CPU had to read a paging-structure entry at physical {address:#x}, "
                              f"outside the guest's {self.ram_size >> 20} MiB of RAM", None)
-        self._lib.uc_mem_read(self._handle, address, self._buffer, 4)
-        return int.from_bytes(ctypes.string_at(self._buffer, 4), "little")
+        self._lib.mem_read(self._handle, address, self._buffer_ref, 4)
+        return int.from_bytes(self._buffer.raw[:4], "little")
 
     def _set_bits(self, address, entry, bits):
         if entry & bits != bits:
@@ -130,9 +182,10 @@ class Cpu:
         PTE and does not invlpg may see the CPU use the old one (SDM 4.10.4), so no correct guest
         depends on the difference."""
         view = self.guest_paging
-        cr0, cr3, cr4 = (view.cr0, view.cr3, view.cr4) if view is not None else (self["cr0"], self["cr3"], self["cr4"])
+        cr0 = view.cr0 if view is not None else self["cr0"]
         if not cr0 & CR0_PG:
             return linear
+        cr3, cr4 = (view.cr3, view.cr4) if view is not None else (self["cr3"], self["cr4"])
         if view is not None and linear >= self.ram_size and self._inside(linear, 1):
             for start, length, guest_base in self.stand_ins:
                 if start <= linear < start + length and cr0 & CR0_PG and self.translate(
@@ -198,15 +251,20 @@ class Cpu:
                 raise GuestError(f"the CPU had to read {what} at {address:#x}, outside the guest's "
                                  f"{self.ram_size >> 20} MiB of RAM", None)
             if size <= len(self._buffer):
-                self._lib.uc_mem_read(self._handle, address, self._buffer, size)
-                return ctypes.string_at(self._buffer, size)
+                self._lib.mem_read(self._handle, address, self._buffer_ref, size)
+                return self._buffer.raw[:size]
             return bytes(self.uc.mem_read(address, size))
         return b"".join(bytes(self.uc.mem_read(p, n))
                         for p, n in self._pieces(address, size, False, user, what))
 
-    def peek(self, address, size):
+    def peek(self, address, size, paging=None):
         """`size` bytes at linear `address` as the guest would find them, or None when they are not
-        mapped or not in memory; no accessed bit changes. For vmkit's own look at guest memory."""
+        mapped or not in memory; no accessed bit changes. For vmkit's own look at guest memory.
+        `paging`: whether paging is on, when the caller knows it."""
+        if size <= len(self._buffer) and not (self.paging() if paging is None else paging) \
+                and self._inside(address, size):
+            self._lib.mem_read(self._handle, address, self._buffer_ref, size)   # one call, no page walk
+            return self._buffer.raw[:size]
         try:
             pieces = self._pieces(address, size, False, False, "memory", peek=True)
         except GuestError:
@@ -222,8 +280,11 @@ class Cpu:
         """Write `data` at linear `address` as the CPU writes it (through the page tables, setting
         accessed and dirty bits; `user` for a user-mode access). A #PF raises Fault, nothing written."""
         data = bytes(data)
-        offset = 0
         watch = self.store_watch
+        if watch is None and not self.paging() and self._inside(address, len(data)):
+            self._lib.mem_write(self._handle, address, data, len(data))     # one call, no page walk
+            return
+        offset = 0
         for physical, length in self._pieces(address, len(data), True, user, what):
             if watch is not None and watch.watches(physical):
                 watch.store(physical, data[offset:offset + length])
@@ -231,10 +292,11 @@ class Cpu:
                 self.uc.mem_write(physical, data[offset:offset + length])
             offset += length
 
-    def paging(self):
-        """Whether linear addresses go through page tables (the guest's CR0.PG, under a shadowing VMM)."""
+    def paging(self, cr0=None):
+        """Whether linear addresses go through page tables (the guest's CR0.PG, under a shadowing VMM);
+        `cr0`: the real CR0, when the caller has just read it."""
         view = self.guest_paging
-        return bool((view.cr0 if view is not None else self["cr0"]) & CR0_PG)
+        return bool((view.cr0 if view is not None else self["cr0"] if cr0 is None else cr0) & CR0_PG)
 
     def flush_tlb(self):
         """Forget every cached translation, as a CR3 load does: needed after a change to the page
@@ -244,11 +306,20 @@ class Cpu:
     def u32(self, address, what="memory"):
         return int.from_bytes(self.read(address, 4, what), "little")
 
+    def u64(self, address, what="memory", paging=None):
+        """The 8 bytes at linear `address` as one little-endian number, read as `read` reads them (a
+        descriptor, a gate, the TSS's ESPn and SSn): without paging, one call into the engine.
+        `paging`: whether paging is on, when the caller knows it."""
+        if (self.paging() if paging is None else paging) or not self._inside(address, 8):
+            return int.from_bytes(self.read(address, 8, what), "little")
+        self._lib.mem_read(self._handle, address, self._buffer_ref, 8)
+        return self._u64.value
+
     # descriptor tables
     def table_register(self, reg):
         """(selector, base, limit) of GDTR, IDTR, LDTR or TR."""
         t = self._table
-        self._lib.uc_reg_read(self._handle, reg, ctypes.byref(t))
+        self._lib.reg_read(self._handle, reg, self._table_ref)
         return t.selector, t.base, t.limit
 
     def table(self, reg):
@@ -257,18 +328,19 @@ class Cpu:
     def idt(self):
         return self.table(X.UC_X86_REG_IDTR)
 
-    def descriptor(self, selector, fault_vector=13, ext=0):
-        """The descriptor a selector names; `fault_vector`(selector) when it names nothing."""
+    def descriptor(self, selector, fault_vector=13, ext=0, *, tables=None, paging=None):
+        """The descriptor a selector names; `fault_vector`(selector) when it names nothing. `tables`:
+        (GDTR, LDTR) as Cpu.get reads them, and `paging`, when the caller has just read them."""
         index = selector & ~7
         if selector & 4:
-            sel, base, limit = self.table_register(X.UC_X86_REG_LDTR)
+            sel, base, limit = self.table_register(X.UC_X86_REG_LDTR) if tables is None else tables[1]
             if sel & ~3 == 0:
                 raise Fault(fault_vector, (selector & ~3) | ext)
         else:
-            base, limit = self.table(X.UC_X86_REG_GDTR)
+            _, base, limit = self.table_register(X.UC_X86_REG_GDTR) if tables is None else tables[0]
         if index + 7 > limit:
             raise Fault(fault_vector, (selector & ~3) | ext)
-        return decode_descriptor(self.read(base + index, 8, "a descriptor"))
+        return decode_descriptor(self.u64(base + index, "a descriptor", paging))
 
     def memory_operand(self, code, address):
         """The linear address of the memory operand of the instruction `code` at `address` (segment
@@ -287,19 +359,20 @@ class Cpu:
             "ss" if m.base and insn.reg_name(m.base) in ("esp", "ebp") else "ds")
         return (self.segment_base(self[segment]) + linear) & 0xFFFFFFFF
 
-    def segment_base(self, selector):
-        return self.descriptor(selector).base if selector & ~3 else 0
+    def segment_base(self, selector, *, tables=None, paging=None):
+        return self.descriptor(selector, tables=tables, paging=paging).base if selector & ~3 else 0
 
     def tss(self):
         return self.table_register(X.UC_X86_REG_TR)
 
-    def tss_stack(self, cpl, ext=1):
-        """SS:ESP for ring `cpl`, from the task-state segment (SDM 6.12.1)."""
-        selector, base, limit = self.tss()
+    def tss_stack(self, cpl, ext=1, *, tr=None, paging=None):
+        """SS:ESP for ring `cpl`, from the task-state segment (SDM 6.12.1). `tr` and `paging`: TR as
+        Cpu.get reads it and whether paging is on, when the caller has just read them."""
+        selector, base, limit = self.tss() if tr is None else tr
         if selector & ~3 == 0 or limit < TSS_SS[cpl] + 1:
             raise Fault(10, (selector & ~3) | ext)           # #TS: no usable TSS
-        raw = self.read(base + TSS_ESP[cpl], 8, "the TSS")         # espN, then ssN right after it
-        return int.from_bytes(raw[4:6], "little"), int.from_bytes(raw[:4], "little")
+        raw = self.u64(base + TSS_ESP[cpl], "the TSS", paging)       # espN, then ssN right after it
+        return (raw >> 32) & 0xFFFF, raw & 0xFFFFFFFF
 
     def io_allowed(self, port, size):
         """The protected-mode I/O check: CPL <= IOPL, or the TSS's permission bitmap allows every port."""
@@ -325,4 +398,4 @@ class Cpu:
         """Load CS:EIP and SS:ESP at privilege level `cpl`, as the CPU does at the end of delivery.
         The selectors have been checked by the caller; Unicorn loads their descriptors."""
         quirks.clear_fault_and_set_cpl(self.uc, cpl)
-        self["ss"], self["cs"], self["esp"], self["eflags"], self["eip"] = ss, cs, esp, eflags, eip
+        self.set(FAR_TRANSFER, (ss, cs, esp, eflags, eip))

@@ -4,9 +4,10 @@ with the interrupt delivery and I/O checks the CPU makes and Unicorn leaves out.
 Running is stepping repeated. The machine advances in slices: each slice runs guest code on
 Unicorn until something needs the machine (an exception, an I/O access, a hlt, the next timer
 interrupt, the end of the budget). Between slices the machine does the CPU's work (delivering an
-interrupt, checking I/O permission) and the devices' work. `step()` is a slice of one
-instruction; `run()` lets slices run as long as they can. Interrupts are taken only at
-instruction boundaries fixed by the virtual clock, so both give the same events.
+interrupt, checking I/O permission) and the devices' work; an exception it can handle without
+ending the slice it handles inside Unicorn's hook, and the slice goes on (_handle_in_hook).
+`step()` is a slice of one instruction; `run()` lets slices run as long as they can. Interrupts
+are taken only at instruction boundaries fixed by the virtual clock, so both give the same events.
 
 A technique (a VMM) is a subclass that sits between the guest and this machine, the way a VMM owns
 a vCPU and handles its exits: the machine tells it what the guest did (an exception, an I/O access,
@@ -19,6 +20,7 @@ interface says when it is called and what it may do.
 """
 import contextlib
 import signal
+import struct
 import threading
 import time
 
@@ -51,6 +53,7 @@ SYSRET = b"\x0f\x07"
 # the MSRs SYSENTER and SYSEXIT read (SDM vol. 2B, SYSENTER: MSR addresses 174H, 175H, 176H)
 IA32_SYSENTER_CS, IA32_SYSENTER_ESP, IA32_SYSENTER_EIP = 0x174, 0x175, 0x176
 CALL_GATE_32 = 0xC
+FAR_RETURN_STATE = ("cs", "esp", "ss", "cr0", "gdtr", "ldtr")   # what iret and retf are recorded from
 LONGEST_SLICE = 1 << 22           # counted instructions between two looks at the real-time budget
 LONGEST_UNCOUNTED_SLICE = 0.5     # seconds an uncounted slice may run before Python runs again
 
@@ -113,6 +116,7 @@ class Machine:
     """
 
     watch_interrupt_window = True      # stop in front of sti/popf/iret when an interrupt waits for IF
+    resumes_in_hook = True             # an exception may be handled inside the slice (see _on_interrupt)
     watch_code_outside_image = True    # stop a guest that runs zeroed memory outside its image as code
 
     def __init__(self, image, memory=DEFAULT_MEMORY, *, max_instructions=DEFAULT_MAX_INSTRUCTIONS,
@@ -153,6 +157,8 @@ class Machine:
         self._running = False
         self._pass_once = None             # (address, icount) of a watched instruction to let run
         self._slice_n = 0                  # the length the running slice was given
+        self._slice_limit = self._slice_until = None   # what run_slice was asked for
+        self._accounted = 0                # of the running slice's instructions, those already counted
         self._in_access = False            # inside a technique's hook on a memory access
         self._slice_started = time.perf_counter()
         self._unmapped = None              # (access, address, size) of the last access outside memory
@@ -238,6 +244,13 @@ class Machine:
     # fault; instruction_address(source); stop(kind, **detail) a slice from a hook of its own;
     # run_slice(), request_stop() and stop_requested to run and stop guests it schedules; and, in a
     # hook on a memory access, access_must_wait() and inside_access().
+    #
+    # Where the guest raised an exception, the machine usually handles it inside the slice instead of
+    # ending it (_on_interrupt): it calls after_slice(), exception() and inject_interrupt() there, in
+    # the order the run loop would between two slices, and lets the slice go on only if the next
+    # slice would have started there anyway (slice_may_go_on()). A VMM whose advance() or before_slice()
+    # must see every slice start, or whose exception() must not run inside Unicorn's hook, sets
+    # resumes_in_hook = False.
 
     # --- told: building the machine ----------------------------------------------------------------
     def boot_state(self):
@@ -345,13 +358,22 @@ class Machine:
         access, a hlt, a Stop): what the VMM must note about how its guest ran (binary translation
         records the return to ring 3 that the cache carried out)."""
 
+    def slice_may_go_on(self, limit, remaining):
+        """Asked inside a slice, after an exception was handled there and inject_interrupt() found
+        nothing to deliver (see "The VMM interface"): would the next slice start right here and run at
+        least the `remaining` instructions this one still may? The vmkit PC's would if slice_length
+        (limit) says so (it changes nothing). A VMM whose slice_length() changes its own state
+        overrides it; when it answers True, it does what the start of its next slice would have done."""
+        return self.slice_length(limit) >= remaining
+
     # --- told: what the guest did ----------------------------------------------------------------------
     def exception(self, vector, source, error_code=None):
         """The CPU raised `vector` (a fault, `int n`, or a refused I/O access): a trap. `source` is
         EXCEPTION or SOFTWARE (vmkit.machine.delivery), `error_code` the one the CPU pushes, or None;
         EIP is at the instruction (for `int n`, after it: see instruction_address()). The vmkit PC
         delivers it through the IDT. A VMM decides: emulate the instruction and resume after it,
-        reflect it into the guest's handler (deliver()), or end the guest."""
+        reflect it into the guest's handler (deliver()), or end the guest. It may be called inside the
+        slice, from Unicorn's hook ("The VMM interface" says when): it acts the same either way."""
         self.deliver(vector, source, error_code)
 
     def port_access(self, port, size, value, direction, eip):
@@ -453,7 +475,7 @@ class Machine:
                  if source == EXTERNAL else vector_name(vector))
         at = self.instruction_address(source)
         while True:
-            eip, cpl = at, self.cpu.cpl
+            eip = at
             try:
                 record = deliver_through_idt(self.cpu, vector, source, error_code)
             except Fault as f:
@@ -476,7 +498,7 @@ class Machine:
                     vector, source, klass = f.vector, EXCEPTION, exception_class(f.vector, EXCEPTION)
                 continue
             self.stats["interrupts"] += 1
-            self.record("ring-transition", eip=eip, cpl=cpl, cause=cause, **record)
+            self.record("ring-transition", eip=eip, cpl=record["from_ring"], cause=cause, **record)
             return
 
     def fast_system_call(self, at, ring):
@@ -620,6 +642,7 @@ class Machine:
             return
         if self.finished:
             return
+        self._slice_limit, self._slice_until = limit, until
         started = self._slice_started = time.perf_counter()
         try:
             self._slice(limit, until)
@@ -672,6 +695,7 @@ class Machine:
         self.before_slice()
         n = self._slice_n = self.slice_length(limit)
         self._stop = None
+        self._accounted = 0
         self._slice_cpl = self.cpu.cpl
         self._slice_events = len(self.events)
         self._slice_traced = False
@@ -705,10 +729,12 @@ class Machine:
                 executed = stop.counter
             else:
                 executed = min(quirks.instruction_counter(self.uc), n)
+            executed -= self._accounted                  # those counted where an exception was handled
             self.instructions += executed
             self.clock += executed
             self._tick()
-        self._handle_stop(error, n)
+        if self._stop is None or self._stop.kind != "handled":
+            self._handle_stop(error, n)
 
     def _after_paged_slice(self, cr2):
         """With paging on, Unicorn looks up the `until` address on its way out of emu_start; that
@@ -760,7 +786,7 @@ class Machine:
                              f"Unicorn cannot go on from there, so vmkit stops the guest", self.result())
         else:
             self.other_stop(stop)
-        if self.cpu.cpl != self._slice_cpl and not self._slice_traced and not any(
+        if not self._slice_traced and self.cpu.cpl != self._slice_cpl and not any(
                 e.kind == "ring-transition" for e in self.events[self._slice_events:]):
             self.record("ring-transition", from_ring=self._slice_cpl, to_ring=self.cpu.cpl,
                         cause="far transfer outside the traced code")
@@ -810,7 +836,8 @@ class Machine:
 
     def _clock_now(self):
         """The clock at the instruction a hook is running for."""
-        return self.clock + (quirks.instruction_counter(self.uc) - 1 if self.counted and self._running else 0)
+        return self.clock + (quirks.instruction_counter(self.uc) - self._accounted - 1
+                             if self.counted and self._running else 0)
 
     def _at_hlt(self):
         eip = self.cpu["eip"]
@@ -821,14 +848,83 @@ class Machine:
         return quirks.instruction_counter(self.uc) if self.counted else None
 
     def _on_interrupt(self, uc, vector, _):
-        error_code, software = quirks.exception_state(uc)
+        # vectors 0-31 are the CPU's exceptions, and int n can raise them too; above, only int n can
+        # (an IRQ is delivered by the machine, not reported by Unicorn)
+        error_code, software = (None, True) if 32 <= vector < 256 else quirks.exception_state(uc)
         source = SOFTWARE if software else EXCEPTION
         code = error_code if source == EXCEPTION and vector in HAS_ERROR_CODE else None
         # Unicorn sets CR2 for a #PF, then loses it on the way out of emu_start (it looks up the
         # `until` address, which paging leaves unmapped): keep it for the guest's handler
         cr2 = uc.reg_read(X.UC_X86_REG_CR2) if vector == PF_ else None
-        self._stop = Stop("exception", self._counter(), vector=vector, source=source, error_code=code, cr2=cr2)
+        stop = Stop("exception", self._counter(), vector=vector, source=source, error_code=code, cr2=cr2)
+        if self._may_handle_in_hook(stop.counter):
+            self._handle_in_hook(stop)
+            return
+        self._stop = stop
         uc.emu_stop()
+
+    def _may_handle_in_hook(self, counter):
+        """Can the exception the hook is told of be handled here, without ending the slice? Only in a
+        counted slice that would have gone on after it (so no timer tick, budget or `count` falls
+        on that instruction), with nothing else asking for the slice's end, and with paging off: with
+        it on, Unicorn's way out of emu_start touches CR2 and the fault state (_after_paged_slice),
+        which must happen before the exception is handled, as the slice-ending path does."""
+        return (self.resumes_in_hook and self.counted and self._stop is None and not self._stop_requested
+                and not self.finished and counter < self._slice_n and not self.cpu["cr0"] & CR0_PG)
+
+    def _handle_in_hook(self, stop):
+        """Handle an exception inside the Unicorn hook that reported it, and let the slice go on at the
+        EIP the handling left, when that is what ending the slice here would come to.
+
+        Unicorn 2 calls the UC_HOOK_INTR hooks from cpu_handle_exception (qemu/accel/tcg/cpu-exec.c)
+        with EIP already after `int n`, then goes on with the CPU loop; a hook that writes EIP makes
+        uc_reg_write set quit_request and break the translation loop (uc.c), and tcg_cpu_exec
+        (qemu/softmmu/cpus.c) resumes the CPU at the new EIP within the same emu_start. Its
+        instruction counter (hook_count_cb in uc.c) runs on across that, so the slice's count stays
+        exact.
+
+        The machine does here what the run loop does between two slices, in its order: it counts the
+        instructions so far (the faulting one included) as retired, then _handle_stop (after_slice,
+        exception), then what run_until and the next slice look at first (_hook_may_go_on). While
+        it handles, the machine is not `_running`, as between slices: events get the same icount and
+        the budget is looked at in the same places. If the slice must end after all, it ends with a
+        Stop "handled" that only closes it; a Python exception (a GuestError) ends it too, unchanged."""
+        counter = stop.counter
+        executed = counter - self._accounted
+        self.instructions += executed
+        self.clock += executed
+        self._accounted = counter
+        self._tick()
+        self._stop = stop
+        self._running = False
+        self._handle_stop(None, self._slice_n)          # a Python exception leaves the slice ended here:
+        go_on = self._hook_may_go_on(stop)              # Unicorn's binding stops and re-raises it
+        self._running = True
+        if go_on:
+            self._stop = None
+            self._slice_cpl = self.cpu.cpl             # what a new slice would note
+            self._slice_events = len(self.events)
+            self._slice_traced = False
+        else:
+            self._stop = Stop("handled", counter)
+            self.uc.emu_stop()
+
+    def _hook_may_go_on(self, stop):
+        """After an exception handled inside the slice: would run_until go on, and would the next slice
+        start right here and run at least as far as this one still may? Calls inject_interrupt() as
+        the next slice would (it may deliver an interrupt now, as that slice would have), then asks
+        slice_may_go_on()."""
+        while True:
+            if self.finished or self._stop_requested or self._stop is not stop:
+                return False                     # (record() ends the slice for run_until's event)
+            if self._slice_until is not None and self.cpu["eip"] == self._slice_until:
+                return False
+            if self.timeout is not None and self.elapsed + time.perf_counter() - self._slice_started >= self.timeout:
+                return False                     # let the budget check between slices report it
+            if not self.inject_interrupt():
+                break
+        ran = stop.counter
+        return self.slice_may_go_on(self._slice_limit - ran, self._slice_n - ran)
 
     def _on_out(self, uc, port, size, value, _):
         self._io(port, size, value, "out")
@@ -1030,32 +1126,32 @@ class Machine:
 
     def _record_far_return(self, op, address):
         cpu = self.cpu
-        cpl = cpu.cpl
-        esp = cpu["esp"]
+        cs, esp, ss, cr0, *tables = cpu.get(FAR_RETURN_STATE)
+        cpl = cs & 3
         skip = int.from_bytes(op[1:3], "little") if op[0] == 0xCA else 0
+        paging = cpu.paging(cr0)
         try:
-            base = cpu.segment_base(cpu["ss"])
-            raw = cpu.peek(base + esp, 12)
+            base = cpu.segment_base(ss, tables=tables, paging=paging)
+            raw = cpu.peek(base + esp, 12, paging)
             if raw is not None and raw[4] & 3 > cpl:  # to an outer ring: SS:ESP are popped too
-                more = cpu.peek(base + esp + 12, 8 + skip)
+                more = cpu.peek(base + esp + 12, 8 + skip, paging)
                 raw = None if more is None else raw + more
         except (GuestError, Fault):
             return
         if raw is None:
             return                                   # Unicorn will fault on it; that is recorded instead
-        words = [int.from_bytes(raw[i:i + 4], "little") for i in range(0, len(raw), 4)]
-        new_cs = words[1] & 0xFFFF
-        to_ring = new_cs & 3
-        if op[0] == 0xCF:
-            names = ["EIP", "CS", "EFLAGS"] + (["ESP", "SS"] if to_ring > cpl else [])
+        words = struct.unpack_from("<5I" if len(raw) >= 20 else "<3I", raw)
+        to_ring = words[1] & 3
+        if op[0] == 0xCF:                            # iret: no immediate, the words in order
+            names = ("EIP", "CS", "EFLAGS", "ESP", "SS") if to_ring > cpl else ("EIP", "CS", "EFLAGS")
             cause = "iret"
         else:
             if to_ring == cpl:
                 return                               # a plain far return: no change of ring
-            names, cause = ["EIP", "CS"], "retf"
-        popped = [(name, words[i + (skip // 4 if name in ("ESP", "SS") else 0)]) for i, name in enumerate(names)]
-        self.record("ring-transition", eip=address, from_ring=cpl, to_ring=to_ring, cause=cause,
-                    frame=popped, return_eip=words[0], esp=esp, ss=cpu["ss"])
+            names, cause = ("EIP", "CS"), "retf"
+        popped = list(zip(names, words))
+        self.record("ring-transition", eip=address, cpl=cpl, from_ring=cpl, to_ring=to_ring, cause=cause,
+                    frame=popped, return_eip=words[0], esp=esp, ss=ss)
 
     def _on_rdtsc(self, tsc_aux=False):
         """The time-stamp counter counts the virtual clock's cycles, so reading it is reproducible."""
@@ -1083,5 +1179,5 @@ class Machine:
     def _icount(self):
         """Instructions retired before now; inside a slice, before the instruction being run."""
         if self._running:
-            return self.instructions + quirks.instruction_counter(self.uc) - 1
+            return self.instructions + quirks.instruction_counter(self.uc) - self._accounted - 1
         return self.instructions

@@ -71,38 +71,54 @@ def _int32(ctx, offset):
 _scratch = {}
 
 
+class _Saved:
+    """The CPU state saved into one context kept per engine (allocating one each time is slow), and
+    the hidden fields at their offsets in it, as ctypes integers made once."""
+
+    def __init__(self, uc):
+        o = offsets()
+        self.uc, self.context = uc, uc.context_save()
+        self.handle, self.pointer = uc._uch, self.context.context
+        self.old_exception, self.error_code, self.exception_is_int, self.hflags = (
+            _int32(self.context, offset) for offset in (o.old_exception, o.error_code, o.exception_is_int, o.hflags))
+        self.save_into, self.restore_from = engine_library().uc_context_save, engine_library().uc_context_restore
+
+    def update(self):
+        self.save_into(self.handle, self.pointer)          # what uc.context_update does
+        return self
+
+    def restore(self):
+        self.restore_from(self.handle, self.pointer)       # what uc.context_restore does
+
+
 def _saved(uc):
-    """The CPU state, saved into one context kept per engine (allocating one each time is slow)."""
-    ctx = _scratch.get(id(uc))
-    if ctx is None or ctx[0] is not uc:
-        ctx = _scratch[id(uc)] = (uc, uc.context_save())
-    else:
-        uc.context_update(ctx[1])
-    return ctx[1]
+    """The engine's _Saved, brought up to date."""
+    saved = _scratch.get(id(uc))
+    if saved is None or saved.uc is not uc:
+        saved = _scratch[id(uc)] = _Saved(uc)
+    return saved.update()
 
 
 def exception_state(uc):
     """(error_code, is_software_int) of the exception the hook was just told about."""
-    o = offsets()
-    ctx = _saved(uc)
-    return _int32(ctx, o.error_code).value & 0xFFFFFFFF, bool(_int32(ctx, o.exception_is_int).value)
+    saved = _saved(uc)
+    return saved.error_code.value & 0xFFFFFFFF, bool(saved.exception_is_int.value)
 
 
 def clear_fault_and_set_cpl(uc, cpl=None):
     """The remedy for Unicorn #1883 (forget the handled fault); optionally set CPL for a ring change.
     Registers must be written only after this, because it restores a saved context."""
-    o = offsets()
-    ctx = _saved(uc)
-    _int32(ctx, o.old_exception).value = -1
+    saved = _saved(uc)
+    saved.old_exception.value = -1
     if cpl is not None:
-        h = _int32(ctx, o.hflags)
+        h = saved.hflags
         h.value = (h.value & ~HF_CPL_MASK) | cpl
-    uc.context_restore(ctx)
+    saved.restore()
 
 
 def irq_inhibited(uc):
     """True in the one-instruction shadow after sti (or mov ss), when the CPU accepts no interrupt."""
-    return bool(_int32(_saved(uc), offsets().hflags).value & HF_INHIBIT_IRQ)
+    return bool(_saved(uc).hflags.value & HF_INHIBIT_IRQ)
 
 
 def forget(uc):
@@ -115,6 +131,37 @@ def engine_library():
     which matters on every interrupt vmkit delivers."""
     from unicorn.unicorn_py3.unicorn import uclib  # private to unicorn's binding: loaded only where vmkit uses it
     return uclib
+
+
+class EngineCalls:
+    """The libunicorn functions the CPU's work calls most (uc.h: uc_reg_read, uc_reg_write, their
+    _batch forms, uc_mem_read, uc_mem_write), declared again with plain addresses for arguments:
+    the binding's declarations make ctypes check and convert each array and buffer on every call,
+    which costs about a third of the call. The caller passes the engine's handle and the addresses
+    of buffers it keeps alive itself."""
+    _VOID, _INT, _U64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint64
+
+    def __init__(self):
+        lib = engine_library()
+        declare = lambda name, *argtypes: ctypes.CFUNCTYPE(ctypes.c_int, *argtypes)(   # noqa: E731
+            ctypes.cast(getattr(lib, name), ctypes.c_void_p).value)
+        v, i, u = self._VOID, self._INT, self._U64
+        self.reg_read = declare("uc_reg_read", v, i, v)
+        self.reg_write = declare("uc_reg_write", v, i, v)
+        self.reg_read_batch = declare("uc_reg_read_batch", v, v, v, i)
+        self.reg_write_batch = declare("uc_reg_write_batch", v, v, v, i)
+        self.mem_read = declare("uc_mem_read", v, u, v, u)
+        self.mem_write = declare("uc_mem_write", v, u, ctypes.c_char_p, u)
+
+
+_calls = None
+
+
+def engine_calls():
+    global _calls
+    if _calls is None:
+        _calls = EngineCalls()
+    return _calls
 
 
 def instruction_counter(uc):

@@ -149,8 +149,14 @@ class Gate(NamedTuple):
 
 
 def decode_gate(raw):
+    """Decode an 8-byte gate descriptor given as bytes or as a 64-bit integer."""
     if isinstance(raw, (bytes, bytearray)):
         raw = int.from_bytes(raw[:8], "little")
+    return _decode_gate(raw)
+
+
+@lru_cache(maxsize=1024)           # decoded by content: a gate the guest rewrites is a new key
+def _decode_gate(raw):
     access = (raw >> 40) & 0xFF
     return Gate(offset=(raw & 0xFFFF) | ((raw >> 32) & 0xFFFF0000), selector=(raw >> 16) & 0xFFFF,
                 type=access & 0xF, dpl=(access >> 5) & 3, present=bool(access >> 7))

@@ -114,6 +114,7 @@ class BinaryTranslation(TrapAndEmulate):
     `cache_size` bounds the translation cache; when it is full the cache is flushed. `adaptive`
     (on by default) retranslates an instruction that keeps taking trace faults into a call-out.
     """
+    resumes_in_hook = False               # before_slice() moves EIP into the translation cache
 
     def __init__(self, image, memory=DEFAULT_MEMORY, *, rules=None, chain=None,
                  cache_size=DEFAULT_CACHE_SIZE, emulators=None, adaptive=True, **budgets):

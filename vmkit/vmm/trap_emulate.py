@@ -24,6 +24,8 @@ What this VMM cannot see is the point of the lesson: instructions that are sensi
 trap in ring 1. popf and iret cannot change the virtual IF, pushf shows the real flags, reading CS
 shows RPL 1, and sgdt, sidt, str and smsw show the VMM's values. Nothing here papers over them.
 """
+from functools import lru_cache
+
 from unicorn import UC_HOOK_MEM_WRITE
 from unicorn import x86_const as X
 
@@ -55,6 +57,16 @@ VMM_TSS_RIGHTS = 0x8900
 DPL_BITS = 0x60
 # the instructions that reach a port: what IOPL and the TSS's I/O bitmap decide (SDM vol. 1, 19.5)
 IO_INSTRUCTIONS = frozenset({"in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd"})
+
+
+@lru_cache(maxsize=4096)            # a VMM meets the same few instructions again and again
+def _decoded(code, address):
+    """The instruction at `address` (vmkit.vmm.emulate.decode), its text for events, and the name
+    its emulator is filed under ("rep outsb" -> "outsb"); (None, "?", None) when it does not decode."""
+    insn = decode(code, address)
+    if insn is None:
+        return None, "?", None
+    return insn, f"{insn.mnemonic} {insn.op_str}".strip(), insn.mnemonic.split()[-1]
 
 
 def compress(table):
@@ -133,12 +145,34 @@ class TrapAndEmulate(Machine):
         if self._shadow_sti:              # the instruction after an emulated sti runs before any interrupt
             self._shadow_sti = False
             return 1
+        return self._free_slice_length(limit)
+
+    def _free_slice_length(self, limit):
+        """The next slice's length when the VMM does not need one instruction alone: up to the timer's
+        next tick, the budget, `limit`."""
         n = min(limit, LONGEST_SLICE)
         if self.max_instructions is not None:
             n = min(n, self.max_instructions - self.instructions)
         if self.pit.armed() and self.pic.irq0_enabled():
             n = min(n, self.pit.next_tick() - self.clock)
         return max(n, 1)
+
+    def slice_may_go_on(self, limit, remaining):
+        """A trap handled inside the slice (see Machine.slice_may_go_on). After an emulated sti the
+        next slice would be that one instruction alone, and then the VMM would look for an interrupt
+        to inject: with none pending that look only ends the VMM's entry (inject_interrupt), and in
+        that one instruction nothing raises one without a trap of its own (handled in turn) or the
+        timer's tick (which must then be two instructions away or more). So with nothing pending the
+        guest goes on, once the look is done here."""
+        if self.shadow.stepping is not None or self._store_waits:
+            return False
+        n = self._free_slice_length(limit)
+        if not self._shadow_sti:
+            return n >= remaining
+        if self.pic.pending() is not None or remaining < 2 or n < remaining:
+            return False
+        self._shadow_sti = self._vmm_entry = False
+        return True
 
     def on_timer(self):
         self._vmm_entry = True            # the VMM's own timer interrupt gives it control
@@ -186,13 +220,12 @@ class TrapAndEmulate(Machine):
         cpu = self.cpu
         ring, at = cpu.cpl, self.instruction_address(source)
         code = cpu.peek(at, 15) or cpu.peek(at, 0x1000 - (at & 0xFFF))
-        insn = decode(code, at) if code else None
-        text = f"{insn.mnemonic} {insn.op_str}".strip() if insn else "?"
+        insn, text, name = _decoded(code, at) if code else (None, "?", None)
         self.stats["traps"] += 1
         self._vmm_entry = True
         cause = cause or (f"int {vector:#x}" if source == SOFTWARE else vector_name(vector))
         self.record("trap", eip=at, cpl=ring, cause=cause, vector=vector, instruction=text, error_code=error_code)
-        handler = self.emulators.get(insn.mnemonic.split()[-1]) if insn else None   # "rep outsb" -> "outsb"
+        handler = self.emulators.get(name) if insn else None
         if vector == GP and source == EXCEPTION and handler is not None and self._guest_may(insn, ring):
             self.fault_handled()                          # the fault is handled here
             cpu["eip"] = at + insn.size

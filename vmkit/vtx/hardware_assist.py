@@ -186,6 +186,7 @@ class VmcsControls:
 class HardwareAssist(Machine):
     """The vmkit PC with the guest in VMX non-root mode: it runs natively at CPL 0, and the exits
     the controls ask for are recorded as "vmexit" events (stats: "vmexits" and "vmexit_<REASON>")."""
+    resumes_in_hook = False           # an exit's effects are modelled at the end of a slice
 
     def __init__(self, image, memory=DEFAULT_MEMORY, *, controls=None, **budgets):
         self.controls = VmcsControls() if controls is None else controls

@@ -78,6 +78,7 @@ class Paravirt(Machine):
     the hypervisor dom0 creates, from the start of day on.
     """
     watch_interrupt_window = False       # no PIC reaches a PV guest; events come through the hypervisor
+    resumes_in_hook = False              # advance() schedules domains: every slice start is the hypervisor's
     INTERNAL_OPTIONS = ("domid", "hypervisor", "built")     # the hypervisor's own, when dom0 creates a domain
 
     def __init__(self, image, memory=DEFAULT_MEMORY, *, hypercalls=None, modules=(), cmdline="",
