@@ -30,7 +30,7 @@ from ..arguments import DefaultBudget, check_budgets, check_memory
 from ..asm import assemble, disassemble
 from ..errors import GuestError, GuestInterrupted, GuestTimeout
 from ..trace import Event, RunResult
-from . import quirks
+from . import counting, quirks
 from .cpu import Cpu, Fault, GENERAL
 from .delivery import EXCEPTION, EXTERNAL, SOFTWARE, exception_class, second_fault
 from .delivery import deliver as deliver_through_idt
@@ -113,6 +113,8 @@ class Machine:
 
     watch_interrupt_window = True      # stop in front of sti/popf/iret when an interrupt waits for IF
     watch_code_outside_image = True    # stop a guest that runs zeroed memory outside its image as code
+    _blocks = None                     # the block counter (vmkit.machine.counting), once a counted slice ran
+    _blocks_for = None                 # the engine it counts for
 
     def __init__(self, image, memory=DEFAULT_MEMORY, *, max_instructions=DEFAULT_MAX_INSTRUCTIONS,
                  timeout=DEFAULT_TIMEOUT, counted=True, technique="native"):
@@ -262,6 +264,8 @@ class Machine:
         calls super() and adds hooks of its own on self.uc (a traced page, its own memory); a hook
         that must end the slice calls stop(kind, ...)."""
         uc = self.uc
+        if self.counted:
+            self._block_counter()          # its hooks go first (vmkit.machine.counting)
         uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
         uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, X.UC_X86_INS_IN)
@@ -282,7 +286,7 @@ class Machine:
         # Code outside the image is rare (code a guest wrote itself); zeroed memory run as code is a
         # guest that ran off the end of its own (00 00 is `add [eax], al`, harmless for megabytes).
         # A block hook outside the image sees it at its first block; code in the image costs nothing.
-        if self.watch_code_outside_image:
+        if self.watch_code_outside_image and self._blocks is None:    # else the block counter looks
             end = self.image.origin + len(self.image.code)
             for begin, stop in ((0, self.image.origin), (end, self.memory)):
                 if begin < stop:
@@ -673,10 +677,16 @@ class Machine:
             remaining = min(remaining or LONGEST_UNCOUNTED_SLICE, LONGEST_UNCOUNTED_SLICE)
         paging = self.cpu["cr0"] & CR0_PG
         cr2 = self.cpu["cr2"] if paging else None
+        blocks = self._block_counter() if self.counted else None
+        full_length = False
+        begin, end = self.cpu["eip"], NEVER if until is None else until
         try:
-            self.uc.emu_start(self.cpu["eip"], NEVER if until is None else until,
-                              timeout=max(int(remaining * 1e6), 1) if watchdog else 0,
-                              count=n if self.counted else 0)
+            if blocks is not None:
+                full_length = blocks.run(begin, end, n, lambda: self._stop is not None or self._stop_requested,
+                                         lambda: self._after_paged_slice(cr2) if paging else None)
+            else:
+                self.uc.emu_start(begin, end, timeout=max(int(remaining * 1e6), 1) if watchdog else 0,
+                                  count=n if self.counted else 0)
         except UcError as e:
             error = e
         self._running = False
@@ -688,6 +698,11 @@ class Machine:
                 executed = stop.counter - 1              # stopped in front of the hooked instruction
             elif stop is not None and stop.counter is not None:
                 executed = stop.counter
+            elif blocks is not None:
+                executed = min(blocks.ended(self.cpu["eip"], error), n)
+                # what _handle_stop reads: Unicorn's counter as emu_start(count=n) leaves it
+                quirks.set_instruction_counter(self.uc, n + 1 if full_length and stop is None and error is None
+                                               else executed)
             else:
                 executed = min(quirks.instruction_counter(self.uc), n)
             self.instructions += executed
@@ -793,7 +808,7 @@ class Machine:
 
     def _clock_now(self):
         """The clock at the instruction a hook is running for."""
-        return self.clock + (quirks.instruction_counter(self.uc) - 1 if self.counted and self._running else 0)
+        return self.clock + (self._counter() - 1 if self.counted and self._running else 0)
 
     def _at_hlt(self):
         eip = self.cpu["eip"]
@@ -801,7 +816,29 @@ class Machine:
 
     # --- hooks (called by Unicorn inside a slice) ---------------------------------------------------
     def _counter(self):
-        return quirks.instruction_counter(self.uc) if self.counted else None
+        """Instructions started in the running slice, the one a hook runs for included (counted only)."""
+        if not self.counted:
+            return None
+        blocks = self._blocks
+        if blocks is None:
+            return quirks.instruction_counter(self.uc)
+        return blocks.started(self.cpu["eip"])
+
+    def _block_counter(self):
+        """This machine's block counter (vmkit.machine.counting), made with its hooks; None where the
+        C library is not available: its slices then count with emu_start(count=n)."""
+        if self._blocks_for is not self.uc:
+            self._blocks_for, self._blocks = self.uc, None
+            if not counting.available()[0]:
+                return None
+            outside = None
+            if self.watch_code_outside_image:
+                end = self.image.origin + len(self.image.code)
+                outside = (self.image.origin, end, self.memory, lambda address, size: (
+                    self._on_block_outside_image(self.uc, address, size, None) or self._stop is not None))
+            self._blocks = counting.BlockCounter(self.uc, self.cpu.peek, outside)
+            self._blocks_for = self.uc
+        return self._blocks
 
     def _on_interrupt(self, uc, vector, _):
         error_code, software = quirks.exception_state(uc)
@@ -1053,5 +1090,5 @@ class Machine:
     def _icount(self):
         """Instructions retired before now; inside a slice, before the instruction being run."""
         if self._running:
-            return self.instructions + quirks.instruction_counter(self.uc) - 1
+            return self.instructions + self._counter() - 1
         return self.instructions

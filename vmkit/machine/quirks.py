@@ -122,6 +122,12 @@ def instruction_counter(uc):
     return ctypes.c_uint64.from_address(uc._uch.value + offsets().emu_counter).value
 
 
+def set_instruction_counter(uc, value):
+    """Leave Unicorn's counter as emu_start(count=n) would have left it, after a slice counted by
+    vmkit.machine.counting (which runs with count=0, so that Unicorn does not count)."""
+    ctypes.c_uint64.from_address(uc._uch.value + offsets().emu_counter).value = value
+
+
 # --- the probe ------------------------------------------------------------------------------------
 
 _GDT = (encode_descriptor(0, 0, 0) + encode_descriptor(0, 0xFFFFF, 0x9A) + encode_descriptor(0, 0xFFFFF, 0x92)
