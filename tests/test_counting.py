@@ -59,6 +59,8 @@ def assert_same(reference, image, technique, what, **options):
         expected = outcome(image, technique, **options)
     got = outcome(image, technique, **options)
     (want, want_error), (have, have_error) = expected, got
+    if any(error and "of real time" in error[1] for error in (want_error, have_error)):
+        return                             # ended by the clock on the wall (a flood of exits): not comparable
     assert have_error == want_error, what
     if want is None:
         assert have is None, what

@@ -682,8 +682,11 @@ class Machine:
         begin, end = self.cpu["eip"], NEVER if until is None else until
         try:
             if blocks is not None:
-                full_length = blocks.run(begin, end, n, lambda: self._stop is not None or self._stop_requested,
-                                         lambda: self._after_paged_slice(cr2) if paging else None)
+                guest_cr2 = self.cpu["cr2"]     # a #PF ends the slice: until then CR2 stays the guest's
+                full_length = blocks.run(begin, end, n, lambda: self._stop is not None or self._stop_requested
+                                         or self.finished,
+                                         lambda: self._after_paged_slice(guest_cr2) if self.cpu["cr0"] & CR0_PG
+                                         else None)
             else:
                 self.uc.emu_start(begin, end, timeout=max(int(remaining * 1e6), 1) if watchdog else 0,
                                   count=n if self.counted else 0)
