@@ -226,6 +226,21 @@ void vmkit_count_interrupt(void *uc, uint32_t vector, void *data)
     c->interrupt = vector + 1;
 }
 
+/* A memory hook on every physical address past RAM that does nothing: Unicorn brings EIP up to date
+   before it calls a memory hook (cpu_restore_state in load_helper and store_helper,
+   qemu/accel/tcg/cputlb.c), but not before the callbacks of a region mapped with uc_mmio_map, which
+   read EIP to say where the access was; without a hook on every instruction, EIP would be where the
+   block began. */
+void vmkit_count_access(void *uc, int type, uint64_t address, int size, int64_t value, void *data)
+{
+    (void)uc;
+    (void)type;
+    (void)address;
+    (void)size;
+    (void)value;
+    (void)data;
+}
+
 void vmkit_count_fence(void *uc, uint64_t address, uint32_t size, void *data)
 {
     (void)uc;

@@ -29,7 +29,7 @@ import sys
 import sysconfig
 import tempfile
 
-from unicorn import UcError, UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INTR
+from unicorn import UcError, UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INTR, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE
 from unicorn.x86_const import UC_X86_REG_EIP
 from unicorn.unicorn_const import UC_CTL_IO_READ_WRITE, UC_CTL_TB_REQUEST_CACHE
 
@@ -132,18 +132,20 @@ def reset_for_tests():
 
 # --- one engine's counter ------------------------------------------------------------------------------
 class BlockCounter:
-    """The block counter attached to one Unicorn engine (Machine._slice makes one per machine)."""
+    """The block counter attached to one Unicorn engine (a counted Machine makes its own, first thing
+    in install_hooks, so that its interrupt hook runs before the machine's)."""
 
-    def __init__(self, uc, read_code, outside=None):
+    def __init__(self, uc, read_code, memory, outside=None):
         """Attach to `uc`. `read_code(address, size)` reads code at a virtual address (None where
-        nothing is mapped). `outside` is (begin, end, memory, callback): for a block at an address
-        below `memory` but outside [begin, end), callback(address, size) runs first, and returns
-        True when it stopped the slice in front of the block."""
+        nothing is mapped); RAM ends at physical `memory` (devices may be mapped past it).
+        `outside` is (begin, end, memory, callback): for a block at an address below `memory` but
+        outside [begin, end), callback(address, size) runs first, and returns True when it stopped
+        the slice in front of the block."""
         lib = _load()
         self.uc = uc
         self.read_code = read_code         # (address, size) -> bytes at a virtual address, or None
-        self.memory = ctypes.create_string_buffer(lib.vmkit_count_sizeof())
-        self.c = Counter.from_buffer(self.memory)
+        self.state = ctypes.create_string_buffer(lib.vmkit_count_sizeof())     # struct counter, zeroed
+        self.c = Counter.from_buffer(self.state)
         self.c.request_cache = UC_CTL_TB_REQUEST_CACHE | (2 << 26) | (UC_CTL_IO_READ_WRITE << 30)
         uclib = quirks.engine_library()
         self.c.ctl = ctypes.cast(uclib.uc_ctl, ctypes.c_void_p).value
@@ -166,6 +168,8 @@ class BlockCounter:
         for kind, function in ((UC_HOOK_EDGE_GENERATED, lib.vmkit_count_new_block), (UC_HOOK_BLOCK, lib.vmkit_count_block),
                                (UC_HOOK_INTR, lib.vmkit_count_interrupt)):
             self._hook(kind, ctypes.cast(function, ctypes.c_void_p), user)
+        self._hook(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, ctypes.cast(lib.vmkit_count_access, ctypes.c_void_p), None,
+                   memory, 0xFFFFFFFF)
 
     def _hook(self, kind, function, user, begin=1, end=0):
         handle = ctypes.c_size_t()

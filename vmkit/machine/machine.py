@@ -839,7 +839,7 @@ class Machine:
                 end = self.image.origin + len(self.image.code)
                 outside = (self.image.origin, end, self.memory, lambda address, size: (
                     self._on_block_outside_image(self.uc, address, size, None) or self._stop is not None))
-            self._blocks = counting.BlockCounter(self.uc, self.cpu.peek, outside)
+            self._blocks = counting.BlockCounter(self.uc, self.cpu.peek, self.memory, outside)
             self._blocks_for = self.uc
         return self._blocks
 
