@@ -157,6 +157,8 @@ class BlockCounter:
             self.outside_callback = OUTSIDE(lambda address, size: int(bool(callback(address, size))))
             self.c.outside = ctypes.cast(self.outside_callback, ctypes.c_void_p).value
         self.offsets = {}                  # (address, size) -> instruction offsets, or None: two blocks share it
+        self.layouts = {}                  # a block's bytes -> what _layout found in them
+        self.in_tail = False
         self.fences = set()
         self.to_fence = []
         self.reference = False             # True: this slice (or, once the table is full, every one) counts the reference way
@@ -229,32 +231,27 @@ class BlockCounter:
             return None
 
     def _decode(self, start, size):
+        """The offsets of the instructions of the block at `start`, from its bytes (None where they
+        cannot be read)."""
+        return self._layout(start, size)[0]
+
+    def _layout(self, start, size):
+        """(instruction offsets, offsets of the instructions needing a fence) of the block at `start`,
+        from its bytes; the same bytes are decoded once."""
         code = self.read_code(start, size)
         if code is None:
-            return None
-        return [insn.address - start for insn in disassemble(code, start)]
-
-    # --- a block QEMU has just translated, about to run for the first time ----------------------------
-    def _on_new(self, start, size, icount):
-        """Decode the block; where an in or out is followed by another instruction of the same block,
-        that instruction needs a fence (blockcount.c): refuse the block (1) until it has one."""
-        try:
-            offsets = self._decode(start, size)
-            key = (start, size)
-            if key in self.offsets and self.offsets[key] != offsets:
-                self.offsets[key] = None           # two blocks at this address and size: decode each time
-            elif key not in self.offsets:
-                self.offsets[key] = offsets
-            if offsets is None:
-                return 0
-            code = self.read_code(start, size) or b""
+            return None, ()
+        layout = self.layouts.get(code)
+        if layout is None:
+            offsets = [insn.address - start for insn in disassemble(code, start)]
+            fenced = []
             for i, offset in enumerate(offsets):
                 at = offset
                 while at < len(code) and code[at] in PREFIXES:
                     at += 1
                 opcode = code[at:at + 2]
                 if opcode[:1] and opcode[0] in IO_OPCODES and i + 1 < len(offsets):
-                    self._needs_fence(start + offsets[i + 1])
+                    fenced.append(offsets[i + 1])
                 if i > 0 and (opcode[:1] and opcode[0] in WATCHED or opcode == SYSEXIT):
                     # The machine's code hook on this instruction makes Unicorn fold the flags into
                     # EFLAGS form after it (gen_compute_eflags in disas_insn); if the instruction then
@@ -262,7 +259,27 @@ class BlockCounter:
                     # (restore_state_to_opc), and EFLAGS reads wrong unless that form was EFLAGS
                     # already. Under emu_start(count=n) the instruction before had a hook and left
                     # it so: a fence there does the same.
-                    self._needs_fence(start + offsets[i - 1])
+                    fenced.append(offsets[i - 1])
+            layout = self.layouts[code] = (offsets, tuple(fenced))
+        return layout
+
+    # --- a block QEMU has just translated, about to run for the first time ----------------------------
+    def _on_new(self, start, size, icount):
+        """Decode the block; where an in or out is followed by another instruction of the same block,
+        that instruction needs a fence (blockcount.c), and so does the one before an instruction the
+        machine watches: refuse the block (1) until it has them. The tail of a slice runs a block
+        cut short at its `until` address, a prefix of one seen already: nothing to do."""
+        if self.in_tail:
+            return 0
+        try:
+            offsets, fenced = self._layout(start, size)
+            key = (start, size)
+            if key in self.offsets and self.offsets[key] != offsets:
+                self.offsets[key] = None           # two blocks at this address and size: decode each time
+            elif key not in self.offsets:
+                self.offsets[key] = offsets
+            for offset in fenced:
+                self._needs_fence(start + offset)
             return 1 if self.to_fence and not self.reference else 0
         except Exception:                  # noqa: BLE001 - a C caller cannot take an exception: count the reference way
             self.reference = True
@@ -311,7 +328,11 @@ class BlockCounter:
             target = until                 # the caller's `until` comes first
         self.uc.ctl_remove_cache(target, target + 1)
         c.limit = NO_LIMIT
-        self._emulate(start, target, stopped, between)
+        self.in_tail = True
+        try:
+            self._emulate(start, target, stopped, between)
+        finally:
+            self.in_tail = False
         if stopped():
             return False
         if c.refused:
