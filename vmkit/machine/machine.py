@@ -113,8 +113,8 @@ class Machine:
 
     watch_interrupt_window = True      # stop in front of sti/popf/iret when an interrupt waits for IF
     watch_code_outside_image = True    # stop a guest that runs zeroed memory outside its image as code
-    _blocks = None                     # the block counter (vmkit.machine.counting), once a counted slice ran
-    _blocks_for = None                 # the engine it counts for
+    _blocks = None                     # a counted machine's block counter (vmkit.machine.counting), or None
+    _blocks_for = None                 # the engine it was made for
 
     def __init__(self, image, memory=DEFAULT_MEMORY, *, max_instructions=DEFAULT_MAX_INSTRUCTIONS,
                  timeout=DEFAULT_TIMEOUT, counted=True, technique="native"):
@@ -840,7 +840,6 @@ class Machine:
                 outside = (self.image.origin, end, self.memory, lambda address, size: (
                     self._on_block_outside_image(self.uc, address, size, None) or self._stop is not None))
             self._blocks = counting.BlockCounter(self.uc, self.cpu.peek, self.memory, outside)
-            self._blocks_for = self.uc
         return self._blocks
 
     def _on_interrupt(self, uc, vector, _):
