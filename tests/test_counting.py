@@ -232,3 +232,17 @@ def test_without_the_library_vmkit_counts_the_reference_way_and_says_so(referenc
 def test_the_library_builds_from_its_source(tmp_path):
     path = counting.build(str(tmp_path / "blockcount.so"))
     assert os.path.getsize(path) > 0
+
+
+def test_a_slice_goes_on_the_reference_way_when_the_block_table_is_full(reference):
+    """Past 32,768 distinct blocks the C table gives up: every slice from then on is counted by
+    Unicorn (its cache emptied first, since its blocks were translated without its counting hook)."""
+    image = vmkit.assemble(TWO_ADDRESS_SPACES)
+    m = vmkit.machine(image)
+    m.run_until(instructions=1000)
+    m._blocks.c.full = 1                   # as the C side sets it when the table overflows
+    got = m.run()
+    with reference:
+        want = vmkit.run(image)
+    assert (got.stats, got.regs, got.events) == (want.stats, want.regs, want.events)
+    assert m._blocks.reference

@@ -159,6 +159,7 @@ class BlockCounter:
         self.offsets = {}                  # (address, size) -> instruction offsets, or None: two blocks share it
         self.layouts = {}                  # a block's bytes -> what _layout found in them
         self.in_tail = False
+        self.unicorn_counts = False        # Unicorn's own counting hook is in place (after a reference run)
         self.fences = set()
         self.to_fence = []
         self.reference = False             # True: this slice (or, once the table is full, every one) counts the reference way
@@ -346,6 +347,7 @@ class BlockCounter:
         c = self.c
         while True:
             c.refused = 0
+            self.unicorn_counts = False    # (with count=0 Unicorn drops its counting hook, and its cache)
             self.uc.emu_start(begin, until)
             if stopped() or c.refused != REFUSED_NEW or c.full or not c.icount or not self.to_fence:
                 return
@@ -356,10 +358,13 @@ class BlockCounter:
     def _reference(self, begin, until, n, base=0):
         """emu_start(count=n), Unicorn's own count: the reference this counter is tested against.
         Blocks translated without Unicorn's counting hook would not call it, so the cache is
-        emptied first (Unicorn empties it again when a later emu_start has no count)."""
+        emptied before the hook is added (Unicorn empties it again when it drops the hook, at an
+        emu_start without a count)."""
         self.reference, self.base = True, base
         self.c.limit = NO_LIMIT
-        self.uc.ctl_flush_tb()
+        if not self.unicorn_counts:
+            self.uc.ctl_flush_tb()
+        self.unicorn_counts = True
         self.uc.emu_start(begin, until, count=n)
         return quirks.instruction_counter(self.uc) > n
 
