@@ -30,6 +30,7 @@
  * Unicorn binding loaded.
  */
 #include <stdint.h>
+#include <stdlib.h>
 
 typedef struct uc_tb {                 /* unicorn.h, struct uc_tb */
     uint64_t pc;
@@ -249,7 +250,13 @@ void vmkit_count_fence(void *uc, uint64_t address, uint32_t size, void *data)
     (void)data;
 }
 
-uint64_t vmkit_count_sizeof(void)
+/* A zeroed counter, its table included (calloc: the table's pages cost nothing until used). */
+struct counter *vmkit_count_new(void)
 {
-    return sizeof(struct counter);
+    return calloc(1, sizeof(struct counter));
+}
+
+void vmkit_count_free(struct counter *c)
+{
+    free(c);
 }

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import weakref
 
 from unicorn import UcError, UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INTR, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE
 from unicorn.x86_const import UC_X86_REG_EIP
@@ -110,7 +111,8 @@ def _load():
         if not os.path.exists(path):
             build(path)
         lib = ctypes.CDLL(path)
-        lib.vmkit_count_sizeof.restype = ctypes.c_uint64
+        lib.vmkit_count_new.restype = ctypes.c_void_p
+        lib.vmkit_count_free.argtypes = [ctypes.c_void_p]
         _library = lib
     except (OSError, subprocess.SubprocessError) as e:
         detail = getattr(e, "stderr", None) or str(e)
@@ -144,8 +146,11 @@ class BlockCounter:
         lib = _load()
         self.uc = uc
         self.read_code = read_code         # (address, size) -> bytes at a virtual address, or None
-        self.state = ctypes.create_string_buffer(lib.vmkit_count_sizeof())     # struct counter, zeroed
-        self.c = Counter.from_buffer(self.state)
+        state = lib.vmkit_count_new()      # struct counter, zeroed; freed with this object
+        if not state:
+            raise MemoryError("no memory for the block counter")
+        self.c = Counter.from_address(state)
+        weakref.finalize(self, lib.vmkit_count_free, state)
         self.c.request_cache = UC_CTL_TB_REQUEST_CACHE | (2 << 26) | (UC_CTL_IO_READ_WRITE << 30)
         uclib = quirks.engine_library()
         self.c.ctl = ctypes.cast(uclib.uc_ctl, ctypes.c_void_p).value
