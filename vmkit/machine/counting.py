@@ -193,48 +193,52 @@ class BlockCounter:
         if self.reference:
             return self.base + quirks.instruction_counter(self.uc)
         c = self.c
-        before = c.done - c.icount
-        if c.refused or not c.start <= eip <= c.start + c.size:
+        where = None if c.refused else self._where(eip)
+        if where is None:
             return c.done                  # between blocks: the current one is done (or refused)
-        index = self._index(eip)
-        if index is None:
-            return c.done
-        if c.interrupt == OF + 1 and 0 < index < c.icount and self._follows_into(eip):
+        index, decoded = where
+        before = c.done - c.icount
+        if index == decoded:
+            return before + decoded        # EIP already past the block's last instruction (int n, sysenter)
+        if c.interrupt == OF + 1 and index > 0 and self._follows_into(eip):
             return before + index          # into's #OF: EIP is already past it
-        return before + min(index + 1, c.icount)
-
-    def _follows_into(self, eip):
-        offsets = self.offsets.get((self.c.start, self.c.size)) or self._decode(self.c.start, self.c.size) or []
-        i = offsets.index(eip - self.c.start)
-        code = self.read_code(self.c.start + offsets[i - 1], offsets[i] - offsets[i - 1]) or b""
-        return code.lstrip(bytes(PREFIXES))[:1] == b"\xce"
+        return before + index + 1
 
     def ran(self, eip):
         """Instructions the slice ran, once it has ended without a hook's stop or an error, with EIP
         at `eip`: all of the current block when EIP left it, else those before EIP (the `until`
-        address, or the start of a block a stop from elsewhere kept from running)."""
+        address, or the start of a block a stop from elsewhere kept from running). A block that
+        stops at `until` counts the stop as an instruction (its icount), not run: EIP's index says."""
         if self.reference:
             return None
         c = self.c
-        if c.refused or not c.start <= eip < c.start + c.size:
-            return c.done
-        index = self._index(eip)
-        return c.done if index is None else c.done - c.icount + index
+        where = None if c.refused else self._where(eip)
+        return c.done if where is None else c.done - c.icount + where[0]
 
-    def _index(self, eip):
-        """The index in the current block of the instruction at `eip` (its end: the count decoded)."""
+    def _where(self, eip):
+        """(index of the instruction at `eip` in the current block, the count of instructions decoded
+        in it; EIP at the block's end has the index of that count), or None when EIP is not in the
+        block or its bytes cannot be decoded."""
         c = self.c
+        if not c.start <= eip <= c.start + c.size:
+            return None
         offsets = self.offsets.get((c.start, c.size))
         if offsets is None:
             offsets = self._decode(c.start, c.size)
             if offsets is None:
                 return None
         if eip == c.start + c.size:
-            return len(offsets)
+            return len(offsets), len(offsets)
         try:
-            return offsets.index(eip - c.start)
+            return offsets.index(eip - c.start), len(offsets)
         except ValueError:
             return None
+
+    def _follows_into(self, eip):
+        offsets = self.offsets.get((self.c.start, self.c.size)) or self._decode(self.c.start, self.c.size) or []
+        i = offsets.index(eip - self.c.start)
+        code = self.read_code(self.c.start + offsets[i - 1], offsets[i] - offsets[i - 1]) or b""
+        return code.lstrip(bytes(PREFIXES))[:1] == b"\xce"
 
     def _decode(self, start, size):
         """The offsets of the instructions of the block at `start`, from its bytes (None where they
