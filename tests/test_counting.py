@@ -263,3 +263,31 @@ def test_run_until_an_address_inside_a_block_counts_exactly(reference):
             r.run_until(eip=inside)
         assert (m.instructions, m.cpu["eip"], m.cpu["eax"]) == (r.instructions, r.cpu["eip"], r.cpu["eax"])
     assert m.cpu["eip"] == inside and m.instructions == 3 + 1 + 2 + 4 * 8
+
+
+@pytest.mark.parametrize("technique", TECHNIQUES)
+def test_event_by_event_the_counts_agree(reference, technique):
+    """next_event() (run_until an event: the slice ends after the instruction that recorded it, or in
+    front of a watched one) and step(), both ways, on guests with rings, a timer, paging and I/O."""
+    for name in ("rings", "popf_critical", "paging_kernel", "trap_density", "devices"):
+        image = vmkit.guests.image(name)
+        m = vmkit.machine(image, technique)
+        with reference:
+            r = vmkit.machine(image, technique)
+        for i in range(60):
+            if m.finished or r.finished:
+                break
+            got, want = advance(m, i), None
+            with reference:
+                want = advance(r, i)
+            assert (got, m.instructions, m.cpu["eip"]) == (want, r.instructions, r.cpu["eip"]), f"{name}, {i}"
+            if isinstance(got, tuple):
+                break
+
+
+def advance(machine, i):
+    """A step() every third time, else next_event(): the new events, or the error that ended the run."""
+    try:
+        return machine.step() if i % 3 == 2 else machine.next_event()
+    except vmkit.VmkitError as e:
+        return type(e).__name__, str(e)

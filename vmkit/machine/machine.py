@@ -683,8 +683,9 @@ class Machine:
         try:
             if blocks is not None:
                 guest_cr2 = self.cpu["cr2"]     # a #PF ends the slice: until then CR2 stays the guest's
-                full_length = blocks.run(begin, end, n, lambda: self._stop is not None or self._stop_requested
-                                         or self.finished,
+                asked = self._stop_requested    # (still true after the run_until that asked, for a step())
+                full_length = blocks.run(begin, end, n, lambda: self._stop is not None or self.finished
+                                         or self._stop_requested and not asked,
                                          lambda: self._after_paged_slice(guest_cr2) if self.cpu["cr0"] & CR0_PG
                                          else None)
             else:
