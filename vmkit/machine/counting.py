@@ -42,6 +42,7 @@ UC_HOOK_EDGE_GENERATED = 1 << 15   # unicorn.h, uc_hook_type (its Python binding
 REFUSED_LIMIT, REFUSED_NEW = 1, 2  # blockcount.c: why the block hook stopped in front of a block
 NO_LIMIT = 1 << 62
 OF = 4                             # the vector into raises
+STEPS_COUNTED_BY_UNICORN = 2       # from the second slice of one instruction in a row
 # in and out, which do not end a translated block (0xE4-0xE7, 0xEC-0xEF; ins and outs 0x6C-0x6F)
 IO_OPCODES = frozenset(range(0xE4, 0xE8)) | frozenset(range(0xEC, 0xF0)) | frozenset(range(0x6C, 0x70))
 # the instructions Machine watches with a code hook (machine.WATCHED, and sysexit)
@@ -165,6 +166,7 @@ class BlockCounter:
         self.layouts = {}                  # a block's bytes -> what _layout found in them
         self.in_tail = False
         self.unicorn_counts = False        # Unicorn's own counting hook is in place (after a reference run)
+        self.single_steps = 0              # slices of one instruction in a row
         self.fences = set()
         self.to_fence = []
         self.reference = False             # True: this slice (or, once the table is full, every one) counts the reference way
@@ -316,7 +318,10 @@ class BlockCounter:
         c = self.c
         c.done, c.limit, self.base = 0, n, 0
         self.reference = bool(c.full)
-        if self.reference:
+        self.single_steps = self.single_steps + 1 if n == 1 else 0
+        if self.reference or self.single_steps >= STEPS_COUNTED_BY_UNICORN:
+            # Stepping, one instruction a slice, each would be cut short here at the price of two
+            # blocks translated afresh; Unicorn's own count keeps its blocks from one step to the next
             return self._reference(begin, until, n)
         self._emulate(begin, until, stopped, between)
         if stopped() or not c.refused:
