@@ -702,7 +702,7 @@ class Machine:
                 executed = stop.counter - 1              # stopped in front of the hooked instruction
             elif stop is not None and stop.counter is not None:
                 executed = stop.counter
-            elif blocks is not None:
+            elif blocks is not None and not (blocks.reference and blocks.base == 0):
                 executed = min(blocks.ended(self.cpu["eip"], error), n)
                 # what _handle_stop reads: Unicorn's counter as emu_start(count=n) leaves it
                 quirks.set_instruction_counter(self.uc, n + 1 if full_length and stop is None and error is None
@@ -824,8 +824,8 @@ class Machine:
         if not self.counted:
             return None
         blocks = self._blocks
-        if blocks is None:
-            return quirks.instruction_counter(self.uc)
+        if blocks is None or blocks.reference:    # Unicorn counts (after `base` counted per block)
+            return quirks.instruction_counter(self.uc) + (blocks.base if blocks is not None else 0)
         return blocks.started(self.cpu["eip"])
 
     def _block_counter(self):
