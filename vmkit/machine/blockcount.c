@@ -4,11 +4,12 @@
  * Unicorn's uc.c): the translated code calls out of the JIT before each one. vmkit_count_block is
  * a block hook instead: Unicorn calls it once per translated block, before the block runs
  * (translator_loop in qemu/accel/tcg/translator.c emits the call ahead of gen_tb_start, whose
- * exit-request check leaves the block before its first instruction when the hook has called
- * uc_emu_stop). It adds the block's instruction count, or refuses the block (stops in front of it)
- * when the block would take the slice past its limit; Python then runs what is left exactly
- * (vmkit.machine.counting). The first time a newly translated block runs, the hook calls Python
- * (`on_new`), which decodes it and may refuse it too (to fence it, below).
+ * check_exit_request helper, qemu/include/exec/gen-icount.h, leaves the block before its first
+ * instruction when the hook has called uc_emu_stop). It adds the block's instruction count, or
+ * refuses the block (stops in front of it) when the block would take the slice past its limit;
+ * Python then runs what is left exactly (vmkit.machine.counting). The first time a newly translated
+ * block runs, the hook calls Python (`on_new`), which decodes it and may refuse it too (to fence
+ * it, below).
  *
  * A block's instruction count is the one QEMU recorded when it translated it (tb->icount).
  * vmkit_count_new_block, an UC_HOOK_EDGE_GENERATED hook, is told of every block QEMU translates
