@@ -151,6 +151,27 @@ def python_packages(*extras):
     jupyterlab_settings()
 
 
+BLOCK_COUNTER_SOURCE = os.path.join(HERE, "vmkit", "machine", "blockcount.c")
+
+
+def block_counter():
+    """Build vmkit's block counter (vmkit/machine/blockcount.c) with the system's C compiler into
+    .venv, once per version of its source. Without it vmkit counts instructions the reference way,
+    several times slower, with the same results: a failure is reported and set-up goes on."""
+    with open(BLOCK_COUNTER_SOURCE, "rb") as f:
+        want = hashlib.sha256(f.read()).hexdigest()
+    if installed("block-counter", want):
+        return
+    try:
+        step("building vmkit's block counter (C) with the system's compiler",
+             [[PYTHON, "-m", "vmkit.machine.counting", "build"]])
+    except StepFailed:
+        say("vmkit will count instructions the slower way; `python3 course.py doctor` says why")
+        return
+    with open(stamp_path("block-counter"), "w") as f:
+        f.write(want)
+
+
 # JupyterLab as the course opens it: no pop-up asking about Jupyter's news, no update check. The
 # frontend's settings are @jupyterlab/apputils-extension:notification's fetchNews ("false": never) and
 # checkForUpdates (JupyterLab's docs, user/announcements), given as defaults for this environment
@@ -267,6 +288,7 @@ def command_line(command, rest):
     if command == "open":
         system_tools(COURSE_TOOLS)
         python_packages()
+        block_counter()
         jupyterlab_settings()
         say(f"opening JupyterLab on {FIRST_LESSON}")
         extra = ["--allow-root"] if os.geteuid() == 0 else []
@@ -283,15 +305,18 @@ def command_line(command, rest):
     elif command == "test":
         system_tools({**COURSE_TOOLS, **GRADE_TOOLS, **TEST_TOOLS, **BOOK_TOOLS})
         python_packages("test", "book")
+        block_counter()
         widget_manager()                                # the browser tier builds the book
         run_in_venv([PYTHON, "-m", "pytest"] + rest)
     elif command == "bench":
         system_tools(COURSE_TOOLS)
         python_packages("test")
+        block_counter()
         run_in_venv([PYTHON, os.path.join("tests", "benchmarks", "run.py")] + rest)
     elif command == "speed":
         system_tools(COURSE_TOOLS)
         python_packages("test")
+        block_counter()
         run_in_venv([PYTHON, os.path.join("tests", "benchmarks", "course_speed.py")] + rest)
     elif command == "release":
         python_packages()
@@ -300,9 +325,11 @@ def command_line(command, rest):
         system_tools({**COURSE_TOOLS, **GRADE_TOOLS})
         if os.path.realpath(sys.prefix) != os.path.realpath(VENV):     # run by the course's Python: set up already
             python_packages()
+            block_counter()
         run_in_venv([PYTHON, os.path.join(HERE, "autograde.py")] + rest, here=False)     # DIR as the user typed it
     elif command == "doctor":
         python_packages()
+        block_counter()
         run_in_venv([PYTHON, "-c", "import vmkit; print(vmkit.doctor())"])
     else:
         sys.exit(__doc__)

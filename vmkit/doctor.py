@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import unicorn
 
 from .kvm.probe import probe
-from .machine import quirks
+from .machine import counting, quirks
 
 
 @dataclass
@@ -71,4 +71,9 @@ def doctor():
         report.append(Check("unicorn internals", True, "vmkit's probe found the CPU state it needs"))
     except Exception as e:                     # noqa: BLE001 - report, don't crash the doctor
         report.append(Check("unicorn internals", False, str(e)))
+    built, where = counting.available()
+    report.append(Check("block counter", built,
+                        f"counted runs count per translated block ({where})" if built else
+                        f"counted runs count per instruction, the reference way, several times slower: {where}",
+                        "install a C compiler (sudo apt-get install gcc), then run python3 course.py doctor"))
     return report

@@ -32,7 +32,7 @@ from ..arguments import DefaultBudget, check_budgets, check_memory
 from ..asm import assemble, disassemble
 from ..errors import GuestError, GuestInterrupted, GuestTimeout
 from ..trace import Event, RunResult
-from . import cpuid as pc_cpuid, quirks
+from . import counting, cpuid as pc_cpuid, quirks
 from .cpu import Cpu, Fault, GENERAL
 from .delivery import EXCEPTION, EXTERNAL, SOFTWARE, exception_class, second_fault
 from .delivery import deliver as deliver_through_idt
@@ -118,6 +118,8 @@ class Machine:
     watch_interrupt_window = True      # stop in front of sti/popf/iret when an interrupt waits for IF
     resumes_in_hook = True             # an exception may be handled inside the slice (see _on_interrupt)
     watch_code_outside_image = True    # stop a guest that runs zeroed memory outside its image as code
+    _blocks = None                     # a counted machine's block counter (vmkit.machine.counting), or None
+    _blocks_for = None                 # the engine it was made for
 
     def __init__(self, image, memory=DEFAULT_MEMORY, *, max_instructions=DEFAULT_MAX_INSTRUCTIONS,
                  timeout=DEFAULT_TIMEOUT, counted=True, technique="native"):
@@ -277,6 +279,8 @@ class Machine:
         calls super() and adds hooks of its own on self.uc (a traced page, its own memory); a hook
         that must end the slice calls stop(kind, ...)."""
         uc = self.uc
+        if self.counted:
+            self._block_counter()          # its hooks go first (vmkit.machine.counting)
         uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
         uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, X.UC_X86_INS_IN)
@@ -298,7 +302,7 @@ class Machine:
         # Code outside the image is rare (code a guest wrote itself); zeroed memory run as code is a
         # guest that ran off the end of its own (00 00 is `add [eax], al`, harmless for megabytes).
         # A block hook outside the image sees it at its first block; code in the image costs nothing.
-        if self.watch_code_outside_image:
+        if self.watch_code_outside_image and self._blocks is None:    # else the block counter looks
             end = self.image.origin + len(self.image.code)
             for begin, stop in ((0, self.image.origin), (end, self.memory)):
                 if begin < stop:
@@ -712,10 +716,20 @@ class Machine:
             remaining = min(remaining or LONGEST_UNCOUNTED_SLICE, LONGEST_UNCOUNTED_SLICE)
         paging = self.cpu["cr0"] & CR0_PG
         cr2 = self.cpu["cr2"] if paging else None
+        blocks = self._block_counter() if self.counted else None
+        full_length = False
+        begin, end = self.cpu["eip"], NEVER if until is None else until
         try:
-            self.uc.emu_start(self.cpu["eip"], NEVER if until is None else until,
-                              timeout=max(int(remaining * 1e6), 1) if watchdog else 0,
-                              count=n if self.counted else 0)
+            if blocks is not None:
+                guest_cr2 = self.cpu["cr2"]     # a #PF ends the slice: until then CR2 stays the guest's
+                asked = self._stop_requested    # (still true after the run_until that asked, for a step())
+                full_length = blocks.run(begin, end, n, lambda: self._stop is not None or self.finished
+                                         or self._stop_requested and not asked,
+                                         lambda: self._after_paged_slice(guest_cr2) if self.cpu["cr0"] & CR0_PG
+                                         else None)
+            else:
+                self.uc.emu_start(begin, end, timeout=max(int(remaining * 1e6), 1) if watchdog else 0,
+                                  count=n if self.counted else 0)
         except UcError as e:
             error = e
         self._running = False
@@ -727,6 +741,11 @@ class Machine:
                 executed = stop.counter - 1              # stopped in front of the hooked instruction
             elif stop is not None and stop.counter is not None:
                 executed = stop.counter
+            elif blocks is not None and not (blocks.reference and blocks.base == 0):
+                executed = min(blocks.ended(self.cpu["eip"], error), n)
+                # what _handle_stop reads: Unicorn's counter as emu_start(count=n) leaves it
+                quirks.set_instruction_counter(self.uc, n + 1 if full_length and stop is None and error is None
+                                               else executed)
             else:
                 executed = min(quirks.instruction_counter(self.uc), n)
             executed -= self._accounted                  # those counted where an exception was handled
@@ -836,8 +855,7 @@ class Machine:
 
     def _clock_now(self):
         """The clock at the instruction a hook is running for."""
-        return self.clock + (quirks.instruction_counter(self.uc) - self._accounted - 1
-                             if self.counted and self._running else 0)
+        return self.clock + (self._counter() - self._accounted - 1 if self.counted and self._running else 0)
 
     def _at_hlt(self):
         eip = self.cpu["eip"]
@@ -845,7 +863,28 @@ class Machine:
 
     # --- hooks (called by Unicorn inside a slice) ---------------------------------------------------
     def _counter(self):
-        return quirks.instruction_counter(self.uc) if self.counted else None
+        """Instructions started in the running slice, the one a hook runs for included (counted only)."""
+        if not self.counted:
+            return None
+        blocks = self._blocks
+        if blocks is None or blocks.reference:    # Unicorn counts (after `base` counted per block)
+            return quirks.instruction_counter(self.uc) + (blocks.base if blocks is not None else 0)
+        return blocks.started(self.cpu["eip"])
+
+    def _block_counter(self):
+        """This machine's block counter (vmkit.machine.counting), made with its hooks; None where the
+        C library is not available: its slices then count with emu_start(count=n)."""
+        if self._blocks_for is not self.uc:
+            self._blocks_for, self._blocks = self.uc, None
+            if not counting.available()[0]:
+                return None
+            outside = None
+            if self.watch_code_outside_image:
+                end = self.image.origin + len(self.image.code)
+                outside = (self.image.origin, end, self.memory, lambda address, size: (
+                    self._on_block_outside_image(self.uc, address, size, None) or self._stop is not None))
+            self._blocks = counting.BlockCounter(self.uc, self.cpu.peek, self.memory, outside)
+        return self._blocks
 
     def _on_interrupt(self, uc, vector, _):
         # vectors 0-31 are the CPU's exceptions, and int n can raise them too; above, only int n can
@@ -870,7 +909,8 @@ class Machine:
         it on, Unicorn's way out of emu_start touches CR2 and the fault state (_after_paged_slice),
         which must happen before the exception is handled, as the slice-ending path does."""
         return (self.resumes_in_hook and self.counted and self._stop is None and not self._stop_requested
-                and not self.finished and counter < self._slice_n and not self.cpu["cr0"] & CR0_PG)
+                and not self.finished and counter < self._slice_n and not self.cpu["cr0"] & CR0_PG
+                and (self._blocks is None or self._blocks.may_resume()))
 
     def _handle_in_hook(self, stop):
         """Handle an exception inside the Unicorn hook that reported it, and let the slice go on at the
@@ -890,6 +930,8 @@ class Machine:
         the budget is looked at in the same places. If the slice must end after all, it ends with a
         Stop "handled" that only closes it; a Python exception (a GuestError) ends it too, unchanged."""
         counter = stop.counter
+        if self._blocks is not None:
+            self._blocks.resume_after(counter)          # the faulting block ends at the fault
         executed = counter - self._accounted
         self.instructions += executed
         self.clock += executed
@@ -901,6 +943,7 @@ class Machine:
         go_on = self._hook_may_go_on(stop)              # Unicorn's binding stops and re-raises it
         self._running = True
         if go_on:
+            quirks.resync_pc(self.uc)                  # or later in/out hooks read a stale EIP
             self._stop = None
             self._slice_cpl = self.cpu.cpl             # what a new slice would note
             self._slice_events = len(self.events)
@@ -1179,5 +1222,5 @@ class Machine:
     def _icount(self):
         """Instructions retired before now; inside a slice, before the instruction being run."""
         if self._running:
-            return self.instructions + quirks.instruction_counter(self.uc) - self._accounted - 1
+            return self.instructions + self._counter() - self._accounted - 1
         return self.instructions

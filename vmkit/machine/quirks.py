@@ -14,6 +14,12 @@ machine model needs:
   Bit 3 of hflags is the interrupt shadow after ``sti`` or ``mov ss``.
 * ``emu_counter``: with ``emu_start(count=n)`` Unicorn counts instructions; reading its counter is
   how vmkit knows exactly how many ran when a slice stops early. Deterministic time depends on it.
+* ``skip_sync_pc``: a hook that writes EIP makes uc_reg_write set the engine's
+  skip_sync_pc_on_exit (uc.c), which only an exit from translated code clears again
+  (check_exit_request in qemu/accel/tcg/tcg-runtime.c). Written from an interrupt hook, outside
+  translated code, it stays set for the rest of emu_start, and every later in/out and memory hook
+  skips bringing EIP up to date (softmmu/ioport.c, accel/tcg/cputlb.c): they read where the block
+  began. vmkit clears it after handling an exception inside the hook (resync_pc).
 
 The offsets are not hard-coded: a probe runs tiny guests and finds each field by comparing the
 CPU state before and after a known event. If the probe cannot find them, Unicorn has changed, and
@@ -43,6 +49,7 @@ class Offsets:
     exception_is_int: int
     hflags: int
     emu_counter: int
+    skip_sync_pc: int
 
 
 _offsets = None
@@ -169,6 +176,12 @@ def instruction_counter(uc):
     return ctypes.c_uint64.from_address(uc._uch.value + offsets().emu_counter).value
 
 
+def set_instruction_counter(uc, value):
+    """Leave Unicorn's counter as emu_start(count=n) would have left it, after a slice counted by
+    vmkit.machine.counting (which runs with count=0, so that Unicorn does not count)."""
+    ctypes.c_uint64.from_address(uc._uch.value + offsets().emu_counter).value = value
+
+
 # --- the probe ------------------------------------------------------------------------------------
 
 _GDT = (encode_descriptor(0, 0, 0) + encode_descriptor(0, 0xFFFFF, 0x9A) + encode_descriptor(0, 0xFFFFF, 0x92)
@@ -241,7 +254,56 @@ def _probe():
         found = {o for o in range(0, len(raw), 8) if int.from_bytes(raw[o:o + 8], "little") == k + 1}
         hits = found if hits is None else hits & found
     emu_counter = _only(sorted(hits), "instruction counter")
-    return Offsets(old_exception, error_code, exception_is_int, hflags, emu_counter)
+    return Offsets(old_exception, error_code, exception_is_int, hflags, emu_counter, _probe_skip_sync_pc())
+
+
+_SYNC_CODE = bytes.fromhex("cc90" "66bafd03" "9090" "ec" "f4")   # int3; nop; mov dx, 0x3fd; nop; nop; in al, dx; hlt
+_SYNC_AT, _SYNC_AFTER, _SYNC_IN = 0x1000, 0x1002, 0x1008
+_UC_SIZE = 1 << 15                 # bytes of the engine's struct that are searched
+
+
+def _sync_probe(clear=None):
+    """int3, whose hook moves EIP on (as the machine does when it handles an exception inside the
+    hook), then an `in` whose hook reads EIP: the engine's bytes before and after the write, and
+    the EIP the `in` hook saw (clearing the byte at `clear` after the write)."""
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    uc.mem_map(0, 0x10000)
+    uc.mem_write(_SYNC_AT, _SYNC_CODE)
+    uc.reg_write(X.UC_X86_REG_ESP, 0x8000)
+    seen = {}
+
+    def on_intr(uc, vector, _):
+        seen["before"] = ctypes.string_at(uc._uch.value, _UC_SIZE)
+        uc.reg_write(X.UC_X86_REG_EIP, _SYNC_AFTER)
+        seen["after"] = ctypes.string_at(uc._uch.value, _UC_SIZE)
+        if clear is not None:
+            ctypes.c_bool.from_address(uc._uch.value + clear).value = False
+
+    def on_in(uc, port, size, _):
+        seen["eip"] = uc.reg_read(X.UC_X86_REG_EIP)
+        seen["at_in"] = ctypes.string_at(uc._uch.value, _UC_SIZE)
+        return 0
+    uc.hook_add(UC_HOOK_INTR, on_intr)
+    uc.hook_add(UC_HOOK_INSN, on_in, None, 1, 0, X.UC_X86_INS_IN)
+    uc.emu_start(_SYNC_AT, _SYNC_AT + len(_SYNC_CODE) - 1)
+    return seen
+
+
+def _probe_skip_sync_pc():
+    # 5. a flag the EIP write sets and that is still set at the `in`: the one whose clearing gives
+    #    the `in` hook its own EIP
+    seen = _sync_probe()
+    if seen.get("eip") == _SYNC_IN:
+        return -1                          # this Unicorn brings EIP up to date anyway: nothing to clear
+    flags = [o for o in range(_UC_SIZE) if seen["before"][o] == 0 and seen["after"][o] == 1 and seen["at_in"][o] == 1]
+    return _only([o for o in flags if _sync_probe(clear=o).get("eip") == _SYNC_IN], "skip_sync_pc_on_exit")
+
+
+def resync_pc(uc):
+    """After a hook wrote EIP outside translated code: let later hooks see EIP up to date again."""
+    offset = offsets().skip_sync_pc
+    if offset >= 0:
+        ctypes.c_bool.from_address(uc._uch.value + offset).value = False
 
 
 def hook_time_stamp_counter(uc, on_rdtsc, on_rdtscp):
