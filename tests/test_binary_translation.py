@@ -1,5 +1,6 @@
 """Binary translation: the guest kernel runs only from the translation cache, behaves exactly as on
 its own machine (the holes of trap-and-emulate included), and its cli/sti/pushf/popf never trap."""
+import importlib.util
 import inspect
 import re
 import sys
@@ -320,3 +321,24 @@ def test_the_0f_00_group_calls_out(text, kind):
     from vmkit.vmm.translator import classify_instruction
     code = vmkit.assemble(f"bits 32\n{text}\n").code
     assert classify_instruction(decode(code, 0)) == kind
+
+
+def benchmark(name):
+    """A module of tests/benchmarks, for the guests its measurements run."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ring3_writes_next_to_translated_kernel_code_stop_reaching_the_vmm_but_code_writes_still_do():
+    image = vmkit.assemble(benchmark("binary_translation").CODE_PAGE_COUNTER.format(ticks=3))
+    native = vmkit.run(image)
+    m = BinaryTranslation(image)
+    bt = m.run()
+    assert native.serial_bytes == bt.serial_bytes == b"57\n"          # the patched `digit` ran anew
+    assert (bt.exit_code, bt.halted) == (native.exit_code, native.halted)
+    page = 0x100000 // 4096
+    assert page in m.cache.narrowed                                     # the counter's page narrowed
+    assert m.cache.writes_seen < 100, f"{m.cache.writes_seen} writes reached the VMM, of the user program's ~100,000"
+    assert any(e.detail.get("invalidated") for e in bt.of_kind("translate"))
