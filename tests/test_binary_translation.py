@@ -56,6 +56,9 @@ EMITTED = [
     (emit.mov_ch_gs_table(0x100), "mov ch, [gs:nosplit ecx + 0x100]", 0),
     (emit.mov_cl_al(), "mov cl, al", 0),
     (emit.lea_ecx_ecx_eax(), "lea ecx, [ecx + eax]", 0),
+    (emit.mov_ecx_from_esp(), "mov ecx, [esp]", 0),
+    (emit.lea_ecx_ecx(-0x100010), "lea ecx, [dword ecx - 0x100010]", 0),
+    (emit.nop(), "nop", 0),
     (emit.load_gs(0xC), "mov gs, [gs:dword 0xc]", 0),
     (emit.load_gs_from_code(0xFFC20020), "mov gs, [cs:dword 0xffc20020]", 0),
     (emit.and_eax(0xFFFFCDFF), "and eax, strict dword 0xffffcdff", 0),
@@ -168,6 +171,38 @@ def test_returns_and_indirect_calls_find_their_targets_in_the_lookup_table():
     """
     native, bt = same_as_native(source)
     assert bt.stats["cache_misses"] < 20                 # 400 returns, almost all found in the cache
+
+
+def test_a_ret_checks_its_predicted_return_in_cache_code_and_looks_up_any_other():
+    source = """
+        mov ecx, 300
+    again:
+        call one                           ; returns here only: its prediction always hits
+        call two                           ; returns here and below: predicted here, looked up below
+        add esi, eax
+        call two
+        add edi, eax
+        loop again
+        lea eax, [esi + edi]
+        out 0xf4, al
+    one:
+        inc eax
+        ret
+    two:
+        add eax, 3
+        ret
+    """
+    image = vmkit.assemble(source)
+    native = vmkit.run(image)
+    m = BinaryTranslation(image)
+    bt = m.run()
+    assert (bt.exit_code, bt.serial_bytes) == (native.exit_code, native.serial_bytes)
+    units = {unit.guest: unit for unit in m.cache.units.values()}
+    one, two = image.symbols["one"], image.symbols["two"]
+    predicted = [way for way in units[one].exits if way.chained_to is not None]
+    assert [way.target for way in predicted] == [image.symbols["again"] + 5]   # chained to the caller
+    assert [way.target for way in units[two].exits] == [image.symbols["again"] + 10]
+    assert bt.stats["cache_misses"] < 20 and bt.stats["traps"] == 1   # 1,200 rets; the one trap: out
 
 
 def test_code_the_guest_rewrites_is_translated_again():

@@ -6,8 +6,9 @@
    translation, where cli and sti are stores to the virtual IF in the translation cache.
    Target: binary translation >= 10x faster than trap-and-emulate.
 2. CPU-bound kernels (a sieve; a loop of calls and returns): binary translation against native.
-   Target: <= 2x native time. Calls and returns cost more: every `ret` is an indirect jump the
-   cache code must look up (Adams & Agesen's "callret" case).
+   Target: <= 2x native time. Calls and returns cost more (Adams & Agesen's "callret" case): every
+   `ret` is an indirect jump; the cache code checks the return address it predicts, and looks the
+   target up when the prediction misses.
 3. Translation cost: a kernel of many small blocks each run once, so nearly all of binary
    translation's extra time is translating them (and chaining their exits); per block.
 4. A timer kernel whose ring-3 program increments a counter on the page of kernel code the
@@ -247,7 +248,7 @@ def targets(measured):
             f"{'met' if ratio >= 10 else 'MISSED'}",
             f"   binary translation: CPU-bound kernels <= 2x native time: sieve {worst['sieve']:.2f}x "
             f"{'met' if worst['sieve'] <= 2 else 'MISSED'}; calls and returns {worst['calls']:.2f}x "
-            f"{'met' if worst['calls'] <= 2 else 'missed'} (every ret is a lookup)",
+            f"{'met' if worst['calls'] <= 2 else 'MISSED'} (each ret checks its predicted return)",
             f"   binary translation: {per_block:.0f} us to translate a block (no target)",
             f"   binary translation: ring 3 writing on a page of translated code <= 3x native time: "
             f"{measured['code_page']:.2f}x {'met' if measured['code_page'] <= 3 else 'MISSED'}"]

@@ -34,6 +34,7 @@ from ..machine.machine import CALL_GATE_32
 from ..machine.platform import BOOT_CS, DEFAULT_MEMORY
 from ..machine.cpu import PAGE, Fault
 from ..machine.x86 import DB, GP, IF, IOPL_MASK, NP, PF_, SS_, TS, UD, decode_gate, encode_descriptor
+from . import emit
 from .emulate import (EMULATORS, FLAGS, SENSITIVE_READS, guest_descriptor, decode, effective_address, operand_value,
                       write_operand, write_register)
 from .trap_emulate import SHADOW_GDT, VMM_BASE, TrapAndEmulate, compress
@@ -435,6 +436,8 @@ class BinaryTranslation(TrapAndEmulate):
         cpu = self.cpu
         if c.kind == "miss":
             return self._miss(c)
+        if c.kind == "predict":
+            return self._predict(c, site)
         self._vmm_entry = True
         if c.kind == "pending":
             self.stats["traps"] += 1
@@ -478,6 +481,17 @@ class BinaryTranslation(TrapAndEmulate):
         if c.unit.alive and unit.alive:
             self.cache.chain(way, unit)
         self.cpu["eip"] = unit.cache
+
+    def _predict(self, c, site):
+        """A ret's first miss of its prediction: the target on the guest's stack now becomes its
+        prediction (the check's displacement, the exit's target), this call-out a nop, and the check
+        runs again (ECX is already saved), to hit."""
+        self.stats["cache_misses"] = self.stats.get("cache_misses", 0) + 1
+        cpu = self.cpu
+        target = cpu.u32(cpu.segment_base(cpu["ss"]) + cpu["esp"])
+        self.cache.predict(c.exit, target, c.check)
+        self.cache.patch(site, emit.nop())
+        cpu["eip"] = c.check
 
     def _lookup_miss(self):
         """ret or an indirect branch to a guest address the lookup table does not hold."""

@@ -148,6 +148,22 @@ def mov_cl_al():
     return b"\x88\xC1"
 
 
+def mov_ecx_from_esp():
+    """mov ecx, [esp] (8B /r with a SIB byte): the word on top of the stack, a return address."""
+    return b"\x8B\x0C\x24"
+
+
+def lea_ecx_ecx(displacement):
+    """lea ecx, [ecx + disp32] (8D /r, mod 10): an addition that leaves EFLAGS alone. With the
+    displacement -x, ECX becomes 0 exactly when it held x, which `jecxz` tests."""
+    return b"\x8D\x89" + _u32(displacement)
+
+
+def nop():
+    """nop (90)."""
+    return b"\x90"
+
+
 def lea_ecx_ecx_eax():
     """lea ecx, [ecx + eax] (8D /r with a SIB byte): an addition that leaves EFLAGS alone."""
     return b"\x8D\x0C\x01"

@@ -114,6 +114,20 @@ class TranslationCache:
         slot = self.data + LOOKUP + 8 * (guest & (LOOKUP_ENTRIES - 1))
         self.uc.mem_write(slot, (-guest & 0xFFFFFFFF).to_bytes(4, "little") + cache.to_bytes(4, "little"))
 
+    def predict(self, way, target, check):
+        """Aim a ret's exit `way` at the guest address `target`: its check (at `check`: mov ecx, [esp];
+        lea ecx, [ecx - target]) now compares with it, and its exit is unchained from the old one."""
+        if way.chained_to is not None:
+            way.chained_to.chained_from = [w for w in way.chained_to.chained_from if w is not way]
+            self._unchain(way)
+        way.target = target
+        self.boundaries[way.site] = target
+        self._patch(check + 5, (-target & 0xFFFFFFFF).to_bytes(4, "little"))
+
+    def patch(self, address, code):
+        """Write cache code over the code at `address` (see _patch)."""
+        self._patch(address, code)
+
     def _patch(self, address, code):
         """Write cache code where the CPU may have run older code: Unicorn keeps its own
         translations of what it ran, so those must go too."""
