@@ -11,6 +11,7 @@ from unicorn import UC_HOOK_CODE
 
 import vmkit
 import vmkit.guests
+from vmkit import compare
 from vmkit.vmm import BinaryTranslation, emit
 from vmkit.vmm.binary_translation import CACHE_BASE
 from vmkit.vmm.translator import RULES
@@ -377,3 +378,35 @@ def test_ring3_writes_next_to_translated_kernel_code_stop_reaching_the_vmm_but_c
     assert page in m.cache.narrowed                                     # the counter's page narrowed
     assert m.cache.writes_seen < 100, f"{m.cache.writes_seen} writes reached the VMM, of the user program's ~100,000"
     assert any(e.detail.get("invalidated") for e in bt.of_kind("translate"))
+
+
+# --- the budget counts the guest's own instructions ---------------------------------------------------
+COUNTED = {
+    "calls": benchmark("binary_translation").CALLS.format(rounds=50),
+    "sieve": benchmark("run").SIEVE.format(rounds=1).replace("0x40000", "0x400").replace("0x100000", "0x1000"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COUNTED) + ["self_modifying", "rings", "call_ret", "popf_critical",
+                                  "cmp_pgfault", "cmp_compute"])
+def test_binary_translation_counts_the_guest_instructions_the_bare_machine_counts(name):
+    """Every instruction once when it starts, as Unicorn counts them natively: the calls, the timer's
+    interrupts at the same instructions, rep movsd/stosd an instruction an iteration (cmp_compute,
+    cmp_pgfault), a #PF the guest takes (cmp_pgfault), the kernel's rewrite of its own code."""
+    if name.startswith("cmp_"):
+        image = vmkit.assemble(compare.WORKLOADS[name[4:]].source(10))
+    else:
+        image = vmkit.guests.image(name) if name not in COUNTED else vmkit.assemble(COUNTED[name])
+    native, bt = vmkit.run(image), vmkit.run(image, BT)
+    assert bt.serial_bytes == native.serial_bytes
+    assert bt.stats["instructions"] == native.stats["instructions"]
+    assert bt.stats["cpu_instructions"] > bt.stats["instructions"]            # the cache's code ran too
+
+
+def test_a_budget_of_the_native_count_is_enough_under_binary_translation_and_one_less_is_not():
+    image = vmkit.assemble(COUNTED["calls"])
+    n = vmkit.run(image).stats["instructions"]
+    assert vmkit.run(image, BT, max_instructions=n).halted
+    with pytest.raises(vmkit.GuestTimeout):
+        vmkit.run(image, BT, max_instructions=n - 1)
+    assert vmkit.run(image, BT, count_guest=False).stats["instructions"] > n     # the CPU's count, as before

@@ -411,7 +411,7 @@ def counts_of(stats, events=None):
     if events is not None and s.get("events_dropped"):
         raise VmkitError(f"the run recorded too many events to count its mmu_update hypercalls "
                          f"({s['events_dropped']} dropped): run fewer rounds")
-    return dict(executed=s.get("instructions"), traps=s.get("traps", 0), exits=s.get("vmexits", 0),
+    return dict(executed=s.get("cpu_instructions", s.get("instructions")), traps=s.get("traps", 0), exits=s.get("vmexits", 0),
                 hypercalls=s.get("hypercalls", 0), blocks=s.get("blocks_translated", 0),
                 **{k: s.get(k, 0) for k in MMU_COUNTS},
                 cr_exits=s.get("vmexit_CR_ACCESS", 0), invlpg_exits=s.get("vmexit_INVLPG", 0),

@@ -33,7 +33,8 @@ HOW = {"copied": ("identical copy", "#ffffff"), "rewritten": ("rewritten", "#fff
 # the VMM's data page, reached through GS: what each offset holds (vmkit.vmm.translator)
 DATA = {T.VIF: "the virtual IF", T.VIOPL: "the virtual IOPL", T.PENDING: "an interrupt is pending",
         T.VGS: "the guest's GS", T.SAVED_EAX: "scratch", T.SAVED_ECX: "scratch",
-        T.TARGET: "lookup result", T.GUEST_TARGET: "lookup miss"}
+        T.TARGET: "lookup result", T.GUEST_TARGET: "lookup miss",
+        T.ICOUNT: "the guest instructions counted"}
 CALLOUTS = {"miss": "call-out on a miss: translate the target, chain the jmp above to it",
             "pending": "call-out: deliver the interrupt that waits for the virtual IF",
             "emulate": "call-out: the VMM emulates the instruction (a trap)",
@@ -426,7 +427,8 @@ def cost_table(measured):
             ms = f"{r.seconds * 1e3:,.1f}"
             if base is not None and t != "native" and base.seconds > 0:
                 ms += f" ({r.seconds / base.seconds:.1f}×)"
-            row += [f"{r.stats.get('traps', 0):,}", f"{r.stats.get('instructions', 0):,}", ms]
+            executed = r.stats.get("cpu_instructions", r.stats.get("instructions", 0))   # the cache's code too
+            row += [f"{r.stats.get('traps', 0):,}", f"{executed:,}", ms]
         rows.append(row)
     return Table(header, rows, "measured on this machine, in vmkit (best of a few runs); (×): time as a multiple "
                  "of native", groups)

@@ -20,6 +20,10 @@ virtual IF, `iret` and far transfers are emulated at its virtual CPL 0, and GS, 
 translated code uses to reach the VMM's data page, is swapped back to the guest's on the way out
 to ring 3.
 
+Its budget and clock count what the bare machine counts, the guest's own instructions: each unit of
+the cache adds the guest instructions it stands for to a count in the VMM's data page, and
+guest_instructions makes each slice exact; stats["cpu_instructions"] is what the CPU ran.
+
 Long because: one VMM owns the cache, every kind of call-out, the far transfers and segment loads
 its guest kernel makes at virtual CPL 0, and adaptive translation; each part is short and works on
 the same state.
@@ -39,7 +43,7 @@ from .emulate import (EMULATORS, FLAGS, SENSITIVE_READS, guest_descriptor, decod
                       write_operand, write_register)
 from .trap_emulate import SHADOW_GDT, VMM_BASE, TrapAndEmulate, compress
 from .translation_cache import TranslationCache
-from .translator import DATA_SIZE, GUEST_TARGET, PENDING, VGS, VIF, VIOPL, VMM_GS, Translator
+from .translator import DATA_SIZE, GUEST_TARGET, ICOUNT, PENDING, VGS, VIF, VIOPL, VMM_GS, Translator
 from .vcpu import VCpu
 
 VMM_DATA = VMM_BASE + 0x20000           # the data page translated code reaches through GS
@@ -114,10 +118,15 @@ class BinaryTranslation(TrapAndEmulate):
     exit (see vmkit.vmm.translator; lab 3 writes them). An instruction without a rule calls out.
     `cache_size` bounds the translation cache; when it is full the cache is flushed. `adaptive`
     (on by default) retranslates an instruction that keeps taking trace faults into a call-out.
+    `count_guest` (on by default): the budget, the clock and stats["instructions"] count the guest's
+    own instructions, as the bare machine does (each unit of the cache counts them: see
+    guest_instructions); off, they count what the CPU ran, the cache's own instructions included,
+    and the cache code runs without its counts (on a loop of calls, about half the time: each count
+    is a store, and a store costs Unicorn as much as a few dozen other instructions).
     """
 
     def __init__(self, image, memory=DEFAULT_MEMORY, *, rules=None, chain=None,
-                 cache_size=DEFAULT_CACHE_SIZE, emulators=None, adaptive=True, **budgets):
+                 cache_size=DEFAULT_CACHE_SIZE, emulators=None, adaptive=True, count_guest=True, **budgets):
         if not 0x4000 <= cache_size <= MAX_CACHE_SIZE:
             raise ValueError(f"cache_size must lie between 16 KiB and {MAX_CACHE_SIZE >> 20} MiB")
         self._rules, self._chain_rule = rules, chain
@@ -126,7 +135,10 @@ class BinaryTranslation(TrapAndEmulate):
         self._written = []                    # units a guest write killed during this slice
         self._effect = None                   # what the last emulated call-out did, for its event
         self.adaptive = adaptive
+        self.count_guest = count_guest        # the budget counts the guest's instructions, not the cache's
         self._traces = {}                     # guest instruction address -> trace faults it took
+        self.cpu_instructions = 0             # what the CPU ran for the guest (the cache's code included)
+        self._slice_start = None              # (ICOUNT, uncounted) where a slice started in the cache
         self._emulated_callouts = {"iret": self._iret, "retf": self._retf, "far": self._far,
                                    "load-ss": self._load_ss, "load-gs": self._load_gs,
                                    "store-sreg": self._store_sreg}     # call-out kind -> its emulation
@@ -153,7 +165,7 @@ class BinaryTranslation(TrapAndEmulate):
             cpu[name] = cpu[name]             # reload: the CPU caches descriptors, now truncated
         uc.mem_write(VMM_DATA + VMM_GS, VMM_DATA_SELECTOR.to_bytes(2, "little"))
         translator = Translator(self._guest_code, dispatcher=CACHE_BASE, data=VMM_DATA,
-                                rules=self._rules, chain_rule=self._chain_rule)
+                                rules=self._rules, chain_rule=self._chain_rule, count=self.count_guest)
         self.cache = TranslationCache(uc, CACHE_BASE, self.cache_size, VMM_DATA, translator, self._on_code_written)
 
     def install_hooks(self):
@@ -192,6 +204,41 @@ class BinaryTranslation(TrapAndEmulate):
         self._enter_cache()
         pending = self.pic.pending() is not None
         self.uc.mem_write(VMM_DATA + PENDING, b"\x01" if pending else b"\x00")
+        eip = self.cpu["eip"]
+        in_cache = self.count_guest and not self.finished and self.cpu.cpl == 1 and eip in self.cache
+        self._slice_start = (self.cpu.u32(VMM_DATA + ICOUNT), self.cache.uncounted(eip, ecx=self.cpu["ecx"])) \
+            if in_cache else None
+
+    # --- the guest's own instructions, counted ---------------------------------------------------------
+    def guest_instructions(self, executed):
+        """The guest instructions a slice ran, as the bare machine counts them (an instruction counts
+        once it has started). Guest user code runs directly: each of the CPU's instructions is one.
+        In the cache, each unit adds its guest instructions to ICOUNT in the VMM's data page on every
+        way through it that stays in the cache (Translator: a plain `add` in front of an instruction
+        that overwrites the flags, else at each exit, kept off the flags); a slice that starts or ends
+        part way through a unit, or in a unit that ends in a call-out, is made exact with what
+        TranslationCache.uncounted says of where it started and ended. (QEMU counts the same way for
+        its -icount: each translated block subtracts its instruction count from a budget on entry,
+        gen_tb_start in include/exec/gen-icount.h.) The CPU's own count is stats["cpu_instructions"]."""
+        self.cpu_instructions += executed
+        start, self._slice_start = self._slice_start, None
+        if start is None:
+            return executed
+        counter, before = start
+        cpu = self.cpu
+        eip = cpu["eip"]
+        counted = (cpu.u32(VMM_DATA + ICOUNT) - counter) & 0xFFFFFFFF
+        # out of the cache within the slice: only the copy of an iret or retf to ring 3 does that, alone
+        # in its slice, and its guest instruction counted when its call-out was reached
+        after = self.cache.uncounted(eip, ecx=cpu["ecx"]) if cpu.cpl == 1 and eip in self.cache else before
+        return counted + after - before
+
+    def _count_at_int3(self, site):
+        """The slice ended on the call-out's int3 at `site`, with EIP after it, which guest_instructions
+        took for the next byte (perhaps another exit's, or the next unit's): count where the CPU is."""
+        correction = self.cache.uncounted(site + 1, after_int3=True) - self.cache.uncounted(site + 1)
+        self.instructions += correction
+        self.clock += correction
 
     def _enter_cache(self):
         """The guest kernel is at a guest address (after boot, a delivery, an emulated instruction):
@@ -368,12 +415,17 @@ class BinaryTranslation(TrapAndEmulate):
             self.fault_handled()
             callout = self.cache.callouts.get(eip - 1) if vector == 3 else None
             if callout is not None:
+                if self.count_guest:
+                    self._count_at_int3(eip - 1)
                 return self._callout(callout, eip - 1)
             if eip - 1 == self.cache.dispatcher_callout and vector == 3:
                 return self._lookup_miss()
             unit, piece = self.cache.locate(eip)
             if piece is None:
                 raise GuestError(f"a fault ({vector}) in the VMM's own lookup code at {eip:#x}", self.result())
+            if eip == piece.cache and piece.size and self.count_guest:
+                self.instructions += 1        # the guest's instruction started, as the CPU counts it
+                self.clock += 1
             cpu["eip"] = piece.guest          # the guest's instruction faulted
             self._far_return = None
         if vector == NP and source == EXCEPTION and cpu.cpl == 3 and self.call_gate(error_code):
@@ -776,17 +828,27 @@ class BinaryTranslation(TrapAndEmulate):
             return super().run_until(event=event, instructions=instructions)
         first = len(self.events)
         target = None if instructions is None else self.instructions + instructions
-        self.run_until(event=event, instructions=1)
-        while not self.finished and self.guest_eip() != eip and (target is None or self.instructions < target):
-            before = len(self.events)
-            self.run_until(event=event, instructions=1)
-            if event is not None and len(self.events) > before and self.stop_requested:
-                break
+        seen = self._one_cpu_instruction(event)
+        while not seen and not self.finished and self.guest_eip() != eip \
+                and (target is None or self.instructions < target):
+            seen = self._one_cpu_instruction(event)
         return self.events[first:]
+
+    def _one_cpu_instruction(self, event):
+        """Run on by one instruction of the CPU's (in the cache, perhaps only a part of a guest
+        instruction, so not run_until(instructions=1), which counts the guest's). True if it recorded
+        an event that `event` (a kind, or a predicate) waits for."""
+        first = len(self.events)
+        self.step()
+        if isinstance(event, str):
+            return any(e.kind == event for e in self.events[first:])
+        return event is not None and any(event(e) for e in self.events[first:])
 
     # --- what the guest sees at the end ----------------------------------------------------------------
     def result(self):
         result = super().result()
+        if self.counted:
+            result.stats["cpu_instructions"] = self.cpu_instructions
         cpu, regs = self.cpu, result.regs
         if cpu.cpl == 1:
             if regs["eip"] in self.cache:

@@ -160,6 +160,18 @@ class TranslationCache:
                 return unit, piece
         return unit, None
 
+    def uncounted(self, cache, after_int3=False, ecx=0):
+        """The guest instructions started but not yet added to ICOUNT by the unit the CPU is in at
+        `cache` (Unit.uncounted); 0 outside every unit (the lookup code runs after a unit's count).
+        `after_int3`: the CPU stopped on a call-out's int3, and Unicorn left EIP after it: the CPU is
+        still at the int3 (the next byte may be another exit's, or the next unit's first). `ecx`: the
+        CPU's ECX, for a rep instruction counted ahead (Unit.rep_uncounted)."""
+        at = cache - 1 if after_int3 else cache
+        unit, _ = self.locate(at)
+        if unit is None or not unit.cache <= at < unit.cache + unit.size:
+            return 0
+        return unit.uncounted(cache, at) + unit.rep_uncounted(cache, ecx)
+
     # --- guest writes to translated code -------------------------------------------------------------
     def _trace(self, unit):
         """A write to the unit's guest bytes must kill it: trace every page they are on."""
