@@ -150,6 +150,7 @@ class BinaryTranslation(TrapAndEmulate):
     # --- boot: the shadow tables of trap-and-emulate, plus the cache and the VMM's data page -------
     def boot_state(self):
         super().boot_state()
+        self.counting_guest = self.count_guest and self.counted     # an uncounted run counts nothing
         uc, cpu = self.uc, self.cpu
         uc.mem_map(VMM_DATA, DATA_SIZE)
         uc.mem_map(CACHE_BASE, self.cache_size)
@@ -165,7 +166,7 @@ class BinaryTranslation(TrapAndEmulate):
             cpu[name] = cpu[name]             # reload: the CPU caches descriptors, now truncated
         uc.mem_write(VMM_DATA + VMM_GS, VMM_DATA_SELECTOR.to_bytes(2, "little"))
         translator = Translator(self._guest_code, dispatcher=CACHE_BASE, data=VMM_DATA,
-                                rules=self._rules, chain_rule=self._chain_rule, count=self.count_guest)
+                                rules=self._rules, chain_rule=self._chain_rule, count=self.counting_guest)
         self.cache = TranslationCache(uc, CACHE_BASE, self.cache_size, VMM_DATA, translator, self._on_code_written)
 
     def install_hooks(self):
@@ -205,8 +206,8 @@ class BinaryTranslation(TrapAndEmulate):
         pending = self.pic.pending() is not None
         self.uc.mem_write(VMM_DATA + PENDING, b"\x01" if pending else b"\x00")
         eip = self.cpu["eip"]
-        in_cache = self.count_guest and not self.finished and self.cpu.cpl == 1 and eip in self.cache
-        self._slice_start = (self.cpu.u32(VMM_DATA + ICOUNT), self.cache.uncounted(eip, ecx=self.cpu["ecx"])) \
+        in_cache = self.counting_guest and eip in self.cache and not self.finished and self.cpu.cpl == 1
+        self._slice_start = (self.cpu.u32(VMM_DATA + ICOUNT), self.cache.uncounted(eip, ecx=self._ecx)) \
             if in_cache else None
 
     # --- the guest's own instructions, counted ---------------------------------------------------------
@@ -230,13 +231,17 @@ class BinaryTranslation(TrapAndEmulate):
         counted = (cpu.u32(VMM_DATA + ICOUNT) - counter) & 0xFFFFFFFF
         # out of the cache within the slice: only the copy of an iret or retf to ring 3 does that, alone
         # in its slice, and its guest instruction counted when its call-out was reached
-        after = self.cache.uncounted(eip, ecx=cpu["ecx"]) if cpu.cpl == 1 and eip in self.cache else before
+        after = self.cache.uncounted(eip, ecx=self._ecx) if eip in self.cache and cpu.cpl == 1 else before
         return counted + after - before
+
+    def _ecx(self):
+        return self.cpu["ecx"]
 
     def _count_at_int3(self, site):
         """The slice ended on the call-out's int3 at `site`, with EIP after it, which guest_instructions
         took for the next byte (perhaps another exit's, or the next unit's): count where the CPU is."""
-        correction = self.cache.uncounted(site + 1, after_int3=True) - self.cache.uncounted(site + 1)
+        correction = (self.cache.uncounted(site + 1, after_int3=True, ecx=self._ecx)
+                      - self.cache.uncounted(site + 1, ecx=self._ecx))
         self.instructions += correction
         self.clock += correction
 
@@ -415,7 +420,7 @@ class BinaryTranslation(TrapAndEmulate):
             self.fault_handled()
             callout = self.cache.callouts.get(eip - 1) if vector == 3 else None
             if callout is not None:
-                if self.count_guest:
+                if self.counting_guest:
                     self._count_at_int3(eip - 1)
                 return self._callout(callout, eip - 1)
             if eip - 1 == self.cache.dispatcher_callout and vector == 3:
@@ -423,7 +428,7 @@ class BinaryTranslation(TrapAndEmulate):
             unit, piece = self.cache.locate(eip)
             if piece is None:
                 raise GuestError(f"a fault ({vector}) in the VMM's own lookup code at {eip:#x}", self.result())
-            if eip == piece.cache and piece.size and self.count_guest:
+            if eip == piece.cache and piece.size and self.counting_guest:
                 self.instructions += 1        # the guest's instruction started, as the CPU counts it
                 self.clock += 1
             cpu["eip"] = piece.guest          # the guest's instruction faulted

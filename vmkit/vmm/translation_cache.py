@@ -59,6 +59,7 @@ class TranslationCache:
     def _reset(self):
         self.units, self.callouts, self.boundaries = {}, {}, {}
         self._by_cache = []                         # (cache address, unit) in address order
+        self._starts = set()                        # the cache address of every unit's first byte
         self._pages = {}                            # guest page -> units with code on it
         for handles in self._hooks.values():
             for handle in handles:
@@ -100,6 +101,7 @@ class TranslationCache:
             self.kill(old)
         self.units[guest] = unit
         self._by_cache.append((unit.cache, unit))
+        self._starts.add(unit.cache)
         for piece in unit.pieces:
             if piece.size:
                 self.boundaries[piece.cache] = piece.guest
@@ -160,17 +162,19 @@ class TranslationCache:
                 return unit, piece
         return unit, None
 
-    def uncounted(self, cache, after_int3=False, ecx=0):
+    def uncounted(self, cache, after_int3=False, ecx=lambda: 0):
         """The guest instructions started but not yet added to ICOUNT by the unit the CPU is in at
         `cache` (Unit.uncounted); 0 outside every unit (the lookup code runs after a unit's count).
         `after_int3`: the CPU stopped on a call-out's int3, and Unicorn left EIP after it: the CPU is
         still at the int3 (the next byte may be another exit's, or the next unit's first). `ecx`: the
-        CPU's ECX, for a rep instruction counted ahead (Unit.rep_uncounted)."""
+        CPU's ECX (a function: read only at a rep instruction counted ahead, Unit.rep_uncounted)."""
         at = cache - 1 if after_int3 else cache
+        if not after_int3 and cache in self._starts:
+            return 0                                    # before a unit's first instruction: the most common
         unit, _ = self.locate(at)
         if unit is None or not unit.cache <= at < unit.cache + unit.size:
             return 0
-        return unit.uncounted(cache, at) + unit.rep_uncounted(cache, ecx)
+        return unit.uncounted(cache, at) + (unit.rep_uncounted(cache, ecx()) if cache in unit.reps else 0)
 
     # --- guest writes to translated code -------------------------------------------------------------
     def _trace(self, unit):
