@@ -30,7 +30,7 @@ the same state.
 """
 import dataclasses
 
-from unicorn import UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE
+from unicorn import UC_HOOK_INTR, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE
 
 from ..errors import GuestError, VmkitError
 from ..machine.delivery import EXCEPTION, SOFTWARE
@@ -53,6 +53,7 @@ MAX_CACHE_SIZE = 0x300000
 GUEST_OWNED_FLAGS = 0x244DD5           # the arithmetic flags, TF, DF, NT, AC, ID: not IF, IOPL, VM, RF
 VMM_CODE_SELECTOR = 0xFFE8 | 1          # shadow GDT: the ring-1 code segment the cache runs in
 VMM_DATA_SELECTOR = 0xFFF0 | 1          # shadow GDT: the data page, for GS
+PORT_IO = {0xE4, 0xE5, 0xE6, 0xE7, 0xEC, 0xED, 0xEE, 0xEF, 0x6C, 0x6D, 0x6E, 0x6F}   # in, out, ins, outs
 # Trace faults one guest instruction may take before adaptive translation turns its store into a
 # call-out. Adams & Agesen give no number; vmkit's choice is small, so the lesson sees it happen.
 ADAPT_AFTER = 2
@@ -139,6 +140,7 @@ class BinaryTranslation(TrapAndEmulate):
         self._traces = {}                     # guest instruction address -> trace faults it took
         self.cpu_instructions = 0             # what the CPU ran for the guest (the cache's code included)
         self._slice_start = None              # (ICOUNT, uncounted) where a slice started in the cache
+        self._stopped_at_int3 = False         # an int3 (a call-out's) ended the running slice
         self._emulated_callouts = {"iret": self._iret, "retf": self._retf, "far": self._far,
                                    "load-ss": self._load_ss, "load-gs": self._load_gs,
                                    "store-sreg": self._store_sreg}     # call-out kind -> its emulation
@@ -176,6 +178,12 @@ class BinaryTranslation(TrapAndEmulate):
         # fetched, and a data access to it is the guest looking at the VMM.
         self.uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, self._on_cache_access, None,
                          CACHE_BASE, CACHE_BASE + self.cache_size - 1)
+        # which int3 ended a slice, for guest_instructions: Unicorn leaves EIP after it
+        self.uc.hook_add(UC_HOOK_INTR, self._on_int3)
+
+    def _on_int3(self, uc, vector, _):
+        if vector == 3:
+            self._stopped_at_int3 = True
 
     def _on_cache_access(self, uc, access, address, size, value, _):
         self.stop("cache-access", context=uc.context_save(), address=address, before=bytes(uc.mem_read(address, size)))
@@ -206,6 +214,7 @@ class BinaryTranslation(TrapAndEmulate):
         pending = self.pic.pending() is not None
         self.uc.mem_write(VMM_DATA + PENDING, b"\x01" if pending else b"\x00")
         eip = self.cpu["eip"]
+        self._stopped_at_int3 = False
         in_cache = self.counting_guest and eip in self.cache and not self.finished and self.cpu.cpl == 1
         self._slice_start = (self.cpu.u32(VMM_DATA + ICOUNT), self.cache.uncounted(eip, ecx=self._ecx)) \
             if in_cache else None
@@ -231,19 +240,12 @@ class BinaryTranslation(TrapAndEmulate):
         counted = (cpu.u32(VMM_DATA + ICOUNT) - counter) & 0xFFFFFFFF
         # out of the cache within the slice: only the copy of an iret or retf to ring 3 does that, alone
         # in its slice, and its guest instruction counted when its call-out was reached
-        after = self.cache.uncounted(eip, ecx=self._ecx) if eip in self.cache and cpu.cpl == 1 else before
+        after = self.cache.uncounted(eip, after_int3=self._stopped_at_int3, ecx=self._ecx) \
+            if eip in self.cache and cpu.cpl == 1 else before
         return counted + after - before
 
     def _ecx(self):
         return self.cpu["ecx"]
-
-    def _count_at_int3(self, site):
-        """The slice ended on the call-out's int3 at `site`, with EIP after it, which guest_instructions
-        took for the next byte (perhaps another exit's, or the next unit's): count where the CPU is."""
-        correction = (self.cache.uncounted(site + 1, after_int3=True, ecx=self._ecx)
-                      - self.cache.uncounted(site + 1, ecx=self._ecx))
-        self.instructions += correction
-        self.clock += correction
 
     def _enter_cache(self):
         """The guest kernel is at a guest address (after boot, a delivery, an emulated instruction):
@@ -420,8 +422,6 @@ class BinaryTranslation(TrapAndEmulate):
             self.fault_handled()
             callout = self.cache.callouts.get(eip - 1) if vector == 3 else None
             if callout is not None:
-                if self.counting_guest:
-                    self._count_at_int3(eip - 1)
                 return self._callout(callout, eip - 1)
             if eip - 1 == self.cache.dispatcher_callout and vector == 3:
                 return self._lookup_miss()
@@ -505,7 +505,7 @@ class BinaryTranslation(TrapAndEmulate):
         cpu["eip"] = c.guest
         # the guest instruction at c.guest, not the cache's int3, trapped: trap-and-emulate handles it
         if c.kind == "emulate":
-            return self.handle_trap(GP, EXCEPTION, 0, cause="call-out")
+            return self._emulate(c)
         if c.kind == "undecodable":
             return self.handle_trap(UD, EXCEPTION, None, cause="call-out: undecodable")
         if c.kind == "int":
@@ -529,6 +529,17 @@ class BinaryTranslation(TrapAndEmulate):
             self.deliver(*fault)
         elif self._effect:
             self.record("emulate", eip=c.guest, cpl=1, instruction=text, effect=self._effect)
+
+    def _emulate(self, c):
+        """A privileged or sensitive instruction, emulated as trap-and-emulate does. An in or out has
+        started (the count has it) but not retired: the device it reaches sees the clock before it, as
+        on the bare machine, where the port hook runs inside the instruction (Machine._clock_now)."""
+        port_io = self.counting_guest and self.cpu.read(c.guest, 1)[0] in PORT_IO
+        self.clock -= port_io
+        try:
+            return self.handle_trap(GP, EXCEPTION, 0, cause="call-out")
+        finally:
+            self.clock += port_io
 
     def _miss(self, c):
         """An exit whose target has no translation yet: translate it, then chain the exit to it."""
