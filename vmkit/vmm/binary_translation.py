@@ -123,7 +123,7 @@ class BinaryTranslation(TrapAndEmulate):
     own instructions, as the bare machine does (each unit of the cache counts them: see
     guest_instructions); off, they count what the CPU ran, the cache's own instructions included,
     and the cache code runs without its counts (on a loop of calls, about half the time: each count
-    is a store, and a store costs Unicorn as much as a few dozen other instructions).
+    is a store to memory, which costs Unicorn several times what an instruction on registers does).
     """
 
     def __init__(self, image, memory=DEFAULT_MEMORY, *, rules=None, chain=None,
@@ -229,7 +229,10 @@ class BinaryTranslation(TrapAndEmulate):
         part way through a unit, or in a unit that ends in a call-out, is made exact with what
         TranslationCache.uncounted says of where it started and ended. (QEMU counts the same way for
         its -icount: each translated block subtracts its instruction count from a budget on entry,
-        gen_tb_start in include/exec/gen-icount.h.) The CPU's own count is stats["cpu_instructions"]."""
+        gen_tb_start in include/exec/gen-icount.h.) The CPU's own count is stats["cpu_instructions"].
+        Not exact: repe/repne cmps and scas count once, not once an iteration; a call-out's instruction
+        counts before the machine brings the timer up to date, so a tick due exactly at an emulated in
+        can show in it one instruction early (the timer test guest: 705,177 instructions, 705,180 natively)."""
         self.cpu_instructions += executed
         start, self._slice_start = self._slice_start, None
         if start is None:
