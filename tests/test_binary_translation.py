@@ -1,5 +1,6 @@
 """Binary translation: the guest kernel runs only from the translation cache, behaves exactly as on
 its own machine (the holes of trap-and-emulate included), and its cli/sti/pushf/popf never trap."""
+import importlib.util
 import inspect
 import re
 import sys
@@ -10,6 +11,7 @@ from unicorn import UC_HOOK_CODE
 
 import vmkit
 import vmkit.guests
+from vmkit import compare
 from vmkit.vmm import BinaryTranslation, emit
 from vmkit.vmm.binary_translation import CACHE_BASE
 from vmkit.vmm.translator import RULES
@@ -55,6 +57,9 @@ EMITTED = [
     (emit.mov_ch_gs_table(0x100), "mov ch, [gs:nosplit ecx + 0x100]", 0),
     (emit.mov_cl_al(), "mov cl, al", 0),
     (emit.lea_ecx_ecx_eax(), "lea ecx, [ecx + eax]", 0),
+    (emit.mov_ecx_from_esp(), "mov ecx, [esp]", 0),
+    (emit.lea_ecx_ecx(-0x100010), "lea ecx, [dword ecx - 0x100010]", 0),
+    (emit.nop(), "nop", 0),
     (emit.load_gs(0xC), "mov gs, [gs:dword 0xc]", 0),
     (emit.load_gs_from_code(0xFFC20020), "mov gs, [cs:dword 0xffc20020]", 0),
     (emit.and_eax(0xFFFFCDFF), "and eax, strict dword 0xffffcdff", 0),
@@ -167,6 +172,38 @@ def test_returns_and_indirect_calls_find_their_targets_in_the_lookup_table():
     """
     native, bt = same_as_native(source)
     assert bt.stats["cache_misses"] < 20                 # 400 returns, almost all found in the cache
+
+
+def test_a_ret_checks_its_predicted_return_in_cache_code_and_looks_up_any_other():
+    source = """
+        mov ecx, 300
+    again:
+        call one                           ; returns here only: its prediction always hits
+        call two                           ; returns here and below: predicted here, looked up below
+        add esi, eax
+        call two
+        add edi, eax
+        loop again
+        lea eax, [esi + edi]
+        out 0xf4, al
+    one:
+        inc eax
+        ret
+    two:
+        add eax, 3
+        ret
+    """
+    image = vmkit.assemble(source)
+    native = vmkit.run(image)
+    m = BinaryTranslation(image)
+    bt = m.run()
+    assert (bt.exit_code, bt.serial_bytes) == (native.exit_code, native.serial_bytes)
+    units = {unit.guest: unit for unit in m.cache.units.values()}
+    one, two = image.symbols["one"], image.symbols["two"]
+    predicted = [way for way in units[one].exits if way.chained_to is not None]
+    assert [way.target for way in predicted] == [image.symbols["again"] + 5]   # chained to the caller
+    assert [way.target for way in units[two].exits] == [image.symbols["again"] + 10]
+    assert bt.stats["cache_misses"] < 20 and bt.stats["traps"] == 1   # 1,200 rets; the one trap: out
 
 
 def test_code_the_guest_rewrites_is_translated_again():
@@ -320,3 +357,57 @@ def test_the_0f_00_group_calls_out(text, kind):
     from vmkit.vmm.translator import classify_instruction
     code = vmkit.assemble(f"bits 32\n{text}\n").code
     assert classify_instruction(decode(code, 0)) == kind
+
+
+def benchmark(name):
+    """A module of tests/benchmarks, for the guests its measurements run."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ring3_writes_next_to_translated_kernel_code_stop_reaching_the_vmm_but_code_writes_still_do():
+    image = vmkit.assemble(benchmark("binary_translation").CODE_PAGE_COUNTER.format(ticks=3))
+    native = vmkit.run(image)
+    m = BinaryTranslation(image)
+    bt = m.run()
+    assert native.serial_bytes == bt.serial_bytes == b"57\n"          # the patched `digit` ran anew
+    assert (bt.exit_code, bt.halted) == (native.exit_code, native.halted)
+    page = 0x100000 // 4096
+    assert page in m.cache.narrowed                                     # the counter's page narrowed
+    assert m.cache.writes_seen < 100, f"{m.cache.writes_seen} writes reached the VMM, of the user program's ~100,000"
+    assert any(e.detail.get("invalidated") for e in bt.of_kind("translate"))
+
+
+# --- the budget counts the guest's own instructions ---------------------------------------------------
+COUNTED = {
+    "calls": benchmark("binary_translation").CALLS.format(rounds=50),
+    "sieve": benchmark("run").SIEVE.format(rounds=1).replace("0x40000", "0x400").replace("0x100000", "0x1000"),
+    "code_page": benchmark("binary_translation").CODE_PAGE_COUNTER.format(ticks=2),   # the PIT armed by out
+}
+
+
+@pytest.mark.parametrize("name", sorted(COUNTED) + ["self_modifying", "rings", "call_ret", "popf_critical",
+                                  "cmp_pgfault", "cmp_compute"])
+def test_binary_translation_counts_the_guest_instructions_the_bare_machine_counts(name):
+    """Every instruction once when it starts, as Unicorn counts them natively: the calls, the timer's
+    interrupts at the same instructions, rep movsd/stosd an instruction an iteration (cmp_compute,
+    cmp_pgfault), a #PF the guest takes (cmp_pgfault), the kernel's rewrite of its own code."""
+    if name.startswith("cmp_"):
+        image = vmkit.assemble(compare.WORKLOADS[name[4:]].source(10))
+    else:
+        image = vmkit.guests.image(name) if name not in COUNTED else vmkit.assemble(COUNTED[name])
+    native, bt = vmkit.run(image), vmkit.run(image, BT)
+    assert bt.serial_bytes == native.serial_bytes
+    assert bt.stats["instructions"] == native.stats["instructions"]
+    assert bt.stats["cpu_instructions"] > bt.stats["instructions"]            # the cache's code ran too
+
+
+def test_a_budget_of_the_native_count_is_enough_under_binary_translation_and_one_less_is_not():
+    image = vmkit.assemble(COUNTED["calls"])
+    n = vmkit.run(image).stats["instructions"]
+    assert vmkit.run(image, BT, max_instructions=n).halted
+    with pytest.raises(vmkit.GuestTimeout):
+        vmkit.run(image, BT, max_instructions=n - 1)
+    assert vmkit.run(image, BT, count_guest=False).stats["instructions"] > n     # the CPU's count, as before

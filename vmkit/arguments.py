@@ -59,6 +59,7 @@ OPTION_KINDS = {
     "rules": ("a dict {mnemonic: rule(u, insn)}", _table()),
     "chain": ("a function chain(site, target) -> bytes", callable),
     "adaptive": ("True or False", lambda v: isinstance(v, bool)),
+    "count_guest": ("True or False", lambda v: isinstance(v, bool)),
     "cache_size": ("a whole number of bytes", lambda v: isinstance(v, int) and not isinstance(v, bool)),
     "hypercalls": ("a dict {hypercall number: handler}", _table(int)),
     "modules": ("a list of NASM sources or Images", lambda v: isinstance(v, (list, tuple))),

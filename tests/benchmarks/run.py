@@ -17,7 +17,8 @@
    loop with cli/sti under trap-and-emulate (target: at least 10x faster), and the multicall
    amortization curve (tests/benchmarks/paravirt.py).
 6. Binary translation: a cli/sti-heavy kernel loop against trap-and-emulate, CPU-bound kernels
-   against native, and the cost of translating a block (tests/benchmarks/binary_translation.py).
+   against native, the cost of translating a block, and ring 3 writing on a page of translated
+   kernel code against native (tests/benchmarks/binary_translation.py).
 7. The comparison suite: every course workload under every technique, its table (CSV, Markdown)
    and plots written to a temporary directory, and the orderings lesson 10 claims checked
    (tests/benchmarks/compare.py).

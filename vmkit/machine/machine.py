@@ -237,6 +237,7 @@ class Machine:
     #   on_timer()                           the timer expired (IRQ0 raised)
     #   other_stop(stop)                     a slice ended for a Stop the VMM's own hook asked for
     #   after_slice()                        a slice ended, before the machine looks at why
+    #   guest_instructions(executed)         the guest instructions a counted slice's `executed` stand for
     #   deliver(...), record(...), result()  also overridden, to change what the guest or the trace sees
     #
     # What the VMM may do: deliver(vector, source, error_code) an event through the guest's IDT;
@@ -369,6 +370,12 @@ class Machine:
         (limit) says so (it changes nothing). A VMM whose slice_length() changes its own state
         overrides it; when it answers True, it does what the start of its next slice would have done."""
         return self.slice_length(limit) >= remaining
+
+    def guest_instructions(self, executed):
+        """Called after a counted slice in which the CPU ran `executed` instructions: how many of the
+        guest's own they stand for, which the budget, the clock and stats["instructions"] count. Here
+        every instruction the CPU runs is the guest's; binary translation's cache code stands for fewer."""
+        return executed
 
     # --- told: what the guest did ----------------------------------------------------------------------
     def exception(self, vector, source, error_code=None):
@@ -749,6 +756,7 @@ class Machine:
             else:
                 executed = min(quirks.instruction_counter(self.uc), n)
             executed -= self._accounted                  # those counted where an exception was handled
+            executed = self.guest_instructions(executed)
             self.instructions += executed
             self.clock += executed
             self._tick()

@@ -33,13 +33,15 @@ HOW = {"copied": ("identical copy", "#ffffff"), "rewritten": ("rewritten", "#fff
 # the VMM's data page, reached through GS: what each offset holds (vmkit.vmm.translator)
 DATA = {T.VIF: "the virtual IF", T.VIOPL: "the virtual IOPL", T.PENDING: "an interrupt is pending",
         T.VGS: "the guest's GS", T.SAVED_EAX: "scratch", T.SAVED_ECX: "scratch",
-        T.TARGET: "lookup result", T.GUEST_TARGET: "lookup miss"}
+        T.TARGET: "lookup result", T.GUEST_TARGET: "lookup miss",
+        T.ICOUNT: "the guest instructions counted"}
 CALLOUTS = {"miss": "call-out on a miss: translate the target, chain the jmp above to it",
             "pending": "call-out: deliver the interrupt that waits for the virtual IF",
             "emulate": "call-out: the VMM emulates the instruction (a trap)",
             "int": "call-out: the VMM delivers the software interrupt",
             "iret": "call-out: the VMM checks the iret (to ring 3 it runs the copy below)",
-            "retf": "call-out: the VMM checks the far return"}
+            "retf": "call-out: the VMM checks the far return",
+            "predict": "call-out, once: the ret's first target becomes its prediction (a nop after)"}
 
 _PTR = re.compile(r"\b(byte|word|dword|qword|tbyte|xmmword) ptr ")
 _SEGMENT = re.compile(r"\b([cdefgs]s):\[")
@@ -174,7 +176,7 @@ def cache_graph(machine, max_units=40):
     address range), a solid edge per chained exit, a dashed edge per exit not chained yet (it still
     calls out to the VMM when taken), a dotted red edge where a unit ends in a call-out and the VMM
     resumes the guest in the next unit, a dotted edge from units that end in ret or an indirect
-    jump to the lookup code."""
+    jump to the lookup code (a ret's solid or dashed edge is its prediction)."""
     cache, names = machine.cache, _names(machine.image)
     units = sorted(cache.units.values(), key=lambda u: u.guest)
     shown = units[:max_units]
@@ -235,8 +237,10 @@ def _resumes_after(unit, cache):
 
 
 def _ends_indirect(unit):
+    """Whether the unit ends in an indirect jump or a ret: through the lookup code (a ret only when
+    its prediction, an exit of its own, misses)."""
     last = unit.pieces[-1] if unit.pieces else None
-    return last is not None and last.how == "exit" and last.size and not unit.exits
+    return last is not None and last.how == "exit" and last.size and (not unit.exits or last.text.startswith("ret"))
 
 
 def _cache_text(cache, units, names):
@@ -244,7 +248,8 @@ def _cache_text(cache, units, names):
     for u in units:
         name = f" ({names[u.guest]})" if u.guest in names else ""
         ways = [f"exit to {w.target:#x} " + ("chained" if w.chained_to is not None else "not chained")
-                for w in u.exits] + (["ret/indirect jump: through the lookup code"] if _ends_indirect(u) else [])
+                for w in u.exits] + (["ret/indirect jump: through the lookup code" + (" when the prediction misses" if u.exits else "")]
+                   if _ends_indirect(u) else [])
         lines.append(f"{u.guest:#x}-{u.guest_end:#x}{name} -> cache {u.cache:#x}, {u.size} bytes: "
                      + ("; ".join(ways) or "ends in a call-out"))
     return "\n".join(lines)
@@ -422,7 +427,8 @@ def cost_table(measured):
             ms = f"{r.seconds * 1e3:,.1f}"
             if base is not None and t != "native" and base.seconds > 0:
                 ms += f" ({r.seconds / base.seconds:.1f}×)"
-            row += [f"{r.stats.get('traps', 0):,}", f"{r.stats.get('instructions', 0):,}", ms]
+            executed = r.stats.get("cpu_instructions", r.stats.get("instructions", 0))   # the cache's code too
+            row += [f"{r.stats.get('traps', 0):,}", f"{executed:,}", ms]
         rows.append(row)
     return Table(header, rows, "measured on this machine, in vmkit (best of a few runs); (×): time as a multiple "
                  "of native", groups)

@@ -20,13 +20,17 @@ virtual IF, `iret` and far transfers are emulated at its virtual CPL 0, and GS, 
 translated code uses to reach the VMM's data page, is swapped back to the guest's on the way out
 to ring 3.
 
+Its budget and clock count what the bare machine counts, the guest's own instructions: each unit of
+the cache adds the guest instructions it stands for to a count in the VMM's data page, and
+guest_instructions makes each slice exact; stats["cpu_instructions"] is what the CPU ran.
+
 Long because: one VMM owns the cache, every kind of call-out, the far transfers and segment loads
 its guest kernel makes at virtual CPL 0, and adaptive translation; each part is short and works on
 the same state.
 """
 import dataclasses
 
-from unicorn import UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE
+from unicorn import UC_HOOK_INTR, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE
 
 from ..errors import GuestError, VmkitError
 from ..machine.delivery import EXCEPTION, SOFTWARE
@@ -34,11 +38,12 @@ from ..machine.machine import CALL_GATE_32
 from ..machine.platform import BOOT_CS, DEFAULT_MEMORY
 from ..machine.cpu import PAGE, Fault
 from ..machine.x86 import DB, GP, IF, IOPL_MASK, NP, PF_, SS_, TS, UD, decode_gate, encode_descriptor
+from . import emit
 from .emulate import (EMULATORS, FLAGS, SENSITIVE_READS, guest_descriptor, decode, effective_address, operand_value,
                       write_operand, write_register)
 from .trap_emulate import SHADOW_GDT, VMM_BASE, TrapAndEmulate, compress
 from .translation_cache import TranslationCache
-from .translator import DATA_SIZE, GUEST_TARGET, PENDING, VGS, VIF, VIOPL, VMM_GS, Translator
+from .translator import DATA_SIZE, GUEST_TARGET, ICOUNT, PENDING, VGS, VIF, VIOPL, VMM_GS, Translator
 from .vcpu import VCpu
 
 VMM_DATA = VMM_BASE + 0x20000           # the data page translated code reaches through GS
@@ -48,6 +53,7 @@ MAX_CACHE_SIZE = 0x300000
 GUEST_OWNED_FLAGS = 0x244DD5           # the arithmetic flags, TF, DF, NT, AC, ID: not IF, IOPL, VM, RF
 VMM_CODE_SELECTOR = 0xFFE8 | 1          # shadow GDT: the ring-1 code segment the cache runs in
 VMM_DATA_SELECTOR = 0xFFF0 | 1          # shadow GDT: the data page, for GS
+PORT_IO = {0xE4, 0xE5, 0xE6, 0xE7, 0xEC, 0xED, 0xEE, 0xEF, 0x6C, 0x6D, 0x6E, 0x6F}   # in, out, ins, outs
 # Trace faults one guest instruction may take before adaptive translation turns its store into a
 # call-out. Adams & Agesen give no number; vmkit's choice is small, so the lesson sees it happen.
 ADAPT_AFTER = 2
@@ -113,11 +119,16 @@ class BinaryTranslation(TrapAndEmulate):
     exit (see vmkit.vmm.translator; lab 3 writes them). An instruction without a rule calls out.
     `cache_size` bounds the translation cache; when it is full the cache is flushed. `adaptive`
     (on by default) retranslates an instruction that keeps taking trace faults into a call-out.
+    `count_guest` (on by default): the budget, the clock and stats["instructions"] count the guest's
+    own instructions, as the bare machine does (each unit of the cache counts them: see
+    guest_instructions); off, they count what the CPU ran, the cache's own instructions included,
+    and the cache code runs without its counts (on a loop of calls, about half the time: each count
+    is a store to memory, which costs Unicorn several times what an instruction on registers does).
     """
     resumes_in_hook = False               # before_slice() moves EIP into the translation cache
 
     def __init__(self, image, memory=DEFAULT_MEMORY, *, rules=None, chain=None,
-                 cache_size=DEFAULT_CACHE_SIZE, emulators=None, adaptive=True, **budgets):
+                 cache_size=DEFAULT_CACHE_SIZE, emulators=None, adaptive=True, count_guest=True, **budgets):
         if not 0x4000 <= cache_size <= MAX_CACHE_SIZE:
             raise ValueError(f"cache_size must lie between 16 KiB and {MAX_CACHE_SIZE >> 20} MiB")
         self._rules, self._chain_rule = rules, chain
@@ -126,7 +137,11 @@ class BinaryTranslation(TrapAndEmulate):
         self._written = []                    # units a guest write killed during this slice
         self._effect = None                   # what the last emulated call-out did, for its event
         self.adaptive = adaptive
+        self.count_guest = count_guest        # the budget counts the guest's instructions, not the cache's
         self._traces = {}                     # guest instruction address -> trace faults it took
+        self.cpu_instructions = 0             # what the CPU ran for the guest (the cache's code included)
+        self._slice_start = None              # (ICOUNT, uncounted) where a slice started in the cache
+        self._stopped_at_int3 = False         # an int3 (a call-out's) ended the running slice
         self._emulated_callouts = {"iret": self._iret, "retf": self._retf, "far": self._far,
                                    "load-ss": self._load_ss, "load-gs": self._load_gs,
                                    "store-sreg": self._store_sreg}     # call-out kind -> its emulation
@@ -138,6 +153,7 @@ class BinaryTranslation(TrapAndEmulate):
     # --- boot: the shadow tables of trap-and-emulate, plus the cache and the VMM's data page -------
     def boot_state(self):
         super().boot_state()
+        self.counting_guest = self.count_guest and self.counted     # an uncounted run counts nothing
         uc, cpu = self.uc, self.cpu
         uc.mem_map(VMM_DATA, DATA_SIZE)
         uc.mem_map(CACHE_BASE, self.cache_size)
@@ -153,7 +169,7 @@ class BinaryTranslation(TrapAndEmulate):
             cpu[name] = cpu[name]             # reload: the CPU caches descriptors, now truncated
         uc.mem_write(VMM_DATA + VMM_GS, VMM_DATA_SELECTOR.to_bytes(2, "little"))
         translator = Translator(self._guest_code, dispatcher=CACHE_BASE, data=VMM_DATA,
-                                rules=self._rules, chain_rule=self._chain_rule)
+                                rules=self._rules, chain_rule=self._chain_rule, count=self.counting_guest)
         self.cache = TranslationCache(uc, CACHE_BASE, self.cache_size, VMM_DATA, translator, self._on_code_written)
 
     def install_hooks(self):
@@ -163,6 +179,12 @@ class BinaryTranslation(TrapAndEmulate):
         # fetched, and a data access to it is the guest looking at the VMM.
         self.uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, self._on_cache_access, None,
                          CACHE_BASE, CACHE_BASE + self.cache_size - 1)
+        # which int3 ended a slice, for guest_instructions: Unicorn leaves EIP after it
+        self.uc.hook_add(UC_HOOK_INTR, self._on_int3)
+
+    def _on_int3(self, uc, vector, _):
+        if vector == 3:
+            self._stopped_at_int3 = True
 
     def _on_cache_access(self, uc, access, address, size, value, _):
         self.stop("cache-access", context=uc.context_save(), address=address, before=bytes(uc.mem_read(address, size)))
@@ -192,6 +214,42 @@ class BinaryTranslation(TrapAndEmulate):
         self._enter_cache()
         pending = self.pic.pending() is not None
         self.uc.mem_write(VMM_DATA + PENDING, b"\x01" if pending else b"\x00")
+        eip = self.cpu["eip"]
+        self._stopped_at_int3 = False
+        in_cache = self.counting_guest and eip in self.cache and not self.finished and self.cpu.cpl == 1
+        self._slice_start = (self.cpu.u32(VMM_DATA + ICOUNT), self.cache.uncounted(eip, ecx=self._ecx)) \
+            if in_cache else None
+
+    # --- the guest's own instructions, counted ---------------------------------------------------------
+    def guest_instructions(self, executed):
+        """The guest instructions a slice ran, as the bare machine counts them (an instruction counts
+        once it has started). Guest user code runs directly: each of the CPU's instructions is one.
+        In the cache, each unit adds its guest instructions to ICOUNT in the VMM's data page on every
+        way through it that stays in the cache (Translator: a plain `add` in front of an instruction
+        that overwrites the flags, else at each exit, kept off the flags); a slice that starts or ends
+        part way through a unit, or in a unit that ends in a call-out, is made exact with what
+        TranslationCache.uncounted says of where it started and ended. (QEMU counts the same way for
+        its -icount: each translated block subtracts its instruction count from a budget on entry,
+        gen_tb_start in include/exec/gen-icount.h.) The CPU's own count is stats["cpu_instructions"].
+        Not exact: repe/repne cmps and scas count once, not once an iteration; a call-out's instruction
+        counts before the machine brings the timer up to date, so a tick due exactly at an emulated in
+        can show in it one instruction early (the timer test guest: 705,177 instructions, 705,180 natively)."""
+        self.cpu_instructions += executed
+        start, self._slice_start = self._slice_start, None
+        if start is None:
+            return executed
+        counter, before = start
+        cpu = self.cpu
+        eip = cpu["eip"]
+        counted = (cpu.u32(VMM_DATA + ICOUNT) - counter) & 0xFFFFFFFF
+        # out of the cache within the slice: only the copy of an iret or retf to ring 3 does that, alone
+        # in its slice, and its guest instruction counted when its call-out was reached
+        after = self.cache.uncounted(eip, after_int3=self._stopped_at_int3, ecx=self._ecx) \
+            if eip in self.cache and cpu.cpl == 1 else before
+        return counted + after - before
+
+    def _ecx(self):
+        return self.cpu["ecx"]
 
     def _enter_cache(self):
         """The guest kernel is at a guest address (after boot, a delivery, an emulated instruction):
@@ -374,6 +432,9 @@ class BinaryTranslation(TrapAndEmulate):
             unit, piece = self.cache.locate(eip)
             if piece is None:
                 raise GuestError(f"a fault ({vector}) in the VMM's own lookup code at {eip:#x}", self.result())
+            if eip == piece.cache and piece.size and self.counting_guest:
+                self.instructions += 1        # the guest's instruction started, as the CPU counts it
+                self.clock += 1
             cpu["eip"] = piece.guest          # the guest's instruction faulted
             self._far_return = None
         if vector == NP and source == EXCEPTION and cpu.cpl == 3 and self.call_gate(error_code):
@@ -436,6 +497,8 @@ class BinaryTranslation(TrapAndEmulate):
         cpu = self.cpu
         if c.kind == "miss":
             return self._miss(c)
+        if c.kind == "predict":
+            return self._predict(c, site)
         self._vmm_entry = True
         if c.kind == "pending":
             self.stats["traps"] += 1
@@ -446,7 +509,7 @@ class BinaryTranslation(TrapAndEmulate):
         cpu["eip"] = c.guest
         # the guest instruction at c.guest, not the cache's int3, trapped: trap-and-emulate handles it
         if c.kind == "emulate":
-            return self.handle_trap(GP, EXCEPTION, 0, cause="call-out")
+            return self._emulate(c)
         if c.kind == "undecodable":
             return self.handle_trap(UD, EXCEPTION, None, cause="call-out: undecodable")
         if c.kind == "int":
@@ -471,6 +534,17 @@ class BinaryTranslation(TrapAndEmulate):
         elif self._effect:
             self.record("emulate", eip=c.guest, cpl=1, instruction=text, effect=self._effect)
 
+    def _emulate(self, c):
+        """A privileged or sensitive instruction, emulated as trap-and-emulate does. An in or out has
+        started (the count has it) but not retired: the device it reaches sees the clock before it, as
+        on the bare machine, where the port hook runs inside the instruction (Machine._clock_now)."""
+        port_io = self.counting_guest and self.cpu.read(c.guest, 1)[0] in PORT_IO
+        self.clock -= port_io
+        try:
+            return self.handle_trap(GP, EXCEPTION, 0, cause="call-out")
+        finally:
+            self.clock += port_io
+
     def _miss(self, c):
         """An exit whose target has no translation yet: translate it, then chain the exit to it."""
         self.stats["cache_misses"] = self.stats.get("cache_misses", 0) + 1
@@ -479,6 +553,17 @@ class BinaryTranslation(TrapAndEmulate):
         if c.unit.alive and unit.alive:
             self.cache.chain(way, unit)
         self.cpu["eip"] = unit.cache
+
+    def _predict(self, c, site):
+        """A ret's first miss of its prediction: the target on the guest's stack now becomes its
+        prediction (the check's displacement, the exit's target), this call-out a nop, and the check
+        runs again (ECX is already saved), to hit."""
+        self.stats["cache_misses"] = self.stats.get("cache_misses", 0) + 1
+        cpu = self.cpu
+        target = cpu.u32(cpu.segment_base(cpu["ss"]) + cpu["esp"])
+        self.cache.predict(c.exit, target, c.check)
+        self.cache.patch(site, emit.nop())
+        cpu["eip"] = c.check
 
     def _lookup_miss(self):
         """ret or an indirect branch to a guest address the lookup table does not hold."""
@@ -763,17 +848,27 @@ class BinaryTranslation(TrapAndEmulate):
             return super().run_until(event=event, instructions=instructions)
         first = len(self.events)
         target = None if instructions is None else self.instructions + instructions
-        self.run_until(event=event, instructions=1)
-        while not self.finished and self.guest_eip() != eip and (target is None or self.instructions < target):
-            before = len(self.events)
-            self.run_until(event=event, instructions=1)
-            if event is not None and len(self.events) > before and self.stop_requested:
-                break
+        seen = self._one_cpu_instruction(event)
+        while not seen and not self.finished and self.guest_eip() != eip \
+                and (target is None or self.instructions < target):
+            seen = self._one_cpu_instruction(event)
         return self.events[first:]
+
+    def _one_cpu_instruction(self, event):
+        """Run on by one instruction of the CPU's (in the cache, perhaps only a part of a guest
+        instruction, so not run_until(instructions=1), which counts the guest's). True if it recorded
+        an event that `event` (a kind, or a predicate) waits for."""
+        first = len(self.events)
+        self.step()
+        if isinstance(event, str):
+            return any(e.kind == event for e in self.events[first:])
+        return event is not None and any(event(e) for e in self.events[first:])
 
     # --- what the guest sees at the end ----------------------------------------------------------------
     def result(self):
         result = super().result()
+        if self.counted:
+            result.stats["cpu_instructions"] = self.cpu_instructions
         cpu, regs = self.cpu, result.regs
         if cpu.cpl == 1:
             if regs["eip"] in self.cache:

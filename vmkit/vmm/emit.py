@@ -148,6 +148,34 @@ def mov_cl_al():
     return b"\x88\xC1"
 
 
+def mov_ecx_from_esp():
+    """mov ecx, [esp] (8B /r with a SIB byte): the word on top of the stack, a return address."""
+    return b"\x8B\x0C\x24"
+
+
+def lea_ecx_ecx(displacement):
+    """lea ecx, [ecx + disp32] (8D /r, mod 10): an addition that leaves EFLAGS alone. With the
+    displacement -x, ECX becomes 0 exactly when it held x, which `jecxz` tests."""
+    return lea_plus("ecx", displacement)
+
+
+def lea_plus(reg, displacement):
+    """lea r32, [r32 + disp32] (8D /r, mod 10; not ESP, which needs a SIB byte): r32 += disp32,
+    EFLAGS untouched."""
+    number = REGISTERS.index(reg)
+    return b"\x8D" + bytes([0x80 | (number << 3) | number]) + _u32(displacement)
+
+
+def nop():
+    """nop (90)."""
+    return b"\x90"
+
+
+def lea_eax_eax_ecx():
+    """lea eax, [eax + ecx] (8D /r with a SIB byte): EAX += ECX, EFLAGS untouched."""
+    return b"\x8D\x04\x08"
+
+
 def lea_ecx_ecx_eax():
     """lea ecx, [ecx + eax] (8D /r with a SIB byte): an addition that leaves EFLAGS alone."""
     return b"\x8D\x0C\x01"
@@ -177,6 +205,11 @@ def or_eax_gs(offset):
 def cmp_gs_byte(offset, value):
     """cmp byte [gs:offset], imm8 (80 /7 ib)."""
     return GS + b"\x80" + _disp32("edi") + _u32(offset) + bytes([value & 0xFF])
+
+
+def add_gs(offset, value):
+    """add dword [gs:offset], imm32 (81 /0 id): changes EFLAGS."""
+    return GS + b"\x81" + _disp32("eax") + _u32(offset) + _u32(value)
 
 
 def load_table_ecx(table):

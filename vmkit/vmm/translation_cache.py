@@ -12,6 +12,16 @@ it). It keeps
 
 and it chains exits to their targets, un-chains them when a target dies, invalidates units whose
 guest code was written to, and flushes everything when the cache is full.
+
+Writes to translated code are caught by write hooks on the guest's pages, and a write kills only
+the units whose guest bytes it overlaps. A page starts with one hook over all of it (cheap to keep
+while its code is being translated). A page that keeps taking writes that touch none of its
+translated bytes (a kernel's variables next to its code, a user program's counter on a page of
+kernel code) switches to hooks over just the byte ranges its units were translated from, so that
+its other writes never reach the VMM. This is QEMU's scheme (accel/tcg/translate-all.c,
+tb_invalidate_phys_page_fast: a page's code bitmap is built once SMC_BITMAP_USE_THRESHOLD writes have
+hit it, and from then on a write invalidates translations only where the bitmap has code);
+Unicorn checks a hook's address range in C, so a write outside the ranges costs no Python at all.
 """
 import bisect
 
@@ -22,6 +32,13 @@ from .translator import LOOKUP, LOOKUP_ENTRIES, NIBBLE, dispatcher
 
 UNIT_ROOM = 2048          # more than the largest unit the translator can make
 PAGE = 4096
+# Writes that touch no translated code a page takes before its hook narrows to the code's ranges:
+# QEMU's SMC_BITMAP_USE_THRESHOLD (accel/tcg/translate-all.c), the same number.
+NARROW_AFTER = 10
+# Unicorn runs a write hook when the write's first byte is in the hook's range (qemu/accel/tcg/cputlb.c,
+# store_helper: HOOK_BOUND_CHECK on the address alone), so a range's hook starts this many bytes early:
+# a store of up to 16 bytes (movdqu) that begins before the code and reaches into it is still seen.
+WIDEST_STORE = 16
 
 
 def empty_slot(index):
@@ -35,16 +52,21 @@ class TranslationCache:
         self.translator = translator
         self.on_code_written = on_code_written     # called with the units a guest write killed
         self.flushes = 0
+        self.writes_seen = 0                        # guest writes that reached a write hook
         self._hooks = {}
         self._reset()
 
     def _reset(self):
         self.units, self.callouts, self.boundaries = {}, {}, {}
         self._by_cache = []                         # (cache address, unit) in address order
+        self._starts = set()                        # the cache address of every unit's first byte
         self._pages = {}                            # guest page -> units with code on it
-        for handle in self._hooks.values():
-            self.uc.hook_del(handle)
-        self._hooks = {}
+        for handles in self._hooks.values():
+            for handle in handles:
+                self.uc.hook_del(handle)
+        self._hooks = {}                            # guest page -> its write hooks
+        self._quiet = {}                            # guest page -> writes to it that touched no code
+        self.narrowed = set()                       # pages hooked over their code's ranges only
         code, self.dispatcher_callout = dispatcher(self.base)
         self.uc.mem_write(self.base, code + b"\xCC")
         self.uc.ctl_remove_cache(self.base, self.base + self.size)
@@ -79,6 +101,7 @@ class TranslationCache:
             self.kill(old)
         self.units[guest] = unit
         self._by_cache.append((unit.cache, unit))
+        self._starts.add(unit.cache)
         for piece in unit.pieces:
             if piece.size:
                 self.boundaries[piece.cache] = piece.guest
@@ -92,6 +115,20 @@ class TranslationCache:
     def _remember(self, guest, cache):
         slot = self.data + LOOKUP + 8 * (guest & (LOOKUP_ENTRIES - 1))
         self.uc.mem_write(slot, (-guest & 0xFFFFFFFF).to_bytes(4, "little") + cache.to_bytes(4, "little"))
+
+    def predict(self, way, target, check):
+        """Aim a ret's exit `way` at the guest address `target`: its check (at `check`: mov ecx, [esp];
+        lea ecx, [ecx - target]) now compares with it, and its exit is unchained from the old one."""
+        if way.chained_to is not None:
+            way.chained_to.chained_from = [w for w in way.chained_to.chained_from if w is not way]
+            self._unchain(way)
+        way.target = target
+        self.boundaries[way.site] = target
+        self._patch(check + 5, (-target & 0xFFFFFFFF).to_bytes(4, "little"))
+
+    def patch(self, address, code):
+        """Write cache code over the code at `address` (see _patch)."""
+        self._patch(address, code)
 
     def _patch(self, address, code):
         """Write cache code where the CPU may have run older code: Unicorn keeps its own
@@ -125,20 +162,63 @@ class TranslationCache:
                 return unit, piece
         return unit, None
 
+    def uncounted(self, cache, after_int3=False, ecx=lambda: 0):
+        """The guest instructions started but not yet added to ICOUNT by the unit the CPU is in at
+        `cache` (Unit.uncounted); 0 outside every unit (the lookup code runs after a unit's count).
+        `after_int3`: the CPU stopped on a call-out's int3, and Unicorn left EIP after it: the CPU is
+        still at the int3 (the next byte may be another exit's, or the next unit's first). `ecx`: the
+        CPU's ECX (a function: read only at a rep instruction counted ahead, Unit.rep_uncounted)."""
+        at = cache - 1 if after_int3 else cache
+        if not after_int3 and cache in self._starts:
+            return 0                                    # before a unit's first instruction: the most common
+        unit, _ = self.locate(at)
+        if unit is None or not unit.cache <= at < unit.cache + unit.size:
+            return 0
+        return unit.uncounted(cache, at) + (unit.rep_uncounted(cache, ecx()) if cache in unit.reps else 0)
+
     # --- guest writes to translated code -------------------------------------------------------------
     def _trace(self, unit):
         """A write to the unit's guest bytes must kill it: trace every page they are on."""
         for page in range(unit.guest // PAGE, (unit.guest_end - 1) // PAGE + 1):
             self._pages.setdefault(page, []).append(unit)
-            if page not in self._hooks:
-                self._hooks[page] = self.uc.hook_add(UC_HOOK_MEM_WRITE, self._on_write, None,
-                                                     page * PAGE, page * PAGE + PAGE - 1)
+            if page in self.narrowed:
+                self._hook_ranges(page)
+            elif page not in self._hooks:
+                self._hooks[page] = [self.uc.hook_add(UC_HOOK_MEM_WRITE, self._on_write, None,
+                                                      page * PAGE, page * PAGE + PAGE - 1)]
+
+    def code_ranges(self, page):
+        """The byte ranges [start, end) of the page that live units were translated from, merged."""
+        start, end = page * PAGE, page * PAGE + PAGE
+        spans = sorted((max(u.guest, start), min(u.guest_end, end)) for u in self._pages.get(page, ()) if u.alive)
+        merged = []
+        for lo, hi in spans:
+            if merged and lo <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], hi)
+            else:
+                merged.append([lo, hi])
+        return [tuple(span) for span in merged]
+
+    def _hook_ranges(self, page):
+        """The page's write hooks, one over each range of its translated bytes."""
+        for handle in self._hooks.pop(page, ()):
+            self.uc.hook_del(handle)
+        self._hooks[page] = [self.uc.hook_add(UC_HOOK_MEM_WRITE, self._on_write, None, lo - WIDEST_STORE + 1, hi - 1)
+                             for lo, hi in self.code_ranges(page)]
 
     def _on_write(self, uc, access, address, size, value, _):
-        dead = [unit for unit in self._pages.get(address // PAGE, ())
-                if unit.alive and unit.guest < address + size and address < unit.guest_end]
+        self.writes_seen += 1
+        page = address // PAGE
+        dead = {id(unit): unit for p in {page, (address + size - 1) // PAGE} for unit in self._pages.get(p, ())
+                if unit.alive and unit.guest < address + size and address < unit.guest_end}.values()
+        dead = list(dead)                           # a unit on both pages of the write, once
         if dead:
             self.on_code_written(dead)
+        elif page not in self.narrowed:
+            quiet = self._quiet[page] = self._quiet.get(page, 0) + 1
+            if quiet >= NARROW_AFTER:
+                self.narrowed.add(page)
+                self._hook_ranges(page)
 
     def kill(self, unit):
         """Invalidate a unit: nothing may enter it any more."""

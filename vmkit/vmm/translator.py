@@ -13,10 +13,29 @@ decides what the cache gets:
                 VMM catches, emulates the instruction, and resumes the guest after it
     exit        direct jumps, calls and conditional branches end the unit in 5-byte `jmp rel32`
                 exits, first aimed at a call-out that translates the target, then *chained*
-                straight to the target's translation; `ret` and indirect jumps go through a
-                lookup table of guest address -> cache address, in cache code too
+                straight to the target's translation; indirect jumps go through a lookup table
+                of guest address -> cache address, in cache code too; a `ret` first checks, in
+                cache code, the return address it predicts (an exit, chained like the others),
+                and looks its target up only when that prediction misses
+
+None of this leaves the cache for the VMM once the targets are translated. Real translators do the
+same: QEMU's TCG ends a block at an indirect jump or a ret with lookup_and_goto_ptr, whose helper
+(helper_lookup_tb_ptr, accel/tcg/tcg-runtime.c; Unicorn's qemu/target/i386/translate.c,
+do_gen_eob_worker) finds the next block's code in a hash table and jumps to it, returning to its
+main loop only on a miss. VMware's translator (Adams & Agesen, ASPLOS 2006) paid for every ret a
+lookup of the same kind: their Figure 4 gives call/ret 11 cycles natively and 51 under binary
+translation, one of its costliest cases. The prediction at each ret is this translator's own cheaper
+path: most functions return to one caller, and a hit costs a compare and a chained jump.
+
+Each unit also counts the guest instructions it stands for, into ICOUNT in the VMM's data page, on
+each way through it that stays in the cache (Builder.count: one `add` in front of an instruction that
+overwrites every flag, else at each exit, through a saved register), so that the VMM's budget counts
+the guest's instructions and not the cache's (BinaryTranslation.guest_instructions).
 
 GS belongs to the VMM while the guest kernel runs: its segment is the VMM's data page, below.
+
+Long because: every kind of guest instruction is translated here, each by a short function on the
+same Builder and Unit (copies, rewrites, call-outs, exits, the ret's prediction, the counts).
 """
 from dataclasses import dataclass, field
 
@@ -36,6 +55,7 @@ SAVED_ECX = 0x14
 TARGET = 0x18         # cache address the lookup code jumps to
 GUEST_TARGET = 0x1C   # guest address the lookup code did not find
 VMM_GS = 0x20         # the data page's own selector, to load GS back with after a guest gs: access
+ICOUNT = 0x24         # guest instructions the cache code has counted (mod 2^32): see count()
 NIBBLE = 0x100        # 256 bytes: NIBBLE[i] = i & 0xF, a mask the lookup code applies without `and`
 LOOKUP = 0x1000       # the lookup table: LOOKUP_ENTRIES x (-guest address, cache address),
 LOOKUP_ENTRIES = 0x1000   # indexed by the low 12 bits of the guest address
@@ -70,8 +90,9 @@ class Callout:
     kind: str                   # emulate | int | iret | retf | far | load-ss | load-gs | store-sreg | ...
     guest: int                  # the guest instruction's address (where the guest "is")
     size: int = 0               # its length (the guest resumes at guest + size)
-    exit: Exit = None           # for kind "miss": the exit to chain
+    exit: Exit = None           # for kind "miss": the exit to chain; for "predict": the ret's exit
     unit: object = None
+    check: int = 0              # for kind "predict": the cache address of the ret's check
 
 
 @dataclass
@@ -86,6 +107,9 @@ class Unit:
     chained_from: list = field(default_factory=list)    # exits of other units that jump here
     checks: list = field(default_factory=list)          # (cache address, guest address) of each
                                                         # interrupt check: the guest is there
+    counted: list = field(default_factory=list)         # [start, end) cache ranges past the unit's count
+    reps: set = field(default_factory=set)              # cache addresses of rep movs/stos/lods, counted ahead
+    counts: list = field(default_factory=list)          # where each count's immediate is, in code
     alive: bool = True
 
     @property
@@ -97,16 +121,39 @@ class Unit:
     def size(self):
         return len(self.code)
 
+    @property
+    def instructions(self):
+        """The guest instructions the unit stands for, each counted once when the unit runs through."""
+        return sum(1 for p in self.pieces if p.size)
+
+    def uncounted(self, cache, at=None):
+        """With the CPU at cache address `cache` in the unit (at `at`, the int3 before it, after a
+        call-out): the guest instructions of this pass through it that have started (their first
+        cache instruction has run) but that its count has not added to ICOUNT yet; negative past the
+        count, by those that have not started yet."""
+        at = cache if at is None else at
+        started = sum(1 for p in self.pieces if p.size and p.cache < cache)
+        counted = any(start <= at < end for start, end in self.counted)
+        return started - (self.instructions if counted else 0)
+
+    def rep_uncounted(self, cache, ecx):
+        """At a rep string instruction the cache has counted ahead (ECX more, Translator._rep), with ECX
+        iterations still to go: the count is ahead by them and by the instruction itself."""
+        return -(ecx + 1) if cache in self.reps else 0
+
 
 class Builder:
     """What a rewrite rule writes with: `u.emit(bytes)`, `u.callout(kind)`, `u.interrupt_window()`."""
 
-    def __init__(self, unit, callouts):
+    def __init__(self, unit, callouts, counting=True):
         self.unit = unit
         self.callouts = callouts
+        self.counting = counting           # whether the unit counts its guest instructions (count())
         self.opened_window = None          # "now" (popf) or "after the next instruction" (sti)
         self.window_at_exits = False       # a branch in sti's shadow: check at each exit, at its target
         self.vcs = unit.vcs
+        self.counted_once = False          # the unit's count is on its one way through (a flag writer,
+                                           # a ret, an indirect jump): its exits add nothing more
 
     @property
     def here(self):
@@ -121,8 +168,10 @@ class Builder:
         self.callouts[self.here] = Callout(kind, guest, size, unit=self.unit, **more)
         self.emit(emit.int3())
 
-    def exit(self, target):
-        """A chainable exit to guest address `target`: jmp rel32 to the call-out right behind it."""
+    def exit(self, target, count=True):
+        """A chainable exit to guest address `target`: jmp rel32 to the call-out right behind it,
+        after the unit's count unless the unit has counted on the way here (or `count` is False)."""
+        start = self.count() if count else None
         if self.window_at_exits:
             self.check_pending(target)       # the branch is done: the interrupt comes at its target
         site = self.here
@@ -130,6 +179,39 @@ class Builder:
         self.emit(emit.jmp(site, site + 5))
         self.callout("miss", target, exit=way)
         self.unit.exits.append(way)
+        if start is not None:
+            self.unit.counted[-1][1] = self.here
+
+    def count(self, clobber=False, register=None):
+        """Add the unit's guest instructions to ICOUNT in the data page, once on each way through the
+        unit that stays in the cache (a way that ends in a call-out the VMM counts itself):
+
+            clobber     add dword [gs:ICOUNT], n      (the next guest instruction overwrites every
+                                                       arithmetic flag: see overwrites_flags)
+            register    mov ecx, [gs:ICOUNT]; lea ecx, [ecx + n]; mov [gs:ICOUNT], ecx
+                                                      (the code around has saved ECX: a ret)
+            otherwise   the same through EAX, saved in SAVED_EAX and loaded back: no flag changes
+
+        n is filled in when the unit is done (Translator.translate). Returns where the count ends, or
+        None if the unit has counted on its one way through already."""
+        if self.counted_once or not self.counting:
+            return None
+        code = self.unit.code
+        if clobber:
+            self.unit.counts.append(len(code) + 7)
+            self.emit(emit.add_gs(ICOUNT, 0))
+        else:
+            reg = register or "eax"
+            if register is None:
+                self.emit(emit.gs_store_reg(SAVED_EAX, "eax"))
+            self.emit(emit.gs_load_reg(reg, ICOUNT))
+            self.unit.counts.append(len(code) + 2)
+            self.emit(emit.lea_plus(reg, 0) + emit.gs_store_reg(ICOUNT, reg))
+        # counted from the instruction after the store in ICOUNT to the end of the unit, or of the exit
+        self.unit.counted.append([self.here, None])
+        if not clobber and register is None:
+            self.emit(emit.gs_load_reg("eax", SAVED_EAX))
+        return self.here
 
     def interrupt_window(self, shadow=True):
         """The virtual IF may have just turned on: check for a waiting interrupt after the next guest
@@ -220,6 +302,25 @@ def classify_instruction(insn):
     return "copy"
 
 
+FLAG_WRITERS = {"add", "sub", "and", "or", "xor", "cmp", "test", "neg"}
+
+
+def repeats_by_ecx(insn):
+    """rep movs, stos or lods with 32-bit addresses: as many iterations as ECX says (the string
+    compares, repe/repne cmps and scas, stop on a flag too: the count takes each as one)."""
+    return (insn.prefix[0] in (0xF3, 0xF2) and insn.prefix[3] != 0x67
+            and insn.mnemonic.split()[-1][:4] in ("movs", "stos", "lods"))
+
+
+def overwrites_flags(insn):
+    """Whether the instruction sets all six arithmetic flags (OF, SF, ZF, AF, PF, CF) without reading
+    any (SDM vol. 2, each one's "Flags Affected"; AF, undefined there after and, or, xor and test, QEMU
+    sets to 0 for them, compute_all_logic in target/i386/cc_helper_template.h) and cannot fault (no
+    memory operand): the flags before it are dead, so the unit's count may go right in front of it as
+    a plain `add`, with no interrupt or fault in between to see them."""
+    return insn.mnemonic in FLAG_WRITERS and all(op.type in (1, 2) for op in insn.operands)
+
+
 # one-byte opcodes that always call out: hlt, int3, int n, into, int1, iret, retf, far call/jmp,
 # in/out/ins/outs, push ss, pop ss
 CALLOUT_OPCODES = {0xF4, 0xCC, 0xCD, 0xCE, 0xF1, 0xCF, 0xCB, 0xCA, 0x9A, 0xEA, 0xE4, 0xE5, 0xE6,
@@ -259,18 +360,19 @@ def callout_kind(insn):
 class Translator:
     """Makes translation units from guest code. `rules` and `chain` can be replaced (lab 3)."""
 
-    def __init__(self, read, dispatcher, data, rules=None, chain_rule=None):
+    def __init__(self, read, dispatcher, data, rules=None, chain_rule=None, count=True):
         self.read = read                      # read(address, size) -> bytes of guest memory
         self.dispatcher = dispatcher          # cache address of the lookup code (see dispatcher())
         self.data = data                      # the linear address of the VMM's data page
         self.rules = dict(RULES) if rules is None else dict(rules)
         self.chain = chain_jump if chain_rule is None else chain_rule
         self.store_callouts = set()           # guest addresses whose store calls out (adaptive translation)
+        self.count = count                    # units count the guest instructions they stand for (ICOUNT)
 
     def translate(self, guest, cache, vcs, callouts):
         """Translate the guest code at `guest` into a Unit placed at cache address `cache`."""
         unit = Unit(guest=guest, cache=cache, vcs=vcs)
-        u = Builder(unit, callouts)
+        u = Builder(unit, callouts, self.count)
         address, window, ended = guest, False, False
         for _ in range(MAX_UNIT):
             try:
@@ -323,6 +425,12 @@ class Translator:
             start = u.here
             u.exit(address)
             unit.pieces.append(Piece(address, 0, "(end of unit)", start, bytes(unit.code[start - cache:]), "exit"))
+        n = unit.instructions
+        for at in unit.counts:
+            unit.code[at:at + 4] = n.to_bytes(4, "little")
+        unit.counted = [(start, unit.cache + len(unit.code) if end is None else end) for start, end in unit.counted]
+        for piece in unit.pieces:                    # the pieces' copies of the code, with the counts
+            piece.code = bytes(unit.code[piece.cache - cache:piece.cache - cache + len(piece.code)])
         return unit
 
     def _window(self, u, address):
@@ -336,6 +444,11 @@ class Translator:
         """Translate one instruction; True when it ends the unit."""
         after = insn.address + insn.size
         if kind == "copy":
+            if u.counting and not u.counted_once and overwrites_flags(insn):
+                u.count(clobber=True)               # the copy sets every flag the add changed
+                u.counted_once = True
+            if u.counting and repeats_by_ecx(insn):
+                self._rep(u)
             u.emit(bytes(insn.bytes))
             return False
         if kind == "rule":
@@ -362,6 +475,16 @@ class Translator:
         if kind == "direct":
             return self._direct(u, insn, after)
         return self._indirect(u, insn, after)
+
+    def _rep(self, u):
+        """rep movs/stos/lods: the CPU counts each iteration as an instruction, and one more that
+        finds ECX 0 (QEMU's gen_repz loops back to the instruction: Unicorn's code hook sees each
+        pass), so the count goes up by ECX here, ahead of them: mov [gs:SAVED_EAX], eax;
+        mov eax, [gs:ICOUNT]; lea eax, [eax + ecx]; mov [gs:ICOUNT], eax; mov eax, [gs:SAVED_EAX].
+        Where a slice stops between two iterations, Unit.rep_uncounted takes back those still to come."""
+        u.emit(emit.gs_store_reg(SAVED_EAX, "eax") + emit.gs_load_reg("eax", ICOUNT) + emit.lea_eax_eax_ecx()
+               + emit.gs_store_reg(ICOUNT, "eax") + emit.gs_load_reg("eax", SAVED_EAX))
+        u.unit.reps.add(u.here)
 
     def _direct(self, u, insn, after):
         first = bytes(insn.opcode)[0]
@@ -393,6 +516,9 @@ class Translator:
     def _indirect(self, u, insn, after):
         """ret, jmp r/m32, call r/m32: the target into EAX, then the shared lookup code."""
         first = bytes(insn.opcode)[0]
+        if first in (0xC3, 0xC2):
+            return self._ret(u, insn, after)
+        u.count()
         u.emit(emit.gs_store_reg(SAVED_EAX, "eax"))
         if first in (0xC3, 0xC2):
             u.emit(emit.pop("eax"))
@@ -403,6 +529,45 @@ class Translator:
             if _reg_field(insn) == 2:
                 u.emit(emit.push_imm32(after))
         u.emit(emit.jmp(u.here, self.dispatcher))
+        return True
+
+
+    def _ret(self, u, insn, after):
+        """ret: a prediction checked inline, the shared lookup code when it fails.
+
+            mov [gs:SAVED_ECX], ecx
+        check:
+            mov ecx, [esp]                  ; the return address the guest's stack holds
+            lea ecx, [ecx - predicted]      ; 0 exactly when it is the predicted one
+            jecxz hit
+            int3                            ; "predict", once: the VMM predicts this target (a nop after)
+            mov ecx, [gs:SAVED_ECX]
+            <the lookup: mov [gs:SAVED_EAX], eax; pop eax; jmp dispatcher>
+        hit:
+            mov ecx, [gs:SAVED_ECX]
+            lea esp, [esp + 4]              ; the pop, without touching EFLAGS
+            jmp predicted's translation     ; an exit like any other: chained once translated
+
+        The prediction is the first target the ret returns to (until then, the address after it):
+        a function called from one place always hits, in 7 instructions and a chained jump where
+        the lookup takes 18 and a jump through memory."""
+        pops = 4 + (insn.operands[0].imm if bytes(insn.opcode)[0] == 0xC2 else 0)
+        u.emit(emit.gs_store_reg(SAVED_ECX, "ecx"))
+        u.count(register="ecx")
+        check = u.here
+        u.emit(emit.mov_ecx_from_esp() + emit.lea_ecx_ecx(-after))
+        jump = len(u.unit.code)
+        u.emit(emit.jecxz(0))
+        predict = u.here
+        u.callout("predict", insn.address, insn.size, check=check)
+        u.emit(emit.gs_load_reg("ecx", SAVED_ECX) + emit.gs_store_reg(SAVED_EAX, "eax") + emit.pop("eax"))
+        if pops > 4:
+            u.emit(emit.lea_esp(pops - 4))
+        u.emit(emit.jmp(u.here, self.dispatcher))
+        u.unit.code[jump + 1] = len(u.unit.code) - jump - 2
+        u.emit(emit.gs_load_reg("ecx", SAVED_ECX) + emit.lea_esp(pops))
+        u.exit(after, count=False)
+        u.callouts[predict].exit = u.unit.exits[-1]
         return True
 
 
