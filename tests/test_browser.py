@@ -252,6 +252,7 @@ def shown(locator):
 
 # --- the tests ----------------------------------------------------------------------------------------
 
+@pytest.mark.xdist_group("jupyterlab")          # the tests of one server run on one worker
 @pytest.mark.parametrize("lesson", LESSONS, ids=[os.path.basename(p) for p in LESSONS])
 def test_lesson_runs_in_jupyterlab_and_everything_renders(browser, lab, screenshots, lesson):
     """Does Run All in JupyterLab finish without an error, with every diagram drawn and every
@@ -318,6 +319,7 @@ def click_and_wait(stepper, button, before):
     return state
 
 
+@pytest.mark.xdist_group("jupyterlab")
 @pytest.mark.parametrize("lesson", STEPPER_LESSONS, ids=[os.path.basename(p) for p in STEPPER_LESSONS])
 def test_steppers_answer_their_buttons(browser, lab, screenshots, lesson):
     """Do step, next event and reset, clicked in the browser, move EIP and the registers, log
@@ -353,6 +355,7 @@ def test_steppers_answer_their_buttons(browser, lab, screenshots, lesson):
         page.close()
 
 
+@pytest.mark.xdist_group("jupyterlab-dark")
 @pytest.mark.parametrize("lesson", LESSONS, ids=[os.path.basename(p) for p in LESSONS])
 def test_lesson_is_readable_in_the_dark_theme(browser, dark_lab, screenshots, lesson):
     """In JupyterLab Dark, does every diagram sit on its own light page (never dark ink on the
@@ -373,6 +376,7 @@ def test_lesson_is_readable_in_the_dark_theme(browser, dark_lab, screenshots, le
         page.close()
 
 
+@pytest.mark.xdist_group("jupyterlab-without-dot")
 @pytest.mark.parametrize("lesson", LESSONS, ids=[os.path.basename(p) for p in LESSONS])
 def test_lesson_without_graphviz_says_how_to_fix_it(browser, lab_without_dot, screenshots, lesson):
     """Without graphviz's dot, does the lesson still run to the end, show one notice naming the
@@ -437,6 +441,7 @@ def open_page(browser, path):
     return page, fetched
 
 
+@pytest.mark.xdist_group("lessons")             # the book is built from the notebook tier's runs
 def test_the_book_lists_the_lessons_in_order_and_the_labs_as_released(browser, book_site):
     """Does the index link every lesson in the course's order and every lab, and does each lab page
     hold no solution and no hidden test?"""
@@ -462,6 +467,7 @@ def book_page(lesson):
     return f"lessons/{os.path.basename(lesson)[:-6]}.html"
 
 
+@pytest.mark.xdist_group("lessons")
 @pytest.mark.parametrize("lesson", LESSONS, ids=[os.path.basename(p) for p in LESSONS])
 def test_a_book_page_shows_the_lesson_as_it_ran(browser, book_site, screenshots, lesson):
     """Without a kernel or a network: does the lesson's page show every diagram drawn with its text
@@ -489,6 +495,7 @@ def test_a_book_page_shows_the_lesson_as_it_ran(browser, book_site, screenshots,
         page.close()
 
 
+@pytest.mark.xdist_group("lessons")
 @pytest.mark.parametrize("lesson", STEPPER_LESSONS, ids=[os.path.basename(p) for p in STEPPER_LESSONS])
 def test_a_book_stepper_replays_its_walk_on_its_buttons(browser, book_site, screenshots, lesson):
     """Without a kernel: does each stepper start at the guest's entry, and do step, next event and
