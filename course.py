@@ -2,7 +2,8 @@
 """Set up the course and use it. Needs only Python 3.11+; everything else it installs.
 
     python3 course.py open     install what is missing, then open JupyterLab on the first lesson
-    python3 course.py test     install what is missing (and the test tools), then run every test
+    python3 course.py test     install what is missing (and the test tools), then run every test on two
+                               workers, and say how long they took (pytest's own arguments may follow)
     python3 course.py bench    run the benchmarks and print the ratios they measure
     python3 course.py speed    run every lesson and lab solution in a fresh kernel, time each notebook
     python3 course.py release  write the students' version of every lab (no solutions, no hidden tests) to release/,
@@ -224,6 +225,45 @@ def widget_manager():
              [["npm", "pack", "--silent", WIDGET_MANAGER_PACKAGE, "--pack-destination", scratch], unpack])
 
 
+# `course.py test` runs the suite on two pytest-xdist workers, the cores of the machines it is run on
+# (a third would only wait for one). --dist loadgroup sends the tests of one xdist_group to one
+# worker, so a fixture they share (a lab's graded course, a JupyterLab server) is built once, and
+# --no-loadscope-reorder hands out the groups in the order tests/conftest.py puts them (the longest
+# first) rather than by their number of tests. Arguments that choose otherwise (-n, --dist,
+# -p no:xdist, --pdb, which needs one process) are left as they are.
+TEST_WORKERS = 2
+
+
+def pytest_arguments(rest):
+    """pytest's arguments for `course.py test`: `rest`, on TEST_WORKERS workers unless it says otherwise."""
+    chosen = any(arg in ("-n", "--numprocesses", "--dist", "--pdb", "--trace") or
+                 arg.startswith(("--numprocesses=", "--dist=", "--max-worker-restart")) or
+                 (arg.startswith("-n") and not arg.startswith("--")) or "no:xdist" in arg for arg in rest)
+    return list(rest) if chosen else ["-n", str(TEST_WORKERS), "--dist", "loadgroup", "--no-loadscope-reorder", *rest]
+
+
+def minutes(seconds):
+    """'13 min 40 s', or '52 s' under a minute."""
+    whole = round(seconds)
+    return f"{whole // 60} min {whole % 60} s" if whole >= 60 else f"{whole} s"
+
+
+def run_timed(argv, what):
+    """Run `argv` in the environment, in this folder, and say how long it took when it ends (its exit
+    status is returned). A Ctrl-C reaches it too: this process waits for it to report and end."""
+    env = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
+    started = time.monotonic()
+    child = subprocess.Popen(argv, cwd=HERE, env=env)
+    while True:
+        try:
+            status = child.wait()
+            break
+        except KeyboardInterrupt:
+            continue
+    say(f"{what} took {minutes(time.monotonic() - started)}")
+    return status
+
+
 def run_in_venv(argv, here=True):
     env = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
     if here:
@@ -307,7 +347,7 @@ def command_line(command, rest):
         python_packages("test", "book")
         block_counter()
         widget_manager()                                # the browser tier builds the book
-        run_in_venv([PYTHON, "-m", "pytest"] + rest)
+        return run_timed([PYTHON, "-m", "pytest", *pytest_arguments(rest)], "tests")
     elif command == "bench":
         system_tools(COURSE_TOOLS)
         python_packages("test")

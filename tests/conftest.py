@@ -5,6 +5,24 @@ import pytest
 import vmkit
 
 
+# --- which worker runs what -------------------------------------------------------------------------
+# `python3 course.py test` runs the suite on pytest-xdist's workers with --dist loadgroup: the tests
+# of one xdist_group go to one worker, a group at a time, in the order of the collection. A module is
+# one group, so that its module-scoped fixtures are built once. A module whose fixtures take minutes
+# names finer groups with xdist_group marks of its own, so that they spread over the workers:
+# test_grading.py one a lab (a graded course each), test_browser.py one a JupyterLab server, and the
+# lessons' runs, which the notebook tier and the book share (run_lesson below). Those groups go
+# first, the modules after them, so that the short ones even out the workers at the end.
+
+@pytest.hookimpl(tryfirst=True)            # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(config, items):
+    named = {item.nodeid for item in items if any(item.iter_markers("xdist_group"))}
+    for item in items:
+        if item.nodeid not in named:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    items.sort(key=lambda item: item.nodeid not in named)       # stable: each group keeps its order
+
+
 @pytest.fixture
 def build():
     """Assemble a test kernel (see guestkit.kernel) into an Image."""

@@ -1,6 +1,8 @@
 """The course in a real browser: JupyterLab runs every lesson and a student sees it all work.
 
-Each test starts from what a student does: open a lesson, Run All, look, click. JupyterLab runs on
+Each test starts from what a student does: open a lesson, Run All, look, click. A lesson runs once in
+JupyterLab for what it renders and for its steppers (on the same page), once in the dark theme and once
+where graphviz's dot is missing. JupyterLab runs on
 127.0.0.1 (a free port, no token, its config, runtime, settings and workspaces in a temp dir) and
 headless chromium drives it through Playwright. Screenshots of every lesson go to the directory
 named by COURSE_SCREENSHOTS (a fresh temp dir when it is unset), light and dark theme both.
@@ -19,6 +21,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from types import SimpleNamespace
 
 import pytest
 
@@ -252,46 +255,54 @@ def shown(locator):
 
 # --- the tests ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("lesson", LESSONS, ids=[os.path.basename(p) for p in LESSONS])
-def test_lesson_runs_in_jupyterlab_and_everything_renders(browser, lab, screenshots, lesson):
-    """Does Run All in JupyterLab finish without an error, with every diagram drawn and every
-    widget showing, and does each diagram carry its text form for readers who cannot see it?"""
+@pytest.fixture(scope="module", params=LESSONS, ids=[os.path.basename(p) for p in LESSONS])
+def ran_in_jupyterlab(request, browser, lab):
+    """A lesson after Run All in JupyterLab, its page left open for the lesson's two tests below: what it
+    renders, then its steppers. pytest runs the tests of one lesson together (the fixture's parameter),
+    so each lesson runs once for both."""
     started = time.time()
-    page = open_and_run_all(browser, lab, lesson)
+    page = open_and_run_all(browser, lab, request.param)
     try:
-        seconds = time.time() - started
-        name = os.path.basename(lesson)
-        save_screens(page, screenshots, name + ".light")
-        assert not errors_on(page), errors_on(page)
-
-        # diagrams: each is a loaded picture whose alt text is the diagram's text form
-        diagrams = page.locator(".jp-OutputArea-output figure.vmkit-diagram")
-        assert diagrams.count() > 0, "the lesson shows no diagram"
-        for k in range(diagrams.count()):
-            figure = diagrams.nth(k)
-            img = figure.locator("img")
-            assert img.evaluate("i => i.complete && i.naturalWidth > 0"), f"diagram {k} did not render"
-            alt = img.get_attribute("alt") or ""
-            text = figure.locator("details pre").text_content()
-            assert alt.strip() and alt == text, f"diagram {k} has no text alternative"
-        # any SVG that bypasses Diagram still renders, and still needs words
-        for img in page.locator(".jp-OutputArea-output img[src^='data:image/svg+xml']").all():
-            assert img.evaluate("i => i.complete && i.naturalWidth > 0")
-            assert (img.get_attribute("alt") or "").strip(), "an SVG picture without a text alternative"
-        assert page.get_by_text("Cannot display an untrusted SVG").count() == 0
-
-        # widgets: every widget output became a live view, not a placeholder
-        # (a widget's output area carries no data-mime-type, unlike every other kind of output)
-        views = page.locator(".jp-OutputArea-output:not([data-mime-type])")
-        assert views.count() > 0
-        for k in range(views.count()):
-            view = views.nth(k)
-            assert view.locator(".jupyter-widgets").count() > 0, f"widget {k} did not render"
-            words = view.inner_text()
-            assert "Loading widget" not in words and "model not found" not in words, words[:300]
-        print(f"{lesson}: Run All took {seconds:.1f} s; {diagrams.count()} diagrams, {views.count()} widgets")
+        yield SimpleNamespace(lesson=request.param, page=page, seconds=time.time() - started)
     finally:
         page.close()
+
+
+@pytest.mark.xdist_group("jupyterlab")          # the tests of one server run on one worker
+def test_lesson_runs_in_jupyterlab_and_everything_renders(ran_in_jupyterlab, screenshots):
+    """Does Run All in JupyterLab finish without an error, with every diagram drawn and every
+    widget showing, and does each diagram carry its text form for readers who cannot see it?"""
+    page, lesson, seconds = ran_in_jupyterlab.page, ran_in_jupyterlab.lesson, ran_in_jupyterlab.seconds
+    name = os.path.basename(lesson)
+    save_screens(page, screenshots, name + ".light")
+    assert not errors_on(page), errors_on(page)
+
+    # diagrams: each is a loaded picture whose alt text is the diagram's text form
+    diagrams = page.locator(".jp-OutputArea-output figure.vmkit-diagram")
+    assert diagrams.count() > 0, "the lesson shows no diagram"
+    for k in range(diagrams.count()):
+        figure = diagrams.nth(k)
+        img = figure.locator("img")
+        assert img.evaluate("i => i.complete && i.naturalWidth > 0"), f"diagram {k} did not render"
+        alt = img.get_attribute("alt") or ""
+        text = figure.locator("details pre").text_content()
+        assert alt.strip() and alt == text, f"diagram {k} has no text alternative"
+    # any SVG that bypasses Diagram still renders, and still needs words
+    for img in page.locator(".jp-OutputArea-output img[src^='data:image/svg+xml']").all():
+        assert img.evaluate("i => i.complete && i.naturalWidth > 0")
+        assert (img.get_attribute("alt") or "").strip(), "an SVG picture without a text alternative"
+    assert page.get_by_text("Cannot display an untrusted SVG").count() == 0
+
+    # widgets: every widget output became a live view, not a placeholder
+    # (a widget's output area carries no data-mime-type, unlike every other kind of output)
+    views = page.locator(".jp-OutputArea-output:not([data-mime-type])")
+    assert views.count() > 0
+    for k in range(views.count()):
+        view = views.nth(k)
+        assert view.locator(".jupyter-widgets").count() > 0, f"widget {k} did not render"
+        words = view.inner_text()
+        assert "Loading widget" not in words and "model not found" not in words, words[:300]
+    print(f"{lesson}: Run All took {seconds:.1f} s; {diagrams.count()} diagrams, {views.count()} widgets")
 
 
 def stepper_state(stepper):
@@ -318,41 +329,43 @@ def click_and_wait(stepper, button, before):
     return state
 
 
-@pytest.mark.parametrize("lesson", STEPPER_LESSONS, ids=[os.path.basename(p) for p in STEPPER_LESSONS])
-def test_steppers_answer_their_buttons(browser, lab, screenshots, lesson):
+@pytest.mark.xdist_group("jupyterlab")
+def test_steppers_answer_their_buttons(ran_in_jupyterlab, screenshots):
     """Do step, next event and reset, clicked in the browser, move EIP and the registers, log
-    the event with the right CPL on the badge, and bring the guest back to its entry?"""
-    page = open_and_run_all(browser, lab, lesson)
-    try:
-        steppers = page.locator(".vmkit-stepper")
-        assert steppers.count() > 0, f"{lesson} builds a stepper, but none shows in JupyterLab"
-        for k in range(steppers.count()):
-            stepper = steppers.nth(k)
-            stepper.scroll_into_view_if_needed()
-            entry = stepper_state(stepper)
-            assert "0 instructions" in entry["status"] and "(none yet)" in entry["log"]
-            assert badge_agrees(entry)
+    the event with the right CPL on the badge, and bring the guest back to its entry? (A lesson
+    that builds no stepper shows none: the list of those that do, STEPPER_LESSONS, is right.)"""
+    page, lesson = ran_in_jupyterlab.page, ran_in_jupyterlab.lesson
+    steppers = page.locator(".vmkit-stepper")
+    if lesson not in STEPPER_LESSONS:
+        assert steppers.count() == 0, f"{lesson} shows a stepper, but builds_a_stepper did not find it"
+        return
+    assert steppers.count() > 0, f"{lesson} builds a stepper, but none shows in JupyterLab"
+    for k in range(steppers.count()):
+        stepper = steppers.nth(k)
+        stepper.scroll_into_view_if_needed()
+        entry = stepper_state(stepper)
+        assert "0 instructions" in entry["status"] and "(none yet)" in entry["log"]
+        assert badge_agrees(entry)
 
-            stepped = click_and_wait(stepper, "step", entry)
-            assert "1 instructions" in stepped["status"]
-            eip = lambda state: re.search(r"eip ([0-9a-f]{8})", state["registers"]).group(1)
-            assert eip(stepped) != eip(entry), "step did not move EIP in the register panel"
-            assert badge_agrees(stepped)
+        stepped = click_and_wait(stepper, "step", entry)
+        assert "1 instructions" in stepped["status"]
+        eip = lambda state: re.search(r"eip ([0-9a-f]{8})", state["registers"]).group(1)
+        assert eip(stepped) != eip(entry), "step did not move EIP in the register panel"
+        assert badge_agrees(stepped)
 
-            event = click_and_wait(stepper, "next", stepped)
-            assert event["log"] != stepped["log"] and "(none yet)" not in event["log"], "next event logged nothing"
-            newest = stepper.locator(".vmkit-stepper-log b").last.inner_text()
-            assert badge_agrees(event)
-            if newest.startswith("ring-transition"):      # the badge follows the transition just taken
-                assert event["cpl"] == "CPL " + re.search(r"to_ring=(\d)", newest).group(1)
-            stepper.screenshot(path=os.path.join(screenshots, f"{os.path.basename(lesson)}.stepper{k}.png"))
+        event = click_and_wait(stepper, "next", stepped)
+        assert event["log"] != stepped["log"] and "(none yet)" not in event["log"], "next event logged nothing"
+        newest = stepper.locator(".vmkit-stepper-log b").last.inner_text()
+        assert badge_agrees(event)
+        if newest.startswith("ring-transition"):      # the badge follows the transition just taken
+            assert event["cpl"] == "CPL " + re.search(r"to_ring=(\d)", newest).group(1)
+        stepper.screenshot(path=os.path.join(screenshots, f"{os.path.basename(lesson)}.stepper{k}.png"))
 
-            again = click_and_wait(stepper, "reset", event)
-            assert again == entry, "reset did not bring back the guest's entry state"
-    finally:
-        page.close()
+        again = click_and_wait(stepper, "reset", event)
+        assert again == entry, "reset did not bring back the guest's entry state"
 
 
+@pytest.mark.xdist_group("jupyterlab-dark")
 @pytest.mark.parametrize("lesson", LESSONS, ids=[os.path.basename(p) for p in LESSONS])
 def test_lesson_is_readable_in_the_dark_theme(browser, dark_lab, screenshots, lesson):
     """In JupyterLab Dark, does every diagram sit on its own light page (never dark ink on the
@@ -373,6 +386,8 @@ def test_lesson_is_readable_in_the_dark_theme(browser, dark_lab, screenshots, le
         page.close()
 
 
+@pytest.mark.xdist_group("jupyterlab-without-dot")
+@pytest.mark.xdist_group("jupyterlab-without-dot")
 @pytest.mark.parametrize("lesson", LESSONS, ids=[os.path.basename(p) for p in LESSONS])
 def test_lesson_without_graphviz_says_how_to_fix_it(browser, lab_without_dot, screenshots, lesson):
     """Without graphviz's dot, does the lesson still run to the end, show one notice naming the
@@ -437,6 +452,7 @@ def open_page(browser, path):
     return page, fetched
 
 
+@pytest.mark.xdist_group("lessons")             # the book is built from the notebook tier's runs
 def test_the_book_lists_the_lessons_in_order_and_the_labs_as_released(browser, book_site):
     """Does the index link every lesson in the course's order and every lab, and does each lab page
     hold no solution and no hidden test?"""
@@ -462,6 +478,7 @@ def book_page(lesson):
     return f"lessons/{os.path.basename(lesson)[:-6]}.html"
 
 
+@pytest.mark.xdist_group("lessons")
 @pytest.mark.parametrize("lesson", LESSONS, ids=[os.path.basename(p) for p in LESSONS])
 def test_a_book_page_shows_the_lesson_as_it_ran(browser, book_site, screenshots, lesson):
     """Without a kernel or a network: does the lesson's page show every diagram drawn with its text
@@ -489,6 +506,7 @@ def test_a_book_page_shows_the_lesson_as_it_ran(browser, book_site, screenshots,
         page.close()
 
 
+@pytest.mark.xdist_group("lessons")
 @pytest.mark.parametrize("lesson", STEPPER_LESSONS, ids=[os.path.basename(p) for p in STEPPER_LESSONS])
 def test_a_book_stepper_replays_its_walk_on_its_buttons(browser, book_site, screenshots, lesson):
     """Without a kernel: does each stepper start at the guest's entry, and do step, next event and

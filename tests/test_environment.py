@@ -1,6 +1,9 @@
-"""The two ways into the course name the same packages, and CI runs what the README says."""
+"""The two ways into the course name the same packages, CI runs what the README says, and that command
+runs the suite on two workers, the tests that share a fixture on one."""
 import os
 import re
+import shutil
+import subprocess
 import tomllib
 
 import pytest
@@ -121,3 +124,48 @@ def test_the_block_counter_is_built_once_and_a_failed_build_does_not_stop_the_se
     assert "building vmkit's block counter" in first
     course.block_counter()                              # built already: no step at all
     assert capsys.readouterr().out == ""
+
+
+# --- course.py test: the suite on two workers, the tests of a group on one ---------------------------------
+
+def test_the_test_command_runs_two_workers_unless_told_otherwise(tmp_path, monkeypatch):
+    course = course_module(tmp_path, monkeypatch)
+    assert course.pytest_arguments(["-q"]) == ["-n", "2", "--dist", "loadgroup", "--no-loadscope-reorder", "-q"]
+    for chosen in (["-n", "0"], ["-n4"], ["--numprocesses=3"], ["-p", "no:xdist"], ["--pdb"], ["--dist", "load"]):
+        assert course.pytest_arguments(chosen) == chosen
+    assert (course.minutes(820), course.minutes(52.4)) == ("13 min 40 s", "52 s")
+
+
+GROUPED_TEST = """import os, pytest
+{mark}
+@pytest.mark.parametrize("k", range(6))
+def test_{name}(k):
+    with open(os.path.join(os.path.dirname(__file__), "ran"), "a") as f:
+        f.write("{group} " + os.environ["PYTEST_XDIST_WORKER"] + "\\n")
+"""
+
+
+def test_the_tests_of_a_group_run_on_one_worker(tmp_path, monkeypatch):
+    """Under `course.py test`'s arguments and tests/conftest.py, do a module's tests share one worker,
+    and the tests of one xdist_group mark across modules? (pytest-xdist's loadgroup ignores the marks,
+    without a word, under a pytest it does not know: then this fails.)"""
+    import sys
+    pytest.importorskip("xdist", reason="pytest-xdist is not installed (python3 course.py test installs it)")
+    course = course_module(tmp_path, monkeypatch)
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    shutil.copy(os.path.join(ROOT, "tests", "conftest.py"), suite)
+    for name, group, mark in (("alone", "alone", ""), ("also_alone", "also_alone", ""),
+                              ("shared_a", "shared", "@pytest.mark.xdist_group('shared')"),
+                              ("shared_b", "shared", "@pytest.mark.xdist_group('shared')")):
+        (suite / f"test_{name}.py").write_text(GROUPED_TEST.format(name=name, group=group, mark=mark))
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore",
+                           *course.pytest_arguments([]), str(suite)],
+                          cwd=suite, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    workers = {}
+    for line in (suite / "ran").read_text().split("\n")[:-1]:
+        group, worker = line.split()
+        workers.setdefault(group, set()).add(worker)
+    assert sum(1 for _ in (suite / "ran").read_text().splitlines()) == 24
+    assert all(len(used) == 1 for used in workers.values()), workers

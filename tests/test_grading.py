@@ -218,7 +218,9 @@ def gradebook_rows(course, students):
         return rows
 
 
-@pytest.fixture(scope="module", params=labs())
+# each lab's course is a group of its own: pytest-xdist's workers grade two labs side by side
+@pytest.fixture(scope="module", params=[pytest.param(lab, marks=pytest.mark.xdist_group(f"grading-{lab}"))
+                                        for lab in labs()])
 def course(request, tmp_path_factory):
     lab = request.param
     root = str(tmp_path_factory.mktemp(f"course-{lab}"))

@@ -14,6 +14,7 @@ LESSONS = sorted(glob.glob(os.path.join(ROOT, "lessons", "*.ipynb")))
 
 
 @pytest.mark.notebook
+@pytest.mark.xdist_group("lessons")      # with the book's tests (test_browser.py), which reuse these runs
 @pytest.mark.parametrize("path", LESSONS, ids=[os.path.basename(p) for p in LESSONS])
 def test_lesson_runs_top_to_bottom(path, run_lesson):
     nb = run_lesson(path)
