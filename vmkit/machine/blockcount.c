@@ -228,7 +228,7 @@ void vmkit_count_interrupt(void *uc, uint32_t vector, void *data)
     c->interrupt = vector + 1;
 }
 
-/* A memory hook on every physical address past RAM that does nothing: Unicorn brings EIP up to date
+/* A memory hook on the devices' MMIO pages (past RAM) that does nothing: Unicorn brings EIP up to date
    before it calls a memory hook (cpu_restore_state in load_helper and store_helper,
    qemu/accel/tcg/cputlb.c), but not before the callbacks of a region mapped with uc_mmio_map, which
    read EIP to say where the access was; without a hook on every instruction, EIP would be where the

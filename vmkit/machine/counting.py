@@ -36,6 +36,8 @@ from unicorn.unicorn_const import UC_CTL_IO_READ_WRITE, UC_CTL_TB_REQUEST_CACHE
 
 from ..asm import disassemble
 from . import quirks
+from .devices import MMIO_BASE
+from .virtio import VIRTIO_BASE, VIRTIO_SIZE
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "blockcount.c")
 UC_HOOK_EDGE_GENERATED = 1 << 15   # unicorn.h, uc_hook_type (its Python binding does not name it)
@@ -183,8 +185,10 @@ class BlockCounter:
         for kind, function in ((UC_HOOK_EDGE_GENERATED, lib.vmkit_count_new_block), (UC_HOOK_BLOCK, lib.vmkit_count_block),
                                (UC_HOOK_INTR, lib.vmkit_count_interrupt)):
             self._hook(kind, ctypes.cast(function, ctypes.c_void_p), user)
+        # only over the devices' MMIO pages: a memory hook makes every access in its range sync EIP
+        # first (cpu_restore_state), which VMM memory past RAM (binary translation's counts) would pay
         self._hook(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, ctypes.cast(lib.vmkit_count_access, ctypes.c_void_p), None,
-                   memory, 0xFFFFFFFF)
+                   max(memory, MMIO_BASE), VIRTIO_BASE + VIRTIO_SIZE - 1)
 
     def _hook(self, kind, function, user, begin=1, end=0):
         handle = ctypes.c_size_t()
