@@ -38,6 +38,7 @@ from ..asm import disassemble
 from . import quirks
 from .devices import MMIO_BASE
 from .virtio import VIRTIO_BASE, VIRTIO_SIZE
+from .x86 import watched
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "blockcount.c")
 UC_HOOK_EDGE_GENERATED = 1 << 15   # unicorn.h, uc_hook_type (its Python binding does not name it)
@@ -47,9 +48,6 @@ OF = 4                             # the vector into raises
 STEPS_COUNTED_BY_UNICORN = 2       # from the second slice of one instruction in a row
 # in and out, which do not end a translated block (0xE4-0xE7, 0xEC-0xEF; ins and outs 0x6C-0x6F)
 IO_OPCODES = frozenset(range(0xE4, 0xE8)) | frozenset(range(0xEC, 0xF0)) | frozenset(range(0x6C, 0x70))
-# the instructions Machine watches with a code hook (machine.WATCHED, and sysexit)
-WATCHED = frozenset((0xCF, 0xCB, 0xCA, 0xFB, 0x9D, 0x9A, 0xFF))
-SYSEXIT = b"\x0f\x35"
 PREFIXES = frozenset((0x66, 0x67, 0xF2, 0xF3, 0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0xF0))
 
 ON_NEW = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_uint32)
@@ -273,7 +271,7 @@ class BlockCounter:
                 opcode = code[at:at + 2]
                 if opcode[:1] and opcode[0] in IO_OPCODES and i + 1 < len(offsets):
                     fenced.append(offsets[i + 1])
-                if i > 0 and (opcode[:1] and opcode[0] in WATCHED or opcode == SYSEXIT):
+                if i > 0 and opcode[:1] and watched(code, at):
                     # The machine's code hook on this instruction makes Unicorn fold the flags into
                     # EFLAGS form after it (gen_compute_eflags in disas_insn); if the instruction then
                     # faults, QEMU restores the flags' form recorded at the instruction's start

@@ -38,7 +38,8 @@ from .delivery import EXCEPTION, EXTERNAL, SOFTWARE, exception_class, second_fau
 from .delivery import deliver as deliver_through_idt
 from .devices import DebugExit, Pit8254, PicPair, Serial
 from .platform import BOOT_CS, BOOT_DS, BOOT_GDT, BOOT_GDT_LIMIT, DEFAULT_MEMORY, STACK_TOP, boot_gdt, check_fits
-from .x86 import DF_, GP, HAS_ERROR_CODE, IF, PF_, RF, UD, VM, decode_descriptor, decode_gate, vector_name
+from .x86 import (CALL_FAR, DF_, GP, HAS_ERROR_CODE, IF, IRET, PF_, POPF, RETF, RETF_IMM, RF, STI, SYSEXIT, SYSRET, UD, VM,
+                  decode_descriptor, decode_gate, vector_name, watched)
 
 DEFAULT_MAX_INSTRUCTIONS = DefaultBudget(100_000_000)
 DEFAULT_TIMEOUT = 20.0             # seconds of real time
@@ -46,10 +47,6 @@ NEVER = 1 << 32                    # an `until` address EIP can never reach
 BIG_SLICE = 1 << 40
 MAX_EVENTS = 200_000
 CR0_PG = 1 << 31
-IRET, RETF, RETF_IMM, STI, POPF, CALL_FAR = 0xCF, 0xCB, 0xCA, 0xFB, 0x9D, 0x9A
-WATCHED = (IRET, RETF, RETF_IMM, STI, POPF, CALL_FAR)
-SYSEXIT = b"\x0f\x35"
-SYSRET = b"\x0f\x07"
 # the MSRs SYSENTER and SYSEXIT read (SDM vol. 2B, SYSENTER: MSR addresses 174H, 175H, 176H)
 IA32_SYSENTER_CS, IA32_SYSENTER_ESP, IA32_SYSENTER_EIP = 0x174, 0x175, 0x176
 CALL_GATE_32 = 0xC
@@ -295,9 +292,8 @@ class Machine:
         # hook on each one in the image watches them; it fires only where an instruction starts with
         # that byte, so data costs nothing.
         code = self.image.code
-        for offset, byte in enumerate(code):
-            if byte in WATCHED or code[offset:offset + 2] in (SYSEXIT, SYSRET) or (
-                    byte == 0xFF and len(code) > offset + 1 and (code[offset + 1] >> 3) & 7 == 3):
+        for offset in range(len(code)):
+            if watched(code, offset):
                 address = self.image.linked(self.image.origin + offset)   # where it runs
                 uc.hook_add(UC_HOOK_CODE, self._on_watched, None, address, address)
         # Code outside the image is rare (code a guest wrote itself); zeroed memory run as code is a

@@ -172,3 +172,20 @@ def frame_names(stack_switch, error_code):
     """Names of the dwords the CPU pushes on interrupt delivery, from the new top of stack up."""
     names = (["error code"] if error_code else []) + ["EIP", "CS", "EFLAGS"]
     return names + (["ESP", "SS"] if stack_switch else [])
+
+
+# --- the instructions the machine watches with a code hook (Machine.install_hooks) -------------------
+# They act inside Unicorn, unseen: iret, retf, sysexit and a far call through a call gate change
+# rings; sti, popf and iret can set IF while an interrupt waits; Unicorn would run sysret as AMD's.
+IRET, RETF, RETF_IMM, STI, POPF, CALL_FAR = 0xCF, 0xCB, 0xCA, 0xFB, 0x9D, 0x9A
+WATCHED = (IRET, RETF, RETF_IMM, STI, POPF, CALL_FAR)
+SYSEXIT = b"\x0f\x35"
+SYSRET = b"\x0f\x07"
+
+
+def watched(code, offset):
+    """Whether the instruction at `offset` of `code` is one the machine watches: one of WATCHED,
+    sysexit, sysret, or a far call through memory (FF /3)."""
+    byte = code[offset]
+    return (byte in WATCHED or code[offset:offset + 2] in (SYSEXIT, SYSRET)
+            or (byte == 0xFF and len(code) > offset + 1 and (code[offset + 1] >> 3) & 7 == 3))
