@@ -5,7 +5,7 @@ import pytest
 
 import vmkit
 import vmkit.guests
-from guestkit import PIC_IRQ0_ONLY, idt_gate
+from guestkit import PIC_IRQ0_ONLY, idt_gate, kernel
 from vmkit.machine import CPU_HZ, PIT_HZ
 
 HELLO = r"""
@@ -148,46 +148,10 @@ def test_stepping_and_running_give_the_same_events_serial_and_registers():
         assert other.stats == straight.stats
 
 
-SYSCALL_LOOP = """
-    lidt [idtr]
-""" + idt_gate(0x80, "handler", 0xEE) + """
-    lgdt [gdtr]
-    mov dword [tss + 4], 0x3F0000
-    mov dword [tss + 8], 0x10
-    mov eax, tss
-    mov [gdt_tss + 2], ax
-    shr eax, 16
-    mov [gdt_tss + 4], al
-    mov [gdt_tss + 7], ah
-    mov ax, 0x28
-    ltr ax
-    push 0x23
-    push 0x3E0000
-    push 0x2
-    push 0x1B
-    push user
-    iretd
-user:
-    mov ecx, 50
-call_kernel:
-    int 0x80
-    loop call_kernel
-    mov al, 0
-    out 0xf4, al
-handler:
-    iretd
-align 8
-gdt: dq 0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF, 0x00CFFA000000FFFF, 0x00CFF2000000FFFF
-gdt_tss: dw 103, 0
-    db 0, 0x89, 0, 0
-gdtr: dw $ - gdt - 1
-    dd gdt
-align 8
-idt: times 256 dq 0
-idtr: dw 256 * 8 - 1
-    dd idt
-tss: times 104 db 0
-"""
+# ring 3 (IOPL 3, for its exit) calls its kernel 50 times through a DPL 3 gate; the handler only returns
+SYSCALL_LOOP = kernel(body="mov eax, user\nmov ebx, 0x3002\njmp to_ring3\nuser:\nmov ecx, 50\ncall_kernel:\n"
+                           "int 0x80\nloop call_kernel\nmov al, 0\nout 0xf4, al",
+                      gates={0x80: ("handler", 0xEE)}, handlers={"handler": "iretd"})
 
 
 def run_counting_slices(cls, image, resumes_in_hook, how="run"):
