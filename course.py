@@ -152,24 +152,30 @@ def python_packages(*extras):
     jupyterlab_settings()
 
 
-BLOCK_COUNTER_SOURCE = os.path.join(HERE, "vmkit", "machine", "blockcount.c")
+NATIVE_SOURCES = os.path.join(HERE, "vmkit", "machine")     # its *.c and *.h
 
 
-def block_counter():
-    """Build vmkit's block counter (vmkit/machine/blockcount.c) with the system's C compiler into
-    .venv, once per version of its source. Without it vmkit counts instructions the reference way,
-    several times slower, with the same results: a failure is reported and set-up goes on."""
-    with open(BLOCK_COUNTER_SOURCE, "rb") as f:
-        want = hashlib.sha256(f.read()).hexdigest()
-    if installed("block-counter", want):
+def native_helpers():
+    """Build vmkit's C helpers (vmkit/machine/*.c: counting instructions per block, delivering
+    interrupts; vmkit.machine.native) with the system's C compiler into .venv, once per version of
+    their sources. Without them vmkit uses its Python reference, slower, with the same results: a
+    failure is reported and set-up goes on."""
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(NATIVE_SOURCES)):
+        if not name.endswith((".c", ".h")):
+            continue
+        with open(os.path.join(NATIVE_SOURCES, name), "rb") as f:
+            digest.update(f.read())
+    want = digest.hexdigest()
+    if installed("native-helpers", want):
         return
     try:
-        step("building vmkit's block counter (C) with the system's compiler",
-             [[PYTHON, "-m", "vmkit.machine.counting", "build"]])
+        step("building vmkit's C helpers (block counter, interrupt delivery) with the system's compiler",
+             [[PYTHON, "-m", "vmkit.machine.native", "build"]])
     except StepFailed:
-        say("vmkit will count instructions the slower way; `python3 course.py doctor` says why")
+        say("vmkit will count instructions and deliver interrupts the slower way; `python3 course.py doctor` says why")
         return
-    with open(stamp_path("block-counter"), "w") as f:
+    with open(stamp_path("native-helpers"), "w") as f:
         f.write(want)
 
 
@@ -328,7 +334,7 @@ def command_line(command, rest):
     if command == "open":
         system_tools(COURSE_TOOLS)
         python_packages()
-        block_counter()
+        native_helpers()
         jupyterlab_settings()
         say(f"opening JupyterLab on {FIRST_LESSON}")
         extra = ["--allow-root"] if os.geteuid() == 0 else []
@@ -345,18 +351,18 @@ def command_line(command, rest):
     elif command == "test":
         system_tools({**COURSE_TOOLS, **GRADE_TOOLS, **TEST_TOOLS, **BOOK_TOOLS})
         python_packages("test", "book")
-        block_counter()
+        native_helpers()
         widget_manager()                                # the browser tier builds the book
         return run_timed([PYTHON, "-m", "pytest", *pytest_arguments(rest)], "tests")
     elif command == "bench":
         system_tools(COURSE_TOOLS)
         python_packages("test")
-        block_counter()
+        native_helpers()
         run_in_venv([PYTHON, os.path.join("tests", "benchmarks", "run.py")] + rest)
     elif command == "speed":
         system_tools(COURSE_TOOLS)
         python_packages("test")
-        block_counter()
+        native_helpers()
         run_in_venv([PYTHON, os.path.join("tests", "benchmarks", "course_speed.py")] + rest)
     elif command == "release":
         python_packages()
@@ -365,11 +371,11 @@ def command_line(command, rest):
         system_tools({**COURSE_TOOLS, **GRADE_TOOLS})
         if os.path.realpath(sys.prefix) != os.path.realpath(VENV):     # run by the course's Python: set up already
             python_packages()
-            block_counter()
+            native_helpers()
         run_in_venv([PYTHON, os.path.join(HERE, "autograde.py")] + rest, here=False)     # DIR as the user typed it
     elif command == "doctor":
         python_packages()
-        block_counter()
+        native_helpers()
         run_in_venv([PYTHON, "-c", "import vmkit; print(vmkit.doctor())"])
     else:
         sys.exit(__doc__)

@@ -108,21 +108,21 @@ def test_jupyterlab_opens_without_news_or_update_checks(tmp_path, monkeypatch):
     assert set(server["LabApp"]) <= set(LabApp.class_trait_names())
 
 
-def test_the_block_counter_is_built_once_and_a_failed_build_does_not_stop_the_set_up(tmp_path, monkeypatch, capsys):
-    """course.py builds vmkit/machine/blockcount.c with the system's compiler once per version of the
-    source; without a compiler it says so and goes on (vmkit then counts the reference way)."""
+def test_the_c_helpers_are_built_once_and_a_failed_build_does_not_stop_the_set_up(tmp_path, monkeypatch, capsys):
+    """course.py builds vmkit's C helpers (vmkit/machine/*.c) with the system's compiler once per version
+    of their sources; without a compiler it says so and goes on (vmkit then uses its Python reference)."""
     course = course_module(tmp_path, monkeypatch)
     os.makedirs(course.VENV)
     monkeypatch.setenv("VMKIT_LIBDIR", str(tmp_path / "lib"))
     monkeypatch.setenv("CC", "false")                   # a compiler that fails
-    course.block_counter()
-    assert "slower way" in capsys.readouterr().out and not os.path.exists(course.stamp_path("block-counter"))
+    course.native_helpers()
+    assert "slower way" in capsys.readouterr().out and not os.path.exists(course.stamp_path("native-helpers"))
     monkeypatch.delenv("CC")
-    course.block_counter()
+    course.native_helpers()
     assert [p.name for p in (tmp_path / "lib").iterdir() if p.suffix == ".so"]
     first = capsys.readouterr().out
-    assert "building vmkit's block counter" in first
-    course.block_counter()                              # built already: no step at all
+    assert "building vmkit's C helpers" in first
+    course.native_helpers()                              # built already: no step at all
     assert capsys.readouterr().out == ""
 
 

@@ -14,33 +14,25 @@ Inside a hook the exact count is the count at the current block's entry plus the
 instruction in the block, decoded with capstone from the block's bytes; `started(eip)` gives what
 Unicorn's own counter would say there (the instructions started, the one being run included).
 
-The C library is built from source with the system's compiler (`cc`), into the Python
-environment's own directory (never into the repository), by `python3 course.py`'s set-up or on first
-use. Where it cannot be built or loaded (no compiler, a read-only environment, another Unicorn),
-`available()` says why and the machine counts the reference way, emu_start(count=n), with the same
-results; `vmkit.doctor()` reports which one this machine uses.
+The C code is part of vmkit's C library, built from source with the system's compiler
+(vmkit.machine.native). Where it cannot be built or loaded (no compiler, a read-only environment), or
+VMKIT_COUNT=reference asks for it, `available()` says why and the machine counts the reference way,
+emu_start(count=n), with the same results; `vmkit.doctor()` reports which one this machine uses.
 """
 import ctypes
-import hashlib
 import os
-import shutil
-import subprocess
-import sys
-import sysconfig
-import tempfile
 import weakref
 
-from unicorn import UcError, UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INTR, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE
+from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INTR, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE
 from unicorn.x86_const import UC_X86_REG_EIP
 from unicorn.unicorn_const import UC_CTL_IO_READ_WRITE, UC_CTL_TB_REQUEST_CACHE
 
 from ..asm import disassemble
-from . import quirks
+from . import native, quirks
 from .devices import MMIO_BASE
 from .virtio import VIRTIO_BASE, VIRTIO_SIZE
 from .x86 import watched
 
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "blockcount.c")
 UC_HOOK_EDGE_GENERATED = 1 << 15   # unicorn.h, uc_hook_type (its Python binding does not name it)
 REFUSED_LIMIT, REFUSED_NEW = 1, 2  # blockcount.c: why the block hook stopped in front of a block
 NO_LIMIT = 1 << 62
@@ -65,77 +57,24 @@ class Counter(ctypes.Structure):
                 ("last_icount", ctypes.c_uint32), ("interrupt", ctypes.c_uint32)]
 
 
-# --- building and loading the library --------------------------------------------------------------
-_digest = None
-
-
-def library_path():
-    """Where the library for this source and this Python goes: the directory VMKIT_LIBDIR names, or
-    lib/vmkit under the environment's prefix (.venv in the course's set-up); named by the source's
-    hash, so an edited source is built again."""
-    global _digest
-    if _digest is None:
-        with open(SOURCE, "rb") as f:
-            _digest = hashlib.sha256(f.read()).hexdigest()[:12]
-    directory = os.environ.get("VMKIT_LIBDIR") or os.path.join(sys.prefix, "lib", "vmkit")
-    return os.path.join(directory, f"blockcount-{_digest}{sysconfig.get_config_var('SHLIB_SUFFIX') or '.so'}")
-
-
-def build(path=None):
-    """Compile blockcount.c with the system's C compiler into `path` (default library_path()).
-    Returns the path, or raises OSError / subprocess.CalledProcessError saying why not."""
-    path = path or library_path()
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if compiler is None:
-        raise OSError("no C compiler (cc) on this machine")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, partial = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
-    os.close(fd)
-    try:
-        subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", partial, SOURCE], check=True,
-                       capture_output=True, text=True, timeout=120)
-        os.replace(partial, path)          # atomic: two processes building at once both succeed
-    finally:
-        if os.path.exists(partial):
-            os.unlink(partial)
-    return path
-
-
-_library = None
-_why_not = None
-
-
+# --- the library ------------------------------------------------------------------------------------
 def _load():
-    global _library, _why_not
-    if _library is not None or _why_not is not None:
-        return _library
+    """vmkit's C library (vmkit.machine.native) with the counter's functions declared, or None: not
+    built, or VMKIT_COUNT=reference asks for the reference way."""
     if os.environ.get("VMKIT_COUNT") == "reference":
-        _why_not = "VMKIT_COUNT=reference: the reference way was asked for"
         return None
-    path = library_path()
-    try:
-        if not os.path.exists(path):
-            build(path)
-        lib = ctypes.CDLL(path)
+    lib = native.library()
+    if lib is not None and lib.vmkit_count_new.restype is not ctypes.c_void_p:
         lib.vmkit_count_new.restype = ctypes.c_void_p
         lib.vmkit_count_free.argtypes = [ctypes.c_void_p]
-        _library = lib
-    except (OSError, subprocess.SubprocessError) as e:
-        detail = getattr(e, "stderr", None) or str(e)
-        _why_not = f"the block counter could not be built or loaded ({detail.strip().splitlines()[-1] if detail.strip() else e})"
-    return _library
+    return lib
 
 
 def available():
     """(True, where the library is) or (False, why vmkit counts the reference way)."""
-    lib = _load()
-    return (True, library_path()) if lib is not None else (False, _why_not)
-
-
-def reset_for_tests():
-    """Forget what _load() found, so that a test can change VMKIT_COUNT."""
-    global _library, _why_not
-    _library = _why_not = None
+    if os.environ.get("VMKIT_COUNT") == "reference":
+        return False, "VMKIT_COUNT=reference: the reference way was asked for"
+    return (True, native.library_path()) if _load() is not None else (False, native.why_not())
 
 
 # --- one engine's counter ------------------------------------------------------------------------------
@@ -189,11 +128,7 @@ class BlockCounter:
                    max(memory, MMIO_BASE), VIRTIO_BASE + VIRTIO_SIZE - 1)
 
     def _hook(self, kind, function, user, begin=1, end=0):
-        handle = ctypes.c_size_t()
-        error = quirks.engine_library().uc_hook_add(self.uc._uch, ctypes.byref(handle), kind, function, user,
-                                                    ctypes.c_uint64(begin), ctypes.c_uint64(end))
-        if error:
-            raise UcError(error)
+        native.hook_add(self.uc, kind, function, user, begin, end)
 
     # --- the count inside a slice -----------------------------------------------------------------
     def started(self, eip):
@@ -410,13 +345,3 @@ class BlockCounter:
         if self.reference:
             return self.base + quirks.instruction_counter(self.uc)
         return self.started(eip) if error else self.ran(eip)
-
-
-if __name__ == "__main__":
-    # python -m vmkit.machine.counting build: what `python3 course.py` runs in its set-up
-    if sys.argv[1:] != ["build"]:
-        sys.exit("usage: python -m vmkit.machine.counting build")
-    try:
-        print(build())
-    except (OSError, subprocess.CalledProcessError) as e:
-        sys.exit(f"the block counter was not built: {getattr(e, 'stderr', None) or e}")

@@ -93,6 +93,7 @@ class Cpu:
         self._buffer_ref = ctypes.addressof(self._buffer)
         self._u64 = ctypes.c_uint64.from_buffer(self._buffer)
         self._batches = {}
+        self.compiled = None                # delivery.c bound to this engine, made on first use (vmkit.machine.delivery)
 
     # registers
     def __getitem__(self, name):

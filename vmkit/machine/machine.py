@@ -32,14 +32,14 @@ from ..arguments import DefaultBudget, check_budgets, check_memory
 from ..asm import assemble, disassemble
 from ..errors import GuestError, GuestInterrupted, GuestTimeout
 from ..trace import Event, RunResult
-from . import counting, cpuid as pc_cpuid, quirks
+from . import counting, cpuid as pc_cpuid, hooks, quirks
 from .cpu import Cpu, Fault, GENERAL
-from .delivery import EXCEPTION, EXTERNAL, SOFTWARE, exception_class, second_fault
+from .delivery import EXCEPTION, EXTERNAL, SOFTWARE, compiled as compiled_delivery, exception_class, return_frame, second_fault
 from .delivery import deliver as deliver_through_idt
 from .devices import DebugExit, Pit8254, PicPair, Serial
 from .platform import BOOT_CS, BOOT_DS, BOOT_GDT, BOOT_GDT_LIMIT, DEFAULT_MEMORY, STACK_TOP, boot_gdt, check_fits
-from .x86 import (CALL_FAR, DF_, GP, HAS_ERROR_CODE, IF, IRET, PF_, POPF, RETF, RETF_IMM, RF, STI, SYSEXIT, SYSRET, UD, VM,
-                  decode_descriptor, decode_gate, vector_name, watched)
+from .x86 import (CALL_FAR, DF_, GP, HAS_ERROR_CODE, IF, IRET, PF_, POPF, RETF, RETF_IMM, RF, STI, SYSEXIT, SYSRET,
+                  SYSTEM_TYPES, UD, VM, decode_descriptor, decode_gate, frame_names, vector_name, watched)
 
 DEFAULT_MAX_INSTRUCTIONS = DefaultBudget(100_000_000)
 DEFAULT_TIMEOUT = 20.0             # seconds of real time
@@ -50,9 +50,13 @@ CR0_PG = 1 << 31
 # the MSRs SYSENTER and SYSEXIT read (SDM vol. 2B, SYSENTER: MSR addresses 174H, 175H, 176H)
 IA32_SYSENTER_CS, IA32_SYSENTER_ESP, IA32_SYSENTER_EIP = 0x174, 0x175, 0x176
 CALL_GATE_32 = 0xC
-FAR_RETURN_STATE = ("cs", "esp", "ss", "cr0", "gdtr", "ldtr")   # what iret and retf are recorded from
 LONGEST_SLICE = 1 << 22           # counted instructions between two looks at the real-time budget
 LONGEST_UNCOUNTED_SLICE = 0.5     # seconds an uncounted slice may run before Python runs again
+# What the compiled hooks (vmkit.machine.hooks) stand in for: a class that overrides any of these (a
+# VMM) decides for itself what happens at an exception or a watched instruction, so they stay off.
+COMPILED_HOOKS_STAND_FOR = ("exception", "deliver", "instruction_address", "record", "inject_interrupt",
+                            "interrupts_enabled", "slice_length", "slice_may_go_on", "after_slice",
+                            "guest_instructions", "_on_interrupt", "_on_watched", "_record_far_return")
 
 
 class MustCount(Exception):
@@ -117,6 +121,8 @@ class Machine:
     watch_code_outside_image = True    # stop a guest that runs zeroed memory outside its image as code
     _blocks = None                     # a counted machine's block counter (vmkit.machine.counting), or None
     _blocks_for = None                 # the engine it was made for
+    _pc = None                         # the compiled hooks (vmkit.machine.hooks), or None
+    _stop_ = _finished = _stop_requested_ = None
 
     def __init__(self, image, memory=DEFAULT_MEMORY, *, max_instructions=DEFAULT_MAX_INSTRUCTIONS,
                  timeout=DEFAULT_TIMEOUT, counted=True, technique="native"):
@@ -161,6 +167,39 @@ class Machine:
         self._in_access = False            # inside a technique's hook on a memory access
         self._slice_started = time.perf_counter()
         self._unmapped = None              # (access, address, size) of the last access outside memory
+
+    # What ends a slice early: a Stop on its way, the run finished, run_until's wait over. Setting any of
+    # them turns the compiled hooks off for the rest of the slice, as it keeps the Python hooks from
+    # handling an exception inside the slice (_may_handle_in_hook).
+    @property
+    def _stop(self):
+        return self._stop_
+
+    @_stop.setter
+    def _stop(self, stop):
+        self._stop_ = stop
+        if stop is not None and self._pc is not None:
+            self._pc.disarm()
+
+    @property
+    def finished(self):
+        return self._finished
+
+    @finished.setter
+    def finished(self, value):
+        self._finished = value
+        if value and self._pc is not None:
+            self._pc.disarm()
+
+    @property
+    def _stop_requested(self):
+        return self._stop_requested_
+
+    @_stop_requested.setter
+    def _stop_requested(self, value):
+        self._stop_requested_ = value
+        if value and self._pc is not None:
+            self._pc.disarm()
 
     def map_ram(self, memory):
         """Guest RAM as one Unicorn region (vmkit.migration maps it page by page instead, so that it
@@ -279,6 +318,7 @@ class Machine:
         uc = self.uc
         if self.counted:
             self._block_counter()          # its hooks go first (vmkit.machine.counting)
+            self._pc = self._compiled_hooks()    # then the compiled hooks, ahead of the Python ones they stand for
         uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
         uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, X.UC_X86_INS_IN)
@@ -295,6 +335,8 @@ class Machine:
         for offset in range(len(code)):
             if watched(code, offset):
                 address = self.image.linked(self.image.origin + offset)   # where it runs
+                if self._pc is not None:
+                    self._pc.watch(address)
                 uc.hook_add(UC_HOOK_CODE, self._on_watched, None, address, address)
         # Code outside the image is rare (code a guest wrote itself); zeroed memory run as code is a
         # guest that ran off the end of its own (00 00 is `add [eax], al`, harmless for megabytes).
@@ -571,13 +613,12 @@ class Machine:
         """Record an event of `kind` (one of vmkit.EVENT_KINDS), at `eip` and `cpl` (default: where the
         CPU is) with `detail`; returns the Event. If run_until waits for it, the slice ends after
         the instruction being run. A VMM overrides it to say where its guest is, not where it is."""
+        if self._pc is not None and self._pc.state.count:
+            self._record_compiled()        # the events the compiled hooks handled come first
         event = Event(kind=kind, eip=self.cpu["eip"] if eip is None else eip,
                       cpl=self.cpu.cpl if cpl is None else cpl, detail=detail,
                       icount=self._icount() if self.counted else None)
-        if len(self.events) < MAX_EVENTS:
-            self.events.append(event)
-        else:
-            self.events_dropped += 1
+        self._keep(event)
         if kind == "ring-transition":
             self._slice_traced = True      # the slice's change of ring is accounted for
         if self._running and self.timeout is not None and not self._in_access and self.seconds_so_far() >= self.timeout:
@@ -600,6 +641,8 @@ class Machine:
     def result(self):
         """The run so far as a RunResult. A VMM overrides it to show the guest's view (its virtual
         registers, its exit code)."""
+        if self._pc is not None and self._pc.state.count:
+            self._record_compiled()
         stats = dict(self.stats)
         if self.counted:
             stats["instructions"] = self.instructions
@@ -722,6 +765,7 @@ class Machine:
         blocks = self._block_counter() if self.counted else None
         full_length = False
         begin, end = self.cpu["eip"], NEVER if until is None else until
+        self._arm(end)
         try:
             if blocks is not None:
                 guest_cr2 = self.cpu["cr2"]     # a #PF ends the slice: until then CR2 stays the guest's
@@ -735,6 +779,10 @@ class Machine:
                                   count=n if self.counted else 0)
         except UcError as e:
             error = e
+        finally:
+            if self._pc is not None:
+                self._pc.disarm()
+                self._record_compiled()
         self._running = False
         if paging:
             self._after_paged_slice(cr2)
@@ -891,6 +939,8 @@ class Machine:
         return self._blocks
 
     def _on_interrupt(self, uc, vector, _):
+        if self._pc is not None and self._pc.state.handled:
+            return                         # the compiled hook has handled it (vmkit.machine.hooks)
         # vectors 0-31 are the CPU's exceptions, and int n can raise them too; above, only int n can
         # (an IRQ is delivered by the machine, not reported by Unicorn)
         error_code, software = (None, True) if 32 <= vector < 256 else quirks.exception_state(uc)
@@ -933,6 +983,8 @@ class Machine:
         it handles, the machine is not `_running`, as between slices: events get the same icount and
         the budget is looked at in the same places. If the slice must end after all, it ends with a
         Stop "handled" that only closes it; a Python exception (a GuestError) ends it too, unchanged."""
+        if self._pc is not None:
+            self._record_compiled()                    # before the count moves on
         counter = stop.counter
         if self._blocks is not None:
             self._blocks.resume_after(counter)          # the faulting block ends at the fault
@@ -952,6 +1004,7 @@ class Machine:
             self._slice_cpl = self.cpu.cpl             # what a new slice would note
             self._slice_events = len(self.events)
             self._slice_traced = False
+            self._arm(NEVER if self._slice_until is None else self._slice_until)
         else:
             self._stop = Stop("handled", counter)
             self.uc.emu_stop()
@@ -1053,6 +1106,8 @@ class Machine:
         return self.image.runs_at(eip)
 
     def _on_watched(self, uc, address, size, _):
+        if self._pc is not None and self._pc.state.handled:
+            return                         # the compiled hook has handled it (vmkit.machine.hooks)
         op = self.cpu.peek(address, 3) or b"\0\0\0"
         icount = self._icount() if self.counted else None
         if self._pass_once == (address, icount):
@@ -1172,33 +1227,81 @@ class Machine:
                     return_eip=cpu["edx"], esp=cpu["ecx"], ss=(selector + 24) | 3, frame=[])
 
     def _record_far_return(self, op, address):
-        cpu = self.cpu
-        cs, esp, ss, cr0, *tables = cpu.get(FAR_RETURN_STATE)
-        cpl = cs & 3
         skip = int.from_bytes(op[1:3], "little") if op[0] == 0xCA else 0
-        paging = cpu.paging(cr0)
-        try:
-            base = cpu.segment_base(ss, tables=tables, paging=paging)
-            raw = cpu.peek(base + esp, 12, paging)
-            if raw is not None and raw[4] & 3 > cpl:  # to an outer ring: SS:ESP are popped too
-                more = cpu.peek(base + esp + 12, 8 + skip, paging)
-                raw = None if more is None else raw + more
-        except (GuestError, Fault):
-            return
-        if raw is None:
-            return                                   # Unicorn will fault on it; that is recorded instead
-        words = struct.unpack_from("<5I" if len(raw) >= 20 else "<3I", raw)
+        popped = return_frame(self.cpu, skip)
+        detail = None if popped is None else self._far_return_detail(op[0], *popped)
+        if detail is not None:
+            self.record("ring-transition", eip=address, cpl=popped[0], **detail)
+
+    @staticmethod
+    def _far_return_detail(opcode, cpl, esp, ss, words):
+        """The ring-transition an iret or retf at CPL `cpl` will make, popping `words` from SS:ESP (what
+        delivery.return_frame read), or None: a plain far return stays in its ring."""
         to_ring = words[1] & 3
-        if op[0] == 0xCF:                            # iret: no immediate, the words in order
+        if opcode == IRET:                           # iret: no immediate, the words in order
             names = ("EIP", "CS", "EFLAGS", "ESP", "SS") if to_ring > cpl else ("EIP", "CS", "EFLAGS")
             cause = "iret"
         else:
             if to_ring == cpl:
-                return                               # a plain far return: no change of ring
+                return None                          # a plain far return: no change of ring
             names, cause = ("EIP", "CS"), "retf"
-        popped = list(zip(names, words))
-        self.record("ring-transition", eip=address, cpl=cpl, from_ring=cpl, to_ring=to_ring, cause=cause,
-                    frame=popped, return_eip=words[0], esp=esp, ss=ss)
+        return dict(from_ring=cpl, to_ring=to_ring, cause=cause, frame=list(zip(names, words)),
+                    return_eip=words[0], esp=esp, ss=ss)
+
+    # --- the compiled hooks (vmkit.machine.hooks) -----------------------------------------------------
+    def _compiled_hooks(self):
+        """The compiled hooks for this machine, or None: a VMM's (it overrides what they stand for), or
+        no compiled delivery (no library; VMKIT_DELIVERY=reference)."""
+        if self._blocks is None or not self.resumes_in_hook or any(
+                getattr(type(self), name) is not getattr(Machine, name) for name in COMPILED_HOOKS_STAND_FOR):
+            return None
+        engine = compiled_delivery(self.cpu)
+        return None if engine is None else hooks.CompiledHooks(self.uc, self._blocks, engine)
+
+    def _arm(self, until):
+        """Let the compiled hooks handle events in the slice about to run (or going on), where nothing
+        else would happen at them: no interrupt waits, run_until waits for no event, no instruction is
+        to be let through once, nothing has asked the slice to end, and the block counter counts."""
+        pc = self._pc
+        if pc is None:
+            return
+        if (self.resumes_in_hook and self._stop is None and not self.finished and not self._stop_requested
+                and self._stop_when is None
+                and self._pass_once is None and self._blocks is not None and not self._blocks.reference
+                and not self._blocks.in_tail and self.pic.pending() is None and compiled_delivery(self.cpu) is not None):
+            pc.arm(self._slice_n, until)
+        else:
+            pc.disarm()
+
+    def _record_compiled(self):
+        """Record the events the compiled hooks handled, in order, as the Python hooks would have: an
+        `int n` as _handle_in_hook does (counted to the int, then the slice goes on from the handler),
+        an iret or retf as _on_watched does (counted before it)."""
+        before = self.instructions - self._accounted          # the slice's instructions not yet counted
+        for kind, eip, started, vector, op, *outcome in self._pc.take():
+            (_, _, _, _, _, from_ring, to_ring, gate_type, handler, stack_switch, esp, ss, if_cleared,
+             return_eip, frame_count, *frame) = outcome
+            if kind == hooks.INT:
+                record = {
+                    "vector": vector, "from_ring": from_ring, "to_ring": to_ring, "gate": SYSTEM_TYPES[gate_type],
+                    "handler": handler, "stack_switch": bool(stack_switch), "esp": esp, "ss": ss,
+                    "frame": list(zip(frame_names(stack_switch, False), frame[:frame_count])), "error_code": None,
+                    "if_cleared": bool(if_cleared), "return_eip": return_eip}
+                self.stats["interrupts"] += 1
+                self._keep(Event("ring-transition", eip, from_ring, {"cause": f"int {vector:#x}", **record},
+                                 before + started))
+                self._slice_cpl, self._slice_events, self._slice_traced = to_ring, len(self.events), False
+            else:
+                detail = self._far_return_detail(op & 0xFF, from_ring, esp, ss, tuple(frame[:frame_count]))
+                if detail is not None:
+                    self._keep(Event("ring-transition", eip, from_ring, detail, before + started - 1))
+                    self._slice_traced = True
+
+    def _keep(self, event):
+        if len(self.events) < MAX_EVENTS:
+            self.events.append(event)
+        else:
+            self.events_dropped += 1
 
     def _on_rdtsc(self, tsc_aux=False):
         """The time-stamp counter counts the virtual clock's cycles, so reading it is reproducible."""

@@ -106,6 +106,15 @@ def _saved(uc):
     return saved.update()
 
 
+def saved_context(uc):
+    """(the _Saved kept for `uc`, the address of its uc_context, the offsets of old_exception and hflags in
+    it): for compiled code that does what clear_fault_and_set_cpl does (delivery.c). Keep the first
+    alive as long as the address is used."""
+    saved = _saved(uc)
+    o = offsets()
+    return saved, _address(saved.context), o.old_exception, o.hflags
+
+
 def exception_state(uc):
     """(error_code, is_software_int) of the exception the hook was just told about."""
     saved = _saved(uc)

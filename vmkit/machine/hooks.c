@@ -1,0 +1,151 @@
+/* The vmkit PC's interrupt and watch hooks, compiled: the common events handled inside Unicorn's hooks
+ * without Python, and handed to Python to record afterwards (vmkit.machine.hooks).
+ *
+ * Machine._on_interrupt and Machine._on_watched are the reference. These hooks are registered ahead of
+ * them and handle an event only where the outcome is the one the Python would reach, and cheaply
+ * known to be so; then they set `handled`, and the Python hook, called next for the same event,
+ * returns at once. Everything else is the Python's, unchanged:
+ *
+ * - `int n` (n >= 32: only int n raises those) at the end of its translated block (QEMU ends a block at
+ *   int n), with paging off: delivered through the IDT by delivery.c, as Machine.deliver would, when it
+ *   does not fault and the handler is not where the slice must stop. The count there is the block
+ *   counter's (blockcount.c): the block's instructions are all done, the int included.
+ * - iret and retf ending their block: the frame they will pop is read, for the ring-transition event.
+ * - sti and popf: the Python looks at them only when an interrupt waits, and then the hooks are off.
+ *
+ * Python arms the hooks for a slice (Machine._arm) only where nothing else would have happened at those
+ * points: the machine is the vmkit PC itself (no VMM overrides what it does there), its slice is
+ * counted by the block counter, no interrupt waits at the PIC (only Python raises one: the timer
+ * between slices), run_until waits for no event, and nothing has asked the slice to end. It disarms
+ * them when a stop is asked for. At most `left` events are handled before Python looks at the clock
+ * again, and at most EVENTS wait to be recorded.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "blockcount.h"
+#include "delivery.h"
+
+#define EVENTS 64
+enum { E_INT = 1, E_RETURN = 2 };
+#define OP_IRET 0xCF
+#define OP_RETF 0xCB
+#define OP_RETF_IMM 0xCA
+#define OP_STI 0xFB
+#define OP_POPF 0x9D
+
+struct pc_event {                      /* vmkit.machine.hooks.EVENT mirrors this layout */
+    uint32_t kind;                     /* E_INT or E_RETURN */
+    uint32_t eip;                      /* the int's address, or the iret's or retf's */
+    uint64_t started;                  /* the slice's count there (Machine._counter) */
+    uint32_t vector;                   /* E_INT: the vector */
+    uint32_t op;                       /* E_RETURN: the opcode and its immediate (op | imm16 << 8) */
+    struct delivery d;                 /* what was delivered, or the frame the return will pop */
+    uint32_t pad;
+};
+
+struct pc {                            /* vmkit.machine.hooks.State mirrors this layout */
+    struct engine *engine;
+    struct counter *counter;
+    uint32_t armed;                    /* Python: the hooks may handle events in this slice */
+    uint32_t handled;                  /* the hook has handled the event: the Python hook returns at once */
+    uint64_t slice_n;                  /* the slice's length (Machine._slice_n) */
+    uint64_t until;                    /* the address the slice stops at */
+    int64_t skip_sync_pc;              /* quirks: the engine's skip_sync_pc_on_exit, or -1 */
+    uint32_t left;                     /* events the hooks may still handle before Python looks at the clock */
+    uint32_t count;                    /* events[0..count) wait for Python to record them */
+    struct pc_event events[EVENTS];
+};
+
+static int read_registers(struct engine *e, uint64_t *eip, uint64_t *cr0)
+{
+    int ids[2] = {e->state_ids[R_EIP], e->state_ids[R_CR0]};
+    void *values[2] = {eip, cr0};
+    *eip = *cr0 = 0;
+    return e->reg_read_batch(e->uc, ids, values, 2);
+}
+
+static int ready(struct pc *p)
+{
+    struct counter *c = p->counter;
+    return p->armed && p->left > 0 && p->count < EVENTS && !c->refused && c->limit < NO_LIMIT;
+}
+
+void vmkit_pc_interrupt(void *uc, uint32_t vector, void *data)
+{
+    struct pc *p = data;
+    struct counter *c = p->counter;
+    struct pc_event *ev;
+    uint64_t eip, cr0;
+    uint8_t code[2];
+    p->handled = 0;
+    if (vector < 32 || !ready(p) || read_registers(p->engine, &eip, &cr0) != 0 || (cr0 & CR0_PG)) {
+        return;
+    }
+    /* EIP is after the int: at the end of the block, whose instructions the counter has all counted */
+    if (eip != c->start + c->size || c->size == 0 || c->done >= p->slice_n || eip < 2 || eip > p->engine->ram_size) {
+        return;
+    }
+    if (p->engine->mem_read(p->engine->uc, eip - 2, code, 2) != 0 || code[0] != 0xCD || code[1] != vector) {
+        return;                        /* not plain `int n` (Machine.instruction_address says where) */
+    }
+    ev = &p->events[p->count];
+    if (deliver_within(p->engine, vector, SOFTWARE, 0, 0, p->until, REFUSE_PAGING, &ev->d) != OK) {
+        return;                        /* a fault, or something the reference does: the Python's */
+    }
+    ev->kind = E_INT;
+    ev->eip = (uint32_t)eip - 2;
+    ev->started = c->done;
+    ev->vector = vector;
+    ev->op = 0;
+    /* counting.BlockCounter.resume_after: the block ended at the int; the next one adds to the count */
+    c->start = 0;
+    c->size = 0;
+    c->icount = 0;
+    c->last_start = 0;
+    c->last_size = 0;
+    c->last_icount = 0;
+    if (p->skip_sync_pc >= 0) {        /* quirks.resync_pc: later hooks read EIP up to date */
+        *((uint8_t *)uc + p->skip_sync_pc) = 0;
+    }
+    p->count++;
+    p->left--;
+    p->handled = 1;
+}
+
+void vmkit_pc_watched(void *uc, uint64_t address, uint32_t size, void *data)
+{
+    struct pc *p = data;
+    struct counter *c = p->counter;
+    struct pc_event *ev;
+    uint64_t eip, cr0;
+    uint8_t op[3];
+    (void)uc;
+    p->handled = 0;
+    if (!ready(p) || read_registers(p->engine, &eip, &cr0) != 0 || (cr0 & CR0_PG) || address + 3 > p->engine->ram_size
+            || p->engine->mem_read(p->engine->uc, address, op, 3) != 0) {
+        return;
+    }
+    if (op[0] == OP_STI || op[0] == OP_POPF) {
+        p->handled = 1;                /* no interrupt waits: nothing to look at */
+        return;
+    }
+    if (op[0] != OP_IRET && op[0] != OP_RETF && op[0] != OP_RETF_IMM) {
+        return;
+    }
+    if (address + size != c->start + c->size || c->size == 0) {
+        return;                        /* not the end of its block: the count there needs the Python */
+    }
+    ev = &p->events[p->count];
+    ev->op = op[0] == OP_RETF_IMM ? (uint32_t)op[0] | ((uint32_t)op[1] << 8) | ((uint32_t)op[2] << 16) : op[0];
+    if (vmkit_far_return_frame(p->engine, op[0] == OP_RETF_IMM ? (uint32_t)op[1] | ((uint32_t)op[2] << 8) : 0,
+                               &ev->d) == OK) {
+        ev->kind = E_RETURN;
+        ev->eip = (uint32_t)address;
+        ev->started = c->done;
+        ev->vector = 0;
+        p->count++;
+        p->left--;
+    }
+    p->handled = 1;                    /* an unreadable stack: the CPU faults on it, recorded then */
+}
