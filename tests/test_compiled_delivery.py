@@ -290,3 +290,14 @@ def test_a_vmm_that_overrides_what_the_hooks_stand_for_keeps_them_off():
             super().exception(vector, source, error_code)
     result = Counting(vmkit.assemble(SYSCALLS)).run()
     assert result.stats["traps"] == 500 and result.stats["interrupts"] == 500
+
+
+def test_without_the_library_delivery_runs_the_reference_and_the_doctor_says_so(reference):
+    with reference:
+        compiled, why = delivery.available()
+        assert not compiled and "VMKIT_DELIVERY=reference" in why
+        line = [c for c in vmkit.doctor() if c.name == "compiled delivery"][0]
+        assert not line.ok and "reference" in line.detail
+        m = vmkit.Machine(vmkit.assemble(SYSCALLS))
+        assert delivery.compiled(m.cpu) is None and m._pc is None
+    assert [c for c in vmkit.doctor() if c.name == "compiled delivery"][0].ok

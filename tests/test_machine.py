@@ -1,4 +1,5 @@
 """The model machine as a whole: the platform contract, time, budgets, and stepping vs running."""
+import gc
 import time
 
 import pytest
@@ -7,6 +8,7 @@ import vmkit
 import vmkit.guests
 from guestkit import PIC_IRQ0_ONLY, idt_gate, kernel
 from vmkit.machine import CPU_HZ, PIT_HZ
+from vmkit.machine.machine import full_collections_wait
 
 HELLO = r"""
     mov dx, 0x3f8
@@ -437,3 +439,25 @@ def test_ctrl_c_stops_any_run_with_the_run_so_far(guest, technique):
     assert isinstance(caught.value.result, vmkit.RunResult)
     assert time.perf_counter() - sent[0] < 0.5 + 2.0         # generous: the machine is shared
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler      # put back
+
+
+def test_a_run_holds_full_garbage_collections_off_until_it_ends():
+    """Machine.run_until raises the collector's third threshold while it runs (full_collections_wait:
+    a full collection walks every event the run keeps), and restores it when the run ends, also by
+    an exception, and when runs are nested."""
+    before = gc.get_threshold()
+    seen = []
+
+    class Watching(vmkit.Machine):
+        def on_hlt(self):
+            seen.append(gc.get_threshold())
+            with full_collections_wait():
+                seen.append(gc.get_threshold())
+            seen.append(gc.get_threshold())
+            super().on_hlt()
+    Watching(vmkit.assemble("hlt")).run()
+    assert seen[0][:2] == before[:2] and seen[0][2] >= 1 << 20 and seen[0] == seen[1] == seen[2]
+    assert gc.get_threshold() == before
+    with pytest.raises(vmkit.GuestTimeout):
+        vmkit.run(vmkit.assemble("jmp $"), max_instructions=1000)
+    assert gc.get_threshold() == before

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import unicorn
 
 from .kvm.probe import probe
-from .machine import counting, quirks
+from .machine import counting, delivery, quirks
 
 
 @dataclass
@@ -75,5 +75,10 @@ def doctor():
     report.append(Check("block counter", built,
                         f"counted runs count per translated block ({where})" if built else
                         f"counted runs count per instruction, the reference way, several times slower: {where}",
+                        "install a C compiler (sudo apt-get install gcc), then run python3 course.py doctor"))
+    compiled, why = delivery.available()
+    report.append(Check("compiled delivery", compiled,
+                        "interrupts are delivered, and the PC's system calls handled, in C" if compiled else
+                        f"interrupts are delivered in Python, the reference, several times slower: {why}",
                         "install a C compiler (sudo apt-get install gcc), then run python3 course.py doctor"))
     return report

@@ -25,7 +25,7 @@ EVENT_KINDS = (
 )
 
 
-@dataclass
+@dataclass(slots=True)                # tens of thousands are kept: no __dict__ each
 class Event:
     kind: str
     eip: int            # where the guest was when it happened

@@ -237,6 +237,13 @@ class Compiled:
         return o.from_ring, o.esp, o.ss, tuple(o.frame[:o.frame_count])
 
 
+def available():
+    """(True, where the library is) or (False, why delivery runs the reference)."""
+    if os.environ.get("VMKIT_DELIVERY") == "reference":
+        return False, "VMKIT_DELIVERY=reference: the reference was asked for"
+    return (True, native.library_path()) if native.library() is not None else (False, native.why_not())
+
+
 def compiled(cpu):
     """The compiled delivery for `cpu`, or None where the reference must run: a VMM's view of the guest's
     tables (shadow paging's guest CR3, stand-in tables, a store watch) is known only to the Python; and

@@ -19,6 +19,7 @@ Long because: the run loop and the VMM interface it calls are one class, and eac
 interface says when it is called and what it may do.
 """
 import contextlib
+import gc
 import signal
 import struct
 import threading
@@ -57,6 +58,34 @@ LONGEST_UNCOUNTED_SLICE = 0.5     # seconds an uncounted slice may run before Py
 COMPILED_HOOKS_STAND_FOR = ("exception", "deliver", "instruction_address", "record", "inject_interrupt",
                             "interrupts_enabled", "slice_length", "slice_may_go_on", "after_slice",
                             "guest_instructions", "_on_interrupt", "_on_watched", "_record_far_return")
+
+
+_collector = {"runs": 0, "saved": None}
+_collector_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def full_collections_wait():
+    """Within the `with`, Python's cyclic garbage collector makes no full collection (young ones go on).
+
+    A run keeps every event it records until it ends, and a full collection walks every object the
+    process holds: with tens of thousands of events (an `int 0x80` loop records two a round trip) each
+    one took about 0.1 s, found nothing to free in them, and came back as they grew, a third of the
+    loop's time. CPython runs a full collection after `threshold2` young-generation ones (gc's
+    set_threshold); that number is raised while any machine runs, and restored when the last ends."""
+    with _collector_lock:
+        if _collector["runs"] == 0:
+            _collector["saved"] = gc.get_threshold()
+            threshold0, threshold1, _ = _collector["saved"]
+            gc.set_threshold(threshold0, threshold1, 1 << 30)
+        _collector["runs"] += 1
+    try:
+        yield
+    finally:
+        with _collector_lock:
+            _collector["runs"] -= 1
+            if _collector["runs"] == 0:
+                gc.set_threshold(*_collector["saved"])
 
 
 class MustCount(Exception):
@@ -224,7 +253,7 @@ class Machine:
         self._stop_requested = False
         target = None if instructions is None else self.instructions + instructions
         try:
-            with interruptible(self.request_stop) as interrupted:
+            with interruptible(self.request_stop) as interrupted, full_collections_wait():
                 if eip is not None and self.cpu["eip"] == eip:
                     self.advance(1)
                 while not self.finished and not self._stop_requested:
