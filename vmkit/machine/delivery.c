@@ -432,3 +432,23 @@ int vmkit_far_return_frame(struct engine *e, uint32_t skip, struct delivery *out
     out->ss = ss;
     return out->status = OK;
 }
+
+/* Cpu.peek: `size` bytes (at most a page) at linear `linear` as the guest would find them, no accessed
+   bit set; NONE where they are not mapped or not in RAM. */
+int vmkit_peek(struct engine *e, uint32_t linear, void *bytes, uint32_t size)
+{
+    struct cpu_state s;
+    struct delivery out;
+    int ids[3] = {e->state_ids[R_CR0], e->state_ids[R_CR3], e->state_ids[R_CR4]};
+    void *values[3];
+    memset(&s, 0, sizeof s);
+    s.e = e;
+    s.out = &out;
+    values[0] = &s.regs[R_CR0];
+    values[1] = &s.regs[R_CR3];
+    values[2] = &s.regs[R_CR4];
+    if (e->reg_read_batch(e->uc, ids, values, 3) != 0) {
+        return NONE;
+    }
+    return access(&s, linear, bytes, size, 0, 0, 1) == OK ? OK : NONE;
+}

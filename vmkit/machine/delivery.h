@@ -73,4 +73,5 @@ struct delivery {                      /* vmkit.machine.delivery.Outcome mirrors
 int deliver_within(struct engine *e, uint32_t vector, uint32_t source, int32_t has_error, uint32_t error_code,
                    uint64_t refuse_eip, uint32_t flags, struct delivery *out);
 int vmkit_far_return_frame(struct engine *e, uint32_t skip, struct delivery *out);
+int vmkit_peek(struct engine *e, uint32_t linear, void *bytes, uint32_t size);
 #endif

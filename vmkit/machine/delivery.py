@@ -250,8 +250,14 @@ def compiled(cpu):
     without the library, or with VMKIT_DELIVERY=reference."""
     if cpu.guest_paging is not None or cpu.store_watch is not None or cpu.stand_ins:
         return None
-    engine = cpu.compiled
-    if engine is None:
+    return engine(cpu)
+
+
+def engine(cpu):
+    """delivery.c bound to `cpu`'s engine, whatever view of the guest's tables a VMM keeps (what the CPU
+    itself sees), or None: no library, or VMKIT_DELIVERY=reference."""
+    bound = cpu.compiled
+    if bound is None:
         lib = None if os.environ.get("VMKIT_DELIVERY") == "reference" else native.library()
-        engine = cpu.compiled = Compiled(lib, cpu) if lib is not None else False
-    return engine or None
+        bound = cpu.compiled = Compiled(lib, cpu) if lib is not None else False
+    return bound or None

@@ -3,7 +3,7 @@
  *
  * Machine._on_interrupt and Machine._on_watched are the reference. These hooks are registered ahead of
  * them and handle an event only where the outcome is the one the Python would reach, and cheaply
- * known to be so; then they set `handled`, and the Python hook, called next for the same event,
+ * known to be so; then they set `handled_...`, and the Python hook, called next for the same event,
  * returns at once. Everything else is the Python's, unchanged:
  *
  * - `int n` (n >= 32: only int n raises those) at the end of its translated block (QEMU ends a block at
@@ -12,6 +12,8 @@
  *   counter's (blockcount.c): the block's instructions are all done, the int included.
  * - iret and retf ending their block: the frame they will pop is read, for the ring-transition event.
  * - sti and popf: the Python looks at them only when an interrupt waits, and then the hooks are off.
+ *   This alone is also done for a VMM (`deliveries` 0), which decides for itself what an int n or an
+ *   iret means but watches sti and popf as the machine does.
  *
  * Python arms the hooks for a slice (Machine._arm) only where nothing else would have happened at those
  * points: the machine is the vmkit PC itself (no VMM overrides what it does there), its slice is
@@ -48,7 +50,9 @@ struct pc {                            /* vmkit.machine.hooks.State mirrors this
     struct engine *engine;
     struct counter *counter;
     uint32_t armed;                    /* Python: the hooks may handle events in this slice */
-    uint32_t handled;                  /* the hook has handled the event: the Python hook returns at once */
+    uint32_t deliveries;               /* Python: they may handle int n and returns; else only sti and popf */
+    uint32_t handled_interrupt;        /* the hook has handled the event: the Python hook for it returns at once */
+    uint32_t handled_watch;            /* the same for a watched instruction */
     uint64_t slice_n;                  /* the slice's length (Machine._slice_n) */
     uint64_t until;                    /* the address the slice stops at */
     int64_t skip_sync_pc;              /* quirks: the engine's skip_sync_pc_on_exit, or -1 */
@@ -68,7 +72,7 @@ static int read_registers(struct engine *e, uint64_t *eip, uint64_t *cr0)
 static int ready(struct pc *p)
 {
     struct counter *c = p->counter;
-    return p->armed && p->left > 0 && p->count < EVENTS && !c->refused && c->limit < NO_LIMIT;
+    return p->armed && p->deliveries && p->left > 0 && p->count < EVENTS && !c->refused && c->limit < NO_LIMIT;
 }
 
 void vmkit_pc_interrupt(void *uc, uint32_t vector, void *data)
@@ -78,7 +82,7 @@ void vmkit_pc_interrupt(void *uc, uint32_t vector, void *data)
     struct pc_event *ev;
     uint64_t eip, cr0;
     uint8_t code[2];
-    p->handled = 0;
+    p->handled_interrupt = 0;
     if (vector < 32 || !ready(p) || read_registers(p->engine, &eip, &cr0) != 0 || (cr0 & CR0_PG)) {
         return;
     }
@@ -110,7 +114,7 @@ void vmkit_pc_interrupt(void *uc, uint32_t vector, void *data)
     }
     p->count++;
     p->left--;
-    p->handled = 1;
+    p->handled_interrupt = 1;
 }
 
 void vmkit_pc_watched(void *uc, uint64_t address, uint32_t size, void *data)
@@ -118,19 +122,17 @@ void vmkit_pc_watched(void *uc, uint64_t address, uint32_t size, void *data)
     struct pc *p = data;
     struct counter *c = p->counter;
     struct pc_event *ev;
-    uint64_t eip, cr0;
     uint8_t op[3];
     (void)uc;
-    p->handled = 0;
-    if (!ready(p) || read_registers(p->engine, &eip, &cr0) != 0 || (cr0 & CR0_PG) || address + 3 > p->engine->ram_size
-            || p->engine->mem_read(p->engine->uc, address, op, 3) != 0) {
+    p->handled_watch = 0;
+    if (!p->armed || vmkit_peek(p->engine, (uint32_t)address, op, 3) != OK) {
         return;
     }
     if (op[0] == OP_STI || op[0] == OP_POPF) {
-        p->handled = 1;                /* no interrupt waits: nothing to look at */
+        p->handled_watch = 1;          /* no interrupt waits: nothing to look at */
         return;
     }
-    if (op[0] != OP_IRET && op[0] != OP_RETF && op[0] != OP_RETF_IMM) {
+    if ((op[0] != OP_IRET && op[0] != OP_RETF && op[0] != OP_RETF_IMM) || !ready(p)) {
         return;
     }
     if (address + size != c->start + c->size || c->size == 0) {
@@ -147,5 +149,5 @@ void vmkit_pc_watched(void *uc, uint64_t address, uint32_t size, void *data)
         p->count++;
         p->left--;
     }
-    p->handled = 1;                    /* an unreadable stack: the CPU faults on it, recorded then */
+    p->handled_watch = 1;              /* an unreadable stack: the CPU faults on it, recorded then */
 }

@@ -34,7 +34,8 @@ class Event(ctypes.Structure):
 class State(ctypes.Structure):
     """hooks.c's struct pc."""
     _fields_ = [("engine", ctypes.c_void_p), ("counter", ctypes.c_void_p), ("armed", ctypes.c_uint32),
-                ("handled", ctypes.c_uint32), ("slice_n", ctypes.c_uint64), ("until", ctypes.c_uint64),
+                ("deliveries", ctypes.c_uint32), ("handled_interrupt", ctypes.c_uint32),
+                ("handled_watch", ctypes.c_uint32), ("slice_n", ctypes.c_uint64), ("until", ctypes.c_uint64),
                 ("skip_sync_pc", ctypes.c_int64), ("left", ctypes.c_uint32), ("count", ctypes.c_uint32),
                 ("events", Event * EVENTS)]
 
@@ -47,16 +48,18 @@ assert _EVENT.size == ctypes.sizeof(Event)
 class CompiledHooks:
     """hooks.c attached to one engine, with the block counter it reads and the compiled delivery it uses."""
 
-    def __init__(self, uc, counter, engine):
-        """`counter`: the machine's counting.BlockCounter; `engine`: its Cpu's delivery.Compiled."""
+    def __init__(self, uc, counter, engine, deliveries=True):
+        """`counter`: the machine's counting.BlockCounter; `engine`: its Cpu's delivery.Compiled.
+        `deliveries`: handle `int n` and the returns too (the vmkit PC), not only sti and popf (a VMM)."""
         self.lib = native.library()
         self.uc, self.counter, self.engine = uc, counter, engine      # kept alive with the hooks
         s = self.state = State()
-        s.engine, s.counter = engine.engine_ref, ctypes.addressof(counter.c)
+        s.engine, s.counter, s.deliveries = engine.engine_ref, ctypes.addressof(counter.c), deliveries
         s.skip_sync_pc = quirks.offsets().skip_sync_pc
         self._user = ctypes.c_void_p(ctypes.addressof(s))
         self._events = ctypes.addressof(s.events)
-        native.hook_add(uc, UC_HOOK_INTR, ctypes.cast(self.lib.vmkit_pc_interrupt, ctypes.c_void_p), self._user)
+        if deliveries:
+            native.hook_add(uc, UC_HOOK_INTR, ctypes.cast(self.lib.vmkit_pc_interrupt, ctypes.c_void_p), self._user)
 
     def watch(self, address):
         """Handle the watched instruction at `address` (before the machine's own hook on it is added)."""

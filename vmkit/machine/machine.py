@@ -35,7 +35,8 @@ from ..errors import GuestError, GuestInterrupted, GuestTimeout
 from ..trace import Event, RunResult
 from . import counting, cpuid as pc_cpuid, hooks, quirks
 from .cpu import Cpu, Fault, GENERAL
-from .delivery import EXCEPTION, EXTERNAL, SOFTWARE, compiled as compiled_delivery, exception_class, return_frame, second_fault
+from .delivery import EXCEPTION, EXTERNAL, SOFTWARE, compiled as compiled_delivery, engine as delivery_engine
+from .delivery import exception_class, return_frame, second_fault
 from .delivery import deliver as deliver_through_idt
 from .devices import DebugExit, Pit8254, PicPair, Serial
 from .platform import BOOT_CS, BOOT_DS, BOOT_GDT, BOOT_GDT_LIMIT, DEFAULT_MEMORY, STACK_TOP, boot_gdt, check_fits
@@ -968,7 +969,7 @@ class Machine:
         return self._blocks
 
     def _on_interrupt(self, uc, vector, _):
-        if self._pc is not None and self._pc.state.handled:
+        if self._pc is not None and self._pc.state.handled_interrupt:
             return                         # the compiled hook has handled it (vmkit.machine.hooks)
         # vectors 0-31 are the CPU's exceptions, and int n can raise them too; above, only int n can
         # (an IRQ is delivered by the machine, not reported by Unicorn)
@@ -1135,7 +1136,7 @@ class Machine:
         return self.image.runs_at(eip)
 
     def _on_watched(self, uc, address, size, _):
-        if self._pc is not None and self._pc.state.handled:
+        if self._pc is not None and self._pc.state.handled_watch:
             return                         # the compiled hook has handled it (vmkit.machine.hooks)
         op = self.cpu.peek(address, 3) or b"\0\0\0"
         icount = self._icount() if self.counted else None
@@ -1279,13 +1280,14 @@ class Machine:
 
     # --- the compiled hooks (vmkit.machine.hooks) -----------------------------------------------------
     def _compiled_hooks(self):
-        """The compiled hooks for this machine, or None: a VMM's (it overrides what they stand for), or
-        no compiled delivery (no library; VMKIT_DELIVERY=reference)."""
-        if self._blocks is None or not self.resumes_in_hook or any(
-                getattr(type(self), name) is not getattr(Machine, name) for name in COMPILED_HOOKS_STAND_FOR):
+        """The compiled hooks for this machine: all of them for the vmkit PC; for a VMM, which overrides
+        what they stand for, only the look at sti and popf, which it leaves to the machine (unless it
+        overrides that too). None without the compiled delivery (no library; VMKIT_DELIVERY=reference)."""
+        engine = delivery_engine(self.cpu)
+        if self._blocks is None or engine is None or type(self)._on_watched is not Machine._on_watched:
             return None
-        engine = compiled_delivery(self.cpu)
-        return None if engine is None else hooks.CompiledHooks(self.uc, self._blocks, engine)
+        pc = all(getattr(type(self), name) is getattr(Machine, name) for name in COMPILED_HOOKS_STAND_FOR)
+        return hooks.CompiledHooks(self.uc, self._blocks, engine, deliveries=pc)
 
     def _arm(self, until):
         """Let the compiled hooks handle events in the slice about to run (or going on), where nothing
@@ -1294,10 +1296,10 @@ class Machine:
         pc = self._pc
         if pc is None:
             return
-        if (self.resumes_in_hook and self._stop is None and not self.finished and not self._stop_requested
-                and self._stop_when is None
-                and self._pass_once is None and self._blocks is not None and not self._blocks.reference
-                and not self._blocks.in_tail and self.pic.pending() is None and compiled_delivery(self.cpu) is not None):
+        if ((self.resumes_in_hook or not pc.state.deliveries) and self._stop is None and not self.finished
+                and not self._stop_requested and self._stop_when is None and self._pass_once is None
+                and not self._blocks.reference and not self._blocks.in_tail and self.pic.pending() is None
+                and (not pc.state.deliveries or compiled_delivery(self.cpu) is not None)):
             pc.arm(self._slice_n, until)
         else:
             pc.disarm()
