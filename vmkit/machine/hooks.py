@@ -55,6 +55,7 @@ class CompiledHooks:
         self.uc, self.counter, self.engine = uc, counter, engine      # kept alive with the hooks
         s = self.state = State()
         s.engine, s.counter, s.deliveries = engine.engine_ref, ctypes.addressof(counter.c), deliveries
+        self.deliveries = deliveries
         s.skip_sync_pc = quirks.offsets().skip_sync_pc
         self._user = ctypes.c_void_p(ctypes.addressof(s))
         self._events = ctypes.addressof(s.events)

@@ -1013,7 +1013,7 @@ class Machine:
         it handles, the machine is not `_running`, as between slices: events get the same icount and
         the budget is looked at in the same places. If the slice must end after all, it ends with a
         Stop "handled" that only closes it; a Python exception (a GuestError) ends it too, unchanged."""
-        if self._pc is not None:
+        if self._pc is not None and self._pc.state.count:
             self._record_compiled()                    # before the count moves on
         counter = stop.counter
         if self._blocks is not None:
@@ -1296,10 +1296,11 @@ class Machine:
         pc = self._pc
         if pc is None:
             return
-        if ((self.resumes_in_hook or not pc.state.deliveries) and self._stop is None and not self.finished
-                and not self._stop_requested and self._stop_when is None and self._pass_once is None
-                and not self._blocks.reference and not self._blocks.in_tail and self.pic.pending() is None
-                and (not pc.state.deliveries or compiled_delivery(self.cpu) is not None)):
+        deliveries = pc.deliveries
+        if (self._stop_ is None and not self._finished and not self._stop_requested_ and self._stop_when is None
+                and self._pass_once is None and not self._blocks.reference and not self._blocks.in_tail
+                and self.pic.pending() is None
+                and (not deliveries or self.resumes_in_hook and compiled_delivery(self.cpu) is not None)):
             pc.arm(self._slice_n, until)
         else:
             pc.disarm()

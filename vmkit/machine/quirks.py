@@ -139,6 +139,7 @@ def irq_inhibited(uc):
 
 def forget(uc):
     _scratch.pop(id(uc), None)
+    _skip_sync_pc.pop(id(uc), None)
 
 
 def engine_library():
@@ -308,11 +309,17 @@ def _probe_skip_sync_pc():
     return _only([o for o in flags if _sync_probe(clear=o).get("eip") == _SYNC_IN], "skip_sync_pc_on_exit")
 
 
+_skip_sync_pc = {}
+
+
 def resync_pc(uc):
     """After a hook wrote EIP outside translated code: let later hooks see EIP up to date again."""
-    offset = offsets().skip_sync_pc
-    if offset >= 0:
-        ctypes.c_bool.from_address(uc._uch.value + offset).value = False
+    flag = _skip_sync_pc.get(id(uc))
+    if flag is None or flag[0] is not uc:
+        offset = offsets().skip_sync_pc
+        flag = _skip_sync_pc[id(uc)] = (uc, None if offset < 0 else ctypes.c_bool.from_address(uc._uch.value + offset))
+    if flag[1] is not None:
+        flag[1].value = False
 
 
 def hook_time_stamp_counter(uc, on_rdtsc, on_rdtscp):
