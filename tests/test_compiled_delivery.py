@@ -24,6 +24,7 @@ from vmkit.machine.x86 import HAS_ERROR_CODE, encode_descriptor
 
 import test_counting
 import test_fuzz
+from guestkit import kernel
 
 pytestmark = pytest.mark.skipif(native.library() is None, reason=f"no C helpers: {native.why_not()}")
 
@@ -218,51 +219,10 @@ def test_fuzzed_guests_run_the_same_both_ways(reference, technique):
             test_counting.assert_same(reference, image, technique, f"fuzz case {family} {index} under {technique}")
 
 
-SYSCALLS = """
-    lidt [idtr]
-    mov eax, handler
-    mov [idt + 0x80 * 8], ax
-    mov word [idt + 0x80 * 8 + 2], 0x08
-    mov word [idt + 0x80 * 8 + 4], 0xEE00
-    shr eax, 16
-    mov [idt + 0x80 * 8 + 6], ax
-    lgdt [gdtr]
-    mov dword [tss + 4], 0x3F0000
-    mov dword [tss + 8], 0x10
-    mov eax, tss
-    mov [gdt_tss + 2], ax
-    shr eax, 16
-    mov [gdt_tss + 4], al
-    mov [gdt_tss + 7], ah
-    mov ax, 0x28
-    ltr ax
-    push 0x23
-    push 0x3E0000
-    push 0x2
-    push 0x1B
-    push user
-    iretd
-user:
-    mov ecx, 500
-call_kernel:
-    int 0x80
-    loop call_kernel
-    mov al, 0
-    out 0xf4, al
-handler:
-    iretd
-align 8
-gdt: dq 0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF, 0x00CFFA000000FFFF, 0x00CFF2000000FFFF
-gdt_tss: dw 103, 0
-    db 0, 0x89, 0, 0
-gdtr: dw $ - gdt - 1
-    dd gdt
-align 8
-idt: times 256 dq 0
-idtr: dw 256 * 8 - 1
-    dd idt
-tss: times 104 db 0
-"""
+# ring 3 calls its kernel 500 times through a DPL 3 interrupt gate; the handler only returns
+SYSCALLS = kernel(body="mov eax, user\nmov ebx, 0x3002\njmp to_ring3\nuser:\nmov ecx, 500\ncall_kernel:\n"
+                       "int 0x80\nloop call_kernel\nmov al, 0\nout 0xf4, al",
+                  gates={0x80: ("handler", 0xEE)}, handlers={"handler": "iretd"})
 
 
 def test_the_compiled_hooks_handle_the_system_calls_of_a_native_run(reference):

@@ -196,6 +196,25 @@ static int descriptor(struct cpu_state *s, uint32_t selector, uint32_t vector, u
     return OK;
 }
 
+/* Read the registers delivery looks at into `s`, in one call into the engine. */
+static int read_state(struct engine *e, struct cpu_state *s, struct delivery *out)
+{
+    void *pointers[STATE_REGS];
+    int i;
+    memset(out, 0, sizeof *out);
+    memset(s, 0, sizeof *s);
+    s->e = e;
+    s->out = out;
+    for (i = 0; i < STATE_REGS; i++) {
+        pointers[i] = &s->regs[i];
+    }
+    pointers[R_IDTR] = &s->idtr;
+    pointers[R_GDTR] = &s->gdtr;
+    pointers[R_LDTR] = &s->ldtr;
+    pointers[R_TR] = &s->tr;
+    return e->reg_read_batch(e->uc, e->state_ids, pointers, STATE_REGS);
+}
+
 /* delivery.py, deliver(): deliver `vector` now. */
 int vmkit_deliver(struct engine *e, uint32_t vector, uint32_t source, int32_t has_error, uint32_t error_code,
                   struct delivery *out)
@@ -207,7 +226,6 @@ int deliver_within(struct engine *e, uint32_t vector, uint32_t source, int32_t h
                    uint64_t refuse_eip, uint32_t flags, struct delivery *out)
 {
     struct cpu_state s;
-    void *pointers[STATE_REGS];
     uint32_t ext = source == SOFTWARE ? 0 : 1, idt_error = vector * 8 + 2 + ext;
     uint32_t old_eip, old_cs, old_eflags, old_esp, old_ss, cpl, new_cpl, selector, ss, esp, stack_base;
     uint32_t gate_offset, gate_type, gate_dpl, gate_present, eflags, pushed[6], count = 0, i, switch_;
@@ -216,18 +234,7 @@ int deliver_within(struct engine *e, uint32_t vector, uint32_t source, int32_t h
     struct descriptor code, stack;
     int r;
 
-    memset(out, 0, sizeof *out);
-    memset(&s, 0, sizeof s);
-    s.e = e;
-    s.out = out;
-    for (i = 0; i < STATE_REGS; i++) {
-        pointers[i] = &s.regs[i];
-    }
-    pointers[R_IDTR] = &s.idtr;
-    pointers[R_GDTR] = &s.gdtr;
-    pointers[R_LDTR] = &s.ldtr;
-    pointers[R_TR] = &s.tr;
-    if (e->reg_read_batch(e->uc, e->state_ids, pointers, STATE_REGS) != 0) {
+    if (read_state(e, &s, out) != 0) {
         return out->status = REFERENCE;
     }
     old_eip = (uint32_t)s.regs[R_EIP];
@@ -376,24 +383,12 @@ int deliver_within(struct engine *e, uint32_t vector, uint32_t source, int32_t h
 int vmkit_far_return_frame(struct engine *e, uint32_t skip, struct delivery *out)
 {
     struct cpu_state s;
-    void *pointers[STATE_REGS];
     struct descriptor stack;
     uint32_t cpl, ss, esp, base = 0, words[5], left, at;
     uint8_t scratch[0x1000];
     int i;
 
-    memset(out, 0, sizeof *out);
-    memset(&s, 0, sizeof s);
-    s.e = e;
-    s.out = out;
-    for (i = 0; i < STATE_REGS; i++) {
-        pointers[i] = &s.regs[i];
-    }
-    pointers[R_IDTR] = &s.idtr;
-    pointers[R_GDTR] = &s.gdtr;
-    pointers[R_LDTR] = &s.ldtr;
-    pointers[R_TR] = &s.tr;
-    if (e->reg_read_batch(e->uc, e->state_ids, pointers, STATE_REGS) != 0) {
+    if (read_state(e, &s, out) != 0) {
         return out->status = NONE;
     }
     cpl = (uint32_t)s.regs[R_CS] & 3;
