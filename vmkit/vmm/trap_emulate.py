@@ -80,6 +80,17 @@ def compress(table):
     return bytes(table)
 
 
+@lru_cache(maxsize=64)              # every delivery syncs the shadow IDT; the guest's IDT seldom changes
+def shadow_gates(table):
+    """Ring compression of an IDT: every gate of DPL 0 gets DPL 1, and its handler's selector RPL 1."""
+    table = bytearray(table)
+    for offset in range(0, len(table) - 7, 8):
+        if not table[offset + 5] & DPL_BITS:
+            table[offset + 5] |= 0x20
+        table[offset + 2] |= 1                        # the handler's selector, RPL 1
+    return bytes(table)
+
+
 class TrapAndEmulate(Machine):
     """The vmkit PC with a trap-and-emulate VMM between it and the guest.
 
@@ -413,12 +424,7 @@ class TrapAndEmulate(Machine):
         table = self.cpu.peek(base, size)
         if table is None:                 # part of it is not mapped: the gates that are
             table = b"".join(self.cpu.peek(base + offset, 8) or bytes(8) for offset in range(0, size & ~7, 8))
-        table = bytearray(table)
-        for offset in range(0, len(table) - 7, 8):
-            if not table[offset + 5] & DPL_BITS:
-                table[offset + 5] |= 0x20
-            table[offset + 2] |= 1                        # the handler's selector, RPL 1
-        self.uc.mem_write(SHADOW_IDT, bytes(table))
+        self.uc.mem_write(SHADOW_IDT, shadow_gates(table))
 
     def _sync_ring1_stack(self):
         """The VMM's TSS gives ring 1 the stack the guest's TSS gives ring 0."""
@@ -476,8 +482,7 @@ class TrapAndEmulate(Machine):
 
     def _instruction_text(self, address):
         code = self.cpu.peek(address, 15) or self.cpu.peek(address, 0x1000 - (address & 0xFFF))
-        insn = decode(code, address) if code else None
-        return f"{insn.mnemonic} {insn.op_str}".strip() if insn else "?"
+        return _decoded(code, address)[1] if code else "?"
 
     # --- services for the emulation handlers ------------------------------------------------------------
     def load_tr(self, selector):
