@@ -57,16 +57,18 @@ VMM_TSS_RIGHTS = 0x8900
 DPL_BITS = 0x60
 # the instructions that reach a port: what IOPL and the TSS's I/O bitmap decide (SDM vol. 1, 19.5)
 IO_INSTRUCTIONS = frozenset({"in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd"})
+TRAP_STATE = ("eip", "cs", "cr0")   # what handle_trap reads of the CPU, in one call
 
 
 @lru_cache(maxsize=4096)            # a VMM meets the same few instructions again and again
 def _decoded(code, address):
-    """The instruction at `address` (vmkit.vmm.emulate.decode), its text for events, and the name
-    its emulator is filed under ("rep outsb" -> "outsb"); (None, "?", None) when it does not decode."""
+    """The instruction at `address` (vmkit.vmm.emulate.decode), its text for events, the name its
+    emulator is filed under ("rep outsb" -> "outsb") and its length (capstone computes each of
+    these on every access, so they are kept here); (None, "?", None, 0) when it does not decode."""
     insn = decode(code, address)
     if insn is None:
-        return None, "?", None
-    return insn, f"{insn.mnemonic} {insn.op_str}".strip(), insn.mnemonic.split()[-1]
+        return None, "?", None, 0
+    return insn, f"{insn.mnemonic} {insn.op_str}".strip(), insn.mnemonic.split()[-1], insn.size
 
 
 def compress(table):
@@ -75,6 +77,17 @@ def compress(table):
     for offset in range(0, len(table) - 7, 8):
         if table[offset + 5] & 0x10 and not table[offset + 5] & DPL_BITS:
             table[offset + 5] |= 0x20
+    return bytes(table)
+
+
+@lru_cache(maxsize=64)              # every delivery syncs the shadow IDT; the guest's IDT seldom changes
+def shadow_gates(table):
+    """Ring compression of an IDT: every gate of DPL 0 gets DPL 1, and its handler's selector RPL 1."""
+    table = bytearray(table)
+    for offset in range(0, len(table) - 7, 8):
+        if not table[offset + 5] & DPL_BITS:
+            table[offset + 5] |= 0x20
+        table[offset + 2] |= 1                        # the handler's selector, RPL 1
     return bytes(table)
 
 
@@ -216,19 +229,26 @@ class TrapAndEmulate(Machine):
     def handle_trap(self, vector, source, error_code=None, cause=None):
         """A trap at the guest instruction EIP points at: record it, and emulate a #GP from an
         instruction with a handler in `emulators` (resuming after it); reflect anything else into
-        the guest. `cause` names the trap in its event (by default the vector)."""
+        the guest. `cause` names the trap in its event (by default the vector).
+
+        Every trap comes through here, so its own cost is the VMM's: the state it needs (EIP, CS
+        for the ring, CR0 for whether the fetch goes through page tables) is read in one call into
+        the engine, and an instruction met before is not decoded again."""
         cpu = self.cpu
-        ring, at = cpu.cpl, self.instruction_address(source)
-        code = cpu.peek(at, 15) or cpu.peek(at, 0x1000 - (at & 0xFFF))
-        insn, text, name = _decoded(code, at) if code else (None, "?", None)
+        eip, cs, cr0 = cpu.get(TRAP_STATE)
+        ring = cs & 3
+        at = eip if source != SOFTWARE else self.instruction_address(source)
+        paging = cpu.paging(cr0)
+        code = cpu.peek(at, 15, paging) or cpu.peek(at, 0x1000 - (at & 0xFFF), paging)
+        insn, text, name, size = _decoded(code, at) if code else (None, "?", None, 0)
         self.stats["traps"] += 1
         self._vmm_entry = True
         cause = cause or (f"int {vector:#x}" if source == SOFTWARE else vector_name(vector))
         self.record("trap", eip=at, cpl=ring, cause=cause, vector=vector, instruction=text, error_code=error_code)
         handler = self.emulators.get(name) if insn else None
-        if vector == GP and source == EXCEPTION and handler is not None and self._guest_may(insn, ring):
+        if handler is not None and vector == GP and source == EXCEPTION and (ring == 1 or self._guest_may(insn, ring)):
             self.fault_handled()                          # the fault is handled here
-            cpu["eip"] = at + insn.size
+            cpu["eip"] = at + size
             try:
                 effect = handler(self, insn)
             except Fault as fault:                        # the instruction faults on the guest's machine too
@@ -404,12 +424,7 @@ class TrapAndEmulate(Machine):
         table = self.cpu.peek(base, size)
         if table is None:                 # part of it is not mapped: the gates that are
             table = b"".join(self.cpu.peek(base + offset, 8) or bytes(8) for offset in range(0, size & ~7, 8))
-        table = bytearray(table)
-        for offset in range(0, len(table) - 7, 8):
-            if not table[offset + 5] & DPL_BITS:
-                table[offset + 5] |= 0x20
-            table[offset + 2] |= 1                        # the handler's selector, RPL 1
-        self.uc.mem_write(SHADOW_IDT, bytes(table))
+        self.uc.mem_write(SHADOW_IDT, shadow_gates(table))
 
     def _sync_ring1_stack(self):
         """The VMM's TSS gives ring 1 the stack the guest's TSS gives ring 0."""
@@ -467,8 +482,7 @@ class TrapAndEmulate(Machine):
 
     def _instruction_text(self, address):
         code = self.cpu.peek(address, 15) or self.cpu.peek(address, 0x1000 - (address & 0xFFF))
-        insn = decode(code, address) if code else None
-        return f"{insn.mnemonic} {insn.op_str}".strip() if insn else "?"
+        return _decoded(code, address)[1] if code else "?"
 
     # --- services for the emulation handlers ------------------------------------------------------------
     def load_tr(self, selector):
