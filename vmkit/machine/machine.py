@@ -72,8 +72,10 @@ def full_collections_wait():
     A run keeps every event it records until it ends, and a full collection walks every object the
     process holds: with tens of thousands of events (an `int 0x80` loop records two a round trip) each
     one took about 0.1 s, found nothing to free in them, and came back as they grew, a third of the
-    loop's time. CPython runs a full collection after `threshold2` young-generation ones (gc's
-    set_threshold); that number is raised while any machine runs, and restored when the last ends."""
+    loop's time. CPython examines the oldest generation after `threshold2` collections of the middle
+    one (the gc module's set_threshold, "Collecting the oldest generation" in its documentation, which
+    adds that it waits until a quarter more objects survived); that number is raised while any machine
+    runs, and restored when the last ends."""
     with _collector_lock:
         if _collector["runs"] == 0:
             _collector["saved"] = gc.get_threshold()
