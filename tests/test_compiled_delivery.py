@@ -21,6 +21,8 @@ from vmkit.machine import delivery, native, quirks
 from vmkit.machine.cpu import Fault
 from vmkit.machine.delivery import EXCEPTION, EXTERNAL, SOFTWARE
 from vmkit.machine.x86 import HAS_ERROR_CODE, encode_descriptor
+from vmkit.vmm import TrapAndEmulate
+from vmkit.vmm.emulate import EMULATORS
 
 import test_counting
 import test_fuzz
@@ -250,6 +252,99 @@ def test_a_vmm_that_overrides_what_the_hooks_stand_for_keeps_them_off():
             super().exception(vector, source, error_code)
     result = Counting(vmkit.assemble(SYSCALLS)).run()
     assert result.stats["traps"] == 500 and result.stats["interrupts"] == 500
+
+
+# --- trap-and-emulate's cli and sti traps (hooks.c, vmkit_vmm_trap; TrapAndEmulate.compiled_trap) -------
+# A kernel whose timer interrupts land between its sti and its cli, WORK instructions apart, at a rate of
+# a tick every few dozen instructions (the PIT's divisor, scaled by vmkit's clock), so that ticks,
+# budgets and sti shadows fall at every place in the loop.
+CLI_STI_TIMER = """
+bits 32
+org 0x100000
+    lidt [idt_descriptor]
+    mov eax, timer
+    mov [idt + 0x20 * 8], ax
+    mov word [idt + 0x20 * 8 + 2], 0x08
+    mov word [idt + 0x20 * 8 + 4], 0x8E00
+    shr eax, 16
+    mov [idt + 0x20 * 8 + 6], ax
+    mov al, 0x11
+    out 0x20, al
+    mov al, 0x20
+    out 0x21, al
+    mov al, 4
+    out 0x21, al
+    mov al, 1
+    out 0x21, al
+    mov al, 0xFE
+    out 0x21, al
+    mov al, 0x34
+    out 0x43, al
+    mov ax, {divisor}
+    out 0x40, al
+    mov al, ah
+    out 0x40, al
+    mov ecx, {rounds}
+again:
+    cli
+    times {work} inc esi
+    sti
+    times {work} inc edi
+    dec ecx
+    jnz again
+    cli
+    mov al, 0
+    out 0xf4, al
+timer:
+    inc dword [ticks]
+    push eax
+    mov al, 0x20
+    out 0x20, al
+    pop eax
+    iretd
+ticks: dd 0
+align 8
+idt: times 256 dq 0
+idt_descriptor: dw 256 * 8 - 1
+    dd idt
+"""
+
+
+@pytest.mark.parametrize("work, divisor", [(0, 1), (1, 1), (2, 2), (3, 1), (5, 3)])
+def test_trap_and_emulates_compiled_traps_run_the_same_as_the_python_ones(reference, work, divisor):
+    """The same events, stats and registers with the cli and sti traps handled in C as in Python, and
+    nearly all of them handled in C."""
+    image = vmkit.assemble(CLI_STI_TIMER.format(rounds=1000, work=work, divisor=divisor))
+    test_counting.assert_same(reference, image, "trap-and-emulate", f"cli/sti, WORK={work}, divisor {divisor}")
+    vmm = TrapAndEmulate(image)
+    in_python = []
+    handle_trap = vmm.handle_trap
+    vmm.handle_trap = lambda *a: (in_python.append(a), handle_trap(*a))[1]
+    result = vmm.run()
+    emulated = [e for e in result.of_kind("emulate") if e.detail["instruction"] in ("cli", "sti")]
+    assert len(emulated) == 2001 and result.stats["irqs"] > 20
+    assert len(in_python) < len(emulated) // 2, (len(in_python), len(emulated))
+
+
+def test_a_lab_s_own_cli_handler_gets_every_cli_trap():
+    """A table of emulators with a student's cli in it keeps the compiled traps off: every cli reaches it."""
+    seen = []
+
+    def cli(vmm, insn):
+        seen.append(insn.address)
+        return EMULATORS["cli"](vmm, insn)
+    image = vmkit.guests.image("trap_density", EVERY=4, ROUNDS=200)
+    result = TrapAndEmulate(image, emulators={**EMULATORS, "cli": cli}).run()
+    assert len(seen) == 200 == len([e for e in result.of_kind("emulate") if e.detail["instruction"] == "cli"])
+
+
+def test_a_vmm_that_handles_traps_its_own_way_gets_them_all():
+    class Counting(TrapAndEmulate):
+        def handle_trap(self, vector, source, error_code=None, cause=None):
+            self.stats["mine"] = self.stats.get("mine", 0) + 1
+            super().handle_trap(vector, source, error_code, cause)
+    result = Counting(vmkit.guests.image("trap_density", EVERY=4, ROUNDS=200)).run()
+    assert result.stats["mine"] == result.stats["traps"] >= 200
 
 
 def test_without_the_library_delivery_runs_the_reference_and_the_doctor_says_so(reference):

@@ -1,5 +1,5 @@
 /* Interrupt and exception delivery, compiled: the same steps as vmkit/machine/delivery.py, which is
- * the reference this is tested against (tests/test_delivery_compiled.py), in the same order, with
+ * the reference this is tested against (tests/test_compiled_delivery.py), in the same order, with
  * the same faults (Intel SDM vol. 3, 6.12 and 6.13).
  *
  * Why it exists: delivery reads the IDT, the GDT and the TSS and writes the frame, a dozen accesses to

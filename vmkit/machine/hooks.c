@@ -14,6 +14,12 @@
  * - sti and popf: the Python looks at them only when an interrupt waits, and then the hooks are off.
  *   This alone is also done for a VMM (`deliveries` 0), which decides for itself what an int n or an
  *   iret means but watches sti and popf as the machine does.
+ * - For trap-and-emulate (`traps` 1, vmkit.vmm.trap_emulate), the #GP that cli or sti raises in the
+ *   guest kernel's ring 1: EIP is moved past the instruction and the trap waits here, and the VMM
+ *   emulates it against its virtual CPU when it records it (TrapAndEmulate.compiled_trap). The VMM
+ *   asks for this only where its own handling would change nothing else: its handlers for cli and
+ *   sti are the shipped ones, no interrupt waits, paging is off (no shadow MMU at work), and the
+ *   slice would go on after the trap (so no timer tick, budget or stop falls there).
  *
  * Python arms the hooks for a slice (Machine._arm) only where nothing else would have happened at those
  * points: the machine is the vmkit PC itself (no VMM overrides what it does there), its slice is
@@ -29,20 +35,22 @@
 #include "delivery.h"
 
 #define EVENTS 64
-enum { E_INT = 1, E_RETURN = 2 };
+enum { E_INT = 1, E_RETURN = 2, E_TRAP = 3 };
 #define OP_IRET 0xCF
 #define OP_RETF 0xCB
 #define OP_RETF_IMM 0xCA
 #define OP_STI 0xFB
+#define OP_CLI 0xFA
 #define OP_POPF 0x9D
 
 struct pc_event {                      /* vmkit.machine.hooks.EVENT mirrors this layout */
-    uint32_t kind;                     /* E_INT or E_RETURN */
-    uint32_t eip;                      /* the int's address, or the iret's or retf's */
+    uint32_t kind;                     /* E_INT, E_RETURN or E_TRAP */
+    uint32_t eip;                      /* the int's address, the iret's or retf's, or the trapping instruction's */
     uint64_t started;                  /* the slice's count there (Machine._counter) */
     uint32_t vector;                   /* E_INT: the vector */
-    uint32_t op;                       /* E_RETURN: the opcode and its immediate (op | imm16 << 8) */
-    struct delivery d;                 /* what was delivered, or the frame the return will pop */
+    uint32_t op;                       /* E_RETURN: the opcode and its immediate (op | imm16 << 8); E_TRAP: the opcode */
+    struct delivery d;                 /* what was delivered, or the frame the return will pop; E_TRAP: the
+                                          #GP's error code in fault_error */
     uint32_t pad;
 };
 
@@ -58,6 +66,9 @@ struct pc {                            /* vmkit.machine.hooks.State mirrors this
     int64_t skip_sync_pc;              /* quirks: the engine's skip_sync_pc_on_exit, or -1 */
     uint32_t left;                     /* events the hooks may still handle before Python looks at the clock */
     uint32_t count;                    /* events[0..count) wait for Python to record them */
+    uint32_t traps;                    /* Python: the VMM's cli and sti traps may be handled in this slice */
+    int32_t exception_is_int;          /* quirks.offsets(): where the engine's context says what the hook is */
+    int32_t error_code;                /* told of (a software int or an exception), and its error code */
     struct pc_event events[EVENTS];
 };
 
@@ -150,4 +161,74 @@ void vmkit_pc_watched(void *uc, uint64_t address, uint32_t size, void *data)
         p->left--;
     }
     p->handled_watch = 1;              /* an unreadable stack: the CPU faults on it, recorded then */
+}
+
+/* Trap-and-emulate's commonest trap: the guest kernel, in ring 1, runs cli or sti and the CPU raises #GP
+   (SDM vol. 2A, CLI: IOPL < CPL). Handled here when it is the fault of a plain cli or sti (not an int 13),
+   the last instruction of its block (QEMU ends the block at an instruction that raises), with paging
+   off, and with room in the slice after it: one more instruction after an sti, which may be the one
+   whose interrupt shadow the VMM holds (TrapAndEmulate.slice_may_go_on). The CPU forgets the fault
+   (quirks.clear_fault_and_set_cpl), EIP moves past the instruction, and the trap waits for the VMM. */
+void vmkit_vmm_trap(void *uc, uint32_t vector, void *data)
+{
+    struct pc *p = data;
+    struct counter *c = p->counter;
+    struct engine *e = p->engine;
+    struct pc_event *ev;
+    uint64_t eip = 0, cs = 0, cr0 = 0;
+    int ids[3] = {e->state_ids[R_EIP], e->state_ids[R_CS], e->state_ids[R_CR0]};
+    void *values[3] = {&eip, &cs, &cr0};
+    void *eip_value[1] = {&eip};
+    uint8_t op;
+    int32_t *is_int, *error_code;
+    p->handled_interrupt = 0;
+    if (vector != GP || !p->armed || !p->traps || p->left == 0 || p->count >= EVENTS || c->refused
+            || c->limit >= NO_LIMIT || e->reg_read_batch(e->uc, ids, values, 3) != 0) {
+        return;
+    }
+    if ((cs & 3) != 1 || (cr0 & CR0_PG) || eip >= e->ram_size) {
+        return;
+    }
+    /* the faulting instruction ends its block, which the counter has counted whole: `done` includes it */
+    if (c->size == 0 || eip + 1 != c->start + c->size || c->done >= p->slice_n || eip + 1 == p->until) {
+        return;
+    }
+    if (e->mem_read(e->uc, eip, &op, 1) != 0 || (op != OP_CLI && op != OP_STI)) {
+        return;
+    }
+    if (op == OP_STI && p->slice_n - c->done < 2) {
+        return;
+    }
+    if (e->context_save(e->uc, e->context) != 0) {
+        return;
+    }
+    is_int = (int32_t *)((char *)e->context + p->exception_is_int);
+    error_code = (int32_t *)((char *)e->context + p->error_code);
+    if (*is_int) {
+        return;                        /* int 13 with a cli or sti after it: the Python's */
+    }
+    *(int32_t *)((char *)e->context + e->old_exception) = -1;
+    e->context_restore(e->uc, e->context);
+    eip += 1;
+    e->reg_write_batch(e->uc, &ids[0], eip_value, 1);
+    ev = &p->events[p->count];
+    memset(ev, 0, sizeof *ev);
+    ev->kind = E_TRAP;
+    ev->eip = (uint32_t)eip - 1;
+    ev->started = c->done;
+    ev->vector = vector;
+    ev->op = op;
+    ev->d.fault_error = (uint32_t)*error_code;
+    c->start = 0;                      /* counting.BlockCounter.resume_after, as for int n above */
+    c->size = 0;
+    c->icount = 0;
+    c->last_start = 0;
+    c->last_size = 0;
+    c->last_icount = 0;
+    if (p->skip_sync_pc >= 0) {
+        *((uint8_t *)uc + p->skip_sync_pc) = 0;
+    }
+    p->count++;
+    p->left--;
+    p->handled_interrupt = 1;
 }

@@ -525,6 +525,19 @@ class Machine:
         self.cpu["eip"] = at
         self.exception(UD, EXCEPTION)
 
+    def traps_compiled(self):
+        """Asked when a slice starts or goes on: may the compiled hooks handle the guest's cli and sti
+        traps in it (hooks.c, vmkit_vmm_trap), and hand each to compiled_trap() afterwards? Only a VMM
+        that emulates them says yes, where its own handling would do nothing else; the vmkit PC has
+        no such traps."""
+        return False
+
+    def compiled_trap(self, eip, opcode, error_code, icount):
+        """A trap the compiled hooks handled (see traps_compiled()): the instruction at `eip` (`opcode`)
+        raised #GP with `error_code`, `icount` instructions into the run; EIP is already after it.
+        The VMM records it and emulates it as its exception() would have."""
+        raise NotImplementedError(f"{type(self).__name__} asked for compiled traps but does not record them")
+
     def guest_msr(self, index):
         """The MSR `index` as the guest last wrote it: the CPU's own on the vmkit PC, where the
         guest's wrmsr runs; a VMM that emulates wrmsr answers from its virtual CPU."""
@@ -1303,14 +1316,15 @@ class Machine:
                 and self._pass_once is None and not self._blocks.reference and not self._blocks.in_tail
                 and self.pic.pending() is None
                 and (not deliveries or self.resumes_in_hook and compiled_delivery(self.cpu) is not None)):
-            pc.arm(self._slice_n, until)
+            pc.arm(self._slice_n, until, traps=not deliveries and self.traps_compiled())
         else:
             pc.disarm()
 
     def _record_compiled(self):
         """Record the events the compiled hooks handled, in order, as the Python hooks would have: an
         `int n` as _handle_in_hook does (counted to the int, then the slice goes on from the handler),
-        an iret or retf as _on_watched does (counted before it)."""
+        an iret or retf as _on_watched does (counted before it), a VMM's trap as its compiled_trap()
+        says (counted to the trapping instruction, as _handle_in_hook does)."""
         before = self.instructions - self._accounted          # the slice's instructions not yet counted
         for kind, eip, started, vector, op, *outcome in self._pc.take():
             (_, _, _, _, _, from_ring, to_ring, gate_type, handler, stack_switch, esp, ss, if_cleared,
@@ -1325,11 +1339,19 @@ class Machine:
                 self._keep(Event("ring-transition", eip, from_ring, {"cause": f"int {vector:#x}", **record},
                                  before + started))
                 self._slice_cpl, self._slice_events, self._slice_traced = to_ring, len(self.events), False
+            elif kind == hooks.TRAP:
+                self.compiled_trap(eip, op, outcome[2], before + started)
+                self._slice_events, self._slice_traced = len(self.events), False
             else:
                 detail = self._far_return_detail(op & 0xFF, from_ring, esp, ss, tuple(frame[:frame_count]))
                 if detail is not None:
                     self._keep(Event("ring-transition", eip, from_ring, detail, before + started - 1))
                     self._slice_traced = True
+
+    def keep_event(self, kind, eip, cpl, icount, **detail):
+        """Keep an event whose place and count are already known (an event the compiled hooks left
+        for the machine to record, vmkit.machine.hooks), without what record() does around it."""
+        self._keep(Event(kind, eip, cpl, detail, icount if self.counted else None))
 
     def _keep(self, event):
         if len(self.events) < MAX_EVENTS:

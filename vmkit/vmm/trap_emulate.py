@@ -58,6 +58,11 @@ DPL_BITS = 0x60
 # the instructions that reach a port: what IOPL and the TSS's I/O bitmap decide (SDM vol. 1, 19.5)
 IO_INSTRUCTIONS = frozenset({"in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd"})
 TRAP_STATE = ("eip", "cs", "cr0")   # what handle_trap reads of the CPU, in one call
+# What the compiled cli/sti traps (Machine.traps_compiled) stand for: a subclass that overrides any of
+# these decides differently what a trap does, and gets its traps in Python.
+COMPILED_TRAPS_STAND_FOR = ("exception", "handle_trap", "record", "inject_interrupt", "interrupts_enabled",
+                            "slice_length", "slice_may_go_on", "after_slice", "interrupt_shadow",
+                            "fault_handled", "guest_instructions", "compiled_trap")
 
 
 @lru_cache(maxsize=4096)            # a VMM meets the same few instructions again and again
@@ -112,6 +117,7 @@ class TrapAndEmulate(Machine):
         self._ldt_trace = None
         self._guest_ldt = bytearray()
         self._shadow_gdt_size = 0
+        self._traps_compile = None    # traps_compiled(): whether this class handles traps as this one does
         super().__init__(image, memory, counted=True, technique="trap-and-emulate", **budgets)
         self.stats.update(hidden_faults=0, true_faults=0, trace_faults=0)
 
@@ -259,6 +265,33 @@ class TrapAndEmulate(Machine):
                 return
             cpu["eip"] = at                               # the handler declined: the guest's #GP
         self._reflect(vector, source, error_code)
+
+    def traps_compiled(self):
+        """The commonest trap, a cli or sti in the guest kernel, is moved past in C (hooks.c,
+        vmkit_vmm_trap) and emulated here when it is recorded (compiled_trap), where handle_trap would
+        do nothing more: the handlers for cli and sti are the shipped ones, no store to a traced page
+        or GDT and no sti shadow is being let through, and no subclass decides otherwise."""
+        if self._traps_compile is None:
+            kind = type(self)
+            self._traps_compile = all(getattr(kind, name) is getattr(TrapAndEmulate, name)
+                                      for name in COMPILED_TRAPS_STAND_FOR)
+        emulators = self.emulators
+        return (self._traps_compile and emulators.get("cli") is EMULATORS["cli"]
+                and emulators.get("sti") is EMULATORS["sti"] and self.shadow.stepping is None
+                and not self._store_waits and not self._shadow_sti)
+
+    def compiled_trap(self, eip, opcode, error_code, icount):
+        """A cli or sti of the guest kernel's that trapped, and that the compiled hooks moved past: the
+        same "trap" and "emulate" events as handle_trap's, and the same emulation. What the slice's
+        going on after it then did (Machine._hook_may_go_on) is done too: the VMM's entry ends with
+        nothing to inject, and an sti's shadow has passed (hooks.c left room for it)."""
+        insn, text, name, _ = _decoded(bytes((opcode,)), eip)
+        self.stats["traps"] += 1
+        self.keep_event("trap", eip, 1, icount, cause=vector_name(GP), vector=GP, instruction=text,
+                        error_code=error_code)
+        effect = self.emulators[name](self, insn)
+        self.keep_event("emulate", eip, 1, icount, instruction=text, effect=effect)
+        self._shadow_sti = self._vmm_entry = False
 
     def guest_msr(self, index):
         """The guest's wrmsr traps and writes the virtual CPU: its MSRs are there."""
