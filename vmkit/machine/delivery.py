@@ -14,7 +14,7 @@ delivery: a #PF while delivering a #PF or a contributory exception is a double f
 The same steps are compiled in delivery.c (vmkit.machine.native), which the machine uses where it can:
 `deliver` and `return_frame` below call it, and fall back on the Python here, the reference, for a CPU
 with a VMM's view of the guest's tables, for what the C code leaves to it, and where the library is
-not built or VMKIT_DELIVERY=reference asks for the reference (tests/test_delivery_compiled.py compares
+not built or VMKIT_DELIVERY=reference asks for the reference (tests/test_compiled_delivery.py compares
 the two).
 """
 import ctypes
