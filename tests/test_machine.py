@@ -1,6 +1,7 @@
 """The model machine as a whole: the platform contract, time, budgets, and stepping vs running."""
 import gc
 import time
+import weakref
 
 import pytest
 
@@ -461,3 +462,25 @@ def test_a_run_holds_full_garbage_collections_off_until_it_ends():
     with pytest.raises(vmkit.GuestTimeout):
         vmkit.run(vmkit.assemble("jmp $"), max_instructions=1000)
     assert gc.get_threshold() == before
+
+
+@pytest.mark.parametrize("technique", ("native", "trap-and-emulate", "binary-translation", "paravirt",
+                                       "hardware-assist"))
+def test_a_machine_and_its_engine_are_freed_once_nothing_uses_them(technique):
+    """A grader or a lesson runs hundreds of guests in one kernel: once a machine is dropped, it and its
+    Unicorn engine (the guest's RAM, the translated code) go with it, whatever hooks, compiled helpers
+    and saved CPU state it used (a table that kept every engine filled a test worker's memory)."""
+    image = vmkit.assemble(SYSCALLS_AND_TRAPS)
+    refs = []
+    for _ in range(3):
+        m = vmkit.machine(image, technique)
+        m.run()
+        refs.append((weakref.ref(m), weakref.ref(m.uc)))
+        del m
+    gc.collect()
+    assert [r() for pair in refs for r in pair] == [None] * 6
+
+
+# a kernel that traps (cli), takes an exception in the hook (int3 to its own handler) and halts
+SYSCALLS_AND_TRAPS = kernel(body="cli\nsti\nint3\nint3\nhlt", gates={3: ("breakpoint", 0x8E)},
+                            handlers={"breakpoint": "iretd"})

@@ -75,9 +75,6 @@ def _int32(ctx, offset):
     return ctypes.c_int32.from_address(_address(ctx) + offset)
 
 
-_scratch = {}
-
-
 class _Saved:
     """The CPU state saved into one context kept per engine (allocating one each time is slow), and
     the hidden fields at their offsets in it, as ctypes integers made once."""
@@ -99,10 +96,11 @@ class _Saved:
 
 
 def _saved(uc):
-    """The engine's _Saved, brought up to date."""
-    saved = _scratch.get(id(uc))
-    if saved is None or saved.uc is not uc:
-        saved = _scratch[id(uc)] = _Saved(uc)
+    """The engine's _Saved, brought up to date. It is kept on the engine's Python object, not in a
+    table of this module's: a table would keep every engine, and its guest's memory, alive."""
+    saved = getattr(uc, "_vmkit_saved", None)
+    if saved is None:
+        saved = uc._vmkit_saved = _Saved(uc)
     return saved.update()
 
 
@@ -135,11 +133,6 @@ def clear_fault_and_set_cpl(uc, cpl=None):
 def irq_inhibited(uc):
     """True in the one-instruction shadow after sti (or mov ss), when the CPU accepts no interrupt."""
     return bool(_saved(uc).hflags.value & HF_INHIBIT_IRQ)
-
-
-def forget(uc):
-    _scratch.pop(id(uc), None)
-    _skip_sync_pc.pop(id(uc), None)
 
 
 def engine_library():
@@ -309,17 +302,14 @@ def _probe_skip_sync_pc():
     return _only([o for o in flags if _sync_probe(clear=o).get("eip") == _SYNC_IN], "skip_sync_pc_on_exit")
 
 
-_skip_sync_pc = {}
-
-
 def resync_pc(uc):
     """After a hook wrote EIP outside translated code: let later hooks see EIP up to date again."""
-    flag = _skip_sync_pc.get(id(uc))
-    if flag is None or flag[0] is not uc:
+    flag = getattr(uc, "_vmkit_skip_sync_pc", False)      # kept on the engine, as _saved() keeps its state
+    if flag is False:
         offset = offsets().skip_sync_pc
-        flag = _skip_sync_pc[id(uc)] = (uc, None if offset < 0 else ctypes.c_bool.from_address(uc._uch.value + offset))
-    if flag[1] is not None:
-        flag[1].value = False
+        flag = uc._vmkit_skip_sync_pc = None if offset < 0 else ctypes.c_bool.from_address(uc._uch.value + offset)
+    if flag is not None:
+        flag.value = False
 
 
 def hook_time_stamp_counter(uc, on_rdtsc, on_rdtscp):
