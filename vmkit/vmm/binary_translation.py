@@ -313,8 +313,8 @@ class BinaryTranslation(TrapAndEmulate):
         if flushed:
             self.stats["cache_flushes"] = self.stats.get("cache_flushes", 0) + 1
         self.record("translate", eip=guest, cpl=1, guest=guest, cache=unit.cache, size=unit.size,
-                    guest_size=unit.guest_end - guest, instructions=sum(1 for p in unit.pieces if p.size),
-                    flushed=flushed)
+                    guest_size=sum(end - start for start, end in unit.spans), spans=unit.spans,
+                    instructions=sum(1 for p in unit.pieces if p.size), flushed=flushed)
         return unit
 
     def slice_length(self, limit):

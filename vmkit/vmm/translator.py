@@ -1,7 +1,8 @@
 """The binary translator: guest kernel code in, translation-cache code out.
 
 It decodes the guest's code with capstone, one translation unit at a time (up to a dozen
-instructions, or fewer when a control transfer or a call-out ends it), and for each instruction
+instructions and the callees it translates in line, or fewer when a control transfer or a call-out
+ends it), and for each instruction
 decides what the cache gets:
 
     copied      innocuous instructions, byte for byte (most of a kernel: mov, add, push, ...)
@@ -11,12 +12,20 @@ decides what the cache gets:
     call-out    privileged and sensitive instructions the cache cannot do alone (hlt, lgdt, in,
                 out, int n, iret, far jumps, loads of SS and GS, sgdt, smsw, ...): an `int3` the
                 VMM catches, emulates the instruction, and resumes the guest after it
-    exit        direct jumps, calls and conditional branches end the unit in 5-byte `jmp rel32`
-                exits, first aimed at a call-out that translates the target, then *chained*
-                straight to the target's translation; indirect jumps go through a lookup table
-                of guest address -> cache address, in cache code too; a `ret` first checks, in
-                cache code, the return address it predicts (an exit, chained like the others),
-                and looks its target up only when that prediction misses
+    exit        direct jumps and conditional branches end the unit in 5-byte `jmp rel32` exits,
+                first aimed at a call-out that translates the target, then *chained* straight
+                to the target's translation (a taken jcc, once chained, jumps there itself);
+                indirect jumps go through a lookup table of guest address -> cache address, in
+                cache code too
+    in line     a `call rel32` pushes the guest's return address and the unit goes on in the
+                callee; the callee's `ret` goes on after the call, unchecked, when nothing in
+                the unit since the call can have changed the return address or ESP's way back
+                to it (Frame); any other `ret` ends the unit, and first checks, in cache code,
+                the return address it predicts (an exit, chained like the others), looking its
+                target up only when that prediction misses
+    unrolled    a loop whose conditional jump goes back to the unit's start is translated as
+                UNROLL copies, each copy's jcc going on to the next (the last one's back to the
+                first), each way out of the loop an exit
 
 None of this leaves the cache for the VMM once the targets are translated. Real translators do the
 same: QEMU's TCG ends a block at an indirect jump or a ret with lookup_and_goto_ptr, whose helper
@@ -24,18 +33,25 @@ same: QEMU's TCG ends a block at an indirect jump or a ret with lookup_and_goto_
 do_gen_eob_worker) finds the next block's code in a hash table and jumps to it, returning to its
 main loop only on a miss. VMware's translator (Adams & Agesen, ASPLOS 2006) paid for every ret a
 lookup of the same kind: their Figure 4 gives call/ret 11 cycles natively and 51 under binary
-translation, one of its costliest cases. The prediction at each ret is this translator's own cheaper
-path: most functions return to one caller, and a hit costs a compare and a chained jump.
+translation, one of its costliest cases. This translator's cheaper paths: a call and its ret
+translated in line cost a push and a `lea esp`, as many instructions as the guest's own; a ret it
+cannot follow in line checks its prediction (most functions return to one caller), and a hit costs
+a compare and a chained jump. Translating through calls into one longer trace is what Dynamo did
+(Bala, Duesterwald & Banerjia, PLDI 2000: its traces run through calls and returns).
 
 Each unit also counts the guest instructions it stands for, into ICOUNT in the VMM's data page, on
 each way through it that stays in the cache (Builder.count: one `add` in front of an instruction that
-overwrites every flag, else at each exit, through a saved register), so that the VMM's budget counts
-the guest's instructions and not the cache's (BinaryTranslation.guest_instructions).
+overwrites every flag, adding every instruction of the unit ahead, else at each exit through a saved
+register; an unrolled loop's ways out take back what was counted ahead of them), so that the VMM's
+budget counts the guest's instructions and not the cache's (BinaryTranslation.guest_instructions).
+A count is a store to memory, and a store costs Unicorn many times what an instruction on registers
+does, so a pass through a unit makes one count, and an unrolled loop one for all its copies.
 
 GS belongs to the VMM while the guest kernel runs: its segment is the VMM's data page, below.
 
 Long because: every kind of guest instruction is translated here, each by a short function on the
-same Builder and Unit (copies, rewrites, call-outs, exits, the ret's prediction, the counts).
+same Builder and Unit (copies, rewrites, call-outs, exits, calls in line, unrolled loops, the ret's
+prediction, the counts).
 """
 import bisect
 from dataclasses import dataclass, field
