@@ -70,7 +70,7 @@ def test_instructions_are_the_guests_own_and_executed_what_the_technique_ran(sho
         assert {m.instructions for m in ran} == {short.cell(name, "native").executed}, name
     assert short.cell("compute", "hardware-assist").executed == short.cell("compute", "native").executed
     assert per_round(short, long, "call-ret", "binary-translation", "executed") > \
-        per_round(short, long, "call-ret", "native", "executed")                 # each ret checks its prediction
+        per_round(short, long, "call-ret", "native", "executed")                 # each round's count of guest instructions
     assert all(m.executed is None for m in short.measurements if m.technique == "kvm")
 
 

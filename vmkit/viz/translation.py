@@ -55,7 +55,7 @@ def nasm(text):
 
 def guest_ranges(spans, dash="-", between=", "):
     """A unit's guest bytes as text: one range, or several where it translated calls in line."""
-    return between.join(f"{lo:#x}{dash}{hi:#x}" for lo, hi in spans)
+    return between.join(f"{lo:#x}{dash}{hi:#x}" for lo, hi in spans) or "(no guest bytes)"
 
 
 def _names(image):

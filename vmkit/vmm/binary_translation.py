@@ -281,6 +281,8 @@ class BinaryTranslation(TrapAndEmulate):
             unit = self.cache.lookup(eip, self.vcpu.cs) or self._translate(eip)
         except Fault as fault:                # the guest's tables do not map its next instruction
             return self._fetch_fault(fault)
+        finally:
+            self._alone = None                # asked for the next unit only, made or not
         cpu["eip"] = unit.cache
 
     def _fetch_fault(self, fault):
