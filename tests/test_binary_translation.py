@@ -353,6 +353,80 @@ def test_a_taken_jcc_is_aimed_at_its_targets_translation_once_chained():
     assert int.from_bytes(jcc[2:], "little", signed=True) == taken.site - (taken.branch + 6)
 
 
+TICKING = """
+    mov eax, timer                             ; the timer's gate: vector 0x20, interrupt gate, DPL 0
+    mov [idt + 0x20 * 8], ax
+    mov word [idt + 0x20 * 8 + 2], 0x08
+    mov word [idt + 0x20 * 8 + 4], 0x8E00
+    shr eax, 16
+    mov [idt + 0x20 * 8 + 6], ax
+    lidt [idt_descriptor]
+    mov al, 0x11                               ; the PIC: IRQ0 -> vector 0x20, only IRQ0 unmasked
+    out 0x20, al
+    mov al, 0x20
+    out 0x21, al
+    mov al, 4
+    out 0x21, al
+    mov al, 1
+    out 0x21, al
+    mov al, 0xFE
+    out 0x21, al
+    mov al, 0x34                               ; the PIT: channel 0, mode 2, a tick every 7 of its clocks
+    out 0x43, al
+    mov al, 7
+    out 0x40, al
+    mov al, 0
+    out 0x40, al
+    sti
+    mov esi, 1000
+outer:
+    call f                                     ; in line, with the call in it
+    mov ecx, 23
+inner:
+    add eax, ecx                               ; a loop back to its unit's start: unrolled
+    sub ecx, 1
+    jnz inner
+    dec esi
+    jnz outer
+    cli
+    mov eax, [ticks]
+    out 0xf4, al
+f:
+    add ebx, 3
+    call g
+    ret
+g:
+    xor edx, ebx
+    ret
+timer:
+    push eax
+    inc dword [ticks]
+    mov [seen], esi                            ; where the kernel was: the interrupted state
+    mov [seen + 4], ecx
+    mov al, 0x20
+    out 0x20, al
+    pop eax
+    iretd
+ticks: dd 0
+seen: dd 0, 0
+align 8
+idt: times 256 dq 0
+idt_descriptor:
+    dw 256 * 8 - 1
+    dd idt
+"""
+
+
+def test_timer_interrupts_come_at_the_same_instructions_in_line_and_unrolled():
+    """The interrupt comes between the same two guest instructions as on the bare machine, inside
+    calls translated in line and unrolled loops, whose counts run ahead of them."""
+    native, bt = vmkit.run(TICKING), vmkit.run(TICKING, BT)
+    ticks = [e.icount for e in native.of_kind("interrupt")]
+    assert len(ticks) > 50
+    assert [e.icount for e in bt.of_kind("interrupt")] == ticks
+    assert (bt.exit_code, bt.stats["instructions"], bt.regs) == (native.exit_code, native.stats["instructions"], native.regs)
+
+
 SELF_MODIFYING = """
     mov ecx, 3
     xor ebx, ebx
