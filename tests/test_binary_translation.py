@@ -149,7 +149,7 @@ def test_translate_events_name_the_guest_block_and_its_place_in_the_cache():
 
 
 def test_a_direct_jump_is_chained_to_its_target_once_translated():
-    m = vmkit.machine("mov ecx, 50\nagain: dec ecx\njnz again\nmov al, 0\nout 0xf4, al\n", BT)
+    m = vmkit.machine("mov ecx, 50\nagain: dec ecx\njnz again\nmov al, 0\nout 0xf4, al\n", BT, unroll=1)
     m.run()
     loop = m.cache.units[m.image.symbols["again"]]
     assert any(way.chained_to is loop for way in loop.exits)          # the back edge jumps to itself
@@ -195,7 +195,7 @@ def test_a_ret_checks_its_predicted_return_in_cache_code_and_looks_up_any_other(
     """
     image = vmkit.assemble(source)
     native = vmkit.run(image)
-    m = BinaryTranslation(image)
+    m = BinaryTranslation(image, inline_calls=False)      # each call an exit, each ret checked
     bt = m.run()
     assert (bt.exit_code, bt.serial_bytes) == (native.exit_code, native.serial_bytes)
     units = {unit.guest: unit for unit in m.cache.units.values()}
@@ -224,6 +224,243 @@ def test_code_the_guest_rewrites_is_translated_again():
     native, bt = same_as_native(source)
     assert native.exit_code == (12 << 1) | 1
     assert any(e.detail.get("invalidated") for e in bt.of_kind("translate"))
+
+
+# --- calls translated in line, unrolled loops, chained jcc: the guest sees nothing of them --------
+CALLS = """
+    mov ecx, 50
+again:
+    call add_twice
+    loop again
+    out 0xf4, al
+add_twice:
+    add eax, ecx
+    call add_once
+    ret
+add_once:
+    add eax, 1
+    ret
+"""
+
+
+def stopped_at(source, technique, budget, **options):
+    """The result of a run stopped by its instruction budget (or ended before it)."""
+    try:
+        return vmkit.run(source, technique, max_instructions=budget, **options)
+    except vmkit.GuestTimeout as timeout:
+        return timeout.result
+
+
+def test_a_call_goes_on_in_its_callee_and_a_ret_after_its_call_in_one_unit():
+    m = vmkit.machine(CALLS, BT)
+    result = m.run()
+    native = vmkit.run(CALLS)
+    assert (result.exit_code, result.stats["instructions"]) == (native.exit_code, native.stats["instructions"])
+    unit = m.cache.units[m.image.symbols["again"]]
+    texts = [p.text.split()[0] for p in unit.pieces if p.size]
+    assert texts == ["call", "add", "call", "add", "ret", "ret", "loop"]
+    assert unit.spans == [(m.image.symbols["again"], m.image.symbols["again"] + 7),
+                          (m.image.symbols["add_twice"], m.image.symbols["add_once"] + 4)]
+    assert "predict" not in {c.kind for c in m.cache.callouts.values()}      # no ret was checked
+    assert result.stats["cache_misses"] <= 4
+
+
+@pytest.mark.parametrize("callee", [
+    "add esp, 4\n    push dword [esp - 4]",           # ESP moved by other means than push and pop
+    "mov dword [esp], after",                          # a store: here, over the return address
+    "pop ebx\n    push ebx",                         # a pop past the return address, then a push
+])
+def test_a_ret_after_stack_changes_it_cannot_follow_is_checked_as_before(callee):
+    source = f"""
+        mov ecx, 20
+    again:
+        call f
+        add esi, 1
+    after:
+        loop again
+        mov eax, esi
+        out 0xf4, al
+    f:
+        {callee}
+        ret
+    """
+    native, bt = same_as_native(source)
+    assert bt.stats["instructions"] == native.stats["instructions"]
+    m = vmkit.machine(source, BT)
+    m.run()
+    assert any(c.kind == "predict" for c in m.cache.callouts.values())
+
+
+@pytest.mark.parametrize("source", [CALLS, """
+    mov esi, 3
+again:
+    mov edi, 0x200000
+    mov ecx, 37
+    xor eax, eax
+clear:
+    mov [edi], eax
+    add edi, 4
+    dec ecx
+    jnz clear
+    mov ebx, 3
+mark:
+    mov byte [0x200000 + ebx], 1
+    lea ebx, [ebx + 7]
+    cmp ebx, 80
+    jb mark
+    dec esi
+    jnz again
+    out 0xf4, al
+"""], ids=["calls", "loops"])
+def test_units_that_count_ahead_are_exact_wherever_a_budget_stops_them(source):
+    """Stopped after any number of instructions, binary translation (its calls in line and its loops
+    unrolled, each counted once a pass, ahead or at its ways out) has counted what the bare machine
+    has, and each run stopped and resumed one instruction at a time ends where the bare machine does."""
+    end = vmkit.run(source).stats["instructions"]
+    for budget in list(range(1, 60)) + list(range(60, end, 37)):
+        native, bt = stopped_at(source, "native", budget), stopped_at(source, BT, budget)
+        assert bt.stats["instructions"] == native.stats["instructions"], budget
+    m = vmkit.machine(source, BT)
+    while not m.finished:
+        before = m.instructions
+        m.run_until(instructions=1)
+        assert m.instructions == before + 1 or m.finished
+    native = vmkit.run(source)
+    assert (m.result().regs, m.instructions) == (native.regs, native.stats["instructions"])
+
+
+def test_a_loop_back_to_its_units_start_is_unrolled_and_counted_once_a_pass():
+    source = "mov ecx, 100\nagain: add eax, ecx\ndec ecx\njnz again\nout 0xf4, al\n"
+    m = vmkit.machine(source, BT)
+    result = m.run()
+    assert result.stats["instructions"] == vmkit.run(source).stats["instructions"] == 302
+    loop = m.cache.units[m.image.symbols["again"]]
+    assert [p.text for p in loop.pieces if p.size] == ["add eax, ecx", "dec ecx", "jne 0x100005"] * 8
+    assert sum(1 for c in loop.counts) == 8      # one add ahead for every copy, one correction at each way out
+    assert result.stats["cpu_instructions"] < 1.2 * result.stats["instructions"]
+
+
+def test_a_taken_jcc_is_aimed_at_its_targets_translation_once_chained():
+    source = "mov ecx, 50\nagain: sub ecx, 1\njnz again\nmov al, 0\nout 0xf4, al\n"    # counted ahead, by an add
+    m = vmkit.machine(source, BT, unroll=1)
+    m.run()
+    loop = m.cache.units[m.image.symbols["again"]]
+    taken = next(way for way in loop.exits if way.branch is not None)
+    jcc = bytes(m.uc.mem_read(taken.branch, 6))
+    assert jcc[:2] == b"\x0f\x85" and int.from_bytes(jcc[2:], "little", signed=True) == loop.cache - (taken.branch + 6)
+    m.cache.kill(loop)                            # unchained again: the jcc leads to its exit
+    jcc = bytes(m.uc.mem_read(taken.branch, 6))
+    assert int.from_bytes(jcc[2:], "little", signed=True) == taken.site - (taken.branch + 6)
+
+
+TICKING = """
+    mov eax, timer                             ; the timer's gate: vector 0x20, interrupt gate, DPL 0
+    mov [idt + 0x20 * 8], ax
+    mov word [idt + 0x20 * 8 + 2], 0x08
+    mov word [idt + 0x20 * 8 + 4], 0x8E00
+    shr eax, 16
+    mov [idt + 0x20 * 8 + 6], ax
+    lidt [idt_descriptor]
+    mov al, 0x11                               ; the PIC: IRQ0 -> vector 0x20, only IRQ0 unmasked
+    out 0x20, al
+    mov al, 0x20
+    out 0x21, al
+    mov al, 4
+    out 0x21, al
+    mov al, 1
+    out 0x21, al
+    mov al, 0xFE
+    out 0x21, al
+    mov al, 0x34                               ; the PIT: channel 0, mode 2, a tick every 7 of its clocks
+    out 0x43, al
+    mov al, 7
+    out 0x40, al
+    mov al, 0
+    out 0x40, al
+    sti
+    mov esi, 1000
+outer:
+    call f                                     ; in line, with the call in it
+    mov ecx, 23
+inner:
+    add eax, ecx                               ; a loop back to its unit's start: unrolled
+    sub ecx, 1
+    jnz inner
+    dec esi
+    jnz outer
+    cli
+    mov eax, [ticks]
+    out 0xf4, al
+f:
+    add ebx, 3
+    call g
+    ret
+g:
+    xor edx, ebx
+    ret
+timer:
+    push eax
+    inc dword [ticks]
+    mov [seen], esi                            ; where the kernel was: the interrupted state
+    mov [seen + 4], ecx
+    mov al, 0x20
+    out 0x20, al
+    pop eax
+    iretd
+ticks: dd 0
+seen: dd 0, 0
+align 8
+idt: times 256 dq 0
+idt_descriptor:
+    dw 256 * 8 - 1
+    dd idt
+"""
+
+
+def test_timer_interrupts_come_at_the_same_instructions_in_line_and_unrolled():
+    """The interrupt comes between the same two guest instructions as on the bare machine, inside
+    calls translated in line and unrolled loops, whose counts run ahead of them."""
+    native, bt = vmkit.run(TICKING), vmkit.run(TICKING, BT)
+    ticks = [e.icount for e in native.of_kind("interrupt")]
+    assert len(ticks) > 50
+    assert [e.icount for e in bt.of_kind("interrupt")] == ticks
+    assert (bt.exit_code, bt.stats["instructions"], bt.regs) == (native.exit_code, native.stats["instructions"], native.regs)
+
+
+SELF_MODIFYING = """
+    mov ecx, 3
+    xor ebx, ebx
+top:
+    mov byte [patch + 1], cl               ; into the code just below, in the same unit
+patch:
+    mov al, 5
+    add bl, al
+    dec ecx
+    jnz top
+    mov al, bl
+    out 0xf4, al                           ; 3 + 2 + 1
+"""
+READ_MODIFY_WRITE = """
+    call f
+    inc byte [f + 1]                       ; a store that reads what it changes: made once
+    call f
+    out 0xf4, al                           ; 6
+f:  mov al, 5
+    ret
+"""
+
+
+@pytest.mark.parametrize("source, value, instructions", [(SELF_MODIFYING, 6, 19), (READ_MODIFY_WRITE, 6, 8)],
+                         ids=["same-unit", "read-modify-write"])
+def test_a_store_into_translated_code_is_seen_at_once_and_made_once(source, value, instructions):
+    """The unit the store kills may be the one it runs in (its own loop, unrolled, or a callee in
+    line): the instructions after it run from the guest's new bytes. (The bare machine's own count of
+    self-modifying code is not exact: Unicorn retranslates the block the store is in.)"""
+    m = vmkit.machine(source, BT)
+    result = m.run()
+    assert result.exit_code == (value << 1) | 1 == vmkit.run(source).exit_code
+    assert result.stats["instructions"] == instructions
+    assert any(e.detail.get("invalidated") for e in result.of_kind("translate"))
 
 
 def test_a_full_cache_is_flushed_and_the_guest_carries_on():

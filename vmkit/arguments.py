@@ -60,6 +60,8 @@ OPTION_KINDS = {
     "chain": ("a function chain(site, target) -> bytes", callable),
     "adaptive": ("True or False", lambda v: isinstance(v, bool)),
     "count_guest": ("True or False", lambda v: isinstance(v, bool)),
+    "inline_calls": ("True or False", lambda v: isinstance(v, bool)),
+    "unroll": ("a whole number of copies, 1 or more", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
     "cache_size": ("a whole number of bytes", lambda v: isinstance(v, int) and not isinstance(v, bool)),
     "hypercalls": ("a dict {hypercall number: handler}", _table(int)),
     "modules": ("a list of NASM sources or Images", lambda v: isinstance(v, (list, tuple))),

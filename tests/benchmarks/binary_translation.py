@@ -7,9 +7,9 @@
    Target: binary translation >= 10x faster than trap-and-emulate.
 2. CPU-bound kernels (a sieve; a loop of calls and returns): binary translation against native,
    counting the guest's own instructions (the default) and without those counts (count_guest=False).
-   Target: <= 2x native time. Calls and returns cost more (Adams & Agesen's "callret" case): every
-   `ret` is an indirect jump; the cache code checks the return address it predicts, and looks the
-   target up when the prediction misses.
+   Target: <= 2x native time. Calls and returns cost a translator more (Adams & Agesen's "callret"
+   case: every `ret` is an indirect jump); here a call and its ret are translated in line (a push
+   and a `lea esp`), and a loop back to its unit's start is unrolled, with one count a pass.
 3. Translation cost: a kernel of many small blocks each run once, so nearly all of binary
    translation's extra time is translating them (and chaining their exits); per block.
 4. A timer kernel whose ring-3 program increments a counter on the page of kernel code the
@@ -254,7 +254,7 @@ def targets(measured):
             f"{'met' if ratio >= 10 else 'MISSED'}",
             f"   binary translation: CPU-bound kernels <= 2x native time: sieve {worst['sieve']:.2f}x "
             f"{'met' if worst['sieve'] <= 2 else 'MISSED'}; calls and returns {worst['calls']:.2f}x "
-            f"{'met' if worst['calls'] <= 2 else 'MISSED'} (each ret checks its predicted return); without "
+            f"{'met' if worst['calls'] <= 2 else 'MISSED'} (calls and rets translated in line); without "
             f"counting guest instructions: sieve {worst['sieve uncounted']:.2f}x, calls {worst['calls uncounted']:.2f}x",
             f"   binary translation: {per_block:.0f} us to translate a block (no target)",
             f"   binary translation: ring 3 writing on a page of translated code <= 3x native time: "

@@ -53,6 +53,11 @@ def nasm(text):
     return _SEGMENT.sub(r"[\1:", _PTR.sub(r"\1 ", text))
 
 
+def guest_ranges(spans, dash="-", between=", "):
+    """A unit's guest bytes as text: one range, or several where it translated calls in line."""
+    return between.join(f"{lo:#x}{dash}{hi:#x}" for lo, hi in spans) or "(no guest bytes)"
+
+
 def _names(image):
     return {address: name for name, address in image.symbols.items()}
 
@@ -142,8 +147,8 @@ def side_by_side(machine, unit, current=None):
         rows.append((piece, HOW[piece.how][0], lines))
     counts = Counter(p.how for p in unit.pieces if p.size)
     made = ", ".join(f"{counts[how]} {how}" for how in ("copied", "rewritten", "call-out", "exit") if counts[how])
-    heading = (f"unit {unit.guest:#x}-{unit.guest_end:#x} -> cache {unit.cache:#x}: {sum(counts.values())} guest "
-               f"instructions ({made}), {unit.guest_end - unit.guest} guest bytes -> {unit.size} cache bytes"
+    heading = (f"unit {guest_ranges(unit.spans)} -> cache {unit.cache:#x}: {sum(counts.values())} guest "
+               f"instructions ({made}), {sum(hi - lo for lo, hi in unit.spans)} guest bytes -> {unit.size} cache bytes"
                + ("" if unit.alive else "; invalidated: the guest wrote to its code"))
     return UnitView(rows, heading, current)
 
@@ -160,8 +165,10 @@ def _note(insn, piece, cache, exits):
         return f"exit to guest {way.target:#x}, not chained yet: into the call-out below"
     if insn.mnemonic == "jmp" and insn.op_str == hex(cache.base):
         return "to the lookup code: guest address in EAX -> cache address"
-    if piece.how == "exit" and piece.text.startswith("call") and insn.bytes[0] == 0x68:
-        return "the guest's return address"
+    if piece.text.startswith("call") and insn.bytes[0] == 0x68:
+        return "the guest's return address" + ("; the unit goes on in the callee" if piece.how == "rewritten" else "")
+    if piece.how == "rewritten" and piece.text.startswith("ret"):
+        return "the ret, in line: pops the return address its call pushed; the unit goes on after the call"
     match = _GS_OFFSET.search(nasm(insn.text))
     if match:
         offset = int(match.group(1), 0)
@@ -194,7 +201,7 @@ def cache_graph(machine, max_units=40):
         hows = {p.how for p in u.pieces}
         fill = "#f8d7da" if "call-out" in hows else "#fff3b0" if "rewritten" in hows else "#dbeaf7"
         name = names.get(u.guest)
-        label = (f"{name}\n" if name else "") + f"{u.guest:#x}–{u.guest_end:#x}\n" + \
+        label = (f"{name}\n" if name else "") + guest_ranges(u.spans, "–", "\n+ ") + "\n" + \
                 f"{sum(1 for p in u.pieces if p.size)} instr → {u.size} byte{'s' if u.size != 1 else ''}"
         g.node(ids[id(u)], label, fillcolor=fill)
     for u in shown:
@@ -214,7 +221,7 @@ def cache_graph(machine, max_units=40):
         if _ends_indirect(u):
             lookup = True
             g.edge(ids[id(u)], "lookup", style="dotted", color="#6f42c1")
-        after = cache.units.get(u.guest_end) if _resumes_after(u, cache) else None
+        after = cache.units.get(u.pieces[-1].guest + u.pieces[-1].size) if _resumes_after(u, cache) else None
         if after is not None and id(after) in ids:
             g.edge(ids[id(u)], ids[id(after)], style="dotted", color="#c62828", arrowhead="vee")
     if lookup:
@@ -250,7 +257,7 @@ def _cache_text(cache, units, names):
         ways = [f"exit to {w.target:#x} " + ("chained" if w.chained_to is not None else "not chained")
                 for w in u.exits] + (["ret/indirect jump: through the lookup code" + (" when the prediction misses" if u.exits else "")]
                    if _ends_indirect(u) else [])
-        lines.append(f"{u.guest:#x}-{u.guest_end:#x}{name} -> cache {u.cache:#x}, {u.size} bytes: "
+        lines.append(f"{guest_ranges(u.spans)}{name} -> cache {u.cache:#x}, {u.size} bytes: "
                      + ("; ".join(ways) or "ends in a call-out"))
     return "\n".join(lines)
 
@@ -382,7 +389,7 @@ def bt_log_line(e):
     if e.kind == "translate":
         flushed = "; the cache was full and was flushed first" if d.get("flushed") else ""
         n = d["instructions"]
-        return (f"{'translate':<15} guest {d['guest']:#x}-{d['guest'] + d['guest_size']:#x} "
+        return (f"{'translate':<15} guest {guest_ranges(d.get('spans') or [(d['guest'], d['guest'] + d['guest_size'])])} "
                 f"({n} instruction{'s' if n != 1 else ''}) -> cache {d['cache']:#x}, {d['size']} bytes{flushed}")
     return log_line(e)
 

@@ -43,7 +43,7 @@ from .emulate import (EMULATORS, FLAGS, SENSITIVE_READS, guest_descriptor, decod
                       write_operand, write_register)
 from .trap_emulate import SHADOW_GDT, VMM_BASE, TrapAndEmulate, compress
 from .translation_cache import TranslationCache
-from .translator import DATA_SIZE, GUEST_TARGET, ICOUNT, PENDING, VGS, VIF, VIOPL, VMM_GS, Translator
+from .translator import DATA_SIZE, GUEST_TARGET, ICOUNT, PENDING, UNROLL, VGS, VIF, VIOPL, VMM_GS, Translator
 from .vcpu import VCpu
 
 VMM_DATA = VMM_BASE + 0x20000           # the data page translated code reaches through GS
@@ -122,13 +122,19 @@ class BinaryTranslation(TrapAndEmulate):
     `count_guest` (on by default): the budget, the clock and stats["instructions"] count the guest's
     own instructions, as the bare machine does (each unit of the cache counts them: see
     guest_instructions); off, they count what the CPU ran, the cache's own instructions included,
-    and the cache code runs without its counts (on a loop of calls, about half the time: each count
-    is a store to memory, which costs Unicorn several times what an instruction on registers does).
+    and the cache code runs without its counts (each count is a store to memory, which costs Unicorn
+    many times what an instruction on registers does: about 30 ns against 1).
+    `inline_calls` (on by default): a `call rel32` pushes the guest's return address and the unit goes
+    on in the callee, and a `ret` whose return address nothing in the unit can have changed goes on
+    after its call, unchecked (Translator._in_line); other rets check the return they predict.
+    `unroll` (8 by default): a loop whose conditional jump goes back to its unit's start is
+    translated as that many copies, with one count a pass (1: no unrolling).
     """
     resumes_in_hook = False               # before_slice() moves EIP into the translation cache
 
     def __init__(self, image, memory=DEFAULT_MEMORY, *, rules=None, chain=None,
-                 cache_size=DEFAULT_CACHE_SIZE, emulators=None, adaptive=True, count_guest=True, **budgets):
+                 cache_size=DEFAULT_CACHE_SIZE, emulators=None, adaptive=True, count_guest=True,
+                 inline_calls=True, unroll=UNROLL, **budgets):
         if not 0x4000 <= cache_size <= MAX_CACHE_SIZE:
             raise ValueError(f"cache_size must lie between 16 KiB and {MAX_CACHE_SIZE >> 20} MiB")
         self._rules, self._chain_rule = rules, chain
@@ -138,6 +144,8 @@ class BinaryTranslation(TrapAndEmulate):
         self._effect = None                   # what the last emulated call-out did, for its event
         self.adaptive = adaptive
         self.count_guest = count_guest        # the budget counts the guest's instructions, not the cache's
+        self.inline_calls, self.unroll = inline_calls, unroll
+        self._alone = None                    # a guest address whose next unit holds one instruction
         self._traces = {}                     # guest instruction address -> trace faults it took
         self.cpu_instructions = 0             # what the CPU ran for the guest (the cache's code included)
         self._slice_start = None              # (ICOUNT, uncounted) where a slice started in the cache
@@ -169,7 +177,8 @@ class BinaryTranslation(TrapAndEmulate):
             cpu[name] = cpu[name]             # reload: the CPU caches descriptors, now truncated
         uc.mem_write(VMM_DATA + VMM_GS, VMM_DATA_SELECTOR.to_bytes(2, "little"))
         translator = Translator(self._guest_code, dispatcher=CACHE_BASE, data=VMM_DATA,
-                                rules=self._rules, chain_rule=self._chain_rule, count=self.counting_guest)
+                                rules=self._rules, chain_rule=self._chain_rule, count=self.counting_guest,
+                                inline_calls=self.inline_calls, unroll=self.unroll)
         self.cache = TranslationCache(uc, CACHE_BASE, self.cache_size, VMM_DATA, translator, self._on_code_written)
 
     def install_hooks(self):
@@ -241,7 +250,9 @@ class BinaryTranslation(TrapAndEmulate):
         counter, before = start
         cpu = self.cpu
         eip = cpu["eip"]
-        counted = (cpu.u32(VMM_DATA + ICOUNT) - counter) & 0xFFFFFFFF
+        # what ICOUNT gained, signed: a slice that started past a count made ahead (an unrolled loop's)
+        # and ended past the count that took some back has a negative gain (slices are short: LONGEST_SLICE)
+        counted = ((cpu.u32(VMM_DATA + ICOUNT) - counter + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
         # out of the cache within the slice: only the copy of an iret or retf to ring 3 does that, alone
         # in its slice, and its guest instruction counted when its call-out was reached
         after = self.cache.uncounted(eip, after_int3=self._stopped_at_int3, ecx=self._ecx) \
@@ -270,6 +281,8 @@ class BinaryTranslation(TrapAndEmulate):
             unit = self.cache.lookup(eip, self.vcpu.cs) or self._translate(eip)
         except Fault as fault:                # the guest's tables do not map its next instruction
             return self._fetch_fault(fault)
+        finally:
+            self._alone = None                # asked for the next unit only, made or not
         cpu["eip"] = unit.cache
 
     def _fetch_fault(self, fault):
@@ -296,13 +309,14 @@ class BinaryTranslation(TrapAndEmulate):
     def _translate(self, guest):
         if self.runs_zeros(guest):
             self.ran_off_the_end(guest)
-        unit, flushed = self.cache.translate(guest, self.vcpu.cs)
+        alone, self._alone = self._alone == guest, None
+        unit, flushed = self.cache.translate(guest, self.vcpu.cs, 1 if alone else None)
         self.stats["blocks_translated"] += 1
         if flushed:
             self.stats["cache_flushes"] = self.stats.get("cache_flushes", 0) + 1
         self.record("translate", eip=guest, cpl=1, guest=guest, cache=unit.cache, size=unit.size,
-                    guest_size=unit.guest_end - guest, instructions=sum(1 for p in unit.pieces if p.size),
-                    flushed=flushed)
+                    guest_size=sum(end - start for start, end in unit.spans), spans=unit.spans,
+                    instructions=sum(1 for p in unit.pieces if p.size), flushed=flushed)
         return unit
 
     def slice_length(self, limit):
@@ -800,9 +814,14 @@ class BinaryTranslation(TrapAndEmulate):
             self.stats["trace_callouts"] += 1     # any other store: the copy makes it, unfaulted
 
     # --- guest writes into code it has translated --------------------------------------------------------
-    def _on_code_written(self, units):
+    def _on_code_written(self, units, address, size):
+        """A write hook saw a store into translated guest code, before the store: Unicorn stops the
+        slice inside the storing instruction, its store made but the instruction not retired (EIP
+        still on it), so other_stop takes the store back (the bytes before it) and the instruction
+        runs again, once, with the units it overlaps dead."""
         self._written.extend(units)
-        self.stop("code-written")
+        before = self.cpu.physical_pieces(address, size)
+        self.stop("code-written", before=None if before is None else [(p, bytes(self.uc.mem_read(p, n))) for p, n in before])
 
     def other_stop(self, stop):
         if stop.kind == "cache-access":
@@ -811,9 +830,16 @@ class BinaryTranslation(TrapAndEmulate):
             return super().other_stop(stop)
         cpu = self.cpu
         eip = cpu["eip"]
+        for physical, data in stop.detail.get("before") or ():
+            self.uc.mem_write(physical, data)     # the storing instruction runs again: its store once
+        if cpu.cpl == 3 and self.counted:
+            self.instructions -= 1            # it was counted as started; it starts again
+            self.clock -= 1
         here = self.cache.locate(eip) if cpu.cpl == 1 and eip in self.cache else (None, None)
         dead, self._written = self._written, []
         for unit in dead:
+            if not unit.alive:
+                continue
             self.cache.kill(unit)
             self.record("translate", eip=unit.guest, cpl=1, guest=unit.guest, cache=unit.cache,
                         size=unit.size, invalidated=True)
@@ -823,7 +849,9 @@ class BinaryTranslation(TrapAndEmulate):
             if eip in exits:
                 cpu["eip"] = exits[eip]
             elif piece is not None and piece.cache == eip:
-                cpu["eip"] = piece.guest      # retranslated from the guest's new bytes next slice
+                # the unit wrote into its own code: its store runs again in a unit of its own, and the
+                # instructions after it are translated afresh from the guest's new bytes
+                cpu["eip"] = self._alone = piece.guest
 
     def _refuse_cache_access(self, detail):
         """What the truncated segment would have done: #GP, before the access."""

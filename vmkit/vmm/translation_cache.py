@@ -28,7 +28,7 @@ import bisect
 from unicorn import UC_HOOK_MEM_WRITE
 
 from .emit import jmp
-from .translator import LOOKUP, LOOKUP_ENTRIES, NIBBLE, dispatcher
+from .translator import LOOKUP, LOOKUP_ENTRIES, NIBBLE, chain_jump, dispatcher
 
 UNIT_ROOM = 2048          # more than the largest unit the translator can make
 PAGE = 4096
@@ -50,7 +50,8 @@ class TranslationCache:
     def __init__(self, uc, base, size, data, translator, on_code_written):
         self.uc, self.base, self.size, self.data = uc, base, size, data
         self.translator = translator
-        self.on_code_written = on_code_written     # called with the units a guest write killed
+        self.on_code_written = on_code_written     # called with the units a guest write killed, and
+                                                    # the write's address and size
         self.flushes = 0
         self.writes_seen = 0                        # guest writes that reached a write hook
         self._hooks = {}
@@ -87,13 +88,14 @@ class TranslationCache:
         unit = self.units.get(guest)
         return unit if unit is not None and unit.vcs == vcs else None
 
-    def translate(self, guest, vcs):
-        """Translate the guest code at `guest`; the new unit, and whether the cache was flushed."""
+    def translate(self, guest, vcs, limit=None):
+        """Translate the guest code at `guest` (at most `limit` guest instructions); the new unit, and
+        whether the cache was flushed."""
         flushed = False
         if self.free + UNIT_ROOM > self.base + self.size:
             self.flush()
             flushed = True
-        unit = self.translator.translate(guest, self.free, vcs, self.callouts)
+        unit = self.translator.translate(guest, self.free, vcs, self.callouts, limit)
         self._patch(unit.cache, unit.code)
         self.free += len(unit.code)
         old = self.units.get(guest)
@@ -137,13 +139,24 @@ class TranslationCache:
         self.uc.ctl_remove_cache(address, address + len(code))
 
     def chain(self, way, unit):
-        """Aim the exit `way` straight at `unit`'s translation, with the translator's chain rule."""
+        """Aim the exit `way` straight at `unit`'s translation, with the translator's chain rule; and
+        the jcc whose taken way is that exit alone (Exit.branch), with the built-in rule, so that a
+        taken branch goes straight on too (QEMU's goto_tb does the same for both ways of a jcc)."""
         self._patch(way.site, self.translator.chain(way.site, unit.cache))
+        if way.branch is not None and self.translator.chain is chain_jump:
+            self._aim_branch(way, unit.cache)
         way.chained_to = unit
         unit.chained_from.append(way)
 
+    def _aim_branch(self, way, target):
+        """jcc rel32 (0F 8x cd) at way.branch: the same condition, to `target`."""
+        opcode = bytes(self.uc.mem_read(way.branch, 2))
+        self._patch(way.branch, opcode + ((target - (way.branch + 6)) & 0xFFFFFFFF).to_bytes(4, "little"))
+
     def _unchain(self, way):
         self._patch(way.site, jmp(way.site, way.site + 5))
+        if way.branch is not None:
+            self._aim_branch(way, way.site)
         way.chained_to = None
 
     # --- where the guest is -------------------------------------------------------------------------
@@ -179,7 +192,8 @@ class TranslationCache:
     # --- guest writes to translated code -------------------------------------------------------------
     def _trace(self, unit):
         """A write to the unit's guest bytes must kill it: trace every page they are on."""
-        for page in range(unit.guest // PAGE, (unit.guest_end - 1) // PAGE + 1):
+        pages = {page for start, end in unit.spans for page in range(start // PAGE, (end - 1) // PAGE + 1)}
+        for page in sorted(pages):
             self._pages.setdefault(page, []).append(unit)
             if page in self.narrowed:
                 self._hook_ranges(page)
@@ -190,7 +204,8 @@ class TranslationCache:
     def code_ranges(self, page):
         """The byte ranges [start, end) of the page that live units were translated from, merged."""
         start, end = page * PAGE, page * PAGE + PAGE
-        spans = sorted((max(u.guest, start), min(u.guest_end, end)) for u in self._pages.get(page, ()) if u.alive)
+        spans = sorted((max(lo, start), min(hi, end)) for u in self._pages.get(page, ()) if u.alive
+                       for lo, hi in u.spans if lo < end and start < hi)
         merged = []
         for lo, hi in spans:
             if merged and lo <= merged[-1][1]:
@@ -210,10 +225,10 @@ class TranslationCache:
         self.writes_seen += 1
         page = address // PAGE
         dead = {id(unit): unit for p in {page, (address + size - 1) // PAGE} for unit in self._pages.get(p, ())
-                if unit.alive and unit.guest < address + size and address < unit.guest_end}.values()
+                if unit.alive and any(lo < address + size and address < hi for lo, hi in unit.spans)}.values()
         dead = list(dead)                           # a unit on both pages of the write, once
         if dead:
-            self.on_code_written(dead)
+            self.on_code_written(dead, address, size)
         elif page not in self.narrowed:
             quiet = self._quiet[page] = self._quiet.get(page, 0) + 1
             if quiet >= NARROW_AFTER:

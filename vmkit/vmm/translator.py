@@ -1,7 +1,8 @@
 """The binary translator: guest kernel code in, translation-cache code out.
 
 It decodes the guest's code with capstone, one translation unit at a time (up to a dozen
-instructions, or fewer when a control transfer or a call-out ends it), and for each instruction
+instructions and the callees it translates in line, or fewer when a control transfer or a call-out
+ends it), and for each instruction
 decides what the cache gets:
 
     copied      innocuous instructions, byte for byte (most of a kernel: mov, add, push, ...)
@@ -11,12 +12,20 @@ decides what the cache gets:
     call-out    privileged and sensitive instructions the cache cannot do alone (hlt, lgdt, in,
                 out, int n, iret, far jumps, loads of SS and GS, sgdt, smsw, ...): an `int3` the
                 VMM catches, emulates the instruction, and resumes the guest after it
-    exit        direct jumps, calls and conditional branches end the unit in 5-byte `jmp rel32`
-                exits, first aimed at a call-out that translates the target, then *chained*
-                straight to the target's translation; indirect jumps go through a lookup table
-                of guest address -> cache address, in cache code too; a `ret` first checks, in
-                cache code, the return address it predicts (an exit, chained like the others),
-                and looks its target up only when that prediction misses
+    exit        direct jumps and conditional branches end the unit in 5-byte `jmp rel32` exits,
+                first aimed at a call-out that translates the target, then *chained* straight
+                to the target's translation (a taken jcc, once chained, jumps there itself);
+                indirect jumps go through a lookup table of guest address -> cache address, in
+                cache code too
+    in line     a `call rel32` pushes the guest's return address and the unit goes on in the
+                callee; the callee's `ret` goes on after the call, unchecked, when nothing in
+                the unit since the call can have changed the return address or ESP's way back
+                to it (Frame); any other `ret` ends the unit, and first checks, in cache code,
+                the return address it predicts (an exit, chained like the others), looking its
+                target up only when that prediction misses
+    unrolled    a loop whose conditional jump goes back to the unit's start is translated as
+                UNROLL copies, each copy's jcc going on to the next (the last one's back to the
+                first), each way out of the loop an exit
 
 None of this leaves the cache for the VMM once the targets are translated. Real translators do the
 same: QEMU's TCG ends a block at an indirect jump or a ret with lookup_and_goto_ptr, whose helper
@@ -24,21 +33,31 @@ same: QEMU's TCG ends a block at an indirect jump or a ret with lookup_and_goto_
 do_gen_eob_worker) finds the next block's code in a hash table and jumps to it, returning to its
 main loop only on a miss. VMware's translator (Adams & Agesen, ASPLOS 2006) paid for every ret a
 lookup of the same kind: their Figure 4 gives call/ret 11 cycles natively and 51 under binary
-translation, one of its costliest cases. The prediction at each ret is this translator's own cheaper
-path: most functions return to one caller, and a hit costs a compare and a chained jump.
+translation, one of its costliest cases. This translator's cheaper paths: a call and its ret
+translated in line cost a push and a `lea esp`, as many instructions as the guest's own; a ret it
+cannot follow in line checks its prediction (most functions return to one caller), and a hit costs
+a compare and a chained jump. Translating through calls into one longer trace is what Dynamo did
+(Bala, Duesterwald & Banerjia, PLDI 2000: its traces run through calls and returns).
 
 Each unit also counts the guest instructions it stands for, into ICOUNT in the VMM's data page, on
 each way through it that stays in the cache (Builder.count: one `add` in front of an instruction that
-overwrites every flag, else at each exit, through a saved register), so that the VMM's budget counts
-the guest's instructions and not the cache's (BinaryTranslation.guest_instructions).
+overwrites every flag, adding every instruction of the unit ahead, else at each exit through a saved
+register; an unrolled loop's ways out take back what was counted ahead of them), so that the VMM's
+budget counts the guest's instructions and not the cache's (BinaryTranslation.guest_instructions).
+A count is a store to memory, and a store costs Unicorn many times what an instruction on registers
+does, so a pass through a unit makes one count, and an unrolled loop one for all its copies.
 
 GS belongs to the VMM while the guest kernel runs: its segment is the VMM's data page, below.
 
 Long because: every kind of guest instruction is translated here, each by a short function on the
-same Builder and Unit (copies, rewrites, call-outs, exits, the ret's prediction, the counts).
+same Builder and Unit (copies, rewrites, call-outs, exits, calls in line, unrolled loops, the ret's
+prediction, the counts).
 """
+import bisect
 from dataclasses import dataclass, field
+from functools import cached_property
 
+from capstone import CS_AC_WRITE
 from capstone import x86_const as C
 
 from ..machine.cpu import Fault
@@ -62,7 +81,12 @@ LOOKUP_ENTRIES = 0x1000   # indexed by the low 12 bits of the guest address
 DATA_SIZE = LOOKUP + 8 * LOOKUP_ENTRIES
 
 IF, IOPL = 1 << 9, 3 << 12
-MAX_UNIT = 12         # guest instructions in one translation unit at most
+MAX_UNIT = 12         # guest instructions in one translation unit at most (outside callees translated in line)
+INLINE_BUDGET = 12    # guest instructions of callees translated in line that a unit may add
+MAX_DEPTH = 4         # calls translated in line inside one another
+UNROLL = 8            # copies of a loop whose conditional jump goes back to its unit's start
+MAX_UNROLLED = 32     # guest instructions in an unrolled loop at most
+MAX_UNIT_BYTES = 1024 # cache code past which a unit ends (TranslationCache.UNIT_ROOM is twice that)
 
 
 @dataclass
@@ -82,6 +106,7 @@ class Exit:
     site: int
     target: int                 # guest address it leads to
     chained_to: object = None   # the Unit it jumps to once chained
+    branch: int = None          # a jcc whose taken way is this exit alone: chaining aims it at the target too
 
 
 @dataclass
@@ -107,9 +132,11 @@ class Unit:
     chained_from: list = field(default_factory=list)    # exits of other units that jump here
     checks: list = field(default_factory=list)          # (cache address, guest address) of each
                                                         # interrupt check: the guest is there
-    counted: list = field(default_factory=list)         # [start, end) cache ranges past the unit's count
+    marks: list = field(default_factory=list)           # (cache address, guest instructions the counts on
+                                                        # the way there have added), in address order
     reps: set = field(default_factory=set)              # cache addresses of rep movs/stos/lods, counted ahead
-    counts: list = field(default_factory=list)          # where each count's immediate is, in code
+    counts: list = field(default_factory=list)          # (offset in code, total, added before) of each count's
+                                                        # immediate: it adds total - added before
     alive: bool = True
 
     @property
@@ -117,24 +144,39 @@ class Unit:
         last = max((p for p in self.pieces if p.size), key=lambda p: p.guest, default=None)
         return self.guest if last is None else last.guest + last.size
 
+    @cached_property
+    def spans(self):
+        """The guest bytes the unit was translated from, as merged [start, end) ranges: one range,
+        unless calls were translated in line (the callee's code is elsewhere)."""
+        merged = []
+        for start, end in sorted((p.guest, p.guest + p.size) for p in self.pieces if p.size):
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        return [tuple(span) for span in merged]
+
     @property
     def size(self):
         return len(self.code)
 
     @property
     def instructions(self):
-        """The guest instructions the unit stands for, each counted once when the unit runs through."""
+        """The guest instructions the unit stands for: each piece of guest code once (an unrolled loop's
+        copies and a callee translated in line each count)."""
         return sum(1 for p in self.pieces if p.size)
 
     def uncounted(self, cache, at=None):
         """With the CPU at cache address `cache` in the unit (at `at`, the int3 before it, after a
         call-out): the guest instructions of this pass through it that have started (their first
-        cache instruction has run) but that its count has not added to ICOUNT yet; negative past the
-        count, by those that have not started yet."""
+        cache instruction has run) but that its counts have not added to ICOUNT yet; negative past a
+        count that adds ahead, by those that have not started yet. The cache code of a pass is laid
+        out in the order it runs, and a way out of it (an exit, with the count that corrects the
+        one ahead) is followed by a mark that sets the count of the way on (Builder.mark)."""
         at = cache if at is None else at
         started = sum(1 for p in self.pieces if p.size and p.cache < cache)
-        counted = any(start <= at < end for start, end in self.counted)
-        return started - (self.instructions if counted else 0)
+        i = bisect.bisect_right(self.marks, at, key=lambda mark: mark[0]) - 1
+        return started - (self.marks[i][1] if i >= 0 else 0)
 
     def rep_uncounted(self, cache, ecx):
         """At a rep string instruction the cache has counted ahead (ECX more, Translator._rep), with ECX
@@ -152,8 +194,10 @@ class Builder:
         self.opened_window = None          # "now" (popf) or "after the next instruction" (sti)
         self.window_at_exits = False       # a branch in sti's shadow: check at each exit, at its target
         self.vcs = unit.vcs
-        self.counted_once = False          # the unit's count is on its one way through (a flag writer,
-                                           # a ret, an indirect jump): its exits add nothing more
+        self.started = 0                   # guest instructions started on the way being translated
+        self.added = 0                     # what the counts on this way have added: a number, or "n" for
+                                           # every instruction of the unit (known once it is done)
+        self.side = False                  # the exit being made leaves an unrolled loop before its end
 
     @property
     def here(self):
@@ -170,8 +214,9 @@ class Builder:
 
     def exit(self, target, count=True):
         """A chainable exit to guest address `target`: jmp rel32 to the call-out right behind it,
-        after the unit's count unless the unit has counted on the way here (or `count` is False)."""
-        start = self.count() if count else None
+        after a count that makes this way's counts add up to the instructions started (unless they
+        do already, or `count` is False)."""
+        counted = self.count(main=False) if count else None
         if self.window_at_exits:
             self.check_pending(target)       # the branch is done: the interrupt comes at its target
         site = self.here
@@ -179,36 +224,50 @@ class Builder:
         self.emit(emit.jmp(site, site + 5))
         self.callout("miss", target, exit=way)
         self.unit.exits.append(way)
-        if start is not None:
-            self.unit.counted[-1][1] = self.here
+        if counted is not None:
+            self.mark(self.added)            # the way on past the exit has not made its count
+        return way
 
-    def count(self, clobber=False, register=None):
-        """Add the unit's guest instructions to ICOUNT in the data page, once on each way through the
-        unit that stays in the cache (a way that ends in a call-out the VMM counts itself):
+    def mark(self, added):
+        """From here on in the cache code (until the next mark), this way's counts have added `added`."""
+        self.unit.marks.append((self.here, added))
 
-            clobber     add dword [gs:ICOUNT], n      (the next guest instruction overwrites every
-                                                       arithmetic flag: see overwrites_flags)
-            register    mov ecx, [gs:ICOUNT]; lea ecx, [ecx + n]; mov [gs:ICOUNT], ecx
+    def count(self, clobber=False, register=None, main=True):
+        """Add to ICOUNT in the data page what this way through the unit has not counted yet, once on
+        each way through the unit that stays in the cache (a way that ends in a call-out the VMM
+        counts itself):
+
+            clobber     add dword [gs:ICOUNT], n      (every instruction of the unit, ahead: the next
+                                                       guest instruction overwrites every arithmetic
+                                                       flag: see overwrites_flags)
+            register    mov ecx, [gs:ICOUNT]; lea ecx, [ecx + k]; mov [gs:ICOUNT], ecx
                                                       (the code around has saved ECX: a ret)
             otherwise   the same through EAX, saved in SAVED_EAX and loaded back: no flag changes
 
-        n is filled in when the unit is done (Translator.translate). Returns where the count ends, or
-        None if the unit has counted on its one way through already."""
-        if self.counted_once or not self.counting:
+        k makes the count of this way the instructions started on it (less than n, and negative, on
+        the way out of an unrolled loop that counted every copy ahead). The numbers are filled in when
+        the unit is done (Translator.translate). `main`: the way goes on after the count (else an exit
+        follows, and exit() marks where the way on resumes). Returns where the count ends, or None if
+        the way has counted what it must already."""
+        target = "n" if clobber else self.started
+        before = self.added
+        if not self.counting or before == target or (before == "n" and not self.side):
             return None
         code = self.unit.code
         if clobber:
-            self.unit.counts.append(len(code) + 7)
+            self.unit.counts.append((len(code) + 7, target, before))
             self.emit(emit.add_gs(ICOUNT, 0))
         else:
             reg = register or "eax"
             if register is None:
                 self.emit(emit.gs_store_reg(SAVED_EAX, "eax"))
             self.emit(emit.gs_load_reg(reg, ICOUNT))
-            self.unit.counts.append(len(code) + 2)
+            self.unit.counts.append((len(code) + 2, target, before))
             self.emit(emit.lea_plus(reg, 0) + emit.gs_store_reg(ICOUNT, reg))
-        # counted from the instruction after the store in ICOUNT to the end of the unit, or of the exit
-        self.unit.counted.append([self.here, None])
+        # counted from the instruction after the store in ICOUNT on
+        self.mark(target)
+        if main:
+            self.added = target
         if not clobber and register is None:
             self.emit(emit.gs_load_reg("eax", SAVED_EAX))
         return self.here
@@ -360,7 +419,8 @@ def callout_kind(insn):
 class Translator:
     """Makes translation units from guest code. `rules` and `chain` can be replaced (lab 3)."""
 
-    def __init__(self, read, dispatcher, data, rules=None, chain_rule=None, count=True):
+    def __init__(self, read, dispatcher, data, rules=None, chain_rule=None, count=True, inline_calls=True,
+                 unroll=UNROLL):
         self.read = read                      # read(address, size) -> bytes of guest memory
         self.dispatcher = dispatcher          # cache address of the lookup code (see dispatcher())
         self.data = data                      # the linear address of the VMM's data page
@@ -368,13 +428,23 @@ class Translator:
         self.chain = chain_jump if chain_rule is None else chain_rule
         self.store_callouts = set()           # guest addresses whose store calls out (adaptive translation)
         self.count = count                    # units count the guest instructions they stand for (ICOUNT)
+        self.inline_calls = inline_calls      # a call rel32 goes on in its callee, in the same unit
+        self.unroll = unroll                  # copies of a loop that branches back to its unit's start
 
-    def translate(self, guest, cache, vcs, callouts):
-        """Translate the guest code at `guest` into a Unit placed at cache address `cache`."""
+    def translate(self, guest, cache, vcs, callouts, limit=None):
+        """Translate the guest code at `guest` into a Unit placed at cache address `cache`; `limit`:
+        at most that many guest instructions (BinaryTranslation: 1, for a store into translated code
+        that must run alone)."""
         unit = Unit(guest=guest, cache=cache, vcs=vcs)
         u = Builder(unit, callouts, self.count)
-        address, window, ended = guest, False, False
-        for _ in range(MAX_UNIT):
+        body = None if limit else self._loop_body(guest)
+        copies = min(self.unroll, MAX_UNROLLED // body) if body else 1
+        if copies < 2:
+            body = None
+        frames = []                          # calls translated in line whose ret is still to come
+        address, window, ended, total, outside = guest, False, False, 0, 0
+        while body is not None or (total < (limit or MAX_UNIT + INLINE_BUDGET) and outside < MAX_UNIT
+                                   and len(unit.code) < MAX_UNIT_BYTES):
             try:
                 code = self.read(address, 15)
             except Fault:
@@ -396,6 +466,7 @@ class Translator:
                 kind = "store"                       # adaptive translation: its store calls out
             if kind == "rule" and insn.mnemonic not in self.rules:
                 kind = "call-out"                    # no rewrite rule: it traps like under trap-and-emulate
+            in_line = None if window or body is not None or limit else self._in_line(insn, kind, frames, total)
             if window and kind == "call-out":
                 window = False                       # the VMM delivers it after emulating the instruction
             elif window and kind == "indirect":
@@ -405,10 +476,32 @@ class Translator:
             start = u.here
             how = {"copy": "copied", "rule": "rewritten", "sensitive-read": "rewritten",
                    "gs-prefixed": "rewritten", "call-out": "call-out", "store": "call-out"}.get(kind, "exit")
-            ended = self._one(u, insn, kind)
+            u.started += 1                           # from its first cache byte on, it has started
+            outside += not frames
+            after = address + insn.size
+            if body is not None and total % body == body - 1:
+                ended = self._loop_branch(u, insn, last=total + 1 == copies * body)
+                after = guest                        # the next copy
+            elif in_line == "call":
+                u.emit(emit.push_imm32(after))       # the guest's return address, as the call pushes it
+                for frame in frames:
+                    frame.moved(-4)
+                frames.append(Frame(after))
+                after, how = insn.operands[0].imm & 0xFFFFFFFF, "rewritten"
+            elif in_line == "ret":
+                pops = 4 + (insn.operands[0].imm if insn.operands else 0)
+                u.emit(emit.lea_esp(pops))           # the pop of the return address the call pushed
+                after, how = frames.pop().ret, "rewritten"
+                for frame in frames:
+                    frame.moved(pops)
+            else:
+                ended = self._one(u, insn, kind)
+                for frame in frames:
+                    frame.moved(stack_effect(insn, kind))
             u.window_at_exits = False
             unit.pieces.append(Piece(address, insn.size, text, start, bytes(unit.code[start - cache:]), how))
-            address += insn.size
+            address = after
+            total += 1
             # an sti in the shadow of the sti before it runs with IF already 1, so it holds nothing
             # off: the check comes right after it (SDM Vol. 2B, STI: only an STI that sets IF from 0)
             if u.opened_window == "now" or (window and u.opened_window in (None, "next")):
@@ -426,12 +519,69 @@ class Translator:
             u.exit(address)
             unit.pieces.append(Piece(address, 0, "(end of unit)", start, bytes(unit.code[start - cache:]), "exit"))
         n = unit.instructions
-        for at in unit.counts:
-            unit.code[at:at + 4] = n.to_bytes(4, "little")
-        unit.counted = [(start, unit.cache + len(unit.code) if end is None else end) for start, end in unit.counted]
+        for at, target, before in unit.counts:
+            value = (n if target == "n" else target) - (n if before == "n" else before)
+            unit.code[at:at + 4] = (value & 0xFFFFFFFF).to_bytes(4, "little")
+        unit.marks = [(at, n if added == "n" else added) for at, added in unit.marks]
         for piece in unit.pieces:                    # the pieces' copies of the code, with the counts
             piece.code = bytes(unit.code[piece.cache - cache:piece.cache - cache + len(piece.code)])
         return unit
+
+    def _in_line(self, insn, kind, frames, total):
+        """"call" or "ret" when this call rel32 or ret is translated in line, else None. A call goes on in
+        its callee (up to MAX_DEPTH deep); a ret goes on after the call it returns from when nothing
+        since that call can have changed the return address the call pushed or ESP's way back to it
+        (Frame: only pushes and pops moved ESP, nothing else stored to memory), so it needs no check:
+        the unit is one straight pass that nothing else runs inside (an interrupt, a fault or a
+        call-out leaves it for the VMM, which resumes the guest at a guest address)."""
+        if not self.inline_calls or any(insn.prefix):
+            return None
+        first = bytes(insn.opcode)[0]
+        if kind == "direct" and first == 0xE8 and len(frames) < MAX_DEPTH and total < MAX_UNIT + INLINE_BUDGET - 2:
+            return "call"
+        if kind == "indirect" and first in (0xC3, 0xC2) and frames and frames[-1].safe and frames[-1].depth == 0:
+            return "ret"
+        return None
+
+    def _loop_body(self, guest):
+        """The number of guest instructions of a loop at `guest` that the translator unrolls: copied
+        instructions only (no rep string instruction, no store that calls out), then a conditional
+        jump back to `guest`. None for any other code."""
+        address = guest
+        for length in range(1, MAX_UNIT + 1):
+            try:
+                insn = decode(self.read(address, 15), address)
+            except Fault:
+                return None
+            if insn is None:
+                return None
+            kind = classify_instruction(insn)
+            if kind == "direct" and _is_jcc(insn):
+                return length if insn.operands[0].imm & 0xFFFFFFFF == guest else None
+            if kind != "copy" or address in self.store_callouts or repeats_by_ecx(insn) or insn.prefix[0]:
+                return None
+            address += insn.size
+        return None
+
+    def _loop_branch(self, u, insn, last):
+        """The jcc at the end of one copy of an unrolled loop. Taken, it goes on to the next copy (from
+        the last, back to the first, after a count of every copy if no `add` counted them ahead); not
+        taken, the loop ends: an exit whose count takes back the copies counted ahead that did not run.
+        True at the last copy: the unit ends there."""
+        condition = _condition(insn)
+        after = insn.address + insn.size
+        if last:
+            u.count()
+            u.emit(emit.jcc(condition, u.here, u.unit.cache))
+            u.exit(after)
+            return True
+        at = u.here
+        u.emit(emit.jcc(condition, at, at))
+        u.side = True
+        u.exit(after)
+        u.side = False
+        u.unit.code[at - u.unit.cache:at - u.unit.cache + 6] = emit.jcc(condition, at, u.here)
+        return False
 
     def _window(self, u, address):
         """The check for a waiting interrupt, as a piece of its own: the guest is at `address`."""
@@ -444,9 +594,8 @@ class Translator:
         """Translate one instruction; True when it ends the unit."""
         after = insn.address + insn.size
         if kind == "copy":
-            if u.counting and not u.counted_once and overwrites_flags(insn):
+            if u.counting and u.added == 0 and overwrites_flags(insn):
                 u.count(clobber=True)               # the copy sets every flag the add changed
-                u.counted_once = True
             if u.counting and repeats_by_ecx(insn):
                 self._rep(u)
             u.emit(bytes(insn.bytes))
@@ -501,16 +650,15 @@ class Translator:
             u.unit.code[skip - 1] = len(u.unit.code) - skip     # the jmp short over the taken exit
             u.exit(after)
         else:                                         # jcc: taken -> second exit, else the first
-            condition = insn.mnemonic[1:]
-            condition = {"z": "e", "nz": "ne", "c": "b", "nc": "ae", "na": "be", "nbe": "a",
-                         "nae": "b", "nb": "ae", "pe": "p", "po": "np", "nge": "l", "nl": "ge",
-                         "ng": "le", "nle": "g"}.get(condition, condition)
+            condition = _condition(insn)
             at = u.here
             u.emit(emit.jcc(condition, at, at))
             u.exit(after)
             taken = u.here
             u.unit.code[at - u.unit.cache:at - u.unit.cache + 6] = emit.jcc(condition, at, taken)
-            u.exit(target)
+            way = u.exit(target)
+            if way.site == taken:
+                way.branch = at                       # nothing before its jmp: chaining may aim the jcc itself
         return True
 
     def _indirect(self, u, insn, after):
@@ -569,6 +717,56 @@ class Translator:
         u.exit(after, count=False)
         u.callouts[predict].exit = u.unit.exits[-1]
         return True
+
+
+def _condition(insn):
+    """The condition of a jcc as emit.jcc names it."""
+    condition = insn.mnemonic[1:]
+    return {"z": "e", "nz": "ne", "c": "b", "nc": "ae", "na": "be", "nbe": "a", "nae": "b", "nb": "ae",
+            "pe": "p", "po": "np", "nge": "l", "nl": "ge", "ng": "le", "nle": "g"}.get(condition, condition)
+
+
+def _is_jcc(insn):
+    op = bytes(insn.opcode)
+    return 0x70 <= op[0] <= 0x7F or (op[0] == 0x0F and 0x80 <= op[1] <= 0x8F)
+
+
+STRING = ("movs", "stos", "cmps", "scas", "lods", "ins", "outs")
+
+
+def stack_effect(insn, kind):
+    """How far a translated guest instruction moves ESP (bytes, a pop positive), or None when it may
+    store to memory other than by pushing, or move ESP any other way (capstone's operand access and
+    implicit registers; string instructions and prefixed ones are all taken as stores)."""
+    if kind != "copy" or insn.mnemonic.startswith(STRING) or insn.prefix[0]:
+        return None
+    if any(op.type == C.X86_OP_MEM and op.access & CS_AC_WRITE for op in insn.operands):
+        return None
+    if C.X86_REG_ESP not in insn.regs_access()[1]:
+        return 0
+    size = 2 if insn.prefix[2] == 0x66 else 4
+    if insn.mnemonic == "push":
+        return -size
+    if insn.mnemonic == "pop" and insn.operands[0].type == C.X86_OP_REG and insn.operands[0].reg != C.X86_REG_ESP:
+        return size
+    return None
+
+
+@dataclass
+class Frame:
+    """A call translated in line, while the translator is in its callee: `depth` is ESP's distance
+    from the return address the call pushed (below it: negative), `safe` whether that address is
+    still certainly there, and ESP's way back to it certain (stack_effect)."""
+    ret: int
+    depth: int = 0
+    safe: bool = True
+
+    def moved(self, by):
+        if by is None:
+            self.safe = False
+        else:
+            self.depth += by
+            self.safe = self.safe and self.depth <= 0     # a pop past it: a push may overwrite it
 
 
 def _sensitive_read(insn, vcs):
