@@ -37,7 +37,9 @@ translation, one of its costliest cases. This translator's cheaper paths: a call
 translated in line cost a push and a `lea esp`, as many instructions as the guest's own; a ret it
 cannot follow in line checks its prediction (most functions return to one caller), and a hit costs
 a compare and a chained jump. Translating through calls into one longer trace is what Dynamo did
-(Bala, Duesterwald & Banerjia, PLDI 2000: its traces run through calls and returns).
+(Bala, Duesterwald & Banerjia, PLDI 2000), whose unit of translation is a single interprocedural
+path (as Hiniker, Hazelwood & Smith, MICRO 2005, "Improving region selection in dynamic
+optimization systems", describe it).
 
 Each unit also counts the guest instructions it stands for, into ICOUNT in the VMM's data page, on
 each way through it that stays in the cache (Builder.count: one `add` in front of an instruction that
