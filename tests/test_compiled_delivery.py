@@ -5,7 +5,8 @@ Two ways: random descriptor tables, gates, TSS stacks, rings and page tables, wh
 same event from the same state and must leave the same registers, the same memory (the frame, the
 accessed and dirty bits) and raise the same fault; and every guest of the course and of the tests,
 whose runs must give the same events (icount included), stats, registers and endings with
-VMKIT_DELIVERY=reference as without it.
+VMKIT_DELIVERY=reference as without it (tests/test_counting.py, which compares each default run with
+this reference and the count's).
 """
 import hashlib
 import os
@@ -15,7 +16,6 @@ import pytest
 from unicorn import x86_const as X
 
 import vmkit
-from vmkit import compare
 from vmkit.errors import GuestError
 from vmkit.machine import delivery, native, quirks
 from vmkit.machine.cpu import Fault
@@ -25,29 +25,18 @@ from vmkit.vmm import TrapAndEmulate
 from vmkit.vmm.emulate import EMULATORS
 
 import test_counting
-import test_fuzz
 from guestkit import kernel
 
 pytestmark = pytest.mark.skipif(native.library() is None, reason=f"no C helpers: {native.why_not()}")
 
-TECHNIQUES = ("native", "trap-and-emulate", "binary-translation", "paravirt", "hardware-assist")
 SEED = 24
 GDT, IDT, TSS, PAGE_DIRECTORY, PAGE_TABLE = 0x1000, 0x2000, 0x3000, 0x5000, 0x6000
 
 
-class Reference:
-    """Within the `with`, new machines deliver with the Python reference."""
-
-    def __enter__(self):
-        os.environ["VMKIT_DELIVERY"] = "reference"
-
-    def __exit__(self, *exc):
-        os.environ.pop("VMKIT_DELIVERY", None)
-
-
 @pytest.fixture
 def reference():
-    yield Reference()
+    """Within the `with`, new machines deliver with the Python reference."""
+    yield test_counting.Reference("VMKIT_DELIVERY")
     os.environ.pop("VMKIT_DELIVERY", None)
 
 
@@ -187,38 +176,9 @@ def test_the_compiled_return_frame_reads_what_the_reference_reads_from_random_st
         assert frames[0] == frames[1], (case, state)
 
 
-# --- whole runs, both ways -------------------------------------------------------------------------------
-@pytest.mark.parametrize("technique", TECHNIQUES)
-def test_guests_of_the_course_and_the_tests_run_the_same_both_ways(reference, technique):
-    """Every guest of the course and of the tests, under every technique: the same events (icount
-    included), stats, registers and ending, whether delivery and the PC's hooks are compiled or not."""
-    images = list(test_counting.course_guests())
-    for path in sorted(test_counting.GUESTS.glob("*.asm")):
-        try:
-            images.append((path.name, test_counting.platform_guest(path)))
-        except vmkit.VmkitError:
-            continue
-    assert len(images) > 30
-    for name, image in images:
-        test_counting.assert_same(reference, image, technique, f"{name} under {technique}")
-
-
-@pytest.mark.parametrize("technique", TECHNIQUES)
-def test_the_comparison_workloads_run_the_same_both_ways(reference, technique):
-    for name, w in compare.WORKLOADS.items():
-        for column in (*compare.COLUMNS, *compare.VARIANTS):
-            base, preset = compare.technique_of(column)
-            if base == technique:
-                image = vmkit.assemble(w.source(3, **compare.guest_tunables(w, column)))
-                test_counting.assert_same(reference, image, base, f"{name} in column {column}", **preset)
-
-
-@pytest.mark.parametrize("technique", ("native", "trap-and-emulate", "binary-translation"))
-def test_fuzzed_guests_run_the_same_both_ways(reference, technique):
-    for family in test_fuzz.FAMILIES:
-        for index in range(3):
-            image = test_fuzz.case_image(family, test_fuzz.SEED, index)
-            test_counting.assert_same(reference, image, technique, f"fuzz case {family} {index} under {technique}")
+# --- whole runs, both ways: tests/test_counting.py runs every guest, comparison workload and fuzz family
+# under every technique once the default way and checks it against VMKIT_DELIVERY=reference (and the
+# count's reference); below, the guests that exercise the compiled hooks most.
 
 
 # ring 3 calls its kernel 500 times through a DPL 3 interrupt gate; the handler only returns

@@ -2,7 +2,9 @@
 
 The reference is Unicorn's own count, emu_start(count=n), which calls a hook before every
 instruction; VMKIT_COUNT=reference makes vmkit use it. Every guest here runs both ways and must give
-the same events (with their icount), stats, registers and ending, under every technique.
+the same events (with their icount), stats, registers and ending, under every technique. The whole
+runs (every guest, workload and fuzz family) are compared with the compiled delivery's reference too
+(VMKIT_DELIVERY=reference, tests/test_compiled_delivery.py): one default run, checked against each.
 """
 import dataclasses
 import os
@@ -26,17 +28,32 @@ TIMEOUT = 5                        # a flood of I/O exits ends on the clock: suc
 pytestmark = pytest.mark.skipif(not counting.available()[0], reason=f"no block counter: {counting.available()[1]}")
 
 
+class Reference:
+    """Within the `with`, new machines work the reference way that `variable`=reference asks for."""
+
+    def __init__(self, variable):
+        self.variable = variable
+
+    def __enter__(self):
+        os.environ[self.variable] = "reference"
+
+    def __exit__(self, *exc):
+        os.environ.pop(self.variable, None)
+
+
 @pytest.fixture
 def reference():
     """Within the `with`, machines count the reference way (emu_start(count=n))."""
-    class Reference:
-        def __enter__(self):
-            os.environ["VMKIT_COUNT"] = "reference"
-
-        def __exit__(self, *exc):
-            os.environ.pop("VMKIT_COUNT", None)
-    yield Reference()
+    yield Reference("VMKIT_COUNT")
     os.environ.pop("VMKIT_COUNT", None)
+
+
+@pytest.fixture
+def references(reference):
+    """The count's reference and the delivery's (delivery.py and the Python hooks, not delivery.c
+    and hooks.c): a whole run made the default way must equal each."""
+    yield (reference, Reference("VMKIT_DELIVERY"))
+    os.environ.pop("VMKIT_DELIVERY", None)
 
 
 def outcome(image, technique, **options):
@@ -51,21 +68,24 @@ def outcome(image, technique, **options):
     return plain, error
 
 
-def assert_same(reference, image, technique, what, **options):
-    with reference:
-        expected = outcome(image, technique, **options)
-    got = outcome(image, technique, **options)
-    (want, want_error), (have, have_error) = expected, got
-    if any(error and "of real time" in error[1] for error in (want_error, have_error)):
-        return                             # ended by the clock on the wall (a flood of exits): not comparable
-    assert have_error == want_error, what
-    if want is None:
-        assert have is None, what
-        return
-    for i, (a, b) in enumerate(zip(want["events"], have["events"])):
-        assert a == b, f"{what}: event {i} differs"
-    assert len(have["events"]) == len(want["events"]), what
-    assert have == want, what
+def assert_same(references, image, technique, what, **options):
+    """The run made the default way equals the one made within each of `references` (one `with`, or
+    a tuple of them); the default run is made once."""
+    have, have_error = outcome(image, technique, **options)
+    for reference in references if isinstance(references, tuple) else (references,):
+        with reference:
+            want, want_error = outcome(image, technique, **options)
+        if any(error and "of real time" in error[1] for error in (want_error, have_error)):
+            continue                       # ended by the clock on the wall (a flood of exits): not comparable
+        way = f"{what} ({reference.variable}=reference)" if isinstance(reference, Reference) else what
+        assert have_error == want_error, way
+        if want is None:
+            assert have is None, way
+            continue
+        for i, (a, b) in enumerate(zip(want["events"], have["events"])):
+            assert a == b, f"{way}: event {i} differs"
+        assert len(have["events"]) == len(want["events"]), way
+        assert have == want, way
 
 
 def platform_guest(path):
@@ -82,9 +102,10 @@ def course_guests():
 
 
 @pytest.mark.parametrize("technique", TECHNIQUES)
-def test_guests_of_the_course_and_the_tests_count_the_same_both_ways(reference, technique):
+def test_guests_of_the_course_and_the_tests_run_the_same_every_way(references, technique):
     """The course's guests and the tests' guests (timer, paging, rings, I/O bitmap, faults) under
-    every technique: the same events, icount included, the same stats and registers."""
+    every technique: the same events, icount included, the same stats and registers, counted per
+    block or the reference way, delivered in C or in Python."""
     images = list(course_guests())
     for path in sorted(GUESTS.glob("*.asm")):
         try:
@@ -93,11 +114,11 @@ def test_guests_of_the_course_and_the_tests_count_the_same_both_ways(reference, 
             continue                       # a guest the tests assemble with constants of their own
     assert len(images) > 30
     for name, image in images:
-        assert_same(reference, image, technique, f"{name} under {technique}")
+        assert_same(references, image, technique, f"{name} under {technique}")
 
 
 @pytest.mark.parametrize("technique", TECHNIQUES)
-def test_the_comparison_workloads_count_the_same_both_ways(reference, technique):
+def test_the_comparison_workloads_run_the_same_every_way(references, technique):
     """Lesson 10's workloads (system calls, cli/sti, port reads, #DE, a sieve, page faults, PTE
     stores), three rounds each, in every column of the comparison that runs on `technique`."""
     for name, w in compare.WORKLOADS.items():
@@ -106,17 +127,17 @@ def test_the_comparison_workloads_count_the_same_both_ways(reference, technique)
             if base != technique:
                 continue
             image = vmkit.assemble(w.source(3, **compare.guest_tunables(w, column)))
-            assert_same(reference, image, base, f"{name} in column {column}", **preset)
+            assert_same(references, image, base, f"{name} in column {column}", **preset)
 
 
 @pytest.mark.parametrize("technique", ("native", "trap-and-emulate", "binary-translation"))
-def test_fuzzed_guests_count_the_same_both_ways(reference, technique):
+def test_fuzzed_guests_run_the_same_every_way(references, technique):
     """The fuzz tier's random guests: random bytes, handlers, privileged mixes, timer storms,
     descriptor-table boots, privileged streams in every ring."""
     for family in test_fuzz.FAMILIES:
         for index in range(3):
             image = test_fuzz.case_image(family, test_fuzz.SEED, index)
-            assert_same(reference, image, technique, f"fuzz case {family} {index} under {technique}")
+            assert_same(references, image, technique, f"fuzz case {family} {index} under {technique}")
 
 
 # A block that the guest rewrites: the same address and size (5 bytes), another count of instructions.
