@@ -25,6 +25,7 @@ from vmkit.vmm import TrapAndEmulate
 from vmkit.vmm.emulate import EMULATORS
 
 import test_counting
+from test_machine import timer_guest
 from guestkit import kernel
 
 pytestmark = pytest.mark.skipif(native.library() is None, reason=f"no C helpers: {native.why_not()}")
@@ -218,32 +219,7 @@ def test_a_vmm_that_overrides_what_the_hooks_stand_for_keeps_them_off():
 # A kernel whose timer interrupts land between its sti and its cli, WORK instructions apart, at a rate of
 # a tick every few dozen instructions (the PIT's divisor, scaled by vmkit's clock), so that ticks,
 # budgets and sti shadows fall at every place in the loop.
-CLI_STI_TIMER = """
-bits 32
-org 0x100000
-    lidt [idt_descriptor]
-    mov eax, timer
-    mov [idt + 0x20 * 8], ax
-    mov word [idt + 0x20 * 8 + 2], 0x08
-    mov word [idt + 0x20 * 8 + 4], 0x8E00
-    shr eax, 16
-    mov [idt + 0x20 * 8 + 6], ax
-    mov al, 0x11
-    out 0x20, al
-    mov al, 0x20
-    out 0x21, al
-    mov al, 4
-    out 0x21, al
-    mov al, 1
-    out 0x21, al
-    mov al, 0xFE
-    out 0x21, al
-    mov al, 0x34
-    out 0x43, al
-    mov ax, {divisor}
-    out 0x40, al
-    mov al, ah
-    out 0x40, al
+CLI_STI = """
     mov ecx, {rounds}
 again:
     cli
@@ -254,27 +230,14 @@ again:
     jnz again
     cli
     mov al, 0
-    out 0xf4, al
-timer:
-    inc dword [ticks]
-    push eax
-    mov al, 0x20
-    out 0x20, al
-    pop eax
-    iretd
-ticks: dd 0
-align 8
-idt: times 256 dq 0
-idt_descriptor: dw 256 * 8 - 1
-    dd idt
-"""
+    out 0xf4, al"""
 
 
 @pytest.mark.parametrize("work, divisor", [(0, 1), (1, 1), (2, 2), (3, 1), (5, 3)])
 def test_trap_and_emulates_compiled_traps_run_the_same_as_the_python_ones(reference, work, divisor):
     """The same events, stats and registers with the cli and sti traps handled in C as in Python, and
     nearly all of them handled in C."""
-    image = vmkit.assemble(CLI_STI_TIMER.format(rounds=1000, work=work, divisor=divisor))
+    image = vmkit.assemble(timer_guest(divisor, CLI_STI.format(rounds=1000, work=work)))
     test_counting.assert_same(reference, image, "trap-and-emulate", f"cli/sti, WORK={work}, divisor {divisor}")
     vmm = TrapAndEmulate(image)
     in_python = []
