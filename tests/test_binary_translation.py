@@ -17,6 +17,7 @@ from vmkit.vmm.binary_translation import CACHE_BASE
 from vmkit.vmm.translator import RULES
 
 sys.path.insert(0, str(Path(__file__).parent))
+from test_machine import timer_guest                                     # noqa: E402
 from test_qemu_differential import GUEST_ENDINGS, guest_source          # noqa: E402
 
 BT = "binary-translation"
@@ -353,30 +354,9 @@ def test_a_taken_jcc_is_aimed_at_its_targets_translation_once_chained():
     assert int.from_bytes(jcc[2:], "little", signed=True) == taken.site - (taken.branch + 6)
 
 
-TICKING = """
-    mov eax, timer                             ; the timer's gate: vector 0x20, interrupt gate, DPL 0
-    mov [idt + 0x20 * 8], ax
-    mov word [idt + 0x20 * 8 + 2], 0x08
-    mov word [idt + 0x20 * 8 + 4], 0x8E00
-    shr eax, 16
-    mov [idt + 0x20 * 8 + 6], ax
-    lidt [idt_descriptor]
-    mov al, 0x11                               ; the PIC: IRQ0 -> vector 0x20, only IRQ0 unmasked
-    out 0x20, al
-    mov al, 0x20
-    out 0x21, al
-    mov al, 4
-    out 0x21, al
-    mov al, 1
-    out 0x21, al
-    mov al, 0xFE
-    out 0x21, al
-    mov al, 0x34                               ; the PIT: channel 0, mode 2, a tick every 7 of its clocks
-    out 0x43, al
-    mov al, 7
-    out 0x40, al
-    mov al, 0
-    out 0x40, al
+# test_machine's timer kernel (a tick every 7 of the PIT's clocks) around a loop with calls in line
+# and an unrolled loop in it
+TICKING = timer_guest(7, """
     sti
     mov esi, 1000
 outer:
@@ -397,24 +377,7 @@ f:
     ret
 g:
     xor edx, ebx
-    ret
-timer:
-    push eax
-    inc dword [ticks]
-    mov [seen], esi                            ; where the kernel was: the interrupted state
-    mov [seen + 4], ecx
-    mov al, 0x20
-    out 0x20, al
-    pop eax
-    iretd
-ticks: dd 0
-seen: dd 0, 0
-align 8
-idt: times 256 dq 0
-idt_descriptor:
-    dw 256 * 8 - 1
-    dd idt
-"""
+    ret""")
 
 
 def test_timer_interrupts_come_at_the_same_instructions_in_line_and_unrolled():

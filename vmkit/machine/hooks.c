@@ -80,6 +80,23 @@ static int read_registers(struct engine *e, uint64_t *eip, uint64_t *cr0)
     return e->reg_read_batch(e->uc, ids, values, 2);
 }
 
+/* A hook moved EIP and the slice goes on there: counting.BlockCounter.resume_after (the faulting block
+   ended where the hook ran, the next one adds to the count), and quirks.resync_pc (later hooks read EIP
+   up to date). */
+static void resume(struct pc *p, void *uc)
+{
+    struct counter *c = p->counter;
+    c->start = 0;
+    c->size = 0;
+    c->icount = 0;
+    c->last_start = 0;
+    c->last_size = 0;
+    c->last_icount = 0;
+    if (p->skip_sync_pc >= 0) {
+        *((uint8_t *)uc + p->skip_sync_pc) = 0;
+    }
+}
+
 static int ready(struct pc *p)
 {
     struct counter *c = p->counter;
@@ -113,16 +130,7 @@ void vmkit_pc_interrupt(void *uc, uint32_t vector, void *data)
     ev->started = c->done;
     ev->vector = vector;
     ev->op = 0;
-    /* counting.BlockCounter.resume_after: the block ended at the int; the next one adds to the count */
-    c->start = 0;
-    c->size = 0;
-    c->icount = 0;
-    c->last_start = 0;
-    c->last_size = 0;
-    c->last_icount = 0;
-    if (p->skip_sync_pc >= 0) {        /* quirks.resync_pc: later hooks read EIP up to date */
-        *((uint8_t *)uc + p->skip_sync_pc) = 0;
-    }
+    resume(p, uc);                     /* the block ended at the int */
     p->count++;
     p->left--;
     p->handled_interrupt = 1;
@@ -219,15 +227,7 @@ void vmkit_vmm_trap(void *uc, uint32_t vector, void *data)
     ev->vector = vector;
     ev->op = op;
     ev->d.fault_error = (uint32_t)*error_code;
-    c->start = 0;                      /* counting.BlockCounter.resume_after, as for int n above */
-    c->size = 0;
-    c->icount = 0;
-    c->last_start = 0;
-    c->last_size = 0;
-    c->last_icount = 0;
-    if (p->skip_sync_pc >= 0) {
-        *((uint8_t *)uc + p->skip_sync_pc) = 0;
-    }
+    resume(p, uc);                     /* the block ended at the cli or sti */
     p->count++;
     p->left--;
     p->handled_interrupt = 1;
