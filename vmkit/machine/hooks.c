@@ -173,7 +173,8 @@ void vmkit_pc_watched(void *uc, uint64_t address, uint32_t size, void *data)
 
 /* Trap-and-emulate's commonest trap: the guest kernel, in ring 1, runs cli or sti and the CPU raises #GP
    (SDM vol. 2A, CLI: IOPL < CPL). Handled here when it is the fault of a plain cli or sti (not an int 13),
-   the last instruction of its block (QEMU ends the block at an instruction that raises), with paging
+   the last instruction of its block (where the block ends with Unicorn 2.1.4: tests/test_compiled_delivery.py
+   counts the traps handled here), with paging
    off, and with room in the slice after it: one more instruction after an sti, which may be the one
    whose interrupt shadow the VMM holds (TrapAndEmulate.slice_may_go_on). The CPU forgets the fault
    (quirks.clear_fault_and_set_cpl), EIP moves past the instruction, and the trap waits for the VMM. */
